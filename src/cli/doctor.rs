@@ -1,0 +1,238 @@
+//! `qbox doctor`: where qbox looked, what it found, whether the login is
+//! usable, and whether a Docker engine answers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::container::engine::{self, EngineStatus};
+use crate::exit;
+use crate::store::token::{BUILDER_ID_START_URL, Profile};
+use crate::store::{Flavor, SearchedPath, StoreQuery, TokenStatus};
+use crate::term::Palette;
+use crate::timefmt::{relative, rfc3339_seconds};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  qbox doctor
+  qbox doctor --json | jq .token.state
+  qbox --db ./data.sqlite3 doctor
+
+Exit codes: 0 a usable login was found, 1 the store could not be read, 4 no usable login.")]
+pub struct DoctorArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    ok: bool,
+    /// The path given with --db / QBOX_DB, when there was one.
+    db_override: Option<PathBuf>,
+    searched: Vec<SearchedPath>,
+    store: Option<StoreInfo>,
+    error: Option<ErrorInfo>,
+    token: Option<TokenStatus>,
+    registration: Option<RegistrationInfo>,
+    login_kind: Option<&'static str>,
+    profile: Option<Profile>,
+    docker: EngineStatus,
+}
+
+#[derive(Debug, Serialize)]
+struct StoreInfo {
+    path: PathBuf,
+    flavor: Flavor,
+    cli: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorInfo {
+    message: String,
+    hint: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum RegistrationInfo {
+    Valid {
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
+    },
+    Expired,
+    Missing,
+}
+
+pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
+    let now = OffsetDateTime::now_utc();
+    let docker = engine::probe(Duration::from_secs(3));
+    let resolved = query.resolve(now);
+    let mut report = Report {
+        ok: false,
+        db_override: query.db.clone(),
+        searched: query.searched_paths(),
+        store: None,
+        error: None,
+        token: None,
+        registration: None,
+        login_kind: None,
+        profile: None,
+        docker: docker.await,
+    };
+    let mut code = exit::NO_LOGIN;
+    match resolved {
+        Ok(login) => {
+            let status = login.status(now);
+            report.ok = status.is_usable();
+            code = if report.ok { exit::OK } else { exit::NO_LOGIN };
+            report.registration = Some(match &login.registration {
+                None => RegistrationInfo::Missing,
+                Some(r) if r.is_expired_at(now) => RegistrationInfo::Expired,
+                Some(r) => RegistrationInfo::Valid {
+                    expires_at: r.client_secret_expires_at.unwrap_or(now),
+                },
+            });
+            report.login_kind = login.token.as_ref().map(|entry| {
+                match (&login.profile, entry.token.start_url.as_deref()) {
+                    (Some(_), _) => "identity-center",
+                    (None, Some(BUILDER_ID_START_URL) | None) => "builder-id",
+                    (None, Some(_)) => "identity-center",
+                }
+            });
+            report.token = Some(status);
+            report.profile = login.profile.clone();
+            report.store = Some(StoreInfo {
+                path: login.path.clone(),
+                flavor: login.flavor,
+                cli: login.flavor.display_name(),
+            });
+        }
+        Err(err) => {
+            if !err.is_no_login() {
+                code = exit::ERROR;
+            }
+            report.error = Some(ErrorInfo {
+                message: err.to_string(),
+                hint: err.hint(),
+            });
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_text(&report, now, palette_for_stdout(palette)));
+    }
+    Ok(code)
+}
+
+/// Doctor's text report is data on stdout; it is styled only when stdout is
+/// a terminal and colours are allowed.
+fn palette_for_stdout(stderr_palette: Palette) -> Palette {
+    use std::io::IsTerminal;
+    if stderr_palette.enabled() && std::io::stdout().is_terminal() {
+        stderr_palette
+    } else {
+        Palette::plain()
+    }
+}
+
+fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        out.push_str(&format!("{label:<13}{value}\n"));
+    };
+    if let Some(db) = &report.db_override {
+        line(
+            "store path",
+            format!("{} (from --db / QBOX_DB)", db.display()),
+        );
+    }
+    for (i, searched) in report.searched.iter().enumerate() {
+        let state = if searched.exists {
+            p.good("found")
+        } else {
+            p.dim("missing")
+        };
+        line(
+            if i == 0 { "searched" } else { "" },
+            format!("{} ({state})", searched.path.display()),
+        );
+    }
+    match &report.store {
+        Some(store) => line("store", format!("{} ({})", store.path.display(), store.cli)),
+        None => line("store", p.bad("none")),
+    }
+    if let Some(error) = &report.error {
+        line("problem", p.bad(&error.message));
+        if let Some(hint) = &error.hint {
+            line("hint", hint.clone());
+        }
+    }
+    if let Some(token) = &report.token {
+        let text = match token {
+            TokenStatus::Valid { expires_at } => p.good(&format!(
+                "valid until {} ({})",
+                rfc3339_seconds(*expires_at),
+                relative(*expires_at, now)
+            )),
+            TokenStatus::Refreshable { expires_at } => p.good(&format!(
+                "expired {} but refreshable (qbox refreshes it on use)",
+                relative(*expires_at, now)
+            )),
+            TokenStatus::Unusable { expires_at, reason } => p.bad(&format!(
+                "expired {}, not refreshable: {reason}",
+                relative(*expires_at, now)
+            )),
+            TokenStatus::Missing => p.bad("missing (not logged in)"),
+        };
+        line("token", text);
+    }
+    if let Some(kind) = report.login_kind {
+        line("login", kind.to_owned());
+    }
+    if let Some(registration) = &report.registration {
+        let text = match registration {
+            RegistrationInfo::Valid { expires_at } => {
+                format!("valid until {}", rfc3339_seconds(*expires_at))
+            }
+            RegistrationInfo::Expired => p.bad("expired (a refresh will need a new login)"),
+            RegistrationInfo::Missing => p.dim("missing"),
+        };
+        line("registration", text);
+    }
+    if report.store.is_some() {
+        let profile = match &report.profile {
+            Some(profile) => profile.arn.clone(),
+            None => p.dim("none (Builder ID logins have none)"),
+        };
+        line("profile", profile);
+    }
+    let docker = &report.docker;
+    let docker_text = if docker.available {
+        p.good(&format!(
+            "engine {} answers at {}",
+            docker.version.as_deref().unwrap_or("?"),
+            docker.endpoint
+        ))
+    } else {
+        format!(
+            "{} at {}: {}",
+            p.bad("no engine"),
+            docker.endpoint,
+            docker.error.as_deref().unwrap_or("unknown error")
+        )
+    };
+    line("docker", docker_text);
+    let verdict = if report.ok {
+        p.good("ok: a usable login is available")
+    } else {
+        p.bad("not ready: no usable login")
+    };
+    out.push_str(&verdict);
+    out.push('\n');
+    out
+}

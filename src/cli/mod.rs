@@ -1,0 +1,137 @@
+//! The `qbox` command line: clap definitions, and one handler module per
+//! subcommand. Handlers turn plain clap values into checked inputs, call the
+//! library, and write data to stdout and everything human to stderr.
+
+mod args;
+mod doctor;
+mod export;
+mod snapshot;
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::exit;
+use crate::store::{Flavor, StoreQuery};
+use crate::term::Palette;
+
+const EXAMPLES: &str = "\
+Examples:
+  qbox doctor                               # where is my login, is it usable?
+  qbox export-token --format env > .env     # tokens for docker --env-file
+  eval \"$(qbox export-token --format shell)\"
+  qbox export-token --field access          # just the access token
+  qbox snapshot ~/.qbox/auth --watch        # keep a least-privilege copy fresh
+  qbox completions bash > /etc/bash_completion.d/qbox
+
+Exit codes: 0 ok, 1 error, 2 usage, 4 no usable login.
+Environment: QBOX_DB, QBOX_CLI, QBOX_OIDC_ENDPOINT, QBOX_LOCK_TIMEOUT, RUST_LOG, NO_COLOR.";
+
+/// Use your Amazon Q Developer CLI / Kiro CLI login outside the CLI.
+#[derive(Debug, Parser)]
+#[command(name = "qbox", version, after_help = EXAMPLES, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand accepts.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Use this auth store instead of searching the CLIs' default locations.
+    #[arg(long, global = true, env = "QBOX_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Which CLI's store to use when both are installed (default: the one
+    /// with a usable login).
+    #[arg(long, global = true, env = "QBOX_CLI", value_enum)]
+    pub cli: Option<Flavor>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+impl GlobalArgs {
+    pub fn store_query(&self) -> StoreQuery {
+        StoreQuery {
+            db: self.db.clone(),
+            cli: self.cli,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show where qbox looks, which login it found, and whether Docker answers.
+    Doctor(doctor::DoctorArgs),
+    /// Print the login's tokens for scripts and CI (refreshing them if expired).
+    ExportToken(export::ExportArgs),
+    /// Write a least-privilege copy of the login to DIR/data.sqlite3.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Parses `args`, runs the command, and returns the process exit code.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version go to stdout with code 0, usage errors to
+            // stderr with code 2: clap already prints both correctly.
+            let _ = err.print();
+            return if err.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+    };
+    let palette = Palette::stderr();
+    crate::logging::init(cli.global.verbose, cli.global.quiet, palette);
+    match dispatch(cli, palette) {
+        Ok(code) => code,
+        Err(err) => exit::report(&err, palette),
+    }
+}
+
+fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
+    let query = cli.global.store_query();
+    match cli.command {
+        Command::Doctor(args) => block_on(doctor::run(args, query, palette)),
+        Command::ExportToken(args) => block_on(export::run(args, query, palette)),
+        Command::Snapshot(args) => block_on(snapshot::run(args, query, cli.global.quiet, palette)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "qbox", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Runs a command on a single-threaded runtime: qbox's commands are short
+/// and mostly wait on I/O, and this keeps start-up cheap.
+fn block_on<F: Future<Output = anyhow::Result<u8>>>(future: F) -> anyhow::Result<u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

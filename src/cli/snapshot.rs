@@ -1,0 +1,146 @@
+//! `qbox snapshot DIR [--watch]`: a least-privilege copy of the login,
+//! optionally kept fresh until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::args::parse_positive_duration;
+use crate::exit;
+use crate::store::snapshot::{parse_mode, write_snapshot};
+use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
+use crate::store::{self, OidcClient, StoreQuery, db};
+use crate::term::Palette;
+use crate::timefmt::{relative, rfc3339_seconds};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  qbox snapshot ./.qbox/auth                 # one snapshot, token refreshed if expired
+  qbox snapshot ./.qbox/auth --watch         # keep it fresh until Ctrl-C / SIGTERM
+  docker run -v \"$PWD/.qbox/auth:/run/qbox/auth:ro\" -e QBOX_DB=/run/qbox/auth/data.sqlite3 IMAGE
+
+Mount the directory, not the file: the file is replaced atomically on every update.")]
+pub struct SnapshotArgs {
+    /// Directory to write data.sqlite3 into (created with mode 0700 if missing).
+    dir: PathBuf,
+    /// Keep running: refresh the token on the host before it expires and
+    /// rewrite the snapshot whenever the host's login changes.
+    #[arg(long)]
+    watch: bool,
+    /// How often --watch reads the host store (e.g. 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration, requires = "watch")]
+    interval: Duration,
+    /// With --watch, refresh the host token this long before it expires.
+    #[arg(long, default_value = "5m", value_parser = parse_positive_duration, requires = "watch")]
+    refresh_before: Duration,
+    /// File mode of the snapshot, in octal.
+    #[arg(long, default_value = "600", value_parser = parse_mode)]
+    mode: u32,
+    /// Do not refresh an expired token before writing the snapshot.
+    #[arg(long, conflicts_with = "watch")]
+    no_refresh: bool,
+}
+
+pub async fn run(
+    args: SnapshotArgs,
+    query: StoreQuery,
+    quiet: bool,
+    palette: Palette,
+) -> anyhow::Result<u8> {
+    if args.watch {
+        return watch(args, query, quiet, palette).await;
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut login = query.resolve(now)?;
+    let entry = login.require_token()?;
+    if entry.token.is_expired_at(now) && !args.no_refresh {
+        login = store::refresh(login, &OidcClient::from_env()?).await?;
+    }
+    let rows = db::read_snapshot_rows(&login.path)?;
+    let path = write_snapshot(&rows, &args.dir, args.mode)?;
+    println!("{}", path.display());
+    Ok(exit::OK)
+}
+
+async fn watch(
+    args: SnapshotArgs,
+    query: StoreQuery,
+    quiet: bool,
+    palette: Palette,
+) -> anyhow::Result<u8> {
+    let options = WatchOptions {
+        interval: args.interval,
+        refresh_before: args.refresh_before,
+        mode: args.mode,
+    };
+    let keeper = SnapshotKeeper::new(query, args.dir, options);
+    if !quiet {
+        eprintln!(
+            "watching the host login, keeping {} fresh (Ctrl-C to stop)",
+            keeper.snapshot_path().display()
+        );
+    }
+    let mut printed_path = false;
+    let mut on_event = |event: WatchEvent<'_>| {
+        let now = OffsetDateTime::now_utc();
+        match event {
+            WatchEvent::Written { path, expires_at } => {
+                if !printed_path {
+                    // The path is data: print it once, for scripts.
+                    println!("{}", path.display());
+                    let _ = std::io::stdout().flush();
+                    printed_path = true;
+                }
+                if !quiet {
+                    let token = match expires_at {
+                        Some(at) => format!(
+                            "token valid until {} ({})",
+                            rfc3339_seconds(at),
+                            relative(at, now)
+                        ),
+                        None => "no login on the host".to_owned(),
+                    };
+                    eprintln!("{} snapshot updated: {token}", palette.good("✓"));
+                }
+            }
+            WatchEvent::Refreshed { expires_at } => {
+                if !quiet {
+                    eprintln!(
+                        "{} host token refreshed, valid until {}",
+                        palette.good("✓"),
+                        rfc3339_seconds(expires_at)
+                    );
+                }
+            }
+            WatchEvent::RefreshFailed { error, retry_in } => {
+                eprintln!(
+                    "{} {error}; retrying in {}s",
+                    palette.warning("warning:"),
+                    retry_in.as_secs()
+                );
+                if let Some(hint) = error.hint() {
+                    eprintln!("{} {hint}", palette.bold("hint:"));
+                }
+            }
+            WatchEvent::SourceProblem { error } => {
+                eprintln!(
+                    "{} {error}; the snapshot is left as it was",
+                    palette.warning("warning:")
+                );
+                if let Some(hint) = error.hint() {
+                    eprintln!("{} {hint}", palette.bold("hint:"));
+                }
+            }
+        }
+    };
+    keeper
+        .run(crate::signals::shutdown(), &mut on_event)
+        .await?;
+    if !quiet {
+        eprintln!("stopped");
+    }
+    Ok(exit::OK)
+}

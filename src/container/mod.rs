@@ -1,0 +1,6 @@
+//! Docker Engine access through its API.
+//!
+//! **Architecture invariant:** this is the only module that imports
+//! `bollard`; every mount of auth state it creates is read-only.
+
+pub mod engine;

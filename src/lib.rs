@@ -1,0 +1,26 @@
+//! qbox: use an Amazon Q Developer CLI / Kiro CLI login outside the CLI.
+//!
+//! Crate map (one line per module; see `docs/ARCHITECTURE.md`):
+
+/// `qbox` command line: clap definitions and one handler per subcommand.
+pub mod cli;
+/// Docker Engine access (the only user of bollard).
+pub mod container;
+/// Exit codes and error reporting with hints.
+pub mod exit;
+/// The HTTPS client (rustls, embedded roots).
+pub mod http;
+/// Tracing setup: logs to stderr only.
+pub mod logging;
+/// The `Secret` string type that never prints its value.
+pub mod secret;
+/// Signals that stop long-running commands.
+pub mod signals;
+/// Stand-in AWS services on loopback, for tests and the demo.
+pub mod standin;
+/// The CLI's SQLite auth store (the only user of SQLite).
+pub mod store;
+/// Terminal styling that honours NO_COLOR.
+pub mod term;
+/// Time formatting helpers.
+pub mod timefmt;

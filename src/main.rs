@@ -1,0 +1,5 @@
+//! `qbox`: the host-side command. All logic lives in the library.
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(qbox::cli::run(std::env::args_os()))
+}

@@ -1,0 +1,292 @@
+//! SQLite access to the CLI's store: short read transactions on a read-only
+//! connection, and the one write qbox ever makes (a refreshed token).
+//!
+//! The CLI uses SQLite's default rollback journal and sets no busy timeout,
+//! so the rules here are: read everything a command needs inside one
+//! transaction (a shared lock gives a consistent view: a half-committed write
+//! is never visible), release the lock at once (the CLI would get
+//! `SQLITE_BUSY` if qbox held it), and wait a bounded time when the CLI holds
+//! the lock itself.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+
+use super::discovery::Flavor;
+use super::error::StoreError;
+
+/// How long to wait for a lock held by another program, unless
+/// `QBOX_LOCK_TIMEOUT` (seconds, fractions allowed) says otherwise.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `state` keys that belong to a login.
+pub const AUTH_STATE_KEYS: [&str; 3] = [
+    "api.codewhisperer.profile",
+    "auth.idc.start-url",
+    "auth.idc.region",
+];
+
+/// The lock timeout in force.
+pub fn lock_timeout() -> Duration {
+    std::env::var("QBOX_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(DEFAULT_LOCK_TIMEOUT)
+}
+
+/// The rows of a login, read in one transaction.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthRows {
+    /// `auth_kv` rows whose key is one of the known auth keys.
+    pub auth_kv: Vec<(String, String)>,
+    /// `state` rows that belong to the login (profile, IdC start URL, region).
+    pub state: Vec<(String, Value)>,
+}
+
+impl AuthRows {
+    pub fn auth_value(&self, key: &str) -> Option<&str> {
+        self.auth_kv
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A `state` value as text; the CLI stores JSON there as TEXT or BLOB.
+    pub fn state_text(&self, key: &str) -> Option<String> {
+        match self.state.iter().find(|(k, _)| k == key).map(|(_, v)| v)? {
+            Value::Text(text) => Some(text.clone()),
+            Value::Blob(bytes) => String::from_utf8(bytes.clone()).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Everything a snapshot holds: the schema, the migration history (so the
+/// CLI sees an up-to-date database and runs no migration) and the auth rows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SnapshotRows {
+    /// `CREATE` statements of the source's tables and indexes, in order.
+    pub schema: Vec<String>,
+    /// `migrations` rows: (id, version, migration_time).
+    pub migrations: Vec<(i64, i64, i64)>,
+    pub auth: AuthRows,
+}
+
+/// Every `auth_kv` key qbox copies or reads, for both CLIs.
+fn known_auth_keys() -> Vec<&'static str> {
+    Flavor::ALL
+        .into_iter()
+        .flat_map(Flavor::auth_keys)
+        .collect()
+}
+
+/// Checks the file before SQLite sees it, so that a missing file, a
+/// directory or a permission problem gets its own message (SQLite would say
+/// "unable to open database file" for all three).
+fn check_readable(path: &Path) -> Result<(), StoreError> {
+    let metadata = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StoreError::ExplicitPathMissing {
+            path: path.to_owned(),
+        },
+        std::io::ErrorKind::PermissionDenied => StoreError::PermissionDenied {
+            path: path.to_owned(),
+        },
+        _ => StoreError::io("reading", path, e),
+    })?;
+    if !metadata.is_file() {
+        return Err(StoreError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => StoreError::PermissionDenied {
+            path: path.to_owned(),
+        },
+        _ => StoreError::io("opening", path, e),
+    })?;
+    Ok(())
+}
+
+/// Turns an SQLite error into the store error a person can act on.
+pub(crate) fn map_sqlite_error(path: &Path, err: rusqlite::Error) -> StoreError {
+    let path = path.to_owned();
+    if let rusqlite::Error::SqliteFailure(failure, message) = &err {
+        match failure.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                return StoreError::Locked {
+                    path,
+                    waited: lock_timeout(),
+                };
+            }
+            ErrorCode::NotADatabase => return StoreError::NotSqlite { path },
+            ErrorCode::DatabaseCorrupt => {
+                return StoreError::Corrupt {
+                    path,
+                    detail: message
+                        .clone()
+                        .unwrap_or_else(|| "malformed database".into()),
+                };
+            }
+            ErrorCode::PermissionDenied => return StoreError::PermissionDenied { path },
+            _ => {}
+        }
+        if let Some(table) = message
+            .as_deref()
+            .and_then(|m| m.strip_prefix("no such table: "))
+        {
+            return StoreError::MissingTable {
+                path,
+                table: table.trim_start_matches("main.").to_owned(),
+            };
+        }
+    }
+    StoreError::Sqlite { path, source: err }
+}
+
+/// Opens the store read-only with the lock timeout in force.
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    check_readable(path)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| map_sqlite_error(path, e))?;
+    conn.busy_timeout(lock_timeout())
+        .map_err(|e| map_sqlite_error(path, e))?;
+    Ok(conn)
+}
+
+/// `?, ?, ?` for an `IN` list of `n` values.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+fn read_auth_rows_in(conn: &Connection) -> rusqlite::Result<AuthRows> {
+    let keys = known_auth_keys();
+    let mut auth = conn.prepare(&format!(
+        "SELECT key, value FROM auth_kv WHERE key IN ({}) ORDER BY key",
+        placeholders(keys.len())
+    ))?;
+    let auth_kv = auth
+        .query_map(rusqlite::params_from_iter(keys.iter()), |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+
+    let mut state = conn.prepare(&format!(
+        "SELECT key, value FROM state WHERE key IN ({}) ORDER BY key",
+        placeholders(AUTH_STATE_KEYS.len())
+    ))?;
+    let state = state
+        .query_map(rusqlite::params_from_iter(AUTH_STATE_KEYS.iter()), |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Value>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(AuthRows { auth_kv, state })
+}
+
+/// Reads the login rows in one short read transaction.
+pub fn read_auth_rows(path: &Path) -> Result<AuthRows, StoreError> {
+    let conn = open_read_only(path)?;
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(|e| map_sqlite_error(path, e))?;
+    let rows = read_auth_rows_in(&tx).map_err(|e| map_sqlite_error(path, e))?;
+    // Ending the transaction releases the shared lock before any parsing.
+    tx.commit().map_err(|e| map_sqlite_error(path, e))?;
+    Ok(rows)
+}
+
+/// Reads schema, migrations and login rows in one short read transaction.
+pub fn read_snapshot_rows(path: &Path) -> Result<SnapshotRows, StoreError> {
+    let conn = open_read_only(path)?;
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(|e| map_sqlite_error(path, e))?;
+    let read = || -> rusqlite::Result<SnapshotRows> {
+        let mut schema = tx.prepare(
+            "SELECT sql FROM sqlite_master \
+             WHERE type IN ('table', 'index') AND sql IS NOT NULL AND name NOT LIKE 'sqlite_%' \
+             ORDER BY rowid",
+        )?;
+        let schema = schema
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut migrations =
+            tx.prepare("SELECT id, version, migration_time FROM migrations ORDER BY id")?;
+        let migrations = migrations
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(SnapshotRows {
+            schema,
+            migrations,
+            auth: read_auth_rows_in(&tx)?,
+        })
+    };
+    let rows = read().map_err(|e| map_sqlite_error(path, e))?;
+    tx.commit().map_err(|e| map_sqlite_error(path, e))?;
+    Ok(rows)
+}
+
+/// What happened to a token write-back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The new token is in the store.
+    Written,
+    /// Someone else changed the token since qbox read it; nothing was written.
+    ChangedMeanwhile,
+}
+
+/// Replaces the token under `key` with `new_value`, but only if the stored
+/// value is still `expected` (compare-and-swap inside one immediate
+/// transaction). This is the same `INSERT OR REPLACE` the CLI performs; it
+/// never deletes anything, and it never overwrites a token another program
+/// refreshed in the meantime.
+pub fn replace_token_if_unchanged(
+    path: &Path,
+    key: &str,
+    expected: &str,
+    new_value: &str,
+) -> Result<WriteOutcome, StoreError> {
+    check_readable(path)?;
+    let map = |e| map_sqlite_error(path, e);
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(map)?;
+    conn.busy_timeout(lock_timeout()).map_err(map)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map)?;
+    let current: Option<String> = tx
+        .query_row("SELECT value FROM auth_kv WHERE key = ?1", [key], |row| {
+            row.get(0)
+        })
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            other => Err(other),
+        })
+        .map_err(map)?;
+    if current.as_deref() != Some(expected) {
+        return Ok(WriteOutcome::ChangedMeanwhile);
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO auth_kv (key, value) VALUES (?1, ?2)",
+        [key, new_value],
+    )
+    .map_err(map)?;
+    tx.commit().map_err(map)?;
+    Ok(WriteOutcome::Written)
+}
+
+/// The path of a store for messages, made absolute when possible.
+pub fn display_path(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}

@@ -1,0 +1,188 @@
+//! Errors of the auth store: each names the file involved and, where one
+//! helps, carries a `hint` the command layer prints on its own line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::discovery::Flavor;
+use crate::timefmt::rfc3339;
+
+/// Everything that can go wrong while finding, reading or writing the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no amazon q or kiro cli auth store found (searched {})", join_paths(.searched))]
+    NotFound { searched: Vec<PathBuf> },
+
+    #[error("no auth store at {}", .path.display())]
+    ExplicitPathMissing { path: PathBuf },
+
+    #[error("{} is not a file", .path.display())]
+    NotAFile { path: PathBuf },
+
+    #[error("permission denied reading {}", .path.display())]
+    PermissionDenied { path: PathBuf },
+
+    #[error("{} is not an sqlite database", .path.display())]
+    NotSqlite { path: PathBuf },
+
+    #[error("{} is corrupt: {detail}", .path.display())]
+    Corrupt { path: PathBuf, detail: String },
+
+    #[error("{} has no table `{table}`", .path.display())]
+    MissingTable { path: PathBuf, table: String },
+
+    #[error("{} stayed locked for {:.1}s", .path.display(), .waited.as_secs_f64())]
+    Locked { path: PathBuf, waited: Duration },
+
+    #[error("{} holds no login (no token in table auth_kv)", .path.display())]
+    NoToken { path: PathBuf, flavor: Flavor },
+
+    #[error("the value of `{key}` in {} is not valid: {detail}", .path.display())]
+    BadJson {
+        path: PathBuf,
+        key: String,
+        detail: String,
+    },
+
+    #[error("the token in {} expired at {} and cannot be refreshed: {reason}", .path.display(), rfc3339(*.expires_at))]
+    Unrefreshable {
+        path: PathBuf,
+        flavor: Flavor,
+        expires_at: OffsetDateTime,
+        reason: String,
+    },
+
+    #[error("sqlite error on {}: {source}", .path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{action} {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// A next step for the user, printed as `hint: ...`.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Self::NotFound { .. } => {
+                "log in with `q login` (Amazon Q Developer CLI) or `kiro-cli login` (Kiro CLI), \
+                 or name a store with --db PATH or QBOX_DB"
+                    .to_owned()
+            }
+            Self::ExplicitPathMissing { .. } => {
+                "check --db / QBOX_DB, or unset it to search the CLI's default locations".to_owned()
+            }
+            Self::NotAFile { .. } | Self::NotSqlite { .. } => {
+                "point --db at the CLI's data.sqlite3 (`qbox doctor` lists where it looks)"
+                    .to_owned()
+            }
+            Self::PermissionDenied { .. } => {
+                "the CLI keeps its store at mode 0600: run qbox as the user who owns it".to_owned()
+            }
+            Self::Corrupt { .. } => {
+                "qbox did not change the file; `q login` (or `kiro-cli login`) writes a fresh login"
+                    .to_owned()
+            }
+            Self::MissingTable { .. } => {
+                "this is not the CLI's auth store, or the CLI never finished starting: run it once"
+                    .to_owned()
+            }
+            Self::Locked { .. } => {
+                "another program holds the store's lock; try again, or raise QBOX_LOCK_TIMEOUT (seconds)"
+                    .to_owned()
+            }
+            Self::NoToken { flavor, .. } | Self::Unrefreshable { flavor, .. } => {
+                format!("log in again with `{}`", flavor.login_command())
+            }
+            Self::BadJson { .. } => {
+                "the CLI writes this value; log in again to replace it".to_owned()
+            }
+            Self::Sqlite { .. } | Self::Io { .. } => return None,
+        };
+        Some(hint)
+    }
+
+    /// True when the error means "there is no usable login" (exit code 4)
+    /// rather than "something broke" (exit code 1).
+    pub fn is_no_login(&self) -> bool {
+        matches!(
+            self,
+            Self::NotFound { .. }
+                | Self::ExplicitPathMissing { .. }
+                | Self::NoToken { .. }
+                | Self::Unrefreshable { .. }
+        )
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Describes a JSON parse failure without echoing the input: serde's messages
+/// quote offending values ("invalid type: string \"aoa...\""), and the input
+/// here is a token.
+pub(crate) fn describe_json_error(err: &serde_json::Error) -> String {
+    let message = err.to_string();
+    if message.starts_with("missing field") {
+        // "missing field `access_token` at line 1 column 40" names only a field.
+        return message;
+    }
+    let kind = match err.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "malformed json",
+        serde_json::error::Category::Data => "a field has the wrong type or format",
+        serde_json::error::Category::Eof => "truncated json",
+    };
+    format!("{kind} at line {} column {}", err.line(), err.column())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_never_quote_the_input() {
+        let err = serde_json::from_str::<u32>("\"aoa-secret-token\"").unwrap_err();
+        let text = describe_json_error(&err);
+        assert!(!text.contains("aoa-secret-token"), "{text}");
+        assert!(text.contains("wrong type"), "{text}");
+    }
+
+    #[test]
+    fn missing_field_names_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            access_token: String,
+        }
+        let err = serde_json::from_str::<T>("{}").unwrap_err();
+        assert!(describe_json_error(&err).contains("access_token"));
+    }
+}

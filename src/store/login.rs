@@ -1,0 +1,200 @@
+//! A login as read from a store: the token, the registration that can
+//! refresh it, the profile, and what state all of that is in.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::db::AuthRows;
+use super::discovery::Flavor;
+use super::error::{StoreError, describe_json_error};
+use super::token::{DeviceRegistration, Profile, StoredToken, same_oauth_flow};
+
+/// The token row of a login, with the exact stored text (needed for the
+/// compare-and-swap write-back).
+#[derive(Debug, Clone)]
+pub struct TokenEntry {
+    pub key: &'static str,
+    pub raw: String,
+    pub token: StoredToken,
+}
+
+/// A login read from one store.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub path: PathBuf,
+    pub flavor: Flavor,
+    pub token: Option<TokenEntry>,
+    pub registration: Option<DeviceRegistration>,
+    pub profile: Option<Profile>,
+}
+
+/// How usable a login's token is right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TokenStatus {
+    /// Usable as it is.
+    Valid {
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
+    },
+    /// Expired by the CLI's rule, but a refresh can be tried.
+    Refreshable {
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
+    },
+    /// Expired and not refreshable.
+    Unusable {
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
+        reason: String,
+    },
+    /// No token in the store.
+    Missing,
+}
+
+impl TokenStatus {
+    /// Valid or refreshable.
+    pub fn is_usable(&self) -> bool {
+        matches!(self, Self::Valid { .. } | Self::Refreshable { .. })
+    }
+
+    /// Orders candidate stores: valid beats refreshable beats the rest.
+    pub(crate) fn rank(&self) -> u8 {
+        match self {
+            Self::Valid { .. } => 3,
+            Self::Refreshable { .. } => 2,
+            Self::Unusable { .. } => 1,
+            Self::Missing => 0,
+        }
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    key: &str,
+    raw: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(raw).map_err(|e| StoreError::BadJson {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        detail: describe_json_error(&e),
+    })
+}
+
+impl Login {
+    /// Interprets the rows of a store as a login of `flavor`.
+    pub fn from_rows(path: PathBuf, flavor: Flavor, rows: &AuthRows) -> Result<Self, StoreError> {
+        let token_keys =
+            std::iter::once(flavor.token_key()).chain(flavor.other_token_keys().iter().copied());
+        let mut token = None;
+        for key in token_keys {
+            if let Some(raw) = rows.auth_value(key) {
+                token = Some(TokenEntry {
+                    key,
+                    raw: raw.to_owned(),
+                    token: parse_json(&path, key, raw)?,
+                });
+                break;
+            }
+        }
+        let registration = rows
+            .auth_value(flavor.registration_key())
+            .map(|raw| parse_json(&path, flavor.registration_key(), raw))
+            .transpose()?;
+        let profile_key = "api.codewhisperer.profile";
+        let profile = rows
+            .state_text(profile_key)
+            .map(|raw| parse_json::<Option<Profile>>(&path, profile_key, &raw))
+            .transpose()?
+            .flatten();
+        Ok(Self {
+            path,
+            flavor,
+            token,
+            registration,
+            profile,
+        })
+    }
+
+    /// The flavor whose keys `rows` hold, if any.
+    pub fn detect_flavor(rows: &AuthRows) -> Option<Flavor> {
+        Flavor::ALL.into_iter().find(|flavor| {
+            flavor
+                .auth_keys()
+                .iter()
+                .any(|key| rows.auth_value(key).is_some())
+        })
+    }
+
+    /// Why this login's token cannot be refreshed, or `None` if it can.
+    pub fn refresh_blocker(&self, now: OffsetDateTime) -> Option<String> {
+        let Some(entry) = &self.token else {
+            return Some("the store holds no token".into());
+        };
+        if entry.key != self.flavor.token_key() {
+            return Some(format!(
+                "`{}` logins refresh through the {} itself, not through sso oidc",
+                entry.key,
+                self.flavor.display_name()
+            ));
+        }
+        let token = &entry.token;
+        if token.refresh_token.as_ref().is_none_or(|t| t.is_empty()) {
+            return Some("the token has no refresh token".into());
+        }
+        let Some(registration) = &self.registration else {
+            return Some("the store holds no oidc client registration".into());
+        };
+        if registration.is_expired_at(now) {
+            return Some("the oidc client registration has expired".into());
+        }
+        if !same_oauth_flow(
+            token.oauth_flow.as_deref(),
+            registration.oauth_flow.as_deref(),
+        ) {
+            return Some("the oidc client registration belongs to another login flow".into());
+        }
+        if let Some(region) = &registration.region
+            && region != token.region_or_default()
+        {
+            return Some(format!(
+                "the oidc client registration is for region {region}, the token for {}",
+                token.region_or_default()
+            ));
+        }
+        None
+    }
+
+    /// The state of the token at `now`.
+    pub fn status(&self, now: OffsetDateTime) -> TokenStatus {
+        let Some(entry) = &self.token else {
+            return TokenStatus::Missing;
+        };
+        let expires_at = entry.token.expires_at;
+        if !entry.token.is_expired_at(now) {
+            return TokenStatus::Valid { expires_at };
+        }
+        match self.refresh_blocker(now) {
+            None => TokenStatus::Refreshable { expires_at },
+            Some(reason) => TokenStatus::Unusable { expires_at, reason },
+        }
+    }
+
+    /// The token, or the error that says there is none.
+    pub fn require_token(&self) -> Result<&TokenEntry, StoreError> {
+        self.token.as_ref().ok_or_else(|| StoreError::NoToken {
+            path: self.path.clone(),
+            flavor: self.flavor,
+        })
+    }
+
+    /// The API region: the profile ARN's region, else the token's.
+    pub fn api_region(&self) -> Option<&str> {
+        self.profile
+            .as_ref()
+            .and_then(Profile::region)
+            .or_else(|| self.token.as_ref().and_then(|t| t.token.region.as_deref()))
+    }
+}

@@ -1,0 +1,229 @@
+//! The CLI's SQLite auth store: finding it, reading logins safely while the
+//! CLI may be writing, refreshing tokens, and least-privilege snapshots.
+//!
+//! **Architecture invariant:** this is the only module that touches SQLite.
+//! It writes to a user's store in exactly one place
+//! ([`db::replace_token_if_unchanged`]), and never deletes from it.
+
+pub mod db;
+pub mod discovery;
+pub mod error;
+pub mod login;
+pub mod refresh;
+pub mod schema;
+pub mod snapshot;
+pub mod token;
+pub mod watch;
+
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+pub use discovery::Flavor;
+pub use error::StoreError;
+pub use login::{Login, TokenStatus};
+pub use refresh::{OidcClient, RefreshError};
+
+/// Environment variable naming the store (same as `--db`).
+pub const DB_ENV: &str = "QBOX_DB";
+/// Environment variable picking the CLI (same as `--cli`).
+pub const CLI_ENV: &str = "QBOX_CLI";
+
+/// Which store the user asked for.
+#[derive(Debug, Clone, Default)]
+pub struct StoreQuery {
+    /// `--db` / `QBOX_DB`: use this file and search nothing.
+    pub db: Option<PathBuf>,
+    /// `--cli` / `QBOX_CLI`: use this CLI's store (and keys).
+    pub cli: Option<Flavor>,
+}
+
+/// One place qbox looked for a store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SearchedPath {
+    pub path: PathBuf,
+    pub flavor: Flavor,
+    pub exists: bool,
+}
+
+/// Errors of commands that read and refresh a login.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Refresh(#[from] RefreshError),
+}
+
+impl AuthError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Store(e) => e.hint(),
+            Self::Refresh(e) => e.hint(),
+        }
+    }
+
+    pub fn is_no_login(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_no_login(),
+            Self::Refresh(e) => e.is_no_login(),
+        }
+    }
+}
+
+impl StoreQuery {
+    /// The default locations this query searches (nothing when `--db` is set).
+    pub fn searched_paths(&self) -> Vec<SearchedPath> {
+        if self.db.is_some() {
+            return Vec::new();
+        }
+        discovery::default_store_paths()
+            .into_iter()
+            .filter(|(flavor, _)| self.cli.is_none_or(|c| c == *flavor))
+            .map(|(flavor, path)| SearchedPath {
+                exists: path.exists(),
+                path,
+                flavor,
+            })
+            .collect()
+    }
+
+    /// Reads the login this query designates.
+    ///
+    /// With `--db`, that file. Otherwise the CLIs' default stores: the one
+    /// `--cli` names, or, when both exist, the one whose token is usable
+    /// (valid beats refreshable; on a tie, the later expiry wins, which is
+    /// the most recent login).
+    pub fn resolve(&self, now: OffsetDateTime) -> Result<Login, StoreError> {
+        if let Some(path) = &self.db {
+            return read_login(path, self.cli);
+        }
+        let searched = self.searched_paths();
+        let mut best: Option<Login> = None;
+        let mut first_error = None;
+        for candidate in searched.iter().filter(|s| s.exists) {
+            match read_login(&candidate.path, Some(candidate.flavor)) {
+                Ok(login) => {
+                    let better = match &best {
+                        None => true,
+                        Some(current) => prefer(&login, current, now),
+                    };
+                    if better {
+                        best = Some(login);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(path = %candidate.path.display(), "skipping store: {err}");
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match (best, first_error) {
+            (Some(login), _) => Ok(login),
+            (None, Some(err)) => Err(err),
+            (None, None) => Err(StoreError::NotFound {
+                searched: searched.into_iter().map(|s| s.path).collect(),
+            }),
+        }
+    }
+}
+
+/// True when `candidate` should be used instead of `current`.
+fn prefer(candidate: &Login, current: &Login, now: OffsetDateTime) -> bool {
+    let (a, b) = (candidate.status(now), current.status(now));
+    if a.rank() != b.rank() {
+        return a.rank() > b.rank();
+    }
+    let expiry = |l: &Login| l.token.as_ref().map(|t| t.token.expires_at);
+    expiry(candidate) > expiry(current)
+}
+
+/// Reads the login in the store at `path`. The flavor is `flavor` if given,
+/// else the one whose keys the store holds, else the one its directory names.
+pub fn read_login(path: &Path, flavor: Option<Flavor>) -> Result<Login, StoreError> {
+    let rows = db::read_auth_rows(path)?;
+    let flavor = flavor
+        .or_else(|| Login::detect_flavor(&rows))
+        .or_else(|| Flavor::from_path(path))
+        .unwrap_or(Flavor::AmazonQ);
+    Login::from_rows(db::display_path(path), flavor, &rows)
+}
+
+/// Returns a login whose token is valid now: the one given if it is, else
+/// the store's refreshed one. A refreshed token is written back to the store
+/// (compare-and-swap, so a token someone else refreshed meanwhile wins).
+/// A failed refresh changes nothing in the store.
+pub async fn ensure_fresh(login: Login, oidc: &OidcClient) -> Result<Login, AuthError> {
+    let now = OffsetDateTime::now_utc();
+    let entry = login.require_token()?;
+    if !entry.token.is_expired_at(now) {
+        return Ok(login);
+    }
+    refresh(login, oidc).await
+}
+
+/// Refreshes the login's token now, whatever its expiry.
+pub async fn refresh(login: Login, oidc: &OidcClient) -> Result<Login, AuthError> {
+    let now = OffsetDateTime::now_utc();
+    let entry = login.require_token()?.clone();
+    if let Some(reason) = login.refresh_blocker(now) {
+        return Err(StoreError::Unrefreshable {
+            path: login.path.clone(),
+            flavor: login.flavor,
+            expires_at: entry.token.expires_at,
+            reason,
+        }
+        .into());
+    }
+    let (Some(registration), Some(refresh_token)) =
+        (&login.registration, &entry.token.refresh_token)
+    else {
+        unreachable!("refresh_blocker checked both");
+    };
+    let region = entry.token.region_or_default().to_owned();
+    let grant = match oidc.refresh(&region, registration, refresh_token).await {
+        Ok(grant) => grant,
+        Err(err @ RefreshError::Rejected { .. }) => {
+            // Another program may have refreshed (and rotated the refresh
+            // token) between our read and our call: its token is good.
+            return match reread_if_changed(&login, &entry.raw)? {
+                Some(current) if matches!(current.status(now), TokenStatus::Valid { .. }) => {
+                    Ok(current)
+                }
+                _ => Err(err.into()),
+            };
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let issued_at = OffsetDateTime::now_utc();
+    let fresh = entry.token.refreshed(
+        grant.access_token,
+        issued_at + time::Duration::seconds(grant.expires_in),
+        grant.refresh_token,
+    );
+    let fresh_raw = serde_json::to_string(&fresh).expect("a token always serializes");
+    match db::replace_token_if_unchanged(&login.path, entry.key, &entry.raw, &fresh_raw)? {
+        db::WriteOutcome::Written => {
+            tracing::info!(path = %login.path.display(), "refreshed token written back to the store");
+            Ok(Login {
+                token: Some(login::TokenEntry {
+                    key: entry.key,
+                    raw: fresh_raw,
+                    token: fresh,
+                }),
+                ..login
+            })
+        }
+        db::WriteOutcome::ChangedMeanwhile => {
+            tracing::info!("the store's token changed during the refresh; using the stored one");
+            Ok(read_login(&login.path, Some(login.flavor))?)
+        }
+    }
+}
+
+/// Re-reads the store; returns the login if its token is no longer `raw`.
+fn reread_if_changed(login: &Login, raw: &str) -> Result<Option<Login>, StoreError> {
+    let current = read_login(&login.path, Some(login.flavor))?;
+    let changed = current.token.as_ref().is_some_and(|t| t.raw != raw);
+    Ok(changed.then_some(current))
+}
