@@ -43,6 +43,7 @@ struct Inner {
 }
 
 /// A running stand-in OIDC service. Dropping it stops the server.
+#[derive(Debug)]
 pub struct StandinOidc {
     pub addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,

@@ -100,7 +100,7 @@ impl StoreQuery {
         }
         let searched = self.searched_paths();
         let mut best: Option<Login> = None;
-        let mut first_error = None;
+        let mut errors = Vec::new();
         for candidate in searched.iter().filter(|s| s.exists) {
             match read_login(&candidate.path, Some(candidate.flavor)) {
                 Ok(login) => {
@@ -112,16 +112,19 @@ impl StoreQuery {
                         best = Some(login);
                     }
                 }
-                Err(err) => {
-                    tracing::warn!(path = %candidate.path.display(), "skipping store: {err}");
-                    first_error.get_or_insert(err);
-                }
+                Err(err) => errors.push(err),
             }
         }
-        match (best, first_error) {
-            (Some(login), _) => Ok(login),
-            (None, Some(err)) => Err(err),
-            (None, None) => Err(StoreError::NotFound {
+        match best {
+            Some(login) => {
+                for err in &errors {
+                    tracing::warn!("skipped a store: {err}");
+                }
+                tracing::debug!(path = %login.path.display(), flavor = ?login.flavor, "using store");
+                Ok(login)
+            }
+            None if !errors.is_empty() => Err(errors.swap_remove(0)),
+            None => Err(StoreError::NotFound {
                 searched: searched.into_iter().map(|s| s.path).collect(),
             }),
         }
@@ -141,7 +144,13 @@ fn prefer(candidate: &Login, current: &Login, now: OffsetDateTime) -> bool {
 /// Reads the login in the store at `path`. The flavor is `flavor` if given,
 /// else the one whose keys the store holds, else the one its directory names.
 pub fn read_login(path: &Path, flavor: Option<Flavor>) -> Result<Login, StoreError> {
+    tracing::debug!(path = %path.display(), "reading auth store");
     let rows = db::read_auth_rows(path)?;
+    tracing::trace!(
+        auth_rows = rows.auth_kv.len(),
+        state_rows = rows.state.len(),
+        "auth rows read"
+    );
     let flavor = flavor
         .or_else(|| Login::detect_flavor(&rows))
         .or_else(|| Flavor::from_path(path))

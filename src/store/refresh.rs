@@ -90,7 +90,7 @@ struct OidcErrorBody {
 }
 
 /// A client for the SSO OIDC token endpoint.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct OidcClient {
     http: reqwest::Client,
     base_override: Option<String>,
@@ -99,9 +99,15 @@ pub struct OidcClient {
 impl OidcClient {
     /// A client that honours `QBOX_OIDC_ENDPOINT`.
     pub fn from_env() -> Result<Self, RefreshError> {
-        let base_override = std::env::var(OIDC_ENDPOINT_ENV)
-            .ok()
-            .filter(|v| !v.trim().is_empty());
+        Self::new(
+            std::env::var(OIDC_ENDPOINT_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
+        )
+    }
+
+    /// A client for the real endpoints, or for `base_override` when given.
+    pub fn new(base_override: Option<String>) -> Result<Self, RefreshError> {
         let http = crate::http::client(Some(Duration::from_secs(30)))
             .map_err(|e| RefreshError::Client(e.to_string()))?;
         Ok(Self {

@@ -99,6 +99,7 @@ impl FixtureLogin {
 }
 
 /// Builds a store file in the real schema.
+#[derive(Debug)]
 pub struct StoreBuilder {
     conn: Connection,
     flavor: Flavor,

@@ -58,6 +58,7 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 
 /// Writes and keeps refreshing one snapshot directory.
+#[derive(Debug)]
 pub struct SnapshotKeeper {
     query: StoreQuery,
     dir: PathBuf,
@@ -100,7 +101,7 @@ impl SnapshotKeeper {
         let login = match self.query.resolve(now) {
             Ok(login) => login,
             Err(error) => {
-                self.report_problem(error, on_event);
+                self.report_problem(&error, on_event);
                 return Ok(());
             }
         };
@@ -108,7 +109,7 @@ impl SnapshotKeeper {
         let rows = match read_snapshot_rows(&login.path) {
             Ok(rows) => rows,
             Err(error) => {
-                self.report_problem(error, on_event);
+                self.report_problem(&error, on_event);
                 return Ok(());
             }
         };
@@ -124,10 +125,10 @@ impl SnapshotKeeper {
         Ok(())
     }
 
-    fn report_problem(&mut self, error: StoreError, on_event: &mut dyn FnMut(WatchEvent<'_>)) {
+    fn report_problem(&mut self, error: &StoreError, on_event: &mut dyn FnMut(WatchEvent<'_>)) {
         let text = error.to_string();
         if self.last_problem.as_deref() != Some(&text) {
-            on_event(WatchEvent::SourceProblem { error: &error });
+            on_event(WatchEvent::SourceProblem { error });
             self.last_problem = Some(text);
         }
     }
@@ -153,7 +154,7 @@ impl SnapshotKeeper {
             None => match OidcClient::from_env() {
                 Ok(client) => self.oidc.insert(client).clone(),
                 Err(error) => {
-                    self.refresh_failed(AuthError::Refresh(error), on_event);
+                    self.refresh_failed(&AuthError::Refresh(error), on_event);
                     return login;
                 }
             },
@@ -169,21 +170,18 @@ impl SnapshotKeeper {
                 fresh
             }
             Err(error) => {
-                self.refresh_failed(error, on_event);
+                self.refresh_failed(&error, on_event);
                 login
             }
         }
     }
 
-    fn refresh_failed(&mut self, error: AuthError, on_event: &mut dyn FnMut(WatchEvent<'_>)) {
+    fn refresh_failed(&mut self, error: &AuthError, on_event: &mut dyn FnMut(WatchEvent<'_>)) {
         self.refresh_failures += 1;
         let factor = 1u32 << self.refresh_failures.min(8).saturating_sub(1);
         let retry_in = (FIRST_RETRY * factor).min(MAX_RETRY);
         self.next_refresh_try = Instant::now() + retry_in;
-        on_event(WatchEvent::RefreshFailed {
-            error: &error,
-            retry_in,
-        });
+        on_event(WatchEvent::RefreshFailed { error, retry_in });
     }
 
     /// Runs passes every interval until `shutdown` completes. A pass that is

@@ -1,0 +1,12 @@
+//! Integration tests: the built binaries against real SQLite stores, real
+//! loopback servers and real child processes. One test binary, one harness.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod doctor;
+mod errors;
+mod export;
+mod refresh;
+mod secrets;
+mod snapshot;
+mod store_safety;
+mod util;
