@@ -29,14 +29,17 @@ pub const AUTH_STATE_KEYS: [&str; 3] = [
     "auth.idc.region",
 ];
 
-/// The lock timeout in force.
+/// The lock timeout in force (read once per process).
 pub fn lock_timeout() -> Duration {
-    std::env::var("QBOX_LOCK_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(DEFAULT_LOCK_TIMEOUT)
+    static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TIMEOUT.get_or_init(|| {
+        std::env::var("QBOX_LOCK_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(DEFAULT_LOCK_TIMEOUT)
+    })
 }
 
 /// The rows of a login, read in one transaction.
@@ -151,14 +154,43 @@ pub(crate) fn map_sqlite_error(path: &Path, err: rusqlite::Error) -> StoreError 
 /// Opens the store read-only with the lock timeout in force.
 pub(crate) fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     check_readable(path)?;
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| map_sqlite_error(path, e))?;
-    conn.busy_timeout(lock_timeout())
-        .map_err(|e| map_sqlite_error(path, e))?;
+    wait_for_locks(&mut conn).map_err(|e| map_sqlite_error(path, e))?;
     Ok(conn)
+}
+
+/// Installs a busy handler that retries every half millisecond until the
+/// lock timeout. SQLite's own timeout backs off to 100 ms sleeps, and a CLI
+/// that commits often can then starve a reader for seconds; the CLI's write
+/// locks last microseconds, so polling often is the fair strategy.
+fn wait_for_locks(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.busy_handler(Some(retry_while_locked))
+}
+
+std::thread_local! {
+    /// When the current wait for a lock began (SQLite calls the handler with
+    /// attempt 0 at the start of each wait).
+    static LOCK_WAIT_STARTED: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+fn retry_while_locked(attempt: i32) -> bool {
+    let now = std::time::Instant::now();
+    let started = LOCK_WAIT_STARTED.with(|cell| {
+        if attempt == 0 || cell.get().is_none() {
+            cell.set(Some(now));
+        }
+        cell.get().unwrap_or(now)
+    });
+    if now.duration_since(started) >= lock_timeout() {
+        return false;
+    }
+    std::thread::sleep(Duration::from_micros(500));
+    true
 }
 
 /// `?, ?, ?` for an `IN` list of `n` values.
@@ -260,7 +292,7 @@ pub fn replace_token_if_unchanged(
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(map)?;
-    conn.busy_timeout(lock_timeout()).map_err(map)?;
+    wait_for_locks(&mut conn).map_err(map)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map)?;

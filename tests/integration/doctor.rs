@@ -37,7 +37,10 @@ fn valid_login_is_ok() {
     assert!(text.stdout.contains("valid until"), "{}", text.stdout);
     assert!(text.stdout.contains("Kiro CLI"), "{}", text.stdout);
     assert!(text.stdout.contains("ok: a usable login is available"));
-    assert!(!text.stdout.contains("aoa-access"), "doctor never prints tokens");
+    assert!(
+        !text.stdout.contains("aoa-access"),
+        "doctor never prints tokens"
+    );
 }
 
 #[test]
@@ -86,7 +89,12 @@ fn broken_store_exits_one() {
     std::fs::write(&path, vec![7u8; 5000]).unwrap();
     let (code, report) = doctor_json(&home);
     assert_eq!(code, 1);
-    assert!(report["error"]["message"].as_str().unwrap().contains("not an sqlite database"));
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an sqlite database")
+    );
 }
 
 #[test]

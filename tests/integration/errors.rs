@@ -126,7 +126,11 @@ fn unparsable_token_json_never_echoes_the_value() {
         .assert_one_line_error()
         .assert_stderr_contains("codewhisperer:odic:token")
         .assert_stderr_contains("is not valid");
-    assert!(!run.stderr.contains("aoa-leaky-secret-value"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("aoa-leaky-secret-value"),
+        "{}",
+        run.stderr
+    );
 
     builder
         .auth_kv(Flavor::AmazonQ.token_key(), "{not json")
@@ -183,7 +187,10 @@ fn permission_denied() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("permission denied reading"), "{stderr}");
-    assert!(stderr.contains("hint: the CLI keeps its store at mode 0600"), "{stderr}");
+    assert!(
+        stderr.contains("hint: the CLI keeps its store at mode 0600"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -222,5 +229,8 @@ fn a_brief_lock_is_waited_out() {
     holder.execute_batch("COMMIT").unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0));
-    assert_eq!(String::from_utf8(output.stdout).unwrap(), "aoa-access-brief\n");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "aoa-access-brief\n"
+    );
 }

@@ -40,7 +40,10 @@ fn env_shell_and_github_formats_are_exact() {
         )
     );
 
-    let shell = home.qbox().args(["export-token", "--format", "shell"]).run();
+    let shell = home
+        .qbox()
+        .args(["export-token", "--format", "shell"])
+        .run();
     shell.assert_code(0).assert_stderr_contains(WARNING);
     assert_eq!(
         shell.stdout,
@@ -49,7 +52,10 @@ fn env_shell_and_github_formats_are_exact() {
         )
     );
 
-    let github = home.qbox().args(["export-token", "--format", "github"]).run();
+    let github = home
+        .qbox()
+        .args(["export-token", "--format", "github"])
+        .run();
     github.assert_code(0).assert_stderr_contains(WARNING);
     assert_eq!(
         github.stdout,
@@ -81,10 +87,16 @@ fn shell_output_evaluates_in_a_real_shell() {
 fn field_prints_one_raw_value() {
     let home = TestHome::new();
     home.login(Flavor::AmazonQ, &valid_login("field"));
-    let access = home.qbox().args(["export-token", "--field", "access"]).run();
+    let access = home
+        .qbox()
+        .args(["export-token", "--field", "access"])
+        .run();
     access.assert_code(0).assert_stderr_contains(WARNING);
     assert_eq!(access.stdout, "aoa-access-field\n");
-    let refresh = home.qbox().args(["export-token", "--field", "refresh"]).run();
+    let refresh = home
+        .qbox()
+        .args(["export-token", "--field", "refresh"])
+        .run();
     refresh.assert_code(0);
     assert_eq!(refresh.stdout, "aor-refresh-field\n");
 }
@@ -95,7 +107,10 @@ fn field_refresh_without_refresh_token_fails_clearly() {
     let mut login = valid_login("norefresh");
     login.refresh_token = None;
     home.login(Flavor::AmazonQ, &login);
-    let run = home.qbox().args(["export-token", "--field", "refresh"]).run();
+    let run = home
+        .qbox()
+        .args(["export-token", "--field", "refresh"])
+        .run();
     run.assert_code(1)
         .assert_one_line_error()
         .assert_stderr_contains("has no refresh token");
@@ -113,7 +128,13 @@ fn explicit_db_wins_over_discovery() {
         .unwrap();
     let by_flag = home
         .qbox()
-        .args(["--db", other.to_str().unwrap(), "export-token", "--field", "access"])
+        .args([
+            "--db",
+            other.to_str().unwrap(),
+            "export-token",
+            "--field",
+            "access",
+        ])
         .run();
     by_flag.assert_code(0);
     assert_eq!(by_flag.stdout, "aoa-access-explicit\n");
@@ -132,13 +153,23 @@ fn both_clis_installed_prefers_the_usable_login_unless_told() {
     unusable.refresh_token = None;
     home.login(Flavor::AmazonQ, &unusable);
     home.login(Flavor::Kiro, &valid_login("kiro"));
-    let picked = home.qbox().args(["export-token", "--field", "access"]).run();
+    let picked = home
+        .qbox()
+        .args(["export-token", "--field", "access"])
+        .run();
     picked.assert_code(0);
     assert_eq!(picked.stdout, "aoa-access-kiro\n");
 
     let forced = home
         .qbox()
-        .args(["--cli", "q", "export-token", "--field", "access", "--no-refresh"])
+        .args([
+            "--cli",
+            "q",
+            "export-token",
+            "--field",
+            "access",
+            "--no-refresh",
+        ])
         .run();
     forced.assert_code(4).assert_one_line_error();
     let by_env = home
@@ -156,7 +187,10 @@ fn both_valid_prefers_the_most_recent_login() {
     older.expires_at -= time::Duration::minutes(30);
     home.login(Flavor::Kiro, &older);
     home.login(Flavor::AmazonQ, &valid_login("newer"));
-    let run = home.qbox().args(["export-token", "--field", "access"]).run();
+    let run = home
+        .qbox()
+        .args(["export-token", "--field", "access"])
+        .run();
     assert_eq!(run.stdout, "aoa-access-newer\n");
 }
 

@@ -9,9 +9,13 @@ use serde_json::Value;
 use crate::util::{TestHome, expired_login, file_bytes};
 
 async fn standin() -> StandinOidc {
-    StandinOidc::start("fixture-client-id", "fixture-client-secret", "aor-refresh-old")
-        .await
-        .unwrap()
+    StandinOidc::start(
+        "fixture-client-id",
+        "fixture-client-secret",
+        "aor-refresh-old",
+    )
+    .await
+    .unwrap()
 }
 
 fn stored_token(path: &std::path::Path, flavor: Flavor) -> Value {
@@ -53,7 +57,10 @@ async fn expired_token_is_refreshed_and_written_back_for_both_clis() {
 
         let after = stored_token(&path, flavor);
         assert_eq!(after["access_token"], "standin-access-1");
-        assert_eq!(after["refresh_token"], "standin-refresh-1", "rotated refresh token kept");
+        assert_eq!(
+            after["refresh_token"], "standin-refresh-1",
+            "rotated refresh token kept"
+        );
         for kept in ["start_url", "oauth_flow", "scopes", "region"] {
             assert_eq!(after[kept], before[kept], "{kept} preserved");
         }
@@ -63,7 +70,10 @@ async fn expired_token_is_refreshed_and_written_back_for_both_clis() {
         )
         .unwrap();
         let lifetime = expires - time::OffsetDateTime::now_utc();
-        assert!(lifetime > time::Duration::minutes(55), "expiry from expiresIn");
+        assert!(
+            lifetime > time::Duration::minutes(55),
+            "expiry from expiresIn"
+        );
 
         // The next run uses the stored token without calling the service.
         let again = home
@@ -115,7 +125,11 @@ async fn failing_refresh(behavior: OidcBehavior, code: i32, message: &str) {
         .assert_stderr_contains(message)
         .assert_stderr_contains("hint: ");
     assert_eq!(run.stdout, "");
-    assert_eq!(file_bytes(&path), before, "a failed refresh leaves the store alone");
+    assert_eq!(
+        file_bytes(&path),
+        before,
+        "a failed refresh leaves the store alone"
+    );
     assert_eq!(oidc.requests().len(), 1);
 }
 
@@ -195,6 +209,8 @@ async fn a_token_refreshed_by_someone_else_meanwhile_wins() {
         result.token.unwrap().token.access_token.expose(),
         "aoa-access-other-writer"
     );
-    assert_eq!(stored_token(&path, Flavor::AmazonQ)["access_token"], "aoa-access-other-writer");
+    assert_eq!(
+        stored_token(&path, Flavor::AmazonQ)["access_token"],
+        "aoa-access-other-writer"
+    );
 }
-

@@ -8,9 +8,13 @@ use crate::util::{TestHome, expired_login};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_logs_never_contain_tokens() {
-    let oidc = StandinOidc::start("fixture-client-id", "fixture-client-secret", "aor-refresh-old")
-        .await
-        .unwrap();
+    let oidc = StandinOidc::start(
+        "fixture-client-id",
+        "fixture-client-secret",
+        "aor-refresh-old",
+    )
+    .await
+    .unwrap();
     let home = TestHome::new();
     home.login(Flavor::AmazonQ, &expired_login("old"));
     let secrets = [

@@ -32,7 +32,8 @@ fn count(path: &Path, table: &str) -> i64 {
 }
 
 fn snapshot_access_token(path: &Path, flavor: Flavor) -> rusqlite::Result<String> {
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let raw: String = conn.query_row(
         "SELECT value FROM auth_kv WHERE key = ?1",
         [flavor.token_key()],
@@ -59,9 +60,21 @@ fn holds_only_auth_rows_in_the_real_schema() {
                 [],
             )
             .unwrap();
-            conn.execute("INSERT INTO history (command) VALUES ('aws s3 ls private')", []).unwrap();
-            conn.execute("INSERT INTO state (key, value) VALUES ('telemetryClientId', '\"abc\"')", []).unwrap();
-            conn.execute("INSERT INTO auth_kv (key, value) VALUES ('unrelated:key', 'x')", []).unwrap();
+            conn.execute(
+                "INSERT INTO history (command) VALUES ('aws s3 ls private')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO state (key, value) VALUES ('telemetryClientId', '\"abc\"')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO auth_kv (key, value) VALUES ('unrelated:key', 'x')",
+                [],
+            )
+            .unwrap();
         }
         let dir = home.path().join("out").join("auth");
         let run = home.qbox().args(["snapshot", dir.to_str().unwrap()]).run();
@@ -69,26 +82,46 @@ fn holds_only_auth_rows_in_the_real_schema() {
         let snapshot = dir.join("data.sqlite3");
         assert_eq!(run.stdout, format!("{}\n", snapshot.display()));
 
-        assert_eq!(schema(&snapshot), schema(&source), "same schema as the source");
+        assert_eq!(
+            schema(&snapshot),
+            schema(&source),
+            "same schema as the source"
+        );
         assert_eq!(count(&snapshot, "conversations"), 0);
         assert_eq!(count(&snapshot, "history"), 0);
         assert_eq!(count(&snapshot, "migrations"), count(&source, "migrations"));
-        assert_eq!(count(&snapshot, "auth_kv"), 2, "token and registration only");
+        assert_eq!(
+            count(&snapshot, "auth_kv"),
+            2,
+            "token and registration only"
+        );
         assert_eq!(count(&snapshot, "state"), 3, "profile, start url, region");
-        assert_eq!(snapshot_access_token(&snapshot, flavor).unwrap(), "aoa-access-snap");
+        assert_eq!(
+            snapshot_access_token(&snapshot, flavor).unwrap(),
+            "aoa-access-snap"
+        );
 
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&snapshot).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);
-        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers.len(), 1, "no temporary files left: {leftovers:?}");
 
         // The snapshot is a store qbox itself can use.
         let from_snapshot = home
             .qbox()
-            .args(["--db", snapshot.to_str().unwrap(), "export-token", "--field", "access"])
+            .args([
+                "--db",
+                snapshot.to_str().unwrap(),
+                "export-token",
+                "--field",
+                "access",
+            ])
             .run();
         assert_eq!(from_snapshot.stdout, "aoa-access-snap\n");
     }
@@ -99,14 +132,28 @@ fn mode_option_and_bad_mode() {
     let home = TestHome::new();
     home.login(Flavor::AmazonQ, &valid_login("m"));
     let dir = home.path().join("auth");
-    let run = home.qbox().args(["snapshot", dir.to_str().unwrap(), "--mode", "0640"]).run();
+    let run = home
+        .qbox()
+        .args(["snapshot", dir.to_str().unwrap(), "--mode", "0640"])
+        .run();
     run.assert_code(0);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.join("data.sqlite3")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(dir.join("data.sqlite3"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o640);
-    let bad = home.qbox().args(["snapshot", dir.to_str().unwrap(), "--mode", "999"]).run();
+    let bad = home
+        .qbox()
+        .args(["snapshot", dir.to_str().unwrap(), "--mode", "999"])
+        .run();
     bad.assert_code(2);
-    assert!(bad.stderr.contains("not an octal file mode"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("not an octal file mode"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]
@@ -156,10 +203,18 @@ impl Watcher {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let mut stderr = String::new();
                 use std::io::Read;
-                self.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
                 return (status.code(), stderr);
             }
-            assert!(Instant::now() < deadline, "watch did not exit after the signal");
+            assert!(
+                Instant::now() < deadline,
+                "watch did not exit after the signal"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -205,29 +260,42 @@ fn watch_picks_up_a_new_login_and_stops_on_sigterm_and_sigint() {
         let snapshot = dir.join("data.sqlite3");
         let watcher = Watcher::start(&home, &dir, &["--interval", "200ms"], None);
         assert!(
-            eventually(Duration::from_secs(10), || snapshot_access_token(&snapshot, Flavor::AmazonQ)
-                .is_ok_and(|t| t == "aoa-access-first")),
+            eventually(Duration::from_secs(10), || snapshot_access_token(
+                &snapshot,
+                Flavor::AmazonQ
+            )
+            .is_ok_and(|t| t == "aoa-access-first")),
             "first snapshot written"
         );
         set_host_token(&source, Flavor::AmazonQ, "aoa-access-second");
         assert!(
-            eventually(Duration::from_secs(5), || snapshot_access_token(&snapshot, Flavor::AmazonQ)
-                .is_ok_and(|t| t == "aoa-access-second")),
+            eventually(Duration::from_secs(5), || snapshot_access_token(
+                &snapshot,
+                Flavor::AmazonQ
+            )
+            .is_ok_and(|t| t == "aoa-access-second")),
             "a new host login reaches the snapshot within seconds"
         );
         watcher.signal(signal);
         let (code, stderr) = watcher.wait(Duration::from_secs(10));
         assert_eq!(code, Some(0), "clean exit on SIG{signal}: {stderr}");
         assert!(stderr.contains("snapshot updated"), "{stderr}");
-        assert!(!stderr.contains("aoa-access"), "no tokens in progress output");
+        assert!(
+            !stderr.contains("aoa-access"),
+            "no tokens in progress output"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_refreshes_on_the_host_before_expiry() {
-    let oidc = StandinOidc::start("fixture-client-id", "fixture-client-secret", "aor-refresh-soon")
-        .await
-        .unwrap();
+    let oidc = StandinOidc::start(
+        "fixture-client-id",
+        "fixture-client-secret",
+        "aor-refresh-soon",
+    )
+    .await
+    .unwrap();
     let home = TestHome::new();
     let mut login = valid_login("soon");
     // Valid by the CLI's rule, but inside the 5-minute refresh margin.
@@ -240,7 +308,8 @@ async fn watch_refreshes_on_the_host_before_expiry() {
         let snapshot = snapshot.clone();
         move || {
             eventually(Duration::from_secs(10), || {
-                snapshot_access_token(&snapshot, Flavor::Kiro).is_ok_and(|t| t == "standin-access-1")
+                snapshot_access_token(&snapshot, Flavor::Kiro)
+                    .is_ok_and(|t| t == "standin-access-1")
             })
         }
     })
@@ -248,7 +317,11 @@ async fn watch_refreshes_on_the_host_before_expiry() {
     .unwrap();
     assert!(refreshed, "the snapshot carries the refreshed token");
     let host = qbox::store::read_login(&source, None).unwrap();
-    assert_eq!(host.token.unwrap().token.access_token.expose(), "standin-access-1", "host store written back");
+    assert_eq!(
+        host.token.unwrap().token.access_token.expose(),
+        "standin-access-1",
+        "host store written back"
+    );
     // Give it a few more passes: a fresh token must not be refreshed again.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(oidc.requests().len(), 1);
@@ -294,8 +367,15 @@ fn readers_never_see_a_partial_snapshot() {
     }
     stop.store(true, Ordering::Relaxed);
     let generations = writer.join().unwrap();
-    assert!(reads.load(Ordering::Relaxed) > 200, "enough reads to mean something");
+    assert!(
+        reads.load(Ordering::Relaxed) > 200,
+        "enough reads to mean something"
+    );
     assert!(generations > 20);
-    assert!(seen.len() > 5, "the snapshot was rewritten many times while read: {}", seen.len());
+    assert!(
+        seen.len() > 5,
+        "the snapshot was rewritten many times while read: {}",
+        seen.len()
+    );
     drop(watcher);
 }

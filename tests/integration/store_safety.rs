@@ -31,7 +31,10 @@ fn start_writer(path: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thread:
             .unwrap();
             tx.execute(
                 "UPDATE auth_kv SET value = ?1 WHERE key = ?2",
-                [login.registration_json(), Flavor::AmazonQ.registration_key().to_owned()],
+                [
+                    login.registration_json(),
+                    Flavor::AmazonQ.registration_key().to_owned(),
+                ],
             )
             .unwrap();
             tx.commit().unwrap();
@@ -53,7 +56,8 @@ fn concurrent_writer_never_causes_errors_or_torn_reads() {
     let mut generations_seen = std::collections::BTreeSet::new();
     for _ in 0..600 {
         let rows = read_auth_rows(&path).expect("reads succeed while the CLI writes");
-        let login = qbox::store::login::Login::from_rows(path.clone(), Flavor::AmazonQ, &rows).unwrap();
+        let login =
+            qbox::store::login::Login::from_rows(path.clone(), Flavor::AmazonQ, &rows).unwrap();
         let token = login.token.unwrap().token.access_token.expose().to_owned();
         let client = login.registration.unwrap().client_id;
         assert_eq!(token, client, "token and registration from one commit");
@@ -61,7 +65,10 @@ fn concurrent_writer_never_causes_errors_or_torn_reads() {
     }
     // The binary, too, under the same load.
     for _ in 0..30 {
-        let run = home.qbox().args(["export-token", "--field", "access"]).run();
+        let run = home
+            .qbox()
+            .args(["export-token", "--field", "access"])
+            .run();
         run.assert_code(0);
         assert!(run.stdout.starts_with("gen-"), "{}", run.stdout);
     }
@@ -85,10 +92,17 @@ fn reading_a_valid_login_changes_nothing() {
         home.qbox().args(args).run().assert_code(0);
     }
     assert_eq!(file_bytes(&path), before);
-    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), modified);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        modified
+    );
     let siblings: Vec<_> = std::fs::read_dir(path.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(siblings.len(), 1, "no journal or temp files next to the store: {siblings:?}");
+    assert_eq!(
+        siblings.len(),
+        1,
+        "no journal or temp files next to the store: {siblings:?}"
+    );
 }

@@ -17,7 +17,10 @@ pub struct TestHome {
 impl TestHome {
     pub fn new() -> Self {
         Self {
-            dir: tempfile::Builder::new().prefix("qbox-test-").tempdir().unwrap(),
+            dir: tempfile::Builder::new()
+                .prefix("qbox-test-")
+                .tempdir()
+                .unwrap(),
         }
     }
 
@@ -115,7 +118,9 @@ impl Qbox {
 
     /// Runs on a blocking thread so that async stand-ins keep serving.
     pub async fn run_async(self) -> Run {
-        tokio::task::spawn_blocking(move || self.run()).await.unwrap()
+        tokio::task::spawn_blocking(move || self.run())
+            .await
+            .unwrap()
     }
 }
 
@@ -154,7 +159,11 @@ impl Run {
             self.stderr
         );
         let first_char = lines[0]["error: ".len()..].chars().next().unwrap();
-        assert!(!first_char.is_uppercase(), "error is not lowercase: {}", lines[0]);
+        assert!(
+            !first_char.is_uppercase(),
+            "error is not lowercase: {}",
+            lines[0]
+        );
         assert!(
             lines.len() == 1 || (lines.len() == 2 && lines[1].starts_with("hint: ")),
             "error is not one line plus a hint:\n{}",
