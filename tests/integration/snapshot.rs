@@ -344,7 +344,6 @@ fn readers_never_see_a_partial_snapshot() {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
-        let source = source.clone();
         std::thread::spawn(move || {
             let mut generation = 0;
             while !stop.load(Ordering::Relaxed) {
