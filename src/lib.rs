@@ -14,6 +14,8 @@ pub mod http;
 pub mod logging;
 /// The `Secret` string type that never prints its value.
 pub mod secret;
+/// `qbox-sidecar` command line.
+pub mod sidecar;
 /// Signals that stop long-running commands.
 pub mod signals;
 /// Stand-in AWS services on loopback, for tests and the demo.

@@ -1,1 +1,5 @@
-fn main() {}
+//! `qbox-sidecar`: the in-container side. All logic lives in the library.
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(qbox::sidecar::run(std::env::args_os()))
+}
