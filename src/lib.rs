@@ -6,6 +6,8 @@
 pub mod cli;
 /// Docker Engine access (the only user of bollard).
 pub mod container;
+/// AWS event-stream framing: incremental zero-copy decoder and encoder.
+pub mod eventstream;
 /// Exit codes and error reporting with hints.
 pub mod exit;
 /// The HTTPS client (rustls, embedded roots).

@@ -4,6 +4,7 @@
 
 mod doctor;
 mod errors;
+mod eventstream;
 mod export;
 mod refresh;
 mod secrets;
