@@ -5,7 +5,7 @@
 //! place (zero-copy); only a frame split across chunks is assembled in an
 //! internal buffer, which never holds more than that one frame.
 
-use super::crc::{crc32, crc32_short};
+use super::crc::crc32;
 use super::{
     FrameError, Headers, MAX_HEADERS_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, OVERHEAD, PRELUDE_LEN,
 };
@@ -43,7 +43,7 @@ fn check_prelude(prelude: &[u8], max_message_len: usize) -> Result<Prelude, Fram
     let total = be_u32(prelude, 0);
     let headers = be_u32(prelude, 4);
     let expected = be_u32(prelude, 8);
-    let computed = crc32_short(&prelude[..8]);
+    let computed = crc32(&prelude[..8]);
     if expected != computed {
         return Err(FrameError::PreludeChecksum { expected, computed });
     }
@@ -80,35 +80,36 @@ fn check_prelude(prelude: &[u8], max_message_len: usize) -> Result<Prelude, Fram
     })
 }
 
-/// Checks the message CRC and the headers of a complete frame; returns the
-/// number of headers.
+/// Checks the message CRC of a complete frame.
 #[inline]
-fn validate_frame(frame: &[u8], prelude: Prelude) -> Result<usize, FrameError> {
+fn check_message_crc(frame: &[u8], prelude: Prelude) -> Result<(), FrameError> {
     let crc_at = prelude.total - 4;
     let expected = be_u32(frame, crc_at);
     let computed = crc32(&frame[..crc_at]);
     if expected != computed {
         return Err(FrameError::MessageChecksum { expected, computed });
     }
-    Ok(Headers::parse(&frame[PRELUDE_LEN..PRELUDE_LEN + prelude.headers])?.len())
+    Ok(())
 }
 
-/// Views a frame that [`validate_frame`] accepted as a message.
+/// Validates the headers of a frame whose CRC is right and views it as a
+/// message.
 #[inline]
-fn message(frame: &[u8], prelude: Prelude, header_count: usize) -> Message<'_> {
+fn message(frame: &[u8], prelude: Prelude) -> Result<Message<'_>, FrameError> {
     let headers_end = PRELUDE_LEN + prelude.headers;
-    Message {
-        headers: Headers::validated(&frame[PRELUDE_LEN..headers_end], header_count),
+    Ok(Message {
+        headers: Headers::parse(&frame[PRELUDE_LEN..headers_end])?,
         payload: &frame[headers_end..prelude.total - 4],
         frame,
-    }
+    })
 }
 
 /// Where the next complete frame is.
 enum Next {
-    /// At the start of the input: (prelude, header count).
-    InPlace(Prelude, usize),
-    /// Assembled in the decoder's buffer.
+    /// At the start of the input, CRC checked.
+    InPlace(Prelude),
+    /// Assembled in the decoder's buffer and fully validated: (prelude,
+    /// header count).
     Buffered(Prelude, usize),
     /// Not complete yet.
     NeedMore,
@@ -199,13 +200,27 @@ impl Decoder {
         };
         let used = input.len() - rest.len();
         match next {
-            Ok(Next::InPlace(prelude, count)) => Ok((
-                Some(message(&input[..prelude.total], prelude, count)),
-                prelude.total,
-            )),
+            // The message borrows `input`, not the decoder, so a header
+            // error can still poison the decoder.
+            Ok(Next::InPlace(prelude)) => match message(&input[..prelude.total], prelude) {
+                Ok(message) => Ok((Some(message), prelude.total)),
+                Err(err) => {
+                    self.poisoned = true;
+                    Err(err)
+                }
+            },
             Ok(Next::Buffered(prelude, count)) => {
                 self.handed_out = true;
-                Ok((Some(message(&self.partial, prelude, count)), used))
+                let headers_end = PRELUDE_LEN + prelude.headers;
+                let frame = &self.partial;
+                Ok((
+                    Some(Message {
+                        headers: Headers::validated(&frame[PRELUDE_LEN..headers_end], count),
+                        payload: &frame[headers_end..prelude.total - 4],
+                        frame,
+                    }),
+                    used,
+                ))
             }
             Ok(Next::NeedMore) => Ok((None, used)),
             Err(err) => {
@@ -240,9 +255,9 @@ impl Decoder {
         if available.len() >= PRELUDE_LEN {
             let prelude = check_prelude(&available[..PRELUDE_LEN], self.max_message_len)?;
             if available.len() >= prelude.total {
-                let count = validate_frame(&available[..prelude.total], prelude)?;
+                check_message_crc(&available[..prelude.total], prelude)?;
                 *input = &available[prelude.total..];
-                return Ok(Next::InPlace(prelude, count));
+                return Ok(Next::InPlace(prelude));
             }
             self.prelude = Some(prelude);
             self.partial.reserve_exact(prelude.total);
@@ -278,7 +293,9 @@ impl Decoder {
         if self.partial.len() < prelude.total {
             return Ok(Next::NeedMore);
         }
-        let count = validate_frame(&self.partial, prelude)?;
+        check_message_crc(&self.partial, prelude)?;
+        let count =
+            Headers::parse(&self.partial[PRELUDE_LEN..PRELUDE_LEN + prelude.headers])?.len();
         Ok(Next::Buffered(prelude, count))
     }
 

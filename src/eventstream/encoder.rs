@@ -1,6 +1,6 @@
 //! The encoder: the inverse of the decoder, with the same limits.
 
-use super::crc::{crc32, crc32_short};
+use super::crc::crc32;
 use super::{
     FrameError, Header, HeaderValue, MAX_HEADER_VALUE_LEN, MAX_HEADERS_LEN, MAX_PAYLOAD_LEN,
     OVERHEAD,
@@ -74,7 +74,7 @@ pub fn encode(headers: &[Header<'_>], payload: &[u8], out: &mut Vec<u8>) -> Resu
     // Both lengths fit in u32: they are bounded by the limits checked above.
     out.extend_from_slice(&(total as u32).to_be_bytes());
     out.extend_from_slice(&(headers_len as u32).to_be_bytes());
-    let prelude_crc = crc32_short(&out[start..start + 8]);
+    let prelude_crc = crc32(&out[start..start + 8]);
     out.extend_from_slice(&prelude_crc.to_be_bytes());
     for header in headers {
         out.push(header.name.len() as u8);

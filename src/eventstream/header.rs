@@ -106,21 +106,49 @@ fn take<const N: usize>(raw: &[u8], pos: usize) -> Option<[u8; N]> {
     raw.get(pos..pos.checked_add(N)?)?.try_into().ok()
 }
 
+/// The headers section as text, when all of it is valid UTF-8 (the usual
+/// case: names and string values are ASCII, and so are the short length and
+/// type bytes between them). One validation of the whole section then
+/// replaces one per name and per value, which dominates the cost of small
+/// frames; slices of it are taken with O(1) boundary checks.
+fn section_text(raw: &[u8]) -> Option<&str> {
+    std::str::from_utf8(raw).ok()
+}
+
+/// `raw[start..end]` as text: sliced from the validated section when
+/// possible, validated on its own otherwise.
+#[inline]
+fn text_at<'a>(
+    raw: &'a [u8],
+    section: Option<&'a str>,
+    start: usize,
+    end: usize,
+) -> Option<&'a str> {
+    match section.and_then(|text| text.get(start..end)) {
+        Some(text) => Some(text),
+        None => std::str::from_utf8(&raw[start..end]).ok(),
+    }
+}
+
 /// Parses the header starting at `pos`; returns it and the next position.
 #[inline]
-fn parse_one(raw: &[u8], pos: usize) -> Result<(Header<'_>, usize), FrameError> {
+fn parse_one<'a>(
+    raw: &'a [u8],
+    section: Option<&'a str>,
+    pos: usize,
+) -> Result<(Header<'a>, usize), FrameError> {
     let name_len = usize::from(raw[pos]);
     if name_len == 0 {
         return Err(FrameError::EmptyHeaderName { offset: pos });
     }
     let name_end = pos + 1 + name_len;
-    let name_bytes = raw
-        .get(pos + 1..name_end)
-        .ok_or_else(|| FrameError::HeaderTruncated {
+    if name_end > raw.len() {
+        return Err(FrameError::HeaderTruncated {
             name: String::from_utf8_lossy(&raw[pos + 1..]).into_owned(),
-        })?;
-    let name = std::str::from_utf8(name_bytes)
-        .map_err(|_| FrameError::HeaderNameNotUtf8 { offset: pos })?;
+        });
+    }
+    let name = text_at(raw, section, pos + 1, name_end)
+        .ok_or(FrameError::HeaderNameNotUtf8 { offset: pos })?;
     let truncated = || FrameError::HeaderTruncated {
         name: name.to_owned(),
     };
@@ -170,7 +198,7 @@ fn parse_one(raw: &[u8], pos: usize) -> Result<(Header<'_>, usize), FrameError> 
             let start = at + 2;
             let bytes = raw.get(start..start + len).ok_or_else(truncated)?;
             let value = if value_type == HeaderType::String {
-                HeaderValue::String(std::str::from_utf8(bytes).map_err(|_| {
+                HeaderValue::String(text_at(raw, section, start, start + len).ok_or_else(|| {
                     FrameError::HeaderStringNotUtf8 {
                         name: name.to_owned(),
                     }
@@ -193,6 +221,8 @@ const PAIRWISE_LIMIT: usize = 16;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Headers<'a> {
     raw: &'a [u8],
+    /// `raw` as text when it is valid UTF-8 as a whole (see `section_text`).
+    section: Option<&'a str>,
     count: usize,
 }
 
@@ -205,13 +235,14 @@ impl std::fmt::Debug for Headers<'_> {
 impl<'a> Headers<'a> {
     /// Validates a headers section.
     pub fn parse(raw: &'a [u8]) -> Result<Self, FrameError> {
+        let section = section_text(raw);
         let mut pos = 0;
         let mut count = 0;
         // Names seen so far, for the duplicate check on small sections.
         let mut names: [&str; PAIRWISE_LIMIT] = [""; PAIRWISE_LIMIT];
         let mut many: Option<std::collections::HashSet<&str>> = None;
         while pos < raw.len() {
-            let (header, next) = parse_one(raw, pos)?;
+            let (header, next) = parse_one(raw, section, pos)?;
             let duplicate = match &mut many {
                 Some(set) => !set.insert(header.name),
                 None if count < PAIRWISE_LIMIT => {
@@ -234,13 +265,21 @@ impl<'a> Headers<'a> {
             count += 1;
             pos = next;
         }
-        Ok(Self { raw, count })
+        Ok(Self {
+            raw,
+            section,
+            count,
+        })
     }
 
     /// A section `parse` already accepted (the decoder validates before it
     /// builds messages).
     pub(crate) fn validated(raw: &'a [u8], count: usize) -> Self {
-        Self { raw, count }
+        Self {
+            raw,
+            section: section_text(raw),
+            count,
+        }
     }
 
     /// How many headers there are.
@@ -261,6 +300,7 @@ impl<'a> Headers<'a> {
     pub fn iter(&self) -> HeaderIter<'a> {
         HeaderIter {
             raw: self.raw,
+            section: self.section,
             pos: 0,
         }
     }
@@ -291,6 +331,7 @@ impl<'a> IntoIterator for &Headers<'a> {
 #[derive(Debug, Clone)]
 pub struct HeaderIter<'a> {
     raw: &'a [u8],
+    section: Option<&'a str>,
     pos: usize,
 }
 
@@ -303,7 +344,7 @@ impl<'a> Iterator for HeaderIter<'a> {
         }
         // The section was validated when `Headers` was built, so this parse
         // cannot fail; stopping on an error keeps the iterator panic-free.
-        let (header, next) = parse_one(self.raw, self.pos).ok()?;
+        let (header, next) = parse_one(self.raw, self.section, self.pos).ok()?;
         self.pos = next;
         Some(header)
     }
