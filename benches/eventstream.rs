@@ -92,7 +92,7 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(data.len() as u64));
         group.bench_function("qbox", |b| b.iter(|| decode_qbox(black_box(&data))));
         group.bench_function("aws-smithy-eventstream", |b| {
-            b.iter(|| decode_smithy(black_box(&data)))
+            b.iter(|| decode_smithy(black_box(&data)));
         });
         group.finish();
     }

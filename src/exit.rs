@@ -3,6 +3,7 @@
 //! Every failure prints `error: <what, with the path or value>` and, where a
 //! next step exists, `hint: <what to do>` on the following line.
 
+use crate::qapi::ApiError;
 use crate::store::{AuthError, RefreshError, StoreError};
 use crate::term::Palette;
 
@@ -51,6 +52,9 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<CommandError>() {
             return (e.code, e.hint.clone());
+        }
+        if let Some(e) = cause.downcast_ref::<ApiError>() {
+            return (code(e.is_no_login()), e.hint());
         }
         if let Some(e) = cause.downcast_ref::<AuthError>() {
             return (code(e.is_no_login()), e.hint());

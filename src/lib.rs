@@ -14,6 +14,8 @@ pub mod exit;
 pub mod http;
 /// Tracing setup: logs to stderr only.
 pub mod logging;
+/// The Amazon Q streaming API: models and client.
+pub mod qapi;
 /// The `Secret` string type that never prints its value.
 pub mod secret;
 /// `qbox-sidecar` command line.

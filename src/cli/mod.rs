@@ -3,6 +3,8 @@
 //! library, and write data to stdout and everything human to stderr.
 
 mod args;
+pub mod chat;
+mod debug;
 mod doctor;
 mod export;
 mod snapshot;
@@ -24,10 +26,13 @@ Examples:
   eval \"$(qbox export-token --format shell)\"
   qbox export-token --field access          # just the access token
   qbox snapshot ~/.qbox/auth --watch        # keep a least-privilege copy fresh
+  qbox chat \"what does this error mean?\"    # ask Amazon Q, streamed
+  qbox debug decode capture.bin             # event-stream capture as JSON lines
   qbox completions bash > /etc/bash_completion.d/qbox
 
 Exit codes: 0 ok, 1 error, 2 usage, 4 no usable login.
-Environment: QBOX_DB, QBOX_CLI, QBOX_OIDC_ENDPOINT, QBOX_LOCK_TIMEOUT, RUST_LOG, NO_COLOR.";
+Environment: QBOX_DB, QBOX_CLI, QBOX_OIDC_ENDPOINT, QBOX_Q_ENDPOINT, QBOX_ACCESS_TOKEN,
+QBOX_LOCK_TIMEOUT, RUST_LOG, NO_COLOR.";
 
 /// Use your Amazon Q Developer CLI / Kiro CLI login outside the CLI.
 #[derive(Debug, Parser)]
@@ -74,6 +79,11 @@ pub enum Command {
     ExportToken(export::ExportArgs),
     /// Write a least-privilege copy of the login to DIR/data.sqlite3.
     Snapshot(snapshot::SnapshotArgs),
+    /// Ask Amazon Q through qbox's own streaming client; the answer streams to stdout.
+    Chat(chat::ChatArgs),
+    /// Tools for debugging traffic.
+    #[command(subcommand)]
+    Debug(debug::DebugCommand),
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -110,6 +120,8 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
         Command::Doctor(args) => block_on(doctor::run(args, query, palette)),
         Command::ExportToken(args) => block_on(export::run(args, query, palette)),
         Command::Snapshot(args) => block_on(snapshot::run(args, query, cli.global.quiet, palette)),
+        Command::Chat(args) => block_on(chat::run(args, query, true, cli.global.quiet)),
+        Command::Debug(command) => debug::run(command),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "qbox", &mut std::io::stdout());
             Ok(exit::OK)
@@ -119,7 +131,7 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
 
 /// Runs a command on a single-threaded runtime: qbox's commands are short
 /// and mostly wait on I/O, and this keeps start-up cheap.
-fn block_on<F: Future<Output = anyhow::Result<u8>>>(future: F) -> anyhow::Result<u8> {
+pub(crate) fn block_on<F: Future<Output = anyhow::Result<u8>>>(future: F) -> anyhow::Result<u8> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -3,3 +3,4 @@
 //! services cannot be reached.
 
 pub mod oidc;
+pub mod q;

@@ -141,6 +141,20 @@ fn prefer(candidate: &Login, current: &Login, now: OffsetDateTime) -> bool {
     expiry(candidate) > expiry(current)
 }
 
+/// True when the store the query names can be written (so refreshed tokens
+/// can be written back). Probes by opening for writing, which changes
+/// nothing; a read-only mount or file mode answers no.
+pub fn writable_store(query: &StoreQuery) -> bool {
+    let path = match &query.db {
+        Some(path) => path.clone(),
+        None => match query.searched_paths().into_iter().find(|p| p.exists) {
+            Some(found) => found.path,
+            None => return false,
+        },
+    };
+    std::fs::OpenOptions::new().write(true).open(&path).is_ok()
+}
+
 /// Reads the login in the store at `path`. The flavor is `flavor` if given,
 /// else the one whose keys the store holds, else the one its directory names.
 pub fn read_login(path: &Path, flavor: Option<Flavor>) -> Result<Login, StoreError> {

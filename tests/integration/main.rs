@@ -2,6 +2,8 @@
 //! loopback servers and real child processes. One test binary, one harness.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod chat;
+mod debug_decode;
 mod doctor;
 mod errors;
 mod eventstream;

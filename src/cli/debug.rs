@@ -1,0 +1,130 @@
+//! `qbox debug decode`: prints each message of a captured event stream as
+//! one JSON object, for debugging traffic.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+
+use crate::eventstream::{Decoder, FrameError, HeaderValue, Message};
+use crate::exit::{self, CommandError};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DebugCommand {
+    /// Decode an event-stream capture: one JSON object per message, in wire order.
+    #[command(after_help = "\
+Examples:
+  qbox debug decode capture.bin
+  curl -s ... | qbox debug decode -
+
+Each line: {\"headers\":[{\"name\":..,\"type\":..,\"value\":..}],\"payload\":\"<base64>\"}.
+Types: bool, byte, short, int, long, bytes (base64), string, timestamp (ms), uuid.
+Exit codes: 0 the whole capture decoded, 1 a frame failed a check (messages before it are printed).")]
+    Decode {
+        /// The capture file, or `-` (or nothing) for stdin.
+        input: Option<PathBuf>,
+    },
+}
+
+/// One header value as JSON.
+fn value_json(value: &HeaderValue<'_>) -> Value {
+    match *value {
+        HeaderValue::Bool(b) => json!(b),
+        HeaderValue::Byte(v) => json!(v),
+        HeaderValue::Short(v) => json!(v),
+        HeaderValue::Int(v) => json!(v),
+        HeaderValue::Long(v) | HeaderValue::Timestamp(v) => json!(v),
+        HeaderValue::Bytes(b) => json!(BASE64.encode(b)),
+        HeaderValue::String(s) => json!(s),
+        HeaderValue::Uuid(u) => json!(format_uuid(&u)),
+    }
+}
+
+/// The canonical lowercase hyphenated form.
+fn format_uuid(bytes: &[u8; 16]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// A message as the JSON line `debug decode` prints.
+pub fn message_json(message: &Message<'_>) -> Value {
+    let headers: Vec<Value> = message
+        .headers
+        .iter()
+        .map(|h| json!({"name": h.name, "type": h.value.header_type().name(), "value": value_json(&h.value)}))
+        .collect();
+    json!({"headers": headers, "payload": BASE64.encode(message.payload)})
+}
+
+pub fn run(command: DebugCommand) -> anyhow::Result<u8> {
+    let DebugCommand::Decode { input } = command;
+    let (mut reader, name): (Box<dyn Read>, String) = match &input {
+        Some(path) if path.as_os_str() != "-" => (
+            Box::new(
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+            ),
+            path.display().to_string(),
+        ),
+        _ => (Box::new(std::io::stdin().lock()), "stdin".to_owned()),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let mut decoder = Decoder::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut decoded_bytes = 0usize;
+    let mut count = 0usize;
+    let fail = |err: FrameError, offset: usize, count: usize| {
+        CommandError::new(
+            exit::ERROR,
+            format!("{name}: message {} at byte {offset}: {err}", count + 1),
+        )
+        .hint(if err.is_checksum() {
+            "the capture is corrupted or is not an event stream"
+        } else {
+            "the capture is not a valid event stream from this point on"
+        })
+    };
+    loop {
+        let read = reader
+            .read(&mut buffer)
+            .with_context(|| format!("reading {name}"))?;
+        if read == 0 {
+            break;
+        }
+        let fed = decoder.feed(&buffer[..read], |message| {
+            writeln!(stdout, "{}", message_json(&message)).map_err(|_| FrameError::Poisoned)?;
+            decoded_bytes += message.wire_len();
+            count += 1;
+            Ok::<_, FrameError>(())
+        });
+        if let Err(err) = fed {
+            stdout.flush().context("writing to stdout")?;
+            return Err(fail(err, decoded_bytes, count).into());
+        }
+    }
+    stdout.flush().context("writing to stdout")?;
+    decoder
+        .finish()
+        .map_err(|err| fail(err, decoded_bytes, count))?;
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_canonical() {
+        let bytes: [u8; 16] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+        assert_eq!(format_uuid(&bytes), "01020304-0506-0708-090a-0b0c0d0e0f10");
+    }
+}

@@ -1,0 +1,323 @@
+//! A stand-in Amazon Q streaming service: `POST /` with the real target
+//! header, bearer token check and event-stream framing, answering from a
+//! script (split at awkward chunk boundaries, pauses, exception frames,
+//! HTTP errors, wrong content types, connections cut mid-frame).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::eventstream::{Header, HeaderValue, encode};
+use crate::qapi::model::ChatMessage;
+use crate::qapi::{EVENT_STREAM_CONTENT_TYPE, GenerateAssistantResponseRequest, TARGET};
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A streamed answer.
+    Answer(Answer),
+    /// A non-2xx answer with `x-amzn-errortype: code` and a JSON body.
+    HttpError {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// 200 with a content type that is not an event stream.
+    WrongContentType,
+}
+
+/// A streamed answer: metadata, text pieces, extra events, maybe an
+/// exception, written `split_every` bytes at a time.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub conversation_id: String,
+    pub pieces: Vec<String>,
+    /// Extra events sent after the text: (event type, JSON payload).
+    pub extra_events: Vec<(String, Value)>,
+    /// An exception frame after everything else: (exception type, message).
+    pub exception: Option<(String, String)>,
+    /// Bytes per write; small values split frames at every kind of place.
+    pub split_every: usize,
+    /// Pause after the bytes of the first text event (time-to-first-token tests).
+    pub pause_after_first: Duration,
+    /// Stop in the middle of the last frame and close the connection.
+    pub cut_mid_frame: bool,
+}
+
+impl Answer {
+    /// An answer of `pieces`, 7 bytes per write.
+    pub fn text(pieces: &[&str]) -> Self {
+        Self {
+            conversation_id: "standin-conversation-1".into(),
+            pieces: pieces.iter().map(|p| (*p).to_owned()).collect(),
+            extra_events: Vec::new(),
+            exception: None,
+            split_every: 7,
+            pause_after_first: Duration::ZERO,
+            cut_mid_frame: false,
+        }
+    }
+}
+
+/// A request the stand-in received.
+#[derive(Debug, Clone)]
+pub struct RecordedQRequest {
+    pub target: Option<String>,
+    pub authorization: Option<String>,
+    pub optout: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Debug)]
+struct Inner {
+    token: String,
+    replies: VecDeque<Reply>,
+    requests: Vec<RecordedQRequest>,
+}
+
+/// A running stand-in Q service. Dropping it stops the server.
+#[derive(Debug)]
+pub struct StandinQ {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl StandinQ {
+    /// Starts on an ephemeral loopback port, accepting bearer `token`.
+    pub async fn start(token: &str) -> std::io::Result<Self> {
+        let inner = Arc::new(Mutex::new(Inner {
+            token: token.to_owned(),
+            replies: VecDeque::new(),
+            requests: Vec::new(),
+        }));
+        let app = axum::Router::new()
+            .route("/", post(generate))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            addr,
+            inner,
+            _server: server,
+        })
+    }
+
+    /// The base URL to put in `QBOX_Q_ENDPOINT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queues a reply; with none queued the stand-in echoes the prompt.
+    pub fn push(&self, reply: Reply) {
+        self.lock().replies.push_back(reply);
+    }
+
+    /// Changes the accepted bearer token.
+    pub fn set_token(&self, token: &str) {
+        self.lock().token = token.to_owned();
+    }
+
+    pub fn requests(&self) -> Vec<RecordedQRequest> {
+        self.lock().requests.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [
+            ("x-amzn-errortype", code),
+            ("content-type", "application/x-amz-json-1.0"),
+        ],
+        json!({"__type": code, "message": message}).to_string(),
+    )
+        .into_response()
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn generate(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let (reply, token) = {
+        let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.requests.push(RecordedQRequest {
+            target: header(&headers, "x-amz-target"),
+            authorization: header(&headers, "authorization"),
+            optout: header(&headers, "x-amzn-codewhisperer-optout"),
+            body: serde_json::from_str(&body).unwrap_or(Value::Null),
+        });
+        (inner.replies.pop_front(), inner.token.clone())
+    };
+    if header(&headers, "x-amz-target").as_deref() != Some(TARGET) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            "unknown operation",
+        );
+    }
+    if header(&headers, "authorization") != Some(format!("Bearer {token}")) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            "The bearer token included in the request is invalid",
+        );
+    }
+    let Ok(request) = serde_json::from_str::<GenerateAssistantResponseRequest>(&body) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            "request body does not match the model",
+        );
+    };
+    let reply = reply.unwrap_or_else(|| {
+        let prompt = match &request.conversation_state.current_message {
+            ChatMessage::UserInputMessage(m) => m.content.clone(),
+            ChatMessage::AssistantResponseMessage(m) => m.content.clone(),
+        };
+        Reply::Answer(Answer::text(&["You said: ", &prompt]))
+    });
+    match reply {
+        Reply::HttpError {
+            status,
+            code,
+            message,
+        } => error_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &code,
+            &message,
+        ),
+        Reply::WrongContentType => (
+            StatusCode::OK,
+            [("content-type", "text/html")],
+            "<html>sign in</html>",
+        )
+            .into_response(),
+        Reply::Answer(answer) => stream_answer(&answer),
+    }
+}
+
+fn event_frame(out: &mut Vec<u8>, event_type: &str, payload: &Value) {
+    let headers = [
+        Header {
+            name: ":event-type",
+            value: HeaderValue::String(event_type),
+        },
+        Header {
+            name: ":content-type",
+            value: HeaderValue::String("application/json"),
+        },
+        Header {
+            name: ":message-type",
+            value: HeaderValue::String("event"),
+        },
+    ];
+    // Stand-in frames are small and valid by construction.
+    let _ = encode(&headers, payload.to_string().as_bytes(), out);
+}
+
+fn stream_answer(answer: &Answer) -> Response {
+    let mut first = Vec::new();
+    event_frame(
+        &mut first,
+        "messageMetadataEvent",
+        &json!({"conversationId": answer.conversation_id, "utteranceId": "u-1"}),
+    );
+    let mut pieces = answer.pieces.iter();
+    if let Some(piece) = pieces.next() {
+        event_frame(
+            &mut first,
+            "assistantResponseEvent",
+            &json!({"content": piece}),
+        );
+    }
+    let mut rest = Vec::new();
+    for piece in pieces {
+        event_frame(
+            &mut rest,
+            "assistantResponseEvent",
+            &json!({"content": piece}),
+        );
+    }
+    for (event_type, payload) in &answer.extra_events {
+        event_frame(&mut rest, event_type, payload);
+    }
+    if let Some((code, message)) = &answer.exception {
+        let headers = [
+            Header {
+                name: ":exception-type",
+                value: HeaderValue::String(code),
+            },
+            Header {
+                name: ":content-type",
+                value: HeaderValue::String("application/json"),
+            },
+            Header {
+                name: ":message-type",
+                value: HeaderValue::String("exception"),
+            },
+        ];
+        let _ = encode(
+            &headers,
+            json!({"message": message}).to_string().as_bytes(),
+            &mut rest,
+        );
+    }
+    if answer.cut_mid_frame {
+        event_frame(
+            &mut rest,
+            "assistantResponseEvent",
+            &json!({"content": "never arrives"}),
+        );
+        rest.truncate(rest.len() - 9);
+    }
+    let split = answer.split_every.max(1);
+    let pause = answer.pause_after_first;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+    tokio::spawn(async move {
+        for chunk in first.chunks(split) {
+            if tx.send(Ok(chunk.to_vec())).await.is_err() {
+                return;
+            }
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        for chunk in rest.chunks(split) {
+            if tx.send(Ok(chunk.to_vec())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", EVENT_STREAM_CONTENT_TYPE)
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
