@@ -81,6 +81,9 @@ struct Inner {
     token: String,
     replies: VecDeque<Reply>,
     requests: Vec<RecordedQRequest>,
+    /// When the bytes of each answer's first text event were handed to the
+    /// connection (for time-to-first-token measurements).
+    first_text_sent: Vec<std::time::Instant>,
 }
 
 /// A running stand-in Q service. Dropping it stops the server.
@@ -98,6 +101,7 @@ impl StandinQ {
             token: token.to_owned(),
             replies: VecDeque::new(),
             requests: Vec::new(),
+            first_text_sent: Vec::new(),
         }));
         let app = axum::Router::new()
             .route("/", post(generate))
@@ -131,6 +135,11 @@ impl StandinQ {
 
     pub fn requests(&self) -> Vec<RecordedQRequest> {
         self.lock().requests.clone()
+    }
+
+    /// When the first text event of each answer so far was sent.
+    pub fn first_text_sent(&self) -> Vec<std::time::Instant> {
+        self.lock().first_text_sent.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -216,7 +225,7 @@ async fn generate(
             "<html>sign in</html>",
         )
             .into_response(),
-        Reply::Answer(answer) => stream_answer(&answer),
+        Reply::Answer(answer) => stream_answer(&answer, inner),
     }
 }
 
@@ -239,7 +248,7 @@ fn event_frame(out: &mut Vec<u8>, event_type: &str, payload: &Value) {
     let _ = encode(&headers, payload.to_string().as_bytes(), out);
 }
 
-fn stream_answer(answer: &Answer) -> Response {
+fn stream_answer(answer: &Answer, inner: Arc<Mutex<Inner>>) -> Response {
     let mut first = Vec::new();
     event_frame(
         &mut first,
@@ -303,6 +312,11 @@ fn stream_answer(answer: &Answer) -> Response {
                 return;
             }
         }
+        inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_text_sent
+            .push(std::time::Instant::now());
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
         }
