@@ -2,6 +2,8 @@
 //!
 //! Crate map (one line per module; see `docs/ARCHITECTURE.md`):
 
+/// The `q-developer-agent` tool: runs `q chat` for one prompt.
+pub mod agent;
 /// `qbox` command line: clap definitions and one handler per subcommand.
 pub mod cli;
 /// Docker Engine access (the only user of bollard).
@@ -14,6 +16,8 @@ pub mod exit;
 pub mod http;
 /// Tracing setup: logs to stderr only.
 pub mod logging;
+/// The MCP server of the sidecar (the only user of rmcp).
+pub mod mcp;
 /// The Amazon Q streaming API: models and client.
 pub mod qapi;
 /// The `Secret` string type that never prints its value.

@@ -318,6 +318,54 @@ pub fn replace_token_if_unchanged(
     Ok(WriteOutcome::Written)
 }
 
+/// Replaces the login rows of a store qbox owns (the agent's private copy
+/// of a snapshot) with `rows`, in one transaction. Never used on a user's
+/// store.
+pub fn replace_auth_rows(path: &Path, rows: &AuthRows) -> Result<(), StoreError> {
+    let map = |e| map_sqlite_error(path, e);
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(map)?;
+    wait_for_locks(&mut conn).map_err(map)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map)?;
+    let keys = known_auth_keys();
+    tx.execute(
+        &format!(
+            "DELETE FROM auth_kv WHERE key IN ({})",
+            placeholders(keys.len())
+        ),
+        rusqlite::params_from_iter(keys.iter()),
+    )
+    .map_err(map)?;
+    tx.execute(
+        &format!(
+            "DELETE FROM state WHERE key IN ({})",
+            placeholders(AUTH_STATE_KEYS.len())
+        ),
+        rusqlite::params_from_iter(AUTH_STATE_KEYS.iter()),
+    )
+    .map_err(map)?;
+    for (key, value) in &rows.auth_kv {
+        tx.execute(
+            "INSERT INTO auth_kv (key, value) VALUES (?1, ?2)",
+            [key, value],
+        )
+        .map_err(map)?;
+    }
+    for (key, value) in &rows.state {
+        tx.execute(
+            "INSERT INTO state (key, value) VALUES (?1, ?2)",
+            rusqlite::params![key, value],
+        )
+        .map_err(map)?;
+    }
+    tx.commit().map_err(map)
+}
+
 /// The path of a store for messages, made absolute when possible.
 pub fn display_path(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())

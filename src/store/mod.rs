@@ -72,6 +72,20 @@ impl AuthError {
 }
 
 impl StoreQuery {
+    /// The query the environment alone makes (`QBOX_DB`, `QBOX_CLI`).
+    pub fn from_env() -> Self {
+        Self {
+            db: std::env::var_os(DB_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            cli: std::env::var(CLI_ENV).ok().and_then(|v| match v.trim() {
+                "q" => Some(Flavor::AmazonQ),
+                "kiro" => Some(Flavor::Kiro),
+                _ => None,
+            }),
+        }
+    }
+
     /// The default locations this query searches (nothing when `--db` is set).
     pub fn searched_paths(&self) -> Vec<SearchedPath> {
         if self.db.is_some() {

@@ -1,0 +1,67 @@
+//! Giving the CLI a login. The CLI writes to its store, so a read-only
+//! snapshot (QBOX_DB) cannot be handed to it directly: the sidecar keeps a
+//! private writable copy (mode 0600 in a 0700 directory), points the child's
+//! data directory at it, and copies the snapshot's login rows into it before
+//! every call so the host's refreshes reach the CLI.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::store::{self, Flavor, StoreError, db};
+
+/// Where the CLI's login comes from.
+#[derive(Debug)]
+pub enum AgentAuth {
+    /// The CLI's own store, as it finds it.
+    Inherit,
+    /// A private copy of the snapshot at `snapshot`.
+    PrivateCopy {
+        snapshot: PathBuf,
+        dir: tempfile::TempDir,
+    },
+}
+
+impl AgentAuth {
+    /// A private copy when QBOX_DB names a store, else the CLI's own.
+    pub fn from_env() -> Result<Self, StoreError> {
+        match std::env::var_os(store::DB_ENV).filter(|v| !v.is_empty()) {
+            Some(snapshot) => Self::private_copy(PathBuf::from(snapshot)),
+            None => Ok(Self::Inherit),
+        }
+    }
+
+    pub fn private_copy(snapshot: PathBuf) -> Result<Self, StoreError> {
+        let dir = tempfile::Builder::new()
+            .prefix("qbox-agent-")
+            .tempdir()
+            .map_err(|e| {
+                StoreError::io("creating a private directory in", std::env::temp_dir(), e)
+            })?;
+        let auth = Self::PrivateCopy { snapshot, dir };
+        auth.prepare()?;
+        Ok(auth)
+    }
+
+    /// Brings the private copy up to date and returns the environment the
+    /// child needs.
+    pub fn prepare(&self) -> Result<HashMap<String, String>, StoreError> {
+        let Self::PrivateCopy { snapshot, dir } = self else {
+            return Ok(HashMap::new());
+        };
+        let rows = db::read_snapshot_rows(snapshot)?;
+        let flavor = store::Login::detect_flavor(&rows.auth)
+            .or_else(|| Flavor::from_path(snapshot))
+            .unwrap_or(Flavor::AmazonQ);
+        let store_dir = dir.path().join(flavor.dir_name());
+        let copy = store_dir.join(store::snapshot::SNAPSHOT_FILE_NAME);
+        if copy.exists() {
+            db::replace_auth_rows(&copy, &rows.auth)?;
+        } else {
+            store::snapshot::write_snapshot(&rows, &store_dir, 0o600)?;
+        }
+        let mut env = HashMap::new();
+        // The CLI finds its store under the XDG data directory on Linux.
+        env.insert("XDG_DATA_HOME".to_owned(), dir.path().display().to_string());
+        Ok(env)
+    }
+}

@@ -1,0 +1,127 @@
+//! The agent tool's settings from the environment, with the documented
+//! defaults; invalid values fall back to the default with a warning.
+
+use std::time::Duration;
+
+/// The tool's name.
+pub const TOOL_NAME: &str = "q-developer-agent";
+/// Comma-separated list of extra tools to enable.
+pub const ENABLE_ENV: &str = "ENABLE_ADDITIONAL_TOOLS";
+/// Seconds a call may run.
+pub const TIMEOUT_ENV: &str = "AGENT_TIMEOUT";
+/// Bytes of output a call may return.
+pub const MAX_RESPONSE_ENV: &str = "AGENT_MAX_RESPONSE_SIZE";
+/// The CLI binary to run (default `q`).
+pub const CLI_ENV: &str = "QBOX_AGENT_CLI";
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
+pub const DEFAULT_MAX_RESPONSE: usize = 2 * 1024 * 1024;
+pub const DEFAULT_CLI: &str = "q";
+
+/// Settings of the `q-developer-agent` tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub enabled: bool,
+    pub timeout: Duration,
+    pub max_response: usize,
+    pub cli: String,
+    /// How long a process group gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// Longest silence between progress notifications.
+    pub keep_alive: Duration,
+}
+
+impl AgentConfig {
+    /// Reads the settings through `var` (the process environment in
+    /// production, a map in tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let enabled =
+            var(ENABLE_ENV).is_some_and(|list| list.split(',').any(|t| t.trim() == TOOL_NAME));
+        let timeout = match var(TIMEOUT_ENV) {
+            None => DEFAULT_TIMEOUT,
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(seconds) if seconds > 0 => Duration::from_secs(seconds),
+                _ => {
+                    tracing::warn!(
+                        "{TIMEOUT_ENV}={text:?} is not a positive number of seconds; using 180"
+                    );
+                    DEFAULT_TIMEOUT
+                }
+            },
+        };
+        let max_response = match var(MAX_RESPONSE_ENV) {
+            None => DEFAULT_MAX_RESPONSE,
+            Some(text) => match text.trim().parse::<usize>() {
+                Ok(bytes) if bytes > 0 => bytes,
+                _ => {
+                    tracing::warn!(
+                        "{MAX_RESPONSE_ENV}={text:?} is not a positive number of bytes; using 2097152"
+                    );
+                    DEFAULT_MAX_RESPONSE
+                }
+            },
+        };
+        let cli = var(CLI_ENV)
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| DEFAULT_CLI.to_owned());
+        Self {
+            enabled,
+            timeout,
+            max_response,
+            cli,
+            kill_grace: Duration::from_secs(2),
+            keep_alive: Duration::from_secs(20),
+        }
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Self {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> AgentConfig {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        AgentConfig::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let default = config(&[]);
+        assert!(!default.enabled);
+        assert_eq!(default.timeout, Duration::from_secs(180));
+        assert_eq!(default.max_response, 2_097_152);
+        assert_eq!(default.cli, "q");
+        let set = config(&[
+            (ENABLE_ENV, "other, q-developer-agent"),
+            (TIMEOUT_ENV, "5"),
+            (MAX_RESPONSE_ENV, "100"),
+            (CLI_ENV, "kiro-cli"),
+        ]);
+        assert!(set.enabled);
+        assert_eq!(set.timeout, Duration::from_secs(5));
+        assert_eq!(set.max_response, 100);
+        assert_eq!(set.cli, "kiro-cli");
+    }
+
+    #[test]
+    fn invalid_values_fall_back() {
+        let bad = config(&[
+            (TIMEOUT_ENV, "soon"),
+            (MAX_RESPONSE_ENV, "-1"),
+            (ENABLE_ENV, "q-developer"),
+        ]);
+        assert!(!bad.enabled);
+        assert_eq!(bad.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(bad.max_response, DEFAULT_MAX_RESPONSE);
+    }
+}

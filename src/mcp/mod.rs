@@ -1,0 +1,53 @@
+//! The MCP server of `qbox-sidecar`: the tools, the stdio and streamable
+//! HTTP transports, and HTTP security.
+//!
+//! **Architecture invariant:** this is the only module that knows rmcp types.
+
+pub mod http;
+pub mod server;
+pub mod tools;
+
+use std::sync::Arc;
+
+use rmcp::ServiceExt;
+
+pub use server::{Sidecar, SidecarHandler};
+
+use crate::agent::{AgentAuth, AgentConfig, AgentRunner};
+use crate::qapi::QClient;
+use crate::store::{self, StoreQuery};
+
+/// True when a login is available to the native client.
+pub fn login_available() -> bool {
+    let bare = std::env::var_os(crate::qapi::ACCESS_TOKEN_ENV).is_some_and(|v| !v.is_empty());
+    bare || StoreQuery::from_env()
+        .resolve(time::OffsetDateTime::now_utc())
+        .is_ok_and(|login| login.status(time::OffsetDateTime::now_utc()).is_usable())
+}
+
+/// Builds the shared state from the environment.
+pub fn sidecar_from_env(query: StoreQuery) -> Result<Arc<Sidecar>, store::StoreError> {
+    let refresh = store::writable_store(&query);
+    let chat = QClient::from_env(query, refresh).map_err(|e| e.to_string());
+    let config = AgentConfig::from_env();
+    let auth = if config.enabled {
+        AgentAuth::from_env()?
+    } else {
+        AgentAuth::Inherit
+    };
+    let cwd = std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir());
+    Ok(Arc::new(Sidecar {
+        agent: AgentRunner::new(config, auth),
+        chat,
+        cwd,
+    }))
+}
+
+/// Serves MCP over stdin/stdout until the client closes the connection.
+pub async fn serve_stdio(state: Arc<Sidecar>) -> anyhow::Result<()> {
+    let service = SidecarHandler { state }
+        .serve(rmcp::transport::stdio())
+        .await?;
+    service.waiting().await?;
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! The sidecar's tools: `q-developer-agent` (drives the CLI) and `q-chat`
+//! (qbox's own streaming client), with progress and cancellation.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolResult, ContentBlock, JsonObject, ProgressNotificationParam, ProgressToken, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{Peer, RoleServer};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::agent::{AgentArgs, AgentRunner, Progress, TOOL_NAME};
+use crate::qapi::{ChatEvent, GenerateAssistantResponseRequest, QClient};
+
+/// The native chat tool's name.
+pub const CHAT_TOOL: &str = "q-chat";
+
+fn schema(value: Value) -> Arc<JsonObject> {
+    Arc::new(match value {
+        Value::Object(map) => map,
+        _ => JsonObject::new(),
+    })
+}
+
+pub fn agent_tool() -> Tool {
+    Tool::new(
+        TOOL_NAME,
+        "Hand a task to Amazon Q Developer: runs `q chat --no-interactive` (or kiro-cli) in the \
+         sidecar's working directory and returns its answer. Q may use its own tools (read files, run \
+         commands) when trusted with `trust-tools` or `yolo-mode`. Progress notifications carry the \
+         output as it appears.",
+        Arc::new(crate::agent::args::input_schema()),
+    )
+}
+
+pub fn chat_tool() -> Tool {
+    Tool::new(
+        CHAT_TOOL,
+        "Ask Amazon Q a question through qbox's native client (no CLI, runs nothing locally). Returns \
+         the answer, the conversation id to continue with, and any tool-use or code-reference events \
+         as structured content. Partial text arrives as progress notifications.",
+        schema(json!({
+            "type": "object",
+            "properties": {
+                "prompt": {"type": "string", "description": "The question or task (required, non-empty)."},
+                "conversation-id": {"type": "string", "description": "Continue this conversation (from an earlier result)."},
+                "model": {"type": "string", "description": "Model id to use instead of the default."}
+            },
+            "required": ["prompt"],
+            "additionalProperties": false
+        })),
+    )
+}
+
+fn text_result(text: impl Into<String>, is_error: bool) -> CallToolResult {
+    let content = vec![ContentBlock::text(text.into())];
+    if is_error {
+        CallToolResult::error(content)
+    } else {
+        CallToolResult::success(content)
+    }
+}
+
+/// Sends progress notifications for `token` until the channel closes.
+fn forward_progress(
+    peer: Peer<RoleServer>,
+    token: ProgressToken,
+    mut updates: mpsc::UnboundedReceiver<String>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut step = 0.0;
+        while let Some(message) = updates.recv().await {
+            step += 1.0;
+            let _ = peer
+                .notify_progress(
+                    ProgressNotificationParam::new(token.clone(), step).with_message(message),
+                )
+                .await;
+        }
+    })
+}
+
+/// Runs `q-developer-agent`.
+pub async fn call_agent(
+    runner: &AgentRunner,
+    cwd: &PathBuf,
+    arguments: Option<&JsonObject>,
+    context: &RequestContext<RoleServer>,
+) -> CallToolResult {
+    if !runner.config().enabled {
+        return text_result(
+            "the tool q-developer-agent is not enabled on this server. Start the sidecar with \
+             ENABLE_ADDITIONAL_TOOLS=q-developer-agent to enable it (it runs the Amazon Q CLI, which can \
+             read files and run commands when trusted).",
+            true,
+        );
+    }
+    let args = match AgentArgs::parse(arguments) {
+        Ok(args) => args,
+        Err(err) => return text_result(format!("invalid arguments: {err}"), true),
+    };
+    let (progress, forwarder) = match context.meta.get_progress_token() {
+        Some(token) => {
+            let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<Progress>();
+            let (text_tx, text_rx) = mpsc::unbounded_channel::<String>();
+            let forwarder = forward_progress(context.peer.clone(), token, text_rx);
+            tokio::spawn(async move {
+                while let Some(update) = lines_rx.recv().await {
+                    let text = match update {
+                        Progress::Line(line) => line,
+                        Progress::StillRunning { elapsed } => {
+                            format!("still running ({}s)", elapsed.as_secs())
+                        }
+                    };
+                    if text_tx.send(text).is_err() {
+                        break;
+                    }
+                }
+            });
+            (Some(lines_tx), Some(forwarder))
+        }
+        None => (None, None),
+    };
+    let outcome = runner
+        .run(&args, cwd, progress, context.ct.clone().cancelled_owned())
+        .await;
+    if let Some(forwarder) = forwarder {
+        // Every progress notification goes out before the result.
+        let _ = forwarder.await;
+    }
+    text_result(outcome.text, outcome.is_error)
+}
+
+/// Runs `q-chat`.
+pub async fn call_chat(
+    client: Result<&QClient, &str>,
+    arguments: Option<&JsonObject>,
+    context: &RequestContext<RoleServer>,
+) -> CallToolResult {
+    let empty = JsonObject::new();
+    let args = arguments.unwrap_or(&empty);
+    if let Some(unknown) = args
+        .keys()
+        .find(|k| !["prompt", "conversation-id", "model"].contains(&k.as_str()))
+    {
+        return text_result(
+            format!(
+                "invalid arguments: unknown parameter `{unknown}`; known: prompt, conversation-id, model"
+            ),
+            true,
+        );
+    }
+    let string = |name: &str| -> Result<Option<String>, String> {
+        match args.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!(
+                "invalid arguments: parameter `{name}` must be a string"
+            )),
+        }
+    };
+    let parsed = (|| {
+        Ok::<_, String>((
+            string("prompt")?,
+            string("conversation-id")?,
+            string("model")?,
+        ))
+    })();
+    let (prompt, conversation_id, model) = match parsed {
+        Ok(values) => values,
+        Err(message) => return text_result(message, true),
+    };
+    let Some(prompt) = prompt.filter(|p| !p.trim().is_empty()) else {
+        return text_result(
+            "invalid arguments: parameter `prompt` is required and must not be empty",
+            true,
+        );
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(problem) => return text_result(problem.to_owned(), true),
+    };
+    let request = GenerateAssistantResponseRequest::prompt(&prompt, model, conversation_id.clone());
+    let token = context.meta.get_progress_token();
+    let (text_tx, text_rx) = mpsc::unbounded_channel::<String>();
+    let forwarder = token.map(|token| forward_progress(context.peer.clone(), token, text_rx));
+    let answer = async {
+        let mut stream = client.generate(request).await?;
+        let mut collected = ChatAnswer {
+            conversation_id,
+            ..ChatAnswer::default()
+        };
+        while let Some(event) = stream.next_event().await? {
+            if let Some(text) = event.text() {
+                let _ = text_tx.send(text.to_owned());
+            }
+            collected.add(event);
+        }
+        Ok::<_, crate::qapi::ApiError>(collected)
+    };
+    let result = tokio::select! {
+        result = answer => result,
+        () = context.ct.cancelled() => return text_result("cancelled", true),
+    };
+    drop(text_tx);
+    if let Some(forwarder) = forwarder {
+        let _ = forwarder.await;
+    }
+    match result {
+        Ok(answer) => {
+            let structured = answer.structured();
+            let mut result = text_result(answer.text, false);
+            result.structured_content = Some(structured);
+            result
+        }
+        Err(err) => {
+            let hint = err
+                .hint()
+                .map(|h| format!("\nhint: {h}"))
+                .unwrap_or_default();
+            text_result(format!("{err}{hint}"), true)
+        }
+    }
+}
+
+/// What `q-chat` gathers from the event stream.
+#[derive(Debug, Default)]
+struct ChatAnswer {
+    text: String,
+    conversation_id: Option<String>,
+    tool_uses: BTreeMap<String, (String, String)>,
+    tool_use_order: Vec<String>,
+    code_references: Vec<Value>,
+    followups: Vec<Value>,
+}
+
+impl ChatAnswer {
+    fn add(&mut self, event: ChatEvent) {
+        if let Some(text) = event.text() {
+            self.text.push_str(text);
+        }
+        match event {
+            ChatEvent::MessageMetadata(meta) => {
+                if meta.conversation_id.is_some() {
+                    self.conversation_id = meta.conversation_id;
+                }
+            }
+            ChatEvent::ToolUse(tool) => {
+                if !self.tool_uses.contains_key(&tool.tool_use_id) {
+                    self.tool_use_order.push(tool.tool_use_id.clone());
+                }
+                let entry = self
+                    .tool_uses
+                    .entry(tool.tool_use_id)
+                    .or_insert((tool.name, String::new()));
+                entry.1.push_str(tool.input.as_deref().unwrap_or(""));
+            }
+            ChatEvent::Json {
+                event_type,
+                payload,
+            } if event_type == "codeReferenceEvent" => {
+                self.code_references.push(payload);
+            }
+            ChatEvent::Json {
+                event_type,
+                payload,
+            } if event_type == "followupPromptEvent" => {
+                self.followups.push(payload);
+            }
+            _ => {}
+        }
+    }
+
+    fn structured(&self) -> Value {
+        let tool_uses: Vec<Value> = self
+            .tool_use_order
+            .iter()
+            .filter_map(|id| {
+                let (name, input) = self.tool_uses.get(id)?;
+                let input = serde_json::from_str::<Value>(input)
+                    .unwrap_or_else(|_| Value::String(input.clone()));
+                Some(json!({"toolUseId": id, "name": name, "input": input}))
+            })
+            .collect();
+        json!({
+            "answer": self.text,
+            "conversationId": self.conversation_id,
+            "toolUses": tool_uses,
+            "codeReferences": self.code_references,
+            "followupPrompts": self.followups,
+        })
+    }
+}
