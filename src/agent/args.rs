@@ -178,13 +178,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse(value: Value) -> Result<AgentArgs, ArgsError> {
+    fn parse(value: &Value) -> Result<AgentArgs, ArgsError> {
         AgentArgs::parse(value.as_object())
     }
 
     #[test]
     fn full_argument_vector() {
-        let args = parse(json!({
+        let args = parse(&json!({
             "prompt": "-rf is not a flag here",
             "resume": true,
             "agent": "reviewer",
@@ -212,20 +212,20 @@ mod tests {
             ]
         );
         assert_eq!(
-            parse(json!({"prompt": "hi"})).unwrap().argv(),
+            parse(&json!({"prompt": "hi"})).unwrap().argv(),
             ["chat", "--no-interactive", "--", "hi"]
         );
     }
 
     #[test]
     fn every_mistake_has_its_message() {
-        assert_eq!(parse(json!({})), Err(ArgsError::MissingPrompt));
+        assert_eq!(parse(&json!({})), Err(ArgsError::MissingPrompt));
         assert_eq!(
-            parse(json!({"prompt": "  \n"})),
+            parse(&json!({"prompt": "  \n"})),
             Err(ArgsError::EmptyPrompt)
         );
         assert!(matches!(
-            parse(json!({"prompt": 3})),
+            parse(&json!({"prompt": 3})),
             Err(ArgsError::WrongType {
                 name: "prompt",
                 got: "a number",
@@ -233,18 +233,18 @@ mod tests {
             })
         ));
         assert!(matches!(
-            parse(json!({"prompt": "x", "resume": "yes"})),
+            parse(&json!({"prompt": "x", "resume": "yes"})),
             Err(ArgsError::WrongType { name: "resume", .. })
         ));
         assert_eq!(
-            parse(json!({"prompt": "x", "promt": "y"})),
+            parse(&json!({"prompt": "x", "promt": "y"})),
             Err(ArgsError::Unknown("promt".into()))
         );
     }
 
     #[test]
     fn finds_at_file_references() {
-        let args = parse(json!({"prompt": "review @src/main.rs and email a@b.c"})).unwrap();
+        let args = parse(&json!({"prompt": "review @src/main.rs and email a@b.c"})).unwrap();
         assert_eq!(args.at_file_references(), ["@src/main.rs"]);
     }
 }

@@ -100,7 +100,7 @@ mod tests {
         let cut = truncate_at_line(text.clone(), 20);
         assert_eq!(cut.text, "line one\nline two\n");
         assert_eq!(cut.cut, Some((text.len(), 18)));
-        assert_eq!(truncate_at_line(text.clone(), 1000).cut, None);
+        assert_eq!(truncate_at_line(text, 1000).cut, None);
 
         // One long line of 3-byte characters: cut on a character boundary.
         let wide = "✓".repeat(10);

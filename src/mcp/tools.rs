@@ -2,7 +2,7 @@
 //! (qbox's own streaming client), with progress and cancellation.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use rmcp::model::{
@@ -87,7 +87,7 @@ fn forward_progress(
 /// Runs `q-developer-agent`.
 pub async fn call_agent(
     runner: &AgentRunner,
-    cwd: &PathBuf,
+    cwd: &Path,
     arguments: Option<&JsonObject>,
     context: &RequestContext<RoleServer>,
 ) -> CallToolResult {
@@ -244,10 +244,8 @@ impl ChatAnswer {
             self.text.push_str(text);
         }
         match event {
-            ChatEvent::MessageMetadata(meta) => {
-                if meta.conversation_id.is_some() {
-                    self.conversation_id = meta.conversation_id;
-                }
+            ChatEvent::MessageMetadata(meta) if meta.conversation_id.is_some() => {
+                self.conversation_id = meta.conversation_id;
             }
             ChatEvent::ToolUse(tool) => {
                 if !self.tool_uses.contains_key(&tool.tool_use_id) {
