@@ -1,6 +1,10 @@
 //! Integration tests: the built binaries against real SQLite stores, real
 //! loopback servers and real child processes. One test binary, one harness.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value
+)]
 
 mod chat;
 mod debug_decode;
@@ -8,8 +12,10 @@ mod doctor;
 mod errors;
 mod eventstream;
 mod export;
+mod mcp_client;
 mod refresh;
 mod secrets;
+mod sidecar;
 mod snapshot;
 mod store_safety;
 mod util;

@@ -1,0 +1,705 @@
+//! `qbox-sidecar serve`: both tools over stdio with a fake `q` that records
+//! how it was run, every failure mode of the CLI, cancellation, progress,
+//! concurrency, the snapshot login, and the HTTP transport's security.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use qbox::store::Flavor;
+use serde_json::{Value, json};
+
+use crate::mcp_client::{StdioMcp, fake_q, process_alive};
+use crate::util::{TestHome, valid_login};
+
+fn agent_env(record: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent".into()),
+        ("QBOX_AGENT_CLI", fake_q()),
+        ("FAKE_Q_RECORD", record.display().to_string()),
+    ]
+}
+
+fn recorded_pid(record: &Path, file: &str) -> u32 {
+    std::fs::read_to_string(record.join(file))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_agent_tool_is_offered_only_when_enabled() {
+    let home = TestHome::new();
+    let mut plain = StdioMcp::start(home.path(), &[]);
+    assert_eq!(plain.tool_names(), ["q-chat"]);
+    let (text, is_error, _) = plain.call("q-developer-agent", json!({"prompt": "hi"}));
+    assert!(is_error);
+    assert!(
+        text.contains("ENABLE_ADDITIONAL_TOOLS=q-developer-agent"),
+        "{text}"
+    );
+
+    let record = home.path().join("record");
+    let mut enabled = StdioMcp::start(home.path(), &agent_env(&record));
+    assert_eq!(enabled.tool_names(), ["q-chat", "q-developer-agent"]);
+    let schema = enabled.request("tools/list", json!({}))["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "q-developer-agent")
+        .unwrap()["inputSchema"]
+        .clone();
+    assert_eq!(schema["required"], json!(["prompt"]));
+    for param in [
+        "prompt",
+        "resume",
+        "agent",
+        "override-model",
+        "yolo-mode",
+        "trust-tools",
+        "verbose",
+    ] {
+        assert!(schema["properties"][param].is_object(), "{param} in schema");
+    }
+}
+
+#[test]
+fn the_cli_gets_an_argument_vector_and_runs_in_the_sidecar_directory() {
+    let home = TestHome::new();
+    let record = home.path().join("record");
+    let mut mcp = StdioMcp::start(home.path(), &agent_env(&record));
+    let (text, is_error, _) = mcp.call(
+        "q-developer-agent",
+        json!({
+            "prompt": "-rf --help; $(touch /tmp/pwned) `id`",
+            "resume": true,
+            "agent": "reviewer",
+            "override-model": "claude-x",
+            "yolo-mode": true,
+            "trust-tools": "fs_read,execute_bash",
+            "verbose": true
+        }),
+    );
+    assert!(!is_error, "{text}");
+    assert_eq!(
+        text, "-rf --help; $(touch /tmp/pwned) `id`\n",
+        "the prompt reached the CLI verbatim"
+    );
+    let argv: Vec<String> = std::fs::read(record.join("argv"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8(a.to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        argv,
+        [
+            "chat",
+            "--no-interactive",
+            "--resume",
+            "--agent",
+            "reviewer",
+            "--model",
+            "claude-x",
+            "--trust-all-tools",
+            "--trust-tools=fs_read,execute_bash",
+            "-v",
+            "--",
+            "-rf --help; $(touch /tmp/pwned) `id`"
+        ]
+    );
+    let cwd = std::fs::read_to_string(record.join("cwd")).unwrap();
+    assert_eq!(
+        PathBuf::from(cwd.trim()).canonicalize().unwrap(),
+        home.path().canonicalize().unwrap()
+    );
+    assert!(
+        !Path::new("/tmp/pwned").exists(),
+        "no shell ever saw the prompt"
+    );
+}
+
+#[test]
+fn output_is_cleaned_and_cut_at_a_line() {
+    let home = TestHome::new();
+    let record = home.path().join("record");
+    let mut env = agent_env(&record);
+    env.push(("AGENT_MAX_RESPONSE_SIZE", "1000".into()));
+    let mut mcp = StdioMcp::start(home.path(), &env);
+    let (text, is_error, _) = mcp.call(
+        "q-developer-agent",
+        json!({"prompt": "print:styled answer"}),
+    );
+    assert!(!is_error);
+    assert_eq!(text, "styled answer\n", "ANSI styling removed");
+
+    let (text, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": "big:50"}));
+    assert!(!is_error);
+    // 50 lines of 100 bytes; 1000 bytes keep exactly 10 whole lines.
+    let kept: Vec<&str> = text.lines().take_while(|l| !l.is_empty()).collect();
+    assert_eq!(kept.len(), 10);
+    assert!(kept.iter().all(|l| l.len() == 99));
+    assert!(
+        text.contains("truncated from 5000 bytes to 1000 bytes"),
+        "{text}"
+    );
+    assert!(text.contains("AGENT_MAX_RESPONSE_SIZE"), "{text}");
+
+    let (text, _, _) = mcp.call("q-developer-agent", json!({"prompt": "badutf8"}));
+    assert!(text.contains("ok \u{fffd}\u{fffd} bytes"), "{text}");
+    assert!(text.contains("not UTF-8"), "{text}");
+
+    let (text, _, _) = mcp.call(
+        "q-developer-agent",
+        json!({"prompt": "please review @src/main.rs"}),
+    );
+    assert!(
+        text.contains("does not read files named with `@`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_cli_failure_is_a_clear_tool_error() {
+    let home = TestHome::new();
+    let record = home.path().join("record");
+    let mut mcp = StdioMcp::start(home.path(), &agent_env(&record));
+    let cases = [
+        (
+            json!({"prompt": "fail:3"}),
+            vec!["exited with code 3", "something broke"],
+        ),
+        (json!({"prompt": "auth"}), vec!["not logged in", "QBOX_DB"]),
+        (
+            json!({"prompt": "approval"}),
+            vec!["trust-tools", "yolo-mode"],
+        ),
+        (json!({"prompt": "   "}), vec!["`prompt` is empty"]),
+        (json!({}), vec!["missing required parameter `prompt`"]),
+        (
+            json!({"prompt": ["x"]}),
+            vec!["must be a string, got an array"],
+        ),
+        (
+            json!({"prompt": "x", "verbose": "yes"}),
+            vec!["`verbose` must be a boolean"],
+        ),
+        (
+            json!({"prompt": "x", "model": "m"}),
+            vec!["unknown parameter `model`"],
+        ),
+    ];
+    for (arguments, needles) in cases {
+        let (text, is_error, _) = mcp.call("q-developer-agent", arguments.clone());
+        assert!(is_error, "{arguments} should fail: {text}");
+        for needle in needles {
+            assert!(text.contains(needle), "{arguments}: {text}");
+        }
+    }
+    // A huge prompt is passed as one argument, not refused or split.
+    let huge = "y".repeat(100_000);
+    let (text, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": huge}));
+    assert!(!is_error);
+    assert_eq!(text.len(), 100_001);
+
+    let unknown = mcp.request(
+        "tools/call",
+        json!({"name": "no-such-tool", "arguments": {}}),
+    );
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool `no-such-tool`"),
+        "{unknown}"
+    );
+
+    // Malformed JSON-RPC does not stop the server.
+    mcp.send_raw("{this is not json");
+    mcp.send_raw(r#"{"jsonrpc":"2.0","id":"x","method":"no/such/method"}"#);
+    assert_eq!(mcp.tool_names(), ["q-chat", "q-developer-agent"]);
+}
+
+#[test]
+fn a_missing_cli_says_what_to_install() {
+    let home = TestHome::new();
+    let mut mcp = StdioMcp::start(
+        home.path(),
+        &[
+            ("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent".into()),
+            ("QBOX_AGENT_CLI", "/nonexistent/kiro-cli".into()),
+        ],
+    );
+    let (text, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": "hi"}));
+    assert!(is_error);
+    assert!(
+        text.contains("`/nonexistent/kiro-cli` was not found"),
+        "{text}"
+    );
+    assert!(text.contains("QBOX_AGENT_CLI"), "{text}");
+}
+
+#[test]
+fn timeouts_kill_the_whole_group_and_return_partial_output() {
+    let home = TestHome::new();
+    let record = home.path().join("record");
+    let mut env = agent_env(&record);
+    env.push(("AGENT_TIMEOUT", "1".into()));
+    let mut mcp = StdioMcp::start(home.path(), &env);
+    for prompt in ["sleep:30", "ignore-term:30"] {
+        let started = Instant::now();
+        let (text, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": prompt}));
+        assert!(is_error, "{text}");
+        assert!(
+            text.contains("did not finish within 1s (AGENT_TIMEOUT)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("working") || text.contains("stubborn"),
+            "partial output kept: {text}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{prompt} took {:?}",
+            started.elapsed()
+        );
+        let pid = recorded_pid(&record, "pid");
+        assert!(
+            !process_alive(pid),
+            "{prompt}: the CLI (pid {pid}) outlived its call"
+        );
+    }
+}
+
+#[test]
+fn a_grandchild_holding_stdout_neither_blocks_the_call_nor_survives_it() {
+    let home = TestHome::new();
+    let record = home.path().join("record");
+    let mut mcp = StdioMcp::start(home.path(), &agent_env(&record));
+    let started = Instant::now();
+    let (text, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": "fork:30"}));
+    assert!(!is_error, "{text}");
+    assert_eq!(text, "parent done\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let grandchild = recorded_pid(&record, "grandchild");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !process_alive(grandchild),
+        "the grandchild (pid {grandchild}) outlived the call"
+    );
+}
+
+#[test]
+fn cancellation_kills_the_cli_and_the_server_keeps_serving() {
+    let home = TestHome::new();
+    let record = home.path().join("record");
+    let mut mcp = StdioMcp::start(home.path(), &agent_env(&record));
+    let id = mcp.send_request(
+        "tools/call",
+        json!({"name": "q-developer-agent", "arguments": {"prompt": "sleep:30"}}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !record.join("pid").exists() {
+        assert!(Instant::now() < deadline, "the CLI never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = recorded_pid(&record, "pid");
+    assert!(process_alive(pid));
+    mcp.notify(
+        "notifications/cancelled",
+        json!({"requestId": id, "reason": "user pressed stop"}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the CLI survived the cancellation"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (text, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": "print:after"}));
+    assert!(!is_error);
+    assert_eq!(text, "after\n");
+}
+
+#[test]
+fn progress_notifications_carry_the_output_before_the_result() {
+    let home = TestHome::new();
+    let record = home.path().join("record");
+    let mut mcp = StdioMcp::start(home.path(), &agent_env(&record));
+    let response = mcp.request(
+        "tools/call",
+        json!({"name": "q-developer-agent", "arguments": {"prompt": "lines:3"}, "_meta": {"progressToken": "tok-1"}}),
+    );
+    assert_eq!(response["result"]["isError"], json!(false), "{response}");
+    let progress: Vec<&Value> = mcp
+        .notifications
+        .iter()
+        .filter(|n| n["method"] == "notifications/progress")
+        .collect();
+    let messages: Vec<&str> = progress
+        .iter()
+        .map(|n| n["params"]["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages, ["line 1", "line 2", "line 3"]);
+    assert!(
+        progress
+            .iter()
+            .all(|n| n["params"]["progressToken"] == "tok-1")
+    );
+    let values: Vec<f64> = progress
+        .iter()
+        .map(|n| n["params"]["progress"].as_f64().unwrap())
+        .collect();
+    assert!(
+        values.windows(2).all(|w| w[0] < w[1]),
+        "progress increases: {values:?}"
+    );
+}
+
+#[test]
+fn many_concurrent_calls_all_complete() {
+    let home = TestHome::new();
+    let mut mcp = StdioMcp::start(
+        home.path(),
+        &[
+            ("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent".into()),
+            ("QBOX_AGENT_CLI", "/bin/echo".into()),
+        ],
+    );
+    let ids: Vec<u64> = (0..100)
+        .map(|i| {
+            mcp.send_request(
+                "tools/call",
+                json!({"name": "q-developer-agent", "arguments": {"prompt": format!("call {i}")}}),
+            )
+        })
+        .collect();
+    for (i, id) in ids.into_iter().enumerate() {
+        let response = mcp.wait_response(id, Duration::from_secs(60));
+        assert_eq!(response["result"]["isError"], json!(false), "{response}");
+        let text = response["result"]["content"][0]["text"].as_str().unwrap();
+        assert_eq!(text, format!("chat --no-interactive -- call {i}\n"));
+    }
+}
+
+#[test]
+fn a_read_only_snapshot_is_given_to_the_cli_as_a_private_copy() {
+    let home = TestHome::new();
+    let source = home.login(Flavor::AmazonQ, &valid_login("snap1"));
+    let snapshot_dir = home.path().join("auth");
+    let snapshot = snapshot_dir.join("data.sqlite3");
+    let rows = qbox::store::db::read_snapshot_rows(&source).unwrap();
+    qbox::store::snapshot::write_snapshot(&rows, &snapshot_dir, 0o400).unwrap();
+    let record = home.path().join("record");
+    let mut env = agent_env(&record);
+    env.push(("QBOX_DB", snapshot.display().to_string()));
+    let mut mcp = StdioMcp::start(home.path(), &env);
+    let read_copy_token = |record: &Path| -> String {
+        let env_dump = std::fs::read_to_string(record.join("env")).unwrap();
+        let data_home = env_dump
+            .lines()
+            .find_map(|l| l.strip_prefix("XDG_DATA_HOME="))
+            .unwrap()
+            .to_owned();
+        let copy = PathBuf::from(data_home)
+            .join("amazon-q")
+            .join("data.sqlite3");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        qbox::store::read_login(&copy, None)
+            .unwrap()
+            .token
+            .unwrap()
+            .token
+            .access_token
+            .expose()
+            .to_owned()
+    };
+    let (_, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": "hi"}));
+    assert!(!is_error);
+    assert_eq!(read_copy_token(&record), "aoa-access-snap1");
+
+    // The host refreshes the snapshot; the next call sees the new token.
+    let mut fresh = valid_login("snap2");
+    fresh.access_token = "aoa-access-snap2".into();
+    rusqlite::Connection::open(&source)
+        .unwrap()
+        .execute(
+            "UPDATE auth_kv SET value = ?1 WHERE key = ?2",
+            [fresh.token_json(), Flavor::AmazonQ.token_key().to_owned()],
+        )
+        .unwrap();
+    let rows = qbox::store::db::read_snapshot_rows(&source).unwrap();
+    qbox::store::snapshot::write_snapshot(&rows, &snapshot_dir, 0o400).unwrap();
+    let (_, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": "again"}));
+    assert!(!is_error);
+    assert_eq!(read_copy_token(&record), "aoa-access-snap2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_chat_tool_answers_with_structured_content() {
+    let q = qbox::standin::q::StandinQ::start("aoa-access-mcpchat")
+        .await
+        .unwrap();
+    let mut answer = qbox::standin::q::Answer::text(&["Native ", "answer"]);
+    answer.extra_events = vec![
+        (
+            "toolUseEvent".into(),
+            json!({"toolUseId": "t1", "name": "fs_read", "input": "{\"path\":", "stop": false}),
+        ),
+        (
+            "toolUseEvent".into(),
+            json!({"toolUseId": "t1", "name": "fs_read", "input": "\"a.rs\"}", "stop": true}),
+        ),
+        (
+            "codeReferenceEvent".into(),
+            json!({"references": [{"licenseName": "MIT"}]}),
+        ),
+    ];
+    q.push(qbox::standin::q::Reply::Answer(answer));
+    let home = TestHome::new();
+    home.login(Flavor::AmazonQ, &valid_login("mcpchat"));
+    let url = q.url();
+    let home_path = home.path().to_owned();
+    let (text, is_error, result, notes) = tokio::task::spawn_blocking(move || {
+        let mut mcp = StdioMcp::start(
+            &home_path,
+            &[
+                ("QBOX_Q_ENDPOINT", url),
+                ("XDG_DATA_HOME", home_path.join(".local/share").display().to_string()),
+            ],
+        );
+        let response = mcp.request(
+            "tools/call",
+            json!({"name": "q-chat", "arguments": {"prompt": "hello"}, "_meta": {"progressToken": 9}}),
+        );
+        let result = response["result"].clone();
+        let text = result["content"][0]["text"].as_str().unwrap_or_default().to_owned();
+        (text, result["isError"] == json!(true), result, mcp.notifications.clone())
+    })
+    .await
+    .unwrap();
+    assert!(!is_error, "{result}");
+    assert_eq!(text, "Native answer");
+    let structured = &result["structuredContent"];
+    assert_eq!(structured["conversationId"], "standin-conversation-1");
+    assert_eq!(structured["toolUses"][0]["input"]["path"], "a.rs");
+    assert_eq!(
+        structured["codeReferences"][0]["references"][0]["licenseName"],
+        "MIT"
+    );
+    let partial: Vec<&str> = notes
+        .iter()
+        .filter_map(|n| n["params"]["message"].as_str())
+        .collect();
+    assert_eq!(partial, ["Native ", "answer"]);
+}
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct HttpSidecar {
+    child: std::process::Child,
+    base: String,
+}
+
+impl HttpSidecar {
+    fn start(home: &Path, extra_env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"));
+        command
+            .args(["serve", "--http", &format!("127.0.0.1:{port}")])
+            .current_dir(home)
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home.join("no-data"))
+            .env("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent")
+            .env("QBOX_AGENT_CLI", fake_q())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sidecar did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, base }
+    }
+}
+
+impl Drop for HttpSidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requires_the_token_and_a_local_origin() {
+    let home = TestHome::new();
+    let sidecar = HttpSidecar::start(home.path(), &[("QBOX_MCP_TOKEN", "s3cret-token")]);
+    let http = qbox::http::client(None).unwrap();
+    let mcp = format!("{}/mcp", sidecar.base);
+    let post = |token: Option<&str>, origin: Option<&str>| {
+        let mut request = http
+            .post(&mcp)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(INIT);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let missing = post(None, None).await.unwrap();
+    assert_eq!(missing.status(), 401);
+    assert!(
+        missing.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    assert_eq!(post(Some("wrong"), None).await.unwrap().status(), 401);
+    assert_eq!(
+        post(Some("s3cret-token"), Some("https://evil.example"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let ok = post(Some("s3cret-token"), Some("http://localhost:5173"))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let body = ok.text().await.unwrap();
+    assert!(body.contains("qbox-sidecar"), "{body}");
+
+    let health: Value = http
+        .get(format!("{}/health", sidecar.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["agentEnabled"], true);
+    assert_eq!(health["login"], false);
+
+    let base = sidecar.base.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+            .args(["health", "--url", &format!("{base}/health")])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(checked.status.code(), Some(0));
+    let dead = std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+        .args([
+            "health",
+            "--url",
+            &format!("http://127.0.0.1:{}/health", free_port()),
+            "--timeout",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(dead.status.code(), Some(1));
+}
+
+#[test]
+fn a_public_address_without_a_token_is_refused() {
+    let home = TestHome::new();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+        .args(["serve", "--http", "0.0.0.0:0"])
+        .current_dir(home.path())
+        .env_remove("QBOX_MCP_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("refusing to serve 0.0.0.0:0 without a bearer token"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: set QBOX_MCP_TOKEN"), "{stderr}");
+}
+
+/// The official MCP Python SDK as the client, over stdio and over HTTP.
+#[test]
+fn the_official_python_sdk_interoperates() {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("QBOX_REQUIRE_PYTHON_MCP").is_none(),
+            "QBOX_REQUIRE_PYTHON_MCP is set but .venv has no python with the mcp package"
+        );
+        eprintln!(
+            "SKIPPED the_official_python_sdk_interoperates: no .venv (python3 -m venv .venv && .venv/bin/pip install mcp)"
+        );
+        return;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/mcp_interop.py");
+    let home = TestHome::new();
+    let check = |report: &str| {
+        let report: Value =
+            serde_json::from_str(report.trim()).unwrap_or_else(|e| panic!("{e}: {report}"));
+        assert_eq!(report["tools"], json!(["q-chat", "q-developer-agent"]));
+        assert_eq!(report["call"]["is_error"], false);
+        assert_eq!(report["call"]["text"], "line 1\nline 2\nline 3\n");
+        assert_eq!(report["progress"], json!(["line 1", "line 2", "line 3"]));
+        assert_eq!(report["bad_args"]["is_error"], true);
+        assert_eq!(report["after_cancel"], "still serving\n");
+    };
+    let stdio = std::process::Command::new(&python)
+        .arg(&script)
+        .args(["stdio", env!("CARGO_BIN_EXE_qbox-sidecar")])
+        .current_dir(home.path())
+        .env("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent")
+        .env("QBOX_AGENT_CLI", fake_q())
+        .output()
+        .unwrap();
+    assert!(
+        stdio.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stdio.stderr)
+    );
+    check(&String::from_utf8(stdio.stdout).unwrap());
+
+    let sidecar = HttpSidecar::start(home.path(), &[("QBOX_MCP_TOKEN", "py-token")]);
+    let http = std::process::Command::new(&python)
+        .arg(&script)
+        .args(["http", &format!("{}/mcp", sidecar.base), "py-token"])
+        .output()
+        .unwrap();
+    assert!(
+        http.status.success(),
+        "{}",
+        String::from_utf8_lossy(&http.stderr)
+    );
+    check(&String::from_utf8(http.stdout).unwrap());
+}
