@@ -7,6 +7,7 @@ pub mod chat;
 mod debug;
 mod doctor;
 mod export;
+mod mcp_config;
 mod snapshot;
 
 use std::ffi::OsString;
@@ -84,6 +85,8 @@ pub enum Command {
     /// Tools for debugging traffic.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// Print an MCP client configuration that runs the sidecar.
+    McpConfig(mcp_config::McpConfigArgs),
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -122,6 +125,7 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
         Command::Snapshot(args) => block_on(snapshot::run(args, query, cli.global.quiet, palette)),
         Command::Chat(args) => block_on(chat::run(args, query, true, cli.global.quiet)),
         Command::Debug(command) => debug::run(command),
+        Command::McpConfig(args) => mcp_config::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "qbox", &mut std::io::stdout());
             Ok(exit::OK)

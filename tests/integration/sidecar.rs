@@ -703,3 +703,57 @@ fn the_official_python_sdk_interoperates() {
     );
     check(&String::from_utf8(http.stdout).unwrap());
 }
+
+#[test]
+fn mcp_config_prints_ready_to_paste_configurations() {
+    let home = TestHome::new();
+    let vscode = home.qbox().args(["mcp-config", "--client", "vscode"]).run();
+    vscode.assert_code(0);
+    let config: Value = serde_json::from_str(&vscode.stdout).unwrap();
+    let server = &config["servers"]["qbox"];
+    assert_eq!(server["type"], "stdio");
+    assert!(
+        server["command"]
+            .as_str()
+            .unwrap()
+            .ends_with("qbox-sidecar")
+    );
+    assert_eq!(server["args"], json!(["serve"]));
+
+    let docker = home
+        .qbox()
+        .args([
+            "mcp-config",
+            "--client",
+            "claude-desktop",
+            "--docker",
+            "--snapshot-dir",
+            "/srv/auth",
+            "--enable-agent",
+        ])
+        .run();
+    docker.assert_code(0);
+    let config: Value = serde_json::from_str(&docker.stdout).unwrap();
+    let server = &config["mcpServers"]["qbox"];
+    assert_eq!(server["command"], "docker");
+    let args: Vec<&str> = server["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"/srv/auth:/run/qbox/auth:ro"), "{args:?}");
+    assert!(args.contains(&"QBOX_DB=/run/qbox/auth/data.sqlite3"));
+    assert_eq!(
+        server["env"]["ENABLE_ADDITIONAL_TOOLS"],
+        "q-developer-agent"
+    );
+    assert!(docker.stderr.contains("qbox snapshot /srv/auth --watch"));
+
+    for client in ["q", "kiro"] {
+        let run = home.qbox().args(["mcp-config", "--client", client]).run();
+        run.assert_code(0);
+        let config: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert!(config["mcpServers"]["qbox"]["command"].is_string());
+    }
+}
