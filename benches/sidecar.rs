@@ -32,7 +32,12 @@ impl Server {
             .expect("server starts");
         let stdin = child.stdin.take().expect("stdin");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut server = Self { child, stdin, stdout, next_id: 1 };
+        let mut server = Self {
+            child,
+            stdin,
+            stdout,
+            next_id: 1,
+        };
         server.send(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}));
         server.read_until_id(0);
@@ -77,7 +82,8 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -106,7 +112,11 @@ fn measure_calls(server: &mut Server) -> Duration {
     for _ in 0..20 {
         server.call("warm-up");
     }
-    median((0..RUNS).map(|i| server.call(&format!("call {i}"))).collect())
+    median(
+        (0..RUNS)
+            .map(|i| server.call(&format!("call {i}")))
+            .collect(),
+    )
 }
 
 fn main() {
@@ -114,7 +124,10 @@ fn main() {
         (0..RUNS)
             .map(|_| {
                 let started = Instant::now();
-                let out = Command::new("/bin/echo").args(["chat", "--no-interactive", "--", "x"]).output().expect("echo");
+                let out = Command::new("/bin/echo")
+                    .args(["chat", "--no-interactive", "--", "x"])
+                    .output()
+                    .expect("echo");
                 assert!(out.status.success());
                 started.elapsed()
             })
@@ -127,7 +140,9 @@ fn main() {
     let qbox_call = measure_calls(&mut qbox);
 
     // 100 concurrent calls: all sent before any answer is read.
-    let requests: Vec<(u64, Value)> = (0..100).map(|i| qbox.call_request(&format!("concurrent {i}"))).collect();
+    let requests: Vec<(u64, Value)> = (0..100)
+        .map(|i| qbox.call_request(&format!("concurrent {i}")))
+        .collect();
     let started = Instant::now();
     for (_, request) in &requests {
         qbox.send(request);
@@ -154,10 +169,16 @@ fn main() {
         ms(qbox_call) - ms(spawn),
         qbox_idle_rss as f64 / 1024.0
     );
-    println!("100 concurrent calls:      {errors} errors, all answered in {:.1} ms", ms(concurrent));
+    println!(
+        "100 concurrent calls:      {errors} errors, all answered in {:.1} ms",
+        ms(concurrent)
+    );
 
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/echo_mcp_server.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/echo_mcp_server.py"
+    );
     if std::path::Path::new(python).exists() {
         let mut peer = Server::start(python, &[script]);
         std::thread::sleep(Duration::from_millis(500));
@@ -169,8 +190,13 @@ fn main() {
             ms(peer_call) - ms(spawn),
             peer_idle_rss as f64 / 1024.0
         );
-        println!("round-trip ratio qbox / python: {:.2}x", ms(qbox_call) / ms(peer_call));
+        println!(
+            "round-trip ratio qbox / python: {:.2}x",
+            ms(qbox_call) / ms(peer_call)
+        );
     } else {
-        println!("python SDK peer skipped: no .venv (python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt)");
+        println!(
+            "python SDK peer skipped: no .venv (python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt)"
+        );
     }
 }
