@@ -45,9 +45,33 @@ pub fn sidecar_from_env(query: StoreQuery) -> Result<Arc<Sidecar>, store::StoreE
 
 /// Serves MCP over stdin/stdout until the client closes the connection.
 pub async fn serve_stdio(state: Arc<Sidecar>) -> anyhow::Result<()> {
-    let service = SidecarHandler { state }
-        .serve(rmcp::transport::stdio())
-        .await?;
+    let handler = SidecarHandler { state };
+    let service = match stdio_pipes() {
+        Some(pipes) => handler.serve(pipes).await?,
+        None => handler.serve(rmcp::transport::stdio()).await?,
+    };
     service.waiting().await?;
     Ok(())
+}
+
+/// stdin and stdout as non-blocking pipes on the runtime's own reactor, when
+/// they are pipes (as MCP hosts start servers). Tokio's general stdin and
+/// stdout go through a blocking thread each, which costs a thread hand-off
+/// per message; with a terminal or a file, that is what is used instead.
+#[cfg(unix)]
+fn stdio_pipes() -> Option<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Sender,
+)> {
+    use std::os::fd::AsFd;
+    let input = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let output = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(input).ok()?;
+    let sender = tokio::net::unix::pipe::Sender::from_owned_fd(output).ok()?;
+    Some((receiver, sender))
+}
+
+#[cfg(not(unix))]
+fn stdio_pipes() -> Option<(tokio::io::Stdin, tokio::io::Stdout)> {
+    None
 }

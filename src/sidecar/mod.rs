@@ -1,7 +1,6 @@
 //! The `qbox-sidecar` command line: the in-container side of qbox.
 
 use std::ffi::OsString;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,7 +98,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
     crate::logging::init(cli.global.verbose, cli.global.quiet, palette);
     let query = cli.global.store_query();
     let result = match cli.command {
-        SidecarCommand::Serve(args) => multi_thread(serve(args, query)),
+        SidecarCommand::Serve(args) => crate::cli::block_on(serve(args, query)),
         SidecarCommand::Health { url, timeout } => crate::cli::block_on(health(url, timeout)),
         SidecarCommand::Chat(args) => {
             // A read-only snapshot is refreshed by the host that wrote it;
@@ -117,14 +116,6 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
         Ok(code) => code,
         Err(err) => exit::report(&err, palette),
     }
-}
-
-/// The server runs many calls at once: give it every core.
-fn multi_thread<F: Future<Output = anyhow::Result<u8>>>(future: F) -> anyhow::Result<u8> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(future)
 }
 
 fn bearer_token(args: &ServeArgs) -> anyhow::Result<Option<Secret>> {
