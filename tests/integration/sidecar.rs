@@ -649,9 +649,10 @@ fn a_public_address_without_a_token_is_refused() {
     assert!(stderr.contains("hint: set QBOX_MCP_TOKEN"), "{stderr}");
 }
 
-/// The official MCP Python SDK as the client, over stdio and over HTTP.
-#[test]
-fn the_official_python_sdk_interoperates() {
+/// The official MCP Python SDK as the client, over stdio and over HTTP,
+/// with both tools (q-chat against the stand-in Q service).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_interoperates() {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     if !python.exists() {
         assert!(
@@ -665,6 +666,10 @@ fn the_official_python_sdk_interoperates() {
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/mcp_interop.py");
     let home = TestHome::new();
+    let q = qbox::standin::q::StandinQ::start("py-q-token")
+        .await
+        .unwrap();
+    let q_url = q.url();
     let check = |report: &str| {
         let report: Value =
             serde_json::from_str(report.trim()).unwrap_or_else(|e| panic!("{e}: {report}"));
@@ -674,15 +679,32 @@ fn the_official_python_sdk_interoperates() {
         assert_eq!(report["progress"], json!(["line 1", "line 2", "line 3"]));
         assert_eq!(report["bad_args"]["is_error"], true);
         assert_eq!(report["after_cancel"], "still serving\n");
+        assert_eq!(report["chat"]["is_error"], false, "{report}");
+        assert_eq!(report["chat"]["text"], "You said: from python");
+        assert_eq!(report["chat"]["conversation_id"], "standin-conversation-1");
+        assert_eq!(
+            report["chat"]["progress"],
+            json!(["You said: ", "from python"])
+        );
     };
-    let stdio = std::process::Command::new(&python)
-        .arg(&script)
-        .args(["stdio", env!("CARGO_BIN_EXE_qbox-sidecar")])
-        .current_dir(home.path())
-        .env("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent")
-        .env("QBOX_AGENT_CLI", fake_q())
-        .output()
-        .unwrap();
+    let home_path = home.path().to_owned();
+    let (python_stdio, script_stdio, url_stdio) = (python.clone(), script.clone(), q_url.clone());
+    let stdio = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python_stdio)
+            .arg(&script_stdio)
+            .args(["stdio", env!("CARGO_BIN_EXE_qbox-sidecar")])
+            .current_dir(&home_path)
+            .env("HOME", &home_path)
+            .env("XDG_DATA_HOME", home_path.join("no-data"))
+            .env("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent")
+            .env("QBOX_AGENT_CLI", fake_q())
+            .env("QBOX_Q_ENDPOINT", &url_stdio)
+            .env("QBOX_ACCESS_TOKEN", "py-q-token")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     assert!(
         stdio.status.success(),
         "{}",
@@ -690,12 +712,24 @@ fn the_official_python_sdk_interoperates() {
     );
     check(&String::from_utf8(stdio.stdout).unwrap());
 
-    let sidecar = HttpSidecar::start(home.path(), &[("QBOX_MCP_TOKEN", "py-token")]);
-    let http = std::process::Command::new(&python)
-        .arg(&script)
-        .args(["http", &format!("{}/mcp", sidecar.base), "py-token"])
-        .output()
-        .unwrap();
+    let sidecar = HttpSidecar::start(
+        home.path(),
+        &[
+            ("QBOX_MCP_TOKEN", "py-token"),
+            ("QBOX_Q_ENDPOINT", &q_url),
+            ("QBOX_ACCESS_TOKEN", "py-q-token"),
+        ],
+    );
+    let mcp_url = format!("{}/mcp", sidecar.base);
+    let http = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(&script)
+            .args(["http", &mcp_url, "py-token"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     assert!(
         http.status.success(),
         "{}",

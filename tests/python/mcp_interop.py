@@ -56,6 +56,19 @@ async def exercise(session: ClientSession) -> dict:
     report["cancelled"] = True
     after = await session.call_tool("q-developer-agent", {"prompt": "print:still serving"})
     report["after_cancel"] = "".join(c.text for c in after.content if isinstance(c, types.TextContent))
+
+    chat_progress: list = []
+
+    async def on_chat_progress(value, total, message):
+        chat_progress.append(message)
+
+    chat = await session.call_tool("q-chat", {"prompt": "from python"}, progress_callback=on_chat_progress)
+    report["chat"] = {
+        "is_error": chat.is_error,
+        "text": "".join(c.text for c in chat.content if isinstance(c, types.TextContent)),
+        "conversation_id": (chat.structured_content or {}).get("conversationId"),
+        "progress": chat_progress,
+    }
     return report
 
 
