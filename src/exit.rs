@@ -3,6 +3,7 @@
 //! Every failure prints `error: <what, with the path or value>` and, where a
 //! next step exists, `hint: <what to do>` on the following line.
 
+use crate::container::run::RunError;
 use crate::qapi::ApiError;
 use crate::store::{AuthError, RefreshError, StoreError};
 use crate::term::Palette;
@@ -52,6 +53,9 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<CommandError>() {
             return (e.code, e.hint.clone());
+        }
+        if let Some(e) = cause.downcast_ref::<RunError>() {
+            return (e.exit_code(), e.hint());
         }
         if let Some(e) = cause.downcast_ref::<ApiError>() {
             return (code(e.is_no_login()), e.hint());

@@ -8,6 +8,7 @@ mod debug;
 mod doctor;
 mod export;
 mod mcp_config;
+mod run;
 mod snapshot;
 
 use std::ffi::OsString;
@@ -55,8 +56,9 @@ pub struct GlobalArgs {
     /// with a usable login).
     #[arg(long, global = true, env = "QBOX_CLI", value_enum)]
     pub cli: Option<Flavor>,
-    /// More log output on stderr (-v info, -vv debug, -vvv trace).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); give it
+    /// before the subcommand (`qbox -v doctor`), since `qbox run -v` is a volume.
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
@@ -85,6 +87,8 @@ pub enum Command {
     /// Tools for debugging traffic.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// Run a container that is logged in to Amazon Q (the login mounted read-only, kept fresh).
+    Run(run::RunArgs),
     /// Print an MCP client configuration that runs the sidecar.
     McpConfig(mcp_config::McpConfigArgs),
     /// Print a shell completion script.
@@ -126,6 +130,7 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
         Command::Chat(args) => block_on(chat::run(args, query, true, cli.global.quiet)),
         Command::Debug(command) => debug::run(command),
         Command::McpConfig(args) => mcp_config::run(&args),
+        Command::Run(args) => block_on(run::run(args, query, palette)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "qbox", &mut std::io::stdout());
             Ok(exit::OK)

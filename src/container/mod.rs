@@ -4,3 +4,5 @@
 //! `bollard`; every mount of auth state it creates is read-only.
 
 pub mod engine;
+pub mod run;
+pub mod spec;

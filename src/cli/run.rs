@@ -1,0 +1,225 @@
+//! `qbox run IMAGE [-- CMD...]`: a container that is already logged in to
+//! Amazon Q, with the login mounted read-only and kept fresh while it runs.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use time::OffsetDateTime;
+
+use crate::container::run::{EXIT_ENGINE, RunError};
+use crate::container::spec::{AUTH_DB, AuthMode, RunSpec, parse_env, parse_user, parse_volume};
+use crate::exit::CommandError;
+use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
+use crate::store::{self, OidcClient, StoreQuery, db, snapshot};
+use crate::term::Palette;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  qbox run my-image -- q chat --no-interactive \"hello\"
+  qbox run -it my-image -- sh
+  qbox run -e AWS_REGION -v \"$PWD:/work\" -w /work my-image -- make test
+  qbox run --auth live my-image -- q whoami
+
+Auth modes: snapshot (default) mounts a private directory holding only the login rows
+(token, registration, profile), refreshed on the host while the container runs; live
+mounts the CLI's whole data directory read-only (conversations included); none mounts
+nothing. Inside: QBOX_DB=/run/qbox/auth/data.sqlite3.
+
+Exit codes: the container's, or 125 (qbox or engine failure), 126 (cannot invoke), 127 (not found).")]
+pub struct RunArgs {
+    /// Set an environment variable (NAME=value, or NAME to pass the host's value).
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Bind mount SRC:DST[:ro|rw].
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
+    volumes: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// User inside the container (default: your uid:gid, so the 0600 snapshot is readable).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Keep stdin open and forward it.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a terminal (stdin must be one).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Container name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Network to connect to.
+    #[arg(long)]
+    network: Option<String>,
+    /// Run an init process as PID 1 (signal handling, zombie reaping).
+    #[arg(long)]
+    init: bool,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Keep the container after it exits (removed by default).
+    #[arg(long)]
+    keep: bool,
+    /// How the login reaches the container.
+    #[arg(long, value_enum, default_value_t = AuthMode::Snapshot)]
+    auth: AuthMode,
+    /// The image (never pulled: it must be on this machine).
+    image: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+fn usage(err: impl std::fmt::Display) -> anyhow::Error {
+    CommandError::new(EXIT_ENGINE, err.to_string()).into()
+}
+
+fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
+    if args.tty && !std::io::stdin().is_terminal() {
+        return Err(CommandError::new(
+            EXIT_ENGINE,
+            "the input device is not a terminal, so -t cannot be used",
+        )
+        .hint("drop -t when piping input (keep -i)")
+        .into());
+    }
+    let cwd = std::env::current_dir()?;
+    let mut env = Vec::new();
+    for raw in &args.env {
+        if let Some(entry) = parse_env(raw, |name| std::env::var(name).ok()).map_err(usage)? {
+            env.push(entry);
+        }
+    }
+    let binds = args
+        .volumes
+        .iter()
+        .map(|raw| parse_volume(raw, &cwd))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    let user = match &args.user {
+        Some(user) => Some(parse_user(user).map_err(usage)?),
+        None => Some(format!(
+            "{}:{}",
+            nix::unistd::getuid(),
+            nix::unistd::getgid()
+        )),
+    };
+    Ok(RunSpec {
+        image: args.image.clone(),
+        cmd: args.cmd.clone(),
+        env,
+        binds,
+        workdir: args.workdir.clone(),
+        user,
+        interactive: args.interactive,
+        tty: args.tty,
+        name: args.name.clone(),
+        network: args.network.clone(),
+        init: args.init,
+        entrypoint: args.entrypoint.clone(),
+        keep: args.keep,
+        auth_dir: None,
+        auth_db: None,
+    })
+}
+
+/// Runs the command; every failure of qbox itself exits 125.
+pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
+    let mut spec = spec(&args)?;
+    let mut keeper = None;
+    let (stop_keeper, keeper_stopped) = tokio::sync::oneshot::channel::<()>();
+    // Dropped at the end of this function: the snapshot never outlives the run.
+    let mut snapshot_dir: Option<tempfile::TempDir> = None;
+    match args.auth {
+        AuthMode::None => {}
+        AuthMode::Live => {
+            let login = query
+                .resolve(OffsetDateTime::now_utc())
+                .map_err(reclassify)?;
+            spec.auth_dir = login.path.parent().map(PathBuf::from);
+            spec.auth_db = Some(AUTH_DB.to_owned());
+        }
+        AuthMode::Snapshot => {
+            let now = OffsetDateTime::now_utc();
+            let mut login = query.resolve(now).map_err(reclassify)?;
+            if login
+                .require_token()
+                .map_err(reclassify)?
+                .token
+                .is_expired_at(now)
+            {
+                let oidc = OidcClient::from_env().map_err(reclassify)?;
+                login = store::refresh(login, &oidc).await.map_err(reclassify)?;
+            }
+            let dir = tempfile::Builder::new()
+                .prefix("qbox-auth-")
+                .tempdir()
+                .map_err(reclassify)?;
+            let rows = db::read_snapshot_rows(&login.path).map_err(reclassify)?;
+            snapshot::write_snapshot(&rows, dir.path(), snapshot::DEFAULT_MODE)
+                .map_err(reclassify)?;
+            spec.auth_dir = Some(dir.path().to_owned());
+            spec.auth_db = Some(AUTH_DB.to_owned());
+            keeper = Some(SnapshotKeeper::new(
+                StoreQuery {
+                    db: Some(login.path.clone()),
+                    cli: Some(login.flavor),
+                },
+                dir.path().to_owned(),
+                WatchOptions::default(),
+            ));
+            snapshot_dir = Some(dir);
+        }
+    }
+    // The snapshot is refreshed next to the container for as long as it runs.
+    let container = async {
+        let result = crate::container::run::run(&spec).await;
+        let _ = stop_keeper.send(());
+        result
+    };
+    let keep_fresh = async {
+        let Some(keeper) = keeper else { return };
+        let mut on_event = |event: WatchEvent<'_>| match event {
+            WatchEvent::RefreshFailed { error, .. } => {
+                eprintln!(
+                    "{} login refresh failed: {error}",
+                    palette.warning("qbox: warning:")
+                );
+            }
+            WatchEvent::SourceProblem { error } => {
+                eprintln!("{} {error}", palette.warning("qbox: warning:"));
+            }
+            WatchEvent::Refreshed { .. } | WatchEvent::Written { .. } => {}
+        };
+        let stopped = async {
+            let _ = keeper_stopped.await;
+        };
+        if let Err(err) = keeper.run(stopped, &mut on_event).await {
+            eprintln!(
+                "{} the login snapshot could not be updated: {err}",
+                palette.warning("qbox: warning:")
+            );
+        }
+    };
+    let (result, ()) = tokio::join!(container, keep_fresh);
+    drop(snapshot_dir);
+    Ok(result?)
+}
+
+/// A setup failure of `qbox run` exits 125, keeping its message and hint.
+fn reclassify(err: impl Into<anyhow::Error>) -> anyhow::Error {
+    let err = err.into();
+    let (_, hint) = crate::exit::classify(&err);
+    let mut command = CommandError::new(EXIT_ENGINE, format!("{err:#}"));
+    command.hint = hint;
+    command.into()
+}
+
+impl From<RunError> for CommandError {
+    fn from(err: RunError) -> Self {
+        let mut command = CommandError::new(err.exit_code(), err.to_string());
+        command.hint = err.hint();
+        command
+    }
+}

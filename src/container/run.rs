@@ -1,0 +1,271 @@
+//! Running one container the way `docker run` does: attach before start so
+//! no output is lost, stdout and stderr kept apart, stdin and its EOF
+//! forwarded, signals passed on, the container's exit code returned, and
+//! the container removed afterwards unless asked to keep it.
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::engine;
+use super::spec::RunSpec;
+
+/// Exit code when qbox or the engine fails (as `docker run`).
+pub const EXIT_ENGINE: u8 = 125;
+/// Exit code when the command cannot be invoked.
+pub const EXIT_CANNOT_INVOKE: u8 = 126;
+/// Exit code when the command is not found.
+pub const EXIT_NOT_FOUND: u8 = 127;
+
+/// Why a container could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot talk to the docker engine at {endpoint}: {detail}")]
+    Engine { endpoint: String, detail: String },
+    #[error("image `{image}` is not on this machine")]
+    ImageMissing { image: String },
+    #[error("a container named `{name}` already exists")]
+    NameConflict { name: String },
+    #[error("cannot invoke the command in `{image}`: {detail}")]
+    CannotInvoke { image: String, detail: String },
+    #[error("command not found in `{image}`: {detail}")]
+    CommandNotFound { image: String, detail: String },
+    #[error("the docker engine failed: {0}")]
+    Failed(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::CannotInvoke { .. } => EXIT_CANNOT_INVOKE,
+            Self::CommandNotFound { .. } => EXIT_NOT_FOUND,
+            _ => EXIT_ENGINE,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::Engine { detail, .. } if detail.to_ascii_lowercase().contains("permission denied") => {
+                "add your user to the `docker` group (then log in again), or run with access to the socket".into()
+            }
+            Self::Engine { .. } => "start the docker engine, or point DOCKER_HOST at it".into(),
+            Self::ImageMissing { .. } => {
+                "qbox never pulls images: build it (`docker build`) or `docker load` it".into()
+            }
+            Self::NameConflict { .. } => "choose another --name, or remove the old container".into(),
+            Self::CannotInvoke { .. } => "check that the command is executable in the image".into(),
+            Self::CommandNotFound { .. } => "check the command's name and PATH in the image".into(),
+            Self::Failed(_) => return None,
+        })
+    }
+}
+
+fn server_error(err: &DockerError) -> Option<(u16, &str)> {
+    match err {
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => Some((*status_code, message)),
+        _ => None,
+    }
+}
+
+fn engine_error(err: DockerError) -> RunError {
+    match err {
+        DockerError::DockerResponseServerError { message, .. } => RunError::Failed(message),
+        other => RunError::Engine {
+            endpoint: engine::endpoint(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Classifies a failed start as `docker run` does (126, 127, else 125).
+fn start_error(image: &str, err: DockerError) -> RunError {
+    let detail = match &err {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    let lower = detail.to_ascii_lowercase();
+    if lower.contains("executable file not found") || lower.contains("no such file or directory") {
+        RunError::CommandNotFound {
+            image: image.to_owned(),
+            detail,
+        }
+    } else if lower.contains("permission denied") || lower.contains("exec format error") {
+        RunError::CannotInvoke {
+            image: image.to_owned(),
+            detail,
+        }
+    } else {
+        engine_error(err)
+    }
+}
+
+/// Runs `spec` to completion and returns the container's exit code.
+pub async fn run(spec: &RunSpec) -> Result<u8, RunError> {
+    let docker = engine::connect().await.map_err(engine_error)?;
+    match docker.inspect_image(&spec.image).await {
+        Ok(_) => {}
+        Err(err) if server_error(&err).is_some_and(|(status, _)| status == 404) => {
+            return Err(RunError::ImageMissing {
+                image: spec.image.clone(),
+            });
+        }
+        Err(err) => return Err(engine_error(err)),
+    }
+    let options = spec
+        .name
+        .as_deref()
+        .map(|name| CreateContainerOptionsBuilder::default().name(name).build());
+    let created = match docker.create_container(options, spec.create_body()).await {
+        Ok(created) => created,
+        Err(err) if server_error(&err).is_some_and(|(status, _)| status == 409) => {
+            return Err(RunError::NameConflict {
+                name: spec.name.clone().unwrap_or_default(),
+            });
+        }
+        Err(err) => return Err(engine_error(err)),
+    };
+    let id = created.id;
+    let result = attach_start_wait(&docker, &id, spec).await;
+    if !spec.keep {
+        let remove = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        if let Err(err) = docker.remove_container(&id, Some(remove)).await {
+            tracing::warn!(container = %id, "could not remove the container: {err}");
+        }
+    }
+    result
+}
+
+async fn attach_start_wait(docker: &Docker, id: &str, spec: &RunSpec) -> Result<u8, RunError> {
+    // Attach before start: output written in the first microseconds is kept.
+    let attach = AttachContainerOptionsBuilder::default()
+        .stream(true)
+        .stdin(spec.interactive)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let attached = docker
+        .attach_container(id, Some(attach))
+        .await
+        .map_err(engine_error)?;
+    let mut output = attached.output;
+    let mut input = attached.input;
+    // "not-running": a container that exits before the wait is polled still counts.
+    let mut wait = docker.wait_container(
+        id,
+        Some(
+            WaitContainerOptionsBuilder::default()
+                .condition("not-running")
+                .build(),
+        ),
+    );
+    let pump_output = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        let mut stderr = tokio::io::stderr();
+        while let Some(Ok(chunk)) = output.next().await {
+            let written = match chunk {
+                LogOutput::StdErr { message } => {
+                    stderr.write_all(&message).await.and(stderr.flush().await)
+                }
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    stdout.write_all(&message).await.and(stdout.flush().await)
+                }
+                LogOutput::StdIn { .. } => Ok(()),
+            };
+            if written.is_err() {
+                break;
+            }
+        }
+    });
+    let pump_input = spec.interactive.then(|| {
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buffer = vec![0u8; 16 * 1024];
+            loop {
+                match stdin.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if input.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                        let _ = input.flush().await;
+                    }
+                }
+            }
+            // EOF on our stdin becomes EOF on the container's.
+            let _ = input.shutdown().await;
+        })
+    });
+    docker
+        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .map_err(|err| start_error(&spec.image, err))?;
+    let code = forward_signals_until_exit(docker, id, &mut wait).await?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), pump_output).await;
+    if let Some(task) = pump_input {
+        task.abort();
+    }
+    Ok(code)
+}
+
+/// Waits for the container, passing SIGINT, SIGTERM, SIGHUP and SIGQUIT on
+/// to it; a second SIGINT kills it.
+async fn forward_signals_until_exit(
+    docker: &Docker,
+    id: &str,
+    wait: &mut (
+             impl futures_util::Stream<
+        Item = Result<bollard::models::ContainerWaitResponse, DockerError>,
+    > + Unpin
+         ),
+) -> Result<u8, RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupts = 0;
+    let (mut int, mut term, mut hup, mut quit) = (
+        signal(SignalKind::interrupt()).map_err(|e| RunError::Failed(e.to_string()))?,
+        signal(SignalKind::terminate()).map_err(|e| RunError::Failed(e.to_string()))?,
+        signal(SignalKind::hangup()).map_err(|e| RunError::Failed(e.to_string()))?,
+        signal(SignalKind::quit()).map_err(|e| RunError::Failed(e.to_string()))?,
+    );
+    loop {
+        let forward = tokio::select! {
+            exited = wait.next() => {
+                return match exited {
+                    Some(Ok(response)) => Ok(exit_code(response.status_code)),
+                    Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(exit_code(code)),
+                    Some(Err(err)) => Err(engine_error(err)),
+                    None => Err(RunError::Failed("the engine stopped reporting on the container".into())),
+                };
+            }
+            _ = int.recv() => {
+                interrupts += 1;
+                if interrupts > 1 { "SIGKILL" } else { "SIGINT" }
+            }
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+            _ = quit.recv() => "SIGQUIT",
+        };
+        tracing::info!(signal = forward, "forwarding a signal to the container");
+        let options = KillContainerOptionsBuilder::default()
+            .signal(forward)
+            .build();
+        if let Err(err) = docker.kill_container(id, Some(options)).await {
+            tracing::debug!("forwarding {forward} failed: {err}");
+        }
+    }
+}
+
+fn exit_code(code: i64) -> u8 {
+    (code & 0xFF) as u8
+}

@@ -1,0 +1,261 @@
+//! What `qbox run` asks the engine for: options checked one by one, then
+//! turned into a container create body. Pure and unit-tested: every auth
+//! mount is read-only, and no token ever goes into the environment.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+
+/// Where the login snapshot appears inside containers.
+pub const AUTH_MOUNT: &str = "/run/qbox/auth";
+/// `QBOX_DB` inside containers.
+pub const AUTH_DB: &str = "/run/qbox/auth/data.sqlite3";
+/// The label on every container qbox creates.
+pub const MANAGED_LABEL: &str = "qbox.managed";
+
+/// How the login reaches the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// A least-privilege snapshot (token, registration, profile), kept fresh.
+    Snapshot,
+    /// The CLI's own data directory, read-only (includes conversations).
+    Live,
+    /// No login.
+    None,
+}
+
+/// A bad `qbox run` option.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid --env `{0}`: expected NAME=value or NAME")]
+    Env(String),
+    #[error("invalid --volume `{0}`: expected SRC:DST[:ro|rw] with an absolute DST")]
+    Volume(String),
+    #[error("--volume source {} does not exist", .0.display())]
+    VolumeSourceMissing(PathBuf),
+    #[error("invalid --user `{0}`: expected NAME, UID or UID:GID")]
+    User(String),
+    #[error("--volume target {0} is reserved for the login snapshot")]
+    ReservedTarget(String),
+}
+
+/// A checked request to run a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub binds: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub interactive: bool,
+    pub tty: bool,
+    pub name: Option<String>,
+    pub network: Option<String>,
+    pub init: bool,
+    pub entrypoint: Option<String>,
+    pub keep: bool,
+    /// Host directory mounted read-only at [`AUTH_MOUNT`], if any.
+    pub auth_dir: Option<PathBuf>,
+    /// The database file inside the container, if any.
+    pub auth_db: Option<String>,
+}
+
+/// `-e NAME=value` as given, `-e NAME` with the host's value (skipped when unset).
+pub fn parse_env(
+    raw: &str,
+    host: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, SpecError> {
+    let (name, value) = match raw.split_once('=') {
+        Some((name, value)) => (name, Some(value.to_owned())),
+        None => (raw, None),
+    };
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(SpecError::Env(raw.to_owned()));
+    }
+    Ok(value
+        .or_else(|| host(name))
+        .map(|value| format!("{name}={value}")))
+}
+
+/// `-v SRC:DST[:ro|rw]`: a host path (made absolute, must exist) or a named volume.
+pub fn parse_volume(raw: &str, cwd: &Path) -> Result<String, SpecError> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, None),
+        [src, dst, mode @ ("ro" | "rw" | "z" | "Z" | "ro,z" | "ro,Z")] => (*src, *dst, Some(*mode)),
+        _ => return Err(SpecError::Volume(raw.to_owned())),
+    };
+    if src.is_empty() || !dst.starts_with('/') {
+        return Err(SpecError::Volume(raw.to_owned()));
+    }
+    if dst == AUTH_MOUNT || dst.starts_with(&format!("{AUTH_MOUNT}/")) {
+        return Err(SpecError::ReservedTarget(dst.to_owned()));
+    }
+    let is_path = src.starts_with('/') || src.starts_with('.') || src.starts_with('~');
+    let src = if is_path {
+        let path = match src.strip_prefix("~/") {
+            Some(rest) => dirs::home_dir().unwrap_or_default().join(rest),
+            None => cwd.join(src),
+        };
+        if !path.exists() {
+            return Err(SpecError::VolumeSourceMissing(path));
+        }
+        std::path::absolute(&path)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    } else {
+        src.to_owned()
+    };
+    Ok(match mode {
+        Some(mode) => format!("{src}:{dst}:{mode}"),
+        None => format!("{src}:{dst}"),
+    })
+}
+
+/// `-u NAME | UID | UID:GID | NAME:GROUP`.
+pub fn parse_user(raw: &str) -> Result<String, SpecError> {
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    };
+    let ok = match raw.split_once(':') {
+        Some((user, group)) => valid(user) && valid(group),
+        None => valid(raw),
+    };
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(SpecError::User(raw.to_owned()))
+    }
+}
+
+impl RunSpec {
+    /// The engine's create body.
+    pub fn create_body(&self) -> ContainerCreateBody {
+        let mut env = self.env.clone();
+        let mut binds = self.binds.clone();
+        if let (Some(dir), Some(db)) = (&self.auth_dir, &self.auth_db) {
+            // Read-only, always: nothing inside may change the login, and
+            // the directory (not the file) is mounted so that atomic
+            // replacements on the host are visible inside.
+            binds.push(format!("{}:{AUTH_MOUNT}:ro", dir.display()));
+            env.retain(|e| !e.starts_with("QBOX_DB="));
+            env.push(format!("QBOX_DB={db}"));
+        }
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: (!self.cmd.is_empty()).then(|| self.cmd.clone()),
+            entrypoint: self.entrypoint.as_ref().map(|e| vec![e.clone()]),
+            env: Some(env),
+            working_dir: self.workdir.clone(),
+            user: self.user.clone(),
+            tty: Some(self.tty),
+            open_stdin: Some(self.interactive),
+            stdin_once: Some(self.interactive),
+            attach_stdin: Some(self.interactive),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            labels: Some(HashMap::from([(
+                MANAGED_LABEL.to_owned(),
+                "true".to_owned(),
+            )])),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                network_mode: self.network.clone(),
+                init: self.init.then_some(true),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RunSpec {
+        RunSpec {
+            image: "img".into(),
+            cmd: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec!["A=1".into(), "QBOX_DB=/elsewhere".into()],
+            binds: vec![],
+            workdir: Some("/w".into()),
+            user: Some("1000:1000".into()),
+            interactive: false,
+            tty: false,
+            name: None,
+            network: None,
+            init: true,
+            entrypoint: None,
+            keep: false,
+            auth_dir: Some(PathBuf::from("/tmp/qbox-auth-x")),
+            auth_db: Some(AUTH_DB.into()),
+        }
+    }
+
+    #[test]
+    fn the_auth_mount_is_read_only_and_labelled() {
+        let body = spec().create_body();
+        let binds = body.host_config.as_ref().unwrap().binds.clone().unwrap();
+        assert_eq!(binds, ["/tmp/qbox-auth-x:/run/qbox/auth:ro"]);
+        assert!(
+            binds
+                .iter()
+                .all(|b| !b.contains("qbox-auth") || b.ends_with(":ro"))
+        );
+        let env = body.env.unwrap();
+        assert_eq!(env, ["A=1", "QBOX_DB=/run/qbox/auth/data.sqlite3"]);
+        assert!(
+            env.iter().all(|e| !e.contains("aoa")),
+            "no token in the environment"
+        );
+        assert_eq!(body.labels.unwrap()["qbox.managed"], "true");
+        assert_eq!(body.host_config.unwrap().init, Some(true));
+    }
+
+    #[test]
+    fn option_syntax() {
+        let host = |name: &str| (name == "HOSTVAR").then(|| "hv".to_owned());
+        assert_eq!(parse_env("K=V=W", host), Ok(Some("K=V=W".into())));
+        assert_eq!(parse_env("HOSTVAR", host), Ok(Some("HOSTVAR=hv".into())));
+        assert_eq!(parse_env("UNSET", host), Ok(None));
+        assert!(parse_env("=x", host).is_err());
+        let cwd = std::env::temp_dir();
+        assert!(
+            parse_volume("/tmp:/data:ro", &cwd)
+                .unwrap()
+                .ends_with(":/data:ro")
+        );
+        assert_eq!(parse_volume("named:/data", &cwd), Ok("named:/data".into()));
+        assert!(matches!(
+            parse_volume("/tmp:relative", &cwd),
+            Err(SpecError::Volume(_))
+        ));
+        assert!(matches!(
+            parse_volume("/tmp", &cwd),
+            Err(SpecError::Volume(_))
+        ));
+        assert!(matches!(
+            parse_volume("/tmp:/x:bogus", &cwd),
+            Err(SpecError::Volume(_))
+        ));
+        assert!(matches!(
+            parse_volume("/no/such/dir:/x", &cwd),
+            Err(SpecError::VolumeSourceMissing(_))
+        ));
+        assert!(matches!(
+            parse_volume("/tmp:/run/qbox/auth", &cwd),
+            Err(SpecError::ReservedTarget(_))
+        ));
+        assert_eq!(parse_user("1000:1000"), Ok("1000:1000".into()));
+        assert_eq!(parse_user("app"), Ok("app".into()));
+        assert!(parse_user("1000:").is_err());
+        assert!(parse_user("a b").is_err());
+    }
+}
