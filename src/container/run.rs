@@ -108,8 +108,32 @@ fn start_error(image: &str, err: DockerError) -> RunError {
     }
 }
 
+/// The signals `qbox run` passes on to its container.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, RunError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind| signal(kind).map_err(|e| RunError::Failed(e.to_string()));
+        Ok(Self {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+            hangup: install(SignalKind::hangup())?,
+            quit: install(SignalKind::quit())?,
+        })
+    }
+}
+
 /// Runs `spec` to completion and returns the container's exit code.
 pub async fn run(spec: &RunSpec) -> Result<u8, RunError> {
+    // First of all: from here on a signal cannot kill qbox before it has
+    // cleaned up; it is passed on to the container instead.
+    let mut signals = Signals::install()?;
     let docker = engine::connect().await.map_err(engine_error)?;
     match docker.inspect_image(&spec.image).await {
         Ok(_) => {}
@@ -134,7 +158,7 @@ pub async fn run(spec: &RunSpec) -> Result<u8, RunError> {
         Err(err) => return Err(engine_error(err)),
     };
     let id = created.id;
-    let result = attach_start_wait(&docker, &id, spec).await;
+    let result = attach_start_wait(&docker, &id, spec, &mut signals).await;
     if !spec.keep {
         let remove = RemoveContainerOptionsBuilder::default()
             .force(true)
@@ -147,7 +171,12 @@ pub async fn run(spec: &RunSpec) -> Result<u8, RunError> {
     result
 }
 
-async fn attach_start_wait(docker: &Docker, id: &str, spec: &RunSpec) -> Result<u8, RunError> {
+async fn attach_start_wait(
+    docker: &Docker,
+    id: &str,
+    spec: &RunSpec,
+    signals: &mut Signals,
+) -> Result<u8, RunError> {
     // Attach before start: output written in the first microseconds is kept.
     let attach = AttachContainerOptionsBuilder::default()
         .stream(true)
@@ -211,7 +240,7 @@ async fn attach_start_wait(docker: &Docker, id: &str, spec: &RunSpec) -> Result<
         .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
         .await
         .map_err(|err| start_error(&spec.image, err))?;
-    let code = forward_signals_until_exit(docker, id, &mut wait).await?;
+    let code = forward_signals_until_exit(docker, id, &mut wait, signals).await?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), pump_output).await;
     if let Some(task) = pump_input {
         task.abort();
@@ -229,15 +258,9 @@ async fn forward_signals_until_exit(
         Item = Result<bollard::models::ContainerWaitResponse, DockerError>,
     > + Unpin
          ),
+    signals: &mut Signals,
 ) -> Result<u8, RunError> {
-    use tokio::signal::unix::{SignalKind, signal};
     let mut interrupts = 0;
-    let (mut int, mut term, mut hup, mut quit) = (
-        signal(SignalKind::interrupt()).map_err(|e| RunError::Failed(e.to_string()))?,
-        signal(SignalKind::terminate()).map_err(|e| RunError::Failed(e.to_string()))?,
-        signal(SignalKind::hangup()).map_err(|e| RunError::Failed(e.to_string()))?,
-        signal(SignalKind::quit()).map_err(|e| RunError::Failed(e.to_string()))?,
-    );
     loop {
         let forward = tokio::select! {
             exited = wait.next() => {
@@ -248,13 +271,13 @@ async fn forward_signals_until_exit(
                     None => Err(RunError::Failed("the engine stopped reporting on the container".into())),
                 };
             }
-            _ = int.recv() => {
+            _ = signals.interrupt.recv() => {
                 interrupts += 1;
                 if interrupts > 1 { "SIGKILL" } else { "SIGINT" }
             }
-            _ = term.recv() => "SIGTERM",
-            _ = hup.recv() => "SIGHUP",
-            _ = quit.recv() => "SIGQUIT",
+            _ = signals.terminate.recv() => "SIGTERM",
+            _ = signals.hangup.recv() => "SIGHUP",
+            _ = signals.quit.recv() => "SIGQUIT",
         };
         tracing::info!(signal = forward, "forwarding a signal to the container");
         let options = KillContainerOptionsBuilder::default()

@@ -7,6 +7,7 @@
 )]
 
 mod chat;
+mod container;
 mod debug_decode;
 mod doctor;
 mod errors;

@@ -1,0 +1,302 @@
+//! `qbox run` against the real Docker Engine, with a small image built here
+//! from the static busybox binary (no registry is needed or used).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use qbox::standin::oidc::StandinOidc;
+use qbox::store::Flavor;
+
+use crate::util::{TestHome, file_bytes, valid_login};
+
+const IMAGE: &str = "qbox-test-busybox:latest";
+
+/// Builds the test image once; `None` (with a visible skip) when no engine.
+fn engine_image() -> Option<&'static str> {
+    static READY: OnceLock<bool> = OnceLock::new();
+    let ready = *READY.get_or_init(|| {
+        let engine = Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output();
+        let busybox = Path::new("/bin/busybox");
+        if !engine.is_ok_and(|o| o.status.success()) || !busybox.exists() {
+            return false;
+        }
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("bin")).unwrap();
+        std::fs::create_dir_all(root.path().join("tmp")).unwrap();
+        std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
+        for tool in [
+            "sh", "cat", "echo", "sleep", "id", "true", "false", "touch", "ls", "grep", "seq",
+            "env", "test",
+        ] {
+            std::os::unix::fs::symlink("busybox", root.path().join("bin").join(tool)).unwrap();
+        }
+        // A file that is there but not executable (exit 126).
+        std::fs::write(root.path().join("bin/not-executable"), "#!/bin/sh\n").unwrap();
+        let tar = Command::new("tar")
+            .args(["-C", root.path().to_str().unwrap(), "-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let imported = Command::new("docker")
+            .args(["import", "-c", "ENV PATH=/bin", "-", IMAGE])
+            .stdin(tar.stdout.unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            imported.status.success(),
+            "{}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+        true
+    });
+    if ready {
+        return Some(IMAGE);
+    }
+    assert!(
+        std::env::var_os("QBOX_REQUIRE_DOCKER").is_none(),
+        "QBOX_REQUIRE_DOCKER is set but no Docker engine (or /bin/busybox from busybox-static) is available"
+    );
+    eprintln!("SKIPPED: no Docker engine or no /bin/busybox (apt-get install busybox-static)");
+    None
+}
+
+fn qbox_run(home: &TestHome, args: &[&str]) -> crate::util::Qbox {
+    home.qbox()
+        .env_remove("DOCKER_HOST")
+        .args(["run"])
+        .args(args.iter().copied())
+}
+
+fn leftovers() -> (usize, usize) {
+    let containers = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=qbox.managed=true"])
+        .output()
+        .unwrap();
+    let containers = String::from_utf8(containers.stdout)
+        .unwrap()
+        .lines()
+        .count();
+    let snapshots = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("qbox-auth-")
+        })
+        .count();
+    (containers, snapshots)
+}
+
+/// Container tests share the engine; they run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[test]
+fn the_login_is_mounted_read_only_where_documented_and_the_host_store_is_untouched() {
+    let Some(image) = engine_image() else { return };
+    let _turn = serial();
+    let home = TestHome::new();
+    let store = home.login(Flavor::AmazonQ, &valid_login("ctr"));
+    let before = file_bytes(&store);
+    let run = qbox_run(
+        &home,
+        &[image, "--", "sh", "-c",
+          "echo \"db=$QBOX_DB\"; grep -q aoa-access-ctr \"$QBOX_DB\" && echo token-readable; \
+           touch /run/qbox/auth/x 2>&1; echo tampered > \"$QBOX_DB\" 2>&1; echo to-stderr >&2; exit 0"],
+    )
+    .run();
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("db=/run/qbox/auth/data.sqlite3"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("token-readable"), "{}", run.stdout);
+    let both = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(both.matches("Read-only file system").count(), 2, "{both}");
+    assert!(
+        run.stderr.contains("to-stderr") && !run.stdout.contains("to-stderr"),
+        "streams kept apart"
+    );
+    assert_eq!(file_bytes(&store), before, "the host store is unchanged");
+    assert_eq!(leftovers(), (0, 0));
+}
+
+#[test]
+fn exit_codes_propagate() {
+    let Some(image) = engine_image() else { return };
+    let _turn = serial();
+    let home = TestHome::new();
+    home.login(Flavor::AmazonQ, &valid_login("codes"));
+    for (cmd, code) in [("exit 0", 0), ("exit 1", 1), ("exit 7", 7)] {
+        let run = qbox_run(&home, &[image, "--", "sh", "-c", cmd]).run();
+        assert_eq!(run.code, code, "{cmd}: {}", run.stderr);
+    }
+    let not_found = qbox_run(&home, &[image, "--", "no-such-command"]).run();
+    not_found.assert_code(127).assert_one_line_error();
+    let not_executable = qbox_run(&home, &[image, "--", "/bin/not-executable"]).run();
+    not_executable.assert_code(126).assert_one_line_error();
+    let missing_image = qbox_run(&home, &["qbox-no-such-image:1"]).run();
+    missing_image
+        .assert_code(125)
+        .assert_stderr_contains("never pulls");
+    let bad_volume = qbox_run(&home, &["-v", "relative-only", image]).run();
+    bad_volume
+        .assert_code(125)
+        .assert_stderr_contains("invalid --volume");
+    let no_engine = home
+        .qbox()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["run", "--auth", "none", image])
+        .run();
+    no_engine
+        .assert_code(125)
+        .assert_stderr_contains("hint: start the docker engine");
+    assert_eq!(leftovers(), (0, 0));
+}
+
+#[test]
+fn stdin_is_forwarded_with_its_eof() {
+    let Some(image) = engine_image() else { return };
+    let _turn = serial();
+    let home = TestHome::new();
+    let mut child = qbox_run(
+        &home,
+        &[
+            "-i",
+            "--auth",
+            "none",
+            image,
+            "--",
+            "sh",
+            "-c",
+            "cat; echo eof-seen",
+        ],
+    )
+    .command()
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"line one\nline two\n").unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "line one\nline two\neof-seen\n"
+    );
+}
+
+#[test]
+fn signals_are_forwarded_and_interrupted_runs_leave_nothing_behind() {
+    let Some(image) = engine_image() else { return };
+    let _turn = serial();
+    let home = TestHome::new();
+    home.login(Flavor::AmazonQ, &valid_login("sig"));
+    let script = "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done";
+    for round in 0..20 {
+        let mut child = qbox_run(&home, &[image, "--", "sh", "-c", script])
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut ready = [0u8; 6];
+        use std::io::Read;
+        stdout.read_exact(&mut ready).unwrap();
+        assert_eq!(&ready, b"ready\n");
+        let signal = if round % 2 == 0 { "-TERM" } else { "-INT" };
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        if signal == "-INT" {
+            // sh ignores SIGINT while waiting; the second Ctrl-C kills the container.
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "qbox run did not end after {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        if signal == "-TERM" {
+            assert_eq!(
+                status.code(),
+                Some(3),
+                "the container saw SIGTERM and exited 3"
+            );
+            assert!(rest.contains("got-term"), "{rest}");
+        } else {
+            // SIGINT reached the container (130), or the second one killed it (137).
+            assert!(matches!(status.code(), Some(130 | 137)), "{status:?}");
+        }
+        assert_eq!(leftovers(), (0, 0), "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_is_refreshed_inside_a_running_container() {
+    let Some(image) = engine_image() else { return };
+    let _turn = serial();
+    let oidc = StandinOidc::start(
+        "fixture-client-id",
+        "fixture-client-secret",
+        "aor-refresh-short",
+    )
+    .await
+    .unwrap();
+    let home = TestHome::new();
+    let mut login = valid_login("short");
+    login.refresh_token = Some("aor-refresh-short".into());
+    // Enters the 5-minute refresh margin about 3 s from now, while the
+    // container runs: the container first sees the old token, then the new.
+    login.expires_at =
+        time::OffsetDateTime::now_utc() + time::Duration::minutes(5) + time::Duration::seconds(3);
+    home.login(Flavor::AmazonQ, &login);
+    let run = qbox_run(
+        &home,
+        &[image, "--", "sh", "-c",
+          "grep -q aoa-access-short \"$QBOX_DB\" || exit 8; \
+           for i in $(seq 1 150); do grep -q standin-access-1 \"$QBOX_DB\" && exit 0; sleep 0.1; done; exit 9"],
+    )
+    .env("QBOX_OIDC_ENDPOINT", oidc.url())
+    .run_async()
+    .await;
+    assert_eq!(
+        run.code, 0,
+        "the refreshed token reached the container: {}",
+        run.stderr
+    );
+    assert_eq!(oidc.requests().len(), 1);
+    assert_eq!(leftovers(), (0, 0));
+}
