@@ -161,14 +161,17 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
                 .map_err(reclassify)?;
             spec.auth_dir = Some(dir.path().to_owned());
             spec.auth_db = Some(AUTH_DB.to_owned());
-            keeper = Some(SnapshotKeeper::new(
-                StoreQuery {
-                    db: Some(login.path.clone()),
-                    cli: Some(login.flavor),
-                },
-                dir.path().to_owned(),
-                WatchOptions::default(),
-            ));
+            keeper = Some(
+                SnapshotKeeper::new(
+                    StoreQuery {
+                        db: Some(login.path.clone()),
+                        cli: Some(login.flavor),
+                    },
+                    dir.path().to_owned(),
+                    WatchOptions::default(),
+                )
+                .with_written(rows),
+            );
             snapshot_dir = Some(dir);
         }
     }

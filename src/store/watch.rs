@@ -84,6 +84,13 @@ impl SnapshotKeeper {
         }
     }
 
+    /// Tells the keeper that `rows` are already in the snapshot, so its first
+    /// pass rewrites nothing unless the host's login changed.
+    pub fn with_written(mut self, rows: SnapshotRows) -> Self {
+        self.last_rows = Some(rows);
+        self
+    }
+
     /// The snapshot file this keeper maintains.
     pub fn snapshot_path(&self) -> PathBuf {
         self.dir.join(super::snapshot::SNAPSHOT_FILE_NAME)
