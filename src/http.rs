@@ -26,3 +26,19 @@ pub fn client(timeout: Option<Duration>) -> Result<reqwest::Client, reqwest::Err
     }
     builder.build()
 }
+
+/// An error and its sources on one line ("error sending request: connection
+/// refused"), leaving out sources whose text the outer message already has.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text
+}

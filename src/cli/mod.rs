@@ -98,20 +98,24 @@ pub enum Command {
     },
 }
 
+/// Parses a command line; on failure returns the exit code after clap has
+/// printed help or version (stdout, code 0) or the usage error (stderr, 2).
+pub(crate) fn parse_args<P: Parser>(args: impl IntoIterator<Item = OsString>) -> Result<P, u8> {
+    P::try_parse_from(args).map_err(|err| {
+        let _ = err.print();
+        if err.use_stderr() {
+            exit::USAGE
+        } else {
+            exit::OK
+        }
+    })
+}
+
 /// Parses `args`, runs the command, and returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match parse_args::<Cli>(args) {
         Ok(cli) => cli,
-        Err(err) => {
-            // Help and version go to stdout with code 0, usage errors to
-            // stderr with code 2: clap already prints both correctly.
-            let _ = err.print();
-            return if err.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-        }
+        Err(code) => return code,
     };
     let palette = Palette::stderr();
     crate::logging::init(cli.global.verbose, cli.global.quiet, palette);

@@ -187,7 +187,7 @@ impl QClient {
                 Err(err) => {
                     let error = ApiError::Transport {
                         url: url.clone(),
-                        detail: error_chain(&err),
+                        detail: crate::http::error_chain(&err),
                     };
                     if attempt < self.options.max_attempts && (err.is_connect() || err.is_timeout())
                     {
@@ -305,20 +305,6 @@ fn http_error(status: u16, headers: &HeaderMap, body: &[u8]) -> ApiError {
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        let inner_text = inner.to_string();
-        if !text.contains(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        source = inner.source();
-    }
-    text
-}
-
 /// Turns one frame into an event, or into the error an exception frame carries.
 pub fn event_from_message(message: &Message<'_>) -> Result<ChatEvent, ApiError> {
     let headers = &message.headers;
@@ -400,7 +386,7 @@ impl ResponseStream {
                     let url = err.url().map(|u| u.to_string()).unwrap_or_default();
                     return Err(ApiError::Transport {
                         url,
-                        detail: error_chain(&err),
+                        detail: crate::http::error_chain(&err),
                     });
                 }
             }

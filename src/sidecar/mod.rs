@@ -83,16 +83,9 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 
 /// Parses `args`, runs the command, and returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
-    let cli = match SidecarCli::try_parse_from(args) {
+    let cli = match crate::cli::parse_args::<SidecarCli>(args) {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return if err.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-        }
+        Err(code) => return code,
     };
     let palette = Palette::stderr();
     crate::logging::init(cli.global.verbose, cli.global.quiet, palette);

@@ -4,3 +4,16 @@
 
 pub mod oidc;
 pub mod q;
+
+/// Serves `app` on an ephemeral 127.0.0.1 port until the task is dropped
+/// or aborted.
+pub(crate) async fn serve_on_loopback(
+    app: axum::Router,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, server))
+}

@@ -72,11 +72,7 @@ impl StandinOidc {
         let app = axum::Router::new()
             .route("/token", post(create_token))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, server) = super::serve_on_loopback(app).await?;
         Ok(Self {
             addr,
             inner,

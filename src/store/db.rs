@@ -193,6 +193,18 @@ fn retry_while_locked(attempt: i32) -> bool {
     true
 }
 
+/// Opens an existing store for writing (never creates one) with the lock
+/// timeout in force.
+fn open_read_write(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| map_sqlite_error(path, e))?;
+    wait_for_locks(&mut conn).map_err(|e| map_sqlite_error(path, e))?;
+    Ok(conn)
+}
+
 /// `?, ?, ?` for an `IN` list of `n` values.
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
@@ -287,12 +299,7 @@ pub fn replace_token_if_unchanged(
 ) -> Result<WriteOutcome, StoreError> {
     check_readable(path)?;
     let map = |e| map_sqlite_error(path, e);
-    let mut conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(map)?;
-    wait_for_locks(&mut conn).map_err(map)?;
+    let mut conn = open_read_write(path)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map)?;
@@ -323,12 +330,7 @@ pub fn replace_token_if_unchanged(
 /// store.
 pub fn replace_auth_rows(path: &Path, rows: &AuthRows) -> Result<(), StoreError> {
     let map = |e| map_sqlite_error(path, e);
-    let mut conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(map)?;
-    wait_for_locks(&mut conn).map_err(map)?;
+    let mut conn = open_read_write(path)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map)?;

@@ -147,12 +147,12 @@ impl OidcClient {
                 .await
                 .map_err(|e| RefreshError::Network {
                     url: url.clone(),
-                    detail: error_chain(&e),
+                    detail: crate::http::error_chain(&e),
                 })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| RefreshError::Network {
             url: url.clone(),
-            detail: error_chain(&e),
+            detail: crate::http::error_chain(&e),
         })?;
         if status.is_success() {
             let grant: TokenGrant =
@@ -187,19 +187,4 @@ impl OidcClient {
             status: status.as_u16(),
         })
     }
-}
-
-/// An error and its sources on one line ("error sending request: connection refused").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        let inner_text = inner.to_string();
-        if !text.contains(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        source = inner.source();
-    }
-    text
 }
