@@ -17,6 +17,15 @@ use crate::util::{TestHome, valid_login};
 
 const TOKEN: &str = "aoa-access-chat";
 
+/// Runs `qbox ARGS` against the stand-in service.
+async fn chat(home: &TestHome, q: &StandinQ, args: &[&str]) -> crate::util::Run {
+    home.qbox()
+        .env("QBOX_Q_ENDPOINT", q.url())
+        .args(args.iter().copied())
+        .run_async()
+        .await
+}
+
 async fn setup() -> (StandinQ, TestHome) {
     let q = StandinQ::start(TOKEN).await.unwrap();
     let home = TestHome::new();
@@ -33,12 +42,7 @@ async fn streams_a_full_answer_with_correct_text() {
     let mut answer = Answer::text(&pieces);
     answer.split_every = 3;
     q.push(Reply::Answer(answer));
-    let run = home
-        .qbox()
-        .env("QBOX_Q_ENDPOINT", q.url())
-        .args(["chat", "say hello"])
-        .run_async()
-        .await;
+    let run = chat(&home, &q, &["chat", "say hello"]).await;
     run.assert_code(0);
     assert_eq!(run.stdout, pieces.concat());
     assert!(
@@ -122,12 +126,12 @@ async fn every_split_size_gives_the_same_answer() {
 async fn json_format_prints_one_object_per_event() {
     let (q, home) = setup().await;
     q.push(Reply::Answer(Answer::text(&["a", "b"])));
-    let run = home
-        .qbox()
-        .env("QBOX_Q_ENDPOINT", q.url())
-        .args(["chat", "--format", "json", "--model", "m-1", "hi"])
-        .run_async()
-        .await;
+    let run = chat(
+        &home,
+        &q,
+        &["chat", "--format", "json", "--model", "m-1", "hi"],
+    )
+    .await;
     run.assert_code(0);
     let lines: Vec<serde_json::Value> = run
         .stdout
@@ -177,12 +181,7 @@ async fn prompt_from_stdin_and_usage_errors() {
         "You said: -- a prompt that starts with dashes\n"
     );
 
-    let empty = home
-        .qbox()
-        .env("QBOX_Q_ENDPOINT", q.url())
-        .args(["chat", "   "])
-        .run_async()
-        .await;
+    let empty = chat(&home, &q, &["chat", "   "]).await;
     empty
         .assert_code(2)
         .assert_one_line_error()
@@ -262,12 +261,7 @@ async fn service_errors_are_typed_with_exit_codes() {
     ];
     for (reply, code, needle) in cases {
         q.push(reply);
-        let run = home
-            .qbox()
-            .env("QBOX_Q_ENDPOINT", q.url())
-            .args(["chat", "hi"])
-            .run_async()
-            .await;
+        let run = chat(&home, &q, &["chat", "hi"]).await;
         run.assert_code(code)
             .assert_one_line_error()
             .assert_stderr_contains(needle);
@@ -326,12 +320,7 @@ async fn mid_stream_failures_keep_the_text_and_are_never_retried() {
     let mut answer = Answer::text(&["partial answer"]);
     answer.exception = Some(("ThrottlingException".into(), "Too many requests".into()));
     q.push(Reply::Answer(answer));
-    let run = home
-        .qbox()
-        .env("QBOX_Q_ENDPOINT", q.url())
-        .args(["chat", "hi"])
-        .run_async()
-        .await;
+    let run = chat(&home, &q, &["chat", "hi"]).await;
     run.assert_code(1)
         .assert_stderr_contains("ended the answer with ThrottlingException");
     assert_eq!(run.stdout, "partial answer\n");
@@ -340,12 +329,7 @@ async fn mid_stream_failures_keep_the_text_and_are_never_retried() {
     let mut cut = Answer::text(&["cut"]);
     cut.cut_mid_frame = true;
     q.push(Reply::Answer(cut));
-    let run = home
-        .qbox()
-        .env("QBOX_Q_ENDPOINT", q.url())
-        .args(["chat", "hi"])
-        .run_async()
-        .await;
+    let run = chat(&home, &q, &["chat", "hi"]).await;
     run.assert_code(1)
         .assert_stderr_contains("stream ended inside a frame");
     assert_eq!(run.stdout, "cut\n");
@@ -377,13 +361,7 @@ async fn a_token_refreshed_by_someone_else_is_reloaded_from_the_store() {
     // The host refreshes: new token in the store, the old one is rejected.
     let mut fresh = valid_login("fresh");
     fresh.profile_arn = None;
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute(
-            "UPDATE auth_kv SET value = ?1 WHERE key = ?2",
-            [fresh.token_json(), Flavor::AmazonQ.token_key().to_owned()],
-        )
-        .unwrap();
+    crate::util::replace_stored_token(&path, Flavor::AmazonQ, &fresh.token_json());
     q.set_token("aoa-access-fresh");
     let mut second = client
         .generate(GenerateAssistantResponseRequest::prompt("p", None, None))
@@ -411,12 +389,7 @@ async fn bare_token_from_the_environment_when_no_store_exists() {
         .await;
     run.assert_code(0);
     assert_eq!(run.stdout, "You said: hello\n");
-    let none = home
-        .qbox()
-        .env("QBOX_Q_ENDPOINT", q.url())
-        .args(["chat", "hello"])
-        .run_async()
-        .await;
+    let none = chat(&home, &q, &["chat", "hello"]).await;
     none.assert_code(4).assert_one_line_error();
     assert!(matches!(
         QClient::new(

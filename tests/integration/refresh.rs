@@ -196,13 +196,7 @@ async fn a_token_refreshed_by_someone_else_meanwhile_wins() {
     let login = store::read_login(&path, Some(Flavor::AmazonQ)).unwrap();
     // Another writer stores a fresh token after qbox read the old one.
     let fresh = crate::util::valid_login("other-writer");
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute(
-            "UPDATE auth_kv SET value = ?1 WHERE key = ?2",
-            [fresh.token_json(), Flavor::AmazonQ.token_key().to_owned()],
-        )
-        .unwrap();
+    crate::util::replace_stored_token(&path, Flavor::AmazonQ, &fresh.token_json());
     let client = store::OidcClient::new(Some(oidc.url())).unwrap();
     let result = store::refresh(login, &client).await.unwrap();
     assert_eq!(

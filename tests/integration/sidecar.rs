@@ -430,13 +430,7 @@ fn a_read_only_snapshot_is_given_to_the_cli_as_a_private_copy() {
     // The host refreshes the snapshot; the next call sees the new token.
     let mut fresh = valid_login("snap2");
     fresh.access_token = "aoa-access-snap2".into();
-    rusqlite::Connection::open(&source)
-        .unwrap()
-        .execute(
-            "UPDATE auth_kv SET value = ?1 WHERE key = ?2",
-            [fresh.token_json(), Flavor::AmazonQ.token_key().to_owned()],
-        )
-        .unwrap();
+    crate::util::replace_stored_token(&source, Flavor::AmazonQ, &fresh.token_json());
     let rows = qbox::store::db::read_snapshot_rows(&source).unwrap();
     qbox::store::snapshot::write_snapshot(&rows, &snapshot_dir, 0o400).unwrap();
     let (_, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": "again"}));

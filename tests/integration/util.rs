@@ -201,3 +201,16 @@ pub fn running_as_root() -> bool {
             })
             .unwrap_or(false)
 }
+
+/// Replaces the token row of `flavor` in the store at `path`, as a CLI
+/// logging in (or another refresher) would.
+pub fn replace_stored_token(path: &Path, flavor: Flavor, token_json: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    conn.execute(
+        "UPDATE auth_kv SET value = ?1 WHERE key = ?2",
+        [token_json, flavor.token_key()],
+    )
+    .unwrap();
+}
