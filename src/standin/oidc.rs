@@ -123,7 +123,7 @@ async fn create_token(State(inner): State<Arc<Mutex<Inner>>>, body: String) -> R
     };
     inner.requests.push(RecordedRequest { body: body.clone() });
     let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default();
-    match inner.behavior.clone() {
+    let (expires_in, rotate) = match inner.behavior.clone() {
         OidcBehavior::InvalidGrant => {
             return oidc_error(
                 StatusCode::BAD_REQUEST,
@@ -138,8 +138,8 @@ async fn create_token(State(inner): State<Arc<Mutex<Inner>>>, body: String) -> R
         OidcBehavior::Garbage => {
             return (StatusCode::OK, "<html>proxy login</html>").into_response();
         }
-        OidcBehavior::Issue { .. } => {}
-    }
+        OidcBehavior::Issue { expires_in, rotate } => (expires_in, rotate),
+    };
     if field("grantType") != "refresh_token" {
         return oidc_error(
             StatusCode::BAD_REQUEST,
@@ -161,9 +161,6 @@ async fn create_token(State(inner): State<Arc<Mutex<Inner>>>, body: String) -> R
             "Invalid refresh token provided",
         );
     }
-    let OidcBehavior::Issue { expires_in, rotate } = inner.behavior else {
-        unreachable!("other behaviors answered above");
-    };
     inner.issued += 1;
     let access_token = format!("standin-access-{}", inner.issued);
     let mut answer = json!({

@@ -203,19 +203,21 @@ pub async fn ensure_fresh(login: Login, oidc: &OidcClient) -> Result<Login, Auth
 pub async fn refresh(login: Login, oidc: &OidcClient) -> Result<Login, AuthError> {
     let now = OffsetDateTime::now_utc();
     let entry = login.require_token()?.clone();
+    let unrefreshable = |reason: String| StoreError::Unrefreshable {
+        path: login.path.clone(),
+        flavor: login.flavor,
+        expires_at: entry.token.expires_at,
+        reason,
+    };
     if let Some(reason) = login.refresh_blocker(now) {
-        return Err(StoreError::Unrefreshable {
-            path: login.path.clone(),
-            flavor: login.flavor,
-            expires_at: entry.token.expires_at,
-            reason,
-        }
-        .into());
+        return Err(unrefreshable(reason).into());
     }
+    // `refresh_blocker` has checked both; saying so again costs nothing and
+    // keeps this path free of panics.
     let (Some(registration), Some(refresh_token)) =
         (&login.registration, &entry.token.refresh_token)
     else {
-        unreachable!("refresh_blocker checked both");
+        return Err(unrefreshable("the login has no registration or refresh token".into()).into());
     };
     let region = entry.token.region_or_default().to_owned();
     let grant = match oidc.refresh(&region, registration, refresh_token).await {
