@@ -5,6 +5,7 @@
 
 use crate::container::run::RunError;
 use crate::qapi::ApiError;
+use crate::static_binary::StaticBinaryError;
 use crate::store::{AuthError, RefreshError, StoreError};
 use crate::term::Palette;
 
@@ -68,6 +69,9 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         }
         if let Some(e) = cause.downcast_ref::<RefreshError>() {
             return (code(e.is_no_login()), e.hint());
+        }
+        if let Some(e) = cause.downcast_ref::<StaticBinaryError>() {
+            return (ERROR, e.hint());
         }
     }
     (ERROR, None)

@@ -28,6 +28,8 @@ pub mod sidecar;
 pub mod signals;
 /// Stand-in AWS services on loopback, for tests and the demo.
 pub mod standin;
+/// Finding or building the static `qbox-sidecar` for the scratch image.
+pub mod static_binary;
 /// The CLI's SQLite auth store (the only user of SQLite).
 pub mod store;
 /// Terminal styling that honours NO_COLOR.

@@ -5,8 +5,10 @@
 mod args;
 pub mod chat;
 mod debug;
+mod demo;
 mod doctor;
 mod export;
+mod image;
 mod mcp_config;
 mod run;
 mod snapshot;
@@ -23,12 +25,15 @@ use crate::term::Palette;
 
 const EXAMPLES: &str = "\
 Examples:
+  qbox demo                                 # the whole chain, with no login and no network
   qbox doctor                               # where is my login, is it usable?
   qbox export-token --format env > .env     # tokens for docker --env-file
   eval \"$(qbox export-token --format shell)\"
   qbox export-token --field access          # just the access token
   qbox snapshot ~/.qbox/auth --watch        # keep a least-privilege copy fresh
   qbox chat \"what does this error mean?\"    # ask Amazon Q, streamed
+  qbox run my-image -- q chat \"hello\"        # a container logged in to Amazon Q
+  qbox image build                          # the qbox-sidecar image, built locally
   qbox debug decode capture.bin             # event-stream capture as JSON lines
   qbox completions bash > /etc/bash_completion.d/qbox
 
@@ -76,6 +81,9 @@ impl GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show the whole chain working, with no login and no network: store, stand-in Amazon Q,
+    /// sidecar image, `qbox run`, an MCP call and its streamed answer.
+    Demo(demo::DemoArgs),
     /// Show where qbox looks, which login it found, and whether Docker answers.
     Doctor(doctor::DoctorArgs),
     /// Print the login's tokens for scripts and CI (refreshing them if expired).
@@ -89,8 +97,17 @@ pub enum Command {
     Debug(debug::DebugCommand),
     /// Run a container that is logged in to Amazon Q (the login mounted read-only, kept fresh).
     Run(run::RunArgs),
+    /// Build the qbox-sidecar container image (no registry needed).
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Print an MCP client configuration that runs the sidecar.
     McpConfig(mcp_config::McpConfigArgs),
+    /// `qbox-sidecar`, from this executable (the demo's local mode).
+    #[command(hide = true)]
+    Sidecar {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -128,12 +145,17 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
 fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
     let query = cli.global.store_query();
     match cli.command {
+        Command::Demo(args) => block_on(demo::run(args, cli.global.quiet, palette)),
+        Command::Sidecar { args } => Ok(crate::sidecar::run(
+            std::iter::once(OsString::from("qbox-sidecar")).chain(args),
+        )),
         Command::Doctor(args) => block_on(doctor::run(args, query, palette)),
         Command::ExportToken(args) => block_on(export::run(args, query, palette)),
         Command::Snapshot(args) => block_on(snapshot::run(args, query, cli.global.quiet, palette)),
         Command::Chat(args) => block_on(chat::run(args, query, true, cli.global.quiet)),
         Command::Debug(command) => debug::run(command),
         Command::McpConfig(args) => mcp_config::run(&args),
+        Command::Image(command) => block_on(image::run(command, cli.global.quiet, palette)),
         Command::Run(args) => block_on(run::run(args, query, palette)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "qbox", &mut std::io::stdout());

@@ -70,3 +70,31 @@ pub async fn probe(timeout: Duration) -> EngineStatus {
         },
     }
 }
+
+/// The host's address on Docker's default `bridge` network: containers
+/// reach the host there (a service bound to it is not on the outside
+/// network). `None` when the engine has no IPv4 bridge.
+pub async fn bridge_gateway(
+    docker: &Docker,
+) -> Result<Option<std::net::IpAddr>, bollard::errors::Error> {
+    let network = docker.inspect_network("bridge", None).await?;
+    let gateway = network
+        .ipam
+        .and_then(|ipam| ipam.config)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|config| config.gateway)
+        .find_map(|gateway| gateway.parse::<std::net::Ipv4Addr>().ok());
+    Ok(gateway.map(std::net::IpAddr::from))
+}
+
+/// Whether a container with this name or id exists (running or not).
+pub async fn container_exists(docker: &Docker, name: &str) -> Result<bool, bollard::errors::Error> {
+    match docker.inspect_container(name, None).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(err) => Err(err),
+    }
+}

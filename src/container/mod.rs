@@ -4,5 +4,6 @@
 //! `bollard`; every mount of auth state it creates is read-only.
 
 pub mod engine;
+pub mod image;
 pub mod run;
 pub mod spec;

@@ -76,7 +76,9 @@ fn server_error(err: &DockerError) -> Option<(u16, &str)> {
     }
 }
 
-fn engine_error(err: DockerError) -> RunError {
+/// An engine answer as a `RunError`: its own message when it answered,
+/// else "cannot talk to the engine" with the endpoint.
+pub(super) fn engine_error(err: DockerError) -> RunError {
     match err {
         DockerError::DockerResponseServerError { message, .. } => RunError::Failed(message),
         other => RunError::Engine {

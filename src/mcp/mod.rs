@@ -3,6 +3,7 @@
 //!
 //! **Architecture invariant:** this is the only module that knows rmcp types.
 
+pub mod client;
 pub mod http;
 pub mod server;
 pub mod tools;

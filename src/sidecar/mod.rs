@@ -1,8 +1,9 @@
 //! The `qbox-sidecar` command line: the in-container side of qbox.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,7 +22,7 @@ Examples:
   qbox-sidecar health --url http://127.0.0.1:8080/health
   qbox-sidecar chat \"what is a monad?\"
 
-Environment: QBOX_DB (a login snapshot), QBOX_MCP_TOKEN, ENABLE_ADDITIONAL_TOOLS=q-developer-agent,
+Environment: QBOX_DB (a login snapshot), QBOX_MCP_TOKEN, QBOX_SIDECAR_HTTP (serve --http), ENABLE_ADDITIONAL_TOOLS=q-developer-agent,
 AGENT_TIMEOUT, AGENT_MAX_RESPONSE_SIZE, QBOX_AGENT_CLI, QBOX_Q_ENDPOINT, QBOX_ACCESS_TOKEN, RUST_LOG.
 Exit codes: 0 ok, 1 error, 2 usage, 4 no usable login.";
 
@@ -40,27 +41,68 @@ pub struct SidecarCli {
 enum SidecarCommand {
     /// Serve MCP: over stdio, or over streamable HTTP at /mcp with --http.
     Serve(ServeArgs),
-    /// Check a running HTTP server's /health; exit 0 when it answers ok.
+    /// Health check: asks the HTTP server's /health, or (stdio) checks the login is readable.
+    #[command(after_help = "\
+The URL is --url, else QBOX_SIDECAR_HEALTH_URL, else derived from QBOX_SIDECAR_HTTP (the
+address `serve` listens on). With none of them the sidecar serves stdio, which has no
+endpoint to ask: then the check is that the mounted login (QBOX_DB) can be read.
+Exit 0 when healthy, 1 when not, 4 when there is no usable login.")]
     Health {
-        /// The health URL.
-        #[arg(
-            long,
-            env = "QBOX_SIDECAR_HEALTH_URL",
-            default_value = "http://127.0.0.1:8080/health"
-        )]
-        url: String,
+        /// The health URL (e.g. http://127.0.0.1:8080/health).
+        #[arg(long, env = "QBOX_SIDECAR_HEALTH_URL")]
+        url: Option<String>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
     /// Ask Amazon Q through qbox's own streaming client; the answer streams to stdout.
     Chat(crate::cli::chat::ChatArgs),
+    /// Call one tool on an MCP server: a sidecar over HTTP, or a command over stdio.
+    Call(CallArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  qbox-sidecar call --url http://qbox-sidecar:8080/mcp --token-file /run/secrets/token \\
+      q-chat -a prompt=\"What is MCP?\" --stream
+  qbox-sidecar call q-chat -a prompt=hi -- qbox-sidecar serve     # over stdio
+  qbox-sidecar call --url http://127.0.0.1:8080/mcp q-developer-agent \\
+      --arguments '{\"prompt\":\"list the files\",\"timeout\":60}' --json
+
+stdout gets the result's text (or, with --json, {isError,text,structuredContent,progressMessages});
+progress messages go to stderr as they arrive, or to stdout with --stream (for q-chat they are
+the answer itself, streamed). Exit 0 when the tool succeeded, 1 when it reported an error.")]
+struct CallArgs {
+    /// The server's streamable HTTP endpoint.
+    #[arg(long, env = "QBOX_MCP_URL", conflicts_with = "command")]
+    url: Option<String>,
+    /// Read the bearer token from this file (else QBOX_MCP_TOKEN).
+    #[arg(long, value_name = "FILE", requires = "url")]
+    token_file: Option<PathBuf>,
+    /// The tool to call.
+    tool: String,
+    /// A string argument (repeatable).
+    #[arg(short = 'a', long = "arg", value_name = "KEY=VALUE")]
+    args: Vec<String>,
+    /// All arguments as one JSON object (merged under the -a ones).
+    #[arg(long, value_name = "JSON")]
+    arguments: Option<String>,
+    /// Write progress messages to stdout as they arrive, instead of the final text.
+    #[arg(long)]
+    stream: bool,
+    /// Print the whole outcome as JSON.
+    #[arg(long, conflicts_with = "stream")]
+    json: bool,
+    /// Instead of --url: a command that serves MCP on its stdin and stdout.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Serve streamable HTTP on ADDR (`127.0.0.1:8080`, `0.0.0.0:8080`, or a port) instead of stdio.
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    #[arg(long, value_name = "ADDR", env = HTTP_ENV, value_parser = parse_addr)]
     http: Option<SocketAddr>,
     /// Read the bearer token from this file (else QBOX_MCP_TOKEN).
     #[arg(long, value_name = "FILE", requires = "http")]
@@ -72,6 +114,9 @@ struct ServeArgs {
     #[arg(long, requires = "http")]
     allow_unauthenticated: bool,
 }
+
+/// Where `serve` listens when `--http` is not given; `health` reads it too.
+const HTTP_ENV: &str = "QBOX_SIDECAR_HTTP";
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = text.parse::<u16>() {
@@ -92,7 +137,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
     let query = cli.global.store_query();
     let result = match cli.command {
         SidecarCommand::Serve(args) => crate::cli::block_on(serve(args, query)),
-        SidecarCommand::Health { url, timeout } => crate::cli::block_on(health(url, timeout)),
+        SidecarCommand::Health { url, timeout } => {
+            crate::cli::block_on(health(url, timeout, query))
+        }
+        SidecarCommand::Call(args) => crate::cli::block_on(call(args, cli.global.quiet)),
         SidecarCommand::Chat(args) => {
             // A read-only snapshot is refreshed by the host that wrote it;
             // refreshing here would spend the host's refresh token.
@@ -111,8 +159,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
     }
 }
 
-fn bearer_token(args: &ServeArgs) -> anyhow::Result<Option<Secret>> {
-    if let Some(path) = &args.token_file {
+fn bearer_token(token_file: Option<&Path>) -> anyhow::Result<Option<Secret>> {
+    if let Some(path) = token_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the token file {}", path.display()))?;
         let token = text.trim();
@@ -138,7 +186,7 @@ async fn serve(args: ServeArgs, query: crate::store::StoreQuery) -> anyhow::Resu
         mcp::serve_stdio(state).await?;
         return Ok(exit::OK);
     };
-    let token = bearer_token(&args)?;
+    let token = bearer_token(args.token_file.as_deref())?;
     if !addr.ip().is_loopback() && token.is_none() {
         if !args.allow_unauthenticated {
             return Err(CommandError::new(
@@ -162,7 +210,33 @@ async fn serve(args: ServeArgs, query: crate::store::StoreQuery) -> anyhow::Resu
     Ok(exit::OK)
 }
 
-async fn health(url: String, timeout: u64) -> anyhow::Result<u8> {
+/// The health URL of a server listening on `addr`, asked from the same
+/// machine (a wildcard address is reached through loopback).
+fn local_health_url(addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    format!("http://{host}:{}/health", addr.port())
+}
+
+async fn health(
+    url: Option<String>,
+    timeout: u64,
+    query: crate::store::StoreQuery,
+) -> anyhow::Result<u8> {
+    let listen = std::env::var(HTTP_ENV).ok().filter(|v| !v.is_empty());
+    let url = match (url, listen) {
+        (Some(url), _) => url,
+        (None, Some(listen)) => {
+            let addr = parse_addr(&listen)
+                .map_err(|e| CommandError::new(exit::USAGE, format!("{HTTP_ENV}: {e}")))?;
+            local_health_url(addr)
+        }
+        (None, None) => return stdio_health(&query),
+    };
     let client = crate::http::client(Some(Duration::from_secs(timeout)))?;
     let response = client
         .get(&url)
@@ -176,4 +250,96 @@ async fn health(url: String, timeout: u64) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     Err(CommandError::new(exit::ERROR, format!("{url} answered http {status}")).into())
+}
+
+/// Over stdio there is no endpoint to ask; a sidecar is healthy when the
+/// login it serves with can be read.
+fn stdio_health(query: &crate::store::StoreQuery) -> anyhow::Result<u8> {
+    let login = query.resolve(time::OffsetDateTime::now_utc())?;
+    login.require_token()?;
+    println!(
+        "{}",
+        serde_json::json!({"status": "ok", "transport": "stdio", "store": login.path.display().to_string()})
+    );
+    Ok(exit::OK)
+}
+
+/// The tool arguments of `call`: the JSON object, then each `-a KEY=VALUE`.
+fn call_arguments(
+    args: &CallArgs,
+) -> Result<serde_json::Map<String, serde_json::Value>, CommandError> {
+    let mut arguments = match &args.arguments {
+        None => serde_json::Map::new(),
+        Some(text) => match serde_json::from_str(text) {
+            Ok(serde_json::Value::Object(object)) => object,
+            _ => {
+                return Err(CommandError::new(
+                    exit::USAGE,
+                    format!("--arguments must be a JSON object, got `{text}`"),
+                )
+                .hint(r#"for example --arguments '{"prompt":"hi","timeout":60}'"#));
+            }
+        },
+    };
+    for pair in &args.args {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(
+                CommandError::new(exit::USAGE, format!("-a `{pair}` is not KEY=VALUE"))
+                    .hint("for example -a prompt=\"What is MCP?\""),
+            );
+        };
+        arguments.insert(key.to_owned(), value.into());
+    }
+    Ok(arguments)
+}
+
+async fn call(args: CallArgs, quiet: bool) -> anyhow::Result<u8> {
+    let arguments = call_arguments(&args)?;
+    let endpoint = match (&args.url, args.command.split_first()) {
+        (Some(url), _) => mcp::client::Endpoint::Http {
+            url: url.clone(),
+            token: bearer_token(args.token_file.as_deref())?,
+        },
+        (None, Some((program, rest))) => mcp::client::Endpoint::Command {
+            program: program.clone(),
+            args: rest.to_vec(),
+            env: Vec::new(),
+        },
+        (None, None) => {
+            return Err(CommandError::new(
+                exit::USAGE,
+                "call needs --url URL or `-- COMMAND` that serves MCP on stdio",
+            )
+            .hint("qbox-sidecar call --url http://127.0.0.1:8080/mcp q-chat -a prompt=hi")
+            .into());
+        }
+    };
+    let stream = args.stream;
+    let outcome = mcp::client::call_tool(&endpoint, &args.tool, arguments, |message| {
+        if stream {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(message.as_bytes());
+            let _ = stdout.flush();
+        } else if !quiet {
+            eprintln!("{message}");
+        }
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else if !stream {
+        println!("{}", outcome.text);
+    } else if outcome.progress_messages > 0 {
+        println!();
+    }
+    if outcome.is_error {
+        if !args.json {
+            eprintln!("qbox-sidecar: the tool `{}` reported an error", args.tool);
+            if stream {
+                eprintln!("{}", outcome.text);
+            }
+        }
+        return Ok(exit::ERROR);
+    }
+    Ok(exit::OK)
 }

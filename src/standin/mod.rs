@@ -10,7 +10,16 @@ pub mod q;
 pub(crate) async fn serve_on_loopback(
     app: axum::Router,
 ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    serve_on(std::net::Ipv4Addr::LOCALHOST.into(), app).await
+}
+
+/// Serves `app` on an ephemeral port of `ip` (for containers: the Docker
+/// bridge's gateway address, which they can reach and the network cannot).
+pub(crate) async fn serve_on(
+    ip: std::net::IpAddr,
+    app: axum::Router,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

@@ -97,6 +97,11 @@ pub struct StandinQ {
 impl StandinQ {
     /// Starts on an ephemeral loopback port, accepting bearer `token`.
     pub async fn start(token: &str) -> std::io::Result<Self> {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), token).await
+    }
+
+    /// Starts on an ephemeral port of `ip`, accepting bearer `token`.
+    pub async fn start_on(ip: std::net::IpAddr, token: &str) -> std::io::Result<Self> {
         let inner = Arc::new(Mutex::new(Inner {
             token: token.to_owned(),
             replies: VecDeque::new(),
@@ -106,7 +111,7 @@ impl StandinQ {
         let app = axum::Router::new()
             .route("/", post(generate))
             .with_state(inner.clone());
-        let (addr, server) = super::serve_on_loopback(app).await?;
+        let (addr, server) = super::serve_on(ip, app).await?;
         Ok(Self {
             addr,
             inner,

@@ -1,0 +1,155 @@
+//! Building the sidecar image through the Engine API, from a build context
+//! assembled in memory: `images/sidecar/Dockerfile` (compiled in) and the
+//! static `qbox-sidecar`. Nothing is pulled: the image is `FROM scratch`.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::engine;
+use super::run::{RunError, engine_error};
+use crate::static_binary::{SIDECAR, StaticBinary};
+
+/// The Dockerfile of the sidecar image.
+pub const SIDECAR_DOCKERFILE: &str = include_str!("../../images/sidecar/Dockerfile");
+
+/// The tag `qbox image build` gives by default.
+pub const DEFAULT_TAG: &str = "qbox-sidecar:latest";
+
+/// One thing the build reports, for the progress display.
+#[derive(Debug)]
+pub enum BuildProgress<'a> {
+    /// The context is on its way to the engine (size in bytes).
+    Sending(usize),
+    /// A line of the builder's output (`Step 2/9 : COPY ...`).
+    Line(&'a str),
+}
+
+/// The image that was built.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuiltImage {
+    pub tag: String,
+    pub id: String,
+    /// Bytes, as the engine counts them.
+    pub size: u64,
+}
+
+/// The build context: a tar archive with the Dockerfile and the binary.
+pub fn context(binary: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(Vec::with_capacity(binary.len() + 8192));
+    let mut append = |name: &str, mode: u32, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        archive.append_data(&mut header, name, data)
+    };
+    append("Dockerfile", 0o644, SIDECAR_DOCKERFILE.as_bytes())?;
+    append(SIDECAR, 0o755, binary)?;
+    archive.into_inner()
+}
+
+/// The engine's CPU in Docker's spelling (`amd64`, `arm64`).
+pub async fn engine_arch(docker: &Docker) -> Result<Option<String>, RunError> {
+    let version = docker.version().await.map_err(engine_error)?;
+    Ok(version.arch)
+}
+
+/// Connects to the engine (for callers that check the binary against its CPU
+/// before building).
+pub async fn connect() -> Result<Docker, RunError> {
+    engine::connect().await.map_err(engine_error)
+}
+
+/// Builds the sidecar image from `binary` and tags it `tag`.
+pub async fn build_sidecar(
+    docker: &Docker,
+    binary: &StaticBinary,
+    tag: &str,
+    mut on_progress: impl FnMut(BuildProgress<'_>),
+) -> Result<BuiltImage, RunError> {
+    let context = context(&binary.bytes).map_err(|e| RunError::Failed(e.to_string()))?;
+    on_progress(BuildProgress::Sending(context.len()));
+    let args = HashMap::from([("QBOX_VERSION", env!("CARGO_PKG_VERSION"))]);
+    let options = BuildImageOptionsBuilder::default()
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .buildargs(&args)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(info) = stream.next().await {
+        let info = info.map_err(engine_error)?;
+        if let Some(detail) = info.error_detail {
+            let message = detail.message.unwrap_or_else(|| "unknown error".into());
+            return Err(RunError::Failed(format!(
+                "the image build failed: {message}"
+            )));
+        }
+        for line in info.stream.iter().flat_map(|text| text.lines()) {
+            if !line.trim().is_empty() {
+                on_progress(BuildProgress::Line(line));
+            }
+        }
+    }
+    let image = docker.inspect_image(tag).await.map_err(engine_error)?;
+    Ok(BuiltImage {
+        tag: tag.to_owned(),
+        id: image.id.unwrap_or_default(),
+        size: image.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_context_holds_the_dockerfile_and_an_executable_binary() {
+        let tar = context(b"\x7fELF fake").unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let entries: Vec<(String, u32, u64)> = archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                let header = entry.header();
+                (
+                    entry.path().unwrap().display().to_string(),
+                    header.mode().unwrap(),
+                    header.size().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![
+                ("Dockerfile".into(), 0o644, SIDECAR_DOCKERFILE.len() as u64),
+                ("qbox-sidecar".into(), 0o755, 9),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_dockerfile_is_scratch_non_root_with_a_healthcheck() {
+        let lines: Vec<&str> = SIDECAR_DOCKERFILE
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        assert!(lines.contains(&"FROM scratch"));
+        assert!(lines.contains(&"USER 65532:65532"));
+        assert!(lines.contains(&"ENTRYPOINT [\"qbox-sidecar\"]"));
+        assert!(lines.contains(&"CMD [\"serve\"]"));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("CMD [\"qbox-sidecar\", \"health\"]"))
+        );
+    }
+}

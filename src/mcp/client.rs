@@ -1,0 +1,189 @@
+//! A small MCP client: calls one tool on a sidecar, over streamable HTTP
+//! (with a bearer token) or over a child process's stdio, and hands each
+//! progress message to the caller as it arrives. `qbox-sidecar call` and
+//! `qbox demo` use it; for `q-chat` the progress messages are the answer,
+//! streamed.
+
+use std::process::Stdio;
+
+use rmcp::handler::client::ClientHandler;
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, JsonObject,
+    ProgressNotificationParam,
+};
+use rmcp::service::{NotificationContext, RoleClient};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ServiceExt, transport};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::secret::Secret;
+
+/// Where the server is.
+#[derive(Debug)]
+pub enum Endpoint {
+    /// Streamable HTTP at this URL, with an optional bearer token.
+    Http { url: String, token: Option<Secret> },
+    /// A command whose stdin and stdout speak MCP (stderr is passed through),
+    /// with extra environment variables.
+    Command {
+        program: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    },
+}
+
+/// What a tool call returned.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolOutcome {
+    pub is_error: bool,
+    /// The text blocks of the result, joined.
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub structured_content: Option<serde_json::Value>,
+    /// How many progress messages arrived before the result.
+    pub progress_messages: usize,
+}
+
+/// Why a call failed before the tool could answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("the MCP handshake with {endpoint} failed: {detail}")]
+    Connect { endpoint: String, detail: String },
+    #[error("calling `{tool}` failed: {detail}")]
+    Call { tool: String, detail: String },
+}
+
+/// Forwards progress messages into a channel the caller drains.
+struct ProgressForwarder {
+    updates: mpsc::UnboundedSender<String>,
+}
+
+impl ClientHandler for ProgressForwarder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        if let Some(message) = params.message {
+            let _ = self.updates.send(message);
+        }
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("qbox", env!("CARGO_PKG_VERSION")),
+        )
+    }
+}
+
+impl Endpoint {
+    fn describe(&self) -> String {
+        match self {
+            Self::Http { url, .. } => url.clone(),
+            Self::Command { program, .. } => format!("`{program}`"),
+        }
+    }
+}
+
+/// Calls `tool` with `arguments` on `endpoint`; `on_progress` sees every
+/// progress message, in order, before this returns.
+pub async fn call_tool(
+    endpoint: &Endpoint,
+    tool: &str,
+    arguments: JsonObject,
+    mut on_progress: impl FnMut(&str),
+) -> Result<ToolOutcome, CallError> {
+    let (updates, mut received) = mpsc::unbounded_channel();
+    let handler = ProgressForwarder { updates };
+    let connect_error = |detail: String| CallError::Connect {
+        endpoint: endpoint.describe(),
+        detail,
+    };
+    let mut child = None;
+    let service = match endpoint {
+        Endpoint::Http { url, token } => {
+            let http = crate::http::client(None).map_err(|e| connect_error(e.to_string()))?;
+            let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            if let Some(token) = token {
+                config = config.auth_header(token.expose());
+            }
+            let transport = StreamableHttpClientTransport::with_client(http, config);
+            handler.serve(transport).await
+        }
+        Endpoint::Command { program, args, env } => {
+            let mut spawned = tokio::process::Command::new(program)
+                .args(args)
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|source| CallError::Spawn {
+                    program: program.clone(),
+                    source,
+                })?;
+            let (Some(stdout), Some(stdin)) = (spawned.stdout.take(), spawned.stdin.take()) else {
+                return Err(connect_error("the child's pipes are missing".into()));
+            };
+            child = Some(spawned);
+            handler
+                .serve(transport::async_rw::AsyncRwTransport::new_client(
+                    stdout, stdin,
+                ))
+                .await
+        }
+    }
+    .map_err(|e| connect_error(crate::http::error_chain(&e)))?;
+    let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+    let mut progress_messages = 0;
+    // Progress is shown while the call runs, not after it.
+    let result = {
+        let call = service.call_tool(request);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                biased;
+                Some(message) = received.recv() => {
+                    progress_messages += 1;
+                    on_progress(&message);
+                }
+                result = &mut call => break result,
+            }
+        }
+    };
+    while let Ok(message) = received.try_recv() {
+        progress_messages += 1;
+        on_progress(&message);
+    }
+    let result = result.map_err(|e| CallError::Call {
+        tool: tool.to_owned(),
+        detail: crate::http::error_chain(&e),
+    })?;
+    // Closing stdin ends a stdio server; the HTTP session is deleted.
+    let _ = service.cancel().await;
+    if let Some(mut child) = child {
+        let _ = child.wait().await;
+    }
+    let text = result
+        .content
+        .iter()
+        .filter_map(|block| block.as_text().map(|t| t.text.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok(ToolOutcome {
+        is_error: result.is_error.unwrap_or(false),
+        text,
+        structured_content: result.structured_content,
+        progress_messages,
+    })
+}
