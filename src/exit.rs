@@ -70,6 +70,9 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         if let Some(e) = cause.downcast_ref::<RefreshError>() {
             return (code(e.is_no_login()), e.hint());
         }
+        if let Some(e) = cause.downcast_ref::<crate::mcp::client::CallError>() {
+            return (ERROR, e.hint());
+        }
         if let Some(e) = cause.downcast_ref::<StaticBinaryError>() {
             return (ERROR, e.hint());
         }

@@ -57,8 +57,25 @@ pub enum CallError {
     },
     #[error("the MCP handshake with {endpoint} failed: {detail}")]
     Connect { endpoint: String, detail: String },
+    #[error("{endpoint} turned the request away (HTTP 401): the bearer token is missing or wrong")]
+    Unauthorized { endpoint: String },
     #[error("calling `{tool}` failed: {detail}")]
     Call { tool: String, detail: String },
+}
+
+impl CallError {
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::Spawn { .. } => "check the command after `--`".into(),
+            Self::Connect { .. } => {
+                "check the URL (it ends in /mcp) and that the server is running".into()
+            }
+            Self::Unauthorized { .. } => {
+                "pass the server's token with --token-file FILE or QBOX_MCP_TOKEN".into()
+            }
+            Self::Call { .. } => return None,
+        })
+    }
 }
 
 /// Forwards progress messages into a channel the caller drains.
@@ -143,7 +160,17 @@ pub async fn call_tool(
                 .await
         }
     }
-    .map_err(|e| connect_error(crate::http::error_chain(&e)))?;
+    .map_err(|e| {
+        let detail = crate::http::error_chain(&e);
+        // rmcp reports a 401 as "Auth required"; say what it means here.
+        if detail.contains("Auth required") {
+            CallError::Unauthorized {
+                endpoint: endpoint.describe(),
+            }
+        } else {
+            connect_error(detail)
+        }
+    })?;
     let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
     let mut progress_messages = 0;
     // Progress is shown while the call runs, not after it.

@@ -246,6 +246,16 @@ async fn health(
     let status = response.status();
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     if status.is_success() && body["status"] == "ok" {
+        // Answering is not enough: without a login (and without the agent,
+        // which has its own) every tool call would fail.
+        if body["login"] == false && body["agentEnabled"] != true {
+            return Err(CommandError::new(
+                exit::NO_LOGIN,
+                format!("{url} answers, but the server has no usable login"),
+            )
+            .hint("mount a fresh snapshot at the directory of QBOX_DB (qbox snapshot DIR --watch on the host)")
+            .into());
+        }
         println!("{body}");
         return Ok(exit::OK);
     }

@@ -9,6 +9,7 @@
 mod chat;
 mod container;
 mod debug_decode;
+mod demo;
 mod doctor;
 mod errors;
 mod eventstream;
@@ -17,6 +18,7 @@ mod mcp_client;
 mod refresh;
 mod secrets;
 mod sidecar;
+mod sidecar_image;
 mod snapshot;
 mod store_safety;
 mod util;

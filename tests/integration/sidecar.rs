@@ -785,3 +785,90 @@ fn mcp_config_prints_ready_to_paste_configurations() {
         assert!(config["mcpServers"]["qbox"]["command"].is_string());
     }
 }
+
+/// `qbox-sidecar serve` with only environment variables, as the image runs it.
+fn serve_from_env(home: &Path, listen: &str, db: Option<&Path>) -> std::process::Child {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"));
+    command
+        .arg("serve")
+        .env("QBOX_SIDECAR_HTTP", listen)
+        .env("QBOX_MCP_TOKEN", "health-test-token")
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("no-data"))
+        .env_remove("ENABLE_ADDITIONAL_TOOLS")
+        .env_remove("QBOX_DB")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(db) = db {
+        command.env("QBOX_DB", db);
+    }
+    command.spawn().unwrap()
+}
+
+#[test]
+fn health_asks_where_serve_listens_and_wants_a_usable_login() {
+    let home = TestHome::new();
+    let health = |listen: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+            .arg("health")
+            .env("QBOX_SIDECAR_HTTP", listen)
+            .env_remove("QBOX_SIDECAR_HEALTH_URL")
+            .output()
+            .unwrap()
+    };
+    let wait_listening = |port: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sidecar did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // A wildcard address is asked through loopback; no login: unhealthy (4).
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let mut server = serve_from_env(home.path(), &listen, None);
+    wait_listening(port);
+    let without_login = health(&listen);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(without_login.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&without_login.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "http://127.0.0.1:{port}/health answers, but the server has no usable login"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: mount a fresh snapshot"), "{stderr}");
+
+    // With a login mounted: healthy.
+    let store = home.login(Flavor::AmazonQ, &valid_login("health"));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = serve_from_env(home.path(), &listen, Some(&store));
+    wait_listening(port);
+    let with_login = health(&listen);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(
+        with_login.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&with_login.stderr)
+    );
+    let report: Value = serde_json::from_slice(&with_login.stdout).unwrap();
+    assert_eq!(report["login"], true);
+
+    // Over stdio there is nothing to ask: the login itself is checked.
+    let stdio = std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+        .arg("health")
+        .env_remove("QBOX_SIDECAR_HTTP")
+        .env_remove("QBOX_SIDECAR_HEALTH_URL")
+        .env("QBOX_DB", &store)
+        .output()
+        .unwrap();
+    assert_eq!(stdio.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&stdio.stdout).unwrap();
+    assert_eq!(report["transport"], "stdio");
+}

@@ -1,0 +1,59 @@
+//! `qbox demo` without a container: the sidecar as a local process, when
+//! asked to or when no engine answers.
+
+use crate::util::TestHome;
+
+fn demo_in(home: &TestHome) -> crate::util::Qbox {
+    let tmp = home.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    home.qbox().env("TMPDIR", &tmp).args(["demo"])
+}
+
+fn assert_local_run_and_clean(home: &TestHome, run: &crate::util::Run) {
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("running as a local process"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("the stand-in saw the demo token"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("cleaned up"), "{}", run.stderr);
+    let left: Vec<_> = std::fs::read_dir(home.path().join("tmp"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+#[test]
+fn without_an_engine_the_demo_says_so_and_runs_the_sidecar_locally() {
+    let home = TestHome::new();
+    let run = demo_in(&home)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .run();
+    assert!(
+        run.stderr
+            .contains("no Docker engine answers at unix:///nonexistent/docker.sock"),
+        "{}",
+        run.stderr
+    );
+    assert_local_run_and_clean(&home, &run);
+}
+
+#[test]
+fn no_docker_runs_the_sidecar_locally_and_prints_only_the_answer_on_stdout() {
+    let home = TestHome::new();
+    let run = demo_in(&home)
+        .args(["--no-docker", "--prompt", "ping"])
+        .run();
+    assert_local_run_and_clean(&home, &run);
+    assert_eq!(
+        run.stdout.trim_end(),
+        "This answer comes from the stand-in Amazon Q service, framed as AWS event-stream messages. \
+         qbox-sidecar, running as a local process, read the demo login from a least-privilege snapshot, \
+         called the service with its token, and streamed the text back to qbox as MCP progress notifications."
+    );
+}
