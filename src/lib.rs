@@ -36,3 +36,5 @@ pub mod store;
 pub mod term;
 /// Time formatting helpers.
 pub mod timefmt;
+/// The host terminal under `qbox run -t`: raw mode and window size.
+pub mod tty;

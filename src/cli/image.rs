@@ -20,7 +20,7 @@ Examples:
   qbox image build --binary ./qbox-sidecar --json   # a static (musl) binary you already have
 
 Without --binary, qbox uses a static qbox-sidecar beside itself, else runs
-`cargo build --release --target <arch>-unknown-linux-musl` in its source tree (static glibc
+`cargo build --profile static --target <arch>-unknown-linux-musl` in its source tree (static glibc
 with the Rust resolver when the musl target is not installed). Nothing is pulled.")]
     Build(BuildArgs),
 }

@@ -95,11 +95,17 @@ pub fn server_entry(args: &McpConfigArgs) -> (String, Vec<String>, Map<String, V
         "--read-only",
         "--cap-drop=ALL",
         "--security-opt=no-new-privileges",
-        "-v",
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    // The snapshot is 0600 and yours: the container runs as you to read it.
+    docker_args.push(format!(
+        "--user={}:{}",
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    ));
+    docker_args.push("-v".into());
     docker_args.push(format!(
         "{}:/run/qbox/auth:ro",
         expand_home(&args.snapshot_dir)

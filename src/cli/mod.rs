@@ -167,10 +167,15 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
 /// Runs a command on a single-threaded runtime: qbox's commands are short
 /// and mostly wait on I/O, and this keeps start-up cheap.
 pub(crate) fn block_on<F: Future<Output = anyhow::Result<u8>>>(future: F) -> anyhow::Result<u8> {
-    tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?
-        .block_on(future)
+        .build()?;
+    let result = runtime.block_on(future);
+    // Everything a command needs has been awaited. What may remain is a
+    // blocking read of a terminal's stdin (`qbox run -i`) that only the next
+    // keystroke would end: the process exits without waiting for it.
+    runtime.shutdown_background();
+    result
 }
 
 #[cfg(test)]

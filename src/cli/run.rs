@@ -121,6 +121,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         keep: args.keep,
         auth_dir: None,
         auth_db: None,
+        console_size: args.tty.then(crate::tty::window_size).flatten(),
     })
 }
 

@@ -8,7 +8,7 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -110,16 +110,18 @@ fn start_error(image: &str, err: DockerError) -> RunError {
     }
 }
 
-/// The signals `qbox run` passes on to its container.
+/// The signals `qbox run` passes on to its container, and (with `-t`) the
+/// window-size changes it mirrors.
 struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
     quit: tokio::signal::unix::Signal,
+    window: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
-    fn install() -> Result<Self, RunError> {
+    fn install(tty: bool) -> Result<Self, RunError> {
         use tokio::signal::unix::{SignalKind, signal};
         let install = |kind| signal(kind).map_err(|e| RunError::Failed(e.to_string()));
         Ok(Self {
@@ -127,7 +129,32 @@ impl Signals {
             terminate: install(SignalKind::terminate())?,
             hangup: install(SignalKind::hangup())?,
             quit: install(SignalKind::quit())?,
+            window: if tty {
+                Some(install(SignalKind::window_change())?)
+            } else {
+                None
+            },
         })
+    }
+}
+
+/// Gives the container's terminal the host terminal's size. Right after
+/// start the engine may not have the terminal yet, so a failure is retried
+/// briefly, as the docker CLI does.
+async fn mirror_window_size(docker: &Docker, id: &str) {
+    let Some((rows, columns)) = crate::tty::window_size() else {
+        return;
+    };
+    let options = ResizeContainerTTYOptionsBuilder::default()
+        .h(i32::from(rows))
+        .w(i32::from(columns))
+        .build();
+    for _ in 0..5 {
+        match docker.resize_container_tty(id, options.clone()).await {
+            Ok(()) => return,
+            Err(err) => tracing::debug!("resizing the container's terminal: {err}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
@@ -135,7 +162,7 @@ impl Signals {
 pub async fn run(spec: &RunSpec) -> Result<u8, RunError> {
     // First of all: from here on a signal cannot kill qbox before it has
     // cleaned up; it is passed on to the container instead.
-    let mut signals = Signals::install()?;
+    let mut signals = Signals::install(spec.tty)?;
     let docker = engine::connect().await.map_err(engine_error)?;
     match docker.inspect_image(&spec.image).await {
         Ok(_) => {}
@@ -238,11 +265,23 @@ async fn attach_start_wait(
             let _ = input.shutdown().await;
         })
     });
+    // With -it the container's terminal does the echoing and line editing;
+    // the host's steps aside until the run ends (the guard restores it).
+    let raw_mode = if spec.tty && spec.interactive {
+        crate::tty::RawMode::enable().map_err(|e| RunError::Failed(format!("the terminal: {e}")))?
+    } else {
+        None
+    };
     docker
         .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
         .await
         .map_err(|err| start_error(&spec.image, err))?;
-    let code = forward_signals_until_exit(docker, id, &mut wait, signals).await?;
+    if spec.tty {
+        mirror_window_size(docker, id).await;
+    }
+    let code = forward_signals_until_exit(docker, id, &mut wait, signals).await;
+    drop(raw_mode);
+    let code = code?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), pump_output).await;
     if let Some(task) = pump_input {
         task.abort();
@@ -280,6 +319,15 @@ async fn forward_signals_until_exit(
             _ = signals.terminate.recv() => "SIGTERM",
             _ = signals.hangup.recv() => "SIGHUP",
             _ = signals.quit.recv() => "SIGQUIT",
+            Some(()) = async {
+                match signals.window.as_mut() {
+                    Some(window) => window.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                mirror_window_size(docker, id).await;
+                continue;
+            }
         };
         tracing::info!(signal = forward, "forwarding a signal to the container");
         let options = KillContainerOptionsBuilder::default()

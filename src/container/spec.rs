@@ -60,6 +60,10 @@ pub struct RunSpec {
     pub auth_dir: Option<PathBuf>,
     /// The database file inside the container, if any.
     pub auth_db: Option<String>,
+    /// With `tty`: the host terminal's (rows, columns), given at creation so
+    /// the first output already has it (engines from API 1.42 on; older ones
+    /// get it by the resize right after start).
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// `-e NAME=value` as given, `-e NAME` with the host's value (skipped when unset).
@@ -168,6 +172,10 @@ impl RunSpec {
                 binds: Some(binds),
                 network_mode: self.network.clone(),
                 init: self.init.then_some(true),
+                console_size: self
+                    .console_size
+                    .filter(|_| self.tty)
+                    .map(|(rows, columns)| vec![usize::from(rows), usize::from(columns)]),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()

@@ -30,7 +30,7 @@ fn engine_image() -> Option<&'static str> {
         std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
         for tool in [
             "sh", "cat", "echo", "sleep", "id", "true", "false", "touch", "ls", "grep", "seq",
-            "env", "test",
+            "env", "test", "stty",
         ] {
             std::os::unix::fs::symlink("busybox", root.path().join("bin").join(tool)).unwrap();
         }
@@ -302,5 +302,42 @@ async fn the_snapshot_is_refreshed_inside_a_running_container() {
         run.stderr
     );
     assert_eq!(oidc.requests().len(), 1);
+    assert_eq!(leftovers(), (0, 0));
+}
+
+#[test]
+fn with_it_the_terminal_is_raw_follows_the_window_size_and_is_restored() {
+    let Some(image) = engine_image() else { return };
+    let _turn = serial();
+    let home = TestHome::new();
+    home.login(Flavor::AmazonQ, &valid_login("tty"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tty_session.py");
+    let session = Command::new("python3")
+        .arg(script)
+        .args([env!("CARGO_BIN_EXE_qbox"), image])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join(".local/share"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&session.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{}{}",
+            String::from_utf8_lossy(&session.stdout),
+            String::from_utf8_lossy(&session.stderr)
+        )
+    });
+    assert!(session.status.success(), "{report}");
+    assert_eq!(
+        report["sizes"],
+        serde_json::json!(["33 101", "40 120"]),
+        "{}",
+        report["output"]
+    );
+    assert_eq!(report["raw_during"], true, "{}", report["output"]);
+    assert_eq!(report["qbox_exit"], 0, "{}", report["output"]);
+    assert_eq!(report["restored"], true, "{}", report["output"]);
     assert_eq!(leftovers(), (0, 0));
 }

@@ -772,6 +772,8 @@ fn mcp_config_prints_ready_to_paste_configurations() {
         .collect();
     assert!(args.contains(&"/srv/auth:/run/qbox/auth:ro"), "{args:?}");
     assert!(args.contains(&"QBOX_DB=/run/qbox/auth/data.sqlite3"));
+    let me = format!("--user={}:{}", nix::unistd::getuid(), nix::unistd::getgid());
+    assert!(args.contains(&me.as_str()), "{args:?}");
     assert_eq!(
         server["env"]["ENABLE_ADDITIONAL_TOOLS"],
         "q-developer-agent"
