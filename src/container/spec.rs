@@ -204,7 +204,18 @@ mod tests {
             keep: false,
             auth_dir: Some(PathBuf::from("/tmp/qbox-auth-x")),
             auth_db: Some(AUTH_DB.into()),
+            console_size: Some((33, 101)),
         }
+    }
+
+    #[test]
+    fn the_console_size_is_given_only_with_a_terminal() {
+        let without = spec().create_body();
+        assert_eq!(without.host_config.unwrap().console_size, None);
+        let mut tty = spec();
+        tty.tty = true;
+        let with = tty.create_body();
+        assert_eq!(with.host_config.unwrap().console_size, Some(vec![33, 101]));
     }
 
     #[test]
