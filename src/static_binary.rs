@@ -86,15 +86,15 @@ pub struct ElfInfo {
 const PT_INTERP: u32 = 3;
 
 fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(bytes.get(at..at.checked_add(2)?)?.try_into().ok()?))
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> Option<usize> {
-    let value = u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
+    let value = u64::from_le_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?);
     usize::try_from(value).ok()
 }
 
@@ -116,8 +116,8 @@ pub fn inspect_elf(bytes: &[u8]) -> Option<ElfInfo> {
     for index in 0..entries {
         let header = table.checked_add(index.checked_mul(entry_size)?)?;
         if u32_at(bytes, header)? == PT_INTERP {
-            let offset = u64_at(bytes, header + 0x08)?;
-            let size = u64_at(bytes, header + 0x20)?;
+            let offset = u64_at(bytes, header.checked_add(0x08)?)?;
+            let size = u64_at(bytes, header.checked_add(0x20)?)?;
             let raw = bytes.get(offset..offset.checked_add(size)?)?;
             let text = String::from_utf8_lossy(raw);
             interpreter = Some(text.trim_end_matches('\0').to_owned());
