@@ -71,8 +71,10 @@ pub(crate) async fn build(
         }
     };
     // The engine first: there is no point in compiling for an absent engine.
-    let docker = image::connect().await.map_err(image_error)?;
-    let arch = image::engine_arch(&docker).await.map_err(image_error)?;
+    let docker = image::connect().await.map_err(|e| image_error(&e))?;
+    let arch = image::engine_arch(&docker)
+        .await
+        .map_err(|e| image_error(&e))?;
     let path = match binary.or_else(static_binary::beside_current_exe) {
         Some(path) => path,
         None => {
@@ -104,13 +106,13 @@ pub(crate) async fn build(
         }
     })
     .await
-    .map_err(image_error)?;
+    .map_err(|e| image_error(&e))?;
     Ok((built, path))
 }
 
 /// An engine failure while building exits 1 (as `docker build` does), with
 /// the same hints `qbox run` gives.
-fn image_error(err: RunError) -> anyhow::Error {
+fn image_error(err: &RunError) -> anyhow::Error {
     let mut command = CommandError::new(exit::ERROR, err.to_string());
     command.hint = err.hint();
     command.into()

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use time::OffsetDateTime;
 
 use crate::container::run::{EXIT_ENGINE, RunError};
-use crate::container::spec::{AUTH_DB, AuthMode, RunSpec, parse_env, parse_user, parse_volume};
+use crate::container::spec::{
+    AUTH_DB, AuthMode, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
+};
 use crate::exit::CommandError;
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, OidcClient, StoreQuery, db, snapshot};
@@ -58,6 +60,9 @@ pub struct RunArgs {
     /// Override the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Memory limit (e.g. 512m, 2g); no swap beyond it. Exceeding it kills the container (exit 137).
+    #[arg(short = 'm', long, value_name = "SIZE")]
+    memory: Option<String>,
     /// Keep the container after it exits (removed by default).
     #[arg(long)]
     keep: bool,
@@ -122,6 +127,12 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         auth_dir: None,
         auth_db: None,
         console_size: args.tty.then(crate::tty::window_size).flatten(),
+        memory: args
+            .memory
+            .as_deref()
+            .map(parse_memory)
+            .transpose()
+            .map_err(usage)?,
     })
 }
 
@@ -208,7 +219,19 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
     };
     let (result, ()) = tokio::join!(container, keep_fresh);
     drop(snapshot_dir);
-    Ok(result?)
+    let exited = result?;
+    if exited.oom_killed {
+        let limit = args
+            .memory
+            .as_deref()
+            .map_or_else(String::new, |limit| format!(" (--memory {limit})"));
+        eprintln!(
+            "{} the container ran out of memory{limit} and was killed (exit 137)",
+            palette.warning("qbox:")
+        );
+        eprintln!("{} give it more with -m/--memory", palette.bold("hint:"));
+    }
+    Ok(exited.code)
 }
 
 /// A setup failure of `qbox run` exits 125, keeping its message and hint.

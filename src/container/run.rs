@@ -38,6 +38,17 @@ pub enum RunError {
     CommandNotFound { image: String, detail: String },
     #[error("the docker engine failed: {0}")]
     Failed(String),
+    #[error("lost the docker engine while container {id} ran: {detail}")]
+    EngineLost { id: String, detail: String },
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exited {
+    /// The container's exit code (what `qbox run` exits with).
+    pub code: u8,
+    /// The kernel killed it for exceeding its memory limit.
+    pub oom_killed: bool,
 }
 
 impl RunError {
@@ -61,6 +72,9 @@ impl RunError {
             Self::NameConflict { .. } => "choose another --name, or remove the old container".into(),
             Self::CannotInvoke { .. } => "check that the command is executable in the image".into(),
             Self::CommandNotFound { .. } => "check the command's name and PATH in the image".into(),
+            Self::EngineLost { id, .. } => format!(
+                "the engine restarted or went away; if `docker ps -a` still lists {id}, remove it: docker rm -f {id}"
+            ),
             Self::Failed(_) => return None,
         })
     }
@@ -158,8 +172,8 @@ async fn mirror_window_size(docker: &Docker, id: &str) {
     }
 }
 
-/// Runs `spec` to completion and returns the container's exit code.
-pub async fn run(spec: &RunSpec) -> Result<u8, RunError> {
+/// Runs `spec` to completion and returns how the container ended.
+pub async fn run(spec: &RunSpec) -> Result<Exited, RunError> {
     // First of all: from here on a signal cannot kill qbox before it has
     // cleaned up; it is passed on to the container instead.
     let mut signals = Signals::install(spec.tty)?;
@@ -187,17 +201,74 @@ pub async fn run(spec: &RunSpec) -> Result<u8, RunError> {
         Err(err) => return Err(engine_error(err)),
     };
     let id = created.id;
-    let result = attach_start_wait(&docker, &id, spec, &mut signals).await;
+    let result = attach_start_wait(&docker, &id, spec, &mut signals)
+        .await
+        .map_err(|err| match err {
+            // The container exists: not reaching the engine now means losing it.
+            RunError::Engine { detail, .. } => RunError::EngineLost {
+                id: id.clone(),
+                detail,
+            },
+            other => other,
+        });
+    let result = match result {
+        Ok(code) => Ok(Exited {
+            code,
+            oom_killed: code == 137 && oom_killed(&docker, &id).await,
+        }),
+        Err(err) => Err(err),
+    };
     if !spec.keep {
-        let remove = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        if let Err(err) = docker.remove_container(&id, Some(remove)).await {
-            tracing::warn!(container = %id, "could not remove the container: {err}");
-        }
+        remove(&docker, &id).await;
     }
     result
+}
+
+/// Whether the kernel killed the container for its memory limit.
+async fn oom_killed(docker: &Docker, id: &str) -> bool {
+    docker
+        .inspect_container(id, None)
+        .await
+        .ok()
+        .and_then(|c| c.state)
+        .and_then(|state| state.oom_killed)
+        .unwrap_or(false)
+}
+
+/// How long removal keeps trying while the engine does not answer (a
+/// restarting engine comes back within seconds).
+const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Removes the container, waiting out an engine that is briefly away.
+async fn remove(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    let deadline = tokio::time::Instant::now() + REMOVE_PATIENCE;
+    loop {
+        match docker.remove_container(id, Some(options.clone())).await {
+            Ok(()) => return,
+            // The engine answered: gone already (404), or it says why not.
+            Err(err) if server_error(&err).is_some() => {
+                if server_error(&err).is_some_and(|(status, _)| status != 404) {
+                    tracing::warn!(container = %id, "could not remove the container: {err}");
+                }
+                return;
+            }
+            Err(err) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(
+                    container = %id,
+                    "could not remove the container, the engine does not answer ({err}): remove it with `docker rm -f {id}`"
+                );
+                return;
+            }
+            Err(err) => {
+                tracing::debug!("removing {id}: {err}; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    }
 }
 
 async fn attach_start_wait(
@@ -305,11 +376,13 @@ async fn forward_signals_until_exit(
     loop {
         let forward = tokio::select! {
             exited = wait.next() => {
+                let lost = |detail: String| RunError::EngineLost { id: id.to_owned(), detail };
                 return match exited {
                     Some(Ok(response)) => Ok(exit_code(response.status_code)),
                     Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(exit_code(code)),
-                    Some(Err(err)) => Err(engine_error(err)),
-                    None => Err(RunError::Failed("the engine stopped reporting on the container".into())),
+                    Some(Err(err)) if server_error(&err).is_some() => Err(engine_error(err)),
+                    Some(Err(err)) => Err(lost(crate::http::error_chain(&err))),
+                    None => Err(lost("the engine stopped reporting on the container".into())),
                 };
             }
             _ = signals.interrupt.recv() => {

@@ -38,6 +38,8 @@ pub enum SpecError {
     User(String),
     #[error("--volume target {0} is reserved for the login snapshot")]
     ReservedTarget(String),
+    #[error("invalid --memory `{0}`: expected a size like 512m or 2g, at least 6m")]
+    Memory(String),
 }
 
 /// A checked request to run a container.
@@ -64,6 +66,33 @@ pub struct RunSpec {
     /// the first output already has it (engines from API 1.42 on; older ones
     /// get it by the resize right after start).
     pub console_size: Option<(u16, u16)>,
+    /// Memory limit in bytes (swap included: the container gets no swap).
+    pub memory: Option<i64>,
+}
+
+/// The smallest limit the engine accepts.
+const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+/// `-m 512m`: bytes with an optional b, k, m or g suffix (powers of 1024, as
+/// `docker run -m`).
+pub fn parse_memory(raw: &str) -> Result<i64, SpecError> {
+    let text = raw.trim().to_ascii_lowercase();
+    let text = text
+        .strip_suffix('b')
+        .filter(|t| !t.is_empty())
+        .unwrap_or(&text);
+    let (digits, unit) = match text.char_indices().last() {
+        Some((at, 'k')) => (&text[..at], 1_i64 << 10),
+        Some((at, 'm')) => (&text[..at], 1 << 20),
+        Some((at, 'g')) => (&text[..at], 1 << 30),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|bytes| *bytes >= MIN_MEMORY)
+        .ok_or_else(|| SpecError::Memory(raw.to_owned()))
 }
 
 /// `-e NAME=value` as given, `-e NAME` with the host's value (skipped when unset).
@@ -172,6 +201,8 @@ impl RunSpec {
                 binds: Some(binds),
                 network_mode: self.network.clone(),
                 init: self.init.then_some(true),
+                memory: self.memory,
+                memory_swap: self.memory,
                 console_size: self
                     .console_size
                     .filter(|_| self.tty)
@@ -205,6 +236,19 @@ mod tests {
             auth_dir: Some(PathBuf::from("/tmp/qbox-auth-x")),
             auth_db: Some(AUTH_DB.into()),
             console_size: Some((33, 101)),
+            memory: None,
+        }
+    }
+
+    #[test]
+    fn memory_sizes_read_as_docker_reads_them() {
+        assert_eq!(parse_memory("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_memory("8192k").unwrap(), 8 << 20);
+        assert_eq!(parse_memory("7340032").unwrap(), 7 << 20);
+        assert_eq!(parse_memory("16mb").unwrap(), 16 << 20);
+        for bad in ["", "m", "5m", "-64m", "12x", "1.5g", "99999999999g"] {
+            assert!(parse_memory(bad).is_err(), "{bad}");
         }
     }
 

@@ -30,7 +30,7 @@ fn engine_image() -> Option<&'static str> {
         std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
         for tool in [
             "sh", "cat", "echo", "sleep", "id", "true", "false", "touch", "ls", "grep", "seq",
-            "env", "test", "stty",
+            "env", "test", "stty", "tail",
         ] {
             std::os::unix::fs::symlink("busybox", root.path().join("bin").join(tool)).unwrap();
         }
@@ -94,6 +94,16 @@ fn leftovers() -> (usize, usize) {
     (containers, snapshots)
 }
 
+/// The start of most engine tests: the image, this test's turn at the
+/// engine, and a home whose store holds a valid login tagged `tag`.
+fn engine_test(tag: &str) -> Option<(&'static str, std::sync::MutexGuard<'static, ()>, TestHome)> {
+    let image = engine_image()?;
+    let turn = serial();
+    let home = TestHome::new();
+    home.login(Flavor::AmazonQ, &valid_login(tag));
+    Some((image, turn, home))
+}
+
 /// Container tests share the engine; they run one at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -102,10 +112,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 #[test]
 fn the_login_is_mounted_read_only_where_documented_and_the_host_store_is_untouched() {
-    let Some(image) = engine_image() else { return };
-    let _turn = serial();
-    let home = TestHome::new();
-    let store = home.login(Flavor::AmazonQ, &valid_login("ctr"));
+    let Some((image, _turn, home)) = engine_test("ctr") else {
+        return;
+    };
+    let store = home.store_path(Flavor::AmazonQ);
     let before = file_bytes(&store);
     let run = qbox_run(
         &home,
@@ -133,10 +143,9 @@ fn the_login_is_mounted_read_only_where_documented_and_the_host_store_is_untouch
 
 #[test]
 fn exit_codes_propagate() {
-    let Some(image) = engine_image() else { return };
-    let _turn = serial();
-    let home = TestHome::new();
-    home.login(Flavor::AmazonQ, &valid_login("codes"));
+    let Some((image, _turn, home)) = engine_test("codes") else {
+        return;
+    };
     for (cmd, code) in [("exit 0", 0), ("exit 1", 1), ("exit 7", 7)] {
         let run = qbox_run(&home, &[image, "--", "sh", "-c", cmd]).run();
         assert_eq!(run.code, code, "{cmd}: {}", run.stderr);
@@ -208,10 +217,9 @@ fn stdin_is_forwarded_with_its_eof() {
 
 #[test]
 fn signals_are_forwarded_and_interrupted_runs_leave_nothing_behind() {
-    let Some(image) = engine_image() else { return };
-    let _turn = serial();
-    let home = TestHome::new();
-    home.login(Flavor::AmazonQ, &valid_login("sig"));
+    let Some((image, _turn, home)) = engine_test("sig") else {
+        return;
+    };
     let script = "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done";
     for round in 0..20 {
         let mut child = qbox_run(&home, &[image, "--", "sh", "-c", script])
@@ -307,10 +315,9 @@ async fn the_snapshot_is_refreshed_inside_a_running_container() {
 
 #[test]
 fn with_it_the_terminal_is_raw_follows_the_window_size_and_is_restored() {
-    let Some(image) = engine_image() else { return };
-    let _turn = serial();
-    let home = TestHome::new();
-    home.login(Flavor::AmazonQ, &valid_login("tty"));
+    let Some((image, _turn, home)) = engine_test("tty") else {
+        return;
+    };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tty_session.py");
     let session = Command::new("python3")
         .arg(script)
@@ -340,4 +347,127 @@ fn with_it_the_terminal_is_raw_follows_the_window_size_and_is_restored() {
     assert_eq!(report["qbox_exit"], 0, "{}", report["output"]);
     assert_eq!(report["restored"], true, "{}", report["output"]);
     assert_eq!(leftovers(), (0, 0));
+}
+
+#[test]
+fn a_container_killed_for_memory_exits_137_with_a_reason() {
+    let Some((image, _turn, home)) = engine_test("oom") else {
+        return;
+    };
+    // `tail` keeps the last line of a file without newlines in memory.
+    let run = qbox_run(&home, &["-m", "8m", image, "--", "tail", "/dev/zero"]).run();
+    run.assert_code(137);
+    assert!(
+        run.stderr
+            .contains("the container ran out of memory (--memory 8m) and was killed (exit 137)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(leftovers(), (0, 0));
+
+    let bad = qbox_run(&home, &["-m", "lots", image, "--", "true"]).run();
+    bad.assert_code(125);
+    bad.assert_stderr_contains("invalid --memory `lots`");
+}
+
+/// A stand-in for the engine's socket that forwards to the real one and can
+/// be cut off and brought back, as when the engine restarts.
+struct EngineProxy {
+    path: std::path::PathBuf,
+    runtime: tokio::runtime::Runtime,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl EngineProxy {
+    fn start(path: &Path) -> Self {
+        let mut proxy = Self {
+            path: path.to_owned(),
+            runtime: tokio::runtime::Runtime::new().unwrap(),
+            server: None,
+        };
+        proxy.resume();
+        proxy
+    }
+
+    /// Starts forwarding again on the same path.
+    fn resume(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = {
+            let _guard = self.runtime.enter();
+            tokio::net::UnixListener::bind(&self.path).unwrap()
+        };
+        self.server = Some(self.runtime.spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    break;
+                };
+                connections.spawn(async move {
+                    if let Ok(mut engine) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Drops the listener and every connection: the engine is gone.
+    fn cut(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            // Aborting the accept loop drops the JoinSet, which aborts the
+            // forwarding tasks and closes both sides of each connection.
+            let _ = self.runtime.block_on(server);
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn an_engine_that_goes_away_mid_run_is_reported_and_nothing_is_left_behind() {
+    let Some((image, _turn, home)) = engine_test("lost") else {
+        return;
+    };
+    let socket = home.path().join("engine.sock");
+    let mut proxy = EngineProxy::start(&socket);
+    let mut child = home
+        .qbox()
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .args(["run", image, "--", "sh", "-c", "echo ready; sleep 30"])
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
+
+    proxy.cut();
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.resume();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "qbox run did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("lost the docker engine while container"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: the engine restarted or went away"),
+        "{stderr}"
+    );
+    // Removal waited for the engine to come back.
+    assert_eq!(leftovers(), (0, 0), "{stderr}");
 }
