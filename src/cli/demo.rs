@@ -96,6 +96,10 @@ pub async fn run(args: DemoArgs, quiet: bool, palette: Palette) -> anyhow::Resul
     let mode = choose_mode(args.no_docker).await;
     let (endpoint, standin, container) = match &mode {
         Mode::Container { gateway } => {
+            steps.step(
+                "building the qbox-sidecar image",
+                "FROM scratch, a static binary, nothing pulled",
+            );
             let (built, _) = super::image::build(args.binary.clone(), &args.image, quiet, palette)
                 .await
                 .map_err(|err| {
@@ -106,10 +110,12 @@ pub async fn run(args: DemoArgs, quiet: bool, palette: Palette) -> anyhow::Resul
                             "{hint}run `qbox demo --no-docker` to skip the container"
                         ))
                 })?;
-            steps.step(
-                "the qbox-sidecar image, built locally",
-                &format!("{} ({:.1} MB)", built.tag, built.size as f64 / 1e6),
-            );
+            steps.note(&format!(
+                "{} {} ({:.1} MB)",
+                palette.good("built"),
+                built.tag,
+                built.size as f64 / 1e6
+            ));
             let standin = start_standin(*gateway, &token, true).await?;
             steps.step("the stand-in Amazon Q service", &standin.url());
             let name = format!("qbox-demo-{}", std::process::id());

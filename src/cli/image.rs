@@ -101,7 +101,9 @@ pub(crate) async fn build(
         }
         BuildProgress::Line(line) => {
             if !quiet {
-                eprintln!("  {}", palette.dim(line));
+                // Continuation lines of the Dockerfile arrive as runs of spaces.
+                let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+                eprintln!("  {}", palette.dim(&line));
             }
         }
     })

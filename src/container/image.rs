@@ -24,7 +24,7 @@ pub const DEFAULT_TAG: &str = "qbox-sidecar:latest";
 pub enum BuildProgress<'a> {
     /// The context is on its way to the engine (size in bytes).
     Sending(usize),
-    /// A line of the builder's output (`Step 2/9 : COPY ...`).
+    /// A step of the build (`Step 2/9 : COPY ...`).
     Line(&'a str),
 }
 
@@ -92,8 +92,10 @@ pub async fn build_sidecar(
                 "the image build failed: {message}"
             )));
         }
+        // The builder's steps are the progress; its per-step chatter
+        // (intermediate containers, layer ids) is not.
         for line in info.stream.iter().flat_map(|text| text.lines()) {
-            if !line.trim().is_empty() {
+            if line.starts_with("Step ") {
                 on_progress(BuildProgress::Line(line));
             }
         }
