@@ -19,24 +19,89 @@ pub struct EngineStatus {
     pub error: Option<String>,
 }
 
-/// The endpoint qbox uses, for messages.
+/// Where qbox connects: `DOCKER_HOST`, else the endpoint of the current
+/// Docker context (`DOCKER_CONTEXT`, else `currentContext` in the docker CLI's
+/// `config.json`), else the platform's default socket. The same order as the
+/// docker CLI.
 pub fn endpoint() -> String {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| {
-            if cfg!(windows) {
-                "npipe:////./pipe/docker_engine".into()
-            } else {
-                "unix:///var/run/docker.sock".into()
-            }
-        })
+    if let Some(host) = std::env::var("DOCKER_HOST").ok().filter(|v| !v.is_empty()) {
+        return host;
+    }
+    if let Some(host) = context_endpoint() {
+        return host;
+    }
+    if cfg!(windows) {
+        "npipe:////./pipe/docker_engine".into()
+    } else {
+        "unix:///var/run/docker.sock".into()
+    }
 }
 
-/// Connects with `DOCKER_HOST` / the default socket and agrees on an API
-/// version the engine supports (older engines reject newer versions).
+/// The docker CLI's configuration directory (`DOCKER_CONFIG`, else `~/.docker`).
+fn docker_config_dir() -> Option<std::path::PathBuf> {
+    match std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
+        Some(dir) => Some(dir.into()),
+        None => dirs::home_dir().map(|home| home.join(".docker")),
+    }
+}
+
+/// The current context's Docker endpoint, when one other than `default` is
+/// selected.
+fn context_endpoint() -> Option<String> {
+    let chosen = std::env::var("DOCKER_CONTEXT")
+        .ok()
+        .filter(|v| !v.is_empty());
+    context_endpoint_in(&docker_config_dir()?, chosen.as_deref())
+}
+
+/// The endpoint of the context `chosen` (else `currentContext` in
+/// `config_dir/config.json`), read from the context store's `meta.json`
+/// files. `None` for the `default` context or anything unreadable: the
+/// default socket is then used, as the docker CLI would.
+pub fn context_endpoint_in(config_dir: &std::path::Path, chosen: Option<&str>) -> Option<String> {
+    let name = match chosen {
+        Some(name) => name.to_owned(),
+        None => {
+            let config = std::fs::read(config_dir.join("config.json")).ok()?;
+            let config: serde_json::Value = serde_json::from_slice(&config).ok()?;
+            config["currentContext"].as_str()?.to_owned()
+        }
+    };
+    if name.is_empty() || name == "default" {
+        return None;
+    }
+    // Each context lives in a directory named by the digest of its name; its
+    // meta.json carries the name too, so a scan finds it without hashing.
+    let meta = std::fs::read_dir(config_dir.join("contexts/meta")).ok()?;
+    meta.filter_map(Result::ok).find_map(|entry| {
+        let text = std::fs::read(entry.path().join("meta.json")).ok()?;
+        let meta: serde_json::Value = serde_json::from_slice(&text).ok()?;
+        if meta["Name"] != name.as_str() {
+            return None;
+        }
+        meta["Endpoints"]["docker"]["Host"]
+            .as_str()
+            .map(str::to_owned)
+    })
+}
+
+/// Connects to [`endpoint`] and agrees on an API version the engine
+/// supports (older engines reject newer versions).
 pub async fn connect() -> Result<Docker, bollard::errors::Error> {
-    Docker::connect_with_defaults()?.negotiate_version().await
+    let docker = if std::env::var("DOCKER_HOST").is_ok_and(|v| !v.is_empty()) {
+        Docker::connect_with_defaults()?
+    } else {
+        match context_endpoint() {
+            Some(host) if host.starts_with("unix://") => {
+                Docker::connect_with_unix(&host, 120, bollard::API_DEFAULT_VERSION)?
+            }
+            Some(host) if host.starts_with("tcp://") || host.starts_with("http://") => {
+                Docker::connect_with_http(&host, 120, bollard::API_DEFAULT_VERSION)?
+            }
+            _ => Docker::connect_with_defaults()?,
+        }
+    };
+    docker.negotiate_version().await
 }
 
 /// Asks the engine for its version, giving up after `timeout`.
@@ -116,7 +181,57 @@ pub async fn container_exists(docker: &Docker, name: &str) -> Result<bool, bolla
 
 #[cfg(test)]
 mod tests {
-    use super::first_host;
+    use super::{context_endpoint_in, first_host};
+
+    fn context_store(current: &str, contexts: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            serde_json::json!({"auths": {}, "currentContext": current}).to_string(),
+        )
+        .unwrap();
+        for (i, (name, host)) in contexts.iter().enumerate() {
+            let meta = dir.path().join(format!("contexts/meta/{i:064x}"));
+            std::fs::create_dir_all(&meta).unwrap();
+            let json = serde_json::json!({
+                "Name": name,
+                "Metadata": {},
+                "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": false}},
+            });
+            std::fs::write(meta.join("meta.json"), json.to_string()).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn the_current_context_names_the_endpoint() {
+        let store = context_store(
+            "remote",
+            &[
+                ("local", "unix:///run/user/1000/docker.sock"),
+                ("remote", "tcp://10.0.0.5:2375"),
+            ],
+        );
+        assert_eq!(
+            context_endpoint_in(store.path(), None).as_deref(),
+            Some("tcp://10.0.0.5:2375")
+        );
+        // DOCKER_CONTEXT wins over config.json.
+        assert_eq!(
+            context_endpoint_in(store.path(), Some("local")).as_deref(),
+            Some("unix:///run/user/1000/docker.sock")
+        );
+        assert_eq!(context_endpoint_in(store.path(), Some("default")), None);
+        assert_eq!(context_endpoint_in(store.path(), Some("missing")), None);
+    }
+
+    #[test]
+    fn no_config_or_the_default_context_means_the_default_socket() {
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(context_endpoint_in(empty.path(), None), None);
+        let default = context_store("default", &[("x", "unix:///x.sock")]);
+        assert_eq!(context_endpoint_in(default.path(), None), None);
+    }
 
     #[test]
     fn the_gateway_is_the_subnets_first_host() {

@@ -471,3 +471,55 @@ fn an_engine_that_goes_away_mid_run_is_reported_and_nothing_is_left_behind() {
     // Removal waited for the engine to come back.
     assert_eq!(leftovers(), (0, 0), "{stderr}");
 }
+
+/// A docker CLI configuration whose current context points at `host`.
+fn docker_config_with_context(dir: &Path, host: &str) {
+    let meta = dir.join("contexts/meta/0a1b2c");
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"auths":{},"currentContext":"qbox-test"}"#,
+    )
+    .unwrap();
+    let json = serde_json::json!({"Name": "qbox-test", "Metadata": {}, "Endpoints": {"docker": {"Host": host}}});
+    std::fs::write(meta.join("meta.json"), json.to_string()).unwrap();
+}
+
+#[test]
+fn the_current_docker_context_is_honoured_when_docker_host_is_unset() {
+    let Some((image, _turn, home)) = engine_test("ctx") else {
+        return;
+    };
+    let elsewhere = home.path().join("elsewhere");
+    docker_config_with_context(&elsewhere, "unix:///nonexistent/qbox-context.sock");
+    let run = home
+        .qbox()
+        .env_remove("DOCKER_HOST")
+        .env("DOCKER_CONFIG", &elsewhere)
+        .args(["run", image, "--", "true"])
+        .run();
+    run.assert_code(125);
+    run.assert_stderr_contains(
+        "cannot talk to the docker engine at unix:///nonexistent/qbox-context.sock",
+    );
+
+    let real = home.path().join("real");
+    docker_config_with_context(&real, "unix:///var/run/docker.sock");
+    let run = home
+        .qbox()
+        .env_remove("DOCKER_HOST")
+        .env("DOCKER_CONFIG", &real)
+        .args(["run", image, "--", "echo", "through-the-context"])
+        .run();
+    run.assert_code(0);
+    assert_eq!(run.stdout, "through-the-context\n");
+    // DOCKER_HOST still wins over the context.
+    let run = home
+        .qbox()
+        .env("DOCKER_CONFIG", &elsewhere)
+        .env("DOCKER_HOST", "unix:///var/run/docker.sock")
+        .args(["run", image, "--", "true"])
+        .run();
+    run.assert_code(0);
+    assert_eq!(leftovers(), (0, 0));
+}
