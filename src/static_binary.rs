@@ -274,6 +274,14 @@ pub fn build_with_cargo(
     if let Some(flags) = &build.rustflags {
         command.env("RUSTFLAGS", flags);
     }
+    // Under `cargo run`, qbox inherits the variables cargo sets for the
+    // program it runs; build scripts (ring's, cc's) watch some of them, so
+    // passing them on would make this build redo what an earlier one did.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(set_by_cargo_run) {
+            command.env_remove(key);
+        }
+    }
     let mut child = command.spawn().map_err(StaticBinaryError::CargoMissing)?;
     let mut executable = None;
     if let Some(stdout) = child.stdout.take() {
@@ -293,6 +301,26 @@ pub fn build_with_cargo(
     executable
         .map(|path| (path, build))
         .ok_or(StaticBinaryError::NoArtifact)
+}
+
+/// Whether `cargo run` / `cargo test` put this variable in the environment
+/// of the program they start (as opposed to configuration a user sets).
+fn set_by_cargo_run(key: &str) -> bool {
+    const EXACT: [&str; 9] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    EXACT.contains(&key)
+        || ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_CFG_"]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
 }
 
 /// The executable named by one line of cargo's JSON messages, if that line
@@ -389,6 +417,26 @@ mod tests {
                 .cargo_args()
                 .ends_with(&["--features".into(), "static-dns".into()])
         );
+    }
+
+    #[test]
+    fn variables_from_cargo_run_are_told_from_configuration() {
+        for injected in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_BIN_EXE_qbox",
+            "OUT_DIR",
+        ] {
+            assert!(set_by_cargo_run(injected), "{injected}");
+        }
+        for config in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_PROFILE_STATIC_LTO",
+            "CARGO",
+        ] {
+            assert!(!set_by_cargo_run(config), "{config}");
+        }
     }
 
     #[test]
