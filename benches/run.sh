@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `qbox run IMG true` next to `docker run --rm IMG true` on the same local
-# image, side by side in one hyperfine run (medians and their ratio).
-# Needs: a Docker engine, the docker CLI, hyperfine, busybox-static, sqlite3.
+# image, side by side in interleaved rounds (medians and their ratio).
+# Needs: a Docker engine, the docker CLI, python3, busybox-static, sqlite3.
 # Usage: bash benches/run.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,17 +26,29 @@ INSERT INTO auth_kv VALUES ('codewhisperer:odic:token', '{"access_token":"aoa-be
 SQL
 
 export QBOX_DB="$store"
-hyperfine --warmup 3 --runs "$runs" -N --export-json "$work/result.json" \
-  --command-name "docker run --rm" "docker run --rm $image true" \
-  --command-name "qbox run --auth none" "target/release/qbox run --auth none $image true" \
-  --command-name "qbox run (snapshot)" "target/release/qbox run $image true" \
-  | grep -v '^$'
-
-python3 - "$work/result.json" <<'PY'
-import json, sys
-r = {x["command"]: x["median"] for x in json.load(open(sys.argv[1]))["results"]}
-base = r["docker run --rm"]
-for name, median in r.items():
-    print(f"{name}: median {median*1000:.1f} ms, ratio {median/base:.2f}x")
+# Interleaved rounds rather than one block per command: on a machine whose
+# speed drifts (shared hosts, CPU steal), every command sees the same drift.
+python3 - "$runs" "$image" <<'PY'
+import statistics, subprocess, sys, time
+runs, image = int(sys.argv[1]), sys.argv[2]
+commands = {
+    "docker run --rm": ["docker", "run", "--rm", image, "true"],
+    "qbox run --auth none": ["target/release/qbox", "run", "--auth", "none", image, "true"],
+    "qbox run (snapshot)": ["target/release/qbox", "run", image, "true"],
+}
+times = {name: [] for name in commands}
+names = list(commands)
+for round_ in range(3 + runs):  # 3 warm-up rounds, not counted
+    order = names[round_ % 3:] + names[:round_ % 3]
+    for name in order:
+        start = time.perf_counter()
+        subprocess.run(commands[name], check=True, stdout=subprocess.DEVNULL)
+        if round_ >= 3:
+            times[name].append(time.perf_counter() - start)
+base = statistics.median(times["docker run --rm"])
+for name in names:
+    median = statistics.median(times[name])
+    print(f"{name}: median {median*1000:.1f} ms, ratio {median/base:.2f}x "
+          f"(min {min(times[name])*1000:.0f}, max {max(times[name])*1000:.0f} ms, {runs} runs)")
 PY
 docker rmi "$image" >/dev/null
