@@ -104,6 +104,38 @@ fn engine_test(tag: &str) -> Option<(&'static str, std::sync::MutexGuard<'static
     Some((image, turn, home))
 }
 
+/// Starts `qbox` with piped output and waits until the container prints
+/// `ready`; returns the child and the rest of its stdout.
+fn spawn_until_ready(qbox: crate::util::Qbox) -> (std::process::Child, std::process::ChildStdout) {
+    let mut child = qbox
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
+    (child, stdout)
+}
+
+/// Waits for `child` to end, failing the test after `limit`.
+fn wait_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what} did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Container tests share the engine; they run one at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -222,17 +254,8 @@ fn signals_are_forwarded_and_interrupted_runs_leave_nothing_behind() {
     };
     let script = "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done";
     for round in 0..20 {
-        let mut child = qbox_run(&home, &[image, "--", "sh", "-c", script])
-            .command()
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let mut ready = [0u8; 6];
-        use std::io::Read;
-        stdout.read_exact(&mut ready).unwrap();
-        assert_eq!(&ready, b"ready\n");
+        let (mut child, mut stdout) =
+            spawn_until_ready(qbox_run(&home, &[image, "--", "sh", "-c", script]));
         let signal = if round % 2 == 0 { "-TERM" } else { "-INT" };
         Command::new("kill")
             .args([signal, &child.id().to_string()])
@@ -245,19 +268,13 @@ fn signals_are_forwarded_and_interrupted_runs_leave_nothing_behind() {
                 .args(["-INT", &child.id().to_string()])
                 .status();
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "qbox run did not end after {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_within(
+            &mut child,
+            Duration::from_secs(20),
+            "qbox run after a signal",
+        );
         let mut rest = String::new();
-        stdout.read_to_string(&mut rest).unwrap();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
         if signal == "-TERM" {
             assert_eq!(
                 status.code(),
@@ -432,31 +449,20 @@ fn an_engine_that_goes_away_mid_run_is_reported_and_nothing_is_left_behind() {
     };
     let socket = home.path().join("engine.sock");
     let mut proxy = EngineProxy::start(&socket);
-    let mut child = home
-        .qbox()
-        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
-        .args(["run", image, "--", "sh", "-c", "echo ready; sleep 30"])
-        .command()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut ready = [0u8; 6];
-    std::io::Read::read_exact(&mut stdout, &mut ready).unwrap();
-    assert_eq!(&ready, b"ready\n");
+    let (mut child, _stdout) = spawn_until_ready(
+        home.qbox()
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .args(["run", image, "--", "sh", "-c", "echo ready; sleep 30"]),
+    );
 
     proxy.cut();
     std::thread::sleep(Duration::from_secs(1));
     proxy.resume();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "qbox run did not end");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_within(
+        &mut child,
+        Duration::from_secs(30),
+        "qbox run without its engine",
+    );
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(125), "{stderr}");

@@ -3,7 +3,8 @@
 
 use crate::util::TestHome;
 
-fn demo_in(home: &TestHome) -> crate::util::Qbox {
+/// `qbox demo` with a private temporary directory, to check what it leaves.
+pub fn demo_in(home: &TestHome) -> crate::util::Qbox {
     let tmp = home.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     home.qbox().env("TMPDIR", &tmp).args(["demo"])
@@ -16,6 +17,11 @@ fn assert_local_run_and_clean(home: &TestHome, run: &crate::util::Run) {
         "{}",
         run.stdout
     );
+    assert_verified_and_clean(home, run);
+}
+
+/// The demo checked its answer and token, and left no temporary files.
+pub fn assert_verified_and_clean(home: &TestHome, run: &crate::util::Run) {
     assert!(
         run.stderr.contains("the stand-in saw the demo token"),
         "{}",

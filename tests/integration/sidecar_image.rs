@@ -430,13 +430,9 @@ fn the_demo_runs_the_whole_chain_in_a_container_and_cleans_up() {
     let Some(image) = sidecar_image() else { return };
     let _turn = serial();
     let home = TestHome::new();
-    let tmp = home.path().join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let run = home
-        .qbox()
+    let run = crate::demo::demo_in(&home)
         .env_remove("DOCKER_HOST")
-        .env("TMPDIR", &tmp)
-        .args(["demo", "--image", image, "--binary", BINARY.get().unwrap()])
+        .args(["--image", image, "--binary", BINARY.get().unwrap()])
         .run();
     run.assert_code(0);
     assert!(
@@ -450,12 +446,6 @@ fn the_demo_runs_the_whole_chain_in_a_container_and_cleans_up() {
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("the stand-in saw the demo token"),
-        "{}",
-        run.stderr
-    );
+    crate::demo::assert_verified_and_clean(&home, &run);
     assert_eq!(managed_containers(), 0);
-    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
-    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
