@@ -21,7 +21,11 @@ import time
 QBOX, IMAGE = sys.argv[1:3]
 # Engines before API 1.42 learn the size by a resize right after start, so
 # the first command may run before it: wait for it, as a shell prompt would.
-INNER = "until stty size 2>/dev/null | grep -q '^[1-9]'; do sleep 1; done; stty size; read line; stty size; echo got:$line"
+# After the line is typed, the new size gets up to ten seconds to arrive (a
+# loaded machine); if it never does, the old one is printed and the check fails.
+INNER = ("until stty size 2>/dev/null | grep -q '^[1-9]'; do sleep 1; done; stty size; read line; "
+         "n=0; while [ \"$(stty size)\" != '40 120' ] && [ $n -lt 10 ]; do sleep 1; n=$((n+1)); done; "
+         "stty size; echo got:$line")
 OUTER = '"$0" run -it "$1" -- sh -c "$2"; echo "qbox-exit:$?"; stty -a; echo end-of-session'
 
 
