@@ -31,12 +31,7 @@ impl AgentAuth {
     }
 
     pub fn private_copy(snapshot: PathBuf) -> Result<Self, StoreError> {
-        let dir = tempfile::Builder::new()
-            .prefix("qbox-agent-")
-            .tempdir()
-            .map_err(|e| {
-                StoreError::io("creating a private directory in", std::env::temp_dir(), e)
-            })?;
+        let dir = store::snapshot::private_temp_dir("qbox-agent-")?;
         let auth = Self::PrivateCopy { snapshot, dir };
         auth.prepare()?;
         Ok(auth)

@@ -164,10 +164,7 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
                 let oidc = OidcClient::from_env().map_err(reclassify)?;
                 login = store::refresh(login, &oidc).await.map_err(reclassify)?;
             }
-            let dir = tempfile::Builder::new()
-                .prefix("qbox-auth-")
-                .tempdir()
-                .map_err(reclassify)?;
+            let dir = snapshot::private_temp_dir("qbox-auth-").map_err(reclassify)?;
             let rows = db::read_snapshot_rows(&login.path).map_err(reclassify)?;
             snapshot::write_snapshot(&rows, dir.path(), snapshot::DEFAULT_MODE)
                 .map_err(reclassify)?;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::args::parse_positive_duration;
-use crate::exit;
-use crate::store::snapshot::{parse_mode, write_snapshot};
+use crate::exit::{self, CommandError};
+use crate::store::snapshot::{DirVerdict, SHARING_MODE_BITS, check_dir, parse_mode, write_snapshot};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, OidcClient, StoreQuery, db};
 use crate::term::Palette;
@@ -36,12 +36,41 @@ pub struct SnapshotArgs {
     /// With --watch, refresh the host token this long before it expires.
     #[arg(long, default_value = "5m", value_parser = parse_positive_duration, requires = "watch")]
     refresh_before: Duration,
-    /// File mode of the snapshot, in octal.
+    /// File mode of the snapshot, in octal. Modes that let the group or
+    /// others read it are refused unless --force-mode.
     #[arg(long, default_value = "600", value_parser = parse_mode)]
     mode: u32,
+    /// Accept a --mode that lets the group or others read the snapshot
+    /// (it holds the refresh token and the client secret).
+    #[arg(long)]
+    force_mode: bool,
     /// Do not refresh an expired token before writing the snapshot.
     #[arg(long, conflicts_with = "watch")]
     no_refresh: bool,
+}
+
+/// Refuses a mode that shares the snapshot's secrets, and a directory
+/// others could change; warns about a directory others can read.
+fn check_destination(args: &SnapshotArgs, palette: Palette) -> anyhow::Result<()> {
+    if args.mode & SHARING_MODE_BITS != 0 && !args.force_mode {
+        return Err(CommandError::new(
+            exit::USAGE,
+            format!(
+                "refusing --mode {:04o}: the snapshot holds the refresh token and the client secret, which let anyone who reads it use your login for weeks",
+                args.mode
+            ),
+        )
+        .hint("keep the default 600 and run the consumer as your user, or add --force-mode if the group is trusted")
+        .into());
+    }
+    if let DirVerdict::Wide { mode } = check_dir(&args.dir)? {
+        eprintln!(
+            "{} {} has mode {mode:04o}: other users can see what is in it; 0700 is safer",
+            palette.warning("warning:"),
+            args.dir.display()
+        );
+    }
+    Ok(())
 }
 
 pub async fn run(
@@ -50,6 +79,7 @@ pub async fn run(
     quiet: bool,
     palette: Palette,
 ) -> anyhow::Result<u8> {
+    check_destination(&args, palette)?;
     if args.watch {
         return watch(args, query, quiet, palette).await;
     }

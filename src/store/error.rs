@@ -54,6 +54,9 @@ pub enum StoreError {
         reason: String,
     },
 
+    #[error("refusing to write a snapshot into {}: {reason}", .path.display())]
+    UnsafeDirectory { path: PathBuf, reason: String },
+
     #[error("sqlite error on {}: {source}", .path.display())]
     Sqlite {
         path: PathBuf,
@@ -106,6 +109,10 @@ impl StoreError {
             }
             Self::BadJson { .. } => {
                 "the CLI writes this value; log in again to replace it".to_owned()
+            }
+            Self::UnsafeDirectory { .. } => {
+                "use a directory that only you can change, such as ./.qbox/auth (created with mode 0700)"
+                    .to_owned()
             }
             Self::Sqlite { .. } | Self::Io { .. } => return None,
         };

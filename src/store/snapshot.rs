@@ -7,11 +7,19 @@
 //! fsync, rename, fsync of the directory): a reader sees the old snapshot or
 //! the new one, never a partial file. Consumers must mount the directory,
 //! not the file, because a bind-mounted file stays pinned to its old inode.
+//!
+//! A snapshot holds the login's secrets, so where it is written matters as
+//! much as its mode. The database is built in memory and only its finished
+//! bytes reach the disk, through a descriptor opened with `O_EXCL` and
+//! `O_NOFOLLOW` relative to the directory's own descriptor: nothing ever
+//! opens the file again by path, so no one can redirect the write with a
+//! symlink between two opens. The directory itself must be one that no other
+//! user can change ([`check_dir`]); the mode is set with `fchmod` on the
+//! descriptor, never with `chmod` on a path.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, MAIN_DB};
 
 use super::db::{SnapshotRows, map_sqlite_error};
 use super::error::StoreError;
@@ -23,33 +31,87 @@ pub const SNAPSHOT_FILE_NAME: &str = "data.sqlite3";
 /// Default file mode: readable by the owner only, like the CLI's store.
 pub const DEFAULT_MODE: u32 = 0o600;
 
-/// Writes `rows` as `dir/data.sqlite3`, replacing any previous snapshot
-/// atomically. Creates `dir` (mode 0700) if needed. Returns the file's path.
-pub fn write_snapshot(rows: &SnapshotRows, dir: &Path, mode: u32) -> Result<PathBuf, StoreError> {
-    create_private_dir(dir)?;
-    let target = dir.join(SNAPSHOT_FILE_NAME);
-    let temp = tempfile::Builder::new()
-        .prefix(".data.sqlite3.")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| StoreError::io("creating a temporary file in", dir, e))?;
-    fill(temp.path(), rows).map_err(|e| map_sqlite_error(temp.path(), e))?;
-    set_mode(temp.path(), mode)?;
-    temp.as_file()
-        .sync_all()
-        .map_err(|e| StoreError::io("syncing", temp.path(), e))?;
-    temp.persist(&target)
-        .map_err(|e| StoreError::io("replacing", &target, e.error))?;
-    sync_dir(dir);
-    Ok(target)
+/// Mode bits that share a file with the group or others. `qbox snapshot`
+/// refuses them without `--force-mode`: a snapshot holds a refresh token
+/// and the client secret, which mint new tokens for weeks.
+pub const SHARING_MODE_BITS: u32 = 0o077;
+
+/// What [`check_dir`] thinks of a snapshot directory that it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirVerdict {
+    /// Owned by the user (or root), and no one else can change it.
+    Private,
+    /// Accepted, but others can list or enter it: `mode` is wider than 0700.
+    Wide { mode: u32 },
+    /// The directory does not exist yet; it will be created with mode 0700.
+    Missing,
 }
 
-/// Builds the snapshot database in a file nobody else reads yet.
-fn fill(path: &Path, rows: &SnapshotRows) -> rusqlite::Result<()> {
-    let mut conn = Connection::open(path)?;
-    // The file is private until the rename, which is what makes the
-    // snapshot atomic: no journal is needed while building it.
-    conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")?;
+/// Decides whether a directory with this owner and mode may hold a snapshot
+/// written by the user `euid`. A directory that another user owns, or that
+/// others may write without the sticky bit, lets them replace the snapshot
+/// or plant a symlink in its place: refused. (Pure, for unit tests.)
+pub fn judge_dir(owner: u32, mode: u32, euid: u32) -> Result<DirVerdict, String> {
+    if owner != euid && owner != 0 {
+        return Err(format!(
+            "it belongs to another user (uid {owner}), who could replace the snapshot"
+        ));
+    }
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky {
+        let who = if mode & 0o002 != 0 {
+            "every user"
+        } else {
+            "its group"
+        };
+        return Err(format!(
+            "{who} can write to it (mode {:04o}), and could replace the snapshot",
+            mode & 0o7777
+        ));
+    }
+    if mode & 0o077 != 0 {
+        return Ok(DirVerdict::Wide {
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(DirVerdict::Private)
+}
+
+/// Checks `dir` before a snapshot is written there: refuses a symlink, a
+/// non-directory, a directory another user owns, and one that others can
+/// write (unless it has the sticky bit).
+pub fn check_dir(dir: &Path) -> Result<DirVerdict, StoreError> {
+    platform::check_dir(dir)
+}
+
+/// A new temporary directory of mode 0700 for a snapshot that lives as long
+/// as the returned handle (`qbox run`, the agent's private copy). The
+/// default would be 0777 less the umask: readable by everyone.
+pub fn private_temp_dir(prefix: &str) -> Result<tempfile::TempDir, StoreError> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    builder
+        .tempdir()
+        .map_err(|e| StoreError::io("creating a private directory in", std::env::temp_dir(), e))
+}
+
+/// Writes `rows` as `dir/data.sqlite3`, replacing any previous snapshot
+/// atomically. Creates `dir` (mode 0700) if needed and refuses one that
+/// [`check_dir`] refuses. Returns the file's path.
+pub fn write_snapshot(rows: &SnapshotRows, dir: &Path, mode: u32) -> Result<PathBuf, StoreError> {
+    let image = database_image(rows).map_err(|e| map_sqlite_error(&dir.join(SNAPSHOT_FILE_NAME), e))?;
+    platform::replace_file(dir, SNAPSHOT_FILE_NAME, &image, mode)?;
+    Ok(dir.join(SNAPSHOT_FILE_NAME))
+}
+
+/// Builds the snapshot database in memory and returns the bytes of its file.
+fn database_image(rows: &SnapshotRows) -> rusqlite::Result<Vec<u8>> {
+    let mut conn = Connection::open_in_memory()?;
     let tx = conn.transaction()?;
     for statement in &rows.schema {
         tx.execute_batch(statement)?;
@@ -73,46 +135,201 @@ fn fill(path: &Path, rows: &SnapshotRows) -> rusqlite::Result<()> {
         )?;
     }
     tx.commit()?;
-    conn.close().map_err(|(_, e)| e)
+    let image = conn.serialize(MAIN_DB)?.to_vec();
+    Ok(image)
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    if dir.is_dir() {
-        return Ok(());
+fn refused(dir: &Path, reason: String) -> StoreError {
+    StoreError::UnsafeDirectory {
+        path: dir.to_owned(),
+        reason,
     }
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(dir)
-        .map_err(|e| StoreError::io("creating", dir, e))
 }
 
 #[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| StoreError::io("setting the mode of", path, e))
+mod platform {
+    //! The descriptor-relative implementation (Linux, macOS).
+
+    use std::io::Write;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    use rustix::io::Errno;
+
+    use super::{DirVerdict, judge_dir, refused};
+    use crate::store::error::StoreError;
+
+    const DIR_FLAGS: OFlags = OFlags::DIRECTORY
+        .union(OFlags::NOFOLLOW)
+        .union(OFlags::RDONLY)
+        .union(OFlags::CLOEXEC);
+
+    fn io(action: &'static str, path: &Path, errno: Errno) -> StoreError {
+        StoreError::io(action, path, errno.into())
+    }
+
+    /// Opens `dir` without following a symlink in its last component.
+    fn open_dir(dir: &Path) -> Result<Option<OwnedFd>, StoreError> {
+        match rustix::fs::open(dir, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(errno @ (Errno::LOOP | Errno::NOTDIR)) => {
+                let is_link = std::fs::symlink_metadata(dir)
+                    .map(|m| m.file_type().is_symlink())
+                    .unwrap_or(false);
+                if is_link {
+                    Err(refused(
+                        dir,
+                        "it is a symbolic link, which someone could point elsewhere".into(),
+                    ))
+                } else if errno == Errno::NOTDIR {
+                    Err(refused(dir, "it is not a directory".into()))
+                } else {
+                    Err(io("opening", dir, errno))
+                }
+            }
+            Err(errno) => Err(io("opening", dir, errno)),
+        }
+    }
+
+    fn judge(dir: &Path, fd: &OwnedFd) -> Result<DirVerdict, StoreError> {
+        let stat = rustix::fs::fstat(fd).map_err(|e| io("inspecting", dir, e))?;
+        let euid = rustix::process::geteuid().as_raw();
+        judge_dir(stat.st_uid, stat.st_mode as u32, euid).map_err(|reason| refused(dir, reason))
+    }
+
+    pub(super) fn check_dir(dir: &Path) -> Result<DirVerdict, StoreError> {
+        match open_dir(dir)? {
+            Some(fd) => judge(dir, &fd),
+            None => Ok(DirVerdict::Missing),
+        }
+    }
+
+    /// Opens (creating with mode 0700 if missing) and checks `dir`.
+    fn open_checked_dir(dir: &Path) -> Result<OwnedFd, StoreError> {
+        let fd = match open_dir(dir)? {
+            Some(fd) => fd,
+            None => {
+                let mut builder = std::fs::DirBuilder::new();
+                std::os::unix::fs::DirBuilderExt::mode(builder.recursive(true), 0o700);
+                builder
+                    .create(dir)
+                    .map_err(|e| StoreError::io("creating", dir, e))?;
+                open_dir(dir)?.ok_or_else(|| {
+                    StoreError::io("opening", dir, std::io::ErrorKind::NotFound.into())
+                })?
+            }
+        };
+        judge(dir, &fd)?;
+        Ok(fd)
+    }
+
+    /// A name for the temporary file no one else can predict the moment of.
+    fn temporary_name(name: &str) -> String {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        format!(
+            ".{name}.{}.{}.{nanos:x}.tmp",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    pub(super) fn replace_file(
+        dir: &Path,
+        name: &str,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<(), StoreError> {
+        let dir_fd = open_checked_dir(dir)?;
+        let target = dir.join(name);
+        // O_EXCL and O_NOFOLLOW: a name someone planted (file or symlink)
+        // is never opened; mode 0600 from the first instant.
+        let (temp_name, file) = loop {
+            let temp_name = temporary_name(name);
+            match rustix::fs::openat(
+                dir_fd.as_fd(),
+                temp_name.as_str(),
+                OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::WRONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => break (temp_name, std::fs::File::from(fd)),
+                Err(Errno::EXIST) => continue,
+                Err(errno) => return Err(io("creating a temporary file in", dir, errno)),
+            }
+        };
+        let written = (|| -> Result<(), StoreError> {
+            (&file)
+                .write_all(bytes)
+                .map_err(|e| StoreError::io("writing", &target, e))?;
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode as _))
+                .map_err(|e| io("setting the mode of", &target, e))?;
+            file.sync_all()
+                .map_err(|e| StoreError::io("syncing", &target, e))?;
+            // renameat replaces a directory entry; it never follows a
+            // symlink that stands at the target name.
+            rustix::fs::renameat(dir_fd.as_fd(), temp_name.as_str(), dir_fd.as_fd(), name)
+                .map_err(|e| io("replacing", &target, e))
+        })();
+        if written.is_err() {
+            let _ = rustix::fs::unlinkat(dir_fd.as_fd(), temp_name.as_str(), AtFlags::empty());
+            return written;
+        }
+        // Makes the rename durable. Best effort: some filesystems refuse to
+        // sync a directory, and the rename itself is already atomic.
+        let _ = rustix::fs::fsync(&dir_fd);
+        Ok(())
+    }
 }
 
 #[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: u32) -> Result<(), StoreError> {
-    Ok(())
-}
+mod platform {
+    //! Windows: the user's profile directories are private by default; the
+    //! file is still written whole and renamed into place.
 
-/// Makes the rename durable. Best effort: some filesystems refuse to sync a
-/// directory, and the rename itself is already atomic.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(handle) = fs::File::open(dir) {
-        let _ = handle.sync_all();
+    use std::io::Write;
+    use std::path::Path;
+
+    use super::DirVerdict;
+    use crate::store::error::StoreError;
+
+    pub(super) fn check_dir(dir: &Path) -> Result<DirVerdict, StoreError> {
+        Ok(if dir.is_dir() {
+            DirVerdict::Private
+        } else {
+            DirVerdict::Missing
+        })
     }
-    #[cfg(not(unix))]
-    let _ = dir;
+
+    pub(super) fn replace_file(
+        dir: &Path,
+        name: &str,
+        bytes: &[u8],
+        _mode: u32,
+    ) -> Result<(), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io("creating", dir, e))?;
+        let target = dir.join(name);
+        let mut temp = tempfile::Builder::new()
+            .prefix(".data.sqlite3.")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|e| StoreError::io("creating a temporary file in", dir, e))?;
+        temp.write_all(bytes)
+            .and_then(|()| temp.as_file().sync_all())
+            .map_err(|e| StoreError::io("writing", &target, e))?;
+        temp.persist(&target)
+            .map_err(|e| StoreError::io("replacing", &target, e.error))?;
+        Ok(())
+    }
 }
 
 /// Parses an octal file mode such as `600` or `0640`.
@@ -142,5 +359,27 @@ mod tests {
         assert!(parse_mode("999").is_err());
         assert!(parse_mode("1777").is_err());
         assert!(parse_mode("200").is_err());
+    }
+
+    #[test]
+    fn directories_others_can_change_are_refused() {
+        let me = 1000;
+        assert_eq!(judge_dir(me, 0o40700, me), Ok(DirVerdict::Private));
+        assert_eq!(judge_dir(0, 0o40700, me), Ok(DirVerdict::Private));
+        assert_eq!(
+            judge_dir(me, 0o40755, me),
+            Ok(DirVerdict::Wide { mode: 0o755 })
+        );
+        // /tmp: world-writable, but the sticky bit stops others replacing
+        // what the user puts there.
+        assert_eq!(
+            judge_dir(0, 0o41777, me),
+            Ok(DirVerdict::Wide { mode: 0o1777 })
+        );
+        assert!(judge_dir(1001, 0o40700, me).unwrap_err().contains("uid 1001"));
+        assert!(judge_dir(me, 0o40777, me).unwrap_err().contains("every user"));
+        assert!(judge_dir(me, 0o40770, me).unwrap_err().contains("its group"));
+        // root writing into a user's directory: that user could swap it.
+        assert!(judge_dir(1000, 0o40700, 0).is_err());
     }
 }

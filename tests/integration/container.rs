@@ -153,6 +153,7 @@ fn the_login_is_mounted_read_only_where_documented_and_the_host_store_is_untouch
         &home,
         &[image, "--", "sh", "-c",
           "echo \"db=$QBOX_DB\"; grep -q aoa-access-ctr \"$QBOX_DB\" && echo token-readable; \
+           ls -ld /run/qbox/auth; \
            touch /run/qbox/auth/x 2>&1; echo tampered > \"$QBOX_DB\" 2>&1; echo to-stderr >&2; exit 0"],
     )
     .run();
@@ -163,6 +164,8 @@ fn the_login_is_mounted_read_only_where_documented_and_the_host_store_is_untouch
         run.stdout
     );
     assert!(run.stdout.contains("token-readable"), "{}", run.stdout);
+    // Issue #13: the snapshot's directory on the host is private (0700).
+    assert!(run.stdout.contains("drwx------"), "{}", run.stdout);
     let both = format!("{}{}", run.stdout, run.stderr);
     assert_eq!(both.matches("Read-only file system").count(), 2, "{both}");
     assert!(

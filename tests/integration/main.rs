@@ -20,5 +20,6 @@ mod secrets;
 mod sidecar;
 mod sidecar_image;
 mod snapshot;
+mod snapshot_safety;
 mod store_safety;
 mod util;

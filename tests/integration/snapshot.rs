@@ -134,7 +134,13 @@ fn mode_option_and_bad_mode() {
     let dir = home.path().join("auth");
     let run = home
         .qbox()
-        .args(["snapshot", dir.to_str().unwrap(), "--mode", "0640"])
+        .args([
+            "snapshot",
+            dir.to_str().unwrap(),
+            "--mode",
+            "0640",
+            "--force-mode",
+        ])
         .run();
     run.assert_code(0);
     use std::os::unix::fs::PermissionsExt;
