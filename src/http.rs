@@ -20,7 +20,11 @@ pub fn client(timeout: Option<Duration>) -> Result<reqwest::Client, reqwest::Err
     let mut builder = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .user_agent(concat!("qbox/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10));
+        .connect_timeout(Duration::from_secs(10))
+        // A redirect would resend the refresh token, client secret or
+        // bearer token to an address the user never named: a 3xx answer
+        // reaches the caller, which reports it as an error.
+        .redirect(reqwest::redirect::Policy::none());
     if let Some(timeout) = timeout {
         builder = builder.timeout(timeout);
     }
@@ -41,4 +45,77 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+/// Most bytes qbox reads from an OIDC answer (tokens, registration).
+pub const OIDC_BODY_LIMIT: usize = 1 << 20;
+/// Most bytes qbox reads from any error answer before reporting it.
+pub const ERROR_BODY_LIMIT: usize = 1 << 20;
+/// Most characters of text written by a remote party that qbox shows.
+pub const REMOTE_TEXT_MAX_CHARS: usize = 512;
+
+/// Why a body could not be read in full.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The body is longer than the caller's limit; reading stopped there.
+    TooLarge { limit: usize },
+    /// The connection failed while reading.
+    Transport(reqwest::Error),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { limit } => write!(f, "the answer is larger than {limit} bytes"),
+            Self::Transport(err) => f.write_str(&error_chain(err)),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// Reads a response body chunk by chunk and stops as soon as it passes
+/// `limit`, so a hostile server cannot make qbox hold more than that.
+pub async fn read_body_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Text a remote party wrote, made safe to print: control characters
+/// (escape sequences, CR, LF) become spaces, so a server cannot move the
+/// cursor or forge a `hint:` line, and the text is cut to
+/// [`REMOTE_TEXT_MAX_CHARS`] characters.
+pub fn sanitize_remote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(REMOTE_TEXT_MAX_CHARS * 4));
+    for (count, c) in text.chars().enumerate() {
+        if count == REMOTE_TEXT_MAX_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_text_loses_control_characters_and_length() {
+        assert_eq!(sanitize_remote("bad\x1b[2J\r\nhint: x"), "bad [2J  hint: x");
+        let long = "a".repeat(REMOTE_TEXT_MAX_CHARS + 10);
+        let cut = sanitize_remote(&long);
+        assert_eq!(cut.chars().count(), REMOTE_TEXT_MAX_CHARS + 1);
+        assert!(cut.ends_with('…'));
+    }
 }

@@ -9,7 +9,9 @@ use time::OffsetDateTime;
 
 use super::args::parse_positive_duration;
 use crate::exit::{self, CommandError};
-use crate::store::snapshot::{DirVerdict, SHARING_MODE_BITS, check_dir, parse_mode, write_snapshot};
+use crate::store::snapshot::{
+    DirVerdict, SHARING_MODE_BITS, check_dir, parse_mode, write_snapshot,
+};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, OidcClient, StoreQuery, db};
 use crate::term::Palette;

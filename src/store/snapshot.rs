@@ -104,7 +104,8 @@ pub fn private_temp_dir(prefix: &str) -> Result<tempfile::TempDir, StoreError> {
 /// atomically. Creates `dir` (mode 0700) if needed and refuses one that
 /// [`check_dir`] refuses. Returns the file's path.
 pub fn write_snapshot(rows: &SnapshotRows, dir: &Path, mode: u32) -> Result<PathBuf, StoreError> {
-    let image = database_image(rows).map_err(|e| map_sqlite_error(&dir.join(SNAPSHOT_FILE_NAME), e))?;
+    let image =
+        database_image(rows).map_err(|e| map_sqlite_error(&dir.join(SNAPSHOT_FILE_NAME), e))?;
     platform::replace_file(dir, SNAPSHOT_FILE_NAME, &image, mode)?;
     Ok(dir.join(SNAPSHOT_FILE_NAME))
 }
@@ -255,11 +256,7 @@ mod platform {
             match rustix::fs::openat(
                 dir_fd.as_fd(),
                 temp_name.as_str(),
-                OFlags::CREATE
-                    | OFlags::EXCL
-                    | OFlags::WRONLY
-                    | OFlags::NOFOLLOW
-                    | OFlags::CLOEXEC,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
             ) {
                 Ok(fd) => break (temp_name, std::fs::File::from(fd)),
@@ -376,9 +373,21 @@ mod tests {
             judge_dir(0, 0o41777, me),
             Ok(DirVerdict::Wide { mode: 0o1777 })
         );
-        assert!(judge_dir(1001, 0o40700, me).unwrap_err().contains("uid 1001"));
-        assert!(judge_dir(me, 0o40777, me).unwrap_err().contains("every user"));
-        assert!(judge_dir(me, 0o40770, me).unwrap_err().contains("its group"));
+        assert!(
+            judge_dir(1001, 0o40700, me)
+                .unwrap_err()
+                .contains("uid 1001")
+        );
+        assert!(
+            judge_dir(me, 0o40777, me)
+                .unwrap_err()
+                .contains("every user")
+        );
+        assert!(
+            judge_dir(me, 0o40770, me)
+                .unwrap_err()
+                .contains("its group")
+        );
         // root writing into a user's directory: that user could swap it.
         assert!(judge_dir(1000, 0o40700, 0).is_err());
     }

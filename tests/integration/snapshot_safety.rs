@@ -21,7 +21,11 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 fn mode_of(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 /// A home the attacker can traverse (but not list or write).
@@ -188,7 +192,10 @@ fn issue_13_a_racing_user_never_receives_the_secrets() {
             } else {
                 run.assert_code(1);
             }
-            assert!(!holds_secret(&bait, "race"), "{name}: the racer got the secrets");
+            assert!(
+                !holds_secret(&bait, "race"),
+                "{name}: the racer got the secrets"
+            );
         }
         std::fs::write(&stop, "").unwrap();
         racer.wait().unwrap();
