@@ -274,13 +274,56 @@ impl OidcClient {
                 url: url.clone(),
                 detail: super::error::describe_json_error(&e),
             })?;
-        grant
-            .check()
-            .map_err(|detail| RefreshError::BadResponse {
-                url: url.clone(),
-                detail,
-            })?;
+        grant.check().map_err(|detail| RefreshError::BadResponse {
+            url: url.clone(),
+            detail,
+        })?;
         tracing::debug!(expires_in = grant.expires_in, "token refreshed");
         Ok(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(access: &str, refresh: Option<&str>, expires_in: i64) -> TokenGrant {
+        TokenGrant {
+            access_token: Secret::new(access),
+            expires_in,
+            refresh_token: refresh.map(Secret::new),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_grant_passes() {
+        assert_eq!(grant("aoa-token", Some("aor-token"), 3600).check(), Ok(()));
+        assert_eq!(grant("a", None, MAX_EXPIRES_IN).check(), Ok(()));
+    }
+
+    #[test]
+    fn malformed_grants_are_refused_without_quoting_the_token() {
+        let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+        let cases = [
+            (grant("", None, 3600), "accessToken is empty"),
+            (grant("aoa", Some(""), 3600), "refreshToken is empty"),
+            (grant(&long, None, 3600), "more than 8192"),
+            (grant("aoa secret", None, 3600), "no token has"),
+            (grant("aoa\u{1b}[2Jx", None, 3600), "no token has"),
+            (grant("aoa", Some("aor\r\nX=1"), 3600), "refreshToken holds"),
+            (grant("aoa-ünïcode", None, 3600), "no token has"),
+            (grant("aoa", None, 0), "expiresIn 0 is outside"),
+            (grant("aoa", None, -5), "expiresIn -5"),
+            (grant("aoa", None, MAX_EXPIRES_IN + 1), "30 days"),
+            (grant("aoa", None, i64::MAX), "outside"),
+        ];
+        for (grant, expected) in cases {
+            let detail = grant.check().unwrap_err();
+            assert!(detail.contains(expected), "{detail:?} lacks {expected:?}");
+            assert!(
+                !detail.contains("aoa") && !detail.contains("aor"),
+                "{detail}"
+            );
+        }
     }
 }
