@@ -208,14 +208,15 @@ async fn issue_13_a_300_mb_oidc_answer_is_cut_at_1_mib_and_memory_stays_bounded(
 
         let (run, peak_kib) = run_measuring_peak_rss(&home, oidc.url()).await;
 
-        run.assert_code(1)
-            .assert_one_line_error()
-            .assert_stderr_contains("the answer is larger than 1048576 bytes");
-        assert_eq!(run.stdout, "");
+        // Memory first: without a limit, qbox holds the whole 300 MB.
         assert!(
             peak_kib < PEAK_RSS_LIMIT_KIB,
             "http {status}: qbox peaked at {peak_kib} KiB, over {PEAK_RSS_LIMIT_KIB} KiB"
         );
+        run.assert_code(1)
+            .assert_one_line_error()
+            .assert_stderr_contains("the answer is larger than 1048576 bytes");
+        assert_eq!(run.stdout, "");
         assert_store_unchanged(&path, &before);
     }
 }
