@@ -3,6 +3,13 @@
 //! `POST {endpoint}/token` with `grantType: refresh_token`. The endpoint is
 //! `https://oidc.{region}.amazonaws.com` unless `QBOX_OIDC_ENDPOINT` names
 //! another base URL (tests, proxies).
+//!
+//! The endpoint's answer is untrusted until checked, because a refresh
+//! writes it into the user's store: a redirect is an error (following it
+//! would resend the refresh token and client secret), bodies are read only
+//! up to [`crate::http::OIDC_BODY_LIMIT`] / [`crate::http::ERROR_BODY_LIMIT`],
+//! a grant must pass [`TokenGrant::check`], and any text the server wrote
+//! is redacted and sanitised before it reaches an error message.
 
 use std::time::Duration;
 
