@@ -1,7 +1,9 @@
 //! Exit codes and the one place errors are printed for people.
 //!
 //! Every failure prints `error: <what, with the path or value>` and, where a
-//! next step exists, `hint: <what to do>` on the following line.
+//! next step exists, `hint: <what to do>` on the following line. Both lines
+//! pass through [`printable_line`]: no known secret and no control character
+//! reaches the terminal, whatever a server or a file put in the message.
 
 use crate::container::run::RunError;
 use crate::qapi::ApiError;
@@ -87,9 +89,38 @@ fn code(no_login: bool) -> u8 {
 /// Prints the error (and its hint) to stderr and returns the exit code.
 pub fn report(err: &anyhow::Error, palette: Palette) -> u8 {
     let (code, hint) = classify(err);
-    eprintln!("{} {err:#}", palette.error("error:"));
+    eprintln!(
+        "{} {}",
+        palette.error("error:"),
+        printable_line(&format!("{err:#}"))
+    );
     if let Some(hint) = hint {
-        eprintln!("{} {hint}", palette.bold("hint:"));
+        eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
     }
     code
+}
+
+/// `text` as one line fit for a terminal: every known secret redacted and
+/// every control character (escape sequences, CR, LF) made a space, so no
+/// part of a message can move the cursor or start a line of its own (a
+/// forged `hint:`). Messages that quote a server have already been
+/// sanitised where they were built; this is the last line of defence for
+/// everything else printed about an error.
+pub fn printable_line(text: &str) -> String {
+    crate::secret::redact(text)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_line_redacts_secrets_and_flattens_control_characters() {
+        crate::secret::register("exit-unit-secret-token");
+        let shown = printable_line("bad exit-unit-secret-token\x1b[31m\r\nhint: run this");
+        assert_eq!(shown, "bad [redacted] [31m  hint: run this");
+    }
 }

@@ -1,7 +1,14 @@
 //! `qbox export-token`: the login's tokens on stdout, in the form a script
 //! or CI system wants, with a warning on stderr every time.
+//!
+//! `--format github` does a GitHub Actions step's whole job itself: the
+//! `::add-mask::` commands go to stdout (the job log, where the runner reads
+//! them), and the variables are appended to the file `GITHUB_ENV` names, in
+//! the runner's `NAME<<DELIMITER` form with a delimiter drawn fresh for
+//! every run, so no value can end its own entry and start another.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -18,7 +25,7 @@ Examples:
   qbox export-token                          # pretty JSON
   qbox export-token --format env > qbox.env  # for docker run --env-file
   eval \"$(qbox export-token --format shell)\"
-  qbox export-token --format github >> \"$GITHUB_ENV\"
+  qbox export-token --format github          # in a GitHub Actions step
   curl -H \"Authorization: Bearer $(qbox export-token --field access)\" ...")]
 pub struct ExportArgs {
     /// Output format.
@@ -40,7 +47,8 @@ pub enum Format {
     Env,
     /// `export NAME='value'` lines for eval in sh, bash and zsh.
     Shell,
-    /// `::add-mask::` lines, then NAME=value lines for $GITHUB_ENV.
+    /// In a GitHub Actions step: `::add-mask::` lines on stdout, the
+    /// variables appended to the file named by $GITHUB_ENV.
     Github,
 }
 
@@ -92,7 +100,12 @@ impl Exported {
     }
 }
 
-/// Renders the export in `format`.
+/// Environment variable naming the file a GitHub Actions step appends its
+/// variables to.
+pub const GITHUB_ENV: &str = "GITHUB_ENV";
+
+/// Renders what `format` prints on stdout (for `github`, only the masks;
+/// the variables go to the file, see [`github_env_entries`]).
 pub fn render(exported: &Exported, format: Format) -> Result<String, CommandError> {
     let vars = exported.variables();
     // A newline would end a NAME=value line early and let the rest be read
@@ -124,17 +137,100 @@ pub fn render(exported: &Exported, format: Format) -> Result<String, CommandErro
             }
         }
         Format::Github => {
+            // The runner registers a mask when it reads this line in the
+            // log, before any later step could print the value.
             for (_, value, secret) in &vars {
                 if *secret {
                     out.push_str(&format!("::add-mask::{value}\n"));
                 }
             }
-            for (name, value, _) in &vars {
-                out.push_str(&format!("{name}={value}\n"));
-            }
         }
     }
     Ok(out)
+}
+
+/// The variables as `GITHUB_ENV` entries: `NAME<<DELIMITER`, the value,
+/// `DELIMITER`, one line each. The runner reads a value up to the first line
+/// that equals the delimiter, so the delimiter must appear in no value:
+/// `None` when one does (the caller draws another). Values hold no line
+/// break ([`render`] refuses those), so a value can only clash by
+/// containing the delimiter.
+pub fn github_env_entries(exported: &Exported, delimiter: &str) -> Option<String> {
+    let vars = exported.variables();
+    if vars
+        .iter()
+        .any(|(name, value, _)| name.contains(delimiter) || value.contains(delimiter))
+    {
+        return None;
+    }
+    let mut out = String::new();
+    for (name, value, _) in &vars {
+        out.push_str(&format!("{name}<<{delimiter}\n{value}\n{delimiter}\n"));
+    }
+    Some(out)
+}
+
+/// A delimiter nobody can predict: 128 random bits from the kernel, so not
+/// even a value written to the store by a hostile server can anticipate it.
+fn fresh_delimiter() -> std::io::Result<String> {
+    let mut random = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("QBOX_EOF_{hex}"))
+}
+
+/// The file `GITHUB_ENV` names, or a usage error outside a GitHub Actions
+/// step: printing the variables instead would put the tokens in the log.
+fn github_env_path() -> Result<PathBuf, CommandError> {
+    std::env::var_os(GITHUB_ENV)
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            CommandError::new(
+                exit::USAGE,
+                format!(
+                    "--format github appends the variables to the file {GITHUB_ENV} names, and {GITHUB_ENV} is unset or empty"
+                ),
+            )
+            .hint(
+                "run it in a GitHub Actions step (the runner sets GITHUB_ENV); elsewhere use --format env or --format shell",
+            )
+        })
+}
+
+/// Appends `exported` to the `GITHUB_ENV` file at `path`, in one write.
+fn append_github_env(path: &Path, exported: &Exported) -> Result<(), CommandError> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let failed = |err: std::io::Error| {
+        CommandError::new(
+            exit::ERROR,
+            format!("cannot append to {} ({GITHUB_ENV}): {err}", path.display()),
+        )
+    };
+    // 128 random bits make a clash a theoretical case; a few draws settle it.
+    let mut entries = None;
+    for _ in 0..4 {
+        entries = github_env_entries(exported, &fresh_delimiter().map_err(failed)?);
+        if entries.is_some() {
+            break;
+        }
+    }
+    let entries = entries.ok_or_else(|| {
+        CommandError::new(
+            exit::ERROR,
+            "cannot find a delimiter that no value contains",
+        )
+    })?;
+    // The runner creates the file; creating it here (0600: it will hold
+    // tokens) only helps when GITHUB_ENV names a file of one's own.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)?;
+    file.write_all(entries.as_bytes()).map_err(failed)
 }
 
 /// Single-quotes a value for POSIX shells.
@@ -147,6 +243,11 @@ pub async fn run(args: ExportArgs, query: StoreQuery, palette: Palette) -> anyho
         "{} this token grants access to your AWS account: never share it, log it or commit it",
         palette.warning("warning:")
     );
+    // Checked before anything else: no refresh for an export with nowhere to go.
+    let github_env = match (args.field, args.format) {
+        (None, Format::Github) => Some(github_env_path()?),
+        _ => None,
+    };
     let now = OffsetDateTime::now_utc();
     let mut login = query.resolve(now)?;
     let expired = login.require_token()?.token.is_expired_at(now);
@@ -188,6 +289,19 @@ pub async fn run(args: ExportArgs, query: StoreQuery, palette: Palette) -> anyho
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
         .context("writing to stdout")?;
+    if let Some(path) = github_env {
+        append_github_env(&path, &exported)?;
+        let names: Vec<&str> = exported
+            .variables()
+            .iter()
+            .map(|(name, _, _)| *name)
+            .collect();
+        eprintln!(
+            "appended {} to {} ({GITHUB_ENV})",
+            names.join(", "),
+            path.display()
+        );
+    }
     Ok(exit::OK)
 }
 
@@ -220,11 +334,32 @@ mod tests {
     }
 
     #[test]
-    fn github_masks_secrets_first() {
+    fn github_prints_only_the_masks() {
         let text = render(&sample(), Format::Github).unwrap();
-        let lines: Vec<_> = text.lines().collect();
-        assert_eq!(lines[0], "::add-mask::aoaA");
-        assert_eq!(lines[1], "::add-mask::aorB");
-        assert_eq!(lines[2], "QBOX_ACCESS_TOKEN=aoaA");
+        assert_eq!(text, "::add-mask::aoaA\n::add-mask::aorB\n");
+    }
+
+    #[test]
+    fn github_env_entries_use_the_delimiter_form() {
+        let entries = github_env_entries(&sample(), "EOF_X").unwrap();
+        assert!(
+            entries
+                .starts_with("QBOX_ACCESS_TOKEN<<EOF_X\naoaA\nEOF_X\nQBOX_REFRESH_TOKEN<<EOF_X\n")
+        );
+        assert!(entries.ends_with("QBOX_REGION<<EOF_X\nus-east-1\nEOF_X\n"));
+    }
+
+    #[test]
+    fn a_value_holding_the_delimiter_is_never_written_with_it() {
+        let mut clash = sample();
+        clash.access_token = "aoa-EOF_X-tail".into();
+        assert_eq!(github_env_entries(&clash, "EOF_X"), None);
+    }
+
+    #[test]
+    fn delimiters_differ_every_time() {
+        let (a, b) = (fresh_delimiter().unwrap(), fresh_delimiter().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "QBOX_EOF_".len() + 32);
     }
 }

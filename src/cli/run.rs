@@ -10,7 +10,7 @@ use crate::container::run::{EXIT_ENGINE, RunError};
 use crate::container::spec::{
     AUTH_DB, AuthMode, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
 };
-use crate::exit::CommandError;
+use crate::exit::{CommandError, printable_line};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, OidcClient, StoreQuery, db, snapshot};
 use crate::term::Palette;
@@ -192,15 +192,21 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
     };
     let keep_fresh = async {
         let Some(keeper) = keeper else { return };
+        // Errors can quote a server: printed as single, redacted lines.
         let mut on_event = |event: WatchEvent<'_>| match event {
             WatchEvent::RefreshFailed { error, .. } => {
                 eprintln!(
-                    "{} login refresh failed: {error}",
-                    palette.warning("qbox: warning:")
+                    "{} login refresh failed: {}",
+                    palette.warning("qbox: warning:"),
+                    printable_line(&error.to_string())
                 );
             }
             WatchEvent::SourceProblem { error } => {
-                eprintln!("{} {error}", palette.warning("qbox: warning:"));
+                eprintln!(
+                    "{} {}",
+                    palette.warning("qbox: warning:"),
+                    printable_line(&error.to_string())
+                );
             }
             WatchEvent::Refreshed { .. } | WatchEvent::Written { .. } => {}
         };
@@ -209,8 +215,9 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
         };
         if let Err(err) = keeper.run(stopped, &mut on_event).await {
             eprintln!(
-                "{} the login snapshot could not be updated: {err}",
-                palette.warning("qbox: warning:")
+                "{} the login snapshot could not be updated: {}",
+                palette.warning("qbox: warning:"),
+                printable_line(&err.to_string())
             );
         }
     };

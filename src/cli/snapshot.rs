@@ -8,7 +8,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::args::parse_positive_duration;
-use crate::exit::{self, CommandError};
+use crate::exit::{self, CommandError, printable_line};
 use crate::store::snapshot::{
     DirVerdict, SHARING_MODE_BITS, check_dir, parse_mode, write_snapshot,
 };
@@ -147,23 +147,26 @@ async fn watch(
                     );
                 }
             }
+            // Errors can quote a server: printed as single, redacted lines.
             WatchEvent::RefreshFailed { error, retry_in } => {
                 eprintln!(
-                    "{} {error}; retrying in {}s",
+                    "{} {}; retrying in {}s",
                     palette.warning("warning:"),
+                    printable_line(&error.to_string()),
                     retry_in.as_secs()
                 );
                 if let Some(hint) = error.hint() {
-                    eprintln!("{} {hint}", palette.bold("hint:"));
+                    eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
                 }
             }
             WatchEvent::SourceProblem { error } => {
                 eprintln!(
-                    "{} {error}; the snapshot is left as it was",
-                    palette.warning("warning:")
+                    "{} {}; the snapshot is left as it was",
+                    palette.warning("warning:"),
+                    printable_line(&error.to_string())
                 );
                 if let Some(hint) = error.hint() {
-                    eprintln!("{} {hint}", palette.bold("hint:"));
+                    eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
                 }
             }
         }

@@ -1,13 +1,16 @@
 //! A stand-in SSO OIDC service: `POST /token` with the refresh token grant,
 //! checking the client credentials and the refresh token like the real one,
-//! recording every request, and failing on request.
+//! recording every request, and failing on request, including the ways a
+//! hostile endpoint fails (redirects, malformed grants, endless bodies,
+//! error text that echoes secrets and carries escape sequences).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -24,6 +27,16 @@ pub enum OidcBehavior {
     ServerError(u16),
     /// Answer 200 with a body that is not a token.
     Garbage,
+    /// Answer this 3xx status with this `Location`.
+    Redirect { status: u16, location: String },
+    /// Answer 200 with exactly this JSON, whatever its shape.
+    Grant(Value),
+    /// Answer 400 with this OIDC error code and description, verbatim.
+    Error { code: String, description: String },
+    /// Answer `status` with a body of `bytes` bytes that starts like a
+    /// token answer and never ends it, streamed in 64 KiB chunks so the
+    /// stand-in itself holds no more than one.
+    Endless { status: u16, bytes: u64 },
 }
 
 /// One request the stand-in received.
@@ -138,6 +151,18 @@ async fn create_token(State(inner): State<Arc<Mutex<Inner>>>, body: String) -> R
         OidcBehavior::Garbage => {
             return (StatusCode::OK, "<html>proxy login</html>").into_response();
         }
+        OidcBehavior::Redirect { status, location } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT);
+            return (status, [(header::LOCATION, location)]).into_response();
+        }
+        OidcBehavior::Grant(answer) => return (StatusCode::OK, Json(answer)).into_response(),
+        OidcBehavior::Error { code, description } => {
+            return oidc_error(StatusCode::BAD_REQUEST, &code, &description);
+        }
+        OidcBehavior::Endless { status, bytes } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            return (status, endless_body(bytes)).into_response();
+        }
         OidcBehavior::Issue { expires_in, rotate } => (expires_in, rotate),
     };
     if field("grantType") != "refresh_token" {
@@ -174,4 +199,19 @@ async fn create_token(State(inner): State<Arc<Mutex<Inner>>>, body: String) -> R
         answer["refreshToken"] = json!(refresh_token);
     }
     (StatusCode::OK, Json(answer)).into_response()
+}
+
+/// `{"accessToken":"aaaa…` for `bytes` bytes, produced as it is sent.
+fn endless_body(bytes: u64) -> Body {
+    const CHUNK: usize = 64 * 1024;
+    let head = Bytes::from_static(b"{\"accessToken\":\"");
+    let chunk = Bytes::from(vec![b'a'; CHUNK]);
+    let chunks = bytes
+        .saturating_sub(head.len() as u64)
+        .div_ceil(CHUNK as u64);
+    let chunks = usize::try_from(chunks).unwrap_or(usize::MAX);
+    let parts = std::iter::once(head)
+        .chain(std::iter::repeat_n(chunk, chunks))
+        .map(Ok::<_, std::convert::Infallible>);
+    Body::from_stream(futures_util::stream::iter(parts))
 }

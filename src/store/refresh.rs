@@ -3,18 +3,37 @@
 //! `POST {endpoint}/token` with `grantType: refresh_token`. The endpoint is
 //! `https://oidc.{region}.amazonaws.com` unless `QBOX_OIDC_ENDPOINT` names
 //! another base URL (tests, proxies).
+//!
+//! The endpoint's answer is untrusted until checked, because a refresh
+//! writes it into the user's store: a redirect is an error (following it
+//! would resend the refresh token and client secret), bodies are read only
+//! up to [`crate::http::OIDC_BODY_LIMIT`] / [`crate::http::ERROR_BODY_LIMIT`],
+//! a grant must pass [`TokenGrant::check`], and any text the server wrote
+//! is redacted and sanitised before it reaches an error message.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::token::DeviceRegistration;
-use crate::secret::Secret;
+use crate::http::{BodyError, ERROR_BODY_LIMIT, OIDC_BODY_LIMIT, read_body_limited};
+use crate::secret::{Secret, redact_remote};
 
 /// Environment variable that overrides the OIDC base URL.
 pub const OIDC_ENDPOINT_ENV: &str = "QBOX_OIDC_ENDPOINT";
 
-/// Why a refresh failed. None of these carry a token.
+/// Longest access or refresh token qbox writes to the store. Real ones are
+/// one to two KiB; anything far longer is not a token.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Shortest token lifetime (`expiresIn`, seconds) qbox accepts.
+pub const MIN_EXPIRES_IN: i64 = 1;
+/// Longest token lifetime qbox accepts: 30 days. Access tokens live an hour;
+/// a far later expiry would keep a bad token in the store for good.
+pub const MAX_EXPIRES_IN: i64 = 30 * 24 * 60 * 60;
+
+/// Why a refresh failed. None of these carry a token, and every piece of
+/// text the server wrote has passed [`redact_remote`].
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
     #[error("token refresh rejected by {url} (http {status}, {code}){}", describe(.description))]
@@ -26,6 +45,12 @@ pub enum RefreshError {
     },
     #[error("token refresh failed: {url} answered http {status}")]
     Server { url: String, status: u16 },
+    #[error("token refresh failed: {url} answered http {status}, a redirect to {location}")]
+    Redirected {
+        url: String,
+        status: u16,
+        location: String,
+    },
     #[error("token refresh failed: cannot reach {url}: {detail}")]
     Network { url: String, detail: String },
     #[error("token refresh failed: unexpected answer from {url}: {detail}")]
@@ -49,10 +74,18 @@ impl RefreshError {
             }
             Self::Rejected { .. } => "log in again with `q login` (or `kiro-cli login`)".into(),
             Self::Server { .. } => "the sso oidc service failed; try again in a minute".into(),
+            Self::Redirected { .. } => format!(
+                "qbox never follows a redirect, which would send the refresh token and client \
+                 secret to another address; if the new address is right, set {OIDC_ENDPOINT_ENV} to it"
+            ),
             Self::Network { .. } => {
                 format!("check the network or proxy; {OIDC_ENDPOINT_ENV} overrides the endpoint")
             }
-            Self::BadResponse { .. } | Self::Client(_) => return None,
+            Self::BadResponse { .. } => format!(
+                "the store was left as it was; if {OIDC_ENDPOINT_ENV} is set, check that it names \
+                 the sso oidc service"
+            ),
+            Self::Client(_) => return None,
         })
     }
 
@@ -70,6 +103,47 @@ pub struct TokenGrant {
     pub expires_in: i64,
     #[serde(default)]
     pub refresh_token: Option<Secret>,
+}
+
+impl TokenGrant {
+    /// Checks the grant is fit to be written to the user's store: tokens
+    /// that look like tokens, a lifetime in a sane range. The answer comes
+    /// from the network, and a broken token in the store would end the
+    /// login for the CLI as well. The description never quotes a token.
+    pub fn check(&self) -> Result<(), String> {
+        check_token("accessToken", &self.access_token)?;
+        if let Some(refresh_token) = &self.refresh_token {
+            check_token("refreshToken", refresh_token)?;
+        }
+        if !(MIN_EXPIRES_IN..=MAX_EXPIRES_IN).contains(&self.expires_in) {
+            return Err(format!(
+                "expiresIn {} is outside {MIN_EXPIRES_IN} s to {MAX_EXPIRES_IN} s (30 days)",
+                self.expires_in
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A token is 1 to [`MAX_TOKEN_BYTES`] bytes of printable ASCII without
+/// spaces: it travels in JSON, HTTP headers and `NAME=value` lines.
+fn check_token(field: &str, token: &Secret) -> Result<(), String> {
+    let value = token.expose();
+    if value.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    if value.len() > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "{field} is {} bytes long, more than {MAX_TOKEN_BYTES}",
+            value.len()
+        ));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{field} holds characters no token has (spaces, control or non-ascii characters)"
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -150,25 +224,45 @@ impl OidcClient {
                     detail: crate::http::error_chain(&e),
                 })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| RefreshError::Network {
-            url: url.clone(),
-            detail: crate::http::error_chain(&e),
-        })?;
-        if status.is_success() {
-            let grant: TokenGrant =
-                serde_json::from_slice(&bytes).map_err(|e| RefreshError::BadResponse {
-                    url: url.clone(),
-                    detail: super::error::describe_json_error(&e),
-                })?;
-            if grant.access_token.is_empty() || grant.expires_in <= 0 {
-                return Err(RefreshError::BadResponse {
-                    url,
-                    detail: "no access token or expiry in the answer".into(),
-                });
-            }
-            tracing::debug!(expires_in = grant.expires_in, "token refreshed");
-            return Ok(grant);
+        if status.is_redirection() {
+            // The client follows no redirect (it would resend the refresh
+            // token and client secret); the location is the server's text.
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map_or_else(
+                    || "no location given".to_owned(),
+                    |value| redact_remote(&String::from_utf8_lossy(value.as_bytes())),
+                );
+            return Err(RefreshError::Redirected {
+                url,
+                status: status.as_u16(),
+                location,
+            });
         }
+        if !status.is_success() && !status.is_client_error() {
+            return Err(RefreshError::Server {
+                url,
+                status: status.as_u16(),
+            });
+        }
+        let limit = if status.is_success() {
+            OIDC_BODY_LIMIT
+        } else {
+            ERROR_BODY_LIMIT
+        };
+        let bytes = read_body_limited(response, limit)
+            .await
+            .map_err(|err| match err {
+                BodyError::TooLarge { .. } => RefreshError::BadResponse {
+                    url: url.clone(),
+                    detail: err.to_string(),
+                },
+                BodyError::Transport(_) => RefreshError::Network {
+                    url: url.clone(),
+                    detail: err.to_string(),
+                },
+            })?;
         if status.is_client_error() {
             let body: Option<OidcErrorBody> = serde_json::from_slice(&bytes).ok();
             let (code, description) = match body {
@@ -178,13 +272,65 @@ impl OidcClient {
             return Err(RefreshError::Rejected {
                 url,
                 status: status.as_u16(),
-                code: code.unwrap_or_else(|| "unknown error".into()),
-                description: description.map(|d| d.chars().take(200).collect()),
+                code: code.map_or_else(|| "unknown error".into(), |c| redact_remote(&c)),
+                description: description.map(|d| redact_remote(&d)),
             });
         }
-        Err(RefreshError::Server {
-            url,
-            status: status.as_u16(),
-        })
+        let grant: TokenGrant =
+            serde_json::from_slice(&bytes).map_err(|e| RefreshError::BadResponse {
+                url: url.clone(),
+                detail: super::error::describe_json_error(&e),
+            })?;
+        grant.check().map_err(|detail| RefreshError::BadResponse {
+            url: url.clone(),
+            detail,
+        })?;
+        tracing::debug!(expires_in = grant.expires_in, "token refreshed");
+        Ok(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(access: &str, refresh: Option<&str>, expires_in: i64) -> TokenGrant {
+        TokenGrant {
+            access_token: Secret::new(access),
+            expires_in,
+            refresh_token: refresh.map(Secret::new),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_grant_passes() {
+        assert_eq!(grant("aoa-token", Some("aor-token"), 3600).check(), Ok(()));
+        assert_eq!(grant("a", None, MAX_EXPIRES_IN).check(), Ok(()));
+    }
+
+    #[test]
+    fn malformed_grants_are_refused_without_quoting_the_token() {
+        let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+        let cases = [
+            (grant("", None, 3600), "accessToken is empty"),
+            (grant("aoa", Some(""), 3600), "refreshToken is empty"),
+            (grant(&long, None, 3600), "more than 8192"),
+            (grant("aoa secret", None, 3600), "no token has"),
+            (grant("aoa\u{1b}[2Jx", None, 3600), "no token has"),
+            (grant("aoa", Some("aor\r\nX=1"), 3600), "refreshToken holds"),
+            (grant("aoa-ünïcode", None, 3600), "no token has"),
+            (grant("aoa", None, 0), "expiresIn 0 is outside"),
+            (grant("aoa", None, -5), "expiresIn -5"),
+            (grant("aoa", None, MAX_EXPIRES_IN + 1), "30 days"),
+            (grant("aoa", None, i64::MAX), "outside"),
+        ];
+        for (grant, expected) in cases {
+            let detail = grant.check().unwrap_err();
+            assert!(detail.contains(expected), "{detail:?} lacks {expected:?}");
+            assert!(
+                !detail.contains("aoa") && !detail.contains("aor"),
+                "{detail}"
+            );
+        }
     }
 }

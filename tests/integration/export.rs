@@ -1,5 +1,8 @@
 //! `qbox export-token`: exact output of every format, for both CLIs.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use qbox::store::Flavor;
 use qbox::timefmt::rfc3339;
 
@@ -52,16 +55,18 @@ fn env_shell_and_github_formats_are_exact() {
         )
     );
 
+    // --format github: only the masks on stdout (the variables go to the
+    // file GITHUB_ENV names; see the issue_13 tests below).
+    let github_env = home.path().join("github_env");
     let github = home
         .qbox()
+        .env("GITHUB_ENV", &github_env)
         .args(["export-token", "--format", "github"])
         .run();
     github.assert_code(0).assert_stderr_contains(WARNING);
     assert_eq!(
         github.stdout,
-        format!(
-            "::add-mask::aoa-access-fmt\n::add-mask::aor-refresh-fmt\nQBOX_ACCESS_TOKEN=aoa-access-fmt\nQBOX_REFRESH_TOKEN=aor-refresh-fmt\nQBOX_TOKEN_EXPIRES_AT={expires}\nQBOX_REGION=eu-central-1\nQBOX_PROFILE_ARN=arn:aws:codewhisperer:eu-central-1:123456789012:profile/P1\n"
-        )
+        "::add-mask::aoa-access-fmt\n::add-mask::aor-refresh-fmt\n"
     );
 }
 
@@ -211,4 +216,196 @@ fn completions_and_help() {
         .args(["export-token", "--format", "env", "--field", "access"])
         .run();
     conflict.assert_code(2);
+}
+
+/// Reads a `GITHUB_ENV` file with the rules of the GitHub Actions runner on
+/// Linux (its `SetEnvFileCommand`): lines end at LF and empty ones are
+/// skipped; a line whose first `=` comes before any `<<` is `NAME=VALUE`; a
+/// line whose `<<` comes first is `NAME<<DELIMITER`, and the value is every
+/// following line up to the first one equal to the delimiter (joined by
+/// LF); any other line, an empty name or delimiter, or a missing closing
+/// delimiter fails the step. Later entries override earlier ones.
+fn parse_like_the_runner(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    if text.is_empty() || text.ends_with('\n') {
+        lines.pop();
+    }
+    let mut vars = BTreeMap::new();
+    let mut rest = lines.into_iter();
+    while let Some(line) = rest.next() {
+        if line.is_empty() {
+            continue;
+        }
+        let equals = line.find('=');
+        let heredoc = line.find("<<");
+        match (equals, heredoc) {
+            (Some(eq), hd) if hd.is_none_or(|hd| eq < hd) => {
+                let (name, value) = (&line[..eq], &line[eq + 1..]);
+                if name.is_empty() {
+                    return Err(format!("invalid format {line:?}: empty name"));
+                }
+                vars.insert(name.to_owned(), value.to_owned());
+            }
+            (_, Some(hd)) => {
+                let (name, delimiter) = (&line[..hd], &line[hd + 2..]);
+                if name.is_empty() || delimiter.is_empty() {
+                    return Err(format!("invalid format {line:?}: empty name or delimiter"));
+                }
+                let mut value = Vec::new();
+                loop {
+                    match rest.next() {
+                        Some(next) if next == delimiter => break,
+                        Some(next) => value.push(next),
+                        None => return Err(format!("matching delimiter not found {delimiter:?}")),
+                    }
+                }
+                vars.insert(name.to_owned(), value.join("\n"));
+            }
+            _ => return Err(format!("invalid format {line:?}")),
+        }
+    }
+    Ok(vars)
+}
+
+/// The delimiters of the heredoc entries in a `GITHUB_ENV` file.
+fn delimiters(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.split_once("<<").map(|(_, d)| d.to_owned()))
+        .collect()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn issue_13_the_runner_parser_rejects_what_the_old_recipe_appended() {
+    // `--format github >> "$GITHUB_ENV"` used to append the masks too: the
+    // runner fails the step on them, so nothing was masked or set.
+    let old = "::add-mask::aoa-x\nQBOX_ACCESS_TOKEN=aoa-x\n";
+    assert!(parse_like_the_runner(old).is_err());
+    let token_with_equals = "::add-mask::aoa=x\n";
+    assert_eq!(
+        parse_like_the_runner(token_with_equals).unwrap()["::add-mask::aoa"],
+        "x",
+        "a token with `=` turned into a variable name"
+    );
+    assert!(parse_like_the_runner("A<<EOF\nvalue\n").is_err());
+}
+
+#[test]
+fn issue_13_github_format_masks_in_the_log_and_appends_variables_the_runner_reads() {
+    let home = TestHome::new();
+    let mut login = valid_login("gha");
+    login.profile_arn = Some("arn:aws:codewhisperer:eu-central-1:123456789012:profile/P1".into());
+    home.login(Flavor::Kiro, &login);
+    let github_env = home.path().join("set_env_file");
+    std::fs::write(&github_env, "EARLIER=kept\n").unwrap();
+
+    let mut seen_delimiters = Vec::new();
+    for _ in 0..2 {
+        let before = read(&github_env);
+        let run = home
+            .qbox()
+            .env("GITHUB_ENV", &github_env)
+            .args(["export-token", "--format", "github"])
+            .run();
+        run.assert_code(0)
+            .assert_stderr_contains(WARNING)
+            .assert_stderr_contains("appended QBOX_ACCESS_TOKEN, QBOX_REFRESH_TOKEN");
+        // The log gets the masks and nothing else: no NAME=value lines.
+        assert_eq!(
+            run.stdout,
+            "::add-mask::aoa-access-gha\n::add-mask::aor-refresh-gha\n"
+        );
+        assert!(
+            !run.stdout.lines().any(|l| l.contains('=')),
+            "{}",
+            run.stdout
+        );
+
+        let after = read(&github_env);
+        assert!(after.starts_with(&before), "the file is appended to");
+        let appended = &after[before.len()..];
+        let new_delimiters = delimiters(appended);
+        assert_eq!(new_delimiters.len(), 5, "one heredoc per variable");
+        seen_delimiters.push(new_delimiters[0].clone());
+
+        let vars = parse_like_the_runner(&after).unwrap_or_else(|err| panic!("{err}:\n{after}"));
+        let expected: BTreeMap<String, String> = [
+            ("EARLIER", "kept"),
+            ("QBOX_ACCESS_TOKEN", "aoa-access-gha"),
+            ("QBOX_REFRESH_TOKEN", "aor-refresh-gha"),
+            ("QBOX_TOKEN_EXPIRES_AT", rfc3339(login.expires_at).as_str()),
+            ("QBOX_REGION", "eu-central-1"),
+            (
+                "QBOX_PROFILE_ARN",
+                "arn:aws:codewhisperer:eu-central-1:123456789012:profile/P1",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(vars, expected);
+    }
+    assert_ne!(
+        seen_delimiters[0], seen_delimiters[1],
+        "each run draws a fresh delimiter"
+    );
+}
+
+#[test]
+fn issue_13_github_format_values_cannot_smuggle_in_variables() {
+    let home = TestHome::new();
+    // A token shaped to end a heredoc or start an entry of its own.
+    let sly = "aoa=EVIL<<EOF";
+    let mut login = valid_login("sly");
+    login.access_token = sly.to_owned();
+    home.login(Flavor::AmazonQ, &login);
+    let github_env = home.path().join("set_env_file");
+    let run = home
+        .qbox()
+        .env("GITHUB_ENV", &github_env)
+        .args(["export-token", "--format", "github"])
+        .run();
+    run.assert_code(0);
+    assert!(run.stdout.starts_with(&format!("::add-mask::{sly}\n")));
+    let vars = parse_like_the_runner(&read(&github_env)).unwrap();
+    assert_eq!(vars["QBOX_ACCESS_TOKEN"], sly);
+    assert_eq!(
+        vars.keys().collect::<Vec<_>>(),
+        [
+            "QBOX_ACCESS_TOKEN",
+            "QBOX_REFRESH_TOKEN",
+            "QBOX_REGION",
+            "QBOX_TOKEN_EXPIRES_AT"
+        ]
+    );
+}
+
+#[test]
+fn issue_13_github_format_outside_actions_is_a_usage_error() {
+    let home = TestHome::new();
+    home.login(Flavor::AmazonQ, &valid_login("nogha"));
+    for value in [None, Some("")] {
+        let mut qbox = home.qbox().args(["export-token", "--format", "github"]);
+        if let Some(value) = value {
+            qbox = qbox.env("GITHUB_ENV", value);
+        }
+        let run = qbox.run();
+        run.assert_code(2)
+            .assert_one_line_error()
+            .assert_stderr_contains("GITHUB_ENV is unset or empty")
+            .assert_stderr_contains("hint: run it in a GitHub Actions step");
+        assert_eq!(run.stdout, "", "nothing, not even a mask, reaches the log");
+    }
+    // A GITHUB_ENV that cannot be appended to is an error naming it.
+    let run = home
+        .qbox()
+        .env("GITHUB_ENV", home.path())
+        .args(["export-token", "--format", "github"])
+        .run();
+    run.assert_code(1)
+        .assert_one_line_error()
+        .assert_stderr_contains("cannot append to");
 }

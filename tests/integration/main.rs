@@ -15,6 +15,7 @@ mod errors;
 mod eventstream;
 mod export;
 mod mcp_client;
+mod net_hardening;
 mod refresh;
 mod secrets;
 mod sidecar;

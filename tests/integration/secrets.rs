@@ -31,6 +31,7 @@ async fn trace_logs_never_contain_tokens() {
     ] {
         let run = home
             .qbox()
+            .env("GITHUB_ENV", home.path().join("github_env"))
             .env("RUST_LOG", "trace")
             .env("QBOX_OIDC_ENDPOINT", oidc.url())
             .args(&args)
