@@ -91,23 +91,23 @@ impl CallTracker {
 
     /// Ends tracking once the CLI itself has been waited for: reaps the
     /// killed processes the sidecar adopted, waiting up to
-    /// [`REAP_DEADLINE`] for them to die.
+    /// [`REAP_DEADLINE`] for them to die. Those still there then (or when
+    /// this future is dropped) are reaped at the end of a later call.
     pub async fn finish(mut self, killed: Killed) {
         self.finished = true;
         platform::forget(self.call, self.root_pid);
+        platform::remember_for_reaping(&killed.0);
         let deadline = tokio::time::Instant::now() + REAP_DEADLINE;
-        let mut pending = killed.0;
         loop {
-            pending = match tokio::task::spawn_blocking(move || platform::reap(pending)).await {
-                Ok(pending) => pending,
-                Err(_) => return,
-            };
-            if pending.is_empty() || tokio::time::Instant::now() >= deadline {
+            let own = killed.0.clone();
+            let left = tokio::task::spawn_blocking(move || platform::reap(&own))
+                .await
+                .unwrap_or(false);
+            if !left || tokio::time::Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        platform::reap_later(pending);
     }
 }
 
@@ -120,7 +120,8 @@ impl Drop for CallTracker {
         }
         let killed = platform::freeze_and_kill(self.call);
         platform::forget(self.call, self.root_pid);
-        platform::reap_later(platform::reap(killed));
+        platform::remember_for_reaping(&killed);
+        platform::reap(&killed);
     }
 }
 
@@ -139,8 +140,8 @@ mod platform {
     const FREEZE_ROUNDS: usize = 64;
     /// Killed processes remembered for a later reap at most (one that
     /// never dies, such as a set-user-ID program the sidecar may not
-    /// signal, must not grow the list without end).
-    const REAP_LATER_MAX: usize = 1024;
+    /// signal, must not grow the set without end).
+    const REAP_LATER_MAX: usize = 16 * 1024;
 
     #[derive(Debug, Default)]
     struct Registry {
@@ -149,8 +150,9 @@ mod platform {
         /// never does.
         roots: HashSet<i32>,
         calls: HashMap<u64, CallProcesses>,
-        /// Killed processes that had not died yet when their call ended.
-        reap_later: Vec<Identity>,
+        /// Killed processes not reaped yet (or, if they are not the
+        /// sidecar's to reap, not gone yet).
+        reap_later: HashSet<Identity>,
     }
 
     #[derive(Debug, Default)]
@@ -289,15 +291,13 @@ mod platform {
         }
     }
 
-    /// Reaps those of `killed` that died as children of the sidecar;
-    /// returns those still there (with what was left for later).
-    pub fn reap(killed: Vec<Identity>) -> Vec<Identity> {
+    /// Reaps the remembered killed processes that died as children of the
+    /// sidecar and forgets those that are gone; returns whether any of
+    /// `own` is still there.
+    pub fn reap(own: &[Identity]) -> bool {
         let me = this_pid();
         let mut registry = registry();
         let mut pending = std::mem::take(&mut registry.reap_later);
-        pending.extend(killed);
-        pending.sort_by_key(|i| (i.pid, i.start));
-        pending.dedup();
         pending.retain(|process| {
             let Some(entry) = read_entry(process.pid) else {
                 return false;
@@ -316,13 +316,20 @@ mod platform {
                 Ok(Some(_)) | Err(rustix::io::Errno::CHILD)
             )
         });
-        pending
+        let own_left = pending.iter().any(|p| own.contains(p));
+        registry.reap_later = pending;
+        own_left
     }
 
-    pub fn reap_later(pending: Vec<Identity>) {
+    /// Adds killed processes to those reaped by [`reap`].
+    pub fn remember_for_reaping(killed: &[Identity]) {
         let mut registry = registry();
-        registry.reap_later.extend(pending);
-        registry.reap_later.truncate(REAP_LATER_MAX);
+        for process in killed {
+            if registry.reap_later.len() >= REAP_LATER_MAX {
+                break;
+            }
+            registry.reap_later.insert(*process);
+        }
     }
 
     pub fn forget(call: u64, root_pid: Option<u32>) {
@@ -357,11 +364,11 @@ mod platform {
         Vec::new()
     }
 
-    pub fn reap(_killed: Vec<Identity>) -> Vec<Identity> {
-        Vec::new()
+    pub fn reap(_own: &[Identity]) -> bool {
+        false
     }
 
-    pub fn reap_later(_pending: Vec<Identity>) {}
+    pub fn remember_for_reaping(_killed: &[Identity]) {}
 
     pub fn forget(_call: u64, _root_pid: Option<u32>) {}
 }
