@@ -154,6 +154,11 @@ fn issue_13_a_huge_output_line_keeps_the_sidecars_memory_bounded() {
         "peak memory grew by {} KiB (from {before} to {after} KiB) for one line of {HUGE} bytes",
         after - before
     );
+    assert!(
+        text.len() > LIMIT as usize && text.len() < LIMIT as usize + 1024,
+        "the answer has {} bytes",
+        text.len()
+    );
     let notice = &text[LIMIT as usize..];
     assert!(text[..LIMIT as usize].bytes().all(|b| b == b'x'));
     assert!(
