@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use crate::store::{self, Flavor, StoreError, db};
 
@@ -18,6 +19,9 @@ pub enum AgentAuth {
     PrivateCopy {
         snapshot: PathBuf,
         dir: tempfile::TempDir,
+        /// Held while the copy is brought up to date: concurrent calls
+        /// would otherwise write the same file at once.
+        updating: Mutex<()>,
     },
 }
 
@@ -32,17 +36,28 @@ impl AgentAuth {
 
     pub fn private_copy(snapshot: PathBuf) -> Result<Self, StoreError> {
         let dir = store::snapshot::private_temp_dir("qbox-agent-")?;
-        let auth = Self::PrivateCopy { snapshot, dir };
+        let auth = Self::PrivateCopy {
+            snapshot,
+            dir,
+            updating: Mutex::new(()),
+        };
         auth.prepare()?;
         Ok(auth)
     }
 
     /// Brings the private copy up to date and returns the environment the
-    /// child needs.
+    /// child needs. This reads and writes SQLite files: call it off the
+    /// async runtime.
     pub fn prepare(&self) -> Result<HashMap<String, String>, StoreError> {
-        let Self::PrivateCopy { snapshot, dir } = self else {
+        let Self::PrivateCopy {
+            snapshot,
+            dir,
+            updating,
+        } = self
+        else {
             return Ok(HashMap::new());
         };
+        let _one_at_a_time = updating.lock().unwrap_or_else(|p| p.into_inner());
         let rows = db::read_snapshot_rows(snapshot)?;
         let flavor = store::Login::detect_flavor(&rows.auth)
             .or_else(|| Flavor::from_path(snapshot))

@@ -13,6 +13,9 @@ pub const TIMEOUT_ENV: &str = "AGENT_TIMEOUT";
 pub const MAX_RESPONSE_ENV: &str = "AGENT_MAX_RESPONSE_SIZE";
 /// The CLI binary to run (default `q`).
 pub const CLI_ENV: &str = "QBOX_AGENT_CLI";
+/// Comma-separated names of extra variables the CLI may see (see
+/// [`super::child_env`]).
+pub const PASS_ENV_ENV: &str = "QBOX_AGENT_PASS_ENV";
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
 pub const DEFAULT_MAX_RESPONSE: usize = 2 * 1024 * 1024;
@@ -29,6 +32,9 @@ pub struct AgentConfig {
     pub kill_grace: Duration,
     /// Longest silence between progress notifications.
     pub keep_alive: Duration,
+    /// Extra variables passed to the CLI ([`PASS_ENV_ENV`]); never a
+    /// `QBOX_*` one.
+    pub pass_env: Vec<String>,
 }
 
 impl AgentConfig {
@@ -65,6 +71,9 @@ impl AgentConfig {
             .map(|c| c.trim().to_owned())
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| DEFAULT_CLI.to_owned());
+        let pass_env = var(PASS_ENV_ENV)
+            .map(|list| pass_env_names(&list))
+            .unwrap_or_default();
         Self {
             enabled,
             timeout,
@@ -72,6 +81,7 @@ impl AgentConfig {
             cli,
             kill_grace: Duration::from_secs(2),
             keep_alive: Duration::from_secs(20),
+            pass_env,
         }
     }
 
@@ -79,6 +89,26 @@ impl AgentConfig {
     pub fn from_env() -> Self {
         Self::from_vars(|name| std::env::var(name).ok())
     }
+}
+
+/// The names in a [`PASS_ENV_ENV`] list. qbox's own variables hold its
+/// secrets (the MCP bearer token, a bare access token), so they are refused
+/// here with a warning rather than passed; so are names no environment can
+/// hold.
+fn pass_env_names(list: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if super::child_env::is_qbox_variable(name) {
+            tracing::warn!(
+                "{PASS_ENV_ENV} names {name}: qbox's own variables are never passed to the CLI"
+            );
+        } else if name.contains('=') || name.contains('\0') {
+            tracing::warn!("{PASS_ENV_ENV} names {name:?}, which is not a variable name; ignored");
+        } else if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    names
 }
 
 #[cfg(test)]
@@ -123,5 +153,15 @@ mod tests {
         assert!(!bad.enabled);
         assert_eq!(bad.timeout, DEFAULT_TIMEOUT);
         assert_eq!(bad.max_response, DEFAULT_MAX_RESPONSE);
+    }
+
+    #[test]
+    fn issue_13_pass_env_never_names_a_qbox_variable() {
+        let set = config(&[(
+            PASS_ENV_ENV,
+            " FAKE_Q_RECORD, QBOX_MCP_TOKEN,,SSH_AUTH_SOCK,A=B,FAKE_Q_RECORD,QBOX_ACCESS_TOKEN ",
+        )]);
+        assert_eq!(set.pass_env, ["FAKE_Q_RECORD", "SSH_AUTH_SOCK"]);
+        assert!(config(&[]).pass_env.is_empty());
     }
 }

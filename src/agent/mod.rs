@@ -2,16 +2,25 @@
 //! `kiro-cli chat`) for one prompt and shapes its output into a tool result.
 //!
 //! **Invariants:** the CLI is started from an argument vector, never a
-//! shell, with the prompt after `--`; it runs in its own process group,
-//! and no process it started outlives the call.
+//! shell, with the prompt after `--`; it gets an environment chosen from an
+//! allow-list that never holds a `QBOX_*` variable; it runs in its own
+//! process group, and no process it started outlives the call; a call holds
+//! at most about the response limit of its output in memory.
 
 pub mod args;
 pub mod auth;
+pub mod capture;
+pub mod child_env;
 pub mod config;
 pub mod output;
+#[cfg(target_os = "linux")]
+pub mod proc_table;
+pub mod report;
 pub mod runner;
+pub mod tracker;
 
 pub use args::{AgentArgs, ArgsError};
 pub use auth::AgentAuth;
 pub use config::{AgentConfig, TOOL_NAME};
-pub use runner::{AgentRunner, Outcome, Progress};
+pub use report::Outcome;
+pub use runner::{AgentRunner, Progress};

@@ -6,6 +6,7 @@
     clippy::needless_pass_by_value
 )]
 
+mod agent_hardening;
 mod chat;
 mod container;
 mod debug_decode;

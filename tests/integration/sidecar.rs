@@ -16,6 +16,7 @@ fn agent_env(record: &Path) -> Vec<(&'static str, String)> {
         ("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent".into()),
         ("QBOX_AGENT_CLI", fake_q()),
         ("FAKE_Q_RECORD", record.display().to_string()),
+        ("QBOX_AGENT_PASS_ENV", "FAKE_Q_RECORD".into()),
     ]
 }
 

@@ -282,6 +282,7 @@ fn issue_13_the_agents_private_copy_lives_in_a_private_directory() {
             ("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent".into()),
             ("QBOX_AGENT_CLI", fake_q()),
             ("FAKE_Q_RECORD", record.display().to_string()),
+            ("QBOX_AGENT_PASS_ENV", "FAKE_Q_RECORD".into()),
             (
                 "QBOX_DB",
                 snapshot_dir.join("data.sqlite3").display().to_string(),
