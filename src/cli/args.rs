@@ -16,7 +16,11 @@ pub fn ignore_empty_env(command: clap::Command) -> clap::Command {
                 .get_env()
                 .and_then(std::env::var_os)
                 .is_some_and(|value| value.is_empty());
-            if empty { arg.env(None::<&'static str>) } else { arg }
+            if empty {
+                arg.env(None::<&'static str>)
+            } else {
+                arg
+            }
         })
         .mut_subcommands(ignore_empty_env)
 }

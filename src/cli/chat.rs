@@ -117,9 +117,7 @@ pub async fn run(
     quiet: bool,
     side: ChatSide,
 ) -> anyhow::Result<u8> {
-    let store = side
-        .store()
-        .map_err(|e| usage_if_given_wrong(e.into()))?;
+    let store = side.store().map_err(|e| usage_if_given_wrong(e.into()))?;
     if args.list_conversations {
         return list(&store, args.format);
     }
@@ -175,16 +173,12 @@ pub async fn run(
 
 /// `--list-conversations`: one line per conversation (text) or a JSON array.
 fn list(store: &ConversationStore, format: ChatFormat) -> anyhow::Result<u8> {
-    let summaries = store
-        .list()
-        .map_err(|e| usage_if_given_wrong(e.into()))?;
+    let summaries = store.list().map_err(|e| usage_if_given_wrong(e.into()))?;
     let mut stdout = std::io::stdout().lock();
     match format {
         ChatFormat::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&summaries)?),
         ChatFormat::Text => summaries.iter().try_for_each(|s| {
-            let updated = s
-                .updated_at
-                .map_or_else(|| "-".to_owned(), rfc3339_seconds);
+            let updated = s.updated_at.map_or_else(|| "-".to_owned(), rfc3339_seconds);
             let about = s
                 .problem
                 .as_deref()

@@ -647,13 +647,23 @@ mod tests {
     #[test]
     fn http_error_code_comes_from_header_then_code_then_type() {
         let body = br#"{"__type":"a#ValidationException","code":"ThrottlingException","errorMessage":"slow"}"#;
-        let from_header = http_error(400, &headers(&[("x-amzn-errortype", "AccessDeniedException:x")]), body);
-        assert!(matches!(&from_header, ApiError::Http { code, .. } if code == "AccessDeniedException"));
+        let from_header = http_error(
+            400,
+            &headers(&[("x-amzn-errortype", "AccessDeniedException:x")]),
+            body,
+        );
+        assert!(
+            matches!(&from_header, ApiError::Http { code, .. } if code == "AccessDeniedException")
+        );
         let from_code = http_error(400, &HeaderMap::new(), body);
         assert!(
             matches!(&from_code, ApiError::Http { code, message, kind, .. } if code == "ThrottlingException" && message == "slow" && *kind == ErrorKind::Throttling)
         );
-        let from_type = http_error(400, &HeaderMap::new(), br#"{"__type":"x#ValidationException","Message":"bad"}"#);
+        let from_type = http_error(
+            400,
+            &HeaderMap::new(),
+            br#"{"__type":"x#ValidationException","Message":"bad"}"#,
+        );
         assert!(
             matches!(&from_type, ApiError::Http { code, message, .. } if code == "ValidationException" && message == "bad")
         );
@@ -664,13 +674,22 @@ mod tests {
         let body = br#"{"__type":"ThrottlingException","message":"Maximum Request reached for this month.","reason":"MONTHLY_REQUEST_COUNT"}"#;
         let error = http_error(400, &HeaderMap::new(), body);
         assert_eq!(error.kind(), Some(ErrorKind::MonthlyLimit));
-        assert!(error.to_string().starts_with("monthly request limit reached"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("monthly request limit reached"),
+            "{error}"
+        );
         assert!(error.hint().unwrap().contains("monthly"));
     }
 
     #[test]
     fn remote_text_in_errors_is_sanitized() {
-        let error = http_error(400, &HeaderMap::new(), b"{\"message\":\"bad\\u001b[2J\\nhint: fake\"}");
+        let error = http_error(
+            400,
+            &HeaderMap::new(),
+            b"{\"message\":\"bad\\u001b[2J\\nhint: fake\"}",
+        );
         let text = error.to_string();
         assert!(!text.contains('\n') && !text.contains('\u{1b}'), "{text}");
     }
@@ -678,7 +697,10 @@ mod tests {
     #[test]
     fn user_agent_names_qbox_os_and_language() {
         let agent = user_agent();
-        assert!(agent.starts_with(concat!("qbox/", env!("CARGO_PKG_VERSION"), " os/")), "{agent}");
+        assert!(
+            agent.starts_with(concat!("qbox/", env!("CARGO_PKG_VERSION"), " os/")),
+            "{agent}"
+        );
         assert!(agent.ends_with(" lang/rust"), "{agent}");
     }
 }

@@ -20,6 +20,8 @@ use super::model::{
 pub const MAX_HISTORY_MESSAGES: usize = 10_000;
 /// Slots the CLI keeps free for its context messages when trimming.
 const RESERVED_HISTORY_MESSAGES: usize = 6;
+/// The most user/assistant pairs sent as history.
+pub const MAX_HISTORY_PAIRS: usize = (MAX_HISTORY_MESSAGES - RESERVED_HISTORY_MESSAGES) / 2;
 /// The most bytes of one user message the CLI keeps (`MAX_USER_MESSAGE_SIZE`).
 pub const MAX_USER_MESSAGE_BYTES: usize = 400_000;
 /// What the CLI appends to a message it cut.
@@ -125,9 +127,8 @@ impl Conversation {
     /// oldest first, until the messages fit with the CLI's reserve; user
     /// messages over the size limit are cut at a character boundary.
     pub fn enforce_limits(&mut self) {
-        let max_pairs = (MAX_HISTORY_MESSAGES - RESERVED_HISTORY_MESSAGES) / 2;
-        if self.turns.len() > max_pairs {
-            let excess = self.turns.len() - max_pairs;
+        if self.turns.len() > MAX_HISTORY_PAIRS {
+            let excess = self.turns.len() - MAX_HISTORY_PAIRS;
             self.turns.drain(..excess);
         }
         for turn in &mut self.turns {
@@ -227,7 +228,11 @@ pub fn parse_conversation_id(text: &str) -> Result<String, ConversationError> {
             .iter()
             .zip([8, 4, 4, 4, 12])
             .all(|(g, len)| g.len() == len);
-    if lengths_ok && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit())) {
+    if lengths_ok
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
         Ok(id)
     } else {
         Err(ConversationError::InvalidId {
@@ -354,7 +359,7 @@ mod tests {
     #[test]
     fn limits_drop_whole_pairs_oldest_first_and_cut_long_messages() {
         let mut conversation = Conversation::new();
-        let max_pairs = (MAX_HISTORY_MESSAGES - RESERVED_HISTORY_MESSAGES) / 2;
+        let max_pairs = MAX_HISTORY_PAIRS;
         for i in 0..max_pairs + 3 {
             conversation.turns.push(Turn {
                 user: UserInputMessage {

@@ -316,13 +316,11 @@ fn create_private_dir(dir: &Path) -> Result<(), ConversationError> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|source| ConversationError::Io {
-            action: "cannot create",
-            path: dir.to_owned(),
-            source,
-        })
+    builder.create(dir).map_err(|source| ConversationError::Io {
+        action: "cannot create",
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -212,7 +212,9 @@ mod tests {
 
     #[test]
     fn profile_arns_are_checked() {
-        assert!(check_profile_arn("arn:aws:codewhisperer:us-east-1:123456789012:profile/P").is_ok());
+        assert!(
+            check_profile_arn("arn:aws:codewhisperer:us-east-1:123456789012:profile/P").is_ok()
+        );
         assert!(check_profile_arn("arn:aws:codewhisperer:eu-central-1:1:profile/a:b").is_ok());
         assert!(check_profile_arn("profile/P").is_err());
         assert!(check_profile_arn("arn:aws:codewhisperer:us-east-1:1").is_err());

@@ -76,7 +76,10 @@ impl ErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::Throttling | Self::ModelOverloaded | Self::InternalServer | Self::ServiceUnavailable
+            Self::Throttling
+                | Self::ModelOverloaded
+                | Self::InternalServer
+                | Self::ServiceUnavailable
         )
     }
 }
@@ -109,7 +112,9 @@ pub enum ApiError {
     },
     #[error("cannot reach amazon q at {url}: {detail}")]
     Transport { url: String, detail: String },
-    #[error("amazon q at {url} answered http {status} with a redirect to {location}; qbox does not follow redirects")]
+    #[error(
+        "amazon q at {url} answered http {status} with a redirect to {location}; qbox does not follow redirects"
+    )]
     Redirect {
         url: String,
         status: u16,
@@ -123,7 +128,9 @@ pub enum ApiError {
         /// "before answering" or "in the middle of the answer".
         waiting_for: &'static str,
     },
-    #[error("amazon q at {url} answered with content type `{content_type}` that is not an event stream: {detail}")]
+    #[error(
+        "amazon q at {url} answered with content type `{content_type}` that is not an event stream: {detail}"
+    )]
     NotEventStream {
         url: String,
         content_type: String,
@@ -135,7 +142,7 @@ pub enum ApiError {
     BadEvent { event_type: String, detail: String },
     #[error("frame without `:message-type` from amazon q")]
     MissingMessageType,
-    #[error("{name}=`{value}` {problem}")]
+    #[error("environment variable {name}=`{value}` {problem}")]
     BadSetting {
         name: &'static str,
         value: String,
@@ -156,7 +163,9 @@ fn describe_service(kind: ErrorKind, what: &str, message: &str) -> String {
         format!(": {message}")
     };
     match kind {
-        ErrorKind::MonthlyLimit => format!("monthly request limit reached: amazon q {what}{detail}"),
+        ErrorKind::MonthlyLimit => {
+            format!("monthly request limit reached: amazon q {what}{detail}")
+        }
         _ => format!("amazon q {what}{detail}"),
     }
 }

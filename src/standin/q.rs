@@ -23,6 +23,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::eventstream::{Header, HeaderValue, encode};
+use crate::qapi::conversation::MAX_HISTORY_PAIRS;
 use crate::qapi::model::ChatMessage;
 use crate::qapi::{EVENT_STREAM_CONTENT_TYPE, GenerateAssistantResponseRequest, TARGET};
 
@@ -205,7 +206,11 @@ impl StandinQ {
 
     /// The (prompt, answer) pairs it answered in conversation `id`.
     pub fn conversation(&self, id: &str) -> Vec<(String, String)> {
-        self.lock().conversations.get(id).cloned().unwrap_or_default()
+        self.lock()
+            .conversations
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// When the first text event of each answer so far was sent.
@@ -308,9 +313,10 @@ async fn generate(
                 );
             }
         }
-        let reply = inner.replies.pop_front().unwrap_or_else(|| {
-            Reply::Answer(Answer::text(&["You said: ", &prompt]))
-        });
+        let reply = inner
+            .replies
+            .pop_front()
+            .unwrap_or_else(|| Reply::Answer(Answer::text(&["You said: ", &prompt])));
         if let (Some(id), Reply::Answer(answer)) = (&state.conversation_id, &reply)
             && answer.completes()
         {
@@ -355,11 +361,14 @@ async fn generate(
 
 /// Checks a request's history against what was answered before: user and
 /// assistant messages alternating from a user message, every answer with a
-/// message id, the pairs equal to the newest of the answered ones (a client
-/// may drop the oldest pairs, never split one or change one).
+/// message id, and the pairs exactly the answered ones, less only the
+/// oldest that the CLI's limit drops (a pair is never split or changed).
 fn check_history(history: &[ChatMessage], answered: &[(String, String)]) -> Result<(), String> {
     if history.len() % 2 != 0 {
-        return Err(format!("{} messages do not make whole pairs", history.len()));
+        return Err(format!(
+            "{} messages do not make whole pairs",
+            history.len()
+        ));
     }
     let mut pairs = Vec::new();
     for (index, pair) in history.chunks(2).enumerate() {
@@ -382,11 +391,12 @@ fn check_history(history: &[ChatMessage], answered: &[(String, String)]) -> Resu
             }
         }
     }
-    if pairs.len() > answered.len() || answered[answered.len() - pairs.len()..] != pairs[..] {
+    let expected = &answered[answered.len().saturating_sub(MAX_HISTORY_PAIRS)..];
+    if pairs != expected {
         return Err(format!(
-            "it sent {} turns that are not the last of the {} answered",
+            "it sent {} turns where {} were answered",
             pairs.len(),
-            answered.len()
+            expected.len()
         ));
     }
     Ok(())

@@ -7,6 +7,7 @@
 )]
 
 mod chat;
+mod chat_compat;
 mod container;
 mod debug_decode;
 mod demo;

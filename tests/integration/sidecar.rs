@@ -679,7 +679,9 @@ async fn the_official_python_sdk_interoperates() {
         assert_eq!(report["after_cancel"], "still serving\n");
         assert_eq!(report["chat"]["is_error"], false, "{report}");
         assert_eq!(report["chat"]["text"], "You said: from python");
-        let id = report["chat"]["conversation_id"].as_str().unwrap_or_default();
+        let id = report["chat"]["conversation_id"]
+            .as_str()
+            .unwrap_or_default();
         qbox::qapi::conversation::parse_conversation_id(id).expect("a client-made UUID");
         assert_eq!(
             report["chat"]["progress"],
