@@ -220,7 +220,7 @@ impl ConversationStore {
                     .collect()
             }
         };
-        summaries.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        summaries.sort_by_key(|s| std::cmp::Reverse(s.updated_at));
         Ok(summaries)
     }
 
@@ -348,8 +348,9 @@ mod tests {
         assert_eq!(store.load(&id).unwrap(), conversation);
         assert_eq!(store.list().unwrap()[0].title, "hi");
         let claim = store.claim(&id).unwrap();
+        let shared = store.clone();
         assert!(matches!(
-            store.clone().claim(&id),
+            shared.claim(&id),
             Err(ConversationError::Busy { .. })
         ));
         drop(claim);

@@ -145,7 +145,14 @@ mod tests {
     #[test]
     fn endpoint_rule_table() {
         let idc = |region: &str| format!("arn:aws:codewhisperer:{region}:123456789012:profile/P");
-        let cases: [(&str, Option<&str>, Option<String>, &str, EndpointReason); 6] = [
+        type Case = (
+            &'static str,
+            Option<&'static str>,
+            Option<String>,
+            &'static str,
+            EndpointReason,
+        );
+        let cases: [Case; 6] = [
             (
                 "builder id: no profile",
                 None,

@@ -28,6 +28,9 @@ use crate::qapi::model::ChatMessage;
 use crate::qapi::{EVENT_STREAM_CONTENT_TYPE, GenerateAssistantResponseRequest, TARGET};
 
 /// One scripted answer.
+// Replies are few and short-lived (queued by a test or the demo): boxing
+// the large variant would only make every script longer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Reply {
     /// A streamed answer.
@@ -324,7 +327,7 @@ async fn generate(
                 .conversations
                 .entry(id.clone())
                 .or_default()
-                .push((prompt.clone(), answer.pieces.concat()));
+                .push((prompt, answer.pieces.concat()));
         }
         reply
     };
@@ -364,7 +367,7 @@ async fn generate(
 /// message id, and the pairs exactly the answered ones, less only the
 /// oldest that the CLI's limit drops (a pair is never split or changed).
 fn check_history(history: &[ChatMessage], answered: &[(String, String)]) -> Result<(), String> {
-    if history.len() % 2 != 0 {
+    if !history.len().is_multiple_of(2) {
         return Err(format!(
             "{} messages do not make whole pairs",
             history.len()
