@@ -498,11 +498,12 @@ pub fn event_from_message(message: &Message<'_>) -> Result<ChatEvent, ApiError> 
             })
         }
         Some("exception") | Some("error") => {
-            // The payload says what happened; the `:exception-type` header
+            // The payload says what happened (`code`, else `__type`, as the
+            // SDK reads error bodies); the `:exception-type` header
             // only names the modelled member ("error" for an internal
             // failure), so it is the fallback.
             let json: Option<serde_json::Value> = serde_json::from_slice(message.payload).ok();
-            let raw_code = first_field(json.as_ref(), &["__type", "code"])
+            let raw_code = first_field(json.as_ref(), &["code", "__type"])
                 .or_else(|| headers.get_str(":exception-type").map(str::to_owned))
                 .or_else(|| headers.get_str(":error-code").map(str::to_owned))
                 .unwrap_or_else(|| "UnknownException".into());

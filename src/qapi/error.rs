@@ -84,13 +84,13 @@ impl ErrorKind {
     }
 }
 
-/// Normalizes an error code: `aws.protocol#ThrottlingException:http://...`
-/// becomes `ThrottlingException`.
+/// Normalizes an error code as the SDK does: `aws.protocol#ThrottlingException:http://...`
+/// becomes `ThrottlingException` (cut at the first `:`, then after the first `#`).
 pub fn normalize_code(raw: &str) -> &str {
-    let after_hash = raw.rsplit_once('#').map_or(raw, |(_, rest)| rest);
-    after_hash
-        .split_once(':')
-        .map_or(after_hash, |(code, _)| code)
+    let before_colon = raw.split_once(':').map_or(raw, |(code, _)| code);
+    before_colon
+        .split_once('#')
+        .map_or(before_colon, |(_, code)| code)
         .trim()
 }
 
