@@ -244,10 +244,9 @@ impl QClient {
                 if let Some(expires_at) = bare.expires_at
                     && expires_at <= OffsetDateTime::now_utc()
                 {
-                    return Err(ApiError::NoLogin(format!(
-                        "the token in {ACCESS_TOKEN_ENV} expired at {} ({TOKEN_EXPIRES_AT_ENV})",
-                        crate::timefmt::rfc3339_seconds(expires_at)
-                    )));
+                    return Err(ApiError::BareTokenExpired {
+                        expires_at: crate::timefmt::rfc3339_seconds(expires_at),
+                    });
                 }
                 return Ok(Auth {
                     token: bare.token.clone(),

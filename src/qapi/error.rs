@@ -154,6 +154,8 @@ pub enum ApiError {
     Auth(#[from] AuthError),
     #[error("no amazon q login: {0}")]
     NoLogin(String),
+    #[error("the token in QBOX_ACCESS_TOKEN expired at {expires_at} (QBOX_TOKEN_EXPIRES_AT)")]
+    BareTokenExpired { expires_at: String },
 }
 
 fn describe_service(kind: ErrorKind, what: &str, message: &str) -> String {
@@ -183,7 +185,7 @@ impl ApiError {
     pub fn is_no_login(&self) -> bool {
         match self {
             Self::Auth(e) => e.is_no_login(),
-            Self::NoLogin(_) => true,
+            Self::NoLogin(_) | Self::BareTokenExpired { .. } => true,
             _ => self.kind() == Some(ErrorKind::ExpiredToken),
         }
     }
@@ -202,6 +204,7 @@ impl ApiError {
         Some(match self {
             Self::Auth(e) => return e.hint(),
             Self::NoLogin(_) => "log in with `q login` or `kiro-cli login`, mount a snapshot and set QBOX_DB, or set QBOX_ACCESS_TOKEN".into(),
+            Self::BareTokenExpired { .. } => "export a fresh token where the login lives (`qbox export-token --format env`), or mount a snapshot".into(),
             Self::Transport { .. } => "check the network or proxy; QBOX_Q_ENDPOINT overrides the endpoint".into(),
             Self::Redirect { .. } => "a proxy or captive portal may be answering instead of amazon q; point QBOX_Q_ENDPOINT at the service itself".into(),
             Self::Timeout { .. } => "the service or the network stalled: try again; QBOX_Q_TIMEOUT sets the wait in seconds".into(),

@@ -262,6 +262,22 @@ async fn issue_11_export_env_round_trips_to_chat_for_builder_id_and_identity_cen
         .assert_stderr_contains("QBOX_PROFILE_ARN=`my-profile` is not an ARN")
         .assert_stderr_contains("hint: use the value `qbox export-token --format env` prints");
     assert!(q.requests().is_empty());
+
+    // An exported token past its expiry is refused before anything is sent.
+    let expired = ci
+        .qbox()
+        .env("QBOX_Q_ENDPOINT", q.url())
+        .env("QBOX_ACCESS_TOKEN", "t")
+        .env("QBOX_TOKEN_EXPIRES_AT", "2020-01-01T00:00:00Z")
+        .args(["chat", "hi"])
+        .run_async()
+        .await;
+    expired
+        .assert_code(4)
+        .assert_one_line_error()
+        .assert_stderr_contains("expired at 2020-01-01T00:00:00Z")
+        .assert_stderr_contains("hint: export a fresh token");
+    assert!(q.requests().is_empty());
 }
 
 fn history_contents(request: &Value) -> Vec<String> {
