@@ -59,6 +59,8 @@ pub struct ExceptionFrame {
 /// exception, written `split_every` bytes at a time.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// The `messageMetadataEvent`'s conversation id when the request names
+    /// none (otherwise the request's own id is echoed).
     pub conversation_id: String,
     pub pieces: Vec<String>,
     /// Extra events sent after the text: (event type, JSON payload).
