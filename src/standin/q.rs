@@ -7,8 +7,8 @@
 //!
 //! Like a service that keeps no conversations itself, it checks what a
 //! client sends as history: it remembers what it answered in each
-//! conversation id and rejects a turn whose history is not (a pair-aligned
-//! tail of) exactly that.
+//! conversation id and rejects a turn whose history is not exactly that
+//! (less only the oldest pairs that the CLI's history limit drops).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
