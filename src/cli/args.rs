@@ -1,6 +1,29 @@
-//! Parsers for option values that clap does not know.
+//! Parsers for option values that clap does not know, and the rule that an
+//! empty environment variable counts as unset.
 
 use std::time::Duration;
+
+/// Unbinds, in `command` and all its subcommands, every option whose
+/// environment variable is set to the empty string, so that clap treats
+/// `QBOX_DB=` like an unset `QBOX_DB` instead of failing with "a value is
+/// required". CI templates set variables to "" to mean unset, and Docker
+/// and the AWS CLI read them that way. (Variables qbox reads itself go
+/// through helpers that ignore empty values the same way.)
+pub fn ignore_empty_env(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let empty = arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.is_empty());
+            if empty {
+                arg.env(None::<&'static str>)
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(ignore_empty_env)
+}
 
 /// Parses `90`, `90s`, `500ms`, `5m` or `1h` into a duration.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -1,14 +1,16 @@
 //! `chat`: one prompt to Amazon Q through qbox's own streaming client,
-//! the answer streamed to stdout as it arrives (shared by `qbox` and
-//! `qbox-sidecar`).
+//! the answer streamed to stdout as it arrives, in a conversation kept
+//! across runs (shared by `qbox` and `qbox-sidecar`).
 
 use std::io::{IsTerminal, Read, Write};
 
 use anyhow::Context;
 
 use crate::exit::{self, CommandError};
-use crate::qapi::{ChatEvent, GenerateAssistantResponseRequest, QClient};
+use crate::qapi::conversation::parse_conversation_id;
+use crate::qapi::{ApiError, ConversationError, ConversationStore, QClient};
 use crate::store::StoreQuery;
+use crate::timefmt::rfc3339_seconds;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -16,27 +18,56 @@ Examples:
   qbox chat \"explain this error: E0502\"
   git diff | qbox chat -                      # the prompt from stdin
   qbox chat --format json \"hi\" | jq -c .     # one JSON object per event
-  qbox chat --conversation-id ID \"and then?\"
+  qbox chat --conversation-id ID \"and then?\" # ID: printed on stderr after each answer
+  qbox chat --list-conversations
+  qbox chat --forget ID
 
-Exit codes: 0 ok, 1 service or transport error, 2 usage, 4 no usable login.")]
+Conversations are kept in <data dir>/qbox/conversations (QBOX_STATE_DIR/conversations when
+set; in the sidecar, in memory unless QBOX_STATE_DIR is set).
+Exit codes: 0 ok, 1 service or transport error, 2 usage (also an unknown conversation id),
+4 no usable login.")]
 pub struct ChatArgs {
     /// The prompt; `-` or nothing (with stdin not a terminal) reads stdin.
     prompt: Option<String>,
     /// Model id to ask for (default: the service's choice).
     #[arg(long)]
     model: Option<String>,
-    /// Continue this conversation (printed on stderr after each answer).
-    #[arg(long)]
+    /// Continue this conversation (its id is printed on stderr after each answer).
+    #[arg(long, value_name = "ID")]
     conversation_id: Option<String>,
     /// `text` prints the answer; `json` prints one JSON object per event.
     #[arg(long, value_enum, default_value_t = ChatFormat::Text)]
     format: ChatFormat,
+    /// List the stored conversations (id, turns, last update, first prompt) and exit.
+    #[arg(long, conflicts_with_all = ["prompt", "model", "conversation_id", "forget"])]
+    list_conversations: bool,
+    /// Delete the stored conversation ID and exit.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["prompt", "model", "conversation_id"])]
+    forget: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ChatFormat {
     Text,
     Json,
+}
+
+/// Which binary runs `chat`, which decides where conversations live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatSide {
+    /// `qbox chat`: the user's data directory (or `QBOX_STATE_DIR`).
+    Host,
+    /// `qbox-sidecar chat`: `QBOX_STATE_DIR`, else memory (the image's root is read-only).
+    Sidecar,
+}
+
+impl ChatSide {
+    fn store(self) -> Result<ConversationStore, ConversationError> {
+        match self {
+            Self::Host => ConversationStore::from_env_or_data_dir(),
+            Self::Sidecar => Ok(ConversationStore::from_env_or_memory()),
+        }
+    }
 }
 
 fn read_prompt(arg: Option<String>) -> anyhow::Result<String> {
@@ -65,26 +96,53 @@ fn read_prompt(arg: Option<String>) -> anyhow::Result<String> {
     Ok(prompt)
 }
 
+/// An error in what the user gave (a setting, a conversation id) becomes
+/// a usage error (exit 2); every other error keeps its own code.
+fn usage_if_given_wrong(err: ApiError) -> anyhow::Error {
+    if err.is_usage() {
+        let mut usage = CommandError::new(exit::USAGE, err.to_string());
+        if let Some(hint) = err.hint() {
+            usage = usage.hint(hint);
+        }
+        return usage.into();
+    }
+    err.into()
+}
+
 /// Runs `chat`. `refresh` allows refreshing an expired token in the store.
 pub async fn run(
     args: ChatArgs,
     query: StoreQuery,
     refresh: bool,
     quiet: bool,
+    side: ChatSide,
 ) -> anyhow::Result<u8> {
+    let store = side.store().map_err(|e| usage_if_given_wrong(e.into()))?;
+    if args.list_conversations {
+        return list(&store, args.format);
+    }
+    if let Some(id) = &args.forget {
+        let id = parse_conversation_id(id).map_err(|e| usage_if_given_wrong(e.into()))?;
+        store
+            .forget(&id)
+            .map_err(|e| usage_if_given_wrong(e.into()))?;
+        if !quiet {
+            eprintln!("forgot conversation {id}");
+        }
+        return Ok(exit::OK);
+    }
     let prompt = read_prompt(args.prompt)?;
-    let client = QClient::from_env(query, refresh)?;
-    let request =
-        GenerateAssistantResponseRequest::prompt(&prompt, args.model, args.conversation_id);
-    let mut stream = client.generate(request).await?;
+    let client = QClient::from_env(query, refresh)
+        .map_err(usage_if_given_wrong)?
+        .with_conversations(store);
+    let mut turn = client
+        .chat(&prompt, args.model, args.conversation_id.as_deref())
+        .await
+        .map_err(usage_if_given_wrong)?;
     let mut stdout = std::io::stdout().lock();
-    let mut conversation_id = None;
     let mut ends_with_newline = true;
     let result = async {
-        while let Some(event) = stream.next_event().await? {
-            if let ChatEvent::MessageMetadata(meta) = &event {
-                conversation_id = meta.conversation_id.clone().or(conversation_id.take());
-            }
+        while let Some(event) = turn.next_event().await? {
             match args.format {
                 ChatFormat::Json => writeln!(stdout, "{}", event.to_json()),
                 ChatFormat::Text => match event.text() {
@@ -105,9 +163,35 @@ pub async fn run(
         let _ = writeln!(stdout);
     }
     let _ = stdout.flush();
-    if !quiet && let Some(id) = &conversation_id {
-        eprintln!("conversation: {id}");
-    }
     result?;
+    // Only a saved turn has a conversation to continue.
+    if !quiet {
+        eprintln!("conversation: {}", turn.conversation_id());
+    }
+    Ok(exit::OK)
+}
+
+/// `--list-conversations`: one line per conversation (text) or a JSON array.
+fn list(store: &ConversationStore, format: ChatFormat) -> anyhow::Result<u8> {
+    let summaries = store.list().map_err(|e| usage_if_given_wrong(e.into()))?;
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        ChatFormat::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&summaries)?),
+        ChatFormat::Text => summaries.iter().try_for_each(|s| {
+            let updated = s.updated_at.map_or_else(|| "-".to_owned(), rfc3339_seconds);
+            let about = s
+                .problem
+                .as_deref()
+                .map_or_else(|| s.title.clone(), |p| format!("(unreadable: {p})"));
+            writeln!(
+                stdout,
+                "{}  {:>3} turn{}  {updated}  {about}",
+                s.conversation_id,
+                s.turns,
+                if s.turns == 1 { " " } else { "s" }
+            )
+        }),
+    }
+    .context("writing to stdout")?;
     Ok(exit::OK)
 }

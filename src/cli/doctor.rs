@@ -1,5 +1,5 @@
 //! `qbox doctor`: where qbox looked, what it found, whether the login is
-//! usable, and whether a Docker engine answers.
+//! usable, where chat requests would go, and whether a Docker engine answers.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::container::engine::{self, EngineStatus};
 use crate::exit;
+use crate::qapi::{self, BareLogin, ChatEndpoint};
 use crate::store::token::{BUILDER_ID_START_URL, Profile};
 use crate::store::{Flavor, SearchedPath, StoreQuery, TokenStatus};
 use crate::term::Palette;
@@ -40,7 +41,53 @@ struct Report {
     registration: Option<RegistrationInfo>,
     login_kind: Option<&'static str>,
     profile: Option<Profile>,
+    /// Where `qbox chat` would send requests, and why (no network needed).
+    #[serde(rename = "chatEndpoint")]
+    chat_endpoint: ChatEndpointReport,
     docker: EngineStatus,
+}
+
+/// The endpoint chat would use, with the login it would use, or why the
+/// environment's bare login is unusable.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum ChatEndpointReport {
+    Resolved {
+        #[serde(flatten)]
+        endpoint: ChatEndpoint,
+        /// `store`, `QBOX_ACCESS_TOKEN`, or `none`.
+        credentials: &'static str,
+    },
+    Invalid {
+        error: ErrorInfo,
+    },
+}
+
+impl ChatEndpointReport {
+    /// Follows `QClient::from_env`: the store when one exists (its profile),
+    /// else `QBOX_ACCESS_TOKEN` with `QBOX_PROFILE_ARN`.
+    fn new(query: &StoreQuery, store_profile: Option<&Profile>) -> Self {
+        let (credentials, profile_arn) = if qapi::store_exists(query) {
+            ("store", store_profile.map(|p| p.arn.clone()))
+        } else {
+            match BareLogin::from_env() {
+                Ok(Some(bare)) => ("QBOX_ACCESS_TOKEN", bare.profile_arn),
+                Ok(None) => ("none", None),
+                Err(err) => {
+                    return Self::Invalid {
+                        error: ErrorInfo {
+                            message: err.to_string(),
+                            hint: err.hint(),
+                        },
+                    };
+                }
+            }
+        };
+        Self::Resolved {
+            endpoint: ChatEndpoint::from_env(profile_arn.as_deref()),
+            credentials,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -81,6 +128,10 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
         registration: None,
         login_kind: None,
         profile: None,
+        chat_endpoint: ChatEndpointReport::new(
+            &query,
+            resolved.as_ref().ok().and_then(|l| l.profile.as_ref()),
+        ),
         docker: docker.await,
     };
     let mut code = exit::NO_LOGIN;
@@ -211,6 +262,17 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
         };
         line("profile", profile);
     }
+    line(
+        "q endpoint",
+        match &report.chat_endpoint {
+            ChatEndpointReport::Resolved {
+                endpoint,
+                credentials: "QBOX_ACCESS_TOKEN",
+            } => format!("{} with QBOX_ACCESS_TOKEN", endpoint.describe()),
+            ChatEndpointReport::Resolved { endpoint, .. } => endpoint.describe(),
+            ChatEndpointReport::Invalid { error } => p.bad(&error.message),
+        },
+    );
     let docker = &report.docker;
     let docker_text = if docker.available {
         p.good(&format!(

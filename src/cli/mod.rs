@@ -38,8 +38,9 @@ Examples:
   qbox completions bash > /etc/bash_completion.d/qbox
 
 Exit codes: 0 ok, 1 error, 2 usage, 4 no usable login.
-Environment: QBOX_DB, QBOX_CLI, QBOX_OIDC_ENDPOINT, QBOX_Q_ENDPOINT, QBOX_ACCESS_TOKEN,
-QBOX_LOCK_TIMEOUT, RUST_LOG, NO_COLOR.";
+Environment: QBOX_DB, QBOX_CLI, QBOX_OIDC_ENDPOINT, QBOX_Q_ENDPOINT, QBOX_Q_TIMEOUT,
+QBOX_ACCESS_TOKEN, QBOX_PROFILE_ARN, QBOX_REGION, QBOX_STATE_DIR, QBOX_LOCK_TIMEOUT, RUST_LOG,
+NO_COLOR. A variable set to the empty string counts as unset.";
 
 /// Use your Amazon Q Developer CLI / Kiro CLI login outside the CLI.
 #[derive(Debug, Parser)]
@@ -117,15 +118,21 @@ pub enum Command {
 
 /// Parses a command line; on failure returns the exit code after clap has
 /// printed help or version (stdout, code 0) or the usage error (stderr, 2).
+/// An option's environment variable set to the empty string counts as
+/// unset (see [`args::ignore_empty_env`]).
 pub(crate) fn parse_args<P: Parser>(args: impl IntoIterator<Item = OsString>) -> Result<P, u8> {
-    P::try_parse_from(args).map_err(|err| {
+    let report = |err: clap::Error| {
         let _ = err.print();
         if err.use_stderr() {
             exit::USAGE
         } else {
             exit::OK
         }
-    })
+    };
+    let mut matches = args::ignore_empty_env(P::command())
+        .try_get_matches_from(args)
+        .map_err(report)?;
+    P::from_arg_matches_mut(&mut matches).map_err(report)
 }
 
 /// Parses `args`, runs the command, and returns the process exit code.
@@ -152,7 +159,13 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
         Command::Doctor(args) => block_on(doctor::run(args, query, palette)),
         Command::ExportToken(args) => block_on(export::run(args, query, palette)),
         Command::Snapshot(args) => block_on(snapshot::run(args, query, cli.global.quiet, palette)),
-        Command::Chat(args) => block_on(chat::run(args, query, true, cli.global.quiet)),
+        Command::Chat(args) => block_on(chat::run(
+            args,
+            query,
+            true,
+            cli.global.quiet,
+            chat::ChatSide::Host,
+        )),
         Command::Debug(command) => debug::run(command),
         Command::McpConfig(args) => mcp_config::run(&args),
         Command::Image(command) => block_on(image::run(command, cli.global.quiet, palette)),

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::agent::{AgentArgs, AgentRunner, Progress, TOOL_NAME};
-use crate::qapi::{ChatEvent, GenerateAssistantResponseRequest, QClient};
+use crate::qapi::{ChatEvent, QClient};
 
 /// The native chat tool's name.
 pub const CHAT_TOOL: &str = "q-chat";
@@ -47,7 +47,7 @@ pub fn chat_tool() -> Tool {
             "type": "object",
             "properties": {
                 "prompt": {"type": "string", "description": "The question or task (required, non-empty)."},
-                "conversation-id": {"type": "string", "description": "Continue this conversation (from an earlier result)."},
+                "conversation-id": {"type": "string", "description": "Continue this conversation: the conversationId of an earlier result. The earlier turns go to Amazon Q as history; an unknown id is an error."},
                 "model": {"type": "string", "description": "Model id to use instead of the default."}
             },
             "required": ["prompt"],
@@ -184,17 +184,18 @@ pub async fn call_chat(
         Ok(client) => client,
         Err(problem) => return text_result(problem.to_owned(), true),
     };
-    let request = GenerateAssistantResponseRequest::prompt(&prompt, model, conversation_id.clone());
     let token = context.meta.get_progress_token();
     let (text_tx, text_rx) = mpsc::unbounded_channel::<String>();
     let forwarder = token.map(|token| forward_progress(context.peer.clone(), token, text_rx));
     let answer = async {
-        let mut stream = client.generate(request).await?;
+        let mut turn = client
+            .chat(&prompt, model, conversation_id.as_deref())
+            .await?;
         let mut collected = ChatAnswer {
-            conversation_id,
+            conversation_id: Some(turn.conversation_id().to_owned()),
             ..ChatAnswer::default()
         };
-        while let Some(event) = stream.next_event().await? {
+        while let Some(event) = turn.next_event().await? {
             if let Some(text) = event.text() {
                 let _ = text_tx.send(text.to_owned());
             }
@@ -244,9 +245,6 @@ impl ChatAnswer {
             self.text.push_str(text);
         }
         match event {
-            ChatEvent::MessageMetadata(meta) if meta.conversation_id.is_some() => {
-                self.conversation_id = meta.conversation_id;
-            }
             ChatEvent::ToolUse(tool) => {
                 if !self.tool_uses.contains_key(&tool.tool_use_id) {
                     self.tool_use_order.push(tool.tool_use_id.clone());

@@ -1,27 +1,111 @@
 //! A client for `GenerateAssistantResponse`: credentials from the auth
-//! store (or a bare token), bounded retries before the stream starts, and
-//! events handed out as soon as their frame is complete.
+//! store (or a bare token with its profile), the CLI's endpoint rule,
+//! bounded retries before the stream starts, an idle timeout, and events
+//! handed out as soon as their frame is complete.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, USER_AGENT};
 use time::OffsetDateTime;
 
+use super::conversation_store::ConversationStore;
+use super::endpoint::{self, ChatEndpoint};
 use super::error::{ApiError, ErrorKind, normalize_code};
 use super::model::{ChatEvent, GenerateAssistantResponseRequest};
 use crate::eventstream::{Decoder, FrameError, Message};
+use crate::http::{ERROR_BODY_LIMIT, read_body_limited, sanitize_remote};
 use crate::secret::Secret;
 use crate::store::{self, OidcClient, StoreError, StoreQuery};
 
-/// Environment variable overriding the API endpoint (tests, proxies).
-pub const Q_ENDPOINT_ENV: &str = "QBOX_Q_ENDPOINT";
 /// Environment variable with a bare access token, used when no store exists.
 pub const ACCESS_TOKEN_ENV: &str = "QBOX_ACCESS_TOKEN";
+/// The bare token's Identity Center profile (as `export-token` writes it).
+pub const PROFILE_ARN_ENV: &str = "QBOX_PROFILE_ARN";
+/// The bare token's region (as `export-token` writes it).
+pub const REGION_ENV: &str = "QBOX_REGION";
+/// The bare token's expiry, RFC 3339 (as `export-token` writes it).
+pub const TOKEN_EXPIRES_AT_ENV: &str = "QBOX_TOKEN_EXPIRES_AT";
+/// Seconds of silence from the service before a request gives up.
+pub const TIMEOUT_ENV: &str = "QBOX_Q_TIMEOUT";
+/// The CLI's read timeout (5 minutes), also its stalled-stream grace period.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The operation's `X-Amz-Target`.
 pub const TARGET: &str = "AmazonCodeWhispererStreamingService.GenerateAssistantResponse";
-/// The response content type.
+/// The response content type the service declares (not required: a body
+/// that decodes as an event stream is accepted whatever its type says).
 pub const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
+
+/// A token given directly (CI), with what `export-token` writes beside it.
+#[derive(Debug, Clone)]
+pub struct BareLogin {
+    pub token: Secret,
+    /// Sent as `profileArn`; its region picks the endpoint.
+    pub profile_arn: Option<String>,
+    /// The login's region (informational: the endpoint follows the profile).
+    pub region: Option<String>,
+    /// When set, an expired token is refused before anything is sent.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl BareLogin {
+    /// A token without a profile (a Builder ID login).
+    pub fn new(token: impl Into<String>) -> Self {
+        Self {
+            token: Secret::new(token),
+            profile_arn: None,
+            region: None,
+            expires_at: None,
+        }
+    }
+
+    /// `QBOX_ACCESS_TOKEN` with `QBOX_PROFILE_ARN`, `QBOX_REGION` and
+    /// `QBOX_TOKEN_EXPIRES_AT`; `None` without a token.
+    pub fn from_env() -> Result<Option<Self>, ApiError> {
+        let Some(token) = super::env_value(ACCESS_TOKEN_ENV) else {
+            return Ok(None);
+        };
+        let bad = |name: &'static str, value: &str, problem: String| ApiError::BadSetting {
+            name,
+            value: sanitize_remote(value),
+            problem,
+        };
+        let profile_arn = super::env_value(PROFILE_ARN_ENV).map(|v| v.trim().to_owned());
+        if let Some(arn) = &profile_arn {
+            endpoint::check_profile_arn(arn).map_err(|p| bad(PROFILE_ARN_ENV, arn, p))?;
+        }
+        let region = super::env_value(REGION_ENV).map(|v| v.trim().to_owned());
+        if let Some(region) = &region
+            && !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(bad(
+                REGION_ENV,
+                region,
+                "is not a region name (like us-east-1)".into(),
+            ));
+        }
+        let expires_at = super::env_value(TOKEN_EXPIRES_AT_ENV)
+            .map(|text| {
+                OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                        bad(
+                            TOKEN_EXPIRES_AT_ENV,
+                            &text,
+                            "is not an RFC 3339 time".into(),
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok(Some(Self {
+            token: Secret::new(token.trim()),
+            profile_arn,
+            region,
+            expires_at,
+        }))
+    }
+}
 
 /// Where the access token comes from.
 #[derive(Debug, Clone)]
@@ -30,13 +114,20 @@ pub enum Credentials {
     /// token (off for read-only snapshots, whose host refreshes them).
     Store { query: StoreQuery, refresh: bool },
     /// A bare token (CI); never refreshed.
-    Bare(Secret),
+    Bare(BareLogin),
+}
+
+impl Credentials {
+    /// A bare token without a profile.
+    pub fn bare(token: impl Into<String>) -> Self {
+        Self::Bare(BareLogin::new(token))
+    }
 }
 
 /// Tuning of a [`QClient`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Base URL instead of `https://q.{region}.amazonaws.com`.
+    /// Base URL instead of the endpoint the profile picks (`QBOX_Q_ENDPOINT`).
     pub endpoint: Option<String>,
     /// Attempts before giving up on throttling, 5xx and connection errors.
     pub max_attempts: u32,
@@ -44,18 +135,43 @@ pub struct ClientOptions {
     pub base_backoff: Duration,
     /// Sent as `x-amzn-codewhisperer-optout`.
     pub telemetry_optout: bool,
+    /// The longest silence, before the answer starts or inside it.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ClientOptions {
+    /// The defaults, without looking at the environment.
     fn default() -> Self {
         Self {
-            endpoint: std::env::var(Q_ENDPOINT_ENV)
-                .ok()
-                .filter(|v| !v.trim().is_empty()),
+            endpoint: None,
             max_attempts: 3,
             base_backoff: Duration::from_millis(250),
             telemetry_optout: true,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
+    }
+}
+
+impl ClientOptions {
+    /// The defaults with `QBOX_Q_ENDPOINT` and `QBOX_Q_TIMEOUT` applied.
+    pub fn from_env() -> Result<Self, ApiError> {
+        let mut options = Self {
+            endpoint: endpoint::override_from_env(),
+            ..Self::default()
+        };
+        if let Some(text) = super::env_value(TIMEOUT_ENV) {
+            options.idle_timeout = match text.trim().parse::<u64>() {
+                Ok(seconds) if seconds > 0 => Duration::from_secs(seconds),
+                _ => {
+                    return Err(ApiError::BadSetting {
+                        name: TIMEOUT_ENV,
+                        value: sanitize_remote(&text),
+                        problem: "is not a whole number of seconds greater than zero".into(),
+                    });
+                }
+            };
+        }
+        Ok(options)
     }
 }
 
@@ -64,7 +180,6 @@ impl Default for ClientOptions {
 struct Auth {
     token: Secret,
     profile_arn: Option<String>,
-    region: String,
 }
 
 /// A client for the Amazon Q streaming API.
@@ -73,9 +188,11 @@ pub struct QClient {
     http: reqwest::Client,
     credentials: Credentials,
     options: ClientOptions,
+    conversations: ConversationStore,
 }
 
 impl QClient {
+    /// A client whose conversations live in memory (see [`Self::with_conversations`]).
     pub fn new(credentials: Credentials, options: ClientOptions) -> Result<Self, ApiError> {
         let http = crate::http::client(None).map_err(|e| ApiError::Transport {
             url: "(client set-up)".into(),
@@ -85,20 +202,37 @@ impl QClient {
             http,
             credentials,
             options,
+            conversations: ConversationStore::memory(),
         })
     }
 
-    /// Credentials from the store `query` designates, falling back to
-    /// `QBOX_ACCESS_TOKEN` when no store exists at all.
+    /// Credentials from the store `query` designates, or, when no store
+    /// exists at all, the bare token of `QBOX_ACCESS_TOKEN` (with
+    /// `QBOX_PROFILE_ARN`); options from the environment; conversations in
+    /// `$QBOX_STATE_DIR` or memory.
     pub fn from_env(query: StoreQuery, refresh: bool) -> Result<Self, ApiError> {
-        let bare = std::env::var(ACCESS_TOKEN_ENV)
-            .ok()
-            .filter(|v| !v.trim().is_empty());
-        let credentials = match bare {
-            Some(token) if !store_exists(&query) => Credentials::Bare(Secret::new(token.trim())),
-            _ => Credentials::Store { query, refresh },
+        let bare = if store_exists(&query) {
+            None
+        } else {
+            BareLogin::from_env()?
         };
-        Self::new(credentials, ClientOptions::default())
+        let credentials = match bare {
+            Some(bare) => Credentials::Bare(bare),
+            None => Credentials::Store { query, refresh },
+        };
+        Ok(Self::new(credentials, ClientOptions::from_env()?)?
+            .with_conversations(ConversationStore::from_env_or_memory()))
+    }
+
+    /// Keeps conversations in `store` instead.
+    pub fn with_conversations(mut self, store: ConversationStore) -> Self {
+        self.conversations = store;
+        self
+    }
+
+    /// Where this client keeps conversations.
+    pub fn conversations(&self) -> &ConversationStore {
+        &self.conversations
     }
 
     /// Reads the current token; refreshes it if it has expired and refresh
@@ -106,11 +240,17 @@ impl QClient {
     /// else refreshed (the host, for a snapshot) is picked up first.
     async fn auth(&self) -> Result<Auth, ApiError> {
         let (query, refresh) = match &self.credentials {
-            Credentials::Bare(token) => {
+            Credentials::Bare(bare) => {
+                if let Some(expires_at) = bare.expires_at
+                    && expires_at <= OffsetDateTime::now_utc()
+                {
+                    return Err(ApiError::BareTokenExpired {
+                        expires_at: crate::timefmt::rfc3339_seconds(expires_at),
+                    });
+                }
                 return Ok(Auth {
-                    token: token.clone(),
-                    profile_arn: None,
-                    region: store::token::DEFAULT_REGION.into(),
+                    token: bare.token.clone(),
+                    profile_arn: bare.profile_arn.clone(),
                 });
             }
             Credentials::Store { query, refresh } => (query, *refresh),
@@ -136,23 +276,13 @@ impl QClient {
         Ok(Auth {
             token: entry.token.access_token.clone(),
             profile_arn: login.profile.as_ref().map(|p| p.arn.clone()),
-            region: login
-                .api_region()
-                .unwrap_or(store::token::DEFAULT_REGION)
-                .to_owned(),
         })
     }
 
-    fn url(&self, region: &str) -> String {
-        match &self.options.endpoint {
-            Some(base) => format!("{}/", base.trim_end_matches('/')),
-            None => format!("https://q.{region}.amazonaws.com/"),
-        }
-    }
-
     /// Sends the request and returns the event stream once the service has
-    /// accepted it. Throttling, 5xx and connection failures are retried
-    /// with jittered backoff up to `max_attempts`; an expired token is
+    /// accepted it. Throttling, 5xx, connection failures and silence before
+    /// the answer are retried with jittered backoff up to `max_attempts`;
+    /// the monthly limit and redirects never are; an expired token is
     /// reloaded (and refreshed if allowed) once. Nothing is retried after
     /// the response has started.
     pub async fn generate(
@@ -167,24 +297,32 @@ impl QClient {
             if request.profile_arn.is_none() {
                 request.profile_arn = auth.profile_arn.clone();
             }
-            let url = self.url(&auth.region);
-            tracing::debug!(%url, attempt, "sending GenerateAssistantResponse");
-            let sent = self
-                .http
-                .post(&url)
-                .header(CONTENT_TYPE, "application/x-amz-json-1.0")
-                .header("x-amz-target", TARGET)
-                .header(AUTHORIZATION, format!("Bearer {}", auth.token.expose()))
-                .header(
-                    "x-amzn-codewhisperer-optout",
-                    self.options.telemetry_optout.to_string(),
-                )
-                .json(&request)
-                .send()
-                .await;
+            let endpoint = ChatEndpoint::resolve(
+                self.options.endpoint.as_deref(),
+                request.profile_arn.as_deref(),
+            );
+            let url = endpoint.request_url();
+            tracing::debug!(%url, reason = endpoint.reason.as_str(), attempt, "sending GenerateAssistantResponse");
+            let sent = tokio::time::timeout(
+                self.options.idle_timeout,
+                self.http
+                    .post(&url)
+                    .header(CONTENT_TYPE, "application/x-amz-json-1.0")
+                    .header("x-amz-target", TARGET)
+                    .header(AUTHORIZATION, format!("Bearer {}", auth.token.expose()))
+                    .header(USER_AGENT, user_agent())
+                    .header("x-amz-user-agent", user_agent())
+                    .header(
+                        "x-amzn-codewhisperer-optout",
+                        self.options.telemetry_optout.to_string(),
+                    )
+                    .json(&request)
+                    .send(),
+            )
+            .await;
             let response = match sent {
-                Ok(response) => response,
-                Err(err) => {
+                Ok(Ok(response)) => response,
+                Ok(Err(err)) => {
                     let error = ApiError::Transport {
                         url: url.clone(),
                         detail: crate::http::error_chain(&err),
@@ -196,6 +334,17 @@ impl QClient {
                     }
                     return Err(error);
                 }
+                Err(_elapsed) => {
+                    if attempt < self.options.max_attempts {
+                        self.backoff(attempt).await;
+                        continue;
+                    }
+                    return Err(ApiError::Timeout {
+                        url,
+                        seconds: self.options.idle_timeout.as_secs(),
+                        waiting_for: "before answering",
+                    });
+                }
             };
             let status = response.status();
             if status.is_success() {
@@ -205,13 +354,31 @@ impl QClient {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_owned();
-                if !content_type.starts_with(EVENT_STREAM_CONTENT_TYPE) {
-                    return Err(ApiError::NotEventStream { url, content_type });
-                }
-                return Ok(ResponseStream::new(response));
+                return Ok(ResponseStream::new(
+                    response,
+                    url,
+                    content_type,
+                    self.options.idle_timeout,
+                ));
+            }
+            if status.is_redirection() {
+                // The client never follows redirects: one would resend the
+                // bearer token to an address the user never named.
+                let location = response
+                    .headers()
+                    .get(LOCATION)
+                    .map(|v| sanitize_remote(&String::from_utf8_lossy(v.as_bytes())))
+                    .unwrap_or_else(|| "(no location)".into());
+                return Err(ApiError::Redirect {
+                    url,
+                    status: status.as_u16(),
+                    location,
+                });
             }
             let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
+            let body = read_body_limited(response, ERROR_BODY_LIMIT)
+                .await
+                .unwrap_or_else(|e| format!("(the error body could not be read: {e})").into());
             let error = http_error(status.as_u16(), &headers, &body);
             match error.kind() {
                 Some(kind) if kind.is_retryable() && attempt < self.options.max_attempts => {
@@ -243,6 +410,15 @@ impl QClient {
     }
 }
 
+/// The user agent, in the AWS SDKs' style: product, then `os/` and `lang/`.
+pub fn user_agent() -> String {
+    format!(
+        "qbox/{} os/{} lang/rust",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS
+    )
+}
+
 /// A number in [0, 1) that differs between calls and processes ("full
 /// jitter", so clients throttled together do not retry together).
 fn jitter() -> f64 {
@@ -256,40 +432,44 @@ fn jitter() -> f64 {
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn store_exists(query: &StoreQuery) -> bool {
+/// True when the store `query` designates is there (then a bare token is ignored).
+pub fn store_exists(query: &StoreQuery) -> bool {
     match &query.db {
         Some(path) => path.exists(),
         None => query.searched_paths().iter().any(|p| p.exists),
     }
 }
 
+/// The first string field of `json` among `names`.
+fn first_field(json: Option<&serde_json::Value>, names: &[&str]) -> Option<String> {
+    let json = json?;
+    names
+        .iter()
+        .find_map(|name| json.get(*name)?.as_str())
+        .map(str::to_owned)
+}
+
+/// Message keys, in the order the CLI's SDK reads them.
+const MESSAGE_KEYS: [&str; 3] = ["message", "Message", "errorMessage"];
+
 /// Builds the typed error of a non-2xx answer: the code from
-/// `x-amzn-errortype`, else `__type` or `code` in the body.
+/// `x-amzn-errortype`, else the body's `code`, else `__type`.
 fn http_error(status: u16, headers: &HeaderMap, body: &[u8]) -> ApiError {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let field = |name: &str| {
-        json.as_ref()
-            .and_then(|j| j.get(name))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
+    let text = String::from_utf8_lossy(body);
     let raw_code = headers
         .get("x-amzn-errortype")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| field("__type"))
-        .or_else(|| field("code"))
+        .or_else(|| first_field(json.as_ref(), &["code", "__type"]))
         .unwrap_or_else(|| format!("http {status}"));
-    let code = normalize_code(&raw_code).to_owned();
-    let message = field("message")
-        .or_else(|| field("Message"))
-        .or_else(|| field("reason"))
-        .unwrap_or_else(|| {
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-                .trim()
-                .to_owned()
-        });
-    let mut kind = ErrorKind::classify(&code, &message);
+    let code = sanitize_remote(normalize_code(&raw_code));
+    let message = sanitize_remote(
+        first_field(json.as_ref(), &MESSAGE_KEYS)
+            .as_deref()
+            .unwrap_or(text.trim()),
+    );
+    let mut kind = ErrorKind::classify(&code, &text);
     if kind == ErrorKind::Other && status >= 500 {
         kind = if status == 503 {
             ErrorKind::ServiceUnavailable
@@ -317,22 +497,29 @@ pub fn event_from_message(message: &Message<'_>) -> Result<ChatEvent, ApiError> 
             })
         }
         Some("exception") | Some("error") => {
-            let code = headers
-                .get_str(":exception-type")
-                .or_else(|| headers.get_str(":error-code"))
-                .unwrap_or("UnknownException")
-                .to_owned();
+            // The payload says what happened (`code`, else `__type`, as the
+            // SDK reads error bodies); the `:exception-type` header
+            // only names the modelled member ("error" for an internal
+            // failure), so it is the fallback.
             let json: Option<serde_json::Value> = serde_json::from_slice(message.payload).ok();
-            let message_text = json
-                .as_ref()
-                .and_then(|j| j.get("message").or_else(|| j.get("Message")))
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-                .or_else(|| headers.get_str(":error-message").map(str::to_owned))
-                .unwrap_or_default();
+            let raw_code = first_field(json.as_ref(), &["code", "__type"])
+                .or_else(|| headers.get_str(":exception-type").map(str::to_owned))
+                .or_else(|| headers.get_str(":error-code").map(str::to_owned))
+                .unwrap_or_else(|| "UnknownException".into());
+            let code = sanitize_remote(normalize_code(&raw_code));
+            let message_text = sanitize_remote(
+                &first_field(json.as_ref(), &MESSAGE_KEYS)
+                    .or_else(|| headers.get_str(":error-message").map(str::to_owned))
+                    .unwrap_or_default(),
+            );
+            let payload_text = String::from_utf8_lossy(message.payload);
+            let mut kind = ErrorKind::classify(&code, &payload_text);
+            if kind == ErrorKind::Other && code == "error" {
+                kind = ErrorKind::InternalServer;
+            }
             Err(ApiError::Exception {
-                kind: ErrorKind::classify(normalize_code(&code), &message_text),
-                code: normalize_code(&code).to_owned(),
+                kind,
+                code,
                 message: message_text,
             })
         }
@@ -347,20 +534,36 @@ pub struct ResponseStream {
     decoder: Decoder,
     ready: VecDeque<Result<ChatEvent, ApiError>>,
     finished: bool,
+    url: String,
+    content_type: String,
+    idle_timeout: Duration,
+    /// Whether any frame decoded: before the first, a body that does not
+    /// decode is reported as "not an event stream".
+    decoded_any: bool,
 }
 
 impl ResponseStream {
-    fn new(response: reqwest::Response) -> Self {
+    fn new(
+        response: reqwest::Response,
+        url: String,
+        content_type: String,
+        idle_timeout: Duration,
+    ) -> Self {
         Self {
             response,
             decoder: Decoder::new(),
             ready: VecDeque::new(),
             finished: false,
+            url,
+            content_type,
+            idle_timeout,
+            decoded_any: false,
         }
     }
 
     /// The next event; `Ok(None)` at the end of the answer. A cut
-    /// connection, a broken frame or an exception frame is an error.
+    /// connection, a broken frame, an exception frame or a silence longer
+    /// than the idle timeout is an error.
     pub async fn next_event(&mut self) -> Result<Option<ChatEvent>, ApiError> {
         loop {
             if let Some(ready) = self.ready.pop_front() {
@@ -369,33 +572,135 @@ impl ResponseStream {
             if self.finished {
                 return Ok(None);
             }
-            match self.response.chunk().await {
-                Ok(Some(chunk)) => {
+            let chunk = tokio::time::timeout(self.idle_timeout, self.response.chunk()).await;
+            match chunk {
+                Err(_elapsed) => {
+                    self.finished = true;
+                    return Err(ApiError::Timeout {
+                        url: self.url.clone(),
+                        seconds: self.idle_timeout.as_secs(),
+                        waiting_for: "in the middle of the answer",
+                    });
+                }
+                Ok(Ok(Some(chunk))) => {
                     let ready = &mut self.ready;
-                    self.decoder.feed(&chunk, |message| {
+                    let decoded_any = &mut self.decoded_any;
+                    let fed = self.decoder.feed(&chunk, |message| {
+                        *decoded_any = true;
                         ready.push_back(event_from_message(&message));
                         Ok::<_, FrameError>(())
-                    })?;
+                    });
+                    if let Err(err) = fed {
+                        self.finished = true;
+                        return Err(self.frame_error(err));
+                    }
                 }
-                Ok(None) => {
+                Ok(Ok(None)) => {
                     self.finished = true;
-                    self.decoder.finish()?;
+                    if let Err(err) = self.decoder.finish() {
+                        return Err(self.frame_error(err));
+                    }
                 }
-                Err(err) => {
+                Ok(Err(err)) => {
                     self.finished = true;
-                    let url = err.url().map(|u| u.to_string()).unwrap_or_default();
                     return Err(ApiError::Transport {
-                        url,
+                        url: self.url.clone(),
                         detail: crate::http::error_chain(&err),
                     });
                 }
             }
         }
     }
+
+    /// A framing error; before any frame, with a content type that does
+    /// not claim an event stream, the body was never one.
+    fn frame_error(&self, err: FrameError) -> ApiError {
+        if !self.decoded_any && !self.content_type.starts_with(EVENT_STREAM_CONTENT_TYPE) {
+            return ApiError::NotEventStream {
+                url: self.url.clone(),
+                content_type: sanitize_remote(&self.content_type),
+                detail: err.to_string(),
+            };
+        }
+        ApiError::Frame(err)
+    }
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         Self::Auth(err.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn http_error_code_comes_from_header_then_code_then_type() {
+        let body = br#"{"__type":"a#ValidationException","code":"ThrottlingException","errorMessage":"slow"}"#;
+        let from_header = http_error(
+            400,
+            &headers(&[("x-amzn-errortype", "AccessDeniedException:x")]),
+            body,
+        );
+        assert!(
+            matches!(&from_header, ApiError::Http { code, .. } if code == "AccessDeniedException")
+        );
+        let from_code = http_error(400, &HeaderMap::new(), body);
+        assert!(
+            matches!(&from_code, ApiError::Http { code, message, kind, .. } if code == "ThrottlingException" && message == "slow" && *kind == ErrorKind::Throttling)
+        );
+        let from_type = http_error(
+            400,
+            &HeaderMap::new(),
+            br#"{"__type":"x#ValidationException","Message":"bad"}"#,
+        );
+        assert!(
+            matches!(&from_type, ApiError::Http { code, message, .. } if code == "ValidationException" && message == "bad")
+        );
+    }
+
+    #[test]
+    fn monthly_limit_is_its_own_kind_with_its_own_words() {
+        let body = br#"{"__type":"ThrottlingException","message":"Maximum Request reached for this month.","reason":"MONTHLY_REQUEST_COUNT"}"#;
+        let error = http_error(400, &HeaderMap::new(), body);
+        assert_eq!(error.kind(), Some(ErrorKind::MonthlyLimit));
+        assert!(
+            error
+                .to_string()
+                .starts_with("monthly request limit reached"),
+            "{error}"
+        );
+        assert!(error.hint().unwrap().contains("monthly"));
+    }
+
+    #[test]
+    fn remote_text_in_errors_is_sanitized() {
+        let error = http_error(
+            400,
+            &HeaderMap::new(),
+            b"{\"message\":\"bad\\u001b[2J\\nhint: fake\"}",
+        );
+        let text = error.to_string();
+        assert!(!text.contains('\n') && !text.contains('\u{1b}'), "{text}");
+    }
+
+    #[test]
+    fn user_agent_names_qbox_os_and_language() {
+        let agent = user_agent();
+        assert!(
+            agent.starts_with(concat!("qbox/", env!("CARGO_PKG_VERSION"), " os/")),
+            "{agent}"
+        );
+        assert!(agent.ends_with(" lang/rust"), "{agent}");
     }
 }

@@ -1,19 +1,34 @@
 //! Errors of the Amazon Q streaming API, typed by what a caller can do
-//! about them.
+//! about them, classified as the CLI classifies them
+//! (`api_client/error.rs`, `api_client/retry_classifier.rs`).
 
 use crate::eventstream::FrameError;
 use crate::store::AuthError;
+
+use super::conversation::ConversationError;
+
+/// Marks a throttling answer that no retry can help: the login's monthly
+/// allowance is used up (the CLI never retries it).
+pub const MONTHLY_LIMIT_MARKER: &str = "MONTHLY_REQUEST_COUNT";
+/// The service's words for a conversation that no longer fits the model.
+const INPUT_TOO_LONG_MARKER: &str = "Input is too long";
+/// The service's words for a model without capacity right now.
+const MODEL_CAPACITY_MARKER: &str = "INSUFFICIENT_MODEL_CAPACITY";
 
 /// What kind of failure the service reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     Throttling,
+    /// The monthly request allowance is used up (`MONTHLY_REQUEST_COUNT`).
+    MonthlyLimit,
     AccessDenied,
     /// The bearer token has expired or is not valid (any more).
     ExpiredToken,
     Validation,
-    /// A validation error saying the conversation no longer fits ("Input is too long.").
+    /// The conversation no longer fits ("Input is too long.").
     InputTooLong,
+    /// The model has no capacity right now (`INSUFFICIENT_MODEL_CAPACITY`).
+    ModelOverloaded,
     ServiceQuotaExceeded,
     InternalServer,
     ServiceUnavailable,
@@ -21,12 +36,23 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Classifies an error code (either spelling) and its message.
-    pub fn classify(code: &str, message: &str) -> Self {
+    /// Classifies an error code (either spelling) and the text that came
+    /// with it (the whole error body or exception payload). Markers in the
+    /// text win over the code, as they do in the CLI.
+    pub fn classify(code: &str, text: &str) -> Self {
+        if text.contains(INPUT_TOO_LONG_MARKER) {
+            return Self::InputTooLong;
+        }
+        if text.contains(MODEL_CAPACITY_MARKER) {
+            return Self::ModelOverloaded;
+        }
+        if text.contains(MONTHLY_LIMIT_MARKER) {
+            return Self::MonthlyLimit;
+        }
         match code {
             "ThrottlingException" | "ThrottlingError" => Self::Throttling,
             "AccessDeniedException" | "AccessDeniedError" => {
-                let lower = message.to_ascii_lowercase();
+                let lower = text.to_ascii_lowercase();
                 if lower.contains("expired") || lower.contains("token") && lower.contains("invalid")
                 {
                     Self::ExpiredToken
@@ -35,13 +61,7 @@ impl ErrorKind {
                 }
             }
             "ExpiredTokenException" | "UnauthorizedException" => Self::ExpiredToken,
-            "ValidationException" | "ValidationError" => {
-                if message.contains("Input is too long") {
-                    Self::InputTooLong
-                } else {
-                    Self::Validation
-                }
-            }
+            "ValidationException" | "ValidationError" => Self::Validation,
             "ServiceQuotaExceededException" | "ServiceQuotaExceededError" => {
                 Self::ServiceQuotaExceeded
             }
@@ -51,36 +71,40 @@ impl ErrorKind {
         }
     }
 
-    /// Worth another try before the stream starts.
+    /// Worth another try before the stream starts. The monthly limit never
+    /// is: retrying only spends time (and, in the CLI, is forbidden).
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::Throttling | Self::InternalServer | Self::ServiceUnavailable
+            Self::Throttling
+                | Self::ModelOverloaded
+                | Self::InternalServer
+                | Self::ServiceUnavailable
         )
     }
 }
 
-/// Normalizes an error code: `aws.protocol#ThrottlingException:http://...`
-/// becomes `ThrottlingException`.
+/// Normalizes an error code as the SDK does: `aws.protocol#ThrottlingException:http://...`
+/// becomes `ThrottlingException` (cut at the first `:`, then after the first `#`).
 pub fn normalize_code(raw: &str) -> &str {
-    let after_hash = raw.rsplit_once('#').map_or(raw, |(_, rest)| rest);
-    after_hash
-        .split_once(':')
-        .map_or(after_hash, |(code, _)| code)
+    let before_colon = raw.split_once(':').map_or(raw, |(code, _)| code);
+    before_colon
+        .split_once('#')
+        .map_or(before_colon, |(_, code)| code)
         .trim()
 }
 
 /// Why a chat request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("amazon q answered http {status} ({code}){}", describe(.message))]
+    #[error("{}", describe_service(*.kind, &format!("answered http {status} ({code})"), .message))]
     Http {
         status: u16,
         kind: ErrorKind,
         code: String,
         message: String,
     },
-    #[error("amazon q ended the answer with {code}{}", describe(.message))]
+    #[error("{}", describe_service(*.kind, &format!("ended the answer with {code}"), .message))]
     Exception {
         kind: ErrorKind,
         code: String,
@@ -88,25 +112,63 @@ pub enum ApiError {
     },
     #[error("cannot reach amazon q at {url}: {detail}")]
     Transport { url: String, detail: String },
-    #[error("amazon q at {url} answered with content type `{content_type}`, not an event stream")]
-    NotEventStream { url: String, content_type: String },
+    #[error(
+        "amazon q at {url} answered http {status} with a redirect to {location}; qbox does not follow redirects"
+    )]
+    Redirect {
+        url: String,
+        status: u16,
+        /// The `Location` header, sanitized.
+        location: String,
+    },
+    #[error("amazon q at {url} sent nothing for {seconds} s {waiting_for}")]
+    Timeout {
+        url: String,
+        seconds: u64,
+        /// "before answering" or "in the middle of the answer".
+        waiting_for: &'static str,
+    },
+    #[error(
+        "amazon q at {url} answered with content type `{content_type}` that is not an event stream: {detail}"
+    )]
+    NotEventStream {
+        url: String,
+        content_type: String,
+        detail: String,
+    },
     #[error("broken event stream from amazon q: {0}")]
     Frame(#[from] FrameError),
     #[error("event `{event_type}` from amazon q is not valid json: {detail}")]
     BadEvent { event_type: String, detail: String },
     #[error("frame without `:message-type` from amazon q")]
     MissingMessageType,
+    #[error("environment variable {name}=`{value}` {problem}")]
+    BadSetting {
+        name: &'static str,
+        value: String,
+        problem: String,
+    },
+    #[error(transparent)]
+    Conversation(#[from] ConversationError),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("no amazon q login: {0}")]
     NoLogin(String),
+    #[error("the token in QBOX_ACCESS_TOKEN expired at {expires_at} (QBOX_TOKEN_EXPIRES_AT)")]
+    BareTokenExpired { expires_at: String },
 }
 
-fn describe(message: &str) -> String {
-    if message.is_empty() {
+fn describe_service(kind: ErrorKind, what: &str, message: &str) -> String {
+    let detail = if message.is_empty() {
         String::new()
     } else {
         format!(": {message}")
+    };
+    match kind {
+        ErrorKind::MonthlyLimit => {
+            format!("monthly request limit reached: amazon q {what}{detail}")
+        }
+        _ => format!("amazon q {what}{detail}"),
     }
 }
 
@@ -123,8 +185,18 @@ impl ApiError {
     pub fn is_no_login(&self) -> bool {
         match self {
             Self::Auth(e) => e.is_no_login(),
-            Self::NoLogin(_) => true,
+            Self::NoLogin(_) | Self::BareTokenExpired { .. } => true,
             _ => self.kind() == Some(ErrorKind::ExpiredToken),
+        }
+    }
+
+    /// True when what the user gave is wrong (a setting, a conversation id):
+    /// the command line reports it as a usage error (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        match self {
+            Self::BadSetting { .. } => true,
+            Self::Conversation(e) => e.is_usage(),
+            _ => false,
         }
     }
 
@@ -132,13 +204,24 @@ impl ApiError {
         Some(match self {
             Self::Auth(e) => return e.hint(),
             Self::NoLogin(_) => "log in with `q login` or `kiro-cli login`, mount a snapshot and set QBOX_DB, or set QBOX_ACCESS_TOKEN".into(),
+            Self::BareTokenExpired { .. } => "export a fresh token where the login lives (`qbox export-token --format env`), or mount a snapshot".into(),
             Self::Transport { .. } => "check the network or proxy; QBOX_Q_ENDPOINT overrides the endpoint".into(),
+            Self::Redirect { .. } => "a proxy or captive portal may be answering instead of amazon q; point QBOX_Q_ENDPOINT at the service itself".into(),
+            Self::Timeout { .. } => "the service or the network stalled: try again; QBOX_Q_TIMEOUT sets the wait in seconds".into(),
             Self::NotEventStream { .. } => "a proxy or captive portal may be answering instead of amazon q".into(),
+            Self::BadSetting { name, .. } => match *name {
+                super::client::PROFILE_ARN_ENV => "use the value `qbox export-token --format env` prints, or unset it (Builder ID logins have no profile)".into(),
+                super::client::TIMEOUT_ENV => "give a whole number of seconds greater than zero, or unset it for 300".into(),
+                _ => format!("fix or unset {name}"),
+            },
+            Self::Conversation(e) => return e.hint(),
             _ => match self.kind()? {
                 ErrorKind::Throttling => "too many requests: wait a little and try again".into(),
+                ErrorKind::MonthlyLimit => "the login's monthly amazon q allowance is used up: it renews next month, or upgrade the subscription".into(),
                 ErrorKind::ExpiredToken => "the login has expired: log in again (`q login`)".into(),
                 ErrorKind::AccessDenied => "this login may not use amazon q with this profile".into(),
                 ErrorKind::InputTooLong => "the conversation is too long: start a new one".into(),
+                ErrorKind::ModelOverloaded => "the model is busy: try again later or pick another model".into(),
                 ErrorKind::ServiceQuotaExceeded => "a usage quota is used up for now".into(),
                 ErrorKind::InternalServer | ErrorKind::ServiceUnavailable => "the service failed: try again later".into(),
                 ErrorKind::Validation | ErrorKind::Other => return None,
@@ -171,6 +254,18 @@ mod tests {
             ErrorKind::InputTooLong
         );
         assert_eq!(
+            ErrorKind::classify(
+                "ThrottlingException",
+                r#"{"__type":"ThrottlingException","message":"Maximum Request reached for this month.","reason":"MONTHLY_REQUEST_COUNT"}"#
+            ),
+            ErrorKind::MonthlyLimit
+        );
+        assert!(!ErrorKind::MonthlyLimit.is_retryable());
+        assert_eq!(
+            ErrorKind::classify("InternalServerException", "INSUFFICIENT_MODEL_CAPACITY"),
+            ErrorKind::ModelOverloaded
+        );
+        assert_eq!(
             ErrorKind::classify("ValidationError", "bad"),
             ErrorKind::Validation
         );
@@ -186,7 +281,7 @@ mod tests {
             ErrorKind::AccessDenied
         );
         assert_eq!(
-            ErrorKind::classify("ServiceQuotaExceededError", "MONTHLY_REQUEST_COUNT"),
+            ErrorKind::classify("ServiceQuotaExceededError", "quota"),
             ErrorKind::ServiceQuotaExceeded
         );
         assert_eq!(

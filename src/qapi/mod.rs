@@ -1,39 +1,56 @@
 //! The Amazon Q streaming API (`GenerateAssistantResponse`, awsJson 1.0 with
-//! an event-stream response): request and event models, and the client.
+//! an event-stream response): request and event models, the endpoint rule,
+//! the client, and conversations kept across turns.
 //!
 //! ```no_run
-//! use qbox::qapi::{ChatEvent, GenerateAssistantResponseRequest, QClient};
+//! use qbox::qapi::{ChatEvent, QClient};
 //! use qbox::store::StoreQuery;
 //!
 //! async fn ask() -> Result<(), qbox::qapi::ApiError> {
 //!     // Credentials from the CLI's store (the same search as `qbox doctor`), or from
-//!     // QBOX_ACCESS_TOKEN when no store exists. `true`: refresh an expired token.
+//!     // QBOX_ACCESS_TOKEN (+ QBOX_PROFILE_ARN) when no store exists. `true`: refresh
+//!     // an expired token.
 //!     let client = QClient::from_env(StoreQuery::default(), true)?;
-//!     let request = GenerateAssistantResponseRequest::prompt("What is a monad?", None, None);
-//!     let mut answer = client.generate(request).await?;
-//!     while let Some(event) = answer.next_event().await? {
-//!         match &event {
-//!             ChatEvent::MessageMetadata(meta) => eprintln!("conversation {:?}", meta.conversation_id),
-//!             ChatEvent::ToolUse(tool) => eprintln!("tool {} wants {:?}", tool.name, tool.input),
-//!             _ => {}
+//!     let mut turn = client.chat("What is a monad?", None, None).await?;
+//!     eprintln!("conversation {}", turn.conversation_id());
+//!     while let Some(event) = turn.next_event().await? {
+//!         if let ChatEvent::ToolUse(tool) = &event {
+//!             eprintln!("tool {} wants {:?}", tool.name, tool.input);
 //!         }
 //!         if let Some(text) = event.text() {
 //!             print!("{text}");
 //!         }
 //!     }
+//!     // The turn is stored: `client.chat("And a functor?", None, Some(id))` continues it.
 //!     Ok(())
 //! }
 //! ```
 //!
 //! See `docs/streaming-client.md` for the behaviour in detail.
 
+mod chat_turn;
 mod client;
+pub mod conversation;
+mod conversation_store;
+pub mod endpoint;
 mod error;
 pub mod model;
 
+pub use chat_turn::ChatTurn;
 pub use client::{
-    ACCESS_TOKEN_ENV, ClientOptions, Credentials, EVENT_STREAM_CONTENT_TYPE, Q_ENDPOINT_ENV,
-    QClient, ResponseStream, TARGET, event_from_message,
+    ACCESS_TOKEN_ENV, BareLogin, ClientOptions, Credentials, DEFAULT_IDLE_TIMEOUT,
+    EVENT_STREAM_CONTENT_TYPE, PROFILE_ARN_ENV, QClient, REGION_ENV, ResponseStream, TARGET,
+    TIMEOUT_ENV, TOKEN_EXPIRES_AT_ENV, event_from_message, store_exists, user_agent,
 };
-pub use error::{ApiError, ErrorKind, normalize_code};
+pub use conversation::{Conversation, ConversationError};
+pub use conversation_store::{ConversationStore, ConversationSummary, STATE_DIR_ENV};
+pub use endpoint::{ChatEndpoint, EndpointReason, Q_ENDPOINT_ENV};
+pub use error::{ApiError, ErrorKind, MONTHLY_LIMIT_MARKER, normalize_code};
 pub use model::{ChatEvent, GenerateAssistantResponseRequest};
+
+/// The value of the environment variable `name`, or `None` when it is
+/// unset or empty: an empty value means "unset" for every qbox variable,
+/// as it does for Docker and the AWS CLI.
+pub(crate) fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}

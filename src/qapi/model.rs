@@ -194,10 +194,12 @@ pub struct MessageMetadataEvent {
     pub extra: Map<String, Value>,
 }
 
-/// `assistantResponseEvent`: a piece of the answer's text.
+/// `assistantResponseEvent`: a piece of the answer's text. A missing
+/// `content` is empty, as in the CLI's generated client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssistantResponseEvent {
+    #[serde(default)]
     pub content: String,
     #[serde(default)]
     pub model_id: Option<String>,
@@ -206,11 +208,14 @@ pub struct AssistantResponseEvent {
 }
 
 /// `toolUseEvent`: `input` is a fragment; fragments of one `toolUseId`
-/// concatenate until the event with `stop: true`.
+/// concatenate until the event with `stop: true`. A missing `toolUseId` or
+/// `name` is empty, as in the CLI's generated client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolUseEvent {
+    #[serde(default)]
     pub tool_use_id: String,
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub input: Option<String>,
@@ -220,10 +225,11 @@ pub struct ToolUseEvent {
     pub extra: Map<String, Value>,
 }
 
-/// `codeEvent`.
+/// `codeEvent` (a missing `content` is empty).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CodeEvent {
+    #[serde(default)]
     pub content: String,
 }
 
@@ -408,5 +414,18 @@ mod tests {
             })
         ));
         assert!(ChatEvent::parse("assistantResponseEvent", b"not json").is_err());
+    }
+
+    #[test]
+    fn missing_fields_default_as_upstream() {
+        let text = ChatEvent::parse("assistantResponseEvent", b"{}").unwrap();
+        assert_eq!(text.text(), Some(""));
+        let code = ChatEvent::parse("codeEvent", b"{}").unwrap();
+        assert_eq!(code.text(), Some(""));
+        let tool = ChatEvent::parse("toolUseEvent", br#"{"input":"{}","stop":true}"#).unwrap();
+        assert!(matches!(
+            tool,
+            ChatEvent::ToolUse(ToolUseEvent { ref tool_use_id, ref name, .. }) if tool_use_id.is_empty() && name.is_empty()
+        ));
     }
 }

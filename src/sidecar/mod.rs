@@ -23,7 +23,9 @@ Examples:
   qbox-sidecar chat \"what is a monad?\"
 
 Environment: QBOX_DB (a login snapshot), QBOX_MCP_TOKEN, QBOX_SIDECAR_HTTP (serve --http), ENABLE_ADDITIONAL_TOOLS=q-developer-agent,
-AGENT_TIMEOUT, AGENT_MAX_RESPONSE_SIZE, QBOX_AGENT_CLI, QBOX_Q_ENDPOINT, QBOX_ACCESS_TOKEN, RUST_LOG.
+AGENT_TIMEOUT, AGENT_MAX_RESPONSE_SIZE, QBOX_AGENT_CLI, QBOX_Q_ENDPOINT, QBOX_Q_TIMEOUT, QBOX_ACCESS_TOKEN,
+QBOX_PROFILE_ARN, QBOX_REGION, QBOX_STATE_DIR (keeps q-chat conversations), RUST_LOG.
+A variable set to the empty string counts as unset.
 Exit codes: 0 ok, 1 error, 2 usage, 4 no usable login.";
 
 /// The in-container side of qbox: serves Amazon Q to MCP hosts using the
@@ -150,6 +152,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
                 query,
                 refresh,
                 cli.global.quiet,
+                crate::cli::chat::ChatSide::Sidecar,
             ))
         }
     };

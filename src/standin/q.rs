@@ -1,9 +1,16 @@
 //! A stand-in Amazon Q streaming service: `POST /` with the real target
 //! header, bearer token check and event-stream framing, answering from a
-//! script (split at awkward chunk boundaries, pauses, exception frames,
-//! HTTP errors, wrong content types, connections cut mid-frame).
+//! script (split at awkward chunk boundaries, pauses, stalls, exception
+//! frames with the code in a header or the payload, events with missing
+//! fields, HTTP errors, the monthly limit, redirects, wrong content types,
+//! connections cut mid-frame).
+//!
+//! Like a service that keeps no conversations itself, it checks what a
+//! client sends as history: it remembers what it answered in each
+//! conversation id and rejects a turn whose history is not exactly that
+//! (less only the oldest pairs that the CLI's history limit drops).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,10 +23,14 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::eventstream::{Header, HeaderValue, encode};
+use crate::qapi::conversation::MAX_HISTORY_PAIRS;
 use crate::qapi::model::ChatMessage;
 use crate::qapi::{EVENT_STREAM_CONTENT_TYPE, GenerateAssistantResponseRequest, TARGET};
 
 /// One scripted answer.
+// Replies are few and short-lived (queued by a test or the demo): boxing
+// the large variant would only make every script longer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Reply {
     /// A streamed answer.
@@ -32,18 +43,38 @@ pub enum Reply {
     },
     /// 200 with a content type that is not an event stream.
     WrongContentType,
+    /// A redirect (`status` 3xx) to `location`.
+    Redirect { status: u16, location: String },
+}
+
+/// An exception frame as the service sends it: the modelled member in the
+/// `:exception-type` header, the real code in the payload's `__type`.
+#[derive(Debug, Clone)]
+pub struct ExceptionFrame {
+    pub header_type: String,
+    pub payload: Value,
 }
 
 /// A streamed answer: metadata, text pieces, extra events, maybe an
 /// exception, written `split_every` bytes at a time.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// The `messageMetadataEvent`'s conversation id when the request names
+    /// none (otherwise the request's own id is echoed).
     pub conversation_id: String,
     pub pieces: Vec<String>,
     /// Extra events sent after the text: (event type, JSON payload).
     pub extra_events: Vec<(String, Value)>,
-    /// An exception frame after everything else: (exception type, message).
+    /// An exception frame after everything else: (exception type, message),
+    /// the type in the header only.
     pub exception: Option<(String, String)>,
+    /// An exception frame after everything else, payload given whole.
+    pub exception_frame: Option<ExceptionFrame>,
+    /// After the first text event, send nothing more and hold the
+    /// connection open until the client hangs up.
+    pub stall_after_first: bool,
+    /// The response's content type.
+    pub content_type: String,
     /// Bytes per write; small values split frames at every kind of place.
     pub split_every: usize,
     /// Pause after the bytes of the first text event (time-to-first-token tests).
@@ -60,10 +91,37 @@ impl Answer {
             pieces: pieces.iter().map(|p| (*p).to_owned()).collect(),
             extra_events: Vec::new(),
             exception: None,
+            exception_frame: None,
+            stall_after_first: false,
+            content_type: EVENT_STREAM_CONTENT_TYPE.into(),
             split_every: 7,
             pause_after_first: Duration::ZERO,
             cut_mid_frame: false,
         }
+    }
+
+    /// An answer of `pieces` followed by events whose fields the client
+    /// must default: text and code events without `content`, a tool use
+    /// without `toolUseId` and `name`.
+    pub fn with_missing_fields(pieces: &[&str]) -> Self {
+        let mut answer = Self::text(pieces);
+        answer.extra_events = vec![
+            ("assistantResponseEvent".into(), json!({})),
+            ("codeEvent".into(), json!({})),
+            (
+                "toolUseEvent".into(),
+                json!({"input": "{\"path\":\"a\"}", "stop": true}),
+            ),
+        ];
+        answer
+    }
+
+    /// Whether the client receives the whole answer (and so remembers it).
+    fn completes(&self) -> bool {
+        self.exception.is_none()
+            && self.exception_frame.is_none()
+            && !self.stall_after_first
+            && !self.cut_mid_frame
     }
 }
 
@@ -73,6 +131,7 @@ pub struct RecordedQRequest {
     pub target: Option<String>,
     pub authorization: Option<String>,
     pub optout: Option<String>,
+    pub user_agent: Option<String>,
     pub body: Value,
 }
 
@@ -84,6 +143,10 @@ struct Inner {
     /// When the bytes of each answer's first text event were handed to the
     /// connection (for time-to-first-token measurements).
     first_text_sent: Vec<std::time::Instant>,
+    /// What it answered in each conversation: (prompt, answer text) pairs.
+    conversations: HashMap<String, Vec<(String, String)>>,
+    /// Requests allowed before every answer is `MONTHLY_REQUEST_COUNT`.
+    monthly_limit: Option<usize>,
 }
 
 /// A running stand-in Q service. Dropping it stops the server.
@@ -107,6 +170,8 @@ impl StandinQ {
             replies: VecDeque::new(),
             requests: Vec::new(),
             first_text_sent: Vec::new(),
+            conversations: HashMap::new(),
+            monthly_limit: None,
         }));
         let app = axum::Router::new()
             .route("/", post(generate))
@@ -136,6 +201,21 @@ impl StandinQ {
 
     pub fn requests(&self) -> Vec<RecordedQRequest> {
         self.lock().requests.clone()
+    }
+
+    /// After `requests` requests (counting every one received), answers
+    /// every request with the monthly-limit throttling error.
+    pub fn set_monthly_limit(&self, requests: usize) {
+        self.lock().monthly_limit = Some(requests);
+    }
+
+    /// The (prompt, answer) pairs it answered in conversation `id`.
+    pub fn conversation(&self, id: &str) -> Vec<(String, String)> {
+        self.lock()
+            .conversations
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// When the first text event of each answer so far was sent.
@@ -172,15 +252,19 @@ async fn generate(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let (reply, token) = {
+    let (token, over_monthly_limit) = {
         let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.requests.push(RecordedQRequest {
             target: header(&headers, "x-amz-target"),
             authorization: header(&headers, "authorization"),
             optout: header(&headers, "x-amzn-codewhisperer-optout"),
+            user_agent: header(&headers, "user-agent"),
             body: serde_json::from_str(&body).unwrap_or(Value::Null),
         });
-        (inner.replies.pop_front(), inner.token.clone())
+        let over = inner
+            .monthly_limit
+            .is_some_and(|limit| inner.requests.len() > limit);
+        (inner.token.clone(), over)
     };
     if header(&headers, "x-amz-target").as_deref() != Some(TARGET) {
         return error_response(
@@ -203,13 +287,52 @@ async fn generate(
             "request body does not match the model",
         );
     };
-    let reply = reply.unwrap_or_else(|| {
-        let prompt = match &request.conversation_state.current_message {
-            ChatMessage::UserInputMessage(m) => m.content.clone(),
-            ChatMessage::AssistantResponseMessage(m) => m.content.clone(),
-        };
-        Reply::Answer(Answer::text(&["You said: ", &prompt]))
-    });
+    if over_monthly_limit {
+        // The body the service sends (the CLI's retry classifier reads `reason`).
+        return (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "application/x-amz-json-1.0")],
+            json!({
+                "__type": "com.amazon.aws.codewhisperer#ThrottlingException",
+                "message": "Maximum Request reached for this month.",
+                "reason": "MONTHLY_REQUEST_COUNT"
+            })
+            .to_string(),
+        )
+            .into_response();
+    }
+    let state = &request.conversation_state;
+    let prompt = match &state.current_message {
+        ChatMessage::UserInputMessage(m) => m.content.clone(),
+        ChatMessage::AssistantResponseMessage(m) => m.content.clone(),
+    };
+    let reply = {
+        let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = &state.conversation_id {
+            let answered = inner.conversations.get(id).map_or(&[][..], Vec::as_slice);
+            if let Err(problem) = check_history(&state.history, answered) {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "ValidationException",
+                    &format!("the history of conversation {id} does not match: {problem}"),
+                );
+            }
+        }
+        let reply = inner
+            .replies
+            .pop_front()
+            .unwrap_or_else(|| Reply::Answer(Answer::text(&["You said: ", &prompt])));
+        if let (Some(id), Reply::Answer(answer)) = (&state.conversation_id, &reply)
+            && answer.completes()
+        {
+            inner
+                .conversations
+                .entry(id.clone())
+                .or_default()
+                .push((prompt, answer.pieces.concat()));
+        }
+        reply
+    };
     match reply {
         Reply::HttpError {
             status,
@@ -226,8 +349,62 @@ async fn generate(
             "<html>sign in</html>",
         )
             .into_response(),
-        Reply::Answer(answer) => stream_answer(&answer, inner),
+        Reply::Redirect { status, location } => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND),
+            [("location", location)],
+        )
+            .into_response(),
+        Reply::Answer(answer) => {
+            let conversation_id = state
+                .conversation_id
+                .clone()
+                .unwrap_or_else(|| answer.conversation_id.clone());
+            stream_answer(&answer, &conversation_id, inner)
+        }
     }
+}
+
+/// Checks a request's history against what was answered before: user and
+/// assistant messages alternating from a user message, every answer with a
+/// message id, and the pairs exactly the answered ones, less only the
+/// oldest that the CLI's limit drops (a pair is never split or changed).
+fn check_history(history: &[ChatMessage], answered: &[(String, String)]) -> Result<(), String> {
+    if !history.len().is_multiple_of(2) {
+        return Err(format!(
+            "{} messages do not make whole pairs",
+            history.len()
+        ));
+    }
+    let mut pairs = Vec::new();
+    for (index, pair) in history.chunks(2).enumerate() {
+        match pair {
+            [
+                ChatMessage::UserInputMessage(user),
+                ChatMessage::AssistantResponseMessage(assistant),
+            ] => {
+                if assistant.message_id.as_deref().is_none_or(str::is_empty) {
+                    return Err(format!("answer {index} has no messageId"));
+                }
+                pairs.push((user.content.clone(), assistant.content.clone()));
+            }
+            _ => {
+                return Err(format!(
+                    "messages {} and {} are not a user message and its answer",
+                    index * 2,
+                    index * 2 + 1
+                ));
+            }
+        }
+    }
+    let expected = &answered[answered.len().saturating_sub(MAX_HISTORY_PAIRS)..];
+    if pairs != expected {
+        return Err(format!(
+            "it sent {} turns where {} were answered",
+            pairs.len(),
+            expected.len()
+        ));
+    }
+    Ok(())
 }
 
 fn event_frame(out: &mut Vec<u8>, event_type: &str, payload: &Value) {
@@ -249,12 +426,31 @@ fn event_frame(out: &mut Vec<u8>, event_type: &str, payload: &Value) {
     let _ = encode(&headers, payload.to_string().as_bytes(), out);
 }
 
-fn stream_answer(answer: &Answer, inner: Arc<Mutex<Inner>>) -> Response {
+fn exception_frame(out: &mut Vec<u8>, header_type: &str, payload: &Value) {
+    let headers = [
+        Header {
+            name: ":exception-type",
+            value: HeaderValue::String(header_type),
+        },
+        Header {
+            name: ":content-type",
+            value: HeaderValue::String("application/json"),
+        },
+        Header {
+            name: ":message-type",
+            value: HeaderValue::String("exception"),
+        },
+    ];
+    // Stand-in frames are small and valid by construction.
+    let _ = encode(&headers, payload.to_string().as_bytes(), out);
+}
+
+fn stream_answer(answer: &Answer, conversation_id: &str, inner: Arc<Mutex<Inner>>) -> Response {
     let mut first = Vec::new();
     event_frame(
         &mut first,
         "messageMetadataEvent",
-        &json!({"conversationId": answer.conversation_id, "utteranceId": "u-1"}),
+        &json!({"conversationId": conversation_id, "utteranceId": "u-1"}),
     );
     let mut pieces = answer.pieces.iter();
     if let Some(piece) = pieces.next() {
@@ -276,25 +472,10 @@ fn stream_answer(answer: &Answer, inner: Arc<Mutex<Inner>>) -> Response {
         event_frame(&mut rest, event_type, payload);
     }
     if let Some((code, message)) = &answer.exception {
-        let headers = [
-            Header {
-                name: ":exception-type",
-                value: HeaderValue::String(code),
-            },
-            Header {
-                name: ":content-type",
-                value: HeaderValue::String("application/json"),
-            },
-            Header {
-                name: ":message-type",
-                value: HeaderValue::String("exception"),
-            },
-        ];
-        let _ = encode(
-            &headers,
-            json!({"message": message}).to_string().as_bytes(),
-            &mut rest,
-        );
+        exception_frame(&mut rest, code, &json!({"message": message}));
+    }
+    if let Some(frame) = &answer.exception_frame {
+        exception_frame(&mut rest, &frame.header_type, &frame.payload);
     }
     if answer.cut_mid_frame {
         event_frame(
@@ -306,6 +487,7 @@ fn stream_answer(answer: &Answer, inner: Arc<Mutex<Inner>>) -> Response {
     }
     let split = answer.split_every.max(1);
     let pause = answer.pause_after_first;
+    let stall = answer.stall_after_first;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
     tokio::spawn(async move {
         for chunk in first.chunks(split) {
@@ -321,6 +503,11 @@ fn stream_answer(answer: &Answer, inner: Arc<Mutex<Inner>>) -> Response {
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
         }
+        if stall {
+            // Nothing more until the client gives up and hangs up.
+            tx.closed().await;
+            return;
+        }
         for chunk in rest.chunks(split) {
             if tx.send(Ok(chunk.to_vec())).await.is_err() {
                 return;
@@ -332,7 +519,7 @@ fn stream_answer(answer: &Answer, inner: Arc<Mutex<Inner>>) -> Response {
     });
     Response::builder()
         .status(StatusCode::OK)
-        .header("content-type", EVENT_STREAM_CONTENT_TYPE)
+        .header("content-type", answer.content_type.as_str())
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

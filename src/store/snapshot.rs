@@ -110,6 +110,14 @@ pub fn write_snapshot(rows: &SnapshotRows, dir: &Path, mode: u32) -> Result<Path
     Ok(dir.join(SNAPSHOT_FILE_NAME))
 }
 
+/// Writes `bytes` as `dir/name` (mode 0600) the way snapshots are written:
+/// created in a checked directory (made 0700 if missing), synced, renamed
+/// into place. For other private files, such as conversations.
+pub fn write_private_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+    platform::replace_file(dir, name, bytes, DEFAULT_MODE)?;
+    Ok(dir.join(name))
+}
+
 /// Builds the snapshot database in memory and returns the bytes of its file.
 fn database_image(rows: &SnapshotRows) -> rusqlite::Result<Vec<u8>> {
     let mut conn = Connection::open_in_memory()?;

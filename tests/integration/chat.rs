@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use qbox::qapi::{
     ApiError, ClientOptions, Credentials, ErrorKind, GenerateAssistantResponseRequest, QClient,
 };
-use qbox::secret::Secret;
 use qbox::standin::q::{Answer, Reply, StandinQ};
 use qbox::store::Flavor;
 use serde_json::json;
@@ -45,11 +44,12 @@ async fn streams_a_full_answer_with_correct_text() {
     let run = chat(&home, &q, &["chat", "say hello"]).await;
     run.assert_code(0);
     assert_eq!(run.stdout, pieces.concat());
-    assert!(
-        run.stderr.contains("conversation: standin-conversation-1"),
-        "{}",
-        run.stderr
-    );
+    let id = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("conversation: "))
+        .unwrap_or_else(|| panic!("no conversation id:\n{}", run.stderr));
+    qbox::qapi::conversation::parse_conversation_id(id).expect("the client makes a UUID");
 
     let requests = q.requests();
     assert_eq!(requests.len(), 1);
@@ -78,7 +78,7 @@ async fn streams_a_full_answer_with_correct_text() {
 async fn every_split_size_gives_the_same_answer() {
     let (q, _home) = setup().await;
     let client = QClient::new(
-        Credentials::Bare(Secret::new(TOKEN)),
+        Credentials::bare(TOKEN),
         ClientOptions {
             endpoint: Some(q.url()),
             ..ClientOptions::default()
@@ -142,7 +142,8 @@ async fn json_format_prints_one_object_per_event() {
     assert_eq!(lines[0]["type"], "messageMetadataEvent");
     assert_eq!(
         lines[0]["payload"]["conversationId"],
-        "standin-conversation-1"
+        q.requests()[0].body["conversationState"]["conversationId"],
+        "the service answers in the conversation the client made"
     );
     assert_eq!(lines[2]["payload"]["content"], "b");
     assert_eq!(
@@ -255,7 +256,7 @@ async fn service_errors_are_typed_with_exit_codes() {
                 message: "MONTHLY_REQUEST_COUNT".into(),
             },
             1,
-            "quota",
+            "monthly request limit reached",
         ),
         (Reply::WrongContentType, 1, "not an event stream"),
     ];
@@ -272,7 +273,7 @@ async fn service_errors_are_typed_with_exit_codes() {
 async fn throttling_is_retried_before_the_stream_but_not_forever() {
     let (q, _home) = setup().await;
     let client = QClient::new(
-        Credentials::Bare(Secret::new(TOKEN)),
+        Credentials::bare(TOKEN),
         ClientOptions {
             endpoint: Some(q.url()),
             base_backoff: Duration::from_millis(5),
@@ -393,7 +394,7 @@ async fn bare_token_from_the_environment_when_no_store_exists() {
     none.assert_code(4).assert_one_line_error();
     assert!(matches!(
         QClient::new(
-            Credentials::Bare(Secret::new("wrong")),
+            Credentials::bare("wrong"),
             ClientOptions {
                 endpoint: Some(q.url()),
                 ..ClientOptions::default()

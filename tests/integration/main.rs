@@ -8,6 +8,7 @@
 
 mod agent_hardening;
 mod chat;
+mod chat_compat;
 mod container;
 mod debug_decode;
 mod demo;
