@@ -87,7 +87,7 @@ impl AgentConfig {
 
     /// Reads the process environment.
     pub fn from_env() -> Self {
-        Self::from_vars(|name| std::env::var(name).ok())
+        Self::from_vars(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
     }
 }
 
