@@ -20,6 +20,8 @@ pub mod logging;
 pub mod mcp;
 /// The Amazon Q streaming API: models and client.
 pub mod qapi;
+/// Unpredictable bytes: tokens, delimiters, ids.
+pub mod random;
 /// The `Secret` string type that never prints its value.
 pub mod secret;
 /// `qbox-sidecar` command line.

@@ -39,21 +39,8 @@ fn value_json(value: &HeaderValue<'_>) -> Value {
         HeaderValue::Long(v) | HeaderValue::Timestamp(v) => json!(v),
         HeaderValue::Bytes(b) => json!(BASE64.encode(b)),
         HeaderValue::String(s) => json!(s),
-        HeaderValue::Uuid(u) => json!(format_uuid(&u)),
+        HeaderValue::Uuid(u) => json!(crate::random::format_uuid(&u)),
     }
-}
-
-/// The canonical lowercase hyphenated form.
-fn format_uuid(bytes: &[u8; 16]) -> String {
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 /// A message as the JSON line `debug decode` prints.
@@ -116,15 +103,4 @@ pub fn run(command: DebugCommand) -> anyhow::Result<u8> {
         .finish()
         .map_err(|err| fail(err, decoded_bytes, count))?;
     Ok(exit::OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uuids_are_canonical() {
-        let bytes: [u8; 16] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
-        assert_eq!(format_uuid(&bytes), "01020304-0506-0708-090a-0b0c0d0e0f10");
-    }
 }

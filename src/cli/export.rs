@@ -7,7 +7,7 @@
 //! the runner's `NAME<<DELIMITER` form with a delimiter drawn fresh for
 //! every run, so no value can end its own entry and start another.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -170,13 +170,10 @@ pub fn github_env_entries(exported: &Exported, delimiter: &str) -> Option<String
     Some(out)
 }
 
-/// A delimiter nobody can predict: 128 random bits from the kernel, so not
+/// A delimiter nobody can predict: 128 random bits from the operating system, so not
 /// even a value written to the store by a hostile server can anticipate it.
-fn fresh_delimiter() -> std::io::Result<String> {
-    let mut random = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("QBOX_EOF_{hex}"))
+fn fresh_delimiter() -> Result<String, crate::random::RandomError> {
+    Ok(format!("QBOX_EOF_{}", crate::random::hex(16)?))
 }
 
 /// The file `GITHUB_ENV` names, or a usage error outside a GitHub Actions
@@ -211,7 +208,10 @@ fn append_github_env(path: &Path, exported: &Exported) -> Result<(), CommandErro
     // 128 random bits make a clash a theoretical case; a few draws settle it.
     let mut entries = None;
     for _ in 0..4 {
-        entries = github_env_entries(exported, &fresh_delimiter().map_err(failed)?);
+        entries = github_env_entries(
+            exported,
+            &fresh_delimiter().map_err(|e| failed(std::io::Error::other(e)))?,
+        );
         if entries.is_some() {
             break;
         }

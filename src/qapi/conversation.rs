@@ -191,31 +191,17 @@ pub fn truncate_with_suffix(text: &mut String, max_bytes: usize) {
     text.push_str(TRUNCATED_SUFFIX);
 }
 
-/// A random (version 4) UUID, lowercase and hyphenated. The bytes come from
-/// the operating system's secure generator (through the TLS provider qbox
-/// already links), so ids cannot be guessed by another user of a sidecar.
+/// A random (version 4) UUID from the operating system's secure generator,
+/// so ids cannot be guessed by another user of a sidecar.
 pub fn new_uuid() -> String {
-    let mut bytes = [0u8; 16];
-    let random = rustls::crypto::ring::default_provider().secure_random;
-    if random.fill(&mut bytes).is_err() {
+    crate::random::uuid_v4().unwrap_or_else(|_| {
         // Practically unreachable (the OS generator failed); a time-based
-        // fill still gives a unique id for this machine.
+        // id is still unique on this machine.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        bytes = (nanos ^ u128::from(std::process::id()) << 64).to_be_bytes();
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+        crate::random::format_uuid(&(nanos ^ u128::from(std::process::id()) << 64).to_be_bytes())
+    })
 }
 
 /// Checks a conversation id given by a user: a hyphenated UUID (any case);
