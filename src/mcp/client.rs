@@ -23,7 +23,9 @@ use crate::secret::Secret;
 /// Where the server is.
 #[derive(Debug)]
 pub enum Endpoint {
-    /// Streamable HTTP at this URL, with an optional bearer token.
+    /// Streamable HTTP at this URL, with an optional bearer token. Without
+    /// one, a loopback URL gets the token its server generated, if the user
+    /// can find it (`qbox-sidecar serve --http` on this machine).
     Http { url: String, token: Option<Secret> },
     /// A command whose stdin and stdout speak MCP (stderr is passed through),
     /// with extra environment variables.
@@ -71,7 +73,7 @@ impl CallError {
                 "check the URL (it ends in /mcp) and that the server is running".into()
             }
             Self::Unauthorized { .. } => {
-                "pass the server's token with --token-file FILE or QBOX_MCP_TOKEN".into()
+                "pass the server's token with --token-file FILE or QBOX_MCP_TOKEN (a server on this machine that generated its token keeps it in $XDG_RUNTIME_DIR/qbox/sidecar-PORT.token)".into()
             }
             Self::Call { .. } => return None,
         })
@@ -130,6 +132,9 @@ pub async fn call_tool(
         Endpoint::Http { url, token } => {
             let http = crate::http::client(None).map_err(|e| connect_error(e.to_string()))?;
             let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            let token = token
+                .clone()
+                .or_else(|| crate::sidecar::token::generated_token_for(url));
             if let Some(token) = token {
                 config = config.auth_header(token.expose());
             }

@@ -110,6 +110,16 @@ pub fn write_snapshot(rows: &SnapshotRows, dir: &Path, mode: u32) -> Result<Path
     Ok(dir.join(SNAPSHOT_FILE_NAME))
 }
 
+/// Writes `bytes` as `dir/name`, mode 0600, under the same rules as a
+/// snapshot (atomic replacement through descriptors; `dir` created 0700
+/// when missing, refused when another user could change it). Returns the
+/// file's path. For other secrets qbox keeps on disk, such as the
+/// sidecar's generated bearer token.
+pub fn write_private_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+    platform::replace_file(dir, name, bytes, DEFAULT_MODE)?;
+    Ok(dir.join(name))
+}
+
 /// Builds the snapshot database in memory and returns the bytes of its file.
 fn database_image(rows: &SnapshotRows) -> rusqlite::Result<Vec<u8>> {
     let mut conn = Connection::open_in_memory()?;
