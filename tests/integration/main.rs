@@ -14,6 +14,7 @@ mod doctor;
 mod errors;
 mod eventstream;
 mod export;
+mod http_hardening;
 mod mcp_client;
 mod refresh;
 mod secrets;
