@@ -5,6 +5,8 @@
 //! streamed.
 
 use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::handler::client::ClientHandler;
 use rmcp::model::{
@@ -13,12 +15,16 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RoleClient};
 use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::common::client_side_sse::ExponentialBackoff;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ServiceExt, transport};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::secret::Secret;
+
+/// How often an event stream that broke is reopened before the call fails.
+const SSE_RECONNECT_ATTEMPTS: usize = 3;
 
 /// Where the server is.
 #[derive(Debug)]
@@ -138,6 +144,13 @@ pub async fn call_tool(
             if let Some(token) = token {
                 config = config.auth_header(token.expose());
             }
+            // A server that went away is given a few reconnections, not
+            // an endless doubling wait: the call then fails instead of
+            // hanging.
+            let mut reconnect = ExponentialBackoff::default();
+            reconnect.max_times = Some(SSE_RECONNECT_ATTEMPTS);
+            reconnect.max_delay = Some(Duration::from_secs(4));
+            config.retry_config = Arc::new(reconnect);
             let transport = StreamableHttpClientTransport::with_client(http, config);
             handler.serve(transport).await
         }

@@ -479,14 +479,17 @@ async fn issue_13_health_and_tools_list_answer_while_the_store_is_locked() {
 
     // A q-chat call that must read the store, and so waits for the lock.
     let url = served.url("/mcp");
-    let chat = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
-            .args(["call", "--url", &url, "q-chat", "-a", "prompt=locked"])
-            .env_clear()
-            .env("QBOX_MCP_TOKEN", TOKEN)
-            .output()
-            .unwrap()
-    });
+    // Killed if the test fails before it ends.
+    let chat = tokio::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+        .args(["call", "--url", &url, "q-chat", "-a", "prompt=locked"])
+        .env_clear()
+        .env("QBOX_MCP_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let chat = tokio::spawn(chat.wait_with_output());
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Unauthenticated health checks, one after another, each answered
@@ -525,7 +528,7 @@ async fn issue_13_health_and_tools_list_answer_while_the_store_is_locked() {
         "the chat call did not wait for the lock"
     );
     lock.execute_batch("ROLLBACK").unwrap();
-    let chat = chat.await.unwrap();
+    let chat = chat.await.unwrap().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&chat.stdout).trim(),
         "You said: locked",
@@ -748,4 +751,42 @@ fn issue_13_connections_over_the_cap_are_refused() {
         assert!(Instant::now() < deadline, "the freed slot was never reused");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn issue_13_a_call_whose_server_dies_fails_instead_of_hanging() {
+    let home = TestHome::new();
+    let fake_q = crate::mcp_client::fake_q();
+    let mut served = Served::start(
+        home.path(),
+        &[],
+        &[
+            ("QBOX_MCP_TOKEN", TOKEN),
+            ("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent"),
+            ("QBOX_AGENT_CLI", &fake_q),
+        ],
+    );
+    let mut call = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+        .args(["call", "--url", &served.url("/mcp"), "q-developer-agent"])
+        .args(["-a", "prompt=sleep:60"])
+        .env_clear()
+        .env("QBOX_MCP_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    served.child.kill().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let status = loop {
+        if let Some(status) = call.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = call.kill();
+            panic!("the call still waits for a server that is gone");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1));
 }
