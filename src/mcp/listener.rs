@@ -273,8 +273,10 @@ mod tests {
     fn failures_are_counted_per_connection() {
         let first = ConnectionState::default();
         let second = ConnectionState::default();
+        // Clones are the same connection (each request gets one).
+        let same_connection = first.clone();
         assert_eq!(first.record_auth_failure(), 1);
-        assert_eq!(first.clone().record_auth_failure(), 2);
+        assert_eq!(same_connection.record_auth_failure(), 2);
         assert_eq!(second.record_auth_failure(), 1);
     }
 }

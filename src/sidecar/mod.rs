@@ -201,6 +201,20 @@ async fn serve(
             err.name
         ))
     })?;
+    let agent = state.agent.config();
+    if agent.enabled && limits.session_idle_timeout <= agent.timeout {
+        // A session's idle clock runs during a call that sends nothing
+        // (no progress token), and ends the call with the session.
+        warn(
+            palette,
+            &format!(
+                "{} ({} s) is not above AGENT_TIMEOUT ({} s): an agent call without progress notifications may lose its session first",
+                mcp::limits::SESSION_IDLE_TIMEOUT_ENV,
+                limits.session_idle_timeout.as_secs(),
+                agent.timeout.as_secs()
+            ),
+        );
+    }
     let given = given_token(args.token_file.as_deref(), palette)?;
     match &given {
         Some(secret) => {
