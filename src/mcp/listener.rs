@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::HttpBody;
 use axum::extract::Request;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -38,18 +39,85 @@ content-length: 51\r\n\
 \r\n\
 {\"error\":\"too many connections, retry in a moment\"}";
 
-/// What the request handlers know about the connection a request came on
-/// (a request extension): failed authentications are counted per
-/// connection, so that guessing the token gets slower and then impossible.
+/// What is known about one connection. The request handlers see it as a
+/// request extension: failed authentications are counted per connection, so
+/// that guessing the token gets slower and then impossible.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionState {
     auth_failures: Arc<AtomicU32>,
+    /// Requests whose response head is not out yet.
+    responses_pending: Arc<AtomicU32>,
+    /// Request bodies not received to their end yet.
+    bodies_open: Arc<AtomicU32>,
 }
 
 impl ConnectionState {
     /// Records one failed authentication and returns how many there were.
     pub fn record_auth_failure(&self) -> u32 {
         self.auth_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// True while a request has arrived whole and the server is still
+    /// working on its answer (a tool call answered only when it ends): the
+    /// silence is the server's, not the client's.
+    fn server_is_working(&self) -> bool {
+        self.responses_pending.load(Ordering::Relaxed) > 0
+            && self.bodies_open.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// Counts one unit in a counter for as long as it lives (or until released).
+#[derive(Debug)]
+struct Counted(Option<Arc<AtomicU32>>);
+
+impl Counted {
+    fn new(counter: &Arc<AtomicU32>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(Some(counter.clone()))
+    }
+
+    fn release(&mut self) {
+        if let Some(counter) = self.0.take() {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A request body that says when it has been received to its end (or
+/// dropped unread).
+#[derive(Debug)]
+struct TrackedBody {
+    inner: Incoming,
+    open: Counted,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || self.inner.is_end_stream() {
+            self.open.release();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -133,10 +201,24 @@ async fn serve_connection(
         activity: activity.clone(),
     });
     let state = ConnectionState::default();
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+    let watched = state.clone();
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let pending = Counted::new(&state.responses_pending);
+        let mut request = request.map(|inner| {
+            let mut open = Counted::new(&state.bodies_open);
+            if inner.is_end_stream() {
+                open.release();
+            }
+            TrackedBody { inner, open }
+        });
         request.extensions_mut().insert(state.clone());
         let mut app = app.clone();
-        tower_service::Service::call(&mut app, request)
+        let response = tower_service::Service::call(&mut app, request);
+        async move {
+            let response = response.await;
+            drop(pending);
+            response
+        }
     });
     // The header deadline also bounds how long a kept-alive connection may
     // wait for its next request: hyper starts it whenever it waits for a
@@ -157,7 +239,11 @@ async fn serve_connection(
                 return;
             }
             () = tokio::time::sleep_until(activity.last() + limits.idle_timeout) => {
-                if activity.last().elapsed() >= limits.idle_timeout {
+                if watched.server_is_working() {
+                    // The clock starts again; what the server is doing is
+                    // bounded by its own limits (AGENT_TIMEOUT).
+                    activity.touch();
+                } else if activity.last().elapsed() >= limits.idle_timeout {
                     tracing::debug!("closing a connection idle for {:?}", limits.idle_timeout);
                     return;
                 }

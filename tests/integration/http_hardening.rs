@@ -790,3 +790,34 @@ fn issue_13_a_call_whose_server_dies_fails_instead_of_hanging() {
     };
     assert_eq!(status.code(), Some(1));
 }
+
+#[test]
+fn issue_13_a_long_silent_answer_is_not_taken_for_an_idle_client() {
+    let home = TestHome::new();
+    let fake_q = crate::mcp_client::fake_q();
+    let served = Served::start(
+        home.path(),
+        &[],
+        &[
+            ("QBOX_MCP_TOKEN", TOKEN),
+            ("QBOX_MCP_IDLE_TIMEOUT", "1"),
+            ("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent"),
+            ("QBOX_AGENT_CLI", &fake_q),
+        ],
+    );
+    // A per-request (stateless) call: nothing is sent until the tool ends,
+    // three idle timeouts later.
+    let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "q-developer-agent", "arguments": {"prompt": "sleep:3"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}})
+    .to_string();
+    let request = post_request(Some(TOKEN), &body).replacen(
+        "\r\n",
+        "\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: q-developer-agent\r\n",
+        1,
+    );
+    let answer = raw_exchange(served.port, &request);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r"working\ndone"), "{answer}");
+}
