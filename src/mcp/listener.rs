@@ -7,6 +7,11 @@
 //! connects and says nothing, or stops reading a response, would otherwise
 //! hold its socket and buffers for ever; fifty of them were never closed in a
 //! minute. The cap bounds what all clients together can hold.
+//!
+//! Idle means that nothing moves while the server waits for the client: a
+//! request that arrived whole and awaits a tool's answer (which a
+//! per-request call sends only at its end) is the server's silence, bounded
+//! by the tool's own timeout, and does not count.
 
 use std::pin::Pin;
 use std::sync::Arc;
