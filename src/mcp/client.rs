@@ -5,6 +5,8 @@
 //! streamed.
 
 use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::handler::client::ClientHandler;
 use rmcp::model::{
@@ -13,6 +15,7 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RoleClient};
 use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::common::client_side_sse::ExponentialBackoff;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ServiceExt, transport};
 use serde::Serialize;
@@ -20,10 +23,15 @@ use tokio::sync::mpsc;
 
 use crate::secret::Secret;
 
+/// How often an event stream that broke is reopened before the call fails.
+const SSE_RECONNECT_ATTEMPTS: usize = 3;
+
 /// Where the server is.
 #[derive(Debug)]
 pub enum Endpoint {
-    /// Streamable HTTP at this URL, with an optional bearer token.
+    /// Streamable HTTP at this URL, with an optional bearer token. Without
+    /// one, a loopback URL gets the token its server generated, if the user
+    /// can find it (`qbox-sidecar serve --http` on this machine).
     Http { url: String, token: Option<Secret> },
     /// A command whose stdin and stdout speak MCP (stderr is passed through),
     /// with extra environment variables.
@@ -71,7 +79,7 @@ impl CallError {
                 "check the URL (it ends in /mcp) and that the server is running".into()
             }
             Self::Unauthorized { .. } => {
-                "pass the server's token with --token-file FILE or QBOX_MCP_TOKEN".into()
+                "pass the server's token with --token-file FILE or QBOX_MCP_TOKEN (a server on this machine that generated its token keeps it in $XDG_RUNTIME_DIR/qbox/sidecar-PORT.token)".into()
             }
             Self::Call { .. } => return None,
         })
@@ -130,9 +138,19 @@ pub async fn call_tool(
         Endpoint::Http { url, token } => {
             let http = crate::http::client(None).map_err(|e| connect_error(e.to_string()))?;
             let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            let token = token
+                .clone()
+                .or_else(|| crate::sidecar::token::generated_token_for(url));
             if let Some(token) = token {
                 config = config.auth_header(token.expose());
             }
+            // A server that went away is given a few reconnections, not
+            // an endless doubling wait: the call then fails instead of
+            // hanging.
+            let mut reconnect = ExponentialBackoff::default();
+            reconnect.max_times = Some(SSE_RECONNECT_ATTEMPTS);
+            reconnect.max_delay = Some(Duration::from_secs(4));
+            config.retry_config = Arc::new(reconnect);
             let transport = StreamableHttpClientTransport::with_client(http, config);
             handler.serve(transport).await
         }

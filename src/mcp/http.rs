@@ -1,10 +1,13 @@
 //! The streamable HTTP transport at `/mcp`, an unauthenticated `/health`,
 //! and the rules the MCP specification asks of HTTP servers: validate
 //! `Origin` (403), authenticate (401 with `WWW-Authenticate: Bearer`), and
-//! bind to loopback unless told otherwise.
+//! bind to loopback unless told otherwise. Failed authentications slow down
+//! and then end their connection; sessions and connections are capped
+//! ([`super::sessions`], [`super::listener`]); `/health` answers from memory
+//! ([`super::login_watch`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -12,12 +15,17 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
+use tokio::net::TcpListener;
 
+use super::limits::HttpLimits;
+use super::listener::ConnectionState;
+use super::login_watch::{LOGIN_CHECK_INTERVAL, LoginWatch};
 use super::server::{Sidecar, SidecarHandler};
+use super::sessions::{BoundedSessionManager, limit_sessions};
 use crate::secret::Secret;
+use crate::store::StoreQuery;
 
 /// Who may talk to `/mcp`.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +34,16 @@ pub struct HttpSecurity {
     pub token: Option<Secret>,
     /// Browser origins allowed besides loopback ones (`https://app.example`).
     pub allowed_origins: Vec<String>,
+}
+
+/// Failed authentications one connection may make; the last one's answer
+/// closes it.
+pub const MAX_AUTH_FAILURES_PER_CONNECTION: u32 = 5;
+
+/// The pause before answering the `failures`-th failed authentication on a
+/// connection: 100 ms, doubling each time (1.6 s for the fifth).
+pub fn auth_failure_delay(failures: u32) -> Duration {
+    Duration::from_millis(100) * 2u32.saturating_pow(failures.saturating_sub(1).min(10))
 }
 
 /// Compares two secrets in time that depends only on their lengths.
@@ -79,73 +97,127 @@ async fn guard(
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
-            let mut response =
-                json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"qbox-sidecar\""),
-            );
-            return response;
+            return unauthorized(request.extensions().get::<ConnectionState>()).await;
         }
     }
     next.run(request).await
 }
 
-async fn health(State(state): State<Arc<Sidecar>>) -> Response {
+/// The answer to a missing or wrong token, after a pause that grows with
+/// each failure on the same connection; the last allowed failure also
+/// closes the connection, so guessing costs a new connection every few tries.
+async fn unauthorized(connection: Option<&ConnectionState>) -> Response {
+    let failures = connection.map(ConnectionState::record_auth_failure);
+    if let Some(failures) = failures {
+        tokio::time::sleep(auth_failure_delay(failures)).await;
+    }
+    let mut response = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"qbox-sidecar\""),
+    );
+    if failures.is_some_and(|f| f >= MAX_AUTH_FAILURES_PER_CONNECTION) {
+        tracing::warn!(
+            "closing a connection after {MAX_AUTH_FAILURES_PER_CONNECTION} failed authentications"
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// What `/health` reports: nothing it has to read from disk.
+#[derive(Debug)]
+struct Health {
+    login: LoginWatch,
+    agent_enabled: bool,
+}
+
+async fn health(State(health): State<Arc<Health>>) -> Response {
     Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
-        "login": super::login_available(),
-        "agentEnabled": state.agent.config().enabled,
+        "login": health.login.usable(),
+        "agentEnabled": health.agent_enabled,
     }))
     .into_response()
 }
 
-/// The whole HTTP application.
-pub fn router(state: Arc<Sidecar>, security: HttpSecurity, loopback: bool) -> axum::Router {
+/// The whole HTTP application. Cancelling `config.cancellation_token` ends
+/// every MCP session.
+fn router(
+    state: Arc<Sidecar>,
+    security: HttpSecurity,
+    config: StreamableHttpServerConfig,
+    limits: &HttpLimits,
+    login: LoginWatch,
+) -> axum::Router {
+    let health_state = Arc::new(Health {
+        login,
+        agent_enabled: state.agent.config().enabled,
+    });
+    let sessions = Arc::new(BoundedSessionManager::new(
+        limits.max_sessions,
+        limits.session_idle_timeout,
+    ));
+    let mcp = StreamableHttpService::new(
+        move || {
+            Ok(SidecarHandler {
+                state: state.clone(),
+            })
+        },
+        sessions.clone(),
+        config,
+    );
+    // Layers run outside in: the guard (origin, token) first, so that an
+    // unauthenticated request never holds a session slot.
+    let guarded = axum::Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(
+            sessions,
+            limit_sessions,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(security),
+            guard,
+        ));
+    axum::Router::new()
+        .route("/health", get(health))
+        .with_state(health_state)
+        .merge(guarded)
+}
+
+/// Serves on `listener` within `limits` until `shutdown` completes. The
+/// login `/health` reports is read from `query` before the first request
+/// and every few seconds after.
+pub async fn serve(
+    state: Arc<Sidecar>,
+    listener: TcpListener,
+    security: HttpSecurity,
+    limits: &HttpLimits,
+    query: StoreQuery,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let bound = listener.local_addr()?;
     let mut config = StreamableHttpServerConfig::default();
-    if !loopback {
+    if !bound.ip().is_loopback() {
         // Reached by a container or host name; the bearer token, not the
         // Host header, is what keeps strangers out.
         config = config.disable_allowed_hosts();
     }
-    let handler_state = state.clone();
-    let mcp = StreamableHttpService::new(
-        move || {
-            Ok(SidecarHandler {
-                state: handler_state.clone(),
-            })
-        },
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
-    let guarded =
-        axum::Router::new()
-            .nest_service("/mcp", mcp)
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::new(security),
-                guard,
-            ));
-    axum::Router::new()
-        .route("/health", get(health))
-        .with_state(state)
-        .merge(guarded)
-}
-
-/// Serves until `shutdown` completes.
-pub async fn serve(
-    state: Arc<Sidecar>,
-    addr: SocketAddr,
-    security: HttpSecurity,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+    let end_sessions = config.cancellation_token.clone();
+    let login = LoginWatch::start(query, LOGIN_CHECK_INTERVAL).await;
+    let app = router(state, security, config, limits, login);
     eprintln!("qbox-sidecar: serving MCP at http://{bound}/mcp (health at /health)");
-    let app = router(state, security, addr.ip().is_loopback());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    super::listener::serve(listener, app, limits, async move {
+        shutdown.await;
+        // Open event streams end with their sessions, so connections can
+        // finish instead of waiting out the grace period.
+        end_sessions.cancel();
+    })
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -160,6 +232,16 @@ mod tests {
         assert!(!is_local_origin("https://evil.example"));
         assert!(!is_local_origin("http://localhost.evil.example"));
         assert!(!is_local_origin("null"));
+    }
+
+    #[test]
+    fn failed_authentications_wait_longer_each_time() {
+        let delays: Vec<_> = (1..=MAX_AUTH_FAILURES_PER_CONNECTION)
+            .map(auth_failure_delay)
+            .collect();
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert!(delays.windows(2).all(|pair| pair[1] > pair[0]));
+        assert!(auth_failure_delay(u32::MAX) <= Duration::from_secs(103));
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! The MCP server of `qbox-sidecar`: the tools, the stdio and streamable
-//! HTTP transports, and HTTP security.
+//! HTTP transports, HTTP security and limits.
 //!
 //! **Architecture invariant:** this is the only module that knows rmcp types.
 
 pub mod client;
 pub mod http;
+pub mod limits;
+pub mod listener;
+pub mod login_watch;
 pub mod server;
+pub mod sessions;
 pub mod tools;
 
 use std::sync::Arc;
@@ -17,14 +21,6 @@ pub use server::{Sidecar, SidecarHandler};
 use crate::agent::{AgentAuth, AgentConfig, AgentRunner};
 use crate::qapi::QClient;
 use crate::store::{self, StoreQuery};
-
-/// True when a login is available to the native client.
-pub fn login_available() -> bool {
-    let bare = std::env::var_os(crate::qapi::ACCESS_TOKEN_ENV).is_some_and(|v| !v.is_empty());
-    bare || StoreQuery::from_env()
-        .resolve(time::OffsetDateTime::now_utc())
-        .is_ok_and(|login| login.status(time::OffsetDateTime::now_utc()).is_usable())
-}
 
 /// Builds the shared state from the environment.
 pub fn sidecar_from_env(query: StoreQuery) -> Result<Arc<Sidecar>, store::StoreError> {

@@ -60,7 +60,7 @@ impl ServerHandler for SidecarHandler {
         let state = &self.state;
         let arguments = request.arguments.as_ref();
         let result = match request.name.as_ref() {
-            TOOL_NAME => tools::call_agent(&state.agent, &state.cwd, arguments, &context).await,
+            TOOL_NAME => tools::call_agent(state, arguments, &context).await,
             CHAT_TOOL => {
                 tools::call_chat(
                     state.chat.as_ref().map_err(String::as_str),

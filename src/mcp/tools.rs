@@ -2,7 +2,6 @@
 //! (qbox's own streaming client), with progress and cancellation.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use rmcp::model::{
@@ -13,7 +12,8 @@ use rmcp::{Peer, RoleServer};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::agent::{AgentArgs, AgentRunner, Progress, TOOL_NAME};
+use super::server::Sidecar;
+use crate::agent::{AgentArgs, Progress, TOOL_NAME};
 use crate::qapi::{ChatEvent, QClient};
 
 /// The native chat tool's name.
@@ -84,14 +84,37 @@ fn forward_progress(
     })
 }
 
+/// Runs `work` on a thread of the blocking pool, driven there through the
+/// runtime's handle, and returns its output.
+///
+/// Why: the chat client reads the auth store (SQLite) and its kept
+/// conversations inside its async code, and a read waits for the CLI's lock for up to
+/// `QBOX_LOCK_TIMEOUT`. On the sidecar's single-threaded runtime that wait
+/// stalled every connection. Their sockets and timers stay with the
+/// runtime, which keeps serving everyone else meanwhile.
+async fn off_reactor<F>(work: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let runtime = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || runtime.block_on(work)).await {
+        Ok(output) => output,
+        Err(err) => match err.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: the runtime is shutting down and no one awaits this.
+            Err(_) => std::future::pending().await,
+        },
+    }
+}
+
 /// Runs `q-developer-agent`.
 pub async fn call_agent(
-    runner: &AgentRunner,
-    cwd: &Path,
+    state: &Arc<Sidecar>,
     arguments: Option<&JsonObject>,
     context: &RequestContext<RoleServer>,
 ) -> CallToolResult {
-    if !runner.config().enabled {
+    if !state.agent.config().enabled {
         return text_result(
             "the tool q-developer-agent is not enabled on this server. Start the sidecar with \
              ENABLE_ADDITIONAL_TOOLS=q-developer-agent to enable it (it runs the Amazon Q CLI, which can \
@@ -125,8 +148,12 @@ pub async fn call_agent(
         }
         None => (None, None),
     };
-    let outcome = runner
-        .run(&args, cwd, progress, context.ct.clone().cancelled_owned())
+    let state = state.clone();
+    let cancelled = context.ct.clone().cancelled_owned();
+    // The runner does its own store work on the blocking pool.
+    let outcome = state
+        .agent
+        .run(&args, &state.cwd, progress, cancelled)
         .await;
     if let Some(forwarder) = forwarder {
         // Every progress notification goes out before the result.
@@ -187,10 +214,16 @@ pub async fn call_chat(
     let token = context.meta.get_progress_token();
     let (text_tx, text_rx) = mpsc::unbounded_channel::<String>();
     let forwarder = token.map(|token| forward_progress(context.peer.clone(), token, text_rx));
+    let client = client.clone();
     let answer = async {
-        let mut turn = client
-            .chat(&prompt, model, conversation_id.as_deref())
-            .await?;
+        // The turn starts with store and conversation-file reads: they run
+        // off the reactor, so a store locked by the CLI stalls only this call.
+        let mut turn = off_reactor(async move {
+            client
+                .chat(&prompt, model, conversation_id.as_deref())
+                .await
+        })
+        .await?;
         let mut collected = ChatAnswer {
             conversation_id: Some(turn.conversation_id().to_owned()),
             ..ChatAnswer::default()

@@ -1,9 +1,11 @@
 //! The `qbox-sidecar` command line: the in-container side of qbox.
 
+pub mod token;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,20 +14,21 @@ use clap::{Parser, Subcommand};
 use crate::cli::GlobalArgs;
 use crate::exit::{self, CommandError};
 use crate::mcp;
-use crate::secret::Secret;
 use crate::term::Palette;
 
 const EXAMPLES: &str = "\
 Examples:
   qbox-sidecar serve                                   # MCP over stdio
-  QBOX_MCP_TOKEN=... qbox-sidecar serve --http 0.0.0.0:8080
+  qbox-sidecar serve --http 8080                       # loopback, with a generated token
+  QBOX_MCP_TOKEN=$(openssl rand -hex 32) qbox-sidecar serve --http 0.0.0.0:8080
   qbox-sidecar health --url http://127.0.0.1:8080/health
   qbox-sidecar chat \"what is a monad?\"
 
 Environment: QBOX_DB (a login snapshot), QBOX_MCP_TOKEN, QBOX_SIDECAR_HTTP (serve --http), ENABLE_ADDITIONAL_TOOLS=q-developer-agent,
-AGENT_TIMEOUT, AGENT_MAX_RESPONSE_SIZE, QBOX_AGENT_CLI, QBOX_Q_ENDPOINT, QBOX_Q_TIMEOUT, QBOX_ACCESS_TOKEN,
-QBOX_PROFILE_ARN, QBOX_REGION, QBOX_STATE_DIR (keeps q-chat conversations), RUST_LOG.
-A variable set to the empty string counts as unset.
+AGENT_TIMEOUT, AGENT_MAX_RESPONSE_SIZE, QBOX_AGENT_CLI, QBOX_AGENT_PASS_ENV, QBOX_Q_ENDPOINT, QBOX_Q_TIMEOUT,
+QBOX_ACCESS_TOKEN, QBOX_PROFILE_ARN, QBOX_REGION, QBOX_STATE_DIR (keeps q-chat conversations), RUST_LOG;
+HTTP limits: QBOX_MCP_MAX_CONNECTIONS, QBOX_MCP_HEADER_TIMEOUT, QBOX_MCP_IDLE_TIMEOUT, QBOX_MCP_MAX_SESSIONS,
+QBOX_MCP_SESSION_IDLE_TIMEOUT. A variable set to the empty string counts as unset.
 Exit codes: 0 ok, 1 error, 2 usage, 4 no usable login.";
 
 /// The in-container side of qbox: serves Amazon Q to MCP hosts using the
@@ -79,7 +82,8 @@ struct CallArgs {
     /// The server's streamable HTTP endpoint.
     #[arg(long, env = "QBOX_MCP_URL", conflicts_with = "command")]
     url: Option<String>,
-    /// Read the bearer token from this file (else QBOX_MCP_TOKEN).
+    /// Read the bearer token from this file (else QBOX_MCP_TOKEN, else the token a
+    /// server on this machine generated for a loopback URL's port).
     #[arg(long, value_name = "FILE", requires = "url")]
     token_file: Option<PathBuf>,
     /// The tool to call.
@@ -106,13 +110,15 @@ struct ServeArgs {
     /// Serve streamable HTTP on ADDR (`127.0.0.1:8080`, `0.0.0.0:8080`, or a port) instead of stdio.
     #[arg(long, value_name = "ADDR", env = HTTP_ENV, value_parser = parse_addr)]
     http: Option<SocketAddr>,
-    /// Read the bearer token from this file (else QBOX_MCP_TOKEN).
+    /// Read the bearer token from this file (else QBOX_MCP_TOKEN; on loopback, else a
+    /// generated one, written 0600 to $XDG_RUNTIME_DIR/qbox/sidecar-PORT.token).
     #[arg(long, value_name = "FILE", requires = "http")]
     token_file: Option<PathBuf>,
     /// Also accept browser requests from this Origin (repeatable); loopback origins are always accepted.
     #[arg(long = "allow-origin", value_name = "ORIGIN", requires = "http")]
     allowed_origins: Vec<String>,
-    /// Allow a non-loopback address without a token (anyone who can reach it can use your login).
+    /// Serve without a token (anyone who can reach the address, other local users
+    /// included, can use your login): only behind a proxy that authenticates.
     #[arg(long, requires = "http")]
     allow_unauthenticated: bool,
 }
@@ -138,11 +144,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
     crate::logging::init(cli.global.verbose, cli.global.quiet, palette);
     let query = cli.global.store_query();
     let result = match cli.command {
-        SidecarCommand::Serve(args) => crate::cli::block_on(serve(args, query)),
+        SidecarCommand::Serve(args) => crate::cli::block_on(serve(args, query, palette)),
         SidecarCommand::Health { url, timeout } => {
             crate::cli::block_on(health(url, timeout, query))
         }
-        SidecarCommand::Call(args) => crate::cli::block_on(call(args, cli.global.quiet)),
+        SidecarCommand::Call(args) => crate::cli::block_on(call(args, cli.global.quiet, palette)),
         SidecarCommand::Chat(args) => {
             // A read-only snapshot is refreshed by the host that wrote it;
             // refreshing here would spend the host's refresh token.
@@ -162,36 +168,71 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
     }
 }
 
-fn bearer_token(token_file: Option<&Path>) -> anyhow::Result<Option<Secret>> {
-    if let Some(path) = token_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the token file {}", path.display()))?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(CommandError::new(
-                exit::USAGE,
-                format!("the token file {} is empty", path.display()),
-            )
-            .into());
-        }
-        return Ok(Some(Secret::new(token)));
-    }
-    Ok(std::env::var("QBOX_MCP_TOKEN")
-        .ok()
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
-        .map(Secret::new))
+fn warn(palette: Palette, message: &str) {
+    eprintln!("{} {message}", palette.warning("qbox-sidecar: warning:"));
 }
 
-async fn serve(args: ServeArgs, query: crate::store::StoreQuery) -> anyhow::Result<u8> {
-    let state = mcp::sidecar_from_env(query)?;
+/// The token given with `--token-file` or `QBOX_MCP_TOKEN`, its warnings
+/// printed.
+fn given_token(
+    token_file: Option<&std::path::Path>,
+    palette: Palette,
+) -> anyhow::Result<Option<crate::secret::Secret>> {
+    let Some(given) = token::given_token(token_file)? else {
+        return Ok(None);
+    };
+    for warning in &given.warnings {
+        warn(palette, warning);
+    }
+    Ok(Some(given.secret))
+}
+
+async fn serve(
+    args: ServeArgs,
+    query: crate::store::StoreQuery,
+    palette: Palette,
+) -> anyhow::Result<u8> {
+    let state = mcp::sidecar_from_env(query.clone())?;
     let Some(addr) = args.http else {
         mcp::serve_stdio(state).await?;
         return Ok(exit::OK);
     };
-    let token = bearer_token(args.token_file.as_deref())?;
-    if !addr.ip().is_loopback() && token.is_none() {
-        if !args.allow_unauthenticated {
+    let limits = mcp::limits::HttpLimits::from_env().map_err(|err| {
+        CommandError::new(exit::USAGE, err.to_string()).hint(format!(
+            "unset {} for its default (docs/mcp.md, Limits)",
+            err.name
+        ))
+    })?;
+    let agent = state.agent.config();
+    if agent.enabled && limits.session_idle_timeout <= agent.timeout {
+        // A session's idle clock runs during a call that sends nothing
+        // (no progress token), and ends the call with the session.
+        warn(
+            palette,
+            &format!(
+                "{} ({} s) is not above AGENT_TIMEOUT ({} s): an agent call without progress notifications may lose its session first",
+                mcp::limits::SESSION_IDLE_TIMEOUT_ENV,
+                limits.session_idle_timeout.as_secs(),
+                agent.timeout.as_secs()
+            ),
+        );
+    }
+    let given = given_token(args.token_file.as_deref(), palette)?;
+    match &given {
+        Some(secret) => {
+            if let Some(warning) = token::check_strength(secret, addr)? {
+                warn(palette, &warning);
+            }
+        }
+        None if args.allow_unauthenticated => warn(
+            palette,
+            &format!(
+                "SERVING {addr} WITHOUT AUTHENTICATION: anyone who can reach this address, other users of this machine included, can use the Amazon Q login"
+            ),
+        ),
+        // A generated token helps only clients on this machine; others
+        // need one they were given.
+        None if !addr.ip().is_loopback() => {
             return Err(CommandError::new(
                 exit::USAGE,
                 format!("refusing to serve {addr} without a bearer token: anyone who can reach it could use your Amazon Q login"),
@@ -199,17 +240,43 @@ async fn serve(args: ServeArgs, query: crate::store::StoreQuery) -> anyhow::Resu
             .hint("set QBOX_MCP_TOKEN or --token-file, bind 127.0.0.1, or pass --allow-unauthenticated if a proxy authenticates")
             .into());
         }
-        tracing::warn!(
-            "SERVING {addr} WITHOUT AUTHENTICATION: anyone who can reach this address can use the Amazon Q login"
-        );
+        None => {}
     }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let port = listener.local_addr()?.port();
+    let mut generated_file = None;
+    let token = match given {
+        Some(secret) => Some(secret),
+        None if args.allow_unauthenticated => None,
+        None => {
+            let secret = token::generate()?;
+            let file = token::store_generated(&secret, port)?;
+            eprintln!(
+                "qbox-sidecar: the bearer token is in {} (readable by you only; clients on this machine find it there; removed when the server stops)",
+                file.path().display()
+            );
+            generated_file = Some(file);
+            Some(secret)
+        }
+    };
     let security = mcp::http::HttpSecurity {
         token,
         allowed_origins: args.allowed_origins,
     };
-    mcp::http::serve(state, addr, security, crate::signals::shutdown())
-        .await
-        .with_context(|| format!("serving on {addr}"))?;
+    mcp::http::serve(
+        state,
+        listener,
+        security,
+        &limits,
+        query,
+        crate::signals::shutdown(),
+    )
+    .await
+    .with_context(|| format!("serving on {addr}"))?;
+    // Stopped cleanly: the generated token goes with the server.
+    drop(generated_file);
     Ok(exit::OK)
 }
 
@@ -306,12 +373,12 @@ fn call_arguments(
     Ok(arguments)
 }
 
-async fn call(args: CallArgs, quiet: bool) -> anyhow::Result<u8> {
+async fn call(args: CallArgs, quiet: bool, palette: Palette) -> anyhow::Result<u8> {
     let arguments = call_arguments(&args)?;
     let endpoint = match (&args.url, args.command.split_first()) {
         (Some(url), _) => mcp::client::Endpoint::Http {
             url: url.clone(),
-            token: bearer_token(args.token_file.as_deref())?,
+            token: given_token(args.token_file.as_deref(), palette)?,
         },
         (None, Some((program, rest))) => mcp::client::Endpoint::Command {
             program: program.clone(),

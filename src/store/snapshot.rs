@@ -110,9 +110,11 @@ pub fn write_snapshot(rows: &SnapshotRows, dir: &Path, mode: u32) -> Result<Path
     Ok(dir.join(SNAPSHOT_FILE_NAME))
 }
 
-/// Writes `bytes` as `dir/name` (mode 0600) the way snapshots are written:
-/// created in a checked directory (made 0700 if missing), synced, renamed
-/// into place. For other private files, such as conversations.
+/// Writes `bytes` as `dir/name`, mode 0600, under the same rules as a
+/// snapshot (atomic replacement through descriptors; `dir` created 0700
+/// when missing, refused when another user could change it). Returns the
+/// file's path. For other private files qbox keeps on disk: the sidecar's
+/// generated bearer token, kept conversations.
 pub fn write_private_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
     platform::replace_file(dir, name, bytes, DEFAULT_MODE)?;
     Ok(dir.join(name))

@@ -16,6 +16,7 @@ mod doctor;
 mod errors;
 mod eventstream;
 mod export;
+mod http_hardening;
 mod mcp_client;
 mod net_hardening;
 mod refresh;
