@@ -274,10 +274,15 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
         },
     );
     let docker = &report.docker;
+    // The version and the error are the engine's words: an engine (or what
+    // DOCKER_HOST names) must not be able to write to the terminal.
+    let engine_text = |text: Option<&str>, missing: &str| {
+        text.map_or_else(|| missing.to_owned(), crate::http::sanitize_remote)
+    };
     let docker_text = if docker.available {
         p.good(&format!(
             "engine {} answers at {}",
-            docker.version.as_deref().unwrap_or("?"),
+            engine_text(docker.version.as_deref(), "?"),
             docker.endpoint
         ))
     } else {
@@ -285,7 +290,7 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
             "{} at {}: {}",
             p.bad("no engine"),
             docker.endpoint,
-            docker.error.as_deref().unwrap_or("unknown error")
+            engine_text(docker.error.as_deref(), "unknown error")
         )
     };
     line("docker", docker_text);

@@ -79,7 +79,7 @@ impl CallError {
                 "check the URL (it ends in /mcp) and that the server is running".into()
             }
             Self::Unauthorized { .. } => {
-                "pass the server's token with --token-file FILE or QBOX_MCP_TOKEN (a server on this machine that generated its token keeps it in $XDG_RUNTIME_DIR/qbox/sidecar-PORT.token)".into()
+                "pass the server's token with --token-file FILE or QBOX_MCP_TOKEN (a server on this machine that generated its token keeps it in $XDG_RUNTIME_DIR/qbox/sidecar-ADDRESS-PORT.token)".into()
             }
             Self::Call { .. } => return None,
         })
@@ -137,10 +137,16 @@ pub async fn call_tool(
     let service = match endpoint {
         Endpoint::Http { url, token } => {
             let http = crate::http::client(None).map_err(|e| connect_error(e.to_string()))?;
+            // A generated token goes only to the literal address that
+            // wrote it (see `generated_token_for`).
+            let (token, url) = match token {
+                Some(token) => (Some(token.clone()), url.clone()),
+                None => match crate::sidecar::token::generated_token_for(url) {
+                    Some((token, exact)) => (Some(token), exact.to_string()),
+                    None => (None, url.clone()),
+                },
+            };
             let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
-            let token = token
-                .clone()
-                .or_else(|| crate::sidecar::token::generated_token_for(url));
             if let Some(token) = token {
                 config = config.auth_header(token.expose());
             }

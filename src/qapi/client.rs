@@ -14,8 +14,9 @@ use super::endpoint::{self, ChatEndpoint};
 use super::error::{ApiError, ErrorKind, normalize_code};
 use super::model::{ChatEvent, GenerateAssistantResponseRequest};
 use crate::eventstream::{Decoder, FrameError, Message};
-use crate::http::{ERROR_BODY_LIMIT, read_body_limited, sanitize_remote};
+use crate::http::{ERROR_BODY_LIMIT, read_body_limited};
 use crate::secret::Secret;
+use crate::secret::redact_remote;
 use crate::store::{self, OidcClient, StoreError, StoreQuery};
 
 /// Environment variable with a bare access token, used when no store exists.
@@ -67,7 +68,7 @@ impl BareLogin {
         };
         let bad = |name: &'static str, value: &str, problem: String| ApiError::BadSetting {
             name,
-            value: sanitize_remote(value),
+            value: redact_remote(value),
             problem,
         };
         let profile_arn = super::env_value(PROFILE_ARN_ENV).map(|v| v.trim().to_owned());
@@ -165,7 +166,7 @@ impl ClientOptions {
                 _ => {
                     return Err(ApiError::BadSetting {
                         name: TIMEOUT_ENV,
-                        value: sanitize_remote(&text),
+                        value: redact_remote(&text),
                         problem: "is not a whole number of seconds greater than zero".into(),
                     });
                 }
@@ -367,7 +368,7 @@ impl QClient {
                 let location = response
                     .headers()
                     .get(LOCATION)
-                    .map(|v| sanitize_remote(&String::from_utf8_lossy(v.as_bytes())))
+                    .map(|v| redact_remote(&String::from_utf8_lossy(v.as_bytes())))
                     .unwrap_or_else(|| "(no location)".into());
                 return Err(ApiError::Redirect {
                     url,
@@ -463,8 +464,8 @@ fn http_error(status: u16, headers: &HeaderMap, body: &[u8]) -> ApiError {
         .map(str::to_owned)
         .or_else(|| first_field(json.as_ref(), &["code", "__type"]))
         .unwrap_or_else(|| format!("http {status}"));
-    let code = sanitize_remote(normalize_code(&raw_code));
-    let message = sanitize_remote(
+    let code = redact_remote(normalize_code(&raw_code));
+    let message = redact_remote(
         first_field(json.as_ref(), &MESSAGE_KEYS)
             .as_deref()
             .unwrap_or(text.trim()),
@@ -506,8 +507,8 @@ pub fn event_from_message(message: &Message<'_>) -> Result<ChatEvent, ApiError> 
                 .or_else(|| headers.get_str(":exception-type").map(str::to_owned))
                 .or_else(|| headers.get_str(":error-code").map(str::to_owned))
                 .unwrap_or_else(|| "UnknownException".into());
-            let code = sanitize_remote(normalize_code(&raw_code));
-            let message_text = sanitize_remote(
+            let code = redact_remote(normalize_code(&raw_code));
+            let message_text = redact_remote(
                 &first_field(json.as_ref(), &MESSAGE_KEYS)
                     .or_else(|| headers.get_str(":error-message").map(str::to_owned))
                     .unwrap_or_default(),
@@ -618,7 +619,7 @@ impl ResponseStream {
         if !self.decoded_any && !self.content_type.starts_with(EVENT_STREAM_CONTENT_TYPE) {
             return ApiError::NotEventStream {
                 url: self.url.clone(),
-                content_type: sanitize_remote(&self.content_type),
+                content_type: redact_remote(&self.content_type),
                 detail: err.to_string(),
             };
         }

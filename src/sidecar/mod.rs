@@ -111,7 +111,7 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR", env = HTTP_ENV, value_parser = parse_addr)]
     http: Option<SocketAddr>,
     /// Read the bearer token from this file (else QBOX_MCP_TOKEN; on loopback, else a
-    /// generated one, written 0600 to $XDG_RUNTIME_DIR/qbox/sidecar-PORT.token).
+    /// generated one, written 0600 to $XDG_RUNTIME_DIR/qbox/sidecar-ADDRESS-PORT.token).
     #[arg(long, value_name = "FILE", requires = "http")]
     token_file: Option<PathBuf>,
     /// Also accept browser requests from this Origin (repeatable); loopback origins are always accepted.
@@ -245,14 +245,14 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    let port = listener.local_addr()?.port();
+    let bound = listener.local_addr()?;
     let mut generated_file = None;
     let token = match given {
         Some(secret) => Some(secret),
         None if args.allow_unauthenticated => None,
         None => {
             let secret = token::generate()?;
-            let file = token::store_generated(&secret, port)?;
+            let file = token::store_generated(&secret, bound)?;
             eprintln!(
                 "qbox-sidecar: the bearer token is in {} (readable by you only; clients on this machine find it there; removed when the server stops)",
                 file.path().display()
@@ -401,7 +401,9 @@ async fn call(args: CallArgs, quiet: bool, palette: Palette) -> anyhow::Result<u
             let _ = stdout.write_all(message.as_bytes());
             let _ = stdout.flush();
         } else if !quiet {
-            eprintln!("{message}");
+            // Progress is the server's text on the user's terminal: no
+            // escape sequences, no forged lines, no known secrets.
+            eprintln!("{}", exit::printable_line(message));
         }
     })
     .await?;
@@ -416,7 +418,7 @@ async fn call(args: CallArgs, quiet: bool, palette: Palette) -> anyhow::Result<u
         if !args.json {
             eprintln!("qbox-sidecar: the tool `{}` reported an error", args.tool);
             if stream {
-                eprintln!("{}", outcome.text);
+                eprintln!("{}", exit::printable_line(&outcome.text));
             }
         }
         return Ok(exit::ERROR);

@@ -11,7 +11,7 @@
 //! `--allow-unauthenticated` is the explicit way out.
 
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -150,13 +150,19 @@ pub fn generated_token_dir() -> Option<PathBuf> {
         .map(|dir| dir.join("qbox"))
 }
 
-fn generated_token_name(port: u16) -> String {
-    format!("sidecar-{port}.token")
+/// The file name records the exact address the server listens on: a client
+/// sends the token only to that address, never to whatever else answers on
+/// the same port (another user can listen on `[::1]:PORT` or `127.0.0.2:PORT`
+/// beside a server on `127.0.0.1:PORT`, and `localhost` may resolve to either).
+fn generated_token_name(addr: SocketAddr) -> String {
+    // `:` is not allowed in file names everywhere; IPv6 loopback is `__1`.
+    let ip = addr.ip().to_string().replace(':', "_");
+    format!("sidecar-{ip}-{}.token", addr.port())
 }
 
-/// Where the server on `port` keeps its generated token.
-pub fn generated_token_path(port: u16) -> Option<PathBuf> {
-    generated_token_dir().map(|dir| dir.join(generated_token_name(port)))
+/// Where the server listening on `addr` keeps its generated token.
+pub fn generated_token_path(addr: SocketAddr) -> Option<PathBuf> {
+    generated_token_dir().map(|dir| dir.join(generated_token_name(addr)))
 }
 
 /// A generated token's file; removed when this is dropped (the server
@@ -178,10 +184,10 @@ impl Drop for TokenFile {
     }
 }
 
-/// Writes `token` for the server on `port`: mode 0600, in a directory of
+/// Writes `token` for the server listening on `addr`: mode 0600, in a directory of
 /// mode 0700 that no one else can change, replacing a file a server that
 /// did not stop cleanly left behind (the port is ours now, so it is stale).
-pub fn store_generated(token: &Secret, port: u16) -> Result<TokenFile, CommandError> {
+pub fn store_generated(token: &Secret, addr: SocketAddr) -> Result<TokenFile, CommandError> {
     let no_token_hint =
         "give a token instead: QBOX_MCP_TOKEN=$(openssl rand -hex 32), or --token-file FILE";
     let Some(dir) = generated_token_dir() else {
@@ -195,7 +201,7 @@ pub fn store_generated(token: &Secret, port: u16) -> Result<TokenFile, CommandEr
     contents.push('\n');
     match crate::store::snapshot::write_private_file(
         &dir,
-        &generated_token_name(port),
+        &generated_token_name(addr),
         contents.as_bytes(),
     ) {
         Ok(path) => Ok(TokenFile { path }),
@@ -208,23 +214,37 @@ pub fn store_generated(token: &Secret, port: u16) -> Result<TokenFile, CommandEr
 }
 
 /// The token a server on this machine generated for itself, when `url`
-/// names it through loopback and the file is the user's own.
-pub fn generated_token_for(url: &str) -> Option<Secret> {
-    let url = reqwest::Url::parse(url).ok()?;
+/// names it through loopback and the file is the user's own, with the URL
+/// to send it to: the literal address the server recorded. `localhost` is
+/// looked up as 127.0.0.1, then `[::1]`, and replaced by the address whose
+/// token was found, so name resolution cannot hand the token to a listener
+/// on the other loopback address.
+pub fn generated_token_for(url: &str) -> Option<(Secret, reqwest::Url)> {
+    let mut url = reqwest::Url::parse(url).ok()?;
     let host = url.host_str()?;
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
+    let port = url.port_or_known_default()?;
+    let candidates: Vec<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+        vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+    } else {
+        let ip = host
             .trim_start_matches('[')
             .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
-        return None;
-    }
-    let path = generated_token_path(url.port_or_known_default()?)?;
-    let text = read_own_file(&path)?;
-    let token = text.trim();
-    (!token.is_empty()).then(|| Secret::new(token))
+            .parse::<IpAddr>()
+            .ok()?;
+        vec![ip]
+    };
+    candidates
+        .into_iter()
+        .filter(IpAddr::is_loopback)
+        .find_map(|ip| {
+            let text = read_own_file(&generated_token_path(SocketAddr::new(ip, port))?)?;
+            let token = text.trim();
+            (!token.is_empty()).then(|| (Secret::new(token), ip))
+        })
+        .and_then(|(token, ip)| {
+            url.set_ip_host(ip).ok()?;
+            Some((token, url))
+        })
 }
 
 /// The file's text when it is a regular file owned by the user, opened
@@ -304,5 +324,15 @@ mod tests {
         assert!(generated_token_for("http://example.com:8080/mcp").is_none());
         assert!(generated_token_for("http://10.0.0.1:8080/mcp").is_none());
         assert!(generated_token_for("not a url").is_none());
+    }
+
+    #[test]
+    fn token_files_name_the_exact_address() {
+        let v4 = generated_token_name("127.0.0.1:8080".parse().unwrap());
+        let other = generated_token_name("127.0.0.2:8080".parse().unwrap());
+        let v6 = generated_token_name("[::1]:8080".parse().unwrap());
+        assert_eq!(v4, "sidecar-127.0.0.1-8080.token");
+        assert_eq!(v6, "sidecar-__1-8080.token");
+        assert_ne!(v4, other);
     }
 }

@@ -54,7 +54,7 @@ pub enum StoreError {
         reason: String,
     },
 
-    #[error("refusing to write a snapshot into {}: {reason}", .path.display())]
+    #[error("refusing to write secrets into {}: {reason}", .path.display())]
     UnsafeDirectory { path: PathBuf, reason: String },
 
     #[error("sqlite error on {}: {source}", .path.display())]

@@ -286,7 +286,7 @@ async fn issue_13_a_tokenless_loopback_bind_requires_the_generated_token() {
     );
     let token_file = runtime_dir(home.path())
         .join("qbox")
-        .join(format!("sidecar-{}.token", served.port));
+        .join(format!("sidecar-127.0.0.1-{}.token", served.port));
     let stderr = served.stderr();
     assert!(
         stderr.contains(&token_file.display().to_string()),
@@ -329,6 +329,38 @@ async fn issue_13_a_tokenless_loopback_bind_requires_the_generated_token() {
         String::from_utf8_lossy(&call.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&call.stdout).trim(), "You said: hi");
+
+    // Another user can listen on the same port at another loopback
+    // address: a URL naming that address must not get the token.
+    let decoy = std::net::TcpListener::bind(("127.0.0.2", served.port)).unwrap();
+    let decoy_url = format!("http://127.0.0.2:{}/mcp", served.port);
+    let received = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut conn, _) = decoy.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut request = vec![0u8; 8192];
+        let n = conn.read(&mut request).unwrap_or(0);
+        String::from_utf8_lossy(&request[..n]).into_owned()
+    });
+    let runtime = runtime_dir(home.path());
+    let home_path = home.path().to_owned();
+    let _ = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+            .args(["call", "--url", &decoy_url, "q-chat", "-a", "prompt=hi"])
+            .env_clear()
+            .env("HOME", &home_path)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let request = received.join().unwrap();
+    assert!(request.starts_with("POST"), "{request}");
+    assert!(
+        !request.contains(token),
+        "the generated token went to another address: {request}"
+    );
 
     // A clean stop takes the token with it.
     assert_eq!(served.stop(), Some(0));

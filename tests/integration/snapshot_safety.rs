@@ -105,7 +105,7 @@ fn issue_13_a_directory_others_can_write_is_refused_before_anything_is_written()
         set_mode(&dir, mode);
         let run = home.qbox().args(["snapshot", dir.to_str().unwrap()]).run();
         run.assert_code(1)
-            .assert_stderr_contains("refusing to write a snapshot into")
+            .assert_stderr_contains("refusing to write secrets into")
             .assert_stderr_contains("hint: use a directory that only you can change");
         assert!(
             std::fs::read_dir(&dir).unwrap().next().is_none(),
