@@ -120,14 +120,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
 }
 
-fn recorded_number(record: &Path, file: &str) -> u32 {
-    std::fs::read_to_string(record.join(file))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn issue_13_a_huge_output_line_keeps_the_sidecars_memory_bounded() {
     /// One line of this many bytes, without a newline.
@@ -143,7 +135,7 @@ fn issue_13_a_huge_output_line_keeps_the_sidecars_memory_bounded() {
     let mut mcp = StdioMcp::start(home.path(), &agent_env(&record));
     let (text, is_error, _) = mcp.call(TOOL, json!({"prompt": "warm up"}));
     assert!(!is_error, "{text}");
-    let sidecar = recorded_number(&record, "ppid");
+    let sidecar = crate::sidecar::recorded_pid(&record, "ppid");
     let before = peak_rss_kib(sidecar);
 
     let (text, is_error, _) = mcp.call(TOOL, json!({"prompt": format!("huge:{HUGE}")}));
@@ -274,7 +266,7 @@ fn assert_nothing_outlives(prompt: &str, expect_timeout: bool) {
         escapees.len(),
         "{prompt}: processes were still being started after the call"
     );
-    let sidecar = recorded_number(&record, "ppid");
+    let sidecar = crate::sidecar::recorded_pid(&record, "ppid");
     assert_eq!(
         zombie_children(sidecar),
         Vec::<u32>::new(),

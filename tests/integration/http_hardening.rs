@@ -129,6 +129,24 @@ impl Drop for Served {
     }
 }
 
+/// `qbox-sidecar call` of `q-chat` as the user, with no token given: the
+/// client looks for a generated one.
+async fn call_without_a_token(home: &Path, url: String) -> std::process::Output {
+    let runtime = runtime_dir(home);
+    let home = home.to_owned();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+            .args(["call", "--url", &url, "q-chat", "-a", "prompt=hi"])
+            .env_clear()
+            .env("HOME", &home)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 fn runtime_dir(home: &Path) -> PathBuf {
     let dir = home.join("run");
     std::fs::create_dir_all(&dir).unwrap();
@@ -308,20 +326,7 @@ async fn issue_13_a_tokenless_loopback_bind_requires_the_generated_token() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     // A client of the same user finds it by the URL's port.
-    let url = served.url("/mcp");
-    let runtime = runtime_dir(home.path());
-    let home_path = home.path().to_owned();
-    let call = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
-            .args(["call", "--url", &url, "q-chat", "-a", "prompt=hi"])
-            .env_clear()
-            .env("HOME", &home_path)
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let call = call_without_a_token(home.path(), served.url("/mcp")).await;
     assert_eq!(
         call.status.code(),
         Some(0),
@@ -342,19 +347,7 @@ async fn issue_13_a_tokenless_loopback_bind_requires_the_generated_token() {
         let n = conn.read(&mut request).unwrap_or(0);
         String::from_utf8_lossy(&request[..n]).into_owned()
     });
-    let runtime = runtime_dir(home.path());
-    let home_path = home.path().to_owned();
-    let _ = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
-            .args(["call", "--url", &decoy_url, "q-chat", "-a", "prompt=hi"])
-            .env_clear()
-            .env("HOME", &home_path)
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let _ = call_without_a_token(home.path(), decoy_url).await;
     let request = received.join().unwrap();
     assert!(request.starts_with("POST"), "{request}");
     assert!(

@@ -20,7 +20,7 @@ fn agent_env(record: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn recorded_pid(record: &Path, file: &str) -> u32 {
+pub(crate) fn recorded_pid(record: &Path, file: &str) -> u32 {
     std::fs::read_to_string(record.join(file))
         .unwrap()
         .trim()
