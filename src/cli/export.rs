@@ -197,8 +197,6 @@ fn github_env_path() -> Result<PathBuf, CommandError> {
 
 /// Appends `exported` to the `GITHUB_ENV` file at `path`, in one write.
 fn append_github_env(path: &Path, exported: &Exported) -> Result<(), CommandError> {
-    use std::os::unix::fs::OpenOptionsExt;
-
     let failed = |err: std::io::Error| {
         CommandError::new(
             exit::ERROR,
@@ -224,12 +222,11 @@ fn append_github_env(path: &Path, exported: &Exported) -> Result<(), CommandErro
     })?;
     // The runner creates the file; creating it here (0600: it will hold
     // tokens) only helps when GITHUB_ENV names a file of one's own.
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(failed)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(failed)?;
     file.write_all(entries.as_bytes()).map_err(failed)
 }
 

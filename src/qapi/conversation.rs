@@ -254,6 +254,11 @@ pub enum ConversationError {
         #[source]
         source: crate::store::StoreError,
     },
+    #[error("cannot keep conversations: {source}")]
+    Directory {
+        #[source]
+        source: crate::store::StoreError,
+    },
     #[error("no data directory to keep conversations in (no home directory)")]
     NoDataDir,
 }
@@ -279,7 +284,7 @@ impl ConversationError {
                 "the file is left as it is; `qbox chat --forget ID` removes it".into()
             }
             Self::Busy { .. } => "wait for the other answer to finish, then ask again".into(),
-            Self::Write { source, .. } => return source.hint(),
+            Self::Write { source, .. } | Self::Directory { source } => return source.hint(),
             Self::Io { .. } => "check the directory's permissions, or set QBOX_STATE_DIR".into(),
             Self::NoDataDir => "set QBOX_STATE_DIR to a writable directory".into(),
         })

@@ -174,7 +174,9 @@ impl ConversationStore {
         let Backing::Directory(dir) = &self.inner.backing else {
             return Ok(());
         };
-        create_private_dir(dir)?;
+        // The same directory rules the save itself will apply.
+        crate::store::snapshot::prepare_private_dir(dir)
+            .map_err(|source| ConversationError::Directory { source })?;
         tempfile::tempfile_in(dir)
             .map(drop)
             .map_err(|source| ConversationError::Io {
@@ -310,19 +312,6 @@ fn read_file(path: &Path, id: &str) -> Result<Conversation, ConversationError> {
     Ok(conversation)
 }
 
-/// Creates `dir` (and missing parents) with mode 0700.
-fn create_private_dir(dir: &Path) -> Result<(), ConversationError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| ConversationError::Io {
-        action: "cannot create",
-        path: dir.to_owned(),
-        source,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +349,21 @@ mod tests {
             store.forget(&id),
             Err(ConversationError::Unknown { .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_others_can_change_is_refused_before_a_question_is_sent() {
+        use std::os::unix::fs::PermissionsExt;
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("shared");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ConversationStore::directory(&dir)
+            .check_writable()
+            .unwrap_err();
+        assert!(matches!(err, ConversationError::Directory { .. }), "{err}");
+        assert!(err.hint().is_some());
     }
 
     #[test]

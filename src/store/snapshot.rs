@@ -84,6 +84,13 @@ pub fn check_dir(dir: &Path) -> Result<DirVerdict, StoreError> {
     platform::check_dir(dir)
 }
 
+/// Creates `dir` (mode 0700) when it is missing and refuses one that
+/// [`check_dir`] refuses: what a later [`write_private_file`] there will
+/// demand, checked before work that would be lost if the write failed.
+pub fn prepare_private_dir(dir: &Path) -> Result<(), StoreError> {
+    platform::prepare_dir(dir)
+}
+
 /// A new temporary directory of mode 0700 for a snapshot that lives as long
 /// as the returned handle (`qbox run`, the agent's private copy). The
 /// default would be 0777 less the umask: readable by everyone.
@@ -218,6 +225,10 @@ mod platform {
         }
     }
 
+    pub(super) fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
+        open_checked_dir(dir).map(drop)
+    }
+
     /// Opens (creating with mode 0700 if missing) and checks `dir`.
     fn open_checked_dir(dir: &Path) -> Result<OwnedFd, StoreError> {
         let fd = match open_dir(dir)? {
@@ -317,13 +328,17 @@ mod platform {
         })
     }
 
+    pub(super) fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io("creating", dir, e))
+    }
+
     pub(super) fn replace_file(
         dir: &Path,
         name: &str,
         bytes: &[u8],
         _mode: u32,
     ) -> Result<(), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io("creating", dir, e))?;
+        prepare_dir(dir)?;
         let target = dir.join(name);
         let mut temp = tempfile::Builder::new()
             .prefix(".data.sqlite3.")
