@@ -17,7 +17,7 @@ use crate::util::{TestHome, valid_login};
 const TOKEN: &str = "aoa-access-chat";
 
 /// Runs `qbox ARGS` against the stand-in service.
-async fn chat(home: &TestHome, q: &StandinQ, args: &[&str]) -> crate::util::Run {
+pub(crate) async fn chat(home: &TestHome, q: &StandinQ, args: &[&str]) -> crate::util::Run {
     home.qbox()
         .env("QBOX_Q_ENDPOINT", q.url())
         .args(args.iter().copied())

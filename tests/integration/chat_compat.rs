@@ -16,6 +16,7 @@ use qbox::store::Flavor;
 use qbox::store::schema::FixtureLogin;
 use serde_json::{Value, json};
 
+use crate::chat::chat;
 use crate::mcp_client::StdioMcp;
 use crate::util::{Run, TestHome, valid_login};
 
@@ -300,17 +301,11 @@ async fn issue_11_three_turns_through_qbox_chat_carry_the_history() {
     let q = StandinQ::start("aoa-access-turns").await.unwrap();
     let home = TestHome::new();
     home.login(Flavor::AmazonQ, &valid_login("turns"));
-    let chat = |args: &[&str]| {
-        home.qbox()
-            .env("QBOX_Q_ENDPOINT", q.url())
-            .args(args.iter().copied())
-            .run_async()
-    };
-    let first = chat(&["chat", "one"]).await;
+    let first = chat(&home, &q, &["chat", "one"]).await;
     first.assert_code(0);
     let id = conversation_id(&first);
     for prompt in ["two", "three"] {
-        let run = chat(&["chat", "--conversation-id", &id, prompt]).await;
+        let run = chat(&home, &q, &["chat", "--conversation-id", &id, prompt]).await;
         run.assert_code(0);
         assert_eq!(run.stdout, format!("You said: {prompt}\n"));
         assert_eq!(conversation_id(&run), id);
@@ -362,13 +357,18 @@ async fn issue_11_three_turns_through_qbox_chat_carry_the_history() {
     );
 
     // Bad ids: exit 2, nothing sent, nothing started.
-    let not_uuid = chat(&["chat", "--conversation-id", "standin-conversation-1", "x"]).await;
+    let not_uuid = chat(
+        &home,
+        &q,
+        &["chat", "--conversation-id", "standin-conversation-1", "x"],
+    )
+    .await;
     not_uuid
         .assert_code(2)
         .assert_one_line_error()
         .assert_stderr_contains("is not a conversation id");
     let unknown_id = "0f8fad5b-d9cb-469f-a165-70867728950e";
-    let unknown = chat(&["chat", "--conversation-id", unknown_id, "x"]).await;
+    let unknown = chat(&home, &q, &["chat", "--conversation-id", unknown_id, "x"]).await;
     unknown
         .assert_code(2)
         .assert_one_line_error()
@@ -378,7 +378,7 @@ async fn issue_11_three_turns_through_qbox_chat_carry_the_history() {
     // A truncated file: a clear error, and the file is left as it was.
     let whole = std::fs::read(&file).unwrap();
     std::fs::write(&file, &whole[..whole.len() / 2]).unwrap();
-    let corrupt = chat(&["chat", "--conversation-id", &id, "four"]).await;
+    let corrupt = chat(&home, &q, &["chat", "--conversation-id", &id, "four"]).await;
     corrupt
         .assert_code(1)
         .assert_one_line_error()
@@ -390,7 +390,7 @@ async fn issue_11_three_turns_through_qbox_chat_carry_the_history() {
     let forget = home.qbox().args(["chat", "--forget", &id]).run();
     forget.assert_code(0);
     assert!(!file.exists());
-    let gone = chat(&["chat", "--conversation-id", &id, "four"]).await;
+    let gone = chat(&home, &q, &["chat", "--conversation-id", &id, "four"]).await;
     gone.assert_code(2).assert_one_line_error();
     let forget_again = home.qbox().args(["chat", "--forget", &id]).run();
     forget_again.assert_code(2).assert_one_line_error();
@@ -499,12 +499,7 @@ async fn issue_11_the_monthly_limit_is_reported_and_never_retried() {
     let home = TestHome::new();
     home.login(Flavor::AmazonQ, &valid_login("monthly"));
     q.set_monthly_limit(1);
-    let chat = || {
-        home.qbox()
-            .env("QBOX_Q_ENDPOINT", q.url())
-            .args(["chat", "hi"])
-            .run_async()
-    };
+    let chat = || chat(&home, &q, &["chat", "hi"]);
     chat().await.assert_code(0);
     let limited = chat().await;
     limited
@@ -545,12 +540,7 @@ async fn issue_11_exception_frames_are_classified_from_their_payload() {
             payload: payload.clone(),
         });
         q.push(Reply::Answer(answer));
-        let run = home
-            .qbox()
-            .env("QBOX_Q_ENDPOINT", q.url())
-            .args(["chat", "hi"])
-            .run_async()
-            .await;
+        let run = chat(&home, &q, &["chat", "hi"]).await;
         run.assert_code(1)
             .assert_one_line_error()
             .assert_stderr_contains(message)
@@ -565,12 +555,7 @@ async fn issue_11_events_with_missing_fields_and_other_content_types_are_accepte
     let home = TestHome::new();
     home.login(Flavor::AmazonQ, &valid_login("lenient"));
     q.push(Reply::Answer(Answer::with_missing_fields(&["fine"])));
-    let run = home
-        .qbox()
-        .env("QBOX_Q_ENDPOINT", q.url())
-        .args(["chat", "--format", "json", "hi"])
-        .run_async()
-        .await;
+    let run = chat(&home, &q, &["chat", "--format", "json", "hi"]).await;
     run.assert_code(0);
     let events: Vec<Value> = run
         .stdout
@@ -586,22 +571,12 @@ async fn issue_11_events_with_missing_fields_and_other_content_types_are_accepte
     let mut answer = Answer::text(&["typed ", "loosely"]);
     answer.content_type = "application/json".into();
     q.push(Reply::Answer(answer));
-    let run = home
-        .qbox()
-        .env("QBOX_Q_ENDPOINT", q.url())
-        .args(["chat", "hi"])
-        .run_async()
-        .await;
+    let run = chat(&home, &q, &["chat", "hi"]).await;
     run.assert_code(0);
     assert_eq!(run.stdout, "typed loosely\n");
 
     q.push(Reply::WrongContentType);
-    let run = home
-        .qbox()
-        .env("QBOX_Q_ENDPOINT", q.url())
-        .args(["chat", "hi"])
-        .run_async()
-        .await;
+    let run = chat(&home, &q, &["chat", "hi"]).await;
     run.assert_code(1)
         .assert_one_line_error()
         .assert_stderr_contains("content type `text/html` that is not an event stream");
@@ -658,12 +633,7 @@ async fn issue_11_a_redirect_is_an_error_naming_the_location() {
         status: 307,
         location: "https://login.example.com/sso?next=q".into(),
     });
-    let run = home
-        .qbox()
-        .env("QBOX_Q_ENDPOINT", q.url())
-        .args(["chat", "hi"])
-        .run_async()
-        .await;
+    let run = chat(&home, &q, &["chat", "hi"]).await;
     run.assert_code(1)
         .assert_one_line_error()
         .assert_stderr_contains(
@@ -679,12 +649,7 @@ async fn issue_11_requests_carry_a_user_agent_in_the_sdk_style() {
     let q = StandinQ::start("aoa-access-ua").await.unwrap();
     let home = TestHome::new();
     home.login(Flavor::AmazonQ, &valid_login("ua"));
-    home.qbox()
-        .env("QBOX_Q_ENDPOINT", q.url())
-        .args(["chat", "hi"])
-        .run_async()
-        .await
-        .assert_code(0);
+    chat(&home, &q, &["chat", "hi"]).await.assert_code(0);
     let request = &q.requests()[0];
     let agent = request.user_agent.as_deref().unwrap();
     assert!(
