@@ -84,30 +84,6 @@ fn forward_progress(
     })
 }
 
-/// Runs `work` on a thread of the blocking pool, driven there through the
-/// runtime's handle, and returns its output.
-///
-/// Why: the chat client reads the auth store (SQLite) and its kept
-/// conversations inside its async code, and a read waits for the CLI's lock for up to
-/// `QBOX_LOCK_TIMEOUT`. On the sidecar's single-threaded runtime that wait
-/// stalled every connection. Their sockets and timers stay with the
-/// runtime, which keeps serving everyone else meanwhile.
-async fn off_reactor<F>(work: F) -> F::Output
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let runtime = tokio::runtime::Handle::current();
-    match tokio::task::spawn_blocking(move || runtime.block_on(work)).await {
-        Ok(output) => output,
-        Err(err) => match err.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            // Cancelled: the runtime is shutting down and no one awaits this.
-            Err(_) => std::future::pending().await,
-        },
-    }
-}
-
 /// Runs `q-developer-agent`.
 pub async fn call_agent(
     state: &Arc<Sidecar>,
@@ -214,16 +190,12 @@ pub async fn call_chat(
     let token = context.meta.get_progress_token();
     let (text_tx, text_rx) = mpsc::unbounded_channel::<String>();
     let forwarder = token.map(|token| forward_progress(context.peer.clone(), token, text_rx));
-    let client = client.clone();
     let answer = async {
-        // The turn starts with store and conversation-file reads: they run
-        // off the reactor, so a store locked by the CLI stalls only this call.
-        let mut turn = off_reactor(async move {
-            client
-                .chat(&prompt, model, conversation_id.as_deref())
-                .await
-        })
-        .await?;
+        // The client reads the store on the blocking pool, so a store
+        // locked by the CLI stalls only this call.
+        let mut turn = client
+            .chat(&prompt, model, conversation_id.as_deref())
+            .await?;
         let mut collected = ChatAnswer {
             conversation_id: Some(turn.conversation_id().to_owned()),
             ..ChatAnswer::default()

@@ -257,7 +257,10 @@ impl QClient {
             Credentials::Store { query, refresh } => (query, *refresh),
         };
         let now = OffsetDateTime::now_utc();
-        let mut login = query.resolve(now).map_err(|e| ApiError::Auth(e.into()))?;
+        let query = query.clone();
+        let mut login = store::off_reactor(move || query.resolve(now))
+            .await
+            .map_err(|e| ApiError::Auth(e.into()))?;
         let entry = login
             .require_token()
             .map_err(|e| ApiError::Auth(e.into()))?;

@@ -199,6 +199,25 @@ pub async fn ensure_fresh(login: Login, oidc: &OidcClient) -> Result<Login, Auth
     refresh(login, oidc).await
 }
 
+/// Runs store work on the blocking pool and waits for it. SQLite calls
+/// block, and a store locked by the CLI is waited out for up to
+/// `QBOX_LOCK_TIMEOUT`: on the async reactor that wait would stall every
+/// other task (a sidecar's other clients), here it stalls only its caller.
+pub async fn off_reactor<T, F>(work: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(output) => output,
+        Err(err) => match err.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: the runtime is shutting down and no one awaits this.
+            Err(_) => std::future::pending().await,
+        },
+    }
+}
+
 /// Refreshes the login's token now, whatever its expiry.
 pub async fn refresh(login: Login, oidc: &OidcClient) -> Result<Login, AuthError> {
     let now = OffsetDateTime::now_utc();
@@ -225,7 +244,8 @@ pub async fn refresh(login: Login, oidc: &OidcClient) -> Result<Login, AuthError
         Err(err @ RefreshError::Rejected { .. }) => {
             // Another program may have refreshed (and rotated the refresh
             // token) between our read and our call: its token is good.
-            return match reread_if_changed(&login, &entry.raw)? {
+            let (stored, raw) = (login.clone(), entry.raw.clone());
+            return match off_reactor(move || reread_if_changed(&stored, &raw)).await? {
                 Some(current) if matches!(current.status(now), TokenStatus::Valid { .. }) => {
                     Ok(current)
                 }
@@ -241,7 +261,16 @@ pub async fn refresh(login: Login, oidc: &OidcClient) -> Result<Login, AuthError
         grant.refresh_token,
     );
     let fresh_raw = serde_json::to_string(&fresh).expect("a token always serializes");
-    match db::replace_token_if_unchanged(&login.path, entry.key, &entry.raw, &fresh_raw)? {
+    let outcome = {
+        let (path, key, raw, fresh_raw) = (
+            login.path.clone(),
+            entry.key,
+            entry.raw.clone(),
+            fresh_raw.clone(),
+        );
+        off_reactor(move || db::replace_token_if_unchanged(&path, key, &raw, &fresh_raw)).await?
+    };
+    match outcome {
         db::WriteOutcome::Written => {
             tracing::info!(path = %login.path.display(), "refreshed token written back to the store");
             Ok(Login {
@@ -255,7 +284,8 @@ pub async fn refresh(login: Login, oidc: &OidcClient) -> Result<Login, AuthError
         }
         db::WriteOutcome::ChangedMeanwhile => {
             tracing::info!("the store's token changed during the refresh; using the stored one");
-            Ok(read_login(&login.path, Some(login.flavor))?)
+            let (path, flavor) = (login.path.clone(), login.flavor);
+            Ok(off_reactor(move || read_login(&path, Some(flavor))).await?)
         }
     }
 }
