@@ -9,8 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
+use crate::app::exit::{self, CommandError};
 use crate::eventstream::{Decoder, FrameError, HeaderValue, Message};
-use crate::exit::{self, CommandError};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DebugCommand {

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::app::exit::{self, CommandError};
+use crate::app::term::Palette;
 use crate::container::engine;
 use crate::container::image::DEFAULT_TAG;
-use crate::exit::{self, CommandError};
 use crate::mcp::client::{Endpoint, call_tool};
 use crate::standin::q::{Answer, Reply, StandinQ};
 use crate::store::Flavor;
 use crate::store::schema::{FixtureLogin, StoreBuilder};
-use crate::term::Palette;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -160,7 +160,7 @@ pub async fn run(args: DemoArgs, quiet: bool, palette: Palette) -> anyhow::Resul
     });
     let outcome = tokio::select! {
         outcome = call => outcome?,
-        () = crate::signals::shutdown() => {
+        () = crate::app::signals::shutdown() => {
             // Dropping the call closes the sidecar's stdin: `qbox run` then
             // removes its container and snapshot on its own.
             return Err(CommandError::new(exit::ERROR, "interrupted").into());

@@ -7,12 +7,12 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::app::exit;
+use crate::app::term::Palette;
 use crate::container::engine::{self, EngineStatus};
-use crate::exit;
 use crate::qapi::{self, BareLogin, ChatEndpoint};
 use crate::store::token::{BUILDER_ID_START_URL, Profile};
 use crate::store::{Flavor, SearchedPath, StoreQuery, TokenStatus};
-use crate::term::Palette;
 use crate::timefmt::{relative, rfc3339_seconds};
 
 #[derive(Debug, clap::Args)]

@@ -14,9 +14,9 @@ use anyhow::Context;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::exit::{self, CommandError};
+use crate::app::exit::{self, CommandError};
+use crate::app::term::Palette;
 use crate::store::{self, Login, OidcClient, StoreError, StoreQuery};
-use crate::term::Palette;
 use crate::timefmt::rfc3339;
 
 #[derive(Debug, clap::Args)]

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
+use crate::app::exit::{self, CommandError};
+use crate::app::term::Palette;
 use crate::container::image::{self, BuildProgress, BuiltImage, DEFAULT_TAG};
 use crate::container::run::RunError;
-use crate::exit::{self, CommandError};
-use crate::static_binary::{self, StaticBinaryError};
-use crate::term::Palette;
+use crate::container::static_binary::{self, StaticBinaryError};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {

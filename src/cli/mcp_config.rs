@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use crate::exit;
+use crate::app::exit;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\

@@ -2,8 +2,6 @@
 //! subcommand. Handlers turn plain clap values into checked inputs, call the
 //! library, and write data to stdout and everything human to stderr.
 
-mod args;
-pub mod chat;
 mod debug;
 mod demo;
 mod doctor;
@@ -14,14 +12,13 @@ mod run;
 mod snapshot;
 
 use std::ffi::OsString;
-use std::future::Future;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::exit;
+use crate::app::term::Palette;
+use crate::app::{block_on, chat, exit, parse_args};
 use crate::store::{Flavor, StoreQuery};
-use crate::term::Palette;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -116,37 +113,15 @@ pub enum Command {
     },
 }
 
-/// Parses a command line; on failure returns the exit code after clap has
-/// printed help or version (stdout, code 0) or the usage error (stderr, 2).
-/// An option's environment variable set to the empty string counts as
-/// unset (see [`args::ignore_empty_env`]).
-pub(crate) fn parse_args<P: Parser>(args: impl IntoIterator<Item = OsString>) -> Result<P, u8> {
-    let report = |err: clap::Error| {
-        let _ = err.print();
-        if err.use_stderr() {
-            exit::USAGE
-        } else {
-            exit::OK
-        }
-    };
-    let mut matches = args::ignore_empty_env(P::command())
-        .try_get_matches_from(args)
-        .map_err(report)?;
-    P::from_arg_matches_mut(&mut matches).map_err(report)
-}
-
 /// Parses `args`, runs the command, and returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
     let cli = match parse_args::<Cli>(args) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let palette = Palette::stderr();
-    crate::logging::init(cli.global.verbose, cli.global.quiet, palette);
-    match dispatch(cli, palette) {
-        Ok(code) => code,
-        Err(err) => exit::report(&err, palette),
-    }
+    crate::app::finish(cli.global.verbose, cli.global.quiet, |palette| {
+        dispatch(cli, palette)
+    })
 }
 
 fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
@@ -175,20 +150,6 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
     }
-}
-
-/// Runs a command on a single-threaded runtime: qbox's commands are short
-/// and mostly wait on I/O, and this keeps start-up cheap.
-pub(crate) fn block_on<F: Future<Output = anyhow::Result<u8>>>(future: F) -> anyhow::Result<u8> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(future);
-    // Everything a command needs has been awaited. What may remain is a
-    // blocking read of a terminal's stdin (`qbox run -i`) that only the next
-    // keystroke would end: the process exits without waiting for it.
-    runtime.shutdown_background();
-    result
 }
 
 #[cfg(test)]

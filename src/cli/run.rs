@@ -6,14 +6,14 @@ use std::path::PathBuf;
 
 use time::OffsetDateTime;
 
+use crate::app::exit::{CommandError, printable_line};
+use crate::app::term::Palette;
 use crate::container::run::{EXIT_ENGINE, RunError};
 use crate::container::spec::{
     AUTH_DB, AuthMode, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
 };
-use crate::exit::{CommandError, printable_line};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, OidcClient, StoreQuery, db, snapshot};
-use crate::term::Palette;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -126,7 +126,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         keep: args.keep,
         auth_dir: None,
         auth_db: None,
-        console_size: args.tty.then(crate::tty::window_size).flatten(),
+        console_size: args.tty.then(crate::container::tty::window_size).flatten(),
         memory: args
             .memory
             .as_deref()
@@ -241,7 +241,7 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
 /// A setup failure of `qbox run` exits 125, keeping its message and hint.
 fn reclassify(err: impl Into<anyhow::Error>) -> anyhow::Error {
     let err = err.into();
-    let (_, hint) = crate::exit::classify(&err);
+    let (_, hint) = crate::app::exit::classify(&err);
     let mut command = CommandError::new(EXIT_ENGINE, format!("{err:#}"));
     command.hint = hint;
     command.into()

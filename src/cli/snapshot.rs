@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::args::parse_positive_duration;
-use crate::exit::{self, CommandError, printable_line};
+use crate::app::args::parse_positive_duration;
+use crate::app::exit::{self, CommandError, printable_line};
+use crate::app::term::Palette;
 use crate::store::snapshot::{
     DirVerdict, SHARING_MODE_BITS, check_dir, parse_mode, write_snapshot,
 };
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, OidcClient, StoreQuery, db};
-use crate::term::Palette;
 use crate::timefmt::{relative, rfc3339_seconds};
 
 #[derive(Debug, clap::Args)]
@@ -172,7 +172,7 @@ async fn watch(
         }
     };
     keeper
-        .run(crate::signals::shutdown(), &mut on_event)
+        .run(crate::app::signals::shutdown(), &mut on_event)
         .await?;
     if !quiet {
         eprintln!("stopped");

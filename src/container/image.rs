@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::engine;
 use super::run::{RunError, engine_error};
-use crate::static_binary::{SIDECAR, StaticBinary};
+use crate::container::static_binary::{SIDECAR, StaticBinary};
 
 /// The Dockerfile of the sidecar image.
 pub const SIDECAR_DOCKERFILE: &str = include_str!("../../images/sidecar/Dockerfile");

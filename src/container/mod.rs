@@ -7,3 +7,5 @@ pub mod engine;
 pub mod image;
 pub mod run;
 pub mod spec;
+pub mod static_binary;
+pub mod tty;

@@ -156,7 +156,7 @@ impl Signals {
 /// start the engine may not have the terminal yet, so a failure is retried
 /// briefly, as the docker CLI does.
 async fn mirror_window_size(docker: &Docker, id: &str) {
-    let Some((rows, columns)) = crate::tty::window_size() else {
+    let Some((rows, columns)) = crate::container::tty::window_size() else {
         return;
     };
     let options = ResizeContainerTTYOptionsBuilder::default()
@@ -339,7 +339,8 @@ async fn attach_start_wait(
     // With -it the container's terminal does the echoing and line editing;
     // the host's steps aside until the run ends (the guard restores it).
     let raw_mode = if spec.tty && spec.interactive {
-        crate::tty::RawMode::enable().map_err(|e| RunError::Failed(format!("the terminal: {e}")))?
+        crate::container::tty::RawMode::enable()
+            .map_err(|e| RunError::Failed(format!("the terminal: {e}")))?
     } else {
         None
     };

@@ -11,10 +11,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::cli::GlobalArgs;
-use crate::exit::{self, CommandError};
+use crate::app::exit::{self, CommandError};
+use crate::app::term::Palette;
+use crate::app::{block_on, chat};
 use crate::mcp;
-use crate::term::Palette;
+use crate::store::{Flavor, StoreQuery};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -42,6 +43,33 @@ pub struct SidecarCli {
     command: SidecarCommand,
 }
 
+/// Options every `qbox-sidecar` subcommand accepts.
+#[derive(Debug, clap::Args)]
+struct GlobalArgs {
+    /// The login to serve with: a snapshot `qbox snapshot` or `qbox run` wrote (the image
+    /// sets QBOX_DB to its mount point), or a CLI's own store.
+    #[arg(long, global = true, env = "QBOX_DB", value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Which CLI's store to use when both are installed and --db is not given.
+    #[arg(long, global = true, env = "QBOX_CLI", value_enum)]
+    cli: Option<Flavor>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+impl GlobalArgs {
+    fn store_query(&self) -> StoreQuery {
+        StoreQuery {
+            db: self.db.clone(),
+            cli: self.cli,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum SidecarCommand {
     /// Serve MCP: over stdio, or over streamable HTTP at /mcp with --http.
@@ -61,7 +89,7 @@ Exit 0 when healthy, 1 when not, 4 when there is no usable login.")]
         timeout: u64,
     },
     /// Ask Amazon Q through qbox's own streaming client; the answer streams to stdout.
-    Chat(crate::cli::chat::ChatArgs),
+    Chat(chat::ChatArgs),
     /// Call one tool on an MCP server: a sidecar over HTTP, or a command over stdio.
     Call(CallArgs),
 }
@@ -136,35 +164,34 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 
 /// Parses `args`, runs the command, and returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
-    let cli = match crate::cli::parse_args::<SidecarCli>(args) {
+    let cli = match crate::app::parse_args::<SidecarCli>(args) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let palette = Palette::stderr();
-    crate::logging::init(cli.global.verbose, cli.global.quiet, palette);
+    crate::app::finish(cli.global.verbose, cli.global.quiet, |palette| {
+        dispatch(cli, palette)
+    })
+}
+
+fn dispatch(cli: SidecarCli, palette: Palette) -> anyhow::Result<u8> {
     let query = cli.global.store_query();
-    let result = match cli.command {
-        SidecarCommand::Serve(args) => crate::cli::block_on(serve(args, query, palette)),
-        SidecarCommand::Health { url, timeout } => {
-            crate::cli::block_on(health(url, timeout, query))
-        }
-        SidecarCommand::Call(args) => crate::cli::block_on(call(args, cli.global.quiet, palette)),
+    let quiet = cli.global.quiet;
+    match cli.command {
+        SidecarCommand::Serve(args) => block_on(serve(args, query, palette)),
+        SidecarCommand::Health { url, timeout } => block_on(health(url, timeout, query)),
+        SidecarCommand::Call(args) => block_on(call(args, quiet, palette)),
         SidecarCommand::Chat(args) => {
             // A read-only snapshot is refreshed by the host that wrote it;
             // refreshing here would spend the host's refresh token.
             let refresh = crate::store::writable_store(&query);
-            crate::cli::block_on(crate::cli::chat::run(
+            block_on(chat::run(
                 args,
                 query,
                 refresh,
-                cli.global.quiet,
-                crate::cli::chat::ChatSide::Sidecar,
+                quiet,
+                chat::ChatSide::Sidecar,
             ))
         }
-    };
-    match result {
-        Ok(code) => code,
-        Err(err) => exit::report(&err, palette),
     }
 }
 
@@ -187,11 +214,7 @@ fn given_token(
     Ok(Some(given.secret))
 }
 
-async fn serve(
-    args: ServeArgs,
-    query: crate::store::StoreQuery,
-    palette: Palette,
-) -> anyhow::Result<u8> {
+async fn serve(args: ServeArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
     let state = mcp::sidecar_from_env(query.clone())?;
     let Some(addr) = args.http else {
         mcp::serve_stdio(state).await?;
@@ -271,7 +294,7 @@ async fn serve(
         security,
         &limits,
         query,
-        crate::signals::shutdown(),
+        crate::app::signals::shutdown(),
     )
     .await
     .with_context(|| format!("serving on {addr}"))?;
@@ -292,11 +315,7 @@ fn local_health_url(addr: SocketAddr) -> String {
     format!("http://{host}:{}/health", addr.port())
 }
 
-async fn health(
-    url: Option<String>,
-    timeout: u64,
-    query: crate::store::StoreQuery,
-) -> anyhow::Result<u8> {
+async fn health(url: Option<String>, timeout: u64, query: StoreQuery) -> anyhow::Result<u8> {
     let listen = std::env::var(HTTP_ENV).ok().filter(|v| !v.is_empty());
     let url = match (url, listen) {
         (Some(url), _) => url,
@@ -334,7 +353,7 @@ async fn health(
 
 /// Over stdio there is no endpoint to ask; a sidecar is healthy when the
 /// login it serves with can be read.
-fn stdio_health(query: &crate::store::StoreQuery) -> anyhow::Result<u8> {
+fn stdio_health(query: &StoreQuery) -> anyhow::Result<u8> {
     let login = query.resolve(time::OffsetDateTime::now_utc())?;
     login.require_token()?;
     println!(

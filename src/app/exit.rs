@@ -5,11 +5,11 @@
 //! pass through [`printable_line`]: no known secret and no control character
 //! reaches the terminal, whatever a server or a file put in the message.
 
+use crate::app::term::Palette;
 use crate::container::run::RunError;
+use crate::container::static_binary::StaticBinaryError;
 use crate::qapi::ApiError;
-use crate::static_binary::StaticBinaryError;
 use crate::store::{AuthError, RefreshError, StoreError};
-use crate::term::Palette;
 
 /// Success.
 pub const OK: u8 = 0;

@@ -18,7 +18,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::term::Palette;
+use crate::app::term::Palette;
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(verbose: u8, quiet: bool, palette: Palette) {

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 
 use anyhow::Context;
 
-use crate::exit::{self, CommandError};
+use crate::app::exit::{self, CommandError};
 use crate::qapi::conversation::parse_conversation_id;
 use crate::qapi::{ApiError, ConversationError, ConversationStore, QClient};
 use crate::store::StoreQuery;
