@@ -31,22 +31,6 @@ pub fn client(timeout: Option<Duration>) -> Result<reqwest::Client, reqwest::Err
     builder.build()
 }
 
-/// An error and its sources on one line ("error sending request: connection
-/// refused"), leaving out sources whose text the outer message already has.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        let inner_text = inner.to_string();
-        if !text.contains(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        source = inner.source();
-    }
-    text
-}
-
 /// Most bytes qbox reads from an OIDC answer (tokens, registration).
 pub const OIDC_BODY_LIMIT: usize = 1 << 20;
 /// Most bytes qbox reads from any error answer before reporting it.
@@ -67,7 +51,7 @@ impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::TooLarge { limit } => write!(f, "the answer is larger than {limit} bytes"),
-            Self::Transport(err) => f.write_str(&error_chain(err)),
+            Self::Transport(err) => f.write_str(&crate::exit::chain(err)),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 /// The `q-developer-agent` tool: runs `q chat` for one prompt.
 pub mod agent;
-/// What both binaries stand on: parsing, runtime, exit codes, logging, styling, signals.
+/// What both binaries stand on: parsing, runtime, error reports, logging, styling, signals.
 pub mod app;
 /// `qbox` command line: clap definitions and one handler per subcommand.
 pub mod cli;
@@ -12,6 +12,8 @@ pub mod cli;
 pub mod container;
 /// AWS event-stream framing: incremental zero-copy decoder and encoder.
 pub mod eventstream;
+/// Exit codes and the `Diagnose` trait every error type implements.
+pub mod exit;
 /// The HTTPS client (rustls, embedded roots).
 pub mod http;
 /// The MCP server of the sidecar (the only user of rmcp).

@@ -26,10 +26,11 @@ pub enum AgentAuth {
 }
 
 impl AgentAuth {
-    /// A private copy when QBOX_DB names a store, else the CLI's own.
-    pub fn from_env() -> Result<Self, StoreError> {
-        match std::env::var_os(store::DB_ENV).filter(|v| !v.is_empty()) {
-            Some(snapshot) => Self::private_copy(PathBuf::from(snapshot)),
+    /// A private copy when the sidecar was given a store (`--db` /
+    /// `QBOX_DB`), else the CLI's own.
+    pub fn for_store(query: &store::StoreQuery) -> Result<Self, StoreError> {
+        match &query.db {
+            Some(snapshot) => Self::private_copy(snapshot.clone()),
             None => Ok(Self::Inherit),
         }
     }

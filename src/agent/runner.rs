@@ -176,8 +176,14 @@ impl AgentRunner {
         let auth = Arc::clone(&self.auth);
         match tokio::task::spawn_blocking(move || auth.prepare()).await {
             Ok(Ok(env)) => Ok(env),
-            Ok(Err(err)) => Err(format!("cannot prepare the login for the CLI: {err}")),
-            Err(err) => Err(format!("cannot prepare the login for the CLI: {err}")),
+            Ok(Err(err)) => Err(format!(
+                "cannot prepare the login for the CLI: {}",
+                crate::exit::chain(&err)
+            )),
+            Err(err) => Err(format!(
+                "cannot prepare the login for the CLI: {}",
+                crate::exit::chain(&err)
+            )),
         }
     }
 

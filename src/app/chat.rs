@@ -6,9 +6,9 @@ use std::io::{IsTerminal, Read, Write};
 
 use anyhow::Context;
 
-use crate::app::exit::{self, CommandError};
+use crate::exit::{self, CommandError};
 use crate::qapi::conversation::parse_conversation_id;
-use crate::qapi::{ApiError, ConversationError, ConversationStore, QClient};
+use crate::qapi::{ConversationError, ConversationStore, QClient};
 use crate::store::StoreQuery;
 use crate::timefmt::rfc3339_seconds;
 
@@ -96,19 +96,6 @@ fn read_prompt(arg: Option<String>) -> anyhow::Result<String> {
     Ok(prompt)
 }
 
-/// An error in what the user gave (a setting, a conversation id) becomes
-/// a usage error (exit 2); every other error keeps its own code.
-fn usage_if_given_wrong(err: ApiError) -> anyhow::Error {
-    if err.is_usage() {
-        let mut usage = CommandError::new(exit::USAGE, err.to_string());
-        if let Some(hint) = err.hint() {
-            usage = usage.hint(hint);
-        }
-        return usage.into();
-    }
-    err.into()
-}
-
 /// Runs `chat`. `refresh` allows refreshing an expired token in the store.
 pub async fn run(
     args: ChatArgs,
@@ -117,28 +104,23 @@ pub async fn run(
     quiet: bool,
     side: ChatSide,
 ) -> anyhow::Result<u8> {
-    let store = side.store().map_err(|e| usage_if_given_wrong(e.into()))?;
+    let store = side.store()?;
     if args.list_conversations {
         return list(&store, args.format);
     }
     if let Some(id) = &args.forget {
-        let id = parse_conversation_id(id).map_err(|e| usage_if_given_wrong(e.into()))?;
-        store
-            .forget(&id)
-            .map_err(|e| usage_if_given_wrong(e.into()))?;
+        let id = parse_conversation_id(id)?;
+        store.forget(&id)?;
         if !quiet {
             eprintln!("forgot conversation {id}");
         }
         return Ok(exit::OK);
     }
     let prompt = read_prompt(args.prompt)?;
-    let client = QClient::from_env(query, refresh)
-        .map_err(usage_if_given_wrong)?
-        .with_conversations(store);
+    let client = QClient::from_env(query, refresh)?.with_conversations(store);
     let mut turn = client
         .chat(&prompt, args.model, args.conversation_id.as_deref())
-        .await
-        .map_err(usage_if_given_wrong)?;
+        .await?;
     let mut stdout = std::io::stdout().lock();
     let mut ends_with_newline = true;
     let result = async {
@@ -173,7 +155,7 @@ pub async fn run(
 
 /// `--list-conversations`: one line per conversation (text) or a JSON array.
 fn list(store: &ConversationStore, format: ChatFormat) -> anyhow::Result<u8> {
-    let summaries = store.list().map_err(|e| usage_if_given_wrong(e.into()))?;
+    let summaries = store.list()?;
     let mut stdout = std::io::stdout().lock();
     match format {
         ChatFormat::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&summaries)?),

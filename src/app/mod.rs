@@ -9,8 +9,8 @@
 
 pub mod args;
 pub mod chat;
-pub mod exit;
 pub mod logging;
+pub mod report;
 pub mod signals;
 pub mod term;
 
@@ -27,9 +27,9 @@ pub fn parse_args<P: Parser>(args: impl IntoIterator<Item = OsString>) -> Result
     let report = |err: clap::Error| {
         let _ = err.print();
         if err.use_stderr() {
-            exit::USAGE
+            crate::exit::USAGE
         } else {
-            exit::OK
+            crate::exit::OK
         }
     };
     let mut matches = args::ignore_empty_env(P::command())
@@ -63,6 +63,6 @@ pub fn finish(
     logging::init(verbose, quiet, palette);
     match command(palette) {
         Ok(code) => code,
-        Err(err) => exit::report(&err, palette),
+        Err(err) => report::report(&err, palette),
     }
 }

@@ -9,8 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
-use crate::app::exit::{self, CommandError};
 use crate::eventstream::{Decoder, FrameError, HeaderValue, Message};
+use crate::exit::{self, CommandError};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DebugCommand {
@@ -87,12 +87,21 @@ pub fn run(command: DebugCommand) -> anyhow::Result<u8> {
         if read == 0 {
             break;
         }
+        let mut write_error = None;
         let fed = decoder.feed(&buffer[..read], |message| {
-            writeln!(stdout, "{}", message_json(&message)).map_err(|_| FrameError::Poisoned)?;
+            if let Err(err) = writeln!(stdout, "{}", message_json(&message)) {
+                // Stops the decoder; the write error, not the decoder's
+                // "poisoned", is what is reported (a closed pipe exits 0).
+                write_error = Some(err);
+                return Err(FrameError::Poisoned);
+            }
             decoded_bytes += message.wire_len();
             count += 1;
             Ok::<_, FrameError>(())
         });
+        if let Some(err) = write_error {
+            return Err(anyhow::Error::new(err).context("writing to stdout"));
+        }
         if let Err(err) = fed {
             stdout.flush().context("writing to stdout")?;
             return Err(fail(err, decoded_bytes, count).into());

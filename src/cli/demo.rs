@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::app::exit::{self, CommandError};
 use crate::app::term::Palette;
 use crate::container::engine;
 use crate::container::image::DEFAULT_TAG;
+use crate::exit::{self, CommandError};
 use crate::mcp::client::{Endpoint, call_tool};
 use crate::standin::q::{Answer, Reply, StandinQ};
 use crate::store::Flavor;
@@ -103,7 +103,7 @@ pub async fn run(args: DemoArgs, quiet: bool, palette: Palette) -> anyhow::Resul
             let (built, _) = super::image::build(args.binary.clone(), &args.image, quiet, palette)
                 .await
                 .map_err(|err| {
-                    let (_, hint) = exit::classify(&err);
+                    let (_, hint) = crate::app::report::classify(&err);
                     let hint = hint.map_or_else(String::new, |h| format!("{h}; or "));
                     CommandError::new(exit::ERROR, format!("building the sidecar image: {err:#}"))
                         .hint(format!(

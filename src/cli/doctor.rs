@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::app::exit;
 use crate::app::term::Palette;
 use crate::container::engine::{self, EngineStatus};
+use crate::exit::{self, Diagnose};
 use crate::qapi::{self, BareLogin, ChatEndpoint};
 use crate::store::token::{BUILDER_ID_START_URL, Profile};
 use crate::store::{Flavor, SearchedPath, StoreQuery, TokenStatus};
@@ -76,7 +76,7 @@ impl ChatEndpointReport {
                 Err(err) => {
                     return Self::Invalid {
                         error: ErrorInfo {
-                            message: err.to_string(),
+                            message: exit::chain(&err),
                             hint: err.hint(),
                         },
                     };
@@ -167,7 +167,7 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
                 code = exit::ERROR;
             }
             report.error = Some(ErrorInfo {
-                message: err.to_string(),
+                message: exit::chain(&err),
                 hint: err.hint(),
             });
         }

@@ -14,8 +14,8 @@ use anyhow::Context;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::app::exit::{self, CommandError};
 use crate::app::term::Palette;
+use crate::exit::{self, CommandError};
 use crate::store::{self, Login, OidcClient, StoreError, StoreQuery};
 use crate::timefmt::rfc3339;
 

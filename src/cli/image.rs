@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use crate::app::exit::{self, CommandError};
 use crate::app::term::Palette;
 use crate::container::image::{self, BuildProgress, BuiltImage, DEFAULT_TAG};
 use crate::container::run::RunError;
 use crate::container::static_binary::{self, StaticBinaryError};
+use crate::exit::{self, CommandError, Diagnose};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
@@ -115,7 +115,7 @@ pub(crate) async fn build(
 /// An engine failure while building exits 1 (as `docker build` does), with
 /// the same hints `qbox run` gives.
 fn image_error(err: &RunError) -> anyhow::Error {
-    let mut command = CommandError::new(exit::ERROR, err.to_string());
+    let mut command = CommandError::new(exit::ERROR, exit::chain(err));
     command.hint = err.hint();
     command.into()
 }

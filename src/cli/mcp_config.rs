@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use crate::app::exit;
+use crate::exit;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\

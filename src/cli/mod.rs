@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::app::term::Palette;
-use crate::app::{block_on, chat, exit, parse_args};
+use crate::app::{block_on, chat, parse_args};
+use crate::exit;
 use crate::store::{Flavor, StoreQuery};
 
 const EXAMPLES: &str = "\

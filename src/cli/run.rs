@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use time::OffsetDateTime;
 
-use crate::app::exit::{CommandError, printable_line};
+use crate::app::report::printable_line;
 use crate::app::term::Palette;
-use crate::container::run::{EXIT_ENGINE, RunError};
+use crate::container::run::RunError;
 use crate::container::spec::{
     AUTH_DB, AuthMode, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
 };
+use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, OidcClient, StoreQuery, db, snapshot};
 
@@ -77,13 +78,13 @@ pub struct RunArgs {
 }
 
 fn usage(err: impl std::fmt::Display) -> anyhow::Error {
-    CommandError::new(EXIT_ENGINE, err.to_string()).into()
+    CommandError::new(exit::ENGINE, err.to_string()).into()
 }
 
 fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
     if args.tty && !std::io::stdin().is_terminal() {
         return Err(CommandError::new(
-            EXIT_ENGINE,
+            exit::ENGINE,
             "the input device is not a terminal, so -t cannot be used",
         )
         .hint("drop -t when piping input (keep -i)")
@@ -198,14 +199,14 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
                 eprintln!(
                     "{} login refresh failed: {}",
                     palette.warning("qbox: warning:"),
-                    printable_line(&error.to_string())
+                    printable_line(&exit::chain(error))
                 );
             }
             WatchEvent::SourceProblem { error } => {
                 eprintln!(
                     "{} {}",
                     palette.warning("qbox: warning:"),
-                    printable_line(&error.to_string())
+                    printable_line(&exit::chain(error))
                 );
             }
             WatchEvent::Refreshed { .. } | WatchEvent::Written { .. } => {}
@@ -217,7 +218,7 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
             eprintln!(
                 "{} the login snapshot could not be updated: {}",
                 palette.warning("qbox: warning:"),
-                printable_line(&err.to_string())
+                printable_line(&exit::chain(&err))
             );
         }
     };
@@ -241,15 +242,15 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
 /// A setup failure of `qbox run` exits 125, keeping its message and hint.
 fn reclassify(err: impl Into<anyhow::Error>) -> anyhow::Error {
     let err = err.into();
-    let (_, hint) = crate::app::exit::classify(&err);
-    let mut command = CommandError::new(EXIT_ENGINE, format!("{err:#}"));
+    let (_, hint) = crate::app::report::classify(&err);
+    let mut command = CommandError::new(exit::ENGINE, format!("{err:#}"));
     command.hint = hint;
     command.into()
 }
 
 impl From<RunError> for CommandError {
     fn from(err: RunError) -> Self {
-        let mut command = CommandError::new(err.exit_code(), err.to_string());
+        let mut command = CommandError::new(err.exit_code(), exit::chain(&err));
         command.hint = err.hint();
         command
     }

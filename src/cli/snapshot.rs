@@ -8,8 +8,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::app::args::parse_positive_duration;
-use crate::app::exit::{self, CommandError, printable_line};
+use crate::app::report::printable_line;
 use crate::app::term::Palette;
+use crate::exit::{self, CommandError, Diagnose};
 use crate::store::snapshot::{
     DirVerdict, SHARING_MODE_BITS, check_dir, parse_mode, write_snapshot,
 };
@@ -152,7 +153,7 @@ async fn watch(
                 eprintln!(
                     "{} {}; retrying in {}s",
                     palette.warning("warning:"),
-                    printable_line(&error.to_string()),
+                    printable_line(&exit::chain(error)),
                     retry_in.as_secs()
                 );
                 if let Some(hint) = error.hint() {
@@ -163,7 +164,7 @@ async fn watch(
                 eprintln!(
                     "{} {}; the snapshot is left as it was",
                     palette.warning("warning:"),
-                    printable_line(&error.to_string())
+                    printable_line(&exit::chain(error))
                 );
                 if let Some(hint) = error.hint() {
                     eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));

@@ -15,13 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::engine;
 use super::spec::RunSpec;
-
-/// Exit code when qbox or the engine fails (as `docker run`).
-pub const EXIT_ENGINE: u8 = 125;
-/// Exit code when the command cannot be invoked.
-pub const EXIT_CANNOT_INVOKE: u8 = 126;
-/// Exit code when the command is not found.
-pub const EXIT_NOT_FOUND: u8 = 127;
+use crate::exit::{self, Diagnose};
 
 /// Why a container could not be run.
 #[derive(Debug, thiserror::Error)]
@@ -51,16 +45,16 @@ pub struct Exited {
     pub oom_killed: bool,
 }
 
-impl RunError {
-    pub fn exit_code(&self) -> u8 {
+impl Diagnose for RunError {
+    fn exit_code(&self) -> u8 {
         match self {
-            Self::CannotInvoke { .. } => EXIT_CANNOT_INVOKE,
-            Self::CommandNotFound { .. } => EXIT_NOT_FOUND,
-            _ => EXIT_ENGINE,
+            Self::CannotInvoke { .. } => exit::CANNOT_INVOKE,
+            Self::CommandNotFound { .. } => exit::COMMAND_NOT_FOUND,
+            _ => exit::ENGINE,
         }
     }
 
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             Self::Engine { detail, .. } if detail.to_ascii_lowercase().contains("permission denied") => {
                 "add your user to the `docker` group (then log in again), or run with access to the socket".into()
@@ -382,7 +376,7 @@ async fn forward_signals_until_exit(
                     Some(Ok(response)) => Ok(exit_code(response.status_code)),
                     Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(exit_code(code)),
                     Some(Err(err)) if server_error(&err).is_some() => Err(engine_error(err)),
-                    Some(Err(err)) => Err(lost(crate::http::error_chain(&err))),
+                    Some(Err(err)) => Err(lost(exit::chain(&err))),
                     None => Err(lost("the engine stopped reporting on the container".into())),
                 };
             }

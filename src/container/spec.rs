@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 
+use crate::exit::{self, Diagnose};
+
 /// Where the login snapshot appears inside containers.
 pub const AUTH_MOUNT: &str = "/run/qbox/auth";
 /// `QBOX_DB` inside containers.
@@ -40,6 +42,14 @@ pub enum SpecError {
     ReservedTarget(String),
     #[error("invalid --memory `{0}`: expected a size like 512m or 2g, at least 6m")]
     Memory(String),
+}
+
+/// A bad option is a usage error of `qbox run`, which (as `docker run`)
+/// exits 125 for those.
+impl Diagnose for SpecError {
+    fn exit_code(&self) -> u8 {
+        exit::ENGINE
+    }
 }
 
 /// A checked request to run a container.

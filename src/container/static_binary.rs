@@ -12,6 +12,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::exit::Diagnose;
+
 /// The binary the image runs.
 pub const SIDECAR: &str = "qbox-sidecar";
 
@@ -21,7 +23,7 @@ pub const PROFILE: &str = "static";
 /// Why no usable static binary is at hand.
 #[derive(Debug, thiserror::Error)]
 pub enum StaticBinaryError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -42,16 +44,16 @@ pub enum StaticBinaryError {
         "no static qbox-sidecar was given, none is beside qbox, and qbox's source tree is not on this machine"
     )]
     NothingToBuildFrom,
-    #[error("cannot run cargo: {0}")]
-    CargoMissing(std::io::Error),
+    #[error("cannot run cargo")]
+    CargoMissing(#[source] std::io::Error),
     #[error("cargo could not build the static qbox-sidecar ({target}): it exited with {status}")]
     CargoFailed { target: String, status: String },
     #[error("cargo finished without naming the qbox-sidecar executable")]
     NoArtifact,
 }
 
-impl StaticBinaryError {
-    pub fn hint(&self) -> Option<String> {
+impl Diagnose for StaticBinaryError {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             Self::Read { .. } => "check the path given to --binary (or QBOX_SIDECAR_BINARY)".into(),
             Self::NotElf { .. } | Self::Dynamic { .. } => format!(

@@ -21,6 +21,7 @@ use rmcp::{ServiceExt, transport};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::exit::Diagnose;
 use crate::secret::Secret;
 
 /// How often an event stream that broke is reopened before the call fails.
@@ -58,7 +59,7 @@ pub struct ToolOutcome {
 /// Why a call failed before the tool could answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("cannot start `{program}`: {source}")]
+    #[error("cannot start `{program}`")]
     Spawn {
         program: String,
         source: std::io::Error,
@@ -71,8 +72,8 @@ pub enum CallError {
     Call { tool: String, detail: String },
 }
 
-impl CallError {
-    pub fn hint(&self) -> Option<String> {
+impl Diagnose for CallError {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             Self::Spawn { .. } => "check the command after `--`".into(),
             Self::Connect { .. } => {
@@ -185,7 +186,7 @@ pub async fn call_tool(
         }
     }
     .map_err(|e| {
-        let detail = crate::http::error_chain(&e);
+        let detail = crate::exit::chain(&e);
         // rmcp reports a 401 as "Auth required"; say what it means here.
         if detail.contains("Auth required") {
             CallError::Unauthorized {
@@ -218,7 +219,7 @@ pub async fn call_tool(
     }
     let result = result.map_err(|e| CallError::Call {
         tool: tool.to_owned(),
-        detail: crate::http::error_chain(&e),
+        detail: crate::exit::chain(&e),
     })?;
     // Closing stdin ends a stdio server; the HTTP session is deleted.
     let _ = service.cancel().await;

@@ -67,8 +67,7 @@ async fn check_off_reactor(query: &StoreQuery) -> Option<bool> {
 /// store with a token that is not expired. `None` when the store stayed
 /// locked. Blocking: reads the store.
 pub fn login_usable(query: &StoreQuery) -> Option<bool> {
-    let bare = std::env::var_os(crate::qapi::ACCESS_TOKEN_ENV).is_some_and(|v| !v.is_empty());
-    if bare {
+    if crate::qapi::bare_token_given() {
         return Some(true);
     }
     let now = time::OffsetDateTime::now_utc();

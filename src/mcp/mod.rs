@@ -22,13 +22,15 @@ use crate::agent::{AgentAuth, AgentConfig, AgentRunner};
 use crate::qapi::QClient;
 use crate::store::{self, StoreQuery};
 
-/// Builds the shared state from the environment.
-pub fn sidecar_from_env(query: StoreQuery) -> Result<Arc<Sidecar>, store::StoreError> {
-    let refresh = store::writable_store(&query);
-    let chat = QClient::from_env(query, refresh).map_err(|e| e.to_string());
+/// Builds the shared state: `query` is the store the command line chose
+/// (`--db` / `QBOX_DB`), used alike by `/health`, `q-chat` and the agent;
+/// the tools' own settings come from their documented variables.
+pub fn sidecar_from_env(query: &StoreQuery) -> Result<Arc<Sidecar>, store::StoreError> {
+    let refresh = store::writable_store(query);
+    let chat = QClient::from_env(query.clone(), refresh).map_err(|e| crate::exit::chain(&e));
     let config = AgentConfig::from_env();
     let auth = if config.enabled {
-        AgentAuth::from_env()?
+        AgentAuth::for_store(query)?
     } else {
         AgentAuth::Inherit
     };

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::server::Sidecar;
 use crate::agent::{AgentArgs, Progress, TOOL_NAME};
+use crate::exit::Diagnose;
 use crate::qapi::{ChatEvent, QClient};
 
 /// The native chat tool's name.
@@ -228,7 +229,7 @@ pub async fn call_chat(
                 .hint()
                 .map(|h| format!("\nhint: {h}"))
                 .unwrap_or_default();
-            text_result(format!("{err}{hint}"), true)
+            text_result(format!("{}{hint}", crate::exit::chain(&err)), true)
         }
     }
 }

@@ -329,7 +329,7 @@ impl QClient {
                 Ok(Err(err)) => {
                     let error = ApiError::Transport {
                         url: url.clone(),
-                        detail: crate::http::error_chain(&err),
+                        detail: crate::exit::chain(&err),
                     };
                     if attempt < self.options.max_attempts && (err.is_connect() || err.is_timeout())
                     {
@@ -609,7 +609,7 @@ impl ResponseStream {
                     self.finished = true;
                     return Err(ApiError::Transport {
                         url: self.url.clone(),
-                        detail: crate::http::error_chain(&err),
+                        detail: crate::exit::chain(&err),
                     });
                 }
             }
@@ -639,6 +639,7 @@ impl From<StoreError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::Diagnose;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -9,6 +9,8 @@
 //! construction and trimming can never split a pair.
 
 use serde::{Deserialize, Serialize};
+
+use crate::exit::{self, Diagnose};
 use time::OffsetDateTime;
 
 use super::model::{
@@ -241,20 +243,20 @@ pub enum ConversationError {
     },
     #[error("conversation {id} is answering another prompt right now")]
     Busy { id: String },
-    #[error("{action} {}: {source}", .path.display())]
+    #[error("{action} {}", .path.display())]
     Io {
         action: &'static str,
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot save conversation {id}: {source}")]
+    #[error("cannot save conversation {id}")]
     Write {
         id: String,
         #[source]
         source: crate::store::StoreError,
     },
-    #[error("cannot keep conversations: {source}")]
+    #[error("cannot keep conversations")]
     Directory {
         #[source]
         source: crate::store::StoreError,
@@ -263,13 +265,17 @@ pub enum ConversationError {
     NoDataDir,
 }
 
-impl ConversationError {
-    /// True for mistakes in what the user gave (exit code 2).
-    pub fn is_usage(&self) -> bool {
-        matches!(self, Self::InvalidId { .. } | Self::Unknown { .. })
+impl Diagnose for ConversationError {
+    /// Mistakes in what the user gave are usage errors (exit code 2).
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::InvalidId { .. } | Self::Unknown { .. } => exit::USAGE,
+            Self::Write { source, .. } | Self::Directory { source } => source.exit_code(),
+            _ => exit::ERROR,
+        }
     }
 
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             Self::InvalidId { .. } => {
                 "use an id printed after an earlier answer (`conversation: ID`), or leave it out to start a new conversation".into()

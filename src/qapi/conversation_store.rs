@@ -315,6 +315,7 @@ fn read_file(path: &Path, id: &str) -> Result<Conversation, ConversationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::Diagnose;
 
     fn conversation_with(turns: &[(&str, &str)]) -> Conversation {
         let mut conversation = Conversation::new();

@@ -3,6 +3,7 @@
 //! (`api_client/error.rs`, `api_client/retry_classifier.rs`).
 
 use crate::eventstream::FrameError;
+use crate::exit::{self, Diagnose};
 use crate::store::AuthError;
 
 use super::conversation::ConversationError;
@@ -136,7 +137,7 @@ pub enum ApiError {
         content_type: String,
         detail: String,
     },
-    #[error("broken event stream from amazon q: {0}")]
+    #[error("broken event stream from amazon q")]
     Frame(#[from] FrameError),
     #[error("event `{event_type}` from amazon q is not valid json: {detail}")]
     BadEvent { event_type: String, detail: String },
@@ -180,27 +181,22 @@ impl ApiError {
             _ => None,
         }
     }
+}
 
-    /// True when the user must log in again (exit code 4).
-    pub fn is_no_login(&self) -> bool {
+impl Diagnose for ApiError {
+    /// 4 when the user must log in again; 2 when what the user gave is
+    /// wrong (a setting, a conversation id); else 1.
+    fn exit_code(&self) -> u8 {
         match self {
-            Self::Auth(e) => e.is_no_login(),
-            Self::NoLogin(_) | Self::BareTokenExpired { .. } => true,
-            _ => self.kind() == Some(ErrorKind::ExpiredToken),
+            Self::Auth(e) => e.exit_code(),
+            Self::Conversation(e) => e.exit_code(),
+            Self::NoLogin(_) | Self::BareTokenExpired { .. } => exit::NO_LOGIN,
+            Self::BadSetting { .. } => exit::USAGE,
+            _ => exit::no_login_or_error(self.kind() == Some(ErrorKind::ExpiredToken)),
         }
     }
 
-    /// True when what the user gave is wrong (a setting, a conversation id):
-    /// the command line reports it as a usage error (exit code 2).
-    pub fn is_usage(&self) -> bool {
-        match self {
-            Self::BadSetting { .. } => true,
-            Self::Conversation(e) => e.is_usage(),
-            _ => false,
-        }
-    }
-
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             Self::Auth(e) => return e.hint(),
             Self::NoLogin(_) => "log in with `q login` or `kiro-cli login`, mount a snapshot and set QBOX_DB, or set QBOX_ACCESS_TOKEN".into(),

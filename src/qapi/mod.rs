@@ -48,6 +48,12 @@ pub use endpoint::{ChatEndpoint, EndpointReason, Q_ENDPOINT_ENV};
 pub use error::{ApiError, ErrorKind, MONTHLY_LIMIT_MARKER, normalize_code};
 pub use model::{ChatEvent, GenerateAssistantResponseRequest};
 
+/// True when `QBOX_ACCESS_TOKEN` gives a bare token (which then serves
+/// instead of any store).
+pub fn bare_token_given() -> bool {
+    env_value(ACCESS_TOKEN_ENV).is_some()
+}
+
 /// The value of the environment variable `name`, or `None` when it is
 /// unset or empty: an empty value means "unset" for every qbox variable,
 /// as it does for Docker and the AWS CLI.

@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::app::exit::{self, CommandError};
 use crate::app::term::Palette;
 use crate::app::{block_on, chat};
+use crate::exit::{self, CommandError};
 use crate::mcp;
 use crate::store::{Flavor, StoreQuery};
 
@@ -215,7 +215,7 @@ fn given_token(
 }
 
 async fn serve(args: ServeArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
-    let state = mcp::sidecar_from_env(query.clone())?;
+    let state = mcp::sidecar_from_env(&query)?;
     let Some(addr) = args.http else {
         mcp::serve_stdio(state).await?;
         return Ok(exit::OK);
@@ -422,7 +422,7 @@ async fn call(args: CallArgs, quiet: bool, palette: Palette) -> anyhow::Result<u
         } else if !quiet {
             // Progress is the server's text on the user's terminal: no
             // escape sequences, no forged lines, no known secrets.
-            eprintln!("{}", exit::printable_line(message));
+            eprintln!("{}", crate::app::report::printable_line(message));
         }
     })
     .await?;
@@ -437,7 +437,7 @@ async fn call(args: CallArgs, quiet: bool, palette: Palette) -> anyhow::Result<u
         if !args.json {
             eprintln!("qbox-sidecar: the tool `{}` reported an error", args.tool);
             if stream {
-                eprintln!("{}", exit::printable_line(&outcome.text));
+                eprintln!("{}", crate::app::report::printable_line(&outcome.text));
             }
         }
         return Ok(exit::ERROR);

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use base64::Engine;
 
-use crate::app::exit::{self, CommandError};
+use crate::exit::{self, CommandError};
 use crate::secret::Secret;
 
 /// The variable holding a token, for `serve` and for `call`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::discovery::Flavor;
+use crate::exit::{self, Diagnose};
 use crate::timefmt::rfc3339;
 
 /// Everything that can go wrong while finding, reading or writing the store.
@@ -57,14 +58,14 @@ pub enum StoreError {
     #[error("refusing to write secrets into {}: {reason}", .path.display())]
     UnsafeDirectory { path: PathBuf, reason: String },
 
-    #[error("sqlite error on {}: {source}", .path.display())]
+    #[error("sqlite error on {}", .path.display())]
     Sqlite {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
     },
 
-    #[error("{action} {}: {source}", .path.display())]
+    #[error("{action} {}", .path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -73,9 +74,8 @@ pub enum StoreError {
     },
 }
 
-impl StoreError {
-    /// A next step for the user, printed as `hint: ...`.
-    pub fn hint(&self) -> Option<String> {
+impl Diagnose for StoreError {
+    fn hint(&self) -> Option<String> {
         let hint = match self {
             Self::NotFound { .. } => {
                 "log in with `q login` (Amazon Q Developer CLI) or `kiro-cli login` (Kiro CLI), \
@@ -119,18 +119,19 @@ impl StoreError {
         Some(hint)
     }
 
-    /// True when the error means "there is no usable login" (exit code 4)
-    /// rather than "something broke" (exit code 1).
-    pub fn is_no_login(&self) -> bool {
-        matches!(
+    /// "There is no usable login" (4) rather than "something broke" (1).
+    fn exit_code(&self) -> u8 {
+        exit::no_login_or_error(matches!(
             self,
             Self::NotFound { .. }
                 | Self::ExplicitPathMissing { .. }
                 | Self::NoToken { .. }
                 | Self::Unrefreshable { .. }
-        )
+        ))
     }
+}
 
+impl StoreError {
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
+use crate::exit::Diagnose;
+
 pub use discovery::Flavor;
 pub use error::StoreError;
 pub use login::{Login, TokenStatus};
@@ -55,37 +57,23 @@ pub enum AuthError {
     Refresh(#[from] RefreshError),
 }
 
-impl AuthError {
-    pub fn hint(&self) -> Option<String> {
+impl Diagnose for AuthError {
+    fn hint(&self) -> Option<String> {
         match self {
             Self::Store(e) => e.hint(),
             Self::Refresh(e) => e.hint(),
         }
     }
 
-    pub fn is_no_login(&self) -> bool {
+    fn exit_code(&self) -> u8 {
         match self {
-            Self::Store(e) => e.is_no_login(),
-            Self::Refresh(e) => e.is_no_login(),
+            Self::Store(e) => e.exit_code(),
+            Self::Refresh(e) => e.exit_code(),
         }
     }
 }
 
 impl StoreQuery {
-    /// The query the environment alone makes (`QBOX_DB`, `QBOX_CLI`).
-    pub fn from_env() -> Self {
-        Self {
-            db: std::env::var_os(DB_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-            cli: std::env::var(CLI_ENV).ok().and_then(|v| match v.trim() {
-                "q" => Some(Flavor::AmazonQ),
-                "kiro" => Some(Flavor::Kiro),
-                _ => None,
-            }),
-        }
-    }
-
     /// The default locations this query searches (nothing when `--db` is set).
     pub fn searched_paths(&self) -> Vec<SearchedPath> {
         if self.db.is_some() {
@@ -132,7 +120,7 @@ impl StoreQuery {
         match best {
             Some(login) => {
                 for err in &errors {
-                    tracing::warn!("skipped a store: {err}");
+                    tracing::warn!("skipped a store: {}", crate::exit::chain(err));
                 }
                 tracing::debug!(path = %login.path.display(), flavor = ?login.flavor, "using store");
                 Ok(login)

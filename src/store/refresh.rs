@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::token::DeviceRegistration;
+use crate::exit::{self, Diagnose};
 use crate::http::{BodyError, ERROR_BODY_LIMIT, OIDC_BODY_LIMIT, read_body_limited};
 use crate::secret::{Secret, redact_remote};
 
@@ -66,8 +67,8 @@ fn describe(description: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-impl RefreshError {
-    pub fn hint(&self) -> Option<String> {
+impl Diagnose for RefreshError {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             Self::Rejected { code, .. } if code == "invalid_grant" || code == "invalid_client" => {
                 "the login has ended; log in again with `q login` (or `kiro-cli login`)".into()
@@ -90,8 +91,8 @@ impl RefreshError {
     }
 
     /// A rejection means the login itself is no longer usable.
-    pub fn is_no_login(&self) -> bool {
-        matches!(self, Self::Rejected { .. })
+    fn exit_code(&self) -> u8 {
+        exit::no_login_or_error(matches!(self, Self::Rejected { .. }))
     }
 }
 
@@ -221,7 +222,7 @@ impl OidcClient {
                 .await
                 .map_err(|e| RefreshError::Network {
                     url: url.clone(),
-                    detail: crate::http::error_chain(&e),
+                    detail: exit::chain(&e),
                 })?;
         let status = response.status();
         if status.is_redirection() {

@@ -133,7 +133,7 @@ impl SnapshotKeeper {
     }
 
     fn report_problem(&mut self, error: &StoreError, on_event: &mut dyn FnMut(WatchEvent<'_>)) {
-        let text = error.to_string();
+        let text = crate::exit::chain(error);
         if self.last_problem.as_deref() != Some(&text) {
             on_event(WatchEvent::SourceProblem { error });
             self.last_problem = Some(text);

@@ -101,3 +101,35 @@ fn prelude_corruption_is_a_checksum_error() {
         .assert_stderr_contains("prelude checksum mismatch");
     assert_eq!(run.stdout, "");
 }
+
+/// `qbox debug decode FILE | head -1`: the reader leaves after one line.
+/// A closed pipe is not an error: no message, exit 0.
+#[test]
+fn a_reader_that_leaves_early_is_not_an_error() {
+    use std::io::BufRead;
+    let home = TestHome::new();
+    let frame = std::fs::read(vector("positive/payload_one_str_header")).unwrap();
+    // Far more output than a pipe buffers, so qbox is still writing when
+    // the reader goes.
+    let capture = frame.repeat(20_000);
+    let path = home.path().join("long.bin");
+    std::fs::write(&path, &capture).unwrap();
+    let mut child = home
+        .qbox()
+        .args(["debug", "decode", path.to_str().unwrap()])
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("{\"headers\""), "{first}");
+    // The read end closes here, as `head -1` exits.
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert!(stderr.trim().is_empty(), "stderr: {stderr}");
+}

@@ -9,6 +9,7 @@
 mod agent_hardening;
 mod chat;
 mod chat_compat;
+mod config;
 mod container;
 mod debug_decode;
 mod demo;
