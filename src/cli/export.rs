@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 
 use crate::app::term::Palette;
 use crate::exit::{self, CommandError};
+use crate::secret::Secret;
 use crate::store::{self, Login, OidcClient, StoreError, StoreQuery};
 use crate::timefmt::rfc3339;
 
@@ -62,8 +63,8 @@ pub enum Field {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Exported {
-    pub access_token: String,
-    pub refresh_token: Option<String>,
+    pub access_token: Secret,
+    pub refresh_token: Option<Secret>,
     pub expires_at: String,
     pub region: String,
     pub profile_arn: Option<String>,
@@ -74,8 +75,8 @@ impl Exported {
         let entry = login.require_token()?;
         let token = &entry.token;
         Ok(Self {
-            access_token: token.access_token.expose().to_owned(),
-            refresh_token: token.refresh_token.as_ref().map(|t| t.expose().to_owned()),
+            access_token: token.access_token.clone(),
+            refresh_token: token.refresh_token.clone(),
             expires_at: rfc3339(token.expires_at),
             region: login
                 .api_region()
@@ -87,9 +88,9 @@ impl Exported {
 
     /// (name, value, secret) for the line formats, in a stable order.
     fn variables(&self) -> Vec<(&'static str, &str, bool)> {
-        let mut vars = vec![("QBOX_ACCESS_TOKEN", self.access_token.as_str(), true)];
+        let mut vars = vec![("QBOX_ACCESS_TOKEN", self.access_token.expose(), true)];
         if let Some(refresh) = &self.refresh_token {
-            vars.push(("QBOX_REFRESH_TOKEN", refresh, true));
+            vars.push(("QBOX_REFRESH_TOKEN", refresh.expose(), true));
         }
         vars.push(("QBOX_TOKEN_EXPIRES_AT", &self.expires_at, false));
         vars.push(("QBOX_REGION", &self.region, false));
@@ -267,9 +268,9 @@ pub async fn run(args: ExportArgs, query: StoreQuery, palette: Palette) -> anyho
     }
     let exported = Exported::from_login(&login)?;
     let text = match args.field {
-        Some(Field::Access) => format!("{}\n", exported.access_token),
+        Some(Field::Access) => format!("{}\n", exported.access_token.expose()),
         Some(Field::Refresh) => match &exported.refresh_token {
-            Some(token) => format!("{token}\n"),
+            Some(token) => format!("{}\n", token.expose()),
             None => {
                 return Err(CommandError::new(
                     exit::ERROR,
@@ -308,8 +309,8 @@ mod tests {
 
     fn sample() -> Exported {
         Exported {
-            access_token: "aoaA".into(),
-            refresh_token: Some("aorB".into()),
+            access_token: Secret::new("aoaA"),
+            refresh_token: Some(Secret::new("aorB")),
             expires_at: "2026-11-22T10:00:00Z".into(),
             region: "us-east-1".into(),
             profile_arn: None,
@@ -324,7 +325,7 @@ mod tests {
     #[test]
     fn line_formats_refuse_line_breaks() {
         let mut bad = sample();
-        bad.access_token = "a\nEVIL=1".into();
+        bad.access_token = Secret::new("a\nEVIL=1");
         assert!(render(&bad, Format::Env).is_err());
         assert!(render(&bad, Format::Github).is_err());
         assert!(render(&bad, Format::Shell).is_ok());
@@ -349,7 +350,7 @@ mod tests {
     #[test]
     fn a_value_holding_the_delimiter_is_never_written_with_it() {
         let mut clash = sample();
-        clash.access_token = "aoa-EOF_X-tail".into();
+        clash.access_token = Secret::new("aoa-EOF_X-tail");
         assert_eq!(github_env_entries(&clash, "EOF_X"), None);
     }
 

@@ -142,7 +142,7 @@ pub async fn call_tool(
             // wrote it (see `generated_token_for`).
             let (token, url) = match token {
                 Some(token) => (Some(token.clone()), url.clone()),
-                None => match crate::sidecar::token::generated_token_for(url) {
+                None => match super::token::generated_token_for(url) {
                     Some((token, exact)) => (Some(token), exact.to_string()),
                     None => (None, url.clone()),
                 },

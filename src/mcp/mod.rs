@@ -10,6 +10,7 @@ pub mod listener;
 pub mod login_watch;
 pub mod server;
 pub mod sessions;
+pub mod token;
 pub mod tools;
 
 use std::sync::Arc;

@@ -1,7 +1,5 @@
 //! The `qbox-sidecar` command line: the in-container side of qbox.
 
-pub mod token;
-
 use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -14,7 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::app::term::Palette;
 use crate::app::{block_on, chat};
 use crate::exit::{self, CommandError};
-use crate::mcp;
+use crate::mcp::{self, token};
 use crate::store::{Flavor, StoreQuery};
 
 const EXAMPLES: &str = "\

@@ -18,6 +18,7 @@ mod errors;
 mod eventstream;
 mod export;
 mod http_hardening;
+mod invariants;
 mod mcp_client;
 mod net_hardening;
 mod refresh;

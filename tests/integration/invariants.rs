@@ -1,0 +1,412 @@
+//! The architecture's rules, checked by reading `src/` (as rust-analyzer's
+//! `tidy` does): a rule that only a convention keeps is broken by the first
+//! change that does not know it. Each failure names the file and the rule.
+//!
+//! - The modules' import graph (`crate::name` paths) has no cycle.
+//! - `rusqlite` is used only in `store`, `bollard` only in `container`,
+//!   `rmcp` only in `mcp`.
+//! - Process environment is read only where the command lines and the
+//!   documented variables are defined ([`ENV_READERS`]).
+//! - Every struct field that holds a token or a secret is a `Secret`.
+//! - Every error type that implements `Diagnose` is known to
+//!   `app::report` (else its exit code and hint would be lost).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Files that may read the process environment, and why.
+const ENV_READERS: &[(&str, &str)] = &[
+    (
+        "src/app/",
+        "logging (RUST_LOG), NO_COLOR, empty-means-unset for clap",
+    ),
+    ("src/cli/", "qbox's command line"),
+    ("src/sidecar/", "qbox-sidecar's command line"),
+    (
+        "src/qapi/mod.rs",
+        "the native client's documented variables",
+    ),
+    (
+        "src/agent/config.rs",
+        "the agent tool's documented variables",
+    ),
+    (
+        "src/agent/child_env.rs",
+        "the allow-listed environment given to the CLI",
+    ),
+    ("src/mcp/limits.rs", "the HTTP server's documented limits"),
+    ("src/mcp/token.rs", "QBOX_MCP_TOKEN and XDG_RUNTIME_DIR"),
+    ("src/store/discovery.rs", "the platform's data directories"),
+    ("src/store/db.rs", "QBOX_LOCK_TIMEOUT"),
+    (
+        "src/store/refresh.rs",
+        "the token services' endpoint overrides",
+    ),
+    (
+        "src/container/engine.rs",
+        "docker's own DOCKER_HOST, DOCKER_CONFIG, DOCKER_CONTEXT",
+    ),
+    (
+        "src/container/static_binary.rs",
+        "cargo's environment for the static build",
+    ),
+];
+
+/// Files whose token fields hold fake tokens on purpose, and why.
+const FAKE_TOKENS: &[(&str, &str)] = &[
+    (
+        "src/standin/",
+        "stand-in services check the fake tokens they were given",
+    ),
+    (
+        "src/store/schema.rs",
+        "FixtureLogin builds fake logins for tests and the demo",
+    ),
+];
+
+/// A third-party crate and the one top-level module that may use it.
+const CONFINED: &[(&str, &str)] = &[
+    ("rusqlite", "store"),
+    ("bollard", "container"),
+    ("rmcp", "mcp"),
+];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Every `.rs` file under `src/`, relative to the crate root, with its code
+/// up to its unit tests (`#[cfg(test)]` at the start of a line), where
+/// fixtures may do what the product must not.
+fn sources() -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&src(), &mut files);
+    files.sort();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = match text.find("\n#[cfg(test)]") {
+                Some(at) => text[..at].to_owned(),
+                None => text,
+            };
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            (name, without_comments(&code))
+        })
+        .collect()
+}
+
+/// `code` without `//` comments (doc comments name other modules freely).
+fn without_comments(code: &str) -> String {
+    code.lines()
+        .map(|line| match line.find("//") {
+            // A `//` inside a string literal ("http://...") is kept.
+            Some(at) if line[..at].matches('"').count() % 2 == 0 => &line[..at],
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The top-level module a file belongs to (`src/store/db.rs` → `store`);
+/// `None` for the crate root and the binaries.
+fn top_module(file: &str) -> Option<String> {
+    let rest = file.strip_prefix("src/")?;
+    let first = rest.split('/').next()?;
+    match first {
+        "lib.rs" | "main.rs" | "bin" => None,
+        _ => Some(first.trim_end_matches(".rs").to_owned()),
+    }
+}
+
+/// The top-level modules `code` refers to through `crate::`, including
+/// grouped imports (`use crate::{a, b::c}`).
+fn crate_references(code: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            let mut depth = 0;
+            let mut item = String::new();
+            for c in group[..end].chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        found.insert(item.trim().split("::").next().unwrap().to_owned());
+                        item.clear();
+                    }
+                    _ => item.push(c),
+                }
+            }
+            found.insert(item.trim().split("::").next().unwrap().to_owned());
+        } else {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            found.insert(name);
+        }
+    }
+    found.retain(|name| !name.is_empty() && name != "self");
+    found
+}
+
+fn module_graph(files: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (file, code) in files {
+        let Some(from) = top_module(file) else {
+            continue;
+        };
+        let edges = graph.entry(from.clone()).or_default();
+        for to in crate_references(code) {
+            if to != from {
+                edges.insert(to);
+            }
+        }
+    }
+    graph
+}
+
+/// A cycle in `graph`, as the path that closes it, if there is one.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        done: &mut BTreeSet<String>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, done, path) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut done, &mut Vec::new()))
+}
+
+#[test]
+fn the_module_graph_has_no_cycle() {
+    let graph = module_graph(&sources());
+    // The graph is read from the source: a sanity check that it was.
+    assert!(graph["cli"].contains("store"), "{graph:?}");
+    assert!(graph["mcp"].contains("agent"), "{graph:?}");
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!(
+            "modules import each other: {} (move what both need into a module below them)",
+            cycle.join(" -> ")
+        );
+    }
+}
+
+#[test]
+fn the_cycle_check_finds_a_cycle() {
+    // The checker itself must be able to fail.
+    let files = vec![
+        ("src/a/mod.rs".to_owned(), "use crate::b::X;".to_owned()),
+        ("src/b.rs".to_owned(), "use crate::{c, exit};".to_owned()),
+        (
+            "src/c/x.rs".to_owned(),
+            "fn f() { crate::a::g() }".to_owned(),
+        ),
+    ];
+    let cycle = find_cycle(&module_graph(&files)).expect("a -> b -> c -> a");
+    assert_eq!(cycle, ["a", "b", "c", "a"]);
+}
+
+#[test]
+fn third_party_crates_stay_in_their_module() {
+    let mut broken = Vec::new();
+    for (file, code) in sources() {
+        for (krate, home) in CONFINED {
+            let used =
+                code.contains(&format!("{krate}::")) || code.contains(&format!("use {krate}"));
+            if used && top_module(&file).as_deref() != Some(home) {
+                broken.push(format!(
+                    "{file} uses {krate}, which only src/{home}/ may use"
+                ));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+#[test]
+fn the_environment_is_read_only_where_it_is_documented() {
+    let readers = ["env::var(", "env::var_os(", "env::vars(", "env::vars_os("];
+    let mut broken = Vec::new();
+    for (file, code) in sources() {
+        let allowed = ENV_READERS
+            .iter()
+            .any(|(prefix, _)| file.starts_with(prefix));
+        if !allowed && readers.iter().any(|r| code.contains(r)) {
+            broken.push(format!(
+                "{file} reads the environment: take the value from the command line (a clap `env = ...` argument) and pass it down, or add the file to ENV_READERS with the variables it documents"
+            ));
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+/// `(file, struct, field, type)` for every named field of every struct.
+fn struct_fields(files: &[(String, String)]) -> Vec<(String, String, String, String)> {
+    let mut fields = Vec::new();
+    for (file, code) in files {
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find("struct ") {
+            rest = &rest[at + "struct ".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let Some(open) = rest.find(['{', ';', '(']) else {
+                break;
+            };
+            if !rest[open..].starts_with('{') {
+                continue;
+            }
+            let body = &rest[open + 1..];
+            let mut depth = 1;
+            let end = body
+                .char_indices()
+                .find(|&(_, c)| {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map_or(body.len(), |(i, _)| i);
+            for line in body[..end].lines() {
+                let line = line.trim();
+                if line.starts_with("#[") || !line.contains(':') {
+                    continue;
+                }
+                let line = line
+                    .trim_start_matches("pub(crate) ")
+                    .trim_start_matches("pub(super) ")
+                    .trim_start_matches("pub ");
+                let (field, ty) = line.split_once(':').unwrap();
+                if field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    fields.push((
+                        file.clone(),
+                        name.clone(),
+                        field.to_owned(),
+                        ty.trim().trim_end_matches(',').to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    fields
+}
+
+/// A field name that says it holds a token or secret. `raw` and `auth_kv`
+/// hold a store's token JSON.
+fn names_a_secret(field: &str) -> bool {
+    ["token", "secret", "password"]
+        .iter()
+        .any(|word| field.contains(word))
+        || field == "raw"
+        || field == "auth_kv"
+}
+
+/// Types that can carry the secret text itself.
+fn holds_text(ty: &str) -> bool {
+    ty.contains("String") || ty.contains("&str") || ty.contains("&'a str") || ty.contains("Vec<u8>")
+}
+
+#[test]
+fn token_fields_are_secrets() {
+    let mut broken = Vec::new();
+    for (file, name, field, ty) in struct_fields(&sources()) {
+        if FAKE_TOKENS
+            .iter()
+            .any(|(prefix, _)| file.starts_with(prefix))
+        {
+            continue;
+        }
+        if names_a_secret(&field) && holds_text(&ty) && !ty.contains("Secret") {
+            broken.push(format!(
+                "{file}: {name}.{field} is `{ty}`: use crate::secret::Secret (it never prints its value)"
+            ));
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+#[test]
+fn the_field_reader_sees_fields() {
+    let files = vec![(
+        "src/x.rs".to_owned(),
+        "pub struct A {\n    pub access_token: String,\n    other: u8,\n}\nstruct B;".to_owned(),
+    )];
+    let fields = struct_fields(&files);
+    assert_eq!(fields.len(), 2, "{fields:?}");
+    assert_eq!(fields[0].2, "access_token");
+    assert!(names_a_secret(&fields[0].2) && holds_text(&fields[0].3));
+}
+
+#[test]
+fn every_diagnosed_error_is_known_to_the_report() {
+    let files = sources();
+    let report = &files
+        .iter()
+        .find(|(file, _)| file == "src/app/report.rs")
+        .unwrap()
+        .1;
+    let known = &report[report.find("known!(").expect("the list in app::report")..];
+    let known = &known[..known.find(')').unwrap()];
+    let mut implemented = Vec::new();
+    for (file, code) in &files {
+        for (at, _) in code.match_indices("Diagnose for ") {
+            let ty: String = code[at + "Diagnose for ".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            implemented.push((file.clone(), ty));
+        }
+    }
+    assert!(implemented.len() >= 8, "{implemented:?}");
+    let missing: Vec<String> = implemented
+        .iter()
+        .filter(|(_, ty)| {
+            !known
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .any(|w| w == ty)
+        })
+        .map(|(file, ty)| {
+            format!("{file}: {ty} implements Diagnose but app::report's `known!` list lacks it")
+        })
+        .collect();
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
