@@ -3,9 +3,9 @@
 //! Crate map (one line per module; see `docs/ARCHITECTURE.md`):
 
 /// The `q-developer-agent` tool: runs `q chat` for one prompt.
-pub mod agent;
+mod agent;
 /// What both binaries stand on: parsing, runtime, error reports, logging, styling, signals.
-pub mod app;
+mod app;
 /// `qbox` command line: clap definitions and one handler per subcommand.
 pub mod cli;
 /// Docker Engine access (the only user of bollard).
@@ -13,17 +13,17 @@ pub mod container;
 /// AWS event-stream framing: incremental zero-copy decoder and encoder.
 pub mod eventstream;
 /// Exit codes and the `Diagnose` trait every error type implements.
-pub mod exit;
+mod exit;
 /// The HTTPS client (rustls, embedded roots).
 pub mod http;
 /// The MCP server of the sidecar (the only user of rmcp).
-pub mod mcp;
+mod mcp;
 /// The Amazon Q streaming API: models and client.
 pub mod qapi;
 /// Unpredictable bytes: tokens, delimiters, ids.
-pub mod random;
+mod random;
 /// The `Secret` string type that never prints its value.
-pub mod secret;
+mod secret;
 /// `qbox-sidecar` command line.
 pub mod sidecar;
 /// Stand-in AWS services on loopback, for tests and the demo.

@@ -124,7 +124,8 @@ impl ChildEnv {
     }
 
     /// The names chosen, in the parent's order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    #[cfg(test)]
+    fn names(&self) -> impl Iterator<Item = &str> {
         self.vars.iter().filter_map(|(name, _)| name.to_str())
     }
 }

@@ -19,8 +19,7 @@ pub mod report;
 pub mod runner;
 pub mod tracker;
 
-pub use args::{AgentArgs, ArgsError};
+pub use args::AgentArgs;
 pub use auth::AgentAuth;
 pub use config::{AgentConfig, TOOL_NAME};
-pub use report::Outcome;
 pub use runner::{AgentRunner, Progress};

@@ -56,7 +56,7 @@ pub struct Cut {
     pub at_line: bool,
 }
 
-/// The result of [`truncate_at_line`].
+/// A text after `cut_at_line`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Truncated {
     pub text: String,
@@ -67,12 +67,15 @@ pub struct Truncated {
 /// Keeps at most `max` bytes of `text`, ending at the last line break that
 /// fits (or, for one huge line, at the last character boundary that fits).
 /// Never splits a UTF-8 character.
-pub fn truncate_at_line(text: String, max: usize) -> Truncated {
+#[cfg(test)]
+fn truncate_at_line(text: String, max: usize) -> Truncated {
     let original = text.len() as u64;
     cut_at_line(text, max, original, false)
 }
 
-/// [`truncate_at_line`], also cutting (back to the last line break) when
+/// Keeps at most `max` bytes of `text`, ending at the last line break that
+/// fits (or, for one huge line, at the last character boundary that fits),
+/// never splitting a UTF-8 character; also cutting (back to the last line break) when
 /// `already_cut` says the text is the start of something longer, of
 /// `original` bytes.
 fn cut_at_line(text: String, max: usize, original: u64, already_cut: bool) -> Truncated {

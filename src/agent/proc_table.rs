@@ -48,8 +48,9 @@ impl ProcTable {
         Self { entries }
     }
 
-    /// A table of the given entries (for tests).
-    pub fn from_entries(entries: impl IntoIterator<Item = Entry>) -> Self {
+    /// A table of the given entries.
+    #[cfg(test)]
+    fn from_entries(entries: impl IntoIterator<Item = Entry>) -> Self {
         Self {
             entries: entries.into_iter().map(|e| (e.identity.pid, e)).collect(),
         }
