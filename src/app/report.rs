@@ -30,6 +30,7 @@ fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnose> {
         exit::CommandError,
         crate::container::run::RunError,
         crate::container::spec::SpecError,
+        crate::container::options::OptionError,
         crate::container::static_binary::StaticBinaryError,
         crate::qapi::ApiError,
         crate::qapi::ConversationError,
@@ -564,6 +565,12 @@ mod tests {
             add!(spec_errors(), expected_spec);
             add!(static_binary_errors(), expected_static_binary);
             add!(call_errors(), expected_call);
+            let option = crate::container::options::OptionError {
+                option: "--publish",
+                value: "x".into(),
+                expected: "a port".into(),
+            };
+            table.push((option.into(), exit::ENGINE));
             for (code, expected) in [(exit::USAGE, exit::USAGE), (NO_LOGIN, NO_LOGIN)] {
                 table.push((
                     CommandError::new(code, "a command's own error").into(),

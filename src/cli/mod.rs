@@ -9,6 +9,7 @@ mod export;
 mod image;
 mod mcp_config;
 mod run;
+mod run_options;
 mod snapshot;
 
 use std::ffi::OsString;
@@ -95,7 +96,7 @@ pub enum Command {
     #[command(subcommand)]
     Debug(debug::DebugCommand),
     /// Run a container that is logged in to Amazon Q (the login mounted read-only, kept fresh).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Build the qbox-sidecar container image (no registry needed).
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -145,7 +146,7 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
         Command::Debug(command) => debug::run(command),
         Command::McpConfig(args) => mcp_config::run(&args),
         Command::Image(command) => block_on(image::run(command, cli.global.quiet, palette)),
-        Command::Run(args) => block_on(run::run(args, query, palette)),
+        Command::Run(args) => block_on(run::run(*args, query, palette)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "qbox", &mut std::io::stdout());
             Ok(exit::OK)

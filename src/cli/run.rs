@@ -70,6 +70,8 @@ pub struct RunArgs {
     /// How the login reaches the container.
     #[arg(long, value_enum, default_value_t = AuthMode::Snapshot)]
     auth: AuthMode,
+    #[command(flatten)]
+    docker: super::run_options::DockerOptions,
     /// The image (never pulled: it must be on this machine).
     image: String,
     /// The command and its arguments.
@@ -91,9 +93,12 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         .into());
     }
     let cwd = std::env::current_dir()?;
-    let mut env = Vec::new();
+    let host_env = |name: &str| std::env::var(name).ok();
+    let options = args.docker.host_options(&cwd)?;
+    // As docker: the files first, so that -e overrides what they set.
+    let mut env = args.docker.env_file_entries(host_env)?;
     for raw in &args.env {
-        if let Some(entry) = parse_env(raw, |name| std::env::var(name).ok()).map_err(usage)? {
+        if let Some(entry) = parse_env(raw, host_env).map_err(usage)? {
             env.push(entry);
         }
     }
@@ -134,6 +139,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
             .map(parse_memory)
             .transpose()
             .map_err(usage)?,
+        options,
     })
 }
 

@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod image;
+pub mod options;
 pub mod run;
 pub mod spec;
 pub mod static_binary;

@@ -181,10 +181,16 @@ pub async fn run(spec: &RunSpec) -> Result<Exited, RunError> {
         }
         Err(err) => return Err(engine_error(err)),
     }
-    let options = spec
-        .name
-        .as_deref()
-        .map(|name| CreateContainerOptionsBuilder::default().name(name).build());
+    let options = (spec.name.is_some() || spec.options.platform.is_some()).then(|| {
+        let mut options = CreateContainerOptionsBuilder::default();
+        if let Some(name) = &spec.name {
+            options = options.name(name);
+        }
+        if let Some(platform) = &spec.options.platform {
+            options = options.platform(platform);
+        }
+        options.build()
+    });
     let created = match docker.create_container(options, spec.create_body()).await {
         Ok(created) => created,
         Err(err) if server_error(&err).is_some_and(|(status, _)| status == 409) => {

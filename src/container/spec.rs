@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 
+use super::options::HostOptions;
 use crate::exit::{self, Diagnose};
 
 /// Where the login snapshot appears inside containers.
@@ -53,7 +54,7 @@ impl Diagnose for SpecError {
 }
 
 /// A checked request to run a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunSpec {
     pub image: String,
     pub cmd: Vec<String>,
@@ -78,6 +79,8 @@ pub struct RunSpec {
     pub console_size: Option<(u16, u16)>,
     /// Memory limit in bytes (swap included: the container gets no swap).
     pub memory: Option<i64>,
+    /// Every other `docker run` option, checked.
+    pub options: HostOptions,
 }
 
 /// The smallest limit the engine accepts.
@@ -190,7 +193,7 @@ impl RunSpec {
             env.retain(|e| !e.starts_with("QBOX_DB="));
             env.push(format!("QBOX_DB={db}"));
         }
-        ContainerCreateBody {
+        let mut body = ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: (!self.cmd.is_empty()).then(|| self.cmd.clone()),
             entrypoint: self.entrypoint.as_ref().map(|e| vec![e.clone()]),
@@ -220,7 +223,9 @@ impl RunSpec {
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
-        }
+        };
+        self.options.apply(&mut body);
+        body
     }
 }
 
@@ -247,6 +252,7 @@ mod tests {
             auth_db: Some(AUTH_DB.into()),
             console_size: Some((33, 101)),
             memory: None,
+            options: HostOptions::default(),
         }
     }
 

@@ -1,0 +1,132 @@
+//! The `docker run` options of `qbox run` beyond the basics, as clap sees
+//! them, turned into checked [`HostOptions`] (see `container::options`).
+
+use std::path::{Path, PathBuf};
+
+use crate::container::options::{self, HostOptions, OptionError};
+
+/// Options with `docker run`'s spelling and meaning.
+#[derive(Debug, Default, clap::Args)]
+pub struct DockerOptions {
+    /// Publish a container port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp|sctp].
+    #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]PORT")]
+    publish: Vec<String>,
+    /// Publish every exposed port to a random host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Read environment variables from a file (docker's rules: `#` comments, NAME=VALUE
+    /// taken literally, NAME alone from the environment); -e wins over it.
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<PathBuf>,
+    /// A mount: type=bind|volume|tmpfs,source=…,target=…[,readonly].
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Mount a tmpfs at PATH[:OPTIONS].
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    tmpfs: Vec<String>,
+    /// Add a Linux capability (or ALL).
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability (or ALL).
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// A security option: no-new-privileges, seccomp=…, apparmor=…, label=….
+    #[arg(long, value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// Set a label on the container (KEY[=VALUE]).
+    #[arg(short = 'l', long = "label", value_name = "KEY[=VALUE]")]
+    labels: Vec<String>,
+    /// Add a line to /etc/hosts: NAME:IP or NAME:host-gateway.
+    #[arg(long, value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// The image's platform (os[/arch[/variant]]).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// CPUs the container may use (e.g. 1.5).
+    #[arg(long, value_name = "N")]
+    cpus: Option<String>,
+    /// Most processes the container may run (-1: no limit).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pids_limit: Option<String>,
+    /// Pull policy: only `never` (qbox never pulls).
+    #[arg(long, value_name = "never")]
+    pull: Option<String>,
+    /// Shorthand for --read-only --cap-drop ALL --security-opt no-new-privileges --tmpfs /tmp.
+    #[arg(long)]
+    hardened: bool,
+}
+
+impl DockerOptions {
+    /// The checked options; `cwd` resolves relative bind sources.
+    pub fn host_options(&self, cwd: &Path) -> Result<HostOptions, OptionError> {
+        let mut host = HostOptions {
+            publish_all: self.publish_all,
+            read_only: self.read_only,
+            ..HostOptions::default()
+        };
+        for raw in &self.publish {
+            options::parse_publish(raw, &mut host)?;
+        }
+        for raw in &self.mounts {
+            host.mounts.push(options::parse_mount(raw, cwd)?);
+        }
+        for raw in &self.tmpfs {
+            options::parse_tmpfs(raw, &mut host)?;
+        }
+        for raw in &self.cap_add {
+            host.cap_add
+                .push(options::parse_capability("--cap-add", raw)?);
+        }
+        for raw in &self.cap_drop {
+            host.cap_drop
+                .push(options::parse_capability("--cap-drop", raw)?);
+        }
+        for raw in &self.security_opt {
+            host.security_opt.push(options::parse_security_opt(raw)?);
+        }
+        for raw in &self.labels {
+            options::parse_label(raw, &mut host)?;
+        }
+        for raw in &self.add_host {
+            host.extra_hosts.push(options::parse_add_host(raw)?);
+        }
+        host.platform = self
+            .platform
+            .as_deref()
+            .map(options::parse_platform)
+            .transpose()?;
+        host.nano_cpus = self.cpus.as_deref().map(options::parse_cpus).transpose()?;
+        host.pids_limit = self
+            .pids_limit
+            .as_deref()
+            .map(options::parse_pids_limit)
+            .transpose()?;
+        if let Some(pull) = &self.pull {
+            options::parse_pull(pull)?;
+        }
+        if self.hardened {
+            host.harden();
+        }
+        Ok(host)
+    }
+
+    /// The variables of every `--env-file`, in order (before any `-e`).
+    pub fn env_file_entries(
+        &self,
+        host: impl Fn(&str) -> Option<String> + Copy,
+    ) -> Result<Vec<String>, OptionError> {
+        let mut entries = Vec::new();
+        for path in &self.env_files {
+            let text = std::fs::read_to_string(path).map_err(|err| OptionError {
+                option: "--env-file",
+                value: path.display().to_string(),
+                expected: format!("a readable text file ({err})"),
+            })?;
+            entries.extend(options::parse_env_file(path, &text, host)?);
+        }
+        Ok(entries)
+    }
+}

@@ -1,0 +1,304 @@
+//! `qbox run`'s `docker run` options against the real engine: published
+//! ports, `--env-file` with docker's rules, `--hardened`, `--cap-drop`, and
+//! bad values refused (exit 125) before anything is created.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use qbox::store::Flavor;
+
+use crate::util::{TestHome, valid_login};
+
+const IMAGE: &str = "qbox-test-options:latest";
+
+/// A busybox image with the tools these tests use; `None` (a visible
+/// skip) without an engine or busybox, a failure under QBOX_REQUIRE_DOCKER.
+fn image() -> Option<&'static str> {
+    static READY: OnceLock<bool> = OnceLock::new();
+    let ready = *READY.get_or_init(|| {
+        let engine = Command::new("docker").args(["version"]).output();
+        let busybox = Path::new("/bin/busybox");
+        if !engine.is_ok_and(|o| o.status.success()) || !busybox.exists() {
+            return false;
+        }
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["bin", "tmp", "www"] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        std::fs::set_permissions(
+            root.path().join("tmp"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        std::fs::write(
+            root.path().join("www/index.html"),
+            "published through qbox\n",
+        )
+        .unwrap();
+        std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
+        for tool in [
+            "sh", "env", "touch", "chown", "echo", "httpd", "sleep", "cat",
+        ] {
+            std::os::unix::fs::symlink("busybox", root.path().join("bin").join(tool)).unwrap();
+        }
+        let mut tar = Command::new("tar")
+            .args(["-C", root.path().to_str().unwrap(), "-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let imported = Command::new("docker")
+            .args(["import", "-c", "ENV PATH=/bin", "-", IMAGE])
+            .stdin(tar.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(tar.wait().unwrap().success());
+        assert!(
+            imported.status.success(),
+            "{}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+        true
+    });
+    if ready {
+        return Some(IMAGE);
+    }
+    assert!(
+        std::env::var_os("QBOX_REQUIRE_DOCKER").is_none(),
+        "QBOX_REQUIRE_DOCKER is set but no Docker engine (or /bin/busybox) is available"
+    );
+    eprintln!("SKIPPED: no Docker engine or no /bin/busybox (apt-get install busybox-static)");
+    None
+}
+
+fn home() -> TestHome {
+    let home = TestHome::new();
+    home.login(Flavor::AmazonQ, &valid_login("options"));
+    home
+}
+
+fn qbox_run(home: &TestHome, args: &[&str]) -> crate::util::Qbox {
+    home.qbox()
+        .env_remove("DOCKER_HOST")
+        .args(["run"])
+        .args(args.iter().copied())
+}
+
+#[test]
+fn env_files_follow_dockers_rules_and_e_wins() {
+    let Some(image) = image() else { return };
+    let home = home();
+    let file = home.path().join("vars.env");
+    std::fs::write(
+        &file,
+        "# a comment\n\nPLAIN=1\nQUOTED=\"kept as is\"\nFROM_HOST\nNOT_ON_HOST\n  # indented comment\nOVERRIDDEN=file\n",
+    )
+    .unwrap();
+    let run = qbox_run(
+        &home,
+        &[
+            "--auth",
+            "none",
+            "--env-file",
+            file.to_str().unwrap(),
+            "-e",
+            "OVERRIDDEN=flag",
+            image,
+            "--",
+            "env",
+        ],
+    )
+    .env("FROM_HOST", "host value")
+    .run();
+    run.assert_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    for expected in [
+        "PLAIN=1",
+        "QUOTED=\"kept as is\"",
+        "FROM_HOST=host value",
+        "OVERRIDDEN=flag",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "{expected} missing from {lines:?}"
+        );
+    }
+    assert!(!run.stdout.contains("NOT_ON_HOST"), "{}", run.stdout);
+    assert!(!run.stdout.contains("OVERRIDDEN=file"), "{}", run.stdout);
+}
+
+#[test]
+fn hardened_containers_write_only_to_tmp() {
+    let Some(image) = image() else { return };
+    let home = home();
+    let script = "touch /outside 2>/dev/null && echo outside-writable; touch /tmp/inside && echo tmp-writable";
+    for flags in [&["--hardened"][..], &["--read-only", "--tmpfs", "/tmp"][..]] {
+        let mut args = flags.to_vec();
+        args.extend(["--auth", "none", image, "--", "sh", "-c", script]);
+        let run = qbox_run(&home, &args).run();
+        run.assert_code(0);
+        assert_eq!(
+            run.stdout.trim(),
+            "tmp-writable",
+            "{flags:?}: {}",
+            run.stdout
+        );
+    }
+    // Without them the root filesystem is writable: the check can fail.
+    let run = qbox_run(&home, &["--auth", "none", image, "--", "sh", "-c", script]).run();
+    assert!(run.stdout.contains("outside-writable"), "{}", run.stdout);
+}
+
+#[test]
+fn dropped_capabilities_are_gone_inside() {
+    let Some(image) = image() else { return };
+    let home = home();
+    let chown = "touch /tmp/f && chown 1:1 /tmp/f && echo chowned";
+    let allowed = qbox_run(
+        &home,
+        &[
+            "--auth", "none", "-u", "0:0", image, "--", "sh", "-c", chown,
+        ],
+    )
+    .run();
+    allowed.assert_code(0);
+    assert_eq!(allowed.stdout.trim(), "chowned");
+    let dropped = qbox_run(
+        &home,
+        &[
+            "--auth",
+            "none",
+            "-u",
+            "0:0",
+            "--cap-drop",
+            "ALL",
+            image,
+            "--",
+            "sh",
+            "-c",
+            chown,
+        ],
+    )
+    .run();
+    assert_ne!(dropped.code, 0, "{}", dropped.stdout);
+    assert!(!dropped.stdout.contains("chowned"));
+}
+
+#[test]
+fn a_published_port_reaches_the_container_from_the_host() {
+    let Some(image) = image() else { return };
+    let home = home();
+    let name = format!("qbox-test-publish-{}", std::process::id());
+    let mut server = qbox_run(
+        &home,
+        &[
+            "--auth",
+            "none",
+            "--name",
+            &name,
+            "-p",
+            "127.0.0.1:0:8080",
+            image,
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/www",
+        ],
+    )
+    .command()
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // The engine chose the host port; `docker port` tells which.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let address = loop {
+        let out = Command::new("docker")
+            .args(["port", &name, "8080/tcp"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && text.starts_with("127.0.0.1:") {
+            break text.lines().next().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the port was never published");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let body = loop {
+        let fetched = std::net::TcpStream::connect(&address).and_then(|mut stream| {
+            stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        match fetched {
+            Ok(answer) if answer.contains("200") => break answer,
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "httpd never answered: {fetched:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert!(body.contains("published through qbox"), "{body}");
+    let _ = Command::new("docker").args(["kill", &name]).output();
+    // `docker kill` sends SIGKILL: qbox exits with the container's 137.
+    let status = server.wait().unwrap();
+    assert_eq!(status.code(), Some(137));
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name={name}")])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the container was left behind");
+}
+
+#[test]
+fn bad_values_exit_125_naming_the_value_before_the_engine_is_asked() {
+    let home = home();
+    // An engine that cannot be reached: the options are checked first.
+    let cases: &[(&[&str], &str)] = &[
+        (&["-p", "70000"], "--publish `70000`"),
+        (&["--cpus", "0"], "--cpus `0`"),
+        (
+            &["--mount", "type=nfs,target=/x"],
+            "--mount `type=nfs,target=/x`",
+        ),
+        (
+            &["--security-opt", "privileged"],
+            "--security-opt `privileged`",
+        ),
+        (&["--add-host", "db:nowhere"], "--add-host `db:nowhere`"),
+        (
+            &["--label", "qbox.managed=false"],
+            "--label `qbox.managed=false`",
+        ),
+        (&["--pull", "always"], "--pull `always`"),
+        (&["--pids-limit", "0"], "--pids-limit `0`"),
+        (&["--tmpfs", "/run/qbox/auth"], "--tmpfs `/run/qbox/auth`"),
+        (
+            &["--env-file", "/definitely/not/here.env"],
+            "--env-file `/definitely/not/here.env`",
+        ),
+    ];
+    for (flags, named) in cases {
+        let mut args = flags.to_vec();
+        args.extend(["--auth", "none", "img", "--", "true"]);
+        let run = home
+            .qbox()
+            .env("DOCKER_HOST", "unix:///nonexistent/qbox-options.sock")
+            .args(["run"])
+            .args(args)
+            .run();
+        run.assert_code(125)
+            .assert_one_line_error()
+            .assert_stderr_contains(named);
+        assert!(!run.stderr.contains("nonexistent"), "{}", run.stderr);
+    }
+}
