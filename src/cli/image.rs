@@ -65,39 +65,19 @@ pub(crate) async fn build(
     quiet: bool,
     palette: Palette,
 ) -> anyhow::Result<(BuiltImage, PathBuf)> {
-    let progress = |text: &str| {
-        if !quiet {
-            eprintln!("{} {text}", palette.dim("qbox:"));
-        }
-    };
     // The engine first: there is no point in compiling for an absent engine.
     let docker = image::connect().await.map_err(|e| image_error(&e))?;
     let arch = image::engine_arch(&docker)
         .await
         .map_err(|e| image_error(&e))?;
-    let path = match binary.or_else(static_binary::beside_current_exe) {
-        Some(path) => path,
-        None => {
-            let source =
-                static_binary::source_tree().ok_or(StaticBinaryError::NothingToBuildFrom)?;
-            progress(
-                "building a static qbox-sidecar with cargo (the first time takes a few minutes)",
-            );
-            let (path, build) = tokio::task::spawn_blocking(move || {
-                static_binary::build_with_cargo(&source, quiet)
-            })
-            .await??;
-            progress(&format!("built {} for {}", path.display(), build.target));
-            path
-        }
-    };
-    let binary = static_binary::load(&path, arch.as_deref())?;
+    let binary = static_sidecar(binary, arch.as_deref(), quiet, palette).await?;
     let built = image::build_sidecar(&docker, &binary, tag, |event| match event {
         BuildProgress::Sending(bytes) => {
-            progress(&format!(
-                "sending the build context ({})",
-                megabytes(bytes as u64)
-            ));
+            progress(
+                quiet,
+                palette,
+                &format!("sending the build context ({})", megabytes(bytes as u64)),
+            );
         }
         BuildProgress::Line(line) => {
             if !quiet {
@@ -109,7 +89,47 @@ pub(crate) async fn build(
     })
     .await
     .map_err(|e| image_error(&e))?;
-    Ok((built, path))
+    Ok((built, binary.path))
+}
+
+fn progress(quiet: bool, palette: Palette, text: &str) {
+    if !quiet {
+        eprintln!("{} {text}", palette.dim("qbox:"));
+    }
+}
+
+/// The static `qbox-sidecar` for an engine whose CPU is `arch`: `binary`
+/// when given, else the one beside qbox, else built with cargo from qbox's
+/// source tree (progress on stderr). Checked before it is used.
+pub(crate) async fn static_sidecar(
+    binary: Option<PathBuf>,
+    arch: Option<&str>,
+    quiet: bool,
+    palette: Palette,
+) -> anyhow::Result<static_binary::StaticBinary> {
+    let path = match binary.or_else(static_binary::beside_current_exe) {
+        Some(path) => path,
+        None => {
+            let source =
+                static_binary::source_tree().ok_or(StaticBinaryError::NothingToBuildFrom)?;
+            progress(
+                quiet,
+                palette,
+                "building a static qbox-sidecar with cargo (the first time takes a few minutes)",
+            );
+            let (path, build) = tokio::task::spawn_blocking(move || {
+                static_binary::build_with_cargo(&source, quiet)
+            })
+            .await??;
+            progress(
+                quiet,
+                palette,
+                &format!("built {} for {}", path.display(), build.target),
+            );
+            path
+        }
+    };
+    Ok(static_binary::load(&path, arch)?)
 }
 
 /// An engine failure while building exits 1 (as `docker build` does), with

@@ -13,22 +13,31 @@ Examples:
   qbox mcp-config                                  # Claude Desktop, local process
   qbox mcp-config --client vscode > .vscode/mcp.json
   qbox mcp-config --client q --docker              # Amazon Q's mcp.json, sidecar in a container
+  qbox mcp-config --docker --image my-dev-image --workspace ~/src/app   # the agent in your image
   qbox mcp-config --client kiro --enable-agent     # also offer q-developer-agent
+  qbox mcp-config --docker --snapshot-dir ~/.qbox/auth   # plain `docker run`, no qbox needed
 
-With --docker, keep the snapshot fresh on the host: qbox snapshot ~/.qbox/auth --watch")]
+With --docker the host runs `qbox run --mcp IMAGE`: the static sidecar is mounted into the
+image, which serves both tools (its own q or kiro-cli answers q-developer-agent), and qbox
+keeps the login fresh while it runs. With --snapshot-dir the host runs `docker run` on the
+sidecar image instead; then keep the snapshot fresh: qbox snapshot DIR --watch")]
 pub struct McpConfigArgs {
     /// Which MCP host the configuration is for.
     #[arg(long, value_enum, default_value_t = McpClient::ClaudeDesktop)]
     client: McpClient,
-    /// Run the sidecar with `docker run -i` and a read-only snapshot mount.
+    /// Serve from a container: `qbox run --mcp IMAGE` (or, with --snapshot-dir, `docker run`).
     #[arg(long)]
     docker: bool,
-    /// The snapshot directory to mount with --docker.
-    #[arg(long, default_value = "~/.qbox/auth", requires = "docker")]
-    snapshot_dir: String,
-    /// The sidecar image to run with --docker.
+    /// With --docker: run the sidecar image with plain `docker run -i`, mounting this
+    /// snapshot directory read-only (kept fresh by `qbox snapshot DIR --watch`).
+    #[arg(long, requires = "docker", conflicts_with = "workspace")]
+    snapshot_dir: Option<String>,
+    /// The image to serve from with --docker (any image; its `q`/`kiro-cli` serves the agent).
     #[arg(long, default_value = "qbox-sidecar:latest", requires = "docker")]
     image: String,
+    /// With --docker: mount this directory at the same path and work in it.
+    #[arg(long, value_name = "DIR", requires = "docker")]
+    workspace: Option<String>,
     /// Also enable the q-developer-agent tool (it runs the Amazon Q CLI).
     #[arg(long)]
     enable_agent: bool,
@@ -71,6 +80,15 @@ fn sidecar_command() -> String {
         .unwrap_or_else(|| "qbox-sidecar".to_owned())
 }
 
+/// This `qbox`, by absolute path (MCP hosts start servers without a
+/// shell's PATH), else the bare name.
+fn qbox_command() -> String {
+    std::env::current_exe()
+        .ok()
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|| "qbox".to_owned())
+}
+
 /// Expands a leading `~/` with the home directory (MCP hosts do not).
 fn expand_home(path: &str) -> String {
     match (path.strip_prefix("~/"), dirs::home_dir()) {
@@ -88,6 +106,17 @@ pub fn server_entry(args: &McpConfigArgs) -> (String, Vec<String>, Map<String, V
     if !args.docker {
         return (sidecar_command(), vec!["serve".into()], env);
     }
+    let Some(snapshot_dir) = &args.snapshot_dir else {
+        // `qbox run --mcp` enables the agent itself.
+        let mut run_args = vec!["run".to_owned()];
+        if let Some(workspace) = &args.workspace {
+            let dir = std::path::absolute(expand_home(workspace))
+                .map_or_else(|_| expand_home(workspace), |p| p.display().to_string());
+            run_args.extend(["-v".into(), format!("{dir}:{dir}"), "-w".into(), dir]);
+        }
+        run_args.extend(["--mcp".into(), args.image.clone()]);
+        return (qbox_command(), run_args, Map::new());
+    };
     let mut docker_args: Vec<String> = [
         "run",
         "-i",
@@ -106,10 +135,7 @@ pub fn server_entry(args: &McpConfigArgs) -> (String, Vec<String>, Map<String, V
         nix::unistd::getgid()
     ));
     docker_args.push("-v".into());
-    docker_args.push(format!(
-        "{}:/run/qbox/auth:ro",
-        expand_home(&args.snapshot_dir)
-    ));
+    docker_args.push(format!("{}:/run/qbox/auth:ro", expand_home(snapshot_dir)));
     docker_args.extend(["-e".into(), "QBOX_DB=/run/qbox/auth/data.sqlite3".into()]);
     // Variables go to the container by name only: docker takes the values
     // from the environment the MCP host gives it.
@@ -148,11 +174,8 @@ pub fn run(args: &McpConfigArgs) -> anyhow::Result<u8> {
         "paste into {} (merge with servers already there)",
         args.client.file()
     );
-    if args.docker {
-        eprintln!(
-            "keep the snapshot fresh on the host: qbox snapshot {} --watch",
-            args.snapshot_dir
-        );
+    if let Some(snapshot_dir) = args.snapshot_dir.as_ref().filter(|_| args.docker) {
+        eprintln!("keep the snapshot fresh on the host: qbox snapshot {snapshot_dir} --watch");
     }
     Ok(exit::OK)
 }

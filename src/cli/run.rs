@@ -70,6 +70,16 @@ pub struct RunArgs {
     /// How the login reaches the container.
     #[arg(long, value_enum, default_value_t = AuthMode::Snapshot)]
     auth: AuthMode,
+    /// Serve MCP over stdio from this container: the static qbox-sidecar is mounted
+    /// read-only at /run/qbox/bin/qbox-sidecar and runs `serve` (arguments after `--` are
+    /// added); the image's own `q` or `kiro-cli` serves q-developer-agent, which is enabled.
+    /// Implies -i.
+    #[arg(long, conflicts_with_all = ["tty", "entrypoint"])]
+    mcp: bool,
+    /// With --mcp: the static qbox-sidecar to mount (default: beside qbox, else built with
+    /// cargo from qbox's source tree, as `qbox image build` does).
+    #[arg(long, env = "QBOX_SIDECAR_BINARY", value_name = "PATH")]
+    sidecar_binary: Option<PathBuf>,
     #[command(flatten)]
     docker: super::run_options::DockerOptions,
     /// The image (never pulled: it must be on this machine).
@@ -116,19 +126,36 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
             nix::unistd::getgid()
         )),
     };
+    let cmd = if args.mcp {
+        if !env
+            .iter()
+            .any(|e| e.starts_with(&format!("{AGENT_TOOLS_ENV}=")))
+        {
+            env.push(format!("{AGENT_TOOLS_ENV}=q-developer-agent"));
+        }
+        std::iter::once("serve".to_owned())
+            .chain(args.cmd.iter().cloned())
+            .collect()
+    } else {
+        args.cmd.clone()
+    };
     Ok(RunSpec {
         image: args.image.clone(),
-        cmd: args.cmd.clone(),
+        cmd,
         env,
         binds,
         workdir: args.workdir.clone(),
         user,
-        interactive: args.interactive,
+        interactive: args.interactive || args.mcp,
         tty: args.tty,
         name: args.name.clone(),
         network: args.network.clone(),
         init: args.init,
-        entrypoint: args.entrypoint.clone(),
+        entrypoint: if args.mcp {
+            Some(MCP_SIDECAR.to_owned())
+        } else {
+            args.entrypoint.clone()
+        },
         keep: args.keep,
         auth_dir: None,
         auth_db: None,
@@ -146,6 +173,15 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
 /// Runs the command; every failure of qbox itself exits 125.
 pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
     let mut spec = spec(&args)?;
+    if args.mcp {
+        let binary = mcp_sidecar(args.sidecar_binary.clone(), palette).await?;
+        spec.options
+            .mounts
+            .push(crate::container::options::read_only_bind(
+                &binary,
+                MCP_SIDECAR,
+            ));
+    }
     let mut keeper = None;
     let (stop_keeper, keeper_stopped) = tokio::sync::oneshot::channel::<()>();
     // Dropped at the end of this function: the snapshot never outlives the run.
@@ -243,6 +279,23 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
         eprintln!("{} give it more with -m/--memory", palette.bold("hint:"));
     }
     Ok(exited.code)
+}
+
+/// Where `--mcp` mounts the static sidecar inside the container.
+const MCP_SIDECAR: &str = "/run/qbox/bin/qbox-sidecar";
+
+/// The variable that enables the sidecar's agent tool.
+const AGENT_TOOLS_ENV: &str = "ENABLE_ADDITIONAL_TOOLS";
+
+/// The static sidecar for `--mcp`, checked against the engine's CPU.
+async fn mcp_sidecar(binary: Option<PathBuf>, palette: Palette) -> anyhow::Result<PathBuf> {
+    let docker = crate::container::image::connect().await?;
+    let arch = crate::container::image::engine_arch(&docker).await?;
+    // Progress goes to stderr, which an MCP host shows as the server's log.
+    let sidecar = super::image::static_sidecar(binary, arch.as_deref(), false, palette)
+        .await
+        .map_err(reclassify)?;
+    Ok(sidecar.path)
 }
 
 /// A setup failure of `qbox run` exits 125, keeping its message and hint.

@@ -407,6 +407,18 @@ pub fn parse_mount(raw: &str, cwd: &Path) -> Result<Mount, OptionError> {
     Ok(mount)
 }
 
+/// A read-only bind mount of `source` at `target`: a mount rather than a
+/// `-v` string, so a path with a colon in it stays one path.
+pub fn read_only_bind(source: &Path, target: &str) -> Mount {
+    Mount {
+        typ: Some(MountType::BIND),
+        source: Some(source.display().to_string()),
+        target: Some(target.to_owned()),
+        read_only: Some(true),
+        ..Mount::default()
+    }
+}
+
 /// `--tmpfs PATH[:OPTIONS]` (options as mount(8) takes them, e.g.
 /// `rw,noexec,size=64m`).
 pub fn parse_tmpfs(raw: &str, options: &mut HostOptions) -> Result<(), OptionError> {

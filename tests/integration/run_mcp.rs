@@ -1,0 +1,264 @@
+//! `qbox run --mcp IMAGE`: a user's image (busybox with the fake CLI as
+//! `/usr/local/bin/q`) becomes an MCP server over stdio, driven by the
+//! official Python SDK: the agent tool runs the image's CLI in the mounted
+//! workspace with the snapshot's login, and `q-chat` answers from the
+//! stand-in service in the same session.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use qbox::standin::q::{Answer, Reply, StandinQ};
+use qbox::store::Flavor;
+
+use crate::util::{TestHome, valid_login};
+
+const IMAGE: &str = "qbox-test-dev-image:latest";
+
+/// A stand-in for a user's dev image: busybox, every applet, and the fake
+/// CLI at /usr/local/bin/q.
+fn dev_image() -> Option<&'static str> {
+    static READY: OnceLock<bool> = OnceLock::new();
+    let ready = *READY.get_or_init(|| {
+        let engine = Command::new("docker").arg("version").output();
+        let busybox = Path::new("/bin/busybox");
+        if !engine.is_ok_and(|o| o.status.success()) || !busybox.exists() {
+            return false;
+        }
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["bin", "tmp", "usr/local/bin", "work"] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        std::fs::set_permissions(
+            root.path().join("tmp"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
+        let applets = Command::new(busybox).arg("--list").output().unwrap();
+        for applet in String::from_utf8(applets.stdout).unwrap().lines() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", root.path().join("bin").join(applet))
+                    .unwrap();
+            }
+        }
+        let fake_q = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-q");
+        std::fs::copy(fake_q, root.path().join("usr/local/bin/q")).unwrap();
+        let mut tar = Command::new("tar")
+            .args(["-C", root.path().to_str().unwrap(), "-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let imported = Command::new("docker")
+            .args(["import", "-c", "ENV PATH=/usr/local/bin:/bin", "-", IMAGE])
+            .stdin(tar.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(tar.wait().unwrap().success());
+        assert!(
+            imported.status.success(),
+            "{}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+        true
+    });
+    if ready {
+        return Some(IMAGE);
+    }
+    assert!(
+        std::env::var_os("QBOX_REQUIRE_DOCKER").is_none(),
+        "QBOX_REQUIRE_DOCKER is set but no Docker engine (or /bin/busybox) is available"
+    );
+    eprintln!("SKIPPED: no Docker engine or no /bin/busybox (apt-get install busybox-static)");
+    None
+}
+
+fn python() -> Option<PathBuf> {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("QBOX_REQUIRE_PYTHON_MCP").is_none(),
+        "QBOX_REQUIRE_PYTHON_MCP is set but .venv has no python with the mcp package"
+    );
+    eprintln!(
+        "SKIPPED: no .venv (python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt)"
+    );
+    None
+}
+
+/// `qbox run --mcp` finds or builds the static sidecar as `qbox image
+/// build` does; building needs the toolchain's variables.
+fn toolchain_env(command: &mut Command) {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    for (key, default) in [
+        ("CARGO_HOME", home.join(".cargo")),
+        ("RUSTUP_HOME", home.join(".rustup")),
+    ] {
+        command.env(key, std::env::var_os(key).unwrap_or_else(|| default.into()));
+    }
+    for key in [
+        "CARGO",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+        "QBOX_SIDECAR_BINARY",
+    ] {
+        if let Some(value) = std::env::var_os(key) {
+            command.env(key, value);
+        }
+    }
+}
+
+#[test]
+fn a_users_image_serves_both_tools_over_stdio() {
+    let Some(image) = dev_image() else { return };
+    let Some(python) = python() else { return };
+    let home = TestHome::new();
+    let token = "aoa-access-runmcp";
+    let mut login = valid_login("runmcp");
+    login.access_token = token.into();
+    let store = home.login(Flavor::AmazonQ, &login);
+    let before = std::fs::read(&store).unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let q = runtime
+        .block_on(async {
+            let docker = qbox::container::engine::connect().await.unwrap();
+            let gateway = qbox::container::engine::bridge_gateway(&docker)
+                .await
+                .unwrap();
+            StandinQ::start_on(gateway.expect("an IPv4 bridge"), token).await
+        })
+        .unwrap();
+    q.push(Reply::Answer(Answer::text(&[
+        "answered ",
+        "in the container",
+    ])));
+
+    let workspace = home.path().join("workspace");
+    let record = home.path().join("record");
+    std::fs::create_dir_all(&workspace).unwrap();
+    std::fs::create_dir_all(&record).unwrap();
+    let mut command = Command::new(python);
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/run_mcp.py"))
+        .arg(env!("CARGO_BIN_EXE_qbox"))
+        .args(["run", "-v"])
+        .arg(format!("{}:/work", workspace.display()))
+        .args(["-w", "/work", "-v"])
+        .arg(format!("{}:/record", record.display()))
+        .args([
+            "-e",
+            "FAKE_Q_RECORD=/record",
+            "-e",
+            "QBOX_AGENT_PASS_ENV=FAKE_Q_RECORD",
+        ])
+        .arg("-e")
+        .arg(format!("QBOX_Q_ENDPOINT={}", q.url()))
+        .args(["--mcp", image])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join(".local/share"))
+        .env("NO_COLOR", "1");
+    toolchain_env(&mut command);
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    assert_eq!(
+        report["tools"],
+        serde_json::json!(["q-chat", "q-developer-agent"]),
+        "{report}"
+    );
+    assert_eq!(report["agent"]["is_error"], false, "{report}");
+    assert!(
+        report["agent"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("from the image"),
+        "{report}"
+    );
+    assert_eq!(report["chat"]["is_error"], false, "{report} {stderr}");
+    assert_eq!(report["chat"]["text"], "answered in the container");
+
+    // The prompt came after `--`, the workspace was the working directory,
+    // and the CLI's login was the snapshot's.
+    let argv = std::fs::read(record.join("argv")).unwrap();
+    let argv: Vec<&[u8]> = argv.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+    let dashes = argv
+        .iter()
+        .position(|a| *a == b"--")
+        .expect("a `--` before the prompt");
+    assert_eq!(argv[dashes + 1..], [b"print:from the image".as_slice()]);
+    assert_eq!(
+        std::fs::read_to_string(record.join("cwd")).unwrap().trim(),
+        "/work"
+    );
+    let seen = qbox::store::read_login(&record.join("store.sqlite3"), None).unwrap();
+    assert_eq!(seen.token.unwrap().token.access_token.expose(), token);
+    // The host's store is untouched, and nothing is left behind.
+    assert_eq!(std::fs::read(&store).unwrap(), before);
+    let left = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            "label=qbox.managed=true",
+            "--filter",
+            &format!("ancestor={image}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "a container was left behind");
+    drop(runtime);
+}
+
+#[test]
+fn mcp_config_docker_uses_qbox_run_mcp_with_the_workspace() {
+    let home = TestHome::new();
+    let workspace = home.path().join("src");
+    std::fs::create_dir_all(&workspace).unwrap();
+    for client in ["claude-desktop", "vscode", "q", "kiro"] {
+        let run = home
+            .qbox()
+            .args([
+                "mcp-config",
+                "--client",
+                client,
+                "--docker",
+                "--image",
+                "my-dev-image",
+                "--workspace",
+            ])
+            .arg(&workspace)
+            .run();
+        run.assert_code(0);
+        let config: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let server = if client == "vscode" {
+            &config["servers"]["qbox"]
+        } else {
+            &config["mcpServers"]["qbox"]
+        };
+        assert_eq!(
+            server["command"],
+            env!("CARGO_BIN_EXE_qbox"),
+            "{client}: {server}"
+        );
+        let dir = workspace.display().to_string();
+        let expected = serde_json::json!([
+            "run",
+            "-v",
+            format!("{dir}:{dir}"),
+            "-w",
+            dir,
+            "--mcp",
+            "my-dev-image"
+        ]);
+        assert_eq!(server["args"], expected, "{client}");
+    }
+}
