@@ -235,7 +235,7 @@ fn mcp_config_docker_uses_qbox_run_mcp_with_the_workspace() {
                 "my-dev-image",
                 "--workspace",
             ])
-            .arg(&workspace)
+            .args([workspace.as_os_str()])
             .run();
         run.assert_code(0);
         let config: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
