@@ -30,8 +30,8 @@ async def main() -> None:
             chat = await session.call_tool("q-chat", {"prompt": "hello from the host"})
             report = {
                 "tools": sorted(tool.name for tool in tools.tools),
-                "agent": {"is_error": agent.isError, "text": text_of(agent)},
-                "chat": {"is_error": chat.isError, "text": text_of(chat)},
+                "agent": {"is_error": agent.is_error, "text": text_of(agent)},
+                "chat": {"is_error": chat.is_error, "text": text_of(chat)},
             }
     print(json.dumps(report))
 
