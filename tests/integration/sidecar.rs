@@ -651,6 +651,15 @@ async fn the_official_python_sdk_interoperates() {
         assert_eq!(report["call"]["text"], "line 1\nline 2\nline 3\n");
         assert_eq!(report["progress"], json!(["line 1", "line 2", "line 3"]));
         assert_eq!(report["bad_args"]["is_error"], true);
+        assert_eq!(report["cancelled"]["cli_ran"], true, "{report}");
+        assert_eq!(
+            report["cancelled"]["call_ended"], "cancelled",
+            "the cancelled call produced no result: {report}"
+        );
+        assert_eq!(
+            report["cancelled"]["cli_stopped"], true,
+            "the cancellation stopped the CLI: {report}"
+        );
         assert_eq!(report["after_cancel"], "still serving\n");
         assert_eq!(report["chat"]["is_error"], false, "{report}");
         assert_eq!(report["chat"]["text"], "You said: from python");
@@ -664,6 +673,9 @@ async fn the_official_python_sdk_interoperates() {
         );
     };
     let home_path = home.path().to_owned();
+    // The fake CLI writes its pid there, for the script's cancellation check.
+    let record = home.path().join("record");
+    let record_stdio = record.clone();
     let (python_stdio, script_stdio, url_stdio) = (python.clone(), script.clone(), q_url.clone());
     let stdio = tokio::task::spawn_blocking(move || {
         // The sidecar gets the script's environment: the harness's, cleared.
@@ -676,6 +688,8 @@ async fn the_official_python_sdk_interoperates() {
             .env("QBOX_AGENT_CLI", fake_q())
             .env("QBOX_Q_ENDPOINT", &url_stdio)
             .env("QBOX_ACCESS_TOKEN", "py-q-token")
+            .env("FAKE_Q_RECORD", &record_stdio)
+            .env("QBOX_AGENT_PASS_ENV", "FAKE_Q_RECORD")
             .output()
             .unwrap()
     })
@@ -694,12 +708,15 @@ async fn the_official_python_sdk_interoperates() {
             ("QBOX_MCP_TOKEN", "py-token"),
             ("QBOX_Q_ENDPOINT", &q_url),
             ("QBOX_ACCESS_TOKEN", "py-q-token"),
+            ("FAKE_Q_RECORD", record.to_str().unwrap()),
+            ("QBOX_AGENT_PASS_ENV", "FAKE_Q_RECORD"),
         ],
     );
     let mcp_url = format!("{}/mcp", sidecar.base);
     let home_path = home.path().to_owned();
     let http = tokio::task::spawn_blocking(move || {
         clean_command(&python, &home_path)
+            .env("FAKE_Q_RECORD", &record)
             .arg(&script)
             .args(["http", &mcp_url, "py-token"])
             .output()
