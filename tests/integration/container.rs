@@ -14,7 +14,7 @@ use crate::util::{TestHome, file_bytes, valid_login};
 const IMAGE: &str = "qbox-test-busybox:latest";
 
 /// Builds the test image once; `None` (with a visible skip) when no engine.
-fn engine_image() -> Option<&'static str> {
+pub(crate) fn engine_image() -> Option<&'static str> {
     static READY: OnceLock<bool> = OnceLock::new();
     let ready = *READY.get_or_init(|| {
         let engine = Command::new("docker")
@@ -137,7 +137,7 @@ fn wait_within(
 }
 
 /// Container tests share the engine; they run one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
