@@ -302,14 +302,12 @@ struct BareSidecar {
 
 impl BareSidecar {
     fn start(agent: bool, uid: Option<u32>) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"));
-        command
-            .arg("serve")
+        let mut command = crate::util::Qbox::sidecar(Path::new("/nonexistent"))
+            .args(["serve"])
             .current_dir("/")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", "/nonexistent")
             .env("QBOX_MCP_TOKEN", "mcp-bearer-secret")
+            .command();
+        command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());

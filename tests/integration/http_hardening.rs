@@ -6,15 +6,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use qbox::store::Flavor;
 use serde_json::{Value, json};
 
-use crate::util::{TestHome, valid_login};
+use crate::util::{Qbox, TestHome, runtime_dir, valid_login, wait_until};
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
 
@@ -33,24 +33,17 @@ impl Served {
     /// Starts with a clean environment: `HOME` and `XDG_RUNTIME_DIR` in
     /// `home`, no login, then `env`.
     fn start(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"));
-        command
-            .arg("serve")
-            .args(args)
+        let mut command = Qbox::sidecar(home)
+            .args(["serve"])
+            .args(args.iter().copied())
             .current_dir(home)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", home)
             .env("XDG_RUNTIME_DIR", runtime_dir(home))
             .env("XDG_DATA_HOME", home.join("no-data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .envs(env.iter().copied())
+            .command();
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
         if !args.contains(&"--http") {
             command.args(["--http", "127.0.0.1:0"]);
-        }
-        for (key, value) in env {
-            command.env(key, value);
         }
         let mut child = command.spawn().expect("the sidecar starts");
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -111,14 +104,10 @@ impl Served {
     fn stop(&mut self) -> Option<i32> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "the sidecar did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(Duration::from_secs(20), "the sidecar stops", || {
+            self.child.try_wait().unwrap()
+        })
+        .code()
     }
 }
 
@@ -135,27 +124,15 @@ async fn call_without_a_token(home: &Path, url: String) -> std::process::Output 
     let runtime = runtime_dir(home);
     let home = home.to_owned();
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+        Qbox::sidecar(&home)
             .args(["call", "--url", &url, "q-chat", "-a", "prompt=hi"])
-            .env_clear()
-            .env("HOME", &home)
             .env("XDG_RUNTIME_DIR", &runtime)
+            .command()
             .output()
             .unwrap()
     })
     .await
     .unwrap()
-}
-
-fn runtime_dir(home: &Path) -> PathBuf {
-    let dir = home.join("run");
-    std::fs::create_dir_all(&dir).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    dir
 }
 
 /// One request on a fresh connection (made `Connection: close`); the whole
@@ -377,11 +354,11 @@ fn issue_13_the_explicit_opt_out_serves_without_a_token_and_says_so() {
 #[test]
 fn issue_13_short_tokens_and_readable_token_files_are_refused_or_warned_about() {
     let home = TestHome::new();
-    let mut refused = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+    let mut refused = home
+        .sidecar()
         .args(["serve", "--http", "0.0.0.0:0"])
-        .env_clear()
-        .env("HOME", home.path())
         .env("QBOX_MCP_TOKEN", "short-token")
+        .command()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -505,15 +482,17 @@ async fn issue_13_health_and_tools_list_answer_while_the_store_is_locked() {
     // A q-chat call that must read the store, and so waits for the lock.
     let url = served.url("/mcp");
     // Killed if the test fails before it ends.
-    let chat = tokio::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
-        .args(["call", "--url", &url, "q-chat", "-a", "prompt=locked"])
-        .env_clear()
-        .env("QBOX_MCP_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let chat = tokio::process::Command::from(
+        home.sidecar()
+            .args(["call", "--url", &url, "q-chat", "-a", "prompt=locked"])
+            .env("QBOX_MCP_TOKEN", TOKEN)
+            .command(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
     let chat = tokio::spawn(chat.wait_with_output());
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -768,20 +747,16 @@ fn issue_13_connections_over_the_cap_are_refused() {
 
     // A closed connection frees its slot.
     drop(held.pop());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if raw_exchange(served.port, health).starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the freed slot was never reused");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(10), "the freed slot is reused", || {
+        raw_exchange(served.port, health).starts_with("HTTP/1.1 200")
+    });
 }
 
 #[test]
 fn issue_13_a_call_whose_server_dies_fails_instead_of_hanging() {
     let home = TestHome::new();
     let fake_q = crate::mcp_client::fake_q();
+    let record = home.path().join("record");
     let mut served = Served::start(
         home.path(),
         &[],
@@ -789,18 +764,26 @@ fn issue_13_a_call_whose_server_dies_fails_instead_of_hanging() {
             ("QBOX_MCP_TOKEN", TOKEN),
             ("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent"),
             ("QBOX_AGENT_CLI", &fake_q),
+            ("FAKE_Q_RECORD", record.to_str().unwrap()),
+            ("QBOX_AGENT_PASS_ENV", "FAKE_Q_RECORD"),
         ],
     );
-    let mut call = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+    let mut call = home
+        .sidecar()
         .args(["call", "--url", &served.url("/mcp"), "q-developer-agent"])
         .args(["-a", "prompt=sleep:60"])
-        .env_clear()
         .env("QBOX_MCP_TOKEN", TOKEN)
+        .command()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // The call is under way once the server has started the CLI for it.
+    wait_until(
+        Duration::from_secs(30),
+        "the call's CLI has started",
+        || record.join("pid").exists(),
+    );
     served.child.kill().unwrap();
     let deadline = Instant::now() + Duration::from_secs(45);
     let status = loop {
