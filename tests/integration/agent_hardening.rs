@@ -396,12 +396,21 @@ fn issue_13_a_locked_snapshot_does_not_stall_the_server_while_a_call_prepares() 
 
     let lock = rusqlite::Connection::open(&snapshot).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    assert!(
+        !crate::util::waits_for_a_lock_on(mcp.pid(), &snapshot),
+        "an idle sidecar does not look like one waiting for a lock"
+    );
     let call = mcp.send_request(
         "tools/call",
         json!({"name": TOOL, "arguments": {"prompt": "after the lock"}}),
     );
-    // Let the call reach its read of the locked snapshot.
-    std::thread::sleep(Duration::from_millis(500));
+    // The call has reached its read of the locked snapshot, and waits.
+    let pid = mcp.pid();
+    crate::util::wait_until(
+        Duration::from_secs(30),
+        "the call waits for the snapshot's lock",
+        || crate::util::waits_for_a_lock_on(pid, &snapshot),
+    );
     let asked = Instant::now();
     let list = mcp.request("tools/list", json!({}));
     let waited = asked.elapsed();

@@ -7,7 +7,10 @@ use std::time::Duration;
 use qbox::store::Flavor;
 use qbox::store::schema::StoreBuilder;
 
-use crate::util::{TestHome, expired_login, file_bytes, running_as_root, valid_login, wait_until};
+use crate::util::{
+    TestHome, expired_login, file_bytes, running_as_root, valid_login, wait_until,
+    waits_for_a_lock_on,
+};
 
 fn export_with_db(home: &TestHome, db: &Path) -> crate::util::Run {
     home.qbox()
@@ -212,43 +215,10 @@ fn a_lock_held_too_long_is_reported() {
     holder.execute_batch("ROLLBACK").unwrap();
 }
 
-/// Whether a thread of process `pid` sleeps in a timed sleep, as a reader
-/// waiting out a store lock does between its tries.
-fn sleeping_on_a_timer(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().any(|task| {
-        let wchan = std::fs::read_to_string(task.path().join("wchan")).unwrap_or_default();
-        // Where the kernel hides wait channels, the system call number says it.
-        let call = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
-        let nanosleep: &[&str] = if cfg!(target_arch = "aarch64") {
-            &["101", "115"]
-        } else {
-            &["35", "230"]
-        };
-        wchan.contains("nanosleep")
-            || call
-                .split_whitespace()
-                .next()
-                .is_some_and(|n| nanosleep.contains(&n))
-    })
-}
-
-/// Whether process `pid` has the file at `path` open.
-fn has_open(pid: u32, path: &Path) -> bool {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten()
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
-}
-
 #[test]
 fn a_brief_lock_is_waited_out() {
     let home = TestHome::new();
     let path = home.login(Flavor::AmazonQ, &valid_login("brief"));
-    let path = path.canonicalize().unwrap();
     // The CLI holds the write lock before qbox starts, and changes the token
     // inside its transaction: qbox can only print the new one by reading
     // after the commit.
@@ -277,7 +247,7 @@ fn a_brief_lock_is_waited_out() {
     wait_until(
         Duration::from_secs(30),
         "qbox has the store open and waits for the lock",
-        || has_open(pid, &path) && sleeping_on_a_timer(pid),
+        || waits_for_a_lock_on(pid, &path),
     );
     let reader = rusqlite::Connection::open(&path).unwrap();
     assert!(

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use qbox::store::Flavor;
 use serde_json::{Value, json};
 
-use crate::util::{Qbox, TestHome, runtime_dir, valid_login, wait_until};
+use crate::util::{
+    Qbox, TestHome, runtime_dir, valid_login, wait_until, wait_until_async, waits_for_a_lock_on,
+};
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
 
@@ -479,6 +481,11 @@ async fn issue_13_health_and_tools_list_answer_while_the_store_is_locked() {
     let lock = rusqlite::Connection::open(&store).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
 
+    assert!(
+        !waits_for_a_lock_on(served.child.id(), &store),
+        "an idle server does not look like one waiting for a lock"
+    );
+
     // A q-chat call that must read the store, and so waits for the lock.
     let url = served.url("/mcp");
     // Killed if the test fails before it ends.
@@ -494,7 +501,15 @@ async fn issue_13_health_and_tools_list_answer_while_the_store_is_locked() {
     .spawn()
     .unwrap();
     let chat = tokio::spawn(chat.wait_with_output());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The server has reached its read of the locked store, and waits.
+    let pid = served.child.id();
+    let locked_store = store.clone();
+    wait_until_async(
+        Duration::from_secs(30),
+        "the chat call waits for the store's lock",
+        move || waits_for_a_lock_on(pid, &locked_store),
+    )
+    .await;
 
     // Unauthenticated health checks, one after another, each answered
     // (from memory) while the lock is held.

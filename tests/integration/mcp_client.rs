@@ -141,6 +141,11 @@ impl StdioMcp {
         (text, result["isError"] == json!(true), result)
     }
 
+    /// The sidecar's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn tool_names(&mut self) -> Vec<String> {
         let list = self.request("tools/list", json!({}));
         let mut names: Vec<String> = list["result"]["tools"]

@@ -437,3 +437,45 @@ pub fn refusing_port() -> (socket2::Socket, u16) {
     let port = socket.local_addr().unwrap().as_socket().unwrap().port();
     (socket, port)
 }
+
+/// Whether process `pid` has the SQLite file at `path` open and one of its
+/// threads sleeps between tries, as a reader waiting out another
+/// connection's lock does (the store's busy handler retries every half
+/// millisecond). With the lock held by the test, this is the proof that the
+/// process met the lock and waits, rather than having not got there yet.
+pub fn waits_for_a_lock_on(pid: u32, path: &Path) -> bool {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    has_open(pid, &path) && sleeps_on_a_timer(pid)
+}
+
+/// Whether a thread of process `pid` sleeps in a timed sleep, as a reader
+/// waiting out a store lock does between its tries.
+fn sleeps_on_a_timer(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let wchan = std::fs::read_to_string(task.path().join("wchan")).unwrap_or_default();
+        // Where the kernel hides wait channels, the system call number says it.
+        let call = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+        let nanosleep: &[&str] = if cfg!(target_arch = "aarch64") {
+            &["101", "115"]
+        } else {
+            &["35", "230"]
+        };
+        wchan.contains("nanosleep")
+            || call
+                .split_whitespace()
+                .next()
+                .is_some_and(|n| nanosleep.contains(&n))
+    })
+}
+
+/// Whether process `pid` has the file at `path` open.
+fn has_open(pid: u32, path: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+}
