@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qbox::standin::oidc::StandinOidc;
 use qbox::store::Flavor;
 
-use crate::util::{TestHome, file_bytes, valid_login};
+use crate::util::{StderrLines, TestHome, file_bytes, valid_login, wait_until};
 
 const IMAGE: &str = "qbox-test-busybox:latest";
 
@@ -126,14 +126,7 @@ fn wait_within(
     limit: Duration,
     what: &str,
 ) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "{what} did not end");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(limit, &format!("{what} ends"), || child.try_wait().unwrap())
 }
 
 /// Container tests share the engine; they run one at a time.
@@ -455,19 +448,31 @@ fn an_engine_that_goes_away_mid_run_is_reported_and_nothing_is_left_behind() {
     let (mut child, _stdout) = spawn_until_ready(
         home.qbox()
             .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            // At debug level qbox says when removal found no engine.
+            .env("RUST_LOG", "qbox=debug")
             .args(["run", image, "--", "sh", "-c", "echo ready; sleep 30"]),
     );
+    let log = StderrLines::read(child.stderr.take().unwrap());
 
     proxy.cut();
-    std::thread::sleep(Duration::from_secs(1));
+    // The engine comes back once qbox has found it gone and tries again.
+    log.wait_for(
+        Duration::from_secs(30),
+        "qbox tries again to remove the container of an engine that is gone",
+        |line| line.contains("trying again").then_some(()),
+    );
     proxy.resume();
     let status = wait_within(
         &mut child,
         Duration::from_secs(30),
         "qbox run without its engine",
     );
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "qbox's stderr is read to its end",
+        || log.ended(),
+    );
+    let stderr = log.text();
     assert_eq!(status.code(), Some(125), "{stderr}");
     assert!(
         stderr.contains("lost the docker engine while container"),
