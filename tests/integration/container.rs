@@ -9,7 +9,7 @@ use std::time::Duration;
 use qbox::standin::oidc::StandinOidc;
 use qbox::store::Flavor;
 
-use crate::util::{StderrLines, TestHome, file_bytes, valid_login, wait_until};
+use crate::util::{StderrLines, TestHome, clean_command, file_bytes, valid_login, wait_until};
 
 const IMAGE: &str = "qbox-test-busybox:latest";
 
@@ -332,14 +332,9 @@ fn with_it_the_terminal_is_raw_follows_the_window_size_and_is_restored() {
         return;
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tty_session.py");
-    let session = Command::new("python3")
+    let session = clean_command("python3", home.path())
         .arg(script)
         .args([env!("CARGO_BIN_EXE_qbox"), image])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("XDG_DATA_HOME", home.path().join(".local/share"))
-        .env("NO_COLOR", "1")
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&session.stdout).unwrap_or_else(|_| {
