@@ -120,6 +120,21 @@ impl Drop for Served {
     }
 }
 
+/// How many sockets process `pid` has open (each accepted connection is
+/// one).
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// `qbox-sidecar call` of `q-chat` as the user, with no token given: the
 /// client looks for a generated one.
 async fn call_without_a_token(home: &Path, url: String) -> std::process::Output {
@@ -737,6 +752,8 @@ fn issue_13_connections_over_the_cap_are_refused() {
         ],
     );
     let health = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let pid = served.child.id();
+    let sockets_before = sockets_of(pid);
     let mut held: Vec<TcpStream> = (0..3)
         .map(|_| {
             let mut stream = served.connect();
@@ -745,7 +762,11 @@ fn issue_13_connections_over_the_cap_are_refused() {
         })
         .collect();
     // The three are accepted (each holds a slot) before the fourth comes.
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        Duration::from_secs(10),
+        "the server has accepted the three connections",
+        || sockets_of(pid) >= sockets_before + 3,
+    );
     let answer = raw_exchange(served.port, health);
     assert!(
         !answer.contains("200 OK"),
