@@ -250,16 +250,24 @@ fn signals_are_forwarded_and_interrupted_runs_leave_nothing_behind() {
     };
     let script = "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done";
     for round in 0..20 {
-        let (mut child, mut stdout) =
-            spawn_until_ready(qbox_run(&home, &[image, "--", "sh", "-c", script]));
+        // At info level qbox says when it forwards a signal.
+        let (mut child, mut stdout) = spawn_until_ready(
+            qbox_run(&home, &[image, "--", "sh", "-c", script]).env("RUST_LOG", "qbox=info"),
+        );
+        let log = StderrLines::read(child.stderr.take().unwrap());
         let signal = if round % 2 == 0 { "-TERM" } else { "-INT" };
         Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status()
             .unwrap();
         if signal == "-INT" {
-            // sh ignores SIGINT while waiting; the second Ctrl-C kills the container.
-            std::thread::sleep(Duration::from_millis(300));
+            // sh ignores SIGINT while waiting; the second Ctrl-C kills the
+            // container. It is sent once qbox has taken the first.
+            log.wait_for(
+                Duration::from_secs(20),
+                "qbox forwards the first SIGINT",
+                |line| line.contains("forwarding a signal").then_some(()),
+            );
             let _ = Command::new("kill")
                 .args(["-INT", &child.id().to_string()])
                 .status();
