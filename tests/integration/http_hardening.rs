@@ -4,18 +4,18 @@
 //! and clients that send slowly or not at all. Real sidecar processes on
 //! loopback, real sockets, a real SQLite lock.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use qbox::store::Flavor;
 use serde_json::{Value, json};
 
 use crate::util::{
-    Qbox, TestHome, runtime_dir, valid_login, wait_until, wait_until_async, waits_for_a_lock_on,
+    KillOnDrop, Qbox, StderrLines, TestHome, runtime_dir, valid_login, wait_until,
+    wait_until_async, waits_for_a_lock_on,
 };
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
@@ -28,7 +28,7 @@ const TOKEN: &str = "issue-13-test-token-0123456789";
 struct Served {
     child: Child,
     port: u16,
-    stderr: Arc<Mutex<String>>,
+    stderr: StderrLines,
 }
 
 impl Served {
@@ -48,31 +48,8 @@ impl Served {
             command.args(["--http", "127.0.0.1:0"]);
         }
         let mut child = command.spawn().expect("the sidecar starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (ports, port) = mpsc::channel();
-        let collected = stderr.clone();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("serving MCP at http://").nth(1) {
-                    let port = rest.split('/').next().and_then(|a| a.rsplit(':').next());
-                    let _ = ports.send(port.and_then(|p| p.parse::<u16>().ok()));
-                }
-                let mut text = collected.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        let port = port.recv_timeout(Duration::from_secs(30)).ok().flatten();
-        let Some(port) = port else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the sidecar did not start serving:\n{}",
-                stderr.lock().unwrap()
-            );
-        };
+        let stderr = StderrLines::read(child.stderr.take().unwrap());
+        let port = stderr.serving_port();
         Self {
             child,
             port,
@@ -85,7 +62,7 @@ impl Served {
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.text()
     }
 
     fn connect(&self) -> TcpStream {
@@ -371,26 +348,29 @@ fn issue_13_the_explicit_opt_out_serves_without_a_token_and_says_so() {
 #[test]
 fn issue_13_short_tokens_and_readable_token_files_are_refused_or_warned_about() {
     let home = TestHome::new();
-    let mut refused = home
-        .sidecar()
-        .args(["serve", "--http", "0.0.0.0:0"])
-        .env("QBOX_MCP_TOKEN", "short-token")
-        .command()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let mut refused = KillOnDrop::new(
+        home.sidecar()
+            .args(["serve", "--http", "0.0.0.0:0"])
+            .env("QBOX_MCP_TOKEN", "short-token")
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = refused.wait(
+        Duration::from_secs(20),
+        "a public bind with a short token is refused (and not served)",
+    );
+    assert_eq!(status.code(), Some(2));
+    let mut stderr = String::new();
+    refused
+        .child()
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while refused.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = refused.kill();
-            panic!("a public bind with a short token was served");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let refused = refused.wait_with_output().unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         stderr.contains("with a bearer token of 11 bytes"),
         "{stderr}"
@@ -804,16 +784,17 @@ fn issue_13_a_call_whose_server_dies_fails_instead_of_hanging() {
             ("QBOX_AGENT_PASS_ENV", "FAKE_Q_RECORD"),
         ],
     );
-    let mut call = home
-        .sidecar()
-        .args(["call", "--url", &served.url("/mcp"), "q-developer-agent"])
-        .args(["-a", "prompt=sleep:60"])
-        .env("QBOX_MCP_TOKEN", TOKEN)
-        .command()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut call = KillOnDrop::new(
+        home.sidecar()
+            .args(["call", "--url", &served.url("/mcp"), "q-developer-agent"])
+            .args(["-a", "prompt=sleep:60"])
+            .env("QBOX_MCP_TOKEN", TOKEN)
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // The call is under way once the server has started the CLI for it.
     wait_until(
         Duration::from_secs(30),
@@ -821,17 +802,10 @@ fn issue_13_a_call_whose_server_dies_fails_instead_of_hanging() {
         || record.join("pid").exists(),
     );
     served.child.kill().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let status = loop {
-        if let Some(status) = call.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = call.kill();
-            panic!("the call still waits for a server that is gone");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = call.wait(
+        Duration::from_secs(45),
+        "the call fails instead of waiting for a server that is gone",
+    );
     assert_eq!(status.code(), Some(1));
 }
 

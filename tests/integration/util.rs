@@ -6,7 +6,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStderr, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -332,6 +332,34 @@ where
     tokio::task::spawn_blocking(move || wait_until(limit, &what, condition))
         .await
         .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+}
+
+/// A child process that is killed and reaped when dropped, so that a test
+/// that fails while waiting for it leaves nothing running.
+pub struct KillOnDrop(Child);
+
+impl KillOnDrop {
+    pub fn new(child: Child) -> Self {
+        Self(child)
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.0
+    }
+
+    /// Waits until the process exits ([`wait_until`]: panics naming `what`
+    /// after `limit`, and the process is killed).
+    #[track_caller]
+    pub fn wait(&mut self, limit: Duration, what: &str) -> ExitStatus {
+        wait_until(limit, what, || self.0.try_wait().unwrap())
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A server's stderr, read line by line as it comes, kept for the test.
