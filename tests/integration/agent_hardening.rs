@@ -15,7 +15,7 @@ use qbox::store::Flavor;
 use serde_json::{Value, json};
 
 use crate::mcp_client::{StdioMcp, fake_q};
-use crate::util::{TestHome, running_as_root, valid_login};
+use crate::util::{TestHome, running_as_root, valid_login, wait_until};
 
 const TOOL: &str = "q-developer-agent";
 /// The unprivileged user that plays "another process of the same user"
@@ -202,22 +202,6 @@ fn still_there(escapee: Escapee) -> bool {
     stat_of(escapee.pid).is_some_and(|(start, _, _)| start == escapee.start)
 }
 
-/// Waits up to `limit` for every escapee to be gone; returns those left.
-fn left_after(escapees: &[Escapee], limit: Duration) -> Vec<Escapee> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left: Vec<Escapee> = escapees
-            .iter()
-            .copied()
-            .filter(|e| still_there(*e))
-            .collect();
-        if left.is_empty() || Instant::now() >= deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The zombie children of `parent`.
 fn zombie_children(parent: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -252,12 +236,10 @@ fn assert_nothing_outlives(prompt: &str, expect_timeout: bool) {
         !escapees.is_empty(),
         "{prompt}: the fake CLI left nothing to check"
     );
-    let left = left_after(&escapees, Duration::from_secs(5));
-    assert!(
-        left.is_empty(),
-        "{prompt}: {} of {} processes outlived the call: {left:?}",
-        left.len(),
-        escapees.len()
+    wait_until(
+        Duration::from_secs(5),
+        &format!("{prompt}: every process the CLI left is gone: {escapees:?}"),
+        || escapees.iter().all(|e| !still_there(*e)),
     );
     // Nothing new is started after the call either.
     std::thread::sleep(Duration::from_millis(300));
@@ -406,7 +388,7 @@ fn issue_13_a_locked_snapshot_does_not_stall_the_server_while_a_call_prepares() 
     );
     // The call has reached its read of the locked snapshot, and waits.
     let pid = mcp.pid();
-    crate::util::wait_until(
+    wait_until(
         Duration::from_secs(30),
         "the call waits for the snapshot's lock",
         || crate::util::waits_for_a_lock_on(pid, &snapshot),

@@ -622,15 +622,13 @@ async fn issue_13_an_idle_session_expires_and_frees_its_slot() {
     assert_eq!(over.status(), 503, "the cap of one session did not hold");
 
     // Within the idle timeout plus slack, the slot is free again.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let response = initialize(&http, &url, TOKEN).await;
-        if response.status() == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the idle session never expired");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let port = served.port;
+    wait_until_async(
+        Duration::from_secs(15),
+        "the idle session expires and a new one is let in",
+        move || raw_exchange(port, &post_request(Some(TOKEN), INIT)).starts_with("HTTP/1.1 200"),
+    )
+    .await;
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     let gone = session_request(&http, &url, TOKEN, &idle_session, list).await;
     assert_eq!(gone.status(), 404, "the expired session still answers");
