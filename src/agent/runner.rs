@@ -302,22 +302,23 @@ impl AgentRunner {
         let mut scan = tokio::time::interval(SCAN_INTERVAL);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stdout_open = true;
-        let mut exit: Option<Option<ExitStatus>> = None;
-        let mut drain_until: Option<tokio::time::Instant> = None;
+        // The CLI's exit status (when it could be read), and until when its
+        // output may still arrive.
+        let mut exited: Option<(Option<ExitStatus>, tokio::time::Instant)> = None;
         let ending = loop {
-            if let (false, Some(status)) = (stdout_open, exit) {
+            if let (false, Some((status, _))) = (stdout_open, exited) {
                 break RunEnd::Exited(status);
             }
+            let drain_until = exited.map(|(_, until)| until);
             tokio::select! {
                 () = &mut cancel => break RunEnd::Cancelled,
                 () = &mut deadline => break RunEnd::TimedOut { after: self.config.timeout },
-                exited = child.wait(), if exit.is_none() => {
-                    exit = Some(exited.ok());
-                    drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+                status = child.wait(), if exited.is_none() => {
+                    exited = Some((status.ok(), tokio::time::Instant::now() + DRAIN_AFTER_EXIT));
                 }
                 () = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() && stdout_open => {
                     // The CLI is gone but something it started holds stdout.
-                    break RunEnd::Exited(exit.flatten());
+                    break RunEnd::Exited(exited.and_then(|(status, _)| status));
                 }
                 chunk = stdout.chunks.recv(), if stdout_open => match chunk {
                     Some(chunk) => {
