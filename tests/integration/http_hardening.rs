@@ -14,7 +14,7 @@ use qbox::store::Flavor;
 use serde_json::{Value, json};
 
 use crate::util::{
-    KillOnDrop, Qbox, StderrLines, TestHome, runtime_dir, valid_login, wait_until,
+    KillOnDrop, Qbox, StderrLines, TestHome, runtime_dir, spawn_serving, valid_login, wait_until,
     wait_until_async, waits_for_a_lock_on,
 };
 
@@ -43,13 +43,10 @@ impl Served {
             .env("XDG_DATA_HOME", home.join("no-data"))
             .envs(env.iter().copied())
             .command();
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
         if !args.contains(&"--http") {
             command.args(["--http", "127.0.0.1:0"]);
         }
-        let mut child = command.spawn().expect("the sidecar starts");
-        let stderr = StderrLines::read(child.stderr.take().unwrap());
-        let port = stderr.serving_port();
+        let (child, port, stderr) = spawn_serving(&mut command);
         Self {
             child,
             port,

@@ -12,7 +12,9 @@ use qbox::standin::q::StandinQ;
 use qbox::store::Flavor;
 use serde_json::{Value, json};
 
-use crate::util::{Run, StderrLines, TestHome, expired_login, wait_until};
+use crate::util::{
+    KillOnDrop, Run, StderrLines, TestHome, expired_login, spawn_serving, wait_until,
+};
 
 /// Every secret of the tests below: the stored login before and after its
 /// refresh, the OIDC client's secret, and the MCP bearer token.
@@ -116,11 +118,9 @@ async fn trace_logs_never_contain_tokens() {
         &stdio.stderr,
     );
 
-    let mut command = sidecar(&["serve", "--http", "127.0.0.1:0"]).command();
-    command.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut server = command.spawn().unwrap();
-    let server_log = StderrLines::read(server.stderr.take().unwrap());
-    let port = server_log.serving_port();
+    let (server, port, server_log) =
+        spawn_serving(&mut sidecar(&["serve", "--http", "127.0.0.1:0"]).command());
+    let mut server = KillOnDrop::new(server);
     let call = sidecar(&[
         "call",
         "--url",
@@ -139,12 +139,12 @@ async fn trace_logs_never_contain_tokens() {
     );
     assert_no_secret("qbox-sidecar call", Some(&call.stdout), &call.stderr);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::unistd::Pid::from_raw(server.child().id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
     let served = tokio::task::spawn_blocking(move || {
-        let status = server.wait().unwrap();
+        let status = server.wait(Duration::from_secs(20), "the server stops on SIGTERM");
         wait_until(Duration::from_secs(10), "the server's stderr ends", || {
             server_log.ended()
         });

@@ -3,14 +3,13 @@
 //! concurrency, the snapshot login, and the HTTP transport's security.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use qbox::store::Flavor;
 use serde_json::{Value, json};
 
 use crate::mcp_client::{StdioMcp, fake_q, process_alive};
-use crate::util::{StderrLines, TestHome, clean_command, refusing_port, valid_login, wait_until};
+use crate::util::{TestHome, clean_command, refusing_port, spawn_serving, valid_login, wait_until};
 
 fn agent_env(record: &Path) -> Vec<(&'static str, String)> {
     vec![
@@ -515,9 +514,7 @@ impl HttpSidecar {
             .env("QBOX_AGENT_CLI", fake_q())
             .envs(extra_env.iter().copied())
             .command();
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let port = StderrLines::read(child.stderr.take().unwrap()).serving_port();
+        let (child, port, _) = spawn_serving(&mut command);
         let base = format!("http://127.0.0.1:{port}");
         Self { child, base }
     }
@@ -800,10 +797,7 @@ fn serve_from_env(home: &TestHome, address: &str, db: Option<&Path>) -> (std::pr
     if let Some(db) = db {
         sidecar = sidecar.env("QBOX_DB", db);
     }
-    let mut command = sidecar.command();
-    command.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let port = StderrLines::read(child.stderr.take().unwrap()).serving_port();
+    let (child, port, _) = spawn_serving(&mut sidecar.command());
     (child, port)
 }
 

@@ -336,30 +336,50 @@ where
 
 /// A child process that is killed and reaped when dropped, so that a test
 /// that fails while waiting for it leaves nothing running.
-pub struct KillOnDrop(Child);
+pub struct KillOnDrop(Option<Child>);
 
 impl KillOnDrop {
     pub fn new(child: Child) -> Self {
-        Self(child)
+        Self(Some(child))
     }
 
     pub fn child(&mut self) -> &mut Child {
-        &mut self.0
+        self.0.as_mut().expect("the child is still held")
     }
 
     /// Waits until the process exits ([`wait_until`]: panics naming `what`
     /// after `limit`, and the process is killed).
     #[track_caller]
     pub fn wait(&mut self, limit: Duration, what: &str) -> ExitStatus {
-        wait_until(limit, what, || self.0.try_wait().unwrap())
+        let child = self.child();
+        wait_until(limit, what, || child.try_wait().unwrap())
+    }
+
+    /// The child, no longer killed on drop: for a process that was waited
+    /// for until it is ready and is then owned by something else.
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("the child is still held")
     }
 }
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// Starts `command` (a `qbox-sidecar serve --http` on port 0) with its
+/// stderr read as it comes, and waits until it says which port it bound;
+/// a server that never does is killed.
+pub fn spawn_serving(command: &mut Command) -> (Child, u16, StderrLines) {
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = KillOnDrop::new(command.spawn().expect("the sidecar starts"));
+    let stderr = StderrLines::read(child.child().stderr.take().unwrap());
+    let port = stderr.serving_port();
+    (child.into_inner(), port, stderr)
 }
 
 /// A server's stderr, read line by line as it comes, kept for the test.
