@@ -24,9 +24,23 @@ impl Outcome {
     }
 }
 
-/// How a call's watch over the CLI ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a call ended: before the CLI ran, or how its run ended.
+#[derive(Debug)]
 pub enum Ending {
+    /// The call was cancelled while it waited for an earlier call in the
+    /// same directory.
+    CancelledBeforeStart,
+    /// The CLI's login could not be prepared (the reason).
+    NoLogin(String),
+    /// The CLI could not be started.
+    NotStarted(std::io::Error),
+    /// The CLI was started; how the watch over it ended.
+    Ran(RunEnd),
+}
+
+/// How the watch over a started CLI ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
     /// The CLI exited (with this status, when it could be read) and its
     /// output was read to the end, or for as long as it may be after exit.
     Exited(Option<ExitStatus>),
@@ -34,6 +48,13 @@ pub enum Ending {
         after: Duration,
     },
     Cancelled,
+}
+
+impl RunEnd {
+    /// Whether the CLI may still run: it has not been seen to exit.
+    pub fn cli_may_run(self) -> bool {
+        !matches!(self, Self::Exited(_))
+    }
 }
 
 /// Everything a finished call produced, for [`outcome`].
@@ -47,7 +68,8 @@ pub struct CallRecord<'a> {
     pub warnings: Vec<String>,
 }
 
-/// The tool result of a call.
+/// The tool result of a call: a pure function of how it ended and what the
+/// CLI printed. A call that never ran the CLI says only why.
 pub fn outcome(record: CallRecord<'_>) -> Outcome {
     let CallRecord {
         ending,
@@ -57,6 +79,14 @@ pub fn outcome(record: CallRecord<'_>) -> Outcome {
         cli,
         mut warnings,
     } = record;
+    let how = match ending {
+        Ending::CancelledBeforeStart => return Outcome::error("cancelled before it started"),
+        Ending::NoLogin(reason) => {
+            return Outcome::error(format!("cannot prepare the login for the CLI: {reason}"));
+        }
+        Ending::NotStarted(err) => return Outcome::error(spawn_error(cli, &err)),
+        Ending::Ran(how) => how,
+    };
     let stderr = strip_ansi(&String::from_utf8_lossy(&stderr))
         .trim()
         .to_owned();
@@ -71,22 +101,22 @@ pub fn outcome(record: CallRecord<'_>) -> Outcome {
     if let Some(cut) = shaped.cut {
         text.push_str(&format!("\n{}", truncation_notice(cut, MAX_RESPONSE_ENV)));
     }
-    match ending {
-        Ending::Cancelled => {
+    match how {
+        RunEnd::Cancelled => {
             Outcome::error("cancelled: the CLI and everything it started were stopped")
         }
-        Ending::TimedOut { after } => {
+        RunEnd::TimedOut { after } => {
             text.push_str(&format!(
                 "\n[qbox: q chat did not finish within {}s ({TIMEOUT_ENV}); it was stopped and the output above is partial]",
                 after.as_secs()
             ));
             Outcome::error(with_warnings(text, &warnings))
         }
-        Ending::Exited(Some(status)) if status.success() => Outcome {
+        RunEnd::Exited(Some(status)) if status.success() => Outcome {
             text: with_warnings(text, &warnings),
             is_error: false,
         },
-        Ending::Exited(status) => Outcome::error(with_warnings(
+        RunEnd::Exited(status) => Outcome::error(with_warnings(
             failure_message(status, &stderr, &text, cli),
             &warnings,
         )),
@@ -171,4 +201,258 @@ pub fn failure_message(
 
 fn first_lines(text: &str, n: usize) -> String {
     text.lines().take(n).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    const CLI: &str = "q";
+
+    fn exited(code: i32) -> Ending {
+        Ending::Ran(RunEnd::Exited(Some(ExitStatus::from_raw(code << 8))))
+    }
+
+    fn outcome_of(ending: Ending, stdout: &[u8], stderr: &[u8]) -> Outcome {
+        outcome_with(ending, stdout, stderr, 1000, Vec::new())
+    }
+
+    fn outcome_with(
+        ending: Ending,
+        stdout: &[u8],
+        stderr: &[u8],
+        max_response: usize,
+        warnings: Vec<String>,
+    ) -> Outcome {
+        outcome(CallRecord {
+            ending,
+            stdout: Captured {
+                kept: stdout.to_vec(),
+                total: stdout.len() as u64,
+            },
+            stderr: stderr.to_vec(),
+            max_response,
+            cli: CLI,
+            warnings,
+        })
+    }
+
+    #[test]
+    fn exit_zero_returns_the_output_as_it_is() {
+        let result = outcome_of(exited(0), b"the answer\n", b"chatter on stderr");
+        assert_eq!(
+            result,
+            Outcome {
+                text: "the answer\n".into(),
+                is_error: false
+            }
+        );
+    }
+
+    #[test]
+    fn exit_zero_puts_the_warnings_first_and_removes_styling() {
+        let result = outcome_with(
+            exited(0),
+            b"\x1b[1mbold\x1b[0m answer\n",
+            b"",
+            1000,
+            vec!["warning: one".into()],
+        );
+        assert!(!result.is_error);
+        assert_eq!(result.text, "warning: one\n\nbold answer\n");
+    }
+
+    #[test]
+    fn a_non_zero_exit_names_the_code_and_carries_stderr_and_output() {
+        let result = outcome_of(exited(3), b"partial\n", b"\x1b[31msomething broke\x1b[0m\n");
+        assert!(result.is_error);
+        assert_eq!(
+            result.text,
+            "q chat exited with code 3.\nstderr:\nsomething broke\noutput:\npartial\n"
+        );
+    }
+
+    #[test]
+    fn a_non_zero_exit_without_output_says_only_the_code() {
+        let result = outcome_of(exited(1), b"", b"");
+        assert_eq!(result, Outcome::error("q chat exited with code 1."));
+    }
+
+    #[test]
+    fn a_kill_by_signal_or_an_unreadable_status_is_not_a_code() {
+        for ending in [
+            Ending::Ran(RunEnd::Exited(Some(ExitStatus::from_raw(9)))),
+            Ending::Ran(RunEnd::Exited(None)),
+        ] {
+            let result = outcome_of(ending, b"", b"");
+            assert_eq!(result, Outcome::error("q chat was killed by a signal."));
+        }
+    }
+
+    #[test]
+    fn a_failure_that_is_a_missing_login_says_how_to_log_in() {
+        let result = outcome_of(exited(1), b"", b"error: You are not logged in\n");
+        assert!(result.is_error);
+        assert!(
+            result.text.starts_with(
+                "the Amazon Q CLI is not logged in. Log in on this machine with `q login`"
+            ),
+            "{}",
+            result.text
+        );
+        assert!(
+            result
+                .text
+                .ends_with("CLI said: error: You are not logged in")
+        );
+    }
+
+    #[test]
+    fn a_timeout_keeps_the_partial_output_and_says_which_setting_to_raise() {
+        let ending = Ending::Ran(RunEnd::TimedOut {
+            after: Duration::from_secs(7),
+        });
+        let result = outcome_with(ending, b"working\n", b"", 1000, vec!["warning: w".into()]);
+        assert_eq!(
+            result,
+            Outcome::error(
+                "warning: w\n\nworking\n\n[qbox: q chat did not finish within 7s (AGENT_TIMEOUT); it was stopped and the output above is partial]"
+            )
+        );
+    }
+
+    #[test]
+    fn a_cancelled_run_says_everything_was_stopped_and_nothing_else() {
+        let result = outcome_with(
+            Ending::Ran(RunEnd::Cancelled),
+            b"half an answer\n",
+            b"some stderr",
+            1000,
+            vec!["warning: w".into()],
+        );
+        assert_eq!(
+            result,
+            Outcome::error("cancelled: the CLI and everything it started were stopped")
+        );
+    }
+
+    #[test]
+    fn a_call_cancelled_before_its_turn_says_so() {
+        let result = outcome_with(
+            Ending::CancelledBeforeStart,
+            b"",
+            b"",
+            1000,
+            vec!["warning: w".into()],
+        );
+        assert_eq!(result, Outcome::error("cancelled before it started"));
+    }
+
+    #[test]
+    fn output_over_the_limit_is_cut_at_a_line_with_a_notice() {
+        let line = format!("{}\n", "x".repeat(99));
+        let stdout = line.repeat(50);
+        let result = outcome_with(exited(0), stdout.as_bytes(), b"", 1000, Vec::new());
+        assert!(!result.is_error);
+        let (kept, notice) = result.text.split_once("\n[qbox: ").unwrap();
+        assert_eq!(kept, line.repeat(10));
+        assert_eq!(
+            notice,
+            "output truncated from 5000 bytes to 1000 bytes at a line boundary; 4000 bytes dropped; raise AGENT_MAX_RESPONSE_SIZE to get more]"
+        );
+    }
+
+    #[test]
+    fn output_cut_while_reading_counts_every_byte_the_cli_printed() {
+        let line = format!("{}\n", "y".repeat(99));
+        let result = outcome(CallRecord {
+            ending: exited(0),
+            stdout: Captured {
+                kept: line.repeat(20).into_bytes(),
+                total: 1_000_000,
+            },
+            stderr: Vec::new(),
+            max_response: 1000,
+            cli: CLI,
+            warnings: Vec::new(),
+        });
+        assert!(
+            result
+                .text
+                .ends_with("truncated from 1000000 bytes to 1000 bytes at a line boundary; 999000 bytes dropped; raise AGENT_MAX_RESPONSE_SIZE to get more]"),
+            "{}",
+            result.text
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_replaced_with_a_warning() {
+        let result = outcome_of(exited(0), b"ok \xff\xfe bytes\n", b"");
+        assert!(!result.is_error);
+        assert_eq!(
+            result.text,
+            "warning: the CLI printed bytes that are not UTF-8; they were replaced with U+FFFD\n\nok \u{fffd}\u{fffd} bytes\n"
+        );
+    }
+
+    #[test]
+    fn a_cli_that_is_not_found_says_what_to_install() {
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let result = outcome_with(
+            Ending::NotStarted(missing),
+            b"",
+            b"",
+            1000,
+            vec!["warning: w".into()],
+        );
+        assert!(result.is_error);
+        assert!(
+            result
+                .text
+                .starts_with("the Amazon Q CLI `q` was not found on PATH. Install"),
+            "{}",
+            result.text
+        );
+        assert!(result.text.contains("QBOX_AGENT_CLI"), "{}", result.text);
+        assert!(!result.text.contains("warning: w"), "{}", result.text);
+    }
+
+    #[test]
+    fn a_cli_that_cannot_be_run_says_to_check_it_is_executable() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let result = outcome_of(Ending::NotStarted(denied), b"", b"");
+        assert_eq!(
+            result,
+            Outcome::error(
+                "the Amazon Q CLI `q` cannot be run (permission denied); check that it is executable"
+            )
+        );
+    }
+
+    #[test]
+    fn a_login_that_cannot_be_prepared_says_why() {
+        let result = outcome_of(
+            Ending::NoLogin("the snapshot is unreadable".into()),
+            b"",
+            b"",
+        );
+        assert_eq!(
+            result,
+            Outcome::error("cannot prepare the login for the CLI: the snapshot is unreadable")
+        );
+    }
+
+    #[test]
+    fn only_a_run_that_was_not_seen_to_exit_may_leave_the_cli_running() {
+        assert!(!RunEnd::Exited(None).cli_may_run());
+        assert!(RunEnd::Cancelled.cli_may_run());
+        assert!(
+            RunEnd::TimedOut {
+                after: Duration::from_secs(1)
+            }
+            .cli_may_run()
+        );
+    }
 }

@@ -19,10 +19,10 @@ use tokio::task::JoinHandle;
 
 use super::args::AgentArgs;
 use super::auth::AgentAuth;
-use super::capture::{self, Capture};
+use super::capture::{self, Capture, Captured};
 use super::child_env::ChildEnv;
 use super::config::AgentConfig;
-use super::report::{self, CallRecord, Ending, Outcome};
+use super::report::{self, CallRecord, Ending, Outcome, RunEnd};
 use super::tracker::{self, CallTracker, SCAN_INTERVAL};
 
 /// What the caller hears while a call runs.
@@ -53,16 +53,42 @@ pub struct AgentRunner {
     directory_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// A started CLI, as [`AgentRunner::spawn`] leaves it for the pump.
+struct Running {
+    child: tokio::process::Child,
+    tracker: CallTracker,
+    /// The CLI's process group (its pid), when it could be read.
+    group: Option<Pid>,
+    stdout: Stdout,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
 /// The CLI's stdout as a call reads it.
 struct Stdout {
     chunks: mpsc::Receiver<Vec<u8>>,
     reader: Option<JoinHandle<()>>,
 }
 
-/// What watching the CLI produced.
-struct Watched {
+/// How a call ended and what the CLI printed: the input of
+/// [`report::outcome`], apart from the runner's settings.
+struct Ended {
     ending: Ending,
-    capture: Capture,
+    stdout: Captured,
+    stderr: Vec<u8>,
+}
+
+impl Ended {
+    /// A call that ended before the CLI printed anything.
+    fn before_start(ending: Ending) -> Self {
+        Self {
+            ending,
+            stdout: Captured {
+                kept: Vec::new(),
+                total: 0,
+            },
+            stderr: Vec::new(),
+        }
+    }
 }
 
 impl AgentRunner {
@@ -103,27 +129,56 @@ impl AgentRunner {
         progress: Option<mpsc::UnboundedSender<Progress>>,
         cancel: impl Future<Output = ()>,
     ) -> Outcome {
+        let ended = self.call(args, cwd, progress.as_ref(), cancel).await;
+        report::outcome(CallRecord {
+            ending: ended.ending,
+            stdout: ended.stdout,
+            stderr: ended.stderr,
+            max_response: self.config.max_response,
+            cli: &self.config.cli,
+            warnings: prompt_warnings(args),
+        })
+    }
+
+    /// Waits for the directory's turn, prepares the login, starts the CLI
+    /// and pumps it to its end.
+    async fn call(
+        &self,
+        args: &AgentArgs,
+        cwd: &Path,
+        progress: Option<&mpsc::UnboundedSender<Progress>>,
+        cancel: impl Future<Output = ()>,
+    ) -> Ended {
         let lock = self.lock_for(cwd);
         tokio::pin!(cancel);
         let _turn = tokio::select! {
             turn = lock.lock() => turn,
-            () = &mut cancel => return Outcome::error("cancelled before it started"),
+            () = &mut cancel => return Ended::before_start(Ending::CancelledBeforeStart),
         };
-        let warnings = prompt_warnings(args);
         let auth_env = match self.prepare_auth().await {
             Ok(env) => env,
-            Err(message) => return Outcome::error(message),
+            Err(reason) => return Ended::before_start(Ending::NoLogin(reason)),
         };
+        match self.spawn(args, cwd, auth_env) {
+            Ok(running) => self.pump(running, progress, cancel).await,
+            Err(err) => Ended::before_start(Ending::NotStarted(err)),
+        }
+    }
+
+    /// Starts the CLI with its pipes read by tasks of their own.
+    fn spawn(
+        &self,
+        args: &AgentArgs,
+        cwd: &Path,
+        auth_env: HashMap<String, String>,
+    ) -> std::io::Result<Running> {
         let mut command = self.command(args, cwd, auth_env);
-        let (mut child, tracker) = match tracker::spawn(&mut command) {
-            Ok(spawned) => spawned,
-            Err(err) => return Outcome::error(report::spawn_error(&self.config.cli, &err)),
-        };
+        let (mut child, tracker) = tracker::spawn(&mut command)?;
         let group = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
-        let mut stdout = match child.stdout.take() {
+        let stdout = match child.stdout.take() {
             Some(pipe) => {
                 let (chunks, reader) = capture::spawn_reader(pipe);
                 Stdout {
@@ -140,12 +195,34 @@ impl AgentRunner {
             .stderr
             .take()
             .map(|pipe| capture::spawn_limited_reader(pipe, STDERR_LIMIT));
+        Ok(Running {
+            child,
+            tracker,
+            group,
+            stdout,
+            stderr,
+        })
+    }
 
-        let watched = self
-            .watch(&mut child, &mut stdout, &tracker, progress.as_ref(), cancel)
+    /// Follows the started CLI until its run ends, ends everything it
+    /// started, and collects what it printed.
+    async fn pump(
+        &self,
+        running: Running,
+        progress: Option<&mpsc::UnboundedSender<Progress>>,
+        cancel: Pin<&mut impl Future<Output = ()>>,
+    ) -> Ended {
+        let Running {
+            mut child,
+            tracker,
+            group,
+            mut stdout,
+            stderr,
+        } = running;
+        let (how, capture) = self
+            .watch(&mut child, &mut stdout, &tracker, progress, cancel)
             .await;
-        let still_running = !matches!(watched.ending, Ending::Exited(_));
-        self.end_call(group, &mut child, tracker, still_running)
+        self.end_call(group, &mut child, tracker, how.cli_may_run())
             .await;
         if let Some(reader) = stdout.reader.take() {
             // Whatever still holds the pipe, the call has what it keeps.
@@ -159,14 +236,11 @@ impl AgentRunner {
                 .unwrap_or_default(),
             None => Vec::new(),
         };
-        report::outcome(CallRecord {
-            ending: watched.ending,
-            stdout: watched.capture.into_captured(),
+        Ended {
+            ending: Ending::Ran(how),
+            stdout: capture.into_captured(),
             stderr,
-            max_response: self.config.max_response,
-            cli: &self.config.cli,
-            warnings,
-        })
+        }
     }
 
     /// Brings the CLI's login up to date off the async runtime: the store
@@ -176,14 +250,8 @@ impl AgentRunner {
         let auth = Arc::clone(&self.auth);
         match tokio::task::spawn_blocking(move || auth.prepare()).await {
             Ok(Ok(env)) => Ok(env),
-            Ok(Err(err)) => Err(format!(
-                "cannot prepare the login for the CLI: {}",
-                crate::exit::chain(&err)
-            )),
-            Err(err) => Err(format!(
-                "cannot prepare the login for the CLI: {}",
-                crate::exit::chain(&err)
-            )),
+            Ok(Err(err)) => Err(crate::exit::chain(&err)),
+            Err(err) => Err(crate::exit::chain(&err)),
         }
     }
 
@@ -211,7 +279,7 @@ impl AgentRunner {
     }
 
     /// Follows the CLI until it exits and its output ends, the timeout
-    /// passes, or the call is cancelled.
+    /// passes, or the call is cancelled; returns which, with the output.
     async fn watch(
         &self,
         child: &mut tokio::process::Child,
@@ -219,7 +287,7 @@ impl AgentRunner {
         tracker: &CallTracker,
         progress: Option<&mpsc::UnboundedSender<Progress>>,
         mut cancel: Pin<&mut impl Future<Output = ()>>,
-    ) -> Watched {
+    ) -> (RunEnd, Capture) {
         let send = |update: Progress| {
             if let Some(progress) = progress {
                 let _ = progress.send(update);
@@ -234,22 +302,23 @@ impl AgentRunner {
         let mut scan = tokio::time::interval(SCAN_INTERVAL);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stdout_open = true;
-        let mut exit: Option<Option<ExitStatus>> = None;
-        let mut drain_until: Option<tokio::time::Instant> = None;
+        // The CLI's exit status (when it could be read), and until when its
+        // output may still arrive.
+        let mut exited: Option<(Option<ExitStatus>, tokio::time::Instant)> = None;
         let ending = loop {
-            if let (false, Some(status)) = (stdout_open, exit) {
-                break Ending::Exited(status);
+            if let (false, Some((status, _))) = (stdout_open, exited) {
+                break RunEnd::Exited(status);
             }
+            let drain_until = exited.map(|(_, until)| until);
             tokio::select! {
-                () = &mut cancel => break Ending::Cancelled,
-                () = &mut deadline => break Ending::TimedOut { after: self.config.timeout },
-                exited = child.wait(), if exit.is_none() => {
-                    exit = Some(exited.ok());
-                    drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+                () = &mut cancel => break RunEnd::Cancelled,
+                () = &mut deadline => break RunEnd::TimedOut { after: self.config.timeout },
+                status = child.wait(), if exited.is_none() => {
+                    exited = Some((status.ok(), tokio::time::Instant::now() + DRAIN_AFTER_EXIT));
                 }
                 () = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() && stdout_open => {
                     // The CLI is gone but something it started holds stdout.
-                    break Ending::Exited(exit.flatten());
+                    break RunEnd::Exited(exited.and_then(|(status, _)| status));
                 }
                 chunk = stdout.chunks.recv(), if stdout_open => match chunk {
                     Some(chunk) => {
@@ -269,7 +338,7 @@ impl AgentRunner {
                 _ = scan.tick() => tracker.scan().await,
             }
         };
-        Watched { ending, capture }
+        (ending, capture)
     }
 
     /// Ends everything the call started: SIGTERM to the process group if
@@ -281,9 +350,9 @@ impl AgentRunner {
         group: Option<Pid>,
         child: &mut tokio::process::Child,
         tracker: CallTracker,
-        still_running: bool,
+        may_run: bool,
     ) {
-        if let (Some(group), true) = (group, still_running) {
+        if let (Some(group), true) = (group, may_run) {
             let _ = killpg(group, Signal::SIGTERM);
             if tokio::time::timeout(self.config.kill_grace, child.wait())
                 .await

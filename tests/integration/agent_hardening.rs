@@ -15,7 +15,7 @@ use qbox::store::Flavor;
 use serde_json::{Value, json};
 
 use crate::mcp_client::{StdioMcp, fake_q};
-use crate::util::{TestHome, running_as_root, valid_login};
+use crate::util::{TestHome, running_as_root, valid_login, wait_until};
 
 const TOOL: &str = "q-developer-agent";
 /// The unprivileged user that plays "another process of the same user"
@@ -202,22 +202,6 @@ fn still_there(escapee: Escapee) -> bool {
     stat_of(escapee.pid).is_some_and(|(start, _, _)| start == escapee.start)
 }
 
-/// Waits up to `limit` for every escapee to be gone; returns those left.
-fn left_after(escapees: &[Escapee], limit: Duration) -> Vec<Escapee> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left: Vec<Escapee> = escapees
-            .iter()
-            .copied()
-            .filter(|e| still_there(*e))
-            .collect();
-        if left.is_empty() || Instant::now() >= deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The zombie children of `parent`.
 fn zombie_children(parent: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -252,12 +236,10 @@ fn assert_nothing_outlives(prompt: &str, expect_timeout: bool) {
         !escapees.is_empty(),
         "{prompt}: the fake CLI left nothing to check"
     );
-    let left = left_after(&escapees, Duration::from_secs(5));
-    assert!(
-        left.is_empty(),
-        "{prompt}: {} of {} processes outlived the call: {left:?}",
-        left.len(),
-        escapees.len()
+    wait_until(
+        Duration::from_secs(5),
+        &format!("{prompt}: every process the CLI left is gone: {escapees:?}"),
+        || escapees.iter().all(|e| !still_there(*e)),
     );
     // Nothing new is started after the call either.
     std::thread::sleep(Duration::from_millis(300));
@@ -302,14 +284,12 @@ struct BareSidecar {
 
 impl BareSidecar {
     fn start(agent: bool, uid: Option<u32>) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"));
-        command
-            .arg("serve")
+        let mut command = crate::util::Qbox::sidecar(Path::new("/nonexistent"))
+            .args(["serve"])
             .current_dir("/")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", "/nonexistent")
             .env("QBOX_MCP_TOKEN", "mcp-bearer-secret")
+            .command();
+        command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -398,12 +378,21 @@ fn issue_13_a_locked_snapshot_does_not_stall_the_server_while_a_call_prepares() 
 
     let lock = rusqlite::Connection::open(&snapshot).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    assert!(
+        !crate::util::waits_for_a_lock_on(mcp.pid(), &snapshot),
+        "an idle sidecar does not look like one waiting for a lock"
+    );
     let call = mcp.send_request(
         "tools/call",
         json!({"name": TOOL, "arguments": {"prompt": "after the lock"}}),
     );
-    // Let the call reach its read of the locked snapshot.
-    std::thread::sleep(Duration::from_millis(500));
+    // The call has reached its read of the locked snapshot, and waits.
+    let pid = mcp.pid();
+    wait_until(
+        Duration::from_secs(30),
+        "the call waits for the snapshot's lock",
+        || crate::util::waits_for_a_lock_on(pid, &snapshot),
+    );
     let asked = Instant::now();
     let list = mcp.request("tools/list", json!({}));
     let waited = asked.elapsed();

@@ -7,7 +7,7 @@
 //! receives against what it answered.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use qbox::qapi::conversation::parse_conversation_id;
@@ -29,19 +29,6 @@ fn idc_login(tag: &str, region: &str, profile_region: Option<&str>) -> FixtureLo
     login.profile_arn =
         profile_region.map(|r| format!("arn:aws:codewhisperer:{r}:123456789012:profile/IDC"));
     login
-}
-
-/// `qbox-sidecar ARGS` with the same clean environment as `TestHome::qbox`.
-fn sidecar(home: &TestHome) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("XDG_DATA_HOME", home.data_dir())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null());
-    command
 }
 
 async fn run_command(mut command: Command) -> Run {
@@ -208,7 +195,7 @@ async fn issue_11_export_env_round_trips_to_chat_for_builder_id_and_identity_cen
         // Another machine: no store, only the exported variables.
         let ci = TestHome::new();
         let mut qbox = ci.qbox().env("QBOX_Q_ENDPOINT", q.url());
-        let mut sidecar_chat = sidecar(&ci);
+        let mut sidecar_chat = ci.sidecar().command();
         sidecar_chat.env("QBOX_Q_ENDPOINT", q.url());
         for (key, value) in &env {
             qbox = qbox.env(key, value);
@@ -738,7 +725,7 @@ async fn issue_11_empty_variables_count_as_unset() {
 
     // Chat through both binaries with every variable empty but the endpoint.
     let mut qbox = home.qbox();
-    let mut sidecar_chat = sidecar(&home);
+    let mut sidecar_chat = home.sidecar().command();
     for name in variables
         .iter()
         .map(String::as_str)
@@ -762,7 +749,7 @@ async fn issue_11_empty_variables_count_as_unset() {
     assert_eq!(run.stdout, "You said: sidecar, all empty\n");
 
     // The sidecar's own options: empty means stdio, not a parse error.
-    let mut health = sidecar(&home);
+    let mut health = home.sidecar().command();
     for name in variables
         .iter()
         .map(String::as_str)

@@ -4,17 +4,17 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qbox::standin::oidc::StandinOidc;
 use qbox::store::Flavor;
 
-use crate::util::{TestHome, file_bytes, valid_login};
+use crate::util::{StderrLines, TestHome, clean_command, file_bytes, valid_login, wait_until};
 
 const IMAGE: &str = "qbox-test-busybox:latest";
 
 /// Builds the test image once; `None` (with a visible skip) when no engine.
-fn engine_image() -> Option<&'static str> {
+pub(crate) fn engine_image() -> Option<&'static str> {
     static READY: OnceLock<bool> = OnceLock::new();
     let ready = *READY.get_or_init(|| {
         let engine = Command::new("docker")
@@ -126,18 +126,11 @@ fn wait_within(
     limit: Duration,
     what: &str,
 ) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "{what} did not end");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(limit, &format!("{what} ends"), || child.try_wait().unwrap())
 }
 
 /// Container tests share the engine; they run one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -257,16 +250,24 @@ fn signals_are_forwarded_and_interrupted_runs_leave_nothing_behind() {
     };
     let script = "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done";
     for round in 0..20 {
-        let (mut child, mut stdout) =
-            spawn_until_ready(qbox_run(&home, &[image, "--", "sh", "-c", script]));
+        // At info level qbox says when it forwards a signal.
+        let (mut child, mut stdout) = spawn_until_ready(
+            qbox_run(&home, &[image, "--", "sh", "-c", script]).env("RUST_LOG", "qbox=info"),
+        );
+        let log = StderrLines::read(child.stderr.take().unwrap());
         let signal = if round % 2 == 0 { "-TERM" } else { "-INT" };
         Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status()
             .unwrap();
         if signal == "-INT" {
-            // sh ignores SIGINT while waiting; the second Ctrl-C kills the container.
-            std::thread::sleep(Duration::from_millis(300));
+            // sh ignores SIGINT while waiting; the second Ctrl-C kills the
+            // container. It is sent once qbox has taken the first.
+            log.wait_for(
+                Duration::from_secs(20),
+                "qbox forwards the first SIGINT",
+                |line| line.contains("forwarding a signal").then_some(()),
+            );
             let _ = Command::new("kill")
                 .args(["-INT", &child.id().to_string()])
                 .status();
@@ -339,14 +340,9 @@ fn with_it_the_terminal_is_raw_follows_the_window_size_and_is_restored() {
         return;
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tty_session.py");
-    let session = Command::new("python3")
+    let session = clean_command("python3", home.path())
         .arg(script)
         .args([env!("CARGO_BIN_EXE_qbox"), image])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("XDG_DATA_HOME", home.path().join(".local/share"))
-        .env("NO_COLOR", "1")
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&session.stdout).unwrap_or_else(|_| {
@@ -455,19 +451,31 @@ fn an_engine_that_goes_away_mid_run_is_reported_and_nothing_is_left_behind() {
     let (mut child, _stdout) = spawn_until_ready(
         home.qbox()
             .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            // At debug level qbox says when removal found no engine.
+            .env("RUST_LOG", "qbox=debug")
             .args(["run", image, "--", "sh", "-c", "echo ready; sleep 30"]),
     );
+    let log = StderrLines::read(child.stderr.take().unwrap());
 
     proxy.cut();
-    std::thread::sleep(Duration::from_secs(1));
+    // The engine comes back once qbox has found it gone and tries again.
+    log.wait_for(
+        Duration::from_secs(30),
+        "qbox tries again to remove the container of an engine that is gone",
+        |line| line.contains("trying again").then_some(()),
+    );
     proxy.resume();
     let status = wait_within(
         &mut child,
         Duration::from_secs(30),
         "qbox run without its engine",
     );
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "qbox's stderr is read to its end",
+        || log.ended(),
+    );
+    let stderr = log.text();
     assert_eq!(status.code(), Some(125), "{stderr}");
     assert!(
         stderr.contains("lost the docker engine while container"),

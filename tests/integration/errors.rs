@@ -2,11 +2,15 @@
 //! a hint where one helps, the documented exit code, and no damage.
 
 use std::path::Path;
+use std::time::Duration;
 
 use qbox::store::Flavor;
 use qbox::store::schema::StoreBuilder;
 
-use crate::util::{TestHome, expired_login, file_bytes, running_as_root, valid_login};
+use crate::util::{
+    TestHome, expired_login, file_bytes, running_as_root, valid_login, wait_until,
+    waits_for_a_lock_on,
+};
 
 fn export_with_db(home: &TestHome, db: &Path) -> crate::util::Run {
     home.qbox()
@@ -215,22 +219,54 @@ fn a_lock_held_too_long_is_reported() {
 fn a_brief_lock_is_waited_out() {
     let home = TestHome::new();
     let path = home.login(Flavor::AmazonQ, &valid_login("brief"));
+    // The CLI holds the write lock before qbox starts, and changes the token
+    // inside its transaction: qbox can only print the new one by reading
+    // after the commit.
     let holder = rusqlite::Connection::open(&path).unwrap();
     holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut changed = valid_login("brief");
+    changed.access_token = "aoa-access-after-the-lock".into();
+    holder
+        .execute(
+            "UPDATE auth_kv SET value = ?1 WHERE key = ?2",
+            [changed.token_json().as_str(), Flavor::AmazonQ.token_key()],
+        )
+        .unwrap();
     let child = home
         .qbox()
+        .env("QBOX_LOCK_TIMEOUT", "60")
         .args(["export-token", "--field", "access"])
         .command()
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    // qbox has opened the store and sleeps between tries while the lock is
+    // still held: it met the lock, and waits.
+    let pid = child.id();
+    wait_until(
+        Duration::from_secs(30),
+        "qbox has the store open and waits for the lock",
+        || waits_for_a_lock_on(pid, &path),
+    );
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    assert!(
+        reader
+            .query_row("SELECT count(*) FROM auth_kv", [], |row| row
+                .get::<_, i64>(0))
+            .is_err(),
+        "the lock is still held while qbox waits"
+    );
     holder.execute_batch("COMMIT").unwrap();
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(
         String::from_utf8(output.stdout).unwrap(),
-        "aoa-access-brief\n"
+        "aoa-access-after-the-lock\n"
     );
 }

@@ -78,11 +78,9 @@ fn shell_output_evaluates_in_a_real_shell() {
         "eval \"$('{}' export-token --format shell 2>/dev/null)\" && printf %s \"$QBOX_ACCESS_TOKEN\"",
         env!("CARGO_BIN_EXE_qbox")
     );
-    let out = std::process::Command::new("sh")
+    // The shell, and the qbox it starts, get the harness's clean environment.
+    let out = crate::util::clean_command("sh", home.path())
         .args(["-c", &script])
-        .env("HOME", home.path())
-        .env("XDG_DATA_HOME", home.data_dir())
-        .env_remove("QBOX_DB")
         .output()
         .unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "aoa-access-eval");

@@ -4,17 +4,19 @@
 //! and clients that send slowly or not at all. Real sidecar processes on
 //! loopback, real sockets, a real SQLite lock.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use qbox::store::Flavor;
 use serde_json::{Value, json};
 
-use crate::util::{TestHome, valid_login};
+use crate::util::{
+    KillOnDrop, Qbox, StderrLines, TestHome, runtime_dir, spawn_serving, valid_login, wait_until,
+    wait_until_async, waits_for_a_lock_on,
+};
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
 
@@ -26,58 +28,25 @@ const TOKEN: &str = "issue-13-test-token-0123456789";
 struct Served {
     child: Child,
     port: u16,
-    stderr: Arc<Mutex<String>>,
+    stderr: StderrLines,
 }
 
 impl Served {
     /// Starts with a clean environment: `HOME` and `XDG_RUNTIME_DIR` in
     /// `home`, no login, then `env`.
     fn start(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"));
-        command
-            .arg("serve")
-            .args(args)
+        let mut command = Qbox::sidecar(home)
+            .args(["serve"])
+            .args(args.iter().copied())
             .current_dir(home)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", home)
             .env("XDG_RUNTIME_DIR", runtime_dir(home))
             .env("XDG_DATA_HOME", home.join("no-data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .envs(env.iter().copied())
+            .command();
         if !args.contains(&"--http") {
             command.args(["--http", "127.0.0.1:0"]);
         }
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("the sidecar starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (ports, port) = mpsc::channel();
-        let collected = stderr.clone();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("serving MCP at http://").nth(1) {
-                    let port = rest.split('/').next().and_then(|a| a.rsplit(':').next());
-                    let _ = ports.send(port.and_then(|p| p.parse::<u16>().ok()));
-                }
-                let mut text = collected.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        let port = port.recv_timeout(Duration::from_secs(30)).ok().flatten();
-        let Some(port) = port else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the sidecar did not start serving:\n{}",
-                stderr.lock().unwrap()
-            );
-        };
+        let (child, port, stderr) = spawn_serving(&mut command);
         Self {
             child,
             port,
@@ -90,7 +59,7 @@ impl Served {
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.text()
     }
 
     fn connect(&self) -> TcpStream {
@@ -111,14 +80,10 @@ impl Served {
     fn stop(&mut self) -> Option<i32> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "the sidecar did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(Duration::from_secs(20), "the sidecar stops", || {
+            self.child.try_wait().unwrap()
+        })
+        .code()
     }
 }
 
@@ -129,33 +94,36 @@ impl Drop for Served {
     }
 }
 
+/// How many sockets process `pid` has open (each accepted connection is
+/// one).
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// `qbox-sidecar call` of `q-chat` as the user, with no token given: the
 /// client looks for a generated one.
 async fn call_without_a_token(home: &Path, url: String) -> std::process::Output {
     let runtime = runtime_dir(home);
     let home = home.to_owned();
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+        Qbox::sidecar(&home)
             .args(["call", "--url", &url, "q-chat", "-a", "prompt=hi"])
-            .env_clear()
-            .env("HOME", &home)
             .env("XDG_RUNTIME_DIR", &runtime)
+            .command()
             .output()
             .unwrap()
     })
     .await
     .unwrap()
-}
-
-fn runtime_dir(home: &Path) -> PathBuf {
-    let dir = home.join("run");
-    std::fs::create_dir_all(&dir).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    dir
 }
 
 /// One request on a fresh connection (made `Connection: close`); the whole
@@ -377,26 +345,29 @@ fn issue_13_the_explicit_opt_out_serves_without_a_token_and_says_so() {
 #[test]
 fn issue_13_short_tokens_and_readable_token_files_are_refused_or_warned_about() {
     let home = TestHome::new();
-    let mut refused = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
-        .args(["serve", "--http", "0.0.0.0:0"])
-        .env_clear()
-        .env("HOME", home.path())
-        .env("QBOX_MCP_TOKEN", "short-token")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let mut refused = KillOnDrop::new(
+        home.sidecar()
+            .args(["serve", "--http", "0.0.0.0:0"])
+            .env("QBOX_MCP_TOKEN", "short-token")
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = refused.wait(
+        Duration::from_secs(20),
+        "a public bind with a short token is refused (and not served)",
+    );
+    assert_eq!(status.code(), Some(2));
+    let mut stderr = String::new();
+    refused
+        .child()
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while refused.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = refused.kill();
-            panic!("a public bind with a short token was served");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let refused = refused.wait_with_output().unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         stderr.contains("with a bearer token of 11 bytes"),
         "{stderr}"
@@ -502,20 +473,35 @@ async fn issue_13_health_and_tools_list_answer_while_the_store_is_locked() {
     let lock = rusqlite::Connection::open(&store).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
 
+    assert!(
+        !waits_for_a_lock_on(served.child.id(), &store),
+        "an idle server does not look like one waiting for a lock"
+    );
+
     // A q-chat call that must read the store, and so waits for the lock.
     let url = served.url("/mcp");
     // Killed if the test fails before it ends.
-    let chat = tokio::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
-        .args(["call", "--url", &url, "q-chat", "-a", "prompt=locked"])
-        .env_clear()
-        .env("QBOX_MCP_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let chat = tokio::process::Command::from(
+        home.sidecar()
+            .args(["call", "--url", &url, "q-chat", "-a", "prompt=locked"])
+            .env("QBOX_MCP_TOKEN", TOKEN)
+            .command(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
     let chat = tokio::spawn(chat.wait_with_output());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The server has reached its read of the locked store, and waits.
+    let pid = served.child.id();
+    let locked_store = store.clone();
+    wait_until_async(
+        Duration::from_secs(30),
+        "the chat call waits for the store's lock",
+        move || waits_for_a_lock_on(pid, &locked_store),
+    )
+    .await;
 
     // Unauthenticated health checks, one after another, each answered
     // (from memory) while the lock is held.
@@ -633,15 +619,13 @@ async fn issue_13_an_idle_session_expires_and_frees_its_slot() {
     assert_eq!(over.status(), 503, "the cap of one session did not hold");
 
     // Within the idle timeout plus slack, the slot is free again.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let response = initialize(&http, &url, TOKEN).await;
-        if response.status() == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the idle session never expired");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let port = served.port;
+    wait_until_async(
+        Duration::from_secs(15),
+        "the idle session expires and a new one is let in",
+        move || raw_exchange(port, &post_request(Some(TOKEN), INIT)).starts_with("HTTP/1.1 200"),
+    )
+    .await;
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     let gone = session_request(&http, &url, TOKEN, &idle_session, list).await;
     assert_eq!(gone.status(), 404, "the expired session still answers");
@@ -743,6 +727,8 @@ fn issue_13_connections_over_the_cap_are_refused() {
         ],
     );
     let health = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let pid = served.child.id();
+    let sockets_before = sockets_of(pid);
     let mut held: Vec<TcpStream> = (0..3)
         .map(|_| {
             let mut stream = served.connect();
@@ -751,7 +737,11 @@ fn issue_13_connections_over_the_cap_are_refused() {
         })
         .collect();
     // The three are accepted (each holds a slot) before the fourth comes.
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        Duration::from_secs(10),
+        "the server has accepted the three connections",
+        || sockets_of(pid) >= sockets_before + 3,
+    );
     let answer = raw_exchange(served.port, health);
     assert!(
         !answer.contains("200 OK"),
@@ -768,20 +758,16 @@ fn issue_13_connections_over_the_cap_are_refused() {
 
     // A closed connection frees its slot.
     drop(held.pop());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if raw_exchange(served.port, health).starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the freed slot was never reused");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(10), "the freed slot is reused", || {
+        raw_exchange(served.port, health).starts_with("HTTP/1.1 200")
+    });
 }
 
 #[test]
 fn issue_13_a_call_whose_server_dies_fails_instead_of_hanging() {
     let home = TestHome::new();
     let fake_q = crate::mcp_client::fake_q();
+    let record = home.path().join("record");
     let mut served = Served::start(
         home.path(),
         &[],
@@ -789,30 +775,32 @@ fn issue_13_a_call_whose_server_dies_fails_instead_of_hanging() {
             ("QBOX_MCP_TOKEN", TOKEN),
             ("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent"),
             ("QBOX_AGENT_CLI", &fake_q),
+            ("FAKE_Q_RECORD", record.to_str().unwrap()),
+            ("QBOX_AGENT_PASS_ENV", "FAKE_Q_RECORD"),
         ],
     );
-    let mut call = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
-        .args(["call", "--url", &served.url("/mcp"), "q-developer-agent"])
-        .args(["-a", "prompt=sleep:60"])
-        .env_clear()
-        .env("QBOX_MCP_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let mut call = KillOnDrop::new(
+        home.sidecar()
+            .args(["call", "--url", &served.url("/mcp"), "q-developer-agent"])
+            .args(["-a", "prompt=sleep:60"])
+            .env("QBOX_MCP_TOKEN", TOKEN)
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The call is under way once the server has started the CLI for it.
+    wait_until(
+        Duration::from_secs(30),
+        "the call's CLI has started",
+        || record.join("pid").exists(),
+    );
     served.child.kill().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let status = loop {
-        if let Some(status) = call.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = call.kill();
-            panic!("the call still waits for a server that is gone");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = call.wait(
+        Duration::from_secs(45),
+        "the call fails instead of waiting for a server that is gone",
+    );
     assert_eq!(status.code(), Some(1));
 }
 

@@ -3,11 +3,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use crate::util::Qbox;
 
 /// A running `qbox-sidecar serve` over stdio.
 pub struct StdioMcp {
@@ -24,20 +26,16 @@ pub struct StdioMcp {
 impl StdioMcp {
     /// Starts the sidecar in `cwd` with `env` on top of a clean environment.
     pub fn start(cwd: &Path, env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"));
-        command
-            .arg("serve")
+        let mut command = Qbox::sidecar(cwd)
+            .args(["serve"])
             .current_dir(cwd)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", cwd)
             .env("XDG_DATA_HOME", cwd.join("no-data"))
+            .envs(env.iter().map(|(key, value)| (key, value)))
+            .command();
+        command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        for (key, value) in env {
-            command.env(key, value);
-        }
         let mut child = command.spawn().expect("sidecar starts");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -141,6 +139,11 @@ impl StdioMcp {
             })
             .unwrap_or_default();
         (text, result["isError"] == json!(true), result)
+    }
+
+    /// The sidecar's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn tool_names(&mut self) -> Vec<String> {

@@ -9,7 +9,7 @@ use qbox::store::Flavor;
 use serde_json::{Value, json};
 
 use crate::mcp_client::{StdioMcp, fake_q, process_alive};
-use crate::util::{TestHome, valid_login};
+use crate::util::{TestHome, clean_command, refusing_port, spawn_serving, valid_login, wait_until};
 
 fn agent_env(record: &Path) -> Vec<(&'static str, String)> {
     vec![
@@ -287,10 +287,10 @@ fn a_grandchild_holding_stdout_neither_blocks_the_call_nor_survives_it() {
         started.elapsed()
     );
     let grandchild = recorded_pid(&record, "grandchild");
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        !process_alive(grandchild),
-        "the grandchild (pid {grandchild}) outlived the call"
+    wait_until(
+        Duration::from_secs(10),
+        &format!("the grandchild (pid {grandchild}) is gone after the call"),
+        || !process_alive(grandchild),
     );
 }
 
@@ -303,25 +303,20 @@ fn cancellation_kills_the_cli_and_the_server_keeps_serving() {
         "tools/call",
         json!({"name": "q-developer-agent", "arguments": {"prompt": "sleep:30"}}),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !record.join("pid").exists() {
-        assert!(Instant::now() < deadline, "the CLI never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(10), "the CLI has started", || {
+        record.join("pid").exists()
+    });
     let pid = recorded_pid(&record, "pid");
     assert!(process_alive(pid));
     mcp.notify(
         "notifications/cancelled",
         json!({"requestId": id, "reason": "user pressed stop"}),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while process_alive(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the CLI survived the cancellation"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the CLI is stopped by the cancellation",
+        || !process_alive(pid),
+    );
     let (text, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": "print:after"}));
     assert!(!is_error);
     assert_eq!(text, "after\n");
@@ -502,43 +497,25 @@ async fn the_native_chat_tool_answers_with_structured_content() {
     assert_eq!(partial, ["Native ", "answer"]);
 }
 
-/// A free loopback port (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// `qbox-sidecar serve --http 127.0.0.1:0`: the server picks its port and
+/// says which on stderr.
 struct HttpSidecar {
     child: std::process::Child,
     base: String,
 }
 
 impl HttpSidecar {
-    fn start(home: &Path, extra_env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"));
-        command
-            .args(["serve", "--http", &format!("127.0.0.1:{port}")])
-            .current_dir(home)
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("no-data"))
+    fn start(home: &TestHome, extra_env: &[(&str, &str)]) -> Self {
+        let mut command = home
+            .sidecar()
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .env("XDG_DATA_HOME", home.path().join("no-data"))
             .env("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent")
             .env("QBOX_AGENT_CLI", fake_q())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        for (k, v) in extra_env {
-            command.env(k, v);
-        }
-        let child = command.spawn().unwrap();
+            .envs(extra_env.iter().copied())
+            .command();
+        let (child, port, _) = spawn_serving(&mut command);
         let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sidecar did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
         Self { child, base }
     }
 }
@@ -555,7 +532,7 @@ const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"p
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_requires_the_token_and_a_local_origin() {
     let home = TestHome::new();
-    let sidecar = HttpSidecar::start(home.path(), &[("QBOX_MCP_TOKEN", "s3cret-token")]);
+    let sidecar = HttpSidecar::start(&home, &[("QBOX_MCP_TOKEN", "s3cret-token")]);
     let http = qbox::http::client(None).unwrap();
     let mcp = format!("{}/mcp", sidecar.base);
     let post = |token: Option<&str>, origin: Option<&str>| {
@@ -607,40 +584,34 @@ async fn http_requires_the_token_and_a_local_origin() {
     assert_eq!(health["agentEnabled"], true);
     assert_eq!(health["login"], false);
 
-    let base = sidecar.base.clone();
-    let checked = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
-            .args(["health", "--url", &format!("{base}/health")])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(checked.status.code(), Some(0));
-    let dead = std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
+    let checked = home
+        .sidecar()
+        .args(["health", "--url", &format!("{}/health", sidecar.base)])
+        .run_async()
+        .await;
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
+    // A port that refuses connections for as long as the test holds it.
+    let (_refusing, port) = refusing_port();
+    let dead = home
+        .sidecar()
         .args([
             "health",
             "--url",
-            &format!("http://127.0.0.1:{}/health", free_port()),
+            &format!("http://127.0.0.1:{port}/health"),
             "--timeout",
             "2",
         ])
-        .output()
-        .unwrap();
-    assert_eq!(dead.status.code(), Some(1));
+        .run_async()
+        .await;
+    assert_eq!(dead.code, 1, "{}", dead.stderr);
 }
 
 #[test]
 fn a_public_address_without_a_token_is_refused() {
     let home = TestHome::new();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
-        .args(["serve", "--http", "0.0.0.0:0"])
-        .current_dir(home.path())
-        .env_remove("QBOX_MCP_TOKEN")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let run = home.sidecar().args(["serve", "--http", "0.0.0.0:0"]).run();
+    assert_eq!(run.code, 2);
+    let stderr = run.stderr;
     assert!(
         stderr.contains("refusing to serve 0.0.0.0:0 without a bearer token"),
         "{stderr}"
@@ -677,6 +648,15 @@ async fn the_official_python_sdk_interoperates() {
         assert_eq!(report["call"]["text"], "line 1\nline 2\nline 3\n");
         assert_eq!(report["progress"], json!(["line 1", "line 2", "line 3"]));
         assert_eq!(report["bad_args"]["is_error"], true);
+        assert_eq!(report["cancelled"]["cli_ran"], true, "{report}");
+        assert_eq!(
+            report["cancelled"]["call_ended"], "cancelled",
+            "the cancelled call produced no result: {report}"
+        );
+        assert_eq!(
+            report["cancelled"]["cli_stopped"], true,
+            "the cancellation stopped the CLI: {report}"
+        );
         assert_eq!(report["after_cancel"], "still serving\n");
         assert_eq!(report["chat"]["is_error"], false, "{report}");
         assert_eq!(report["chat"]["text"], "You said: from python");
@@ -690,18 +670,23 @@ async fn the_official_python_sdk_interoperates() {
         );
     };
     let home_path = home.path().to_owned();
+    // The fake CLI writes its pid there, for the script's cancellation check.
+    let record = home.path().join("record");
+    let record_stdio = record.clone();
     let (python_stdio, script_stdio, url_stdio) = (python.clone(), script.clone(), q_url.clone());
     let stdio = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python_stdio)
+        // The sidecar gets the script's environment: the harness's, cleared.
+        clean_command(&python_stdio, &home_path)
             .arg(&script_stdio)
             .args(["stdio", env!("CARGO_BIN_EXE_qbox-sidecar")])
             .current_dir(&home_path)
-            .env("HOME", &home_path)
             .env("XDG_DATA_HOME", home_path.join("no-data"))
             .env("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent")
             .env("QBOX_AGENT_CLI", fake_q())
             .env("QBOX_Q_ENDPOINT", &url_stdio)
             .env("QBOX_ACCESS_TOKEN", "py-q-token")
+            .env("FAKE_Q_RECORD", &record_stdio)
+            .env("QBOX_AGENT_PASS_ENV", "FAKE_Q_RECORD")
             .output()
             .unwrap()
     })
@@ -715,16 +700,20 @@ async fn the_official_python_sdk_interoperates() {
     check(&String::from_utf8(stdio.stdout).unwrap());
 
     let sidecar = HttpSidecar::start(
-        home.path(),
+        &home,
         &[
             ("QBOX_MCP_TOKEN", "py-token"),
             ("QBOX_Q_ENDPOINT", &q_url),
             ("QBOX_ACCESS_TOKEN", "py-q-token"),
+            ("FAKE_Q_RECORD", record.to_str().unwrap()),
+            ("QBOX_AGENT_PASS_ENV", "FAKE_Q_RECORD"),
         ],
     );
     let mcp_url = format!("{}/mcp", sidecar.base);
+    let home_path = home.path().to_owned();
     let http = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python)
+        clean_command(&python, &home_path)
+            .env("FAKE_Q_RECORD", &record)
             .arg(&script)
             .args(["http", &mcp_url, "py-token"])
             .output()
@@ -796,54 +785,39 @@ fn mcp_config_prints_ready_to_paste_configurations() {
     }
 }
 
-/// `qbox-sidecar serve` with only environment variables, as the image runs it.
-fn serve_from_env(home: &Path, listen: &str, db: Option<&Path>) -> std::process::Child {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"));
-    command
-        .arg("serve")
-        .env("QBOX_SIDECAR_HTTP", listen)
+/// `qbox-sidecar serve` with only environment variables, as the image runs
+/// it, on port 0 of `address`; returns the server and the port it bound.
+fn serve_from_env(home: &TestHome, address: &str, db: Option<&Path>) -> (std::process::Child, u16) {
+    let mut sidecar = home
+        .sidecar()
+        .args(["serve"])
+        .env("QBOX_SIDECAR_HTTP", format!("{address}:0"))
         .env("QBOX_MCP_TOKEN", "health-test-token")
-        .env("HOME", home)
-        .env("XDG_DATA_HOME", home.join("no-data"))
-        .env_remove("ENABLE_ADDITIONAL_TOOLS")
-        .env_remove("QBOX_DB")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .env("XDG_DATA_HOME", home.path().join("no-data"));
     if let Some(db) = db {
-        command.env("QBOX_DB", db);
+        sidecar = sidecar.env("QBOX_DB", db);
     }
-    command.spawn().unwrap()
+    let (child, port, _) = spawn_serving(&mut sidecar.command());
+    (child, port)
 }
 
 #[test]
 fn health_asks_where_serve_listens_and_wants_a_usable_login() {
     let home = TestHome::new();
     let health = |listen: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
-            .arg("health")
+        home.sidecar()
+            .args(["health"])
             .env("QBOX_SIDECAR_HTTP", listen)
-            .env_remove("QBOX_SIDECAR_HEALTH_URL")
-            .output()
-            .unwrap()
-    };
-    let wait_listening = |port: u16| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sidecar did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .run()
     };
 
     // A wildcard address is asked through loopback; no login: unhealthy (4).
-    let port = free_port();
-    let listen = format!("0.0.0.0:{port}");
-    let mut server = serve_from_env(home.path(), &listen, None);
-    wait_listening(port);
-    let without_login = health(&listen);
+    let (mut server, port) = serve_from_env(&home, "0.0.0.0", None);
+    let without_login = health(&format!("0.0.0.0:{port}"));
     server.kill().unwrap();
     server.wait().unwrap();
-    assert_eq!(without_login.status.code(), Some(4));
-    let stderr = String::from_utf8_lossy(&without_login.stderr);
+    assert_eq!(without_login.code, 4);
+    let stderr = &without_login.stderr;
     assert!(
         stderr.contains(&format!(
             "http://127.0.0.1:{port}/health answers, but the server has no usable login"
@@ -854,31 +828,17 @@ fn health_asks_where_serve_listens_and_wants_a_usable_login() {
 
     // With a login mounted: healthy.
     let store = home.login(Flavor::AmazonQ, &valid_login("health"));
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut server = serve_from_env(home.path(), &listen, Some(&store));
-    wait_listening(port);
-    let with_login = health(&listen);
+    let (mut server, port) = serve_from_env(&home, "127.0.0.1", Some(&store));
+    let with_login = health(&format!("127.0.0.1:{port}"));
     server.kill().unwrap();
     server.wait().unwrap();
-    assert_eq!(
-        with_login.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&with_login.stderr)
-    );
-    let report: Value = serde_json::from_slice(&with_login.stdout).unwrap();
+    assert_eq!(with_login.code, 0, "{}", with_login.stderr);
+    let report: Value = serde_json::from_str(&with_login.stdout).unwrap();
     assert_eq!(report["login"], true);
 
     // Over stdio there is nothing to ask: the login itself is checked.
-    let stdio = std::process::Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"))
-        .arg("health")
-        .env_remove("QBOX_SIDECAR_HTTP")
-        .env_remove("QBOX_SIDECAR_HEALTH_URL")
-        .env("QBOX_DB", &store)
-        .output()
-        .unwrap();
-    assert_eq!(stdio.status.code(), Some(0));
-    let report: Value = serde_json::from_slice(&stdio.stdout).unwrap();
+    let stdio = home.sidecar().args(["health"]).env("QBOX_DB", &store).run();
+    assert_eq!(stdio.code, 0);
+    let report: Value = serde_json::from_str(&stdio.stdout).unwrap();
     assert_eq!(report["transport"], "stdio");
 }

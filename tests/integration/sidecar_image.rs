@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qbox::standin::q::{Answer, Reply, StandinQ};
 use qbox::store::Flavor;
@@ -272,15 +272,9 @@ fn health_status(container: &str) -> String {
 }
 
 fn wait_for_file(path: &Path, within: Duration) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            start.elapsed() < within,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::util::wait_until(within, &format!("{} appears", path.display()), || {
+        path.exists()
+    });
 }
 
 #[test]
@@ -352,14 +346,15 @@ fn the_compose_stack_comes_up_healthy_answers_its_client_and_goes_down_clean() {
     );
     let sidecar = project.containers();
     assert_eq!(sidecar.len(), 1, "{sidecar:?}");
-    let start = Instant::now();
-    let mut status = health_status(&sidecar[0]);
-    while status != "healthy" && start.elapsed() < Duration::from_secs(90) {
-        assert_ne!(status, "unhealthy", "the sidecar became unhealthy");
-        std::thread::sleep(Duration::from_millis(250));
-        status = health_status(&sidecar[0]);
-    }
-    assert_eq!(status, "healthy");
+    crate::util::wait_until(
+        Duration::from_secs(90),
+        "the sidecar's health check says healthy",
+        || {
+            let status = health_status(&sidecar[0]);
+            assert_ne!(status, "unhealthy", "the sidecar became unhealthy");
+            status == "healthy"
+        },
+    );
 
     let client = project.run(&["run", "--rm", "client"]);
     let stdout = String::from_utf8_lossy(&client.stdout);

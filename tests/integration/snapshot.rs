@@ -11,7 +11,7 @@ use qbox::standin::oidc::StandinOidc;
 use qbox::store::Flavor;
 use qbox::store::schema::StoreBuilder;
 
-use crate::util::{TestHome, valid_login};
+use crate::util::{Qbox, StderrLines, TestHome, valid_login, wait_until, wait_until_async};
 
 fn schema(path: &Path) -> Vec<String> {
     let conn = rusqlite::Connection::open(path).unwrap();
@@ -167,27 +167,34 @@ fn no_login_writes_nothing() {
     assert!(!dir.join("data.sqlite3").exists());
 }
 
-/// A `qbox snapshot --watch` child that is stopped when dropped.
+/// A `qbox snapshot --watch` child that is stopped when dropped, its
+/// stderr read as it comes.
 struct Watcher {
     child: Child,
+    stderr: StderrLines,
 }
 
 impl Watcher {
     fn start(home: &TestHome, dir: &Path, extra: &[&str], oidc_url: Option<String>) -> Self {
-        let mut qbox = home
-            .qbox()
+        Self::start_with(home.qbox(), dir, extra, oidc_url)
+    }
+
+    /// [`Watcher::start`] from a `qbox` invocation the caller prepared.
+    fn start_with(qbox: Qbox, dir: &Path, extra: &[&str], oidc_url: Option<String>) -> Self {
+        let mut qbox = qbox
             .args(["snapshot", dir.to_str().unwrap(), "--watch"])
             .args(extra.iter().copied());
         if let Some(url) = oidc_url {
             qbox = qbox.env("QBOX_OIDC_ENDPOINT", url);
         }
-        let child = qbox
+        let mut child = qbox
             .command()
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Self { child }
+        let stderr = StderrLines::read(child.stderr.take().unwrap());
+        Self { child, stderr }
     }
 
     fn signal(&self, name: &str) {
@@ -200,25 +207,15 @@ impl Watcher {
 
     /// Waits for the child to exit after a signal; returns code and stderr.
     fn wait(mut self, limit: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut stderr = String::new();
-                use std::io::Read;
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                return (status.code(), stderr);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "watch did not exit after the signal"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = wait_until(limit, "watch exits after the signal", || {
+            self.child.try_wait().unwrap()
+        });
+        // The reader has all of stderr once the pipe closes.
+        let stderr = self.stderr.clone();
+        wait_until(limit, "watch's stderr is read to its end", || {
+            stderr.ended()
+        });
+        (status.code(), stderr.text())
     }
 }
 
@@ -227,18 +224,6 @@ impl Drop for Watcher {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Polls `check` until it is true or `limit` passes.
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    false
 }
 
 fn set_host_token(path: &Path, flavor: Flavor, access: &str) {
@@ -261,22 +246,22 @@ fn watch_picks_up_a_new_login_and_stops_on_sigterm_and_sigint() {
         let dir = home.path().join("auth");
         let snapshot = dir.join("data.sqlite3");
         let watcher = Watcher::start(&home, &dir, &["--interval", "200ms"], None);
-        assert!(
-            eventually(Duration::from_secs(10), || snapshot_access_token(
-                &snapshot,
-                Flavor::AmazonQ
-            )
-            .is_ok_and(|t| t == "aoa-access-first")),
-            "first snapshot written"
+        wait_until(
+            Duration::from_secs(10),
+            "the first snapshot is written",
+            || {
+                snapshot_access_token(&snapshot, Flavor::AmazonQ)
+                    .is_ok_and(|t| t == "aoa-access-first")
+            },
         );
         set_host_token(&source, Flavor::AmazonQ, "aoa-access-second");
-        assert!(
-            eventually(Duration::from_secs(5), || snapshot_access_token(
-                &snapshot,
-                Flavor::AmazonQ
-            )
-            .is_ok_and(|t| t == "aoa-access-second")),
-            "a new host login reaches the snapshot within seconds"
+        wait_until(
+            Duration::from_secs(5),
+            "a new host login reaches the snapshot within seconds",
+            || {
+                snapshot_access_token(&snapshot, Flavor::AmazonQ)
+                    .is_ok_and(|t| t == "aoa-access-second")
+            },
         );
         watcher.signal(signal);
         let (code, stderr) = watcher.wait(Duration::from_secs(10));
@@ -305,27 +290,41 @@ async fn watch_refreshes_on_the_host_before_expiry() {
     let source = home.login(Flavor::Kiro, &login);
     let dir = home.path().join("auth");
     let snapshot = dir.join("data.sqlite3");
-    let watcher = Watcher::start(&home, &dir, &["--interval", "200ms"], Some(oidc.url()));
-    let refreshed = tokio::task::spawn_blocking({
-        let snapshot = snapshot.clone();
+    // At debug level the watcher says each time it reads the host store.
+    let watcher = Watcher::start_with(
+        home.qbox().env("RUST_LOG", "qbox=debug"),
+        &dir,
+        &["--interval", "200ms"],
+        Some(oidc.url()),
+    );
+    let reads = {
+        let stderr = watcher.stderr.clone();
+        move || stderr.text().matches("reading auth store").count()
+    };
+    wait_until_async(
+        Duration::from_secs(10),
+        "the snapshot carries the refreshed token",
         move || {
-            eventually(Duration::from_secs(10), || {
-                snapshot_access_token(&snapshot, Flavor::Kiro)
-                    .is_ok_and(|t| t == "standin-access-1")
-            })
-        }
-    })
-    .await
-    .unwrap();
-    assert!(refreshed, "the snapshot carries the refreshed token");
+            snapshot_access_token(&snapshot, Flavor::Kiro).is_ok_and(|t| t == "standin-access-1")
+        },
+    )
+    .await;
     let host = qbox::store::read_login(&source, None).unwrap();
     assert_eq!(
         host.token.unwrap().token.access_token.expose(),
         "standin-access-1",
         "host store written back"
     );
-    // Give it a few more passes: a fresh token must not be refreshed again.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Let it make more passes, each reading the host store: a fresh token
+    // must not be refreshed again. Five more reads finish at least one
+    // whole pass that began after the refreshed token was in place.
+    let seen = reads();
+    wait_until_async(
+        Duration::from_secs(10),
+        "the watcher reads the host store five more times",
+        move || reads() >= seen + 5,
+    )
+    .await;
     assert_eq!(oidc.requests().len(), 1);
     watcher.signal("TERM");
     let (code, _) = tokio::task::spawn_blocking(move || watcher.wait(Duration::from_secs(10)))
@@ -341,7 +340,11 @@ fn readers_never_see_a_partial_snapshot() {
     let dir = home.path().join("auth");
     let snapshot: PathBuf = dir.join("data.sqlite3");
     let watcher = Watcher::start(&home, &dir, &["--interval", "20ms"], None);
-    assert!(eventually(Duration::from_secs(10), || snapshot.exists()));
+    wait_until(
+        Duration::from_secs(10),
+        "the first snapshot is written",
+        || snapshot.exists(),
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {

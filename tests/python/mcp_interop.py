@@ -5,16 +5,53 @@ Usage: python mcp_interop.py stdio SIDECAR_BINARY
 
 Lists the tools, calls q-developer-agent with progress, cancels a slow call,
 and prints one JSON report on stdout for the Rust test to check.
+
+FAKE_Q_RECORD names the directory where the fake CLI writes its pid (the
+sidecar must pass it on: QBOX_AGENT_PASS_ENV=FAKE_Q_RECORD), so that the
+report can say what the cancellation did to the CLI's process.
 """
 
 import asyncio
 import json
 import os
 import sys
+import time
 from contextlib import AsyncExitStack
 
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
+
+
+async def wait_until(limit: float, what: str, condition):
+    """Checks `condition` until it returns something true, which is returned;
+    fails naming `what` once `limit` seconds have passed."""
+    deadline = time.monotonic() + limit
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"gave up after {limit}s waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+def recorded_pid(path: str):
+    """The pid the fake CLI wrote, once it is there in full."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.endswith("\n") and text.strip().isdigit() else None
+
+
+def alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 async def exercise(session: ClientSession) -> dict:
@@ -45,15 +82,28 @@ async def exercise(session: ClientSession) -> dict:
         "text": "".join(c.text for c in bad.content if isinstance(c, types.TextContent)),
     }
 
-    # Cancellation: start a slow call, cancel it, then check the server still serves.
+    # Cancellation: start a slow call, cancel it once its CLI runs, and see
+    # what that did: the call ends without a result, the CLI is stopped
+    # (long before its 30 s), and the server still serves.
+    pid_file = os.path.join(os.environ["FAKE_Q_RECORD"], "pid")
+    if os.path.exists(pid_file):
+        os.remove(pid_file)
     slow = asyncio.create_task(session.call_tool("q-developer-agent", {"prompt": "sleep:30"}))
-    await asyncio.sleep(1.0)
+    pid = await wait_until(30, "the slow call's CLI has started", lambda: recorded_pid(pid_file))
+    running = alive(pid)
     slow.cancel()
     try:
-        await slow
-    except BaseException:  # the SDK may raise CancelledError or an McpError
-        pass
-    report["cancelled"] = True
+        result = await slow
+        ended = f"a result: {result}"
+    except asyncio.CancelledError:
+        ended = "cancelled"
+    except Exception as err:  # noqa: BLE001 - reported for the Rust test to show
+        ended = f"{type(err).__name__}: {err}"
+    try:
+        stopped = await wait_until(10, "the cancelled call's CLI is stopped", lambda: not alive(pid))
+    except AssertionError:
+        stopped = False
+    report["cancelled"] = {"cli_ran": running, "call_ended": ended, "cli_stopped": stopped}
     after = await session.call_tool("q-developer-agent", {"prompt": "print:still serving"})
     report["after_cancel"] = "".join(c.text for c in after.content if isinstance(c, types.TextContent))
 

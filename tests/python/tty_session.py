@@ -64,7 +64,8 @@ read_until(b"33 101")
 lflag = termios.tcgetattr(master)[3]
 raw_during = not (lflag & termios.ICANON) and not (lflag & termios.ECHO)
 set_size(master, 40, 120)  # the kernel signals SIGWINCH to qbox
-time.sleep(1.0)  # qbox passes the size on through the engine's API
+# No pause for qbox to pass the size on through the engine's API: after the
+# line, the container itself waits (up to ten seconds) for the new size.
 os.write(master, b"hello\r")
 read_until(b"got:hello")
 read_until(b"end-of-session")
