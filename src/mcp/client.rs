@@ -3,6 +3,11 @@
 //! progress message to the caller as it arrives. `qbox-sidecar call` and
 //! `qbox demo` use it; for `q-chat` the progress messages are the answer,
 //! streamed.
+//!
+//! It negotiates as the official SDKs do: a `server/discover` probe at the
+//! newest revision first, and the `initialize` handshake (offering the
+//! newest revision that has one) when the server does not answer it as a
+//! server of that revision would.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -13,14 +18,15 @@ use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, JsonObject,
     ProgressNotificationParam,
 };
-use rmcp::service::{NotificationContext, RoleClient};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, RoleClient};
+use rmcp::transport;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::common::client_side_sse::ExponentialBackoff;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ServiceExt, transport};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::server::{NEWEST_HANDSHAKE_REVISION, NEWEST_REVISION};
 use crate::exit::Diagnose;
 use crate::secret::Secret;
 
@@ -54,6 +60,8 @@ pub struct ToolOutcome {
     pub structured_content: Option<serde_json::Value>,
     /// How many progress messages arrived before the result.
     pub progress_messages: usize,
+    /// The protocol revision the client and the server agreed on.
+    pub protocol_version: String,
 }
 
 /// Why a call failed before the tool could answer.
@@ -111,6 +119,19 @@ impl ClientHandler for ProgressForwarder {
     }
 }
 
+/// Discovery at the newest revision, the handshake as the fallback: what
+/// the SDKs call "auto". rmcp falls back when the probe gets a JSON-RPC
+/// error that is not one a server of the new revision sends (a server of
+/// an older one answers "method not found"), or no answer in 10 s; a
+/// server that names other revisions it speaks is asked again with one of
+/// them.
+fn lifecycle() -> ClientLifecycleMode {
+    ClientLifecycleMode::Auto {
+        preferred_versions: vec![NEWEST_REVISION],
+        legacy_version: Some(NEWEST_HANDSHAKE_REVISION),
+    }
+}
+
 impl Endpoint {
     fn describe(&self) -> String {
         match self {
@@ -159,7 +180,7 @@ pub async fn call_tool(
             reconnect.max_delay = Some(Duration::from_secs(4));
             config.retry_config = Arc::new(reconnect);
             let transport = StreamableHttpClientTransport::with_client(http, config);
-            handler.serve(transport).await
+            handler.serve_with_lifecycle(transport, lifecycle()).await
         }
         Endpoint::Command { program, args, env } => {
             let mut spawned = tokio::process::Command::new(program)
@@ -179,9 +200,10 @@ pub async fn call_tool(
             };
             child = Some(spawned);
             handler
-                .serve(transport::async_rw::AsyncRwTransport::new_client(
-                    stdout, stdin,
-                ))
+                .serve_with_lifecycle(
+                    transport::async_rw::AsyncRwTransport::new_client(stdout, stdin),
+                    lifecycle(),
+                )
                 .await
         }
     }
@@ -196,6 +218,11 @@ pub async fn call_tool(
             connect_error(detail)
         }
     })?;
+    let protocol_version = service
+        .peer_info()
+        .map(|info| info.protocol_version.to_string())
+        .unwrap_or_default();
+    tracing::debug!("{} speaks MCP {protocol_version}", endpoint.describe());
     let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
     let mut progress_messages = 0;
     // Progress is shown while the call runs, not after it.
@@ -237,5 +264,6 @@ pub async fn call_tool(
         text,
         structured_content: result.structured_content,
         progress_messages,
+        protocol_version,
     })
 }
