@@ -10,19 +10,20 @@
 //! server of that revision would.
 
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::handler::client::ClientHandler;
 use rmcp::model::{
-    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, JsonObject,
-    ProgressNotificationParam,
+    CallToolRequestParams, ClientCapabilities, ClientConfig, ClientJsonRpcMessage, ClientRequest,
+    Implementation, JsonObject, JsonRpcMessage, ProgressNotificationParam, RequestId,
+    ServerJsonRpcMessage,
 };
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, RoleClient};
 use rmcp::transport;
-use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::common::client_side_sse::ExponentialBackoff;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, Transport};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -132,6 +133,85 @@ fn lifecycle() -> ClientLifecycleMode {
     }
 }
 
+/// A transport that drops the answer to a `server/discover` probe once the
+/// client has fallen back to `initialize`. rmcp gives the probe 10 s; a
+/// server that starts more slowly (a container, a cold interpreter) reads
+/// the probe late and answers it before the handshake, and rmcp would take
+/// that answer for the handshake's and fail. The SDKs read past it too.
+struct LateProbeFilter<T> {
+    inner: T,
+    probes: Arc<Mutex<Probes>>,
+}
+
+#[derive(Debug, Default)]
+struct Probes {
+    /// The ids of the `server/discover` requests sent.
+    ids: Vec<RequestId>,
+    /// An `initialize` went out after them: their answers are stale.
+    fell_back: bool,
+}
+
+impl<T> LateProbeFilter<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            inner,
+            probes: Arc::default(),
+        }
+    }
+
+    fn is_stale_probe_answer(&self, message: &ServerJsonRpcMessage) -> bool {
+        let id = match message {
+            JsonRpcMessage::Response(response) => &response.id,
+            JsonRpcMessage::Error(error) => match &error.id {
+                Some(id) => id,
+                None => return false,
+            },
+            _ => return false,
+        };
+        let probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+        // Some servers echo a numeric id as a string.
+        probes.fell_back
+            && probes
+                .ids
+                .iter()
+                .any(|probe| probe == id || probe.to_string() == id.to_string())
+    }
+}
+
+impl<T: Transport<RoleClient>> Transport<RoleClient> for LateProbeFilter<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: ClientJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        if let JsonRpcMessage::Request(request) = &item {
+            let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+            match &request.request {
+                ClientRequest::DiscoverRequest(_) => probes.ids.push(request.id.clone()),
+                ClientRequest::InitializeRequest(_) => probes.fell_back = true,
+                _ => {}
+            }
+        }
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<ServerJsonRpcMessage> {
+        loop {
+            let message = self.inner.receive().await?;
+            if self.is_stale_probe_answer(&message) {
+                tracing::debug!("dropped the late answer to the server/discover probe");
+                continue;
+            }
+            return Some(message);
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
+}
+
 impl Endpoint {
     fn describe(&self) -> String {
         match self {
@@ -180,7 +260,9 @@ pub async fn call_tool(
             reconnect.max_delay = Some(Duration::from_secs(4));
             config.retry_config = Arc::new(reconnect);
             let transport = StreamableHttpClientTransport::with_client(http, config);
-            handler.serve_with_lifecycle(transport, lifecycle()).await
+            handler
+                .serve_with_lifecycle(LateProbeFilter::new(transport), lifecycle())
+                .await
         }
         Endpoint::Command { program, args, env } => {
             let mut spawned = tokio::process::Command::new(program)
@@ -201,7 +283,9 @@ pub async fn call_tool(
             child = Some(spawned);
             handler
                 .serve_with_lifecycle(
-                    transport::async_rw::AsyncRwTransport::new_client(stdout, stdin),
+                    LateProbeFilter::new(transport::async_rw::AsyncRwTransport::new_client(
+                        stdout, stdin,
+                    )),
                     lifecycle(),
                 )
                 .await

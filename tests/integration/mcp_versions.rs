@@ -397,6 +397,36 @@ fn call_negotiates_the_newest_revision_and_falls_back_to_the_handshake() {
     assert_eq!(legacy["text"], "echo: hi", "{legacy}");
 }
 
+/// A server that starts after `call` gave up waiting for its probe (rmcp
+/// waits 10 s, then falls back to the handshake) reads the probe late and
+/// answers it before the handshake: `call` reads past that answer.
+#[test]
+fn call_reads_past_a_late_answer_to_its_probe() {
+    let home = TestHome::new();
+    let slow_server = format!(
+        "sleep 11; exec '{}' serve",
+        env!("CARGO_BIN_EXE_qbox-sidecar")
+    );
+    let outcome = call_json(
+        home.path(),
+        &[
+            "q-developer-agent",
+            "-a",
+            "prompt=print:late",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            &slow_server,
+        ],
+    );
+    assert_eq!(outcome["text"], "late\n", "{outcome}");
+    assert!(
+        ["2025-11-25", NEWEST].contains(&outcome["protocolVersion"].as_str().unwrap_or_default()),
+        "{outcome}"
+    );
+}
+
 /// A q-chat answer with every kind of structured part (tool uses, one not
 /// JSON, code references, follow-up prompts), from the stand-in service,
 /// checked by the official SDK's client against the listed outputSchema.
