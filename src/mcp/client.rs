@@ -3,24 +3,31 @@
 //! progress message to the caller as it arrives. `qbox-sidecar call` and
 //! `qbox demo` use it; for `q-chat` the progress messages are the answer,
 //! streamed.
+//!
+//! It negotiates as the official SDKs do: a `server/discover` probe at the
+//! newest revision first, and the `initialize` handshake (offering the
+//! newest revision that has one) when the server does not answer it as a
+//! server of that revision would.
 
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::handler::client::ClientHandler;
 use rmcp::model::{
-    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, JsonObject,
-    ProgressNotificationParam,
+    CallToolRequestParams, ClientCapabilities, ClientConfig, ClientJsonRpcMessage, ClientRequest,
+    Implementation, JsonObject, JsonRpcMessage, ProgressNotificationParam, RequestId,
+    ServerJsonRpcMessage,
 };
-use rmcp::service::{NotificationContext, RoleClient};
-use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, RoleClient};
+use rmcp::transport;
 use rmcp::transport::common::client_side_sse::ExponentialBackoff;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ServiceExt, transport};
+use rmcp::transport::{StreamableHttpClientTransport, Transport};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::server::{NEWEST_HANDSHAKE_REVISION, NEWEST_REVISION};
 use crate::exit::Diagnose;
 use crate::secret::Secret;
 
@@ -54,6 +61,8 @@ pub struct ToolOutcome {
     pub structured_content: Option<serde_json::Value>,
     /// How many progress messages arrived before the result.
     pub progress_messages: usize,
+    /// The protocol revision the client and the server agreed on.
+    pub protocol_version: String,
 }
 
 /// Why a call failed before the tool could answer.
@@ -111,6 +120,98 @@ impl ClientHandler for ProgressForwarder {
     }
 }
 
+/// Discovery at the newest revision, the handshake as the fallback: what
+/// the SDKs call "auto". rmcp falls back when the probe gets a JSON-RPC
+/// error that is not one a server of the new revision sends (a server of
+/// an older one answers "method not found"), or no answer in 10 s; a
+/// server that names other revisions it speaks is asked again with one of
+/// them.
+fn lifecycle() -> ClientLifecycleMode {
+    ClientLifecycleMode::Auto {
+        preferred_versions: vec![NEWEST_REVISION],
+        legacy_version: Some(NEWEST_HANDSHAKE_REVISION),
+    }
+}
+
+/// A transport that drops the answer to a `server/discover` probe once the
+/// client has fallen back to `initialize`. rmcp gives the probe 10 s; a
+/// server that starts more slowly (a container, a cold interpreter) reads
+/// the probe late and answers it before the handshake, and rmcp would take
+/// that answer for the handshake's and fail. The SDKs read past it too.
+struct LateProbeFilter<T> {
+    inner: T,
+    probes: Arc<Mutex<Probes>>,
+}
+
+#[derive(Debug, Default)]
+struct Probes {
+    /// The ids of the `server/discover` requests sent.
+    ids: Vec<RequestId>,
+    /// An `initialize` went out after them: their answers are stale.
+    fell_back: bool,
+}
+
+impl<T> LateProbeFilter<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            inner,
+            probes: Arc::default(),
+        }
+    }
+
+    fn is_stale_probe_answer(&self, message: &ServerJsonRpcMessage) -> bool {
+        let id = match message {
+            JsonRpcMessage::Response(response) => &response.id,
+            JsonRpcMessage::Error(error) => match &error.id {
+                Some(id) => id,
+                None => return false,
+            },
+            _ => return false,
+        };
+        let probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+        // Some servers echo a numeric id as a string.
+        probes.fell_back
+            && probes
+                .ids
+                .iter()
+                .any(|probe| probe == id || probe.to_string() == id.to_string())
+    }
+}
+
+impl<T: Transport<RoleClient>> Transport<RoleClient> for LateProbeFilter<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: ClientJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        if let JsonRpcMessage::Request(request) = &item {
+            let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+            match &request.request {
+                ClientRequest::DiscoverRequest(_) => probes.ids.push(request.id.clone()),
+                ClientRequest::InitializeRequest(_) => probes.fell_back = true,
+                _ => {}
+            }
+        }
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<ServerJsonRpcMessage> {
+        loop {
+            let message = self.inner.receive().await?;
+            if self.is_stale_probe_answer(&message) {
+                tracing::debug!("dropped the late answer to the server/discover probe");
+                continue;
+            }
+            return Some(message);
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
+}
+
 impl Endpoint {
     fn describe(&self) -> String {
         match self {
@@ -159,7 +260,9 @@ pub async fn call_tool(
             reconnect.max_delay = Some(Duration::from_secs(4));
             config.retry_config = Arc::new(reconnect);
             let transport = StreamableHttpClientTransport::with_client(http, config);
-            handler.serve(transport).await
+            handler
+                .serve_with_lifecycle(LateProbeFilter::new(transport), lifecycle())
+                .await
         }
         Endpoint::Command { program, args, env } => {
             let mut spawned = tokio::process::Command::new(program)
@@ -179,9 +282,12 @@ pub async fn call_tool(
             };
             child = Some(spawned);
             handler
-                .serve(transport::async_rw::AsyncRwTransport::new_client(
-                    stdout, stdin,
-                ))
+                .serve_with_lifecycle(
+                    LateProbeFilter::new(transport::async_rw::AsyncRwTransport::new_client(
+                        stdout, stdin,
+                    )),
+                    lifecycle(),
+                )
                 .await
         }
     }
@@ -196,6 +302,11 @@ pub async fn call_tool(
             connect_error(detail)
         }
     })?;
+    let protocol_version = service
+        .peer_info()
+        .map(|info| info.protocol_version.to_string())
+        .unwrap_or_default();
+    tracing::debug!("{} speaks MCP {protocol_version}", endpoint.describe());
     let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
     let mut progress_messages = 0;
     // Progress is shown while the call runs, not after it.
@@ -237,5 +348,6 @@ pub async fn call_tool(
         text,
         structured_content: result.structured_content,
         progress_messages,
+        protocol_version,
     })
 }

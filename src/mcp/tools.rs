@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CallToolResult, ContentBlock, JsonObject, ProgressNotificationParam, ProgressToken, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{Peer, RoleServer};
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -27,7 +30,13 @@ fn schema(value: Value) -> Arc<JsonObject> {
     })
 }
 
+/// `q-developer-agent`. Its hints: it changes things (the CLI writes its
+/// conversation and, when a call trusts its tools, files and commands of
+/// the model's choosing), so it is neither read-only nor idempotent, and
+/// destructive, since any call may trust the CLI's tools; open-world
+/// because the CLI talks to Amazon Q and whatever its tools reach.
 pub fn agent_tool() -> Tool {
+    const TITLE: &str = "Amazon Q Developer agent";
     Tool::new(
         TOOL_NAME,
         "Hand a task to Amazon Q Developer: runs `q chat --no-interactive` (or kiro-cli) in the \
@@ -36,9 +45,24 @@ pub fn agent_tool() -> Tool {
          output as it appears.",
         Arc::new(crate::agent::args::input_schema()),
     )
+    .with_title(TITLE)
+    // The title also goes into the annotations, where hosts of the
+    // 2025-03-26 revision (which has no `title` on a tool) look for it.
+    .with_annotations(
+        ToolAnnotations::with_title(TITLE)
+            .read_only(false)
+            .destructive(true)
+            .idempotent(false)
+            .open_world(true),
+    )
 }
 
+/// `q-chat`: it only asks Amazon Q (read-only, not destructive), an
+/// outside service whose answers change (open-world). Its `outputSchema`
+/// is derived from [`ChatResult`], the type its structured content is
+/// serialised from, so the two cannot drift apart.
 pub fn chat_tool() -> Tool {
+    const TITLE: &str = "Ask Amazon Q";
     Tool::new(
         CHAT_TOOL,
         "Ask Amazon Q a question through qbox's native client (no CLI, runs nothing locally). Returns \
@@ -54,6 +78,14 @@ pub fn chat_tool() -> Tool {
             "required": ["prompt"],
             "additionalProperties": false
         })),
+    )
+    .with_title(TITLE)
+    .with_output_schema::<ChatResult>()
+    .with_annotations(
+        ToolAnnotations::with_title(TITLE)
+            .read_only(true)
+            .destructive(false)
+            .open_world(true),
     )
 }
 
@@ -198,7 +230,7 @@ pub async fn call_chat(
             .chat(&prompt, model, conversation_id.as_deref())
             .await?;
         let mut collected = ChatAnswer {
-            conversation_id: Some(turn.conversation_id().to_owned()),
+            conversation_id: turn.conversation_id().to_owned(),
             ..ChatAnswer::default()
         };
         while let Some(event) = turn.next_event().await? {
@@ -219,9 +251,13 @@ pub async fn call_chat(
     }
     match result {
         Ok(answer) => {
-            let structured = answer.structured();
-            let mut result = text_result(answer.text, false);
-            result.structured_content = Some(structured);
+            let answer = answer.into_result();
+            let mut result = text_result(answer.answer.clone(), false);
+            match serde_json::to_value(&answer) {
+                Ok(structured) => result.structured_content = Some(structured),
+                // Not reachable: the type holds strings and JSON values only.
+                Err(err) => return text_result(format!("cannot encode the answer: {err}"), true),
+            }
             result
         }
         Err(err) => {
@@ -234,11 +270,41 @@ pub async fn call_chat(
     }
 }
 
+/// `q-chat`'s structured content. The tool's `outputSchema` is this type's
+/// JSON Schema (for what it serialises to), and every answer is serialised
+/// from it: change a field here and both change together.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatResult {
+    /// The answer's text (also the result's text content).
+    pub answer: String,
+    /// The conversation this turn belongs to: pass it as `conversation-id` to continue it.
+    pub conversation_id: String,
+    /// The tools Amazon Q asked to use, in the order it first named them.
+    pub tool_uses: Vec<ChatToolUse>,
+    /// Code references (licence and repository of suggested code), as Amazon Q sent them.
+    pub code_references: Vec<Value>,
+    /// Follow-up prompts Amazon Q suggested, as it sent them.
+    pub followup_prompts: Vec<Value>,
+}
+
+/// One tool use Amazon Q asked for in a `q-chat` answer.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatToolUse {
+    /// Amazon Q's id for this tool use.
+    pub tool_use_id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The tool's input: the JSON Amazon Q streamed, or the raw text when it is not JSON.
+    pub input: Value,
+}
+
 /// What `q-chat` gathers from the event stream.
 #[derive(Debug, Default)]
 struct ChatAnswer {
     text: String,
-    conversation_id: Option<String>,
+    conversation_id: String,
     tool_uses: BTreeMap<String, (String, String)>,
     tool_use_order: Vec<String>,
     code_references: Vec<Value>,
@@ -277,23 +343,78 @@ impl ChatAnswer {
         }
     }
 
-    fn structured(&self) -> Value {
-        let tool_uses: Vec<Value> = self
+    fn into_result(mut self) -> ChatResult {
+        let tool_uses = self
             .tool_use_order
             .iter()
             .filter_map(|id| {
-                let (name, input) = self.tool_uses.get(id)?;
-                let input = serde_json::from_str::<Value>(input)
-                    .unwrap_or_else(|_| Value::String(input.clone()));
-                Some(json!({"toolUseId": id, "name": name, "input": input}))
+                let (name, input) = self.tool_uses.remove(id)?;
+                let input = serde_json::from_str::<Value>(&input).unwrap_or(Value::String(input));
+                Some(ChatToolUse {
+                    tool_use_id: id.clone(),
+                    name,
+                    input,
+                })
             })
             .collect();
-        json!({
-            "answer": self.text,
-            "conversationId": self.conversation_id,
-            "toolUses": tool_uses,
-            "codeReferences": self.code_references,
-            "followupPrompts": self.followups,
-        })
+        ChatResult {
+            answer: self.text,
+            conversation_id: self.conversation_id,
+            tool_uses,
+            code_references: self.code_references,
+            followup_prompts: self.followups,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qapi::model::ToolUseEvent;
+
+    fn tool_use(id: &str, name: &str, input: &str) -> ChatEvent {
+        ChatEvent::ToolUse(
+            serde_json::from_value::<ToolUseEvent>(
+                json!({"toolUseId": id, "name": name, "input": input}),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_structured_content_has_the_fields_the_output_schema_names() {
+        let mut answer = ChatAnswer {
+            text: "an answer".into(),
+            conversation_id: "c-1".into(),
+            ..ChatAnswer::default()
+        };
+        answer.add(tool_use("t1", "fs_read", "{\"path\":"));
+        answer.add(tool_use("t2", "shell", "not json"));
+        answer.add(tool_use("t1", "fs_read", "\"a\"}"));
+        answer.add(ChatEvent::Json {
+            event_type: "followupPromptEvent".into(),
+            payload: json!({"followupPrompt": {"content": "next?"}}),
+        });
+        let value = serde_json::to_value(answer.into_result()).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "answer": "an answer",
+                "conversationId": "c-1",
+                "toolUses": [
+                    {"toolUseId": "t1", "name": "fs_read", "input": {"path": "a"}},
+                    {"toolUseId": "t2", "name": "shell", "input": "not json"}
+                ],
+                "codeReferences": [],
+                "followupPrompts": [{"followupPrompt": {"content": "next?"}}]
+            })
+        );
+        let tool = chat_tool();
+        let schema = tool.output_schema.expect("q-chat has an outputSchema");
+        assert_eq!(schema["type"], "object");
+        let properties: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        let fields: Vec<&String> = value.as_object().unwrap().keys().collect();
+        assert_eq!(properties, fields);
+        assert_eq!(schema["required"], json!(fields));
     }
 }

@@ -20,6 +20,7 @@ mod export;
 mod http_hardening;
 mod invariants;
 mod mcp_client;
+mod mcp_versions;
 mod net_hardening;
 mod refresh;
 mod run_mcp;

@@ -1,7 +1,19 @@
 """Interoperability check of qbox-sidecar with the official MCP Python SDK.
 
-Usage: python mcp_interop.py stdio SIDECAR_BINARY
-       python mcp_interop.py http URL TOKEN
+Usage: python mcp_interop.py stdio SIDECAR_BINARY [MODE]
+       python mcp_interop.py http URL TOKEN [MODE]
+       python mcp_interop.py describe SIDECAR_BINARY
+       python mcp_interop.py legacy-server
+
+MODE is how the SDK's `Client` negotiates (its `mode=`): `auto` (its
+default: `server/discover` at the newest revision, the handshake as the
+fallback), `legacy` (the `initialize` handshake) or a revision to adopt
+without a probe (`2026-07-28`). With a MODE the report also says what was
+negotiated and what the server says about its tools. Without one, a bare
+`ClientSession` does the handshake. `describe` reports only that (over
+stdio, in the SDK's default mode). `legacy-server` serves, on stdio, an
+SDK server that knows only the handshake (one tool, `echo`), for checking
+how other clients fall back to it.
 
 Lists the tools, calls q-developer-agent with progress, cancels a slow call,
 and prints one JSON report on stdout for the Rust test to check.
@@ -122,8 +134,119 @@ async def exercise(session: ClientSession) -> dict:
     return report
 
 
+class Negotiated:
+    """A session the SDK's `Client` has already negotiated, for `exercise`,
+    which opens with the handshake: here that step is already done."""
+
+    def __init__(self, session: ClientSession):
+        self._session = session
+
+    async def initialize(self) -> None:
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+async def describe(session: ClientSession) -> dict:
+    """What the server says about its tools, and whether a real q-chat result
+    validates against the tool's outputSchema (checked here with jsonschema,
+    not only by the SDK, so that the report names any error)."""
+    from jsonschema import Draft202012Validator
+
+    listed = await session.list_tools()
+    tools = {
+        tool.name: {
+            "title": tool.title,
+            "annotations": tool.annotations.model_dump(by_alias=True, exclude_none=True)
+            if tool.annotations
+            else None,
+            "output_schema": tool.output_schema,
+        }
+        for tool in listed.tools
+    }
+    chat = await session.call_tool("q-chat", {"prompt": "check the schema"})
+    schema = tools["q-chat"]["output_schema"]
+    if schema is None:
+        errors = ["q-chat has no outputSchema"]
+    elif chat.is_error:
+        errors = ["the call failed, so there is nothing to validate"]
+    else:
+        validator = Draft202012Validator(schema)
+        errors = [error.message for error in validator.iter_errors(chat.structured_content)]
+    return {
+        "tools": tools,
+        "ttl_ms": getattr(listed, "ttl_ms", None),
+        "cache_scope": getattr(listed, "cache_scope", None),
+        "chat": {"is_error": chat.is_error, "structured": chat.structured_content, "schema_errors": errors},
+    }
+
+
+async def with_client(mode: str) -> dict:
+    """Runs `exercise` and `describe` through the SDK's `Client` in `mode`."""
+    from mcp import Client
+
+    if sys.argv[1] == "stdio":
+        server = StdioServerParameters(command=sys.argv[2], args=["serve"], env=dict(os.environ))
+    else:
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        url, token = sys.argv[2], sys.argv[3]
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        server = streamable_http_client(url, http_client=http)
+    async with Client(server, mode=mode, read_timeout_seconds=60) as client:
+        report = await exercise(Negotiated(client.session))
+        report["protocol_version"] = client.protocol_version
+        report["described"] = await describe(client.session)
+    return report
+
+
+async def describe_only() -> dict:
+    """`describe` over stdio, in the SDK's default mode."""
+    from mcp import Client
+
+    server = StdioServerParameters(command=sys.argv[2], args=["serve"], env=dict(os.environ))
+    async with Client(server, read_timeout_seconds=60) as client:
+        report = await describe(client.session)
+        report["protocol_version"] = client.protocol_version
+    return report
+
+
+async def legacy_server() -> None:
+    """An SDK server that speaks only the `initialize` handshake, on stdio."""
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.runner import serve_loop
+    from mcp.server.stdio import stdio_server
+
+    server = MCPServer("legacy-only")
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Returns the text."""
+        return f"echo: {text}"
+
+    lowlevel = server._lowlevel_server
+    async with stdio_server() as (read, write), lowlevel.lifespan(lowlevel) as state:
+        await serve_loop(
+            lowlevel, read, write, lifespan_state=state, init_options=lowlevel.create_initialization_options()
+        )
+
+
 async def main() -> None:
     mode = sys.argv[1]
+    if mode == "legacy-server":
+        await legacy_server()
+        return
+    if mode == "describe":
+        print(json.dumps(await describe_only()))
+        return
+    client_mode = sys.argv[3] if mode == "stdio" and len(sys.argv) > 3 else None
+    if mode == "http" and len(sys.argv) > 4:
+        client_mode = sys.argv[4]
+    if client_mode is not None:
+        print(json.dumps(await with_client(client_mode)))
+        return
     async with AsyncExitStack() as stack:
         if mode == "stdio":
             params = StdioServerParameters(command=sys.argv[2], args=["serve"], env=dict(os.environ))
