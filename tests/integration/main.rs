@@ -22,6 +22,7 @@ mod invariants;
 mod mcp_client;
 mod net_hardening;
 mod refresh;
+mod run_lifecycle;
 mod run_mcp;
 mod run_options;
 mod secrets;
