@@ -342,6 +342,9 @@ fn sweep_runtime_dir(needed: bool, palette: Palette) -> anyhow::Result<Option<Ru
                 palette.warning("qbox: warning:"),
                 printable_line(&err.to_string())
             );
+            if let Some(hint) = err.hint() {
+                eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
+            }
             return Ok(None);
         }
     };
