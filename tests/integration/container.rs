@@ -81,10 +81,9 @@ fn leftovers() -> (usize, usize) {
         .unwrap()
         .lines()
         .count();
-    // The harness clears XDG_RUNTIME_DIR: snapshots go to the runtime
-    // directory under the temporary directory.
-    let runtime =
-        std::env::temp_dir().join(format!("qbox-{}", rustix::process::geteuid().as_raw()));
+    // The harness clears XDG_RUNTIME_DIR and TMPDIR: snapshots go to the
+    // runtime directory under /tmp.
+    let runtime = Path::new("/tmp").join(format!("qbox-{}", rustix::process::geteuid().as_raw()));
     let snapshots = std::fs::read_dir(runtime).map_or(0, |entries| {
         entries
             .filter(|e| {
