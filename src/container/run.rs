@@ -554,9 +554,11 @@ async fn forward_signals_until_exit(
             () = sleep_until(killed.map(|(_, at)| at)) => {
                 // The engine did not confirm the kill: the caller removes
                 // the container by force.
-                let (signal, _) = killed.expect("a kill deadline comes with a kill");
-                tracing::warn!(container = %id, "the engine did not confirm the kill in time");
-                return Ok(Ended::Killed(signal));
+                if let Some((signal, _)) = killed {
+                    tracing::warn!(container = %id, "the engine did not confirm the kill in time");
+                    return Ok(Ended::Killed(signal));
+                }
+                continue;
             }
             Some(()) = async {
                 match signals.window.as_mut() {

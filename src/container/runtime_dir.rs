@@ -118,8 +118,7 @@ fn euid() -> u32 {
 }
 
 /// Whether the process that owns a run's directory still runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
     /// Running (or possibly running: liveness could not be ruled out).
     Alive,
@@ -128,7 +127,7 @@ pub enum Owner {
 }
 
 /// One run's directory found in the runtime directory.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunEntry {
     pub path: PathBuf,
     pub pid: u32,
