@@ -84,7 +84,7 @@ impl StopSignal {
     /// 128 + the signal's number, as a shell reports a process the signal
     /// ended: 129, 130, 143.
     pub fn exit_code(self) -> u8 {
-        128 + self.number
+        exit::signalled(i32::from(self.number))
     }
 }
 
