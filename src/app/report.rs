@@ -29,6 +29,7 @@ fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnose> {
     known!(
         exit::CommandError,
         crate::container::run::RunError,
+        crate::container::runtime_dir::RuntimeDirError,
         crate::container::spec::SpecError,
         crate::container::options::OptionError,
         crate::container::static_binary::StaticBinaryError,
@@ -126,6 +127,7 @@ mod tests {
 
         use super::super::*;
         use crate::container::run::RunError;
+        use crate::container::runtime_dir::RuntimeDirError;
         use crate::container::spec::SpecError;
         use crate::container::static_binary::StaticBinaryError;
         use crate::eventstream::FrameError;
@@ -447,6 +449,30 @@ mod tests {
             }
         }
 
+        fn runtime_dir_errors() -> Vec<RuntimeDirError> {
+            let mut errors = vec![
+                RuntimeDirError::Unsafe {
+                    path: path(),
+                    reason: "it belongs to another user (uid 1000)".into(),
+                },
+                RuntimeDirError::Io {
+                    action: "listing",
+                    path: path(),
+                    source: io("permission denied"),
+                },
+            ];
+            errors.extend(store_errors().into_iter().map(RuntimeDirError::from));
+            errors
+        }
+
+        fn expected_runtime_dir(e: &RuntimeDirError) -> u8 {
+            match e {
+                RuntimeDirError::Unsafe { .. }
+                | RuntimeDirError::Io { .. }
+                | RuntimeDirError::Store(_) => exit::ENGINE,
+            }
+        }
+
         fn spec_errors() -> Vec<SpecError> {
             vec![
                 SpecError::Env("=x".into()),
@@ -562,6 +588,7 @@ mod tests {
             add!(conversation_errors(), expected_conversation);
             add!(api_errors(), expected_api);
             add!(run_errors(), expected_run);
+            add!(runtime_dir_errors(), expected_runtime_dir);
             add!(spec_errors(), expected_spec);
             add!(static_binary_errors(), expected_static_binary);
             add!(call_errors(), expected_call);

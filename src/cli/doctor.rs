@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::app::term::Palette;
 use crate::container::engine::{self, EngineStatus};
+use crate::container::runtime_dir::{Owner, RuntimeDir};
 use crate::exit::{self, Diagnose};
 use crate::qapi::{self, BareLogin, ChatEndpoint};
 use crate::store::token::{BUILDER_ID_START_URL, Profile};
@@ -45,6 +46,51 @@ struct Report {
     #[serde(rename = "chatEndpoint")]
     chat_endpoint: ChatEndpointReport,
     docker: EngineStatus,
+    /// `qbox run`'s per-user runtime directory and what runs left in it.
+    runtime_dir: RuntimeDirReport,
+}
+
+/// The snapshot directories in `qbox run`'s runtime directory.
+#[derive(Debug, Serialize)]
+struct RuntimeDirReport {
+    path: PathBuf,
+    /// Left by runs whose process is gone (killed): the next `qbox run`
+    /// removes them.
+    orphaned: Vec<PathBuf>,
+    /// How many belong to runs in progress.
+    in_use: usize,
+    /// Why the directory cannot be used, when it cannot.
+    error: Option<ErrorInfo>,
+}
+
+impl RuntimeDirReport {
+    fn new(path: PathBuf) -> Self {
+        let mut report = Self {
+            path: path.clone(),
+            orphaned: Vec::new(),
+            in_use: 0,
+            error: None,
+        };
+        let entries = RuntimeDir::existing(path)
+            .and_then(|dir| dir.map_or_else(|| Ok(Vec::new()), |dir| dir.entries()));
+        match entries {
+            Ok(entries) => {
+                for entry in entries {
+                    match entry.owner {
+                        Owner::Gone => report.orphaned.push(entry.path),
+                        Owner::Alive => report.in_use += 1,
+                    }
+                }
+            }
+            Err(err) => {
+                report.error = Some(ErrorInfo {
+                    message: err.to_string(),
+                    hint: err.hint(),
+                });
+            }
+        }
+        report
+    }
 }
 
 /// The endpoint chat would use, with the login it would use, or why the
@@ -133,6 +179,7 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
             resolved.as_ref().ok().and_then(|l| l.profile.as_ref()),
         ),
         docker: docker.await,
+        runtime_dir: RuntimeDirReport::new(super::run::runtime_dir_path()),
     };
     let mut code = exit::NO_LOGIN;
     match resolved {
@@ -294,6 +341,31 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
         )
     };
     line("docker", docker_text);
+    let runtime = &report.runtime_dir;
+    let runtime_text = match (&runtime.error, runtime.orphaned.len()) {
+        (Some(error), _) => p.bad(&error.message),
+        (None, 0) => format!(
+            "{}: no leftovers ({} in use)",
+            runtime.path.display(),
+            runtime.in_use
+        ),
+        (None, orphaned) => format!(
+            "{}: {} ({} in use)",
+            runtime.path.display(),
+            p.bad(&format!(
+                "{orphaned} snapshot director{} left by killed runs (the next `qbox run` removes them)",
+                if orphaned == 1 { "y" } else { "ies" }
+            )),
+            runtime.in_use
+        ),
+    };
+    line("runtime dir", runtime_text);
+    if let Some(hint) = runtime.error.as_ref().and_then(|e| e.hint.as_ref()) {
+        line("hint", hint.clone());
+    }
+    for orphan in &runtime.orphaned {
+        line("", orphan.display().to_string());
+    }
     let verdict = if report.ok {
         p.good("ok: a usable login is available")
     } else {

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use crate::app::report::printable_line;
 use crate::app::term::Palette;
 use crate::container::run::RunError;
+use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
     AUTH_DB, AuthMode, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
 };
@@ -29,7 +30,13 @@ Auth modes: snapshot (default) mounts a private directory holding only the login
 mounts the CLI's whole data directory read-only (conversations included); none mounts
 nothing. Inside: QBOX_DB=/run/qbox/auth/data.sqlite3.
 
-Exit codes: the container's, or 125 (qbox or engine failure), 126 (cannot invoke), 127 (not found).")]
+Signals: SIGINT, SIGTERM and SIGHUP are passed on to the container; if it still runs
+--stop-timeout seconds later (or at a second Ctrl-C) qbox kills it and exits 128+signal
+(130, 143, 129). The engine removes the container when it exits (unless --keep), even if
+qbox itself is killed; snapshot directories of killed runs are removed by the next run.
+
+Exit codes: the container's, or 125 (qbox or engine failure), 126 (cannot invoke), 127 (not found),
+128+signal when qbox had to kill the container after a signal.")]
 pub struct RunArgs {
     /// Set an environment variable (NAME=value, or NAME to pass the host's value).
     #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
@@ -64,9 +71,12 @@ pub struct RunArgs {
     /// Memory limit (e.g. 512m, 2g); no swap beyond it. Exceeding it kills the container (exit 137).
     #[arg(short = 'm', long, value_name = "SIZE")]
     memory: Option<String>,
-    /// Keep the container after it exits (removed by default).
+    /// Keep the container after it exits (by default the engine removes it when it exits).
     #[arg(long)]
     keep: bool,
+    /// Seconds to wait after passing on SIGINT/SIGTERM/SIGHUP before killing the container.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    stop_timeout: u32,
     /// How the login reaches the container.
     #[arg(long, value_enum, default_value_t = AuthMode::Snapshot)]
     auth: AuthMode,
@@ -157,6 +167,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
             args.entrypoint.clone()
         },
         keep: args.keep,
+        stop_timeout: args.stop_timeout,
         auth_dir: None,
         auth_db: None,
         console_size: args.tty.then(crate::container::tty::window_size).flatten(),
@@ -173,6 +184,8 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
 /// Runs the command; every failure of qbox itself exits 125.
 pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
     let mut spec = spec(&args)?;
+    // Before anything else: the snapshots that killed runs left behind go.
+    let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
     if args.mcp {
         let binary = mcp_sidecar(args.sidecar_binary.clone(), palette).await?;
         spec.options
@@ -207,7 +220,10 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
                 let oidc = OidcClient::from_env().map_err(reclassify)?;
                 login = store::refresh(login, &oidc).await.map_err(reclassify)?;
             }
-            let dir = snapshot::private_temp_dir("qbox-auth-").map_err(reclassify)?;
+            let dir = runtime
+                .as_ref()
+                .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?
+                .create_run_dir()?;
             let rows = db::read_snapshot_rows(&login.path).map_err(reclassify)?;
             snapshot::write_snapshot(&rows, dir.path(), snapshot::DEFAULT_MODE)
                 .map_err(reclassify)?;
@@ -296,6 +312,52 @@ async fn mcp_sidecar(binary: Option<PathBuf>, palette: Palette) -> anyhow::Resul
         .await
         .map_err(reclassify)?;
     Ok(sidecar.path)
+}
+
+/// `qbox run`'s runtime directory: `$XDG_RUNTIME_DIR/qbox`, else `qbox-<uid>`
+/// under the temporary directory. `XDG_RUNTIME_DIR` is the login session's,
+/// read here at the command line's edge (as `TMPDIR` is by the standard
+/// library) and passed down.
+pub(crate) fn runtime_dir_path() -> PathBuf {
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty());
+    runtime_dir::locate(xdg.map(PathBuf::from).as_deref())
+}
+
+/// Opens the runtime directory (creating it when this run needs it for its
+/// snapshot) and removes the directories of runs whose process is gone.
+/// A run that does not need it only warns when it cannot be used.
+fn sweep_runtime_dir(needed: bool, palette: Palette) -> anyhow::Result<Option<RuntimeDir>> {
+    let path = runtime_dir_path();
+    let opened = if needed {
+        RuntimeDir::open(path).map(Some)
+    } else {
+        RuntimeDir::existing(path)
+    };
+    let runtime = match opened {
+        Ok(runtime) => runtime,
+        Err(err) if needed => return Err(err.into()),
+        Err(err) => {
+            eprintln!(
+                "{} {}",
+                palette.warning("qbox: warning:"),
+                printable_line(&err.to_string())
+            );
+            if let Some(hint) = err.hint() {
+                eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
+            }
+            return Ok(None);
+        }
+    };
+    if let Some(runtime) = &runtime
+        && let Err(err) = runtime.sweep()
+    {
+        eprintln!(
+            "{} leftover snapshot directories were not removed: {}",
+            palette.warning("qbox: warning:"),
+            printable_line(&err.to_string())
+        );
+    }
+    Ok(runtime)
 }
 
 /// A setup failure of `qbox run` exits 125, keeping its message and hint.

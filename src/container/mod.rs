@@ -7,6 +7,7 @@ pub mod engine;
 pub mod image;
 pub mod options;
 pub mod run;
+pub mod runtime_dir;
 pub mod spec;
 pub mod static_binary;
 pub mod tty;

@@ -2,13 +2,24 @@
 //! no output is lost, stdout and stderr kept apart, stdin and its EOF
 //! forwarded, signals passed on, the container's exit code returned, and
 //! the container removed afterwards unless asked to keep it.
+//!
+//! Stopping follows `docker stop`: SIGINT, SIGTERM and SIGHUP are passed on,
+//! and a container still running `stop_timeout` seconds later is killed;
+//! `qbox run` then exits 128 + the signal it received. The engine removes
+//! the container when it exits (`AutoRemove`, unless kept), so a qbox that
+//! is itself killed with SIGKILL leaves no container behind: reading the
+//! exit code therefore waits for the removal (the `removed` condition, as
+//! the docker CLI does for `--rm`), and falls back to the engine's event log
+//! when the container was gone before the wait reached the engine.
 
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerWaitResponse, EventMessage};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder, WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
+    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,10 +50,42 @@ pub enum RunError {
 /// How a container ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exited {
-    /// The container's exit code (what `qbox run` exits with).
+    /// What `qbox run` exits with: the container's exit code, or 128 + the
+    /// signal qbox received when qbox had to kill the container.
     pub code: u8,
     /// The kernel killed it for exceeding its memory limit.
     pub oom_killed: bool,
+    /// qbox killed it: it was still running `stop_timeout` seconds after
+    /// this signal was passed on, or a second SIGINT came.
+    pub killed_after: Option<StopSignal>,
+}
+
+/// A signal that asks `qbox run` to stop, passed on to the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopSignal {
+    pub name: &'static str,
+    pub number: u8,
+}
+
+impl StopSignal {
+    pub const HANGUP: Self = Self {
+        name: "SIGHUP",
+        number: 1,
+    };
+    pub const INTERRUPT: Self = Self {
+        name: "SIGINT",
+        number: 2,
+    };
+    pub const TERMINATE: Self = Self {
+        name: "SIGTERM",
+        number: 15,
+    };
+
+    /// 128 + the signal's number, as a shell reports a process the signal
+    /// ended: 129, 130, 143.
+    pub fn exit_code(self) -> u8 {
+        exit::signalled(i32::from(self.number))
+    }
 }
 
 impl Diagnose for RunError {
@@ -191,6 +234,10 @@ pub async fn run(spec: &RunSpec) -> Result<Exited, RunError> {
         }
         options.build()
     });
+    // The engine's event log is read back from here on (the exit code of a
+    // container removed before the wait reached the engine, an OOM kill); a
+    // minute earlier than now allows for an engine whose clock is behind.
+    let since = unix_now() - 60;
     let created = match docker.create_container(options, spec.create_body()).await {
         Ok(created) => created,
         Err(err) if server_error(&err).is_some_and(|(status, _)| status == 409) => {
@@ -201,7 +248,7 @@ pub async fn run(spec: &RunSpec) -> Result<Exited, RunError> {
         Err(err) => return Err(engine_error(err)),
     };
     let id = created.id;
-    let result = attach_start_wait(&docker, &id, spec, &mut signals)
+    let result = attach_start_wait(&docker, &id, spec, &mut signals, since)
         .await
         .map_err(|err| match err {
             // The container exists: not reaching the engine now means losing it.
@@ -212,27 +259,80 @@ pub async fn run(spec: &RunSpec) -> Result<Exited, RunError> {
             other => other,
         });
     let result = match result {
-        Ok(code) => Ok(Exited {
+        Ok(Ended::Exited(code)) => Ok(Exited {
             code,
-            oom_killed: code == 137 && oom_killed(&docker, &id).await,
+            oom_killed: code == 137 && oom_killed(&docker, &id, since).await,
+            killed_after: None,
+        }),
+        Ok(Ended::Killed(signal)) => Ok(Exited {
+            code: signal.exit_code(),
+            oom_killed: false,
+            killed_after: Some(signal),
         }),
         Err(err) => Err(err),
     };
+    // Normally the engine has removed it already (AutoRemove); this covers
+    // a run that ended without the engine confirming the exit.
     if !spec.keep {
         remove(&docker, &id).await;
     }
     result
 }
 
-/// Whether the kernel killed the container for its memory limit.
-async fn oom_killed(docker: &Docker, id: &str) -> bool {
-    docker
-        .inspect_container(id, None)
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The engine's events about container `id` since `since`, up to the one
+/// that says it died (an OOM kill is reported before it). Bounded: the
+/// engine is asked for nothing later than a few seconds from now.
+async fn container_events(docker: &Docker, id: &str, since: i64) -> Vec<EventMessage> {
+    const PATIENCE_SECONDS: u64 = 5;
+    let filters =
+        std::collections::HashMap::from([("type", vec!["container"]), ("container", vec![id])]);
+    let until = unix_now() + PATIENCE_SECONDS as i64;
+    let options = EventsOptionsBuilder::default()
+        .since(&since.to_string())
+        .until(&until.to_string())
+        .filters(&filters)
+        .build();
+    let mut stream = docker.events(Some(options));
+    let mut events = Vec::new();
+    let collect = async {
+        while let Some(Ok(event)) = stream.next().await {
+            let died = event.action.as_deref() == Some("die");
+            events.push(event);
+            if died {
+                break;
+            }
+        }
+    };
+    let patience = std::time::Duration::from_secs(PATIENCE_SECONDS + 1);
+    let _ = tokio::time::timeout(patience, collect).await;
+    events
+}
+
+/// Whether the kernel killed the container for its memory limit (read from
+/// the engine's events: an auto-removed container cannot be inspected once
+/// it has exited).
+async fn oom_killed(docker: &Docker, id: &str, since: i64) -> bool {
+    container_events(docker, id, since)
         .await
-        .ok()
-        .and_then(|c| c.state)
-        .and_then(|state| state.oom_killed)
-        .unwrap_or(false)
+        .iter()
+        .any(|event| event.action.as_deref() == Some("oom"))
+}
+
+/// The exit code the engine logged when container `id` died.
+async fn logged_exit_code(docker: &Docker, id: &str, since: i64) -> Option<u8> {
+    container_events(docker, id, since)
+        .await
+        .iter()
+        .filter(|event| event.action.as_deref() == Some("die"))
+        .find_map(|event| {
+            let attributes = event.actor.as_ref()?.attributes.as_ref()?;
+            attributes.get("exitCode")?.parse::<i64>().ok()
+        })
+        .map(exit_code)
 }
 
 /// How long removal keeps trying while the engine does not answer (a
@@ -249,9 +349,10 @@ async fn remove(docker: &Docker, id: &str) {
     loop {
         match docker.remove_container(id, Some(options.clone())).await {
             Ok(()) => return,
-            // The engine answered: gone already (404), or it says why not.
+            // The engine answered: gone already (404), being removed by the
+            // engine itself (409, AutoRemove), or it says why not.
             Err(err) if server_error(&err).is_some() => {
-                if server_error(&err).is_some_and(|(status, _)| status != 404) {
+                if server_error(&err).is_some_and(|(status, _)| status != 404 && status != 409) {
                     tracing::warn!(container = %id, "could not remove the container: {err}");
                 }
                 return;
@@ -271,12 +372,40 @@ async fn remove(docker: &Docker, id: &str) {
     }
 }
 
+/// How the wait for the container ended.
+enum Ended {
+    /// It exited by itself, with this code.
+    Exited(u8),
+    /// qbox killed it after passing on this signal.
+    Killed(StopSignal),
+}
+
+/// What the engine's wait answers (or why it did not), from a task of its own.
+type WaitOutcome =
+    Result<Option<Result<ContainerWaitResponse, DockerError>>, tokio::task::JoinError>;
+
+/// Waits for the container on a task of its own, so that the request can
+/// reach the engine while the container starts.
+fn spawn_wait(
+    docker: &Docker,
+    id: &str,
+    condition: &str,
+) -> tokio::task::JoinHandle<Option<Result<ContainerWaitResponse, DockerError>>> {
+    let docker = docker.clone();
+    let id = id.to_owned();
+    let options = WaitContainerOptionsBuilder::default()
+        .condition(condition)
+        .build();
+    tokio::spawn(async move { docker.wait_container(&id, Some(options)).next().await })
+}
+
 async fn attach_start_wait(
     docker: &Docker,
     id: &str,
     spec: &RunSpec,
     signals: &mut Signals,
-) -> Result<u8, RunError> {
+    since: i64,
+) -> Result<Ended, RunError> {
     // Attach before start: output written in the first microseconds is kept.
     let attach = AttachContainerOptionsBuilder::default()
         .stream(true)
@@ -290,15 +419,11 @@ async fn attach_start_wait(
         .map_err(engine_error)?;
     let mut output = attached.output;
     let mut input = attached.input;
-    // "not-running": a container that exits before the wait is polled still counts.
-    let mut wait = docker.wait_container(
-        id,
-        Some(
-            WaitContainerOptionsBuilder::default()
-                .condition("not-running")
-                .build(),
-        ),
-    );
+    // The engine removes the container when it exits, so wait for the
+    // removal (the exit code comes with it), asked before the start. A
+    // kept container is waited for after the start with "not-running",
+    // which also counts one that exited before the wait was polled.
+    let mut wait = (!spec.keep).then(|| spawn_wait(docker, id, "removed"));
     let pump_output = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
         let mut stderr = tokio::io::stderr();
@@ -351,48 +476,90 @@ async fn attach_start_wait(
     if spec.tty {
         mirror_window_size(docker, id).await;
     }
-    let code = forward_signals_until_exit(docker, id, &mut wait, signals).await;
+    let mut wait = match wait.take() {
+        Some(wait) => wait,
+        None => spawn_wait(docker, id, "not-running"),
+    };
+    let stop_timeout = std::time::Duration::from_secs(u64::from(spec.stop_timeout));
+    let ended =
+        forward_signals_until_exit(docker, id, &mut wait, signals, stop_timeout, since).await;
     drop(raw_mode);
-    let code = code?;
+    let ended = ended?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), pump_output).await;
     if let Some(task) = pump_input {
         task.abort();
     }
-    Ok(code)
+    Ok(ended)
+}
+
+/// How long qbox waits for the engine to confirm a kill before it stops
+/// waiting and removes the container by force.
+const KILL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a received signal makes qbox do.
+enum Step {
+    /// Pass the signal on and start the stop timeout (SIGINT, SIGTERM, SIGHUP).
+    Stop(StopSignal),
+    /// Pass the signal on, nothing more (SIGQUIT).
+    Forward(&'static str),
+    /// Kill the container now (a second SIGINT, or the stop timeout ran out).
+    Kill,
+}
+
+/// Completes at `deadline`, or never without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for the container, passing SIGINT, SIGTERM, SIGHUP and SIGQUIT on
-/// to it; a second SIGINT kills it.
+/// to it. The first SIGINT, SIGTERM or SIGHUP starts `stop_timeout`: a
+/// container still running when it runs out is killed, as is one that gets
+/// a second SIGINT. A container that exits by itself keeps its own exit
+/// code; one that qbox killed ends as [`Ended::Killed`].
 async fn forward_signals_until_exit(
     docker: &Docker,
     id: &str,
-    wait: &mut (
-             impl futures_util::Stream<
-        Item = Result<bollard::models::ContainerWaitResponse, DockerError>,
-    > + Unpin
-         ),
+    wait: &mut tokio::task::JoinHandle<Option<Result<ContainerWaitResponse, DockerError>>>,
     signals: &mut Signals,
-) -> Result<u8, RunError> {
+    stop_timeout: std::time::Duration,
+    since: i64,
+) -> Result<Ended, RunError> {
     let mut interrupts = 0;
+    // The first stop signal, and when the container is killed if still running.
+    let mut stopping: Option<(StopSignal, tokio::time::Instant)> = None;
+    // The stop signal qbox killed the container after, and until when it
+    // waits for the engine to confirm.
+    let mut killed: Option<(StopSignal, tokio::time::Instant)> = None;
     loop {
-        let forward = tokio::select! {
-            exited = wait.next() => {
-                let lost = |detail: String| RunError::EngineLost { id: id.to_owned(), detail };
-                return match exited {
-                    Some(Ok(response)) => Ok(exit_code(response.status_code)),
-                    Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(exit_code(code)),
-                    Some(Err(err)) if server_error(&err).is_some() => Err(engine_error(err)),
-                    Some(Err(err)) => Err(lost(exit::chain(&err))),
-                    None => Err(lost("the engine stopped reporting on the container".into())),
-                };
+        let stop_deadline = stopping.filter(|_| killed.is_none()).map(|(_, at)| at);
+        let step = tokio::select! {
+            outcome = &mut *wait => {
+                let code = wait_outcome(docker, id, outcome, since).await?;
+                return Ok(match killed {
+                    Some((signal, _)) => Ended::Killed(signal),
+                    None => Ended::Exited(code),
+                });
             }
             _ = signals.interrupt.recv() => {
                 interrupts += 1;
-                if interrupts > 1 { "SIGKILL" } else { "SIGINT" }
+                if interrupts > 1 { Step::Kill } else { Step::Stop(StopSignal::INTERRUPT) }
             }
-            _ = signals.terminate.recv() => "SIGTERM",
-            _ = signals.hangup.recv() => "SIGHUP",
-            _ = signals.quit.recv() => "SIGQUIT",
+            _ = signals.terminate.recv() => Step::Stop(StopSignal::TERMINATE),
+            _ = signals.hangup.recv() => Step::Stop(StopSignal::HANGUP),
+            _ = signals.quit.recv() => Step::Forward("SIGQUIT"),
+            () = sleep_until(stop_deadline) => Step::Kill,
+            () = sleep_until(killed.map(|(_, at)| at)) => {
+                // The engine did not confirm the kill: the caller removes
+                // the container by force.
+                if let Some((signal, _)) = killed {
+                    tracing::warn!(container = %id, "the engine did not confirm the kill in time");
+                    return Ok(Ended::Killed(signal));
+                }
+                continue;
+            }
             Some(()) = async {
                 match signals.window.as_mut() {
                     Some(window) => window.recv().await,
@@ -403,13 +570,80 @@ async fn forward_signals_until_exit(
                 continue;
             }
         };
-        tracing::info!(signal = forward, "forwarding a signal to the container");
-        let options = KillContainerOptionsBuilder::default()
-            .signal(forward)
-            .build();
-        if let Err(err) = docker.kill_container(id, Some(options)).await {
-            tracing::debug!("forwarding {forward} failed: {err}");
+        match step {
+            Step::Stop(signal) => {
+                forward(docker, id, signal.name).await;
+                if stopping.is_none() {
+                    stopping = Some((signal, tokio::time::Instant::now() + stop_timeout));
+                    eprintln!(
+                        "qbox: passed {} on to the container; it is killed if still running in {} s (a second Ctrl-C kills it now)",
+                        signal.name,
+                        stop_timeout.as_secs()
+                    );
+                }
+            }
+            Step::Forward(name) => forward(docker, id, name).await,
+            Step::Kill if killed.is_some() => {}
+            Step::Kill => {
+                let signal = stopping.map_or(StopSignal::INTERRUPT, |(signal, _)| signal);
+                let why = if interrupts > 1 {
+                    "a second SIGINT".to_owned()
+                } else {
+                    format!(
+                        "still running {} s after {}",
+                        stop_timeout.as_secs(),
+                        signal.name
+                    )
+                };
+                eprintln!(
+                    "qbox: killing the container ({why}); exiting {}",
+                    signal.exit_code()
+                );
+                killed = Some((signal, tokio::time::Instant::now() + KILL_PATIENCE));
+                forward(docker, id, "SIGKILL").await;
+            }
         }
+    }
+}
+
+/// Sends `signal` to the container.
+async fn forward(docker: &Docker, id: &str, signal: &str) {
+    tracing::info!(signal, "forwarding a signal to the container");
+    let options = KillContainerOptionsBuilder::default()
+        .signal(signal)
+        .build();
+    if let Err(err) = docker.kill_container(id, Some(options)).await {
+        tracing::debug!("forwarding {signal} failed: {err}");
+    }
+}
+
+/// The container's exit code from the engine's answer to the wait.
+async fn wait_outcome(
+    docker: &Docker,
+    id: &str,
+    outcome: WaitOutcome,
+    since: i64,
+) -> Result<u8, RunError> {
+    let lost = |detail: String| RunError::EngineLost {
+        id: id.to_owned(),
+        detail,
+    };
+    match outcome {
+        Ok(Some(Ok(response))) => Ok(exit_code(response.status_code)),
+        Ok(Some(Err(DockerError::DockerContainerWaitError { code, .. }))) => Ok(exit_code(code)),
+        // Exited and removed before the wait reached the engine: the
+        // engine's event log still has the exit code.
+        Ok(Some(Err(err))) if server_error(&err).is_some_and(|(status, _)| status == 404) => {
+            tracing::debug!(container = %id, "removed before the wait reached the engine; reading its exit code from the engine's events");
+            logged_exit_code(docker, id, since).await.ok_or_else(|| {
+                RunError::Failed(format!(
+                    "container {id} was removed before its exit code could be read"
+                ))
+            })
+        }
+        Ok(Some(Err(err))) if server_error(&err).is_some() => Err(engine_error(err)),
+        Ok(Some(Err(err))) => Err(lost(exit::chain(&err))),
+        Ok(None) | Err(_) => Err(lost("the engine stopped reporting on the container".into())),
     }
 }
 

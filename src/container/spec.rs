@@ -68,7 +68,11 @@ pub struct RunSpec {
     pub network: Option<String>,
     pub init: bool,
     pub entrypoint: Option<String>,
+    /// Keep the container after it exits; otherwise the engine removes it
+    /// when it exits (`AutoRemove`), even if qbox itself was killed.
     pub keep: bool,
+    /// Seconds between passing on a stop signal and killing the container.
+    pub stop_timeout: u32,
     /// Host directory mounted read-only at [`AUTH_MOUNT`], if any.
     pub auth_dir: Option<PathBuf>,
     /// The database file inside the container, if any.
@@ -206,6 +210,8 @@ impl RunSpec {
             attach_stdin: Some(self.interactive),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
+            // Also what `docker stop` on this container waits.
+            stop_timeout: Some(i64::from(self.stop_timeout)),
             labels: Some(HashMap::from([(
                 MANAGED_LABEL.to_owned(),
                 "true".to_owned(),
@@ -214,6 +220,9 @@ impl RunSpec {
                 binds: Some(binds),
                 network_mode: self.network.clone(),
                 init: self.init.then_some(true),
+                // The engine removes the container when it exits, so a qbox
+                // killed with SIGKILL cannot leave it behind.
+                auto_remove: Some(!self.keep),
                 memory: self.memory,
                 memory_swap: self.memory,
                 console_size: self
@@ -248,6 +257,7 @@ mod tests {
             init: true,
             entrypoint: None,
             keep: false,
+            stop_timeout: 10,
             auth_dir: Some(PathBuf::from("/tmp/qbox-auth-x")),
             auth_db: Some(AUTH_DB.into()),
             console_size: Some((33, 101)),
@@ -266,6 +276,19 @@ mod tests {
         for bad in ["", "m", "5m", "-64m", "12x", "1.5g", "99999999999g"] {
             assert!(parse_memory(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_engine_removes_the_container_unless_it_is_kept() {
+        let body = spec().create_body();
+        assert_eq!(body.host_config.unwrap().auto_remove, Some(true));
+        assert_eq!(body.stop_timeout, Some(10));
+        let mut kept = spec();
+        kept.keep = true;
+        assert_eq!(
+            kept.create_body().host_config.unwrap().auto_remove,
+            Some(false)
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub(crate) fn engine_image() -> Option<&'static str> {
     None
 }
 
-fn qbox_run(home: &TestHome, args: &[&str]) -> crate::util::Qbox {
+pub(crate) fn qbox_run(home: &TestHome, args: &[&str]) -> crate::util::Qbox {
     home.qbox()
         .env_remove("DOCKER_HOST")
         .args(["run"])
@@ -81,16 +81,20 @@ fn leftovers() -> (usize, usize) {
         .unwrap()
         .lines()
         .count();
-    let snapshots = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("qbox-auth-")
-        })
-        .count();
+    // The harness clears XDG_RUNTIME_DIR and TMPDIR: snapshots go to the
+    // runtime directory under /tmp.
+    let runtime = Path::new("/tmp").join(format!("qbox-{}", rustix::process::geteuid().as_raw()));
+    let snapshots = std::fs::read_dir(runtime).map_or(0, |entries| {
+        entries
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("run-")
+            })
+            .count()
+    });
     (containers, snapshots)
 }
 
@@ -106,7 +110,9 @@ fn engine_test(tag: &str) -> Option<(&'static str, std::sync::MutexGuard<'static
 
 /// Starts `qbox` with piped output and waits until the container prints
 /// `ready`; returns the child and the rest of its stdout.
-fn spawn_until_ready(qbox: crate::util::Qbox) -> (std::process::Child, std::process::ChildStdout) {
+pub(crate) fn spawn_until_ready(
+    qbox: crate::util::Qbox,
+) -> (std::process::Child, std::process::ChildStdout) {
     let mut child = qbox
         .command()
         .stdout(Stdio::piped())
@@ -121,7 +127,7 @@ fn spawn_until_ready(qbox: crate::util::Qbox) -> (std::process::Child, std::proc
 }
 
 /// Waits for `child` to end, failing the test after `limit`.
-fn wait_within(
+pub(crate) fn wait_within(
     child: &mut std::process::Child,
     limit: Duration,
     what: &str,

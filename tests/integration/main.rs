@@ -23,6 +23,7 @@ mod mcp_client;
 mod mcp_versions;
 mod net_hardening;
 mod refresh;
+mod run_lifecycle;
 mod run_mcp;
 mod run_options;
 mod secrets;

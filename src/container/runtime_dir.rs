@@ -1,0 +1,390 @@
+//! The per-user runtime directory of `qbox run`, and the sweep that keeps it
+//! from filling with the snapshots of runs that were killed.
+//!
+//! Every `qbox run --auth snapshot` keeps its login snapshot in a directory
+//! `run-<pid>-<start>` under one directory per user: `$XDG_RUNTIME_DIR/qbox`,
+//! or `qbox-<uid>` under the temporary directory when the session has no
+//! runtime directory. `<pid>` and `<start>` name the owning process (its
+//! start time in clock ticks since boot, read from `/proc`), so a pid that
+//! the kernel has since given to another process is not taken for the owner.
+//! A run that ends removes its own directory; one killed with SIGKILL
+//! cannot, so every `qbox run` first removes the directories whose owner is
+//! gone, and `qbox doctor` lists them.
+//!
+//! The directory lives in the container module rather than the store's: it
+//! is the life cycle of a run (which process owns what, and when it ended),
+//! while the store module only decides whether a directory is safe to write
+//! a snapshot into, which this module asks it ([`snapshot::check_dir`],
+//! [`snapshot::prepare_private_dir`]).
+//!
+//! Other local users are adversaries. Under the shared temporary directory
+//! the name `qbox-<uid>` is predictable, so another user may have created it
+//! first: a runtime directory that is not ours alone (another owner, a
+//! symlink, a mode wider than 0700) is refused with a hint, never used. The
+//! sweep removes only entries whose name qbox gives (`run-<pid>-<start>`)
+//! and that are real directories owned by the user, never follows a
+//! symbolic link (the entry's own type is read without following it, and
+//! `remove_dir_all` unlinks links instead of descending), and never removes
+//! a directory whose owner is alive, or might be: when liveness cannot be
+//! established the directory stays.
+
+use std::path::{Path, PathBuf};
+
+use crate::exit::{self, Diagnose};
+use crate::store::StoreError;
+use crate::store::snapshot::{self, DirVerdict};
+
+/// The runtime directory's name under `$XDG_RUNTIME_DIR`.
+pub const XDG_DIR_NAME: &str = "qbox";
+/// The prefix of each run's directory.
+const RUN_PREFIX: &str = "run-";
+
+/// Why the runtime directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeDirError {
+    #[error("the runtime directory {} cannot be used: {reason}", .path.display())]
+    Unsafe { path: PathBuf, reason: String },
+    #[error("{action} {}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl Diagnose for RuntimeDirError {
+    /// `qbox run` cannot start without it: a failure of qbox (125).
+    fn exit_code(&self) -> u8 {
+        exit::ENGINE
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::Unsafe { path, .. } => Some(format!(
+                "qbox keeps each run's login snapshot there, so it must be yours alone (mode 0700): \
+                 if it is yours, `chmod 700 {}`; if someone else created it, point XDG_RUNTIME_DIR \
+                 (or TMPDIR) at a directory only you can write",
+                path.display()
+            )),
+            Self::Io { .. } => None,
+            Self::Store(err) => err.hint(),
+        }
+    }
+}
+
+impl RuntimeDirError {
+    fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+impl From<StoreError> for RuntimeDirError {
+    /// The store's safety check speaks of snapshots; for the runtime
+    /// directory its refusal gets this module's message and hint.
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::UnsafeDirectory { path, reason } => Self::Unsafe { path, reason },
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// Where the runtime directory is: `$XDG_RUNTIME_DIR/qbox` when the session
+/// has a runtime directory (an absolute path, as the XDG specification
+/// demands of it), else `qbox-<uid>` under the temporary directory.
+pub fn locate(xdg_runtime_dir: Option<&Path>) -> PathBuf {
+    match xdg_runtime_dir.filter(|dir| dir.is_absolute()) {
+        Some(dir) => dir.join(XDG_DIR_NAME),
+        None => std::env::temp_dir().join(format!("qbox-{}", euid())),
+    }
+}
+
+fn euid() -> u32 {
+    #[cfg(unix)]
+    {
+        rustix::process::geteuid().as_raw()
+    }
+    #[cfg(not(unix))]
+    {
+        0
+    }
+}
+
+/// Whether the process that owns a run's directory still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Running (or possibly running: liveness could not be ruled out).
+    Alive,
+    /// Gone, or its pid now belongs to a process that started later.
+    Gone,
+}
+
+/// One run's directory found in the runtime directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEntry {
+    pub path: PathBuf,
+    pub pid: u32,
+    pub owner: Owner,
+}
+
+/// The checked runtime directory.
+#[derive(Debug, Clone)]
+pub struct RuntimeDir {
+    path: PathBuf,
+}
+
+impl RuntimeDir {
+    /// Creates the directory (mode 0700) if missing, and refuses one that is
+    /// not private to the user.
+    pub fn open(path: PathBuf) -> Result<Self, RuntimeDirError> {
+        snapshot::prepare_private_dir(&path)?;
+        Self::checked(path)
+    }
+
+    /// The directory if it exists and is private; `None` when it does not
+    /// exist (nothing is created: for reports).
+    pub fn existing(path: PathBuf) -> Result<Option<Self>, RuntimeDirError> {
+        if snapshot::check_dir(&path)? == DirVerdict::Missing {
+            return Ok(None);
+        }
+        Self::checked(path).map(Some)
+    }
+
+    fn checked(path: PathBuf) -> Result<Self, RuntimeDirError> {
+        match snapshot::check_dir(&path)? {
+            DirVerdict::Private => Ok(Self { path }),
+            DirVerdict::Wide { mode } => Err(RuntimeDirError::Unsafe {
+                reason: format!("others can list or enter it (mode {mode:04o})"),
+                path,
+            }),
+            DirVerdict::Missing => Err(RuntimeDirError::io(
+                "opening",
+                &path,
+                std::io::ErrorKind::NotFound.into(),
+            )),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new directory (mode 0700) for this process's run, removed when the
+    /// handle is dropped; named after this process so that a later sweep can
+    /// tell when its owner is gone.
+    pub fn create_run_dir(&self) -> Result<tempfile::TempDir, RuntimeDirError> {
+        let pid = std::process::id();
+        let start = process_start(pid).unwrap_or(0);
+        let name = format!("{RUN_PREFIX}{pid}-{start}");
+        let mut builder = tempfile::Builder::new();
+        // The exact name, no random part: one run per process.
+        builder.prefix(&name).rand_bytes(0);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o700));
+        }
+        builder
+            .tempdir_in(&self.path)
+            .map_err(|e| RuntimeDirError::io("creating a run directory in", &self.path, e))
+    }
+
+    /// The runs' directories in the runtime directory, with whether their
+    /// owner is alive. Entries that qbox did not make (another name, not a
+    /// directory, a symbolic link, another owner) are not listed.
+    pub fn entries(&self) -> Result<Vec<RunEntry>, RuntimeDirError> {
+        let listing = std::fs::read_dir(&self.path)
+            .map_err(|e| RuntimeDirError::io("listing", &self.path, e))?;
+        let mut entries = Vec::new();
+        for entry in listing {
+            let entry = entry.map_err(|e| RuntimeDirError::io("listing", &self.path, e))?;
+            let Some((pid, start)) = entry.file_name().to_str().and_then(parse_run_name) else {
+                continue;
+            };
+            // `DirEntry::metadata` does not follow a symbolic link.
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            if !metadata.file_type().is_dir() || !owned_by_user(&metadata) {
+                continue;
+            }
+            entries.push(RunEntry {
+                path: entry.path(),
+                pid,
+                owner: owner_state(pid, start),
+            });
+        }
+        entries.sort_by_key(|entry| entry.pid);
+        Ok(entries)
+    }
+
+    /// Removes the directories whose owner is gone and returns them. A
+    /// directory that cannot be removed is logged and left for the next run.
+    pub fn sweep(&self) -> Result<Vec<RunEntry>, RuntimeDirError> {
+        let mut removed = Vec::new();
+        for entry in self.entries()? {
+            if entry.owner != Owner::Gone {
+                continue;
+            }
+            // Does not follow symbolic links: a link is unlinked, not entered.
+            match std::fs::remove_dir_all(&entry.path) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path.display(), pid = entry.pid, "removed the snapshot directory of a run that was killed");
+                    removed.push(entry);
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    tracing::warn!(path = %entry.path.display(), "could not remove an orphaned snapshot directory: {err}");
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(unix)]
+fn owned_by_user(metadata: &std::fs::Metadata) -> bool {
+    std::os::unix::fs::MetadataExt::uid(metadata) == euid()
+}
+
+#[cfg(not(unix))]
+fn owned_by_user(_metadata: &std::fs::Metadata) -> bool {
+    true
+}
+
+/// `run-<pid>-<start>` → (pid, start); anything else is not qbox's.
+fn parse_run_name(name: &str) -> Option<(u32, u64)> {
+    let (pid, start) = name.strip_prefix(RUN_PREFIX)?.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(start) {
+        return None;
+    }
+    let pid: u32 = pid.parse().ok()?;
+    let start: u64 = start.parse().ok()?;
+    // Pids are positive and fit an i32.
+    (pid > 0 && i32::try_from(pid).is_ok()).then_some((pid, start))
+}
+
+/// Whether the process `pid` that started at `start` (0: unknown) runs.
+fn owner_state(pid: u32, start: u64) -> Owner {
+    #[cfg(unix)]
+    {
+        let Some(raw) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            return Owner::Gone;
+        };
+        // No such process: gone. Permission denied: a process runs under
+        // that pid, and its start time decides below.
+        if rustix::process::test_kill_process(raw) == Err(rustix::io::Errno::SRCH) {
+            return Owner::Gone;
+        }
+    }
+    match process_state(pid) {
+        // A zombie has finished: it only waits for its parent to reap it.
+        Some(ProcessState { zombie: true, .. }) => Owner::Gone,
+        Some(ProcessState { start: actual, .. }) if start != 0 && actual != start => Owner::Gone,
+        // Same process, or liveness cannot be ruled out: keep its directory.
+        _ => Owner::Alive,
+    }
+}
+
+struct ProcessState {
+    start: u64,
+    zombie: bool,
+}
+
+/// A process's start time (clock ticks since boot) and whether it is a
+/// zombie, from `/proc/<pid>/stat`; `None` where there is no `/proc`.
+fn process_state(pid: u32) -> Option<ProcessState> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+fn process_start(pid: u32) -> Option<u64> {
+    process_state(pid).map(|state| state.start)
+}
+
+/// Field 3 (state) and field 22 (starttime) of a `/proc/<pid>/stat` line.
+/// The command name (field 2) is in parentheses and may itself contain
+/// spaces and parentheses, so fields are counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<ProcessState> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let state = fields.first()?;
+    let start = fields.get(22 - 3)?.parse().ok()?;
+    Some(ProcessState {
+        start,
+        zombie: matches!(*state, "Z" | "X"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_qbox_gives_are_runs() {
+        assert_eq!(parse_run_name("run-123-456"), Some((123, 456)));
+        assert_eq!(parse_run_name("run-1-0"), Some((1, 0)));
+        for other in [
+            "run-",
+            "run-1",
+            "run-1-",
+            "run--1-2",
+            "run-+1-2",
+            "run-1-2-3",
+            "run-0-5",
+            "run-4294967295-1",
+            "run-1-2 ",
+            "qbox-auth-x",
+            "ruN-1-2",
+            "run-1-x",
+        ] {
+            assert_eq!(parse_run_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn stat_lines_are_read_after_the_last_parenthesis() {
+        let line = "4242 (a) b) (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
+        let state = parse_stat(line).unwrap();
+        assert_eq!(state.start, 987654);
+        assert!(!state.zombie);
+        let zombie = line.replace(") S 1", ") Z 1");
+        assert!(parse_stat(&zombie).unwrap().zombie);
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_is_alive_and_a_later_start_is_not_it() {
+        let pid = std::process::id();
+        let start = process_start(pid).unwrap();
+        assert_eq!(owner_state(pid, start), Owner::Alive);
+        assert_eq!(owner_state(pid, start + 1), Owner::Gone, "a reused pid");
+        assert_eq!(owner_state(pid, 0), Owner::Alive, "start unknown: kept");
+    }
+
+    #[test]
+    fn the_runtime_directory_follows_xdg_or_the_temporary_directory() {
+        assert_eq!(
+            locate(Some(Path::new("/run/user/1000"))),
+            Path::new("/run/user/1000/qbox")
+        );
+        let fallback = locate(None);
+        assert!(fallback.starts_with(std::env::temp_dir()));
+        assert_eq!(locate(Some(Path::new("relative"))), fallback);
+    }
+}
