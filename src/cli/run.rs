@@ -14,7 +14,7 @@ use crate::container::spec::{
 };
 use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
-use crate::store::{self, OidcClient, StoreQuery, db, snapshot};
+use crate::store::{self, StoreQuery, snapshot};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -196,21 +196,13 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
             spec.auth_db = Some(AUTH_DB.to_owned());
         }
         AuthMode::Snapshot => {
-            let now = OffsetDateTime::now_utc();
-            let mut login = query.resolve(now).map_err(reclassify)?;
-            if login
-                .require_token()
-                .map_err(reclassify)?
-                .token
-                .is_expired_at(now)
-            {
-                let oidc = OidcClient::from_env().map_err(reclassify)?;
-                login = store::refresh(login, &oidc).await.map_err(reclassify)?;
-            }
-            let dir = snapshot::private_temp_dir("qbox-auth-").map_err(reclassify)?;
-            let rows = db::read_snapshot_rows(&login.path).map_err(reclassify)?;
-            snapshot::write_snapshot(&rows, dir.path(), snapshot::DEFAULT_MODE)
+            let login = query
+                .resolve(OffsetDateTime::now_utc())
                 .map_err(reclassify)?;
+            let login = store::ensure_fresh(login).await.map_err(reclassify)?;
+            let dir = snapshot::private_temp_dir("qbox-auth-").map_err(reclassify)?;
+            let taken =
+                snapshot::take(&login, dir.path(), snapshot::DEFAULT_MODE).map_err(reclassify)?;
             spec.auth_dir = Some(dir.path().to_owned());
             spec.auth_db = Some(AUTH_DB.to_owned());
             keeper = Some(
@@ -222,7 +214,7 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
                     dir.path().to_owned(),
                     WatchOptions::default(),
                 )
-                .with_written(rows),
+                .with_written(taken.rows),
             );
             snapshot_dir = Some(dir);
         }
@@ -244,14 +236,18 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
                     printable_line(&exit::chain(error))
                 );
             }
-            WatchEvent::SourceProblem { error } => {
+            WatchEvent::SourceProblem { error }
+            | WatchEvent::Unrefreshable { error }
+            | WatchEvent::WriteFailed { error } => {
                 eprintln!(
                     "{} {}",
                     palette.warning("qbox: warning:"),
                     printable_line(&exit::chain(error))
                 );
             }
-            WatchEvent::Refreshed { .. } | WatchEvent::Written { .. } => {}
+            WatchEvent::Refreshed { .. }
+            | WatchEvent::Written { .. }
+            | WatchEvent::Recreated { .. } => {}
         };
         let stopped = async {
             let _ = keeper_stopped.await;
