@@ -236,9 +236,17 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
                     printable_line(&exit::chain(error))
                 );
             }
-            WatchEvent::SourceProblem { error }
-            | WatchEvent::Unrefreshable { error }
-            | WatchEvent::WriteFailed { error } => {
+            WatchEvent::Unrefreshable { error } => {
+                eprintln!(
+                    "{} {}",
+                    palette.warning("qbox: warning:"),
+                    printable_line(&exit::chain(error))
+                );
+                if let Some(hint) = error.hint() {
+                    eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
+                }
+            }
+            WatchEvent::SourceProblem { error } | WatchEvent::WriteFailed { error } => {
                 eprintln!(
                     "{} {}",
                     palette.warning("qbox: warning:"),

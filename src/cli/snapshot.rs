@@ -147,14 +147,14 @@ async fn watch(
                 eprintln!(
                     "{} {}; the previous snapshot stays, retrying on the next pass",
                     palette.warning("warning:"),
-                    printable_line(&error.to_string())
+                    printable_line(&exit::chain(error))
                 );
             }
             WatchEvent::Unrefreshable { error } => {
                 eprintln!(
                     "{} {}",
                     palette.warning("warning:"),
-                    printable_line(&error.to_string())
+                    printable_line(&exit::chain(error))
                 );
                 if let Some(hint) = error.hint() {
                     eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));

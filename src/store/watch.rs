@@ -173,7 +173,7 @@ impl SnapshotKeeper {
             Ok(path) => path,
             Err(error @ StoreError::UnsafeDirectory { .. }) => return Err(error),
             Err(error) => {
-                let text = error.to_string();
+                let text = crate::exit::chain(&error);
                 if self.last_write_error.as_deref() != Some(&text) {
                     tracing::warn!("the snapshot could not be written: {text}");
                     on_event(WatchEvent::WriteFailed { error: &error });
