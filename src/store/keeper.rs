@@ -197,10 +197,6 @@ impl LoginKeeper {
         self
     }
 
-    pub fn policy(&self) -> &RefreshPolicy {
-        &self.policy
-    }
-
     /// The lifetime of the login's token, if known: from this keeper's
     /// own refresh, else from the lock file's record of another process's.
     fn lifetime(&mut self, login: &Login) -> Option<Duration> {
@@ -218,20 +214,6 @@ impl LoginKeeper {
             lifetime,
         });
         lifetime
-    }
-
-    /// When this keeper will next try to refresh the login: the start of
-    /// the window, or the end of a wait after an attempt if that is later.
-    /// `None` without a token.
-    pub fn next_refresh_at(&mut self, login: &Login) -> Option<OffsetDateTime> {
-        let now = OffsetDateTime::now_utc();
-        let expires_at = login.token.as_ref()?.token.expires_at;
-        let lifetime = self.lifetime(login);
-        let at = self.policy.refresh_at(expires_at, lifetime);
-        let waited = self
-            .not_before
-            .map(|instant| now + to_time(instant.saturating_duration_since(Instant::now())));
-        Some(waited.map_or(at, |w| w.max(at)))
     }
 
     fn clients(&mut self) -> Result<Refreshers, AuthError> {

@@ -54,11 +54,6 @@ impl StoredToken {
         now + EXPIRY_SKEW > self.expires_at
     }
 
-    /// True when the token expires within `margin` of `now` (or already has).
-    pub fn expires_within(&self, now: OffsetDateTime, margin: Duration) -> bool {
-        now + margin > self.expires_at
-    }
-
     /// The OIDC region for refreshing, as the CLI picks it.
     pub fn region_or_default(&self) -> &str {
         self.region.as_deref().unwrap_or(DEFAULT_REGION)
