@@ -293,7 +293,7 @@ pub(crate) async fn refresh(login: Login, clients: &Refreshers) -> Result<Login,
             let fields = token::ExternalIdpFields::of(&entry.token).map_err(unrefreshable)?;
             clients
                 .kiro
-                .refresh_external(&fields.token_endpoint, &fields.client_id, refresh_token)
+                .refresh_external(&fields.endpoint, &fields.client_id, refresh_token)
                 .await
                 .map(|grant| (grant, None))
         }

@@ -82,7 +82,8 @@ impl StoredToken {
 /// provider's token endpoint and the public client id the CLI logged in with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalIdpFields {
-    pub token_endpoint: String,
+    /// The provider's token endpoint (`token_endpoint` in the JSON).
+    pub endpoint: String,
     pub client_id: String,
 }
 
@@ -119,7 +120,7 @@ impl ExternalIdpFields {
             );
         }
         Ok(Self {
-            token_endpoint,
+            endpoint: token_endpoint,
             client_id,
         })
     }
