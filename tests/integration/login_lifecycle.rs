@@ -232,9 +232,16 @@ async fn a_failing_token_service_keeps_the_old_token_and_the_keeper_recovers() {
     let env = [("QBOX_OIDC_ENDPOINT", oidc.url())];
     let mut watcher = Watcher::start(&home, &dir, "outage", &env);
     let outage = Instant::now();
-    wait_until(Duration::from_secs(20), "a failed attempt", || {
-        !oidc.requests().is_empty() && watcher.stderr().contains("retrying in")
-    })
+    // The pass that failed to refresh goes on to write the snapshot.
+    wait_until(
+        Duration::from_secs(20),
+        "a failed attempt and a snapshot",
+        || {
+            !oidc.requests().is_empty()
+                && watcher.stderr().contains("retrying in")
+                && token_at(&snapshot, key).is_some()
+        },
+    )
     .await;
     assert_eq!(
         access(&token_at(&snapshot, key).unwrap()),
