@@ -174,9 +174,9 @@ fn check_token(field: &str, token: &Secret) -> Result<(), String> {
 #[serde(rename_all = "camelCase")]
 struct CreateTokenRequest<'a> {
     client_id: &'a str,
-    client_secret: &'a str,
+    client_secret: &'a Secret,
     grant_type: &'static str,
-    refresh_token: &'a str,
+    refresh_token: &'a Secret,
 }
 
 /// An error answer: OAuth's `error` / `error_description`, or the
@@ -232,9 +232,9 @@ impl OidcClient {
         let url = self.token_url(region);
         let body = CreateTokenRequest {
             client_id: &registration.client_id,
-            client_secret: registration.client_secret.expose(),
+            client_secret: &registration.client_secret,
             grant_type: "refresh_token",
-            refresh_token: refresh_token.expose(),
+            refresh_token,
         };
         let request = self.http.post(&url).json(&body);
         let bytes = post_for_token(request, &url, OIDC_ENDPOINT_ENV).await?;
