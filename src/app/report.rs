@@ -235,14 +235,35 @@ mod tests {
                     url: url.clone(),
                     status: 302,
                     location: "http://x".into(),
+                    env: "QBOX_OIDC_ENDPOINT",
                 },
                 RefreshError::Network {
                     url: url.clone(),
                     detail: "connection refused".into(),
+                    env: "QBOX_KIRO_AUTH_ENDPOINT",
+                },
+                RefreshError::BadResponse {
+                    url: url.clone(),
+                    detail: "missing field".into(),
+                    env: "QBOX_OIDC_ENDPOINT",
+                },
+                // An external identity provider's endpoint: no variable
+                // overrides it.
+                RefreshError::Redirected {
+                    url: url.clone(),
+                    status: 302,
+                    location: "http://x".into(),
+                    env: "",
+                },
+                RefreshError::Network {
+                    url: url.clone(),
+                    detail: "connection refused".into(),
+                    env: "",
                 },
                 RefreshError::BadResponse {
                     url,
                     detail: "missing field".into(),
+                    env: "",
                 },
                 RefreshError::Client("no roots".into()),
             ]

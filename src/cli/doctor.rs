@@ -12,8 +12,10 @@ use crate::container::engine::{self, EngineStatus};
 use crate::container::runtime_dir::{Owner, RuntimeDir};
 use crate::exit::{self, Diagnose};
 use crate::qapi::{self, BareLogin, ChatEndpoint};
-use crate::store::token::{BUILDER_ID_START_URL, Profile};
-use crate::store::{Flavor, SearchedPath, StoreQuery, TokenStatus};
+use crate::store::token::Profile;
+use crate::store::{
+    self, Flavor, Login, LoginKind, RefreshPolicy, SearchedPath, StoreQuery, TokenStatus,
+};
 use crate::timefmt::{relative, rfc3339_seconds};
 
 #[derive(Debug, clap::Args)]
@@ -40,7 +42,12 @@ struct Report {
     error: Option<ErrorInfo>,
     token: Option<TokenStatus>,
     registration: Option<RegistrationInfo>,
+    /// `builder-id`, `identity-center`, `kiro-social` or `external-idp`.
     login_kind: Option<&'static str>,
+    /// The kind for people, with the social login's provider.
+    login_description: Option<String>,
+    /// When and how the token is refreshed.
+    refresh: Option<RefreshInfo>,
     profile: Option<Profile>,
     /// Where `qbox chat` would send requests, and why (no network needed).
     #[serde(rename = "chatEndpoint")]
@@ -136,6 +143,55 @@ impl ChatEndpointReport {
     }
 }
 
+/// When a keeper (`snapshot --watch`, `qbox run`, the sidecar) would
+/// refresh the token, or why it cannot.
+#[derive(Debug, Serialize)]
+struct RefreshInfo {
+    /// Whether qbox can refresh this login by itself.
+    refreshable: bool,
+    /// Why not, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blocker: Option<String>,
+    /// What fixes it, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+    /// The start of the refresh window with the default `--refresh-before`
+    /// (5 minutes, at most half the token's lifetime when a qbox refresh
+    /// recorded it), or the end of the 30 s pause after the last attempt
+    /// if that is later.
+    #[serde(with = "time::serde::rfc3339::option")]
+    next_at: Option<OffsetDateTime>,
+    /// When the last refresh attempt of any qbox process began.
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_attempt_at: Option<OffsetDateTime>,
+}
+
+impl RefreshInfo {
+    fn new(login: &Login, now: OffsetDateTime) -> Option<Self> {
+        let entry = login.token.as_ref()?;
+        let blocker = login.refresh_blocker(now);
+        let (last_attempt, lifetime) = store::refresh_record(&login.path, entry.token.expires_at);
+        let last_attempt_at = last_attempt.map(OffsetDateTime::from);
+        let policy = RefreshPolicy::default();
+        let next_at = blocker.is_none().then(|| {
+            let at = policy.refresh_at(entry.token.expires_at, lifetime);
+            let after_attempt = last_attempt_at.map(|last| {
+                last + time::Duration::try_from(policy.min_interval).unwrap_or_default()
+            });
+            after_attempt.map_or(at, |after| after.max(at)).max(now)
+        });
+        Some(Self {
+            refreshable: blocker.is_none(),
+            fix: blocker
+                .as_ref()
+                .map(|_| format!("log in again with `{}`", login.flavor.login_command())),
+            blocker,
+            next_at,
+            last_attempt_at,
+        })
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct StoreInfo {
     path: PathBuf,
@@ -173,6 +229,8 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
         token: None,
         registration: None,
         login_kind: None,
+        login_description: None,
+        refresh: None,
         profile: None,
         chat_endpoint: ChatEndpointReport::new(
             &query,
@@ -194,13 +252,10 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
                     expires_at: r.client_secret_expires_at.unwrap_or(now),
                 },
             });
-            report.login_kind = login.token.as_ref().map(|entry| {
-                match (&login.profile, entry.token.start_url.as_deref()) {
-                    (Some(_), _) => "identity-center",
-                    (None, Some(BUILDER_ID_START_URL) | None) => "builder-id",
-                    (None, Some(_)) => "identity-center",
-                }
-            });
+            let kind = login.kind();
+            report.login_kind = kind.as_ref().map(LoginKind::name);
+            report.login_description = kind.as_ref().map(LoginKind::describe);
+            report.refresh = RefreshInfo::new(&login, now);
             report.token = Some(status);
             report.profile = login.profile.clone();
             report.store = Some(StoreInfo {
@@ -289,8 +344,20 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
         };
         line("token", text);
     }
-    if let Some(kind) = report.login_kind {
-        line("login", kind.to_owned());
+    if let Some(kind) = &report.login_description {
+        line("login", kind.clone());
+    }
+    if let Some(refresh) = &report.refresh {
+        let text = match (&refresh.blocker, refresh.next_at) {
+            (Some(blocker), _) => p.bad(&format!(
+                "qbox cannot refresh it: {blocker}; {}",
+                refresh.fix.as_deref().unwrap_or("log in again")
+            )),
+            (None, Some(at)) if at <= now => "due now (qbox refreshes it on use)".to_owned(),
+            (None, Some(at)) => format!("next at {} ({})", rfc3339_seconds(at), relative(at, now)),
+            (None, None) => p.dim("unknown"),
+        };
+        line("refresh", text);
     }
     if let Some(registration) = &report.registration {
         let text = match registration {

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use crate::app::term::Palette;
 use crate::exit::{self, CommandError};
 use crate::secret::Secret;
-use crate::store::{self, Login, OidcClient, StoreError, StoreQuery};
+use crate::store::{self, Login, StoreError, StoreQuery};
 use crate::timefmt::rfc3339;
 
 #[derive(Debug, clap::Args)]
@@ -248,23 +248,20 @@ pub async fn run(args: ExportArgs, query: StoreQuery, palette: Palette) -> anyho
     };
     let now = OffsetDateTime::now_utc();
     let mut login = query.resolve(now)?;
-    let expired = login.require_token()?.token.is_expired_at(now);
-    if expired {
-        if args.no_refresh {
-            let entry = login.require_token()?;
-            return Err(CommandError::new(
-                exit::NO_LOGIN,
-                format!(
-                    "the token in {} expired at {}",
-                    login.path.display(),
-                    rfc3339(entry.token.expires_at)
-                ),
-            )
-            .hint("drop --no-refresh to let qbox refresh it, or log in again")
-            .into());
-        }
-        let oidc = OidcClient::from_env()?;
-        login = store::refresh(login, &oidc).await?;
+    let expires_at = login.require_token()?.token.expires_at;
+    if !args.no_refresh {
+        login = store::ensure_fresh(login).await?;
+    } else if login.require_token()?.token.is_expired_at(now) {
+        return Err(CommandError::new(
+            exit::NO_LOGIN,
+            format!(
+                "the token in {} expired at {}",
+                login.path.display(),
+                rfc3339(expires_at)
+            ),
+        )
+        .hint("drop --no-refresh to let qbox refresh it, or log in again")
+        .into());
     }
     let exported = Exported::from_login(&login)?;
     let text = match args.field {

@@ -37,9 +37,9 @@ Examples:
   qbox completions bash > /etc/bash_completion.d/qbox
 
 Exit codes: 0 ok, 1 error, 2 usage, 4 no usable login.
-Environment: QBOX_DB, QBOX_CLI, QBOX_OIDC_ENDPOINT, QBOX_Q_ENDPOINT, QBOX_Q_TIMEOUT,
-QBOX_ACCESS_TOKEN, QBOX_PROFILE_ARN, QBOX_REGION, QBOX_STATE_DIR, QBOX_LOCK_TIMEOUT, RUST_LOG,
-NO_COLOR. A variable set to the empty string counts as unset.";
+Environment: QBOX_DB, QBOX_CLI, QBOX_OIDC_ENDPOINT, QBOX_KIRO_AUTH_ENDPOINT, QBOX_Q_ENDPOINT,
+QBOX_Q_TIMEOUT, QBOX_ACCESS_TOKEN, QBOX_PROFILE_ARN, QBOX_REGION, QBOX_STATE_DIR,
+QBOX_LOCK_TIMEOUT, RUST_LOG, NO_COLOR. A variable set to the empty string counts as unset.";
 
 /// Use your Amazon Q Developer CLI / Kiro CLI login outside the CLI.
 #[derive(Debug, Parser)]

@@ -15,7 +15,7 @@ use crate::container::spec::{
 };
 use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
-use crate::store::{self, OidcClient, StoreQuery, db, snapshot};
+use crate::store::{self, StoreQuery, snapshot};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -209,24 +209,16 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
             spec.auth_db = Some(AUTH_DB.to_owned());
         }
         AuthMode::Snapshot => {
-            let now = OffsetDateTime::now_utc();
-            let mut login = query.resolve(now).map_err(reclassify)?;
-            if login
-                .require_token()
-                .map_err(reclassify)?
-                .token
-                .is_expired_at(now)
-            {
-                let oidc = OidcClient::from_env().map_err(reclassify)?;
-                login = store::refresh(login, &oidc).await.map_err(reclassify)?;
-            }
+            let login = query
+                .resolve(OffsetDateTime::now_utc())
+                .map_err(reclassify)?;
+            let login = store::ensure_fresh(login).await.map_err(reclassify)?;
             let dir = runtime
                 .as_ref()
                 .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?
                 .create_run_dir()?;
-            let rows = db::read_snapshot_rows(&login.path).map_err(reclassify)?;
-            snapshot::write_snapshot(&rows, dir.path(), snapshot::DEFAULT_MODE)
-                .map_err(reclassify)?;
+            let taken =
+                snapshot::take(&login, dir.path(), snapshot::DEFAULT_MODE).map_err(reclassify)?;
             spec.auth_dir = Some(dir.path().to_owned());
             spec.auth_db = Some(AUTH_DB.to_owned());
             keeper = Some(
@@ -238,7 +230,7 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
                     dir.path().to_owned(),
                     WatchOptions::default(),
                 )
-                .with_written(rows),
+                .with_written(taken.rows),
             );
             snapshot_dir = Some(dir);
         }
@@ -260,14 +252,26 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
                     printable_line(&exit::chain(error))
                 );
             }
-            WatchEvent::SourceProblem { error } => {
+            WatchEvent::Unrefreshable { error } => {
+                eprintln!(
+                    "{} {}",
+                    palette.warning("qbox: warning:"),
+                    printable_line(&exit::chain(error))
+                );
+                if let Some(hint) = error.hint() {
+                    eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
+                }
+            }
+            WatchEvent::SourceProblem { error } | WatchEvent::WriteFailed { error } => {
                 eprintln!(
                     "{} {}",
                     palette.warning("qbox: warning:"),
                     printable_line(&exit::chain(error))
                 );
             }
-            WatchEvent::Refreshed { .. } | WatchEvent::Written { .. } => {}
+            WatchEvent::Refreshed { .. }
+            | WatchEvent::Written { .. }
+            | WatchEvent::Recreated { .. } => {}
         };
         let stopped = async {
             let _ = keeper_stopped.await;

@@ -11,11 +11,9 @@ use crate::app::args::parse_positive_duration;
 use crate::app::report::printable_line;
 use crate::app::term::Palette;
 use crate::exit::{self, CommandError, Diagnose};
-use crate::store::snapshot::{
-    DirVerdict, SHARING_MODE_BITS, check_dir, parse_mode, write_snapshot,
-};
+use crate::store::snapshot::{self, DirVerdict, SHARING_MODE_BITS, check_dir, parse_mode};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
-use crate::store::{self, OidcClient, StoreQuery, db};
+use crate::store::{self, RefreshPolicy, StoreQuery};
 use crate::timefmt::{relative, rfc3339_seconds};
 
 #[derive(Debug, clap::Args)]
@@ -36,7 +34,8 @@ pub struct SnapshotArgs {
     /// How often --watch reads the host store (e.g. 2s, 500ms).
     #[arg(long, default_value = "2s", value_parser = parse_positive_duration, requires = "watch")]
     interval: Duration,
-    /// With --watch, refresh the host token this long before it expires.
+    /// With --watch, refresh the host token this long before it expires
+    /// (at most half its lifetime, and never twice within 30 s).
     #[arg(long, default_value = "5m", value_parser = parse_positive_duration, requires = "watch")]
     refresh_before: Duration,
     /// File mode of the snapshot, in octal. Modes that let the group or
@@ -86,15 +85,13 @@ pub async fn run(
     if args.watch {
         return watch(args, query, quiet, palette).await;
     }
-    let now = OffsetDateTime::now_utc();
-    let mut login = query.resolve(now)?;
-    let entry = login.require_token()?;
-    if entry.token.is_expired_at(now) && !args.no_refresh {
-        login = store::refresh(login, &OidcClient::from_env()?).await?;
+    let mut login = query.resolve(OffsetDateTime::now_utc())?;
+    login.require_token()?;
+    if !args.no_refresh {
+        login = store::ensure_fresh(login).await?;
     }
-    let rows = db::read_snapshot_rows(&login.path)?;
-    let path = write_snapshot(&rows, &args.dir, args.mode)?;
-    println!("{}", path.display());
+    let taken = snapshot::take(&login, &args.dir, args.mode)?;
+    println!("{}", taken.path.display());
     Ok(exit::OK)
 }
 
@@ -106,7 +103,7 @@ async fn watch(
 ) -> anyhow::Result<u8> {
     let options = WatchOptions {
         interval: args.interval,
-        refresh_before: args.refresh_before,
+        policy: RefreshPolicy::with_refresh_before(args.refresh_before),
         mode: args.mode,
     };
     let keeper = SnapshotKeeper::new(query, args.dir, options);
@@ -137,6 +134,30 @@ async fn watch(
                         None => "no login on the host".to_owned(),
                     };
                     eprintln!("{} snapshot updated: {token}", palette.good("✓"));
+                }
+            }
+            WatchEvent::Recreated { path } => {
+                eprintln!(
+                    "{} {} was missing (its directory deleted?); wrote it again",
+                    palette.warning("warning:"),
+                    path.display()
+                );
+            }
+            WatchEvent::WriteFailed { error } => {
+                eprintln!(
+                    "{} {}; the previous snapshot stays, retrying on the next pass",
+                    palette.warning("warning:"),
+                    printable_line(&exit::chain(error))
+                );
+            }
+            WatchEvent::Unrefreshable { error } => {
+                eprintln!(
+                    "{} {}",
+                    palette.warning("warning:"),
+                    printable_line(&exit::chain(error))
+                );
+                if let Some(hint) = error.hint() {
+                    eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
                 }
             }
             WatchEvent::Refreshed { expires_at } => {

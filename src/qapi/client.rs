@@ -17,7 +17,7 @@ use crate::eventstream::{Decoder, FrameError, Message};
 use crate::http::{ERROR_BODY_LIMIT, read_body_limited};
 use crate::secret::Secret;
 use crate::secret::redact_remote;
-use crate::store::{self, OidcClient, StoreError, StoreQuery};
+use crate::store::{self, LoginKeeper, Need, RefreshPolicy, StoreError, StoreQuery};
 
 /// Environment variable with a bare access token, used when no store exists.
 pub const ACCESS_TOKEN_ENV: &str = "QBOX_ACCESS_TOKEN";
@@ -190,6 +190,8 @@ pub struct QClient {
     credentials: Credentials,
     options: ClientOptions,
     conversations: ConversationStore,
+    /// Decides when the store's token is refreshed (shared by clones).
+    keeper: std::sync::Arc<tokio::sync::Mutex<LoginKeeper>>,
 }
 
 impl QClient {
@@ -204,6 +206,9 @@ impl QClient {
             credentials,
             options,
             conversations: ConversationStore::memory(),
+            keeper: std::sync::Arc::new(tokio::sync::Mutex::new(LoginKeeper::new(
+                RefreshPolicy::default(),
+            ))),
         })
     }
 
@@ -264,15 +269,16 @@ impl QClient {
         let entry = login
             .require_token()
             .map_err(|e| ApiError::Auth(e.into()))?;
-        if entry.token.is_expired_at(now) {
-            if !refresh {
-                return Err(ApiError::NoLogin(format!(
-                    "the token in {} has expired and this store is not refreshed here",
-                    login.path.display()
-                )));
-            }
-            let oidc = OidcClient::from_env().map_err(|e| ApiError::Auth(e.into()))?;
-            login = store::refresh(login, &oidc).await?;
+        if refresh {
+            // One keeper per client: concurrent requests wait for one
+            // refresh instead of each starting their own.
+            let mut keeper = self.keeper.lock().await;
+            login = keeper.check(login, Need::Now).await?.login;
+        } else if entry.token.is_expired_at(now) {
+            return Err(ApiError::NoLogin(format!(
+                "the token in {} has expired and this store is not refreshed here",
+                login.path.display()
+            )));
         }
         let entry = login
             .require_token()

@@ -2,6 +2,7 @@
 //! used by the test suite, the benchmarks and `qbox demo`, where the real
 //! services cannot be reached.
 
+pub mod kiro;
 pub mod oidc;
 pub mod q;
 

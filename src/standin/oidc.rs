@@ -43,6 +43,8 @@ pub enum OidcBehavior {
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
     pub body: Value,
+    /// When it arrived.
+    pub at: std::time::SystemTime,
 }
 
 #[derive(Debug)]
@@ -134,7 +136,10 @@ async fn create_token(State(inner): State<Arc<Mutex<Inner>>>, body: String) -> R
             "body is not json",
         );
     };
-    inner.requests.push(RecordedRequest { body: body.clone() });
+    inner.requests.push(RecordedRequest {
+        body: body.clone(),
+        at: std::time::SystemTime::now(),
+    });
     let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default();
     let (expires_in, rotate) = match inner.behavior.clone() {
         OidcBehavior::InvalidGrant => {

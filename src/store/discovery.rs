@@ -49,12 +49,15 @@ impl Flavor {
         }
     }
 
-    /// Token keys of logins qbox can read but not refresh (Kiro's social and
-    /// external identity provider logins refresh through other services).
+    /// Token keys of logins that refresh through other services than SSO
+    /// OIDC (Kiro's social and external identity provider logins).
     pub fn other_token_keys(self) -> &'static [&'static str] {
         match self {
             Self::AmazonQ => &[],
-            Self::Kiro => &["kirocli:social:token", "kirocli:external-idp:token"],
+            Self::Kiro => &[
+                super::token::SOCIAL_TOKEN_KEY,
+                super::token::EXTERNAL_IDP_TOKEN_KEY,
+            ],
         }
     }
 

@@ -47,7 +47,7 @@ pub enum StoreError {
         detail: String,
     },
 
-    #[error("the token in {} expired at {} and cannot be refreshed: {reason}", .path.display(), rfc3339(*.expires_at))]
+    #[error("the token in {} {} {} and cannot be refreshed: {reason}", .path.display(), expiry_verb(*.expires_at), rfc3339(*.expires_at))]
     Unrefreshable {
         path: PathBuf,
         flavor: Flavor,
@@ -72,6 +72,16 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// "expired at" for a past time, "expires at" for a coming one (a keeper
+/// warns before the token runs out).
+fn expiry_verb(at: OffsetDateTime) -> &'static str {
+    if at <= OffsetDateTime::now_utc() {
+        "expired at"
+    } else {
+        "expires at"
+    }
 }
 
 impl Diagnose for StoreError {

@@ -9,7 +9,51 @@ use time::OffsetDateTime;
 use super::db::AuthRows;
 use super::discovery::Flavor;
 use super::error::{StoreError, describe_json_error};
-use super::token::{DeviceRegistration, Profile, StoredToken, same_oauth_flow};
+use super::token::{
+    BUILDER_ID_START_URL, DeviceRegistration, EXTERNAL_IDP_TOKEN_KEY, ExternalIdpFields, Profile,
+    SOCIAL_TOKEN_KEY, StoredToken, same_oauth_flow,
+};
+
+/// The kinds of login the CLIs write, each refreshed its own way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum LoginKind {
+    /// AWS Builder ID through SSO OIDC.
+    BuilderId,
+    /// IAM Identity Center through SSO OIDC.
+    IdentityCenter,
+    /// Kiro CLI's Google or GitHub login through the Kiro auth service.
+    KiroSocial { provider: Option<String> },
+    /// Kiro CLI's login through an organisation's own OpenID provider.
+    ExternalIdp,
+}
+
+impl LoginKind {
+    /// The short name `doctor --json` reports (`login_kind`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::BuilderId => "builder-id",
+            Self::IdentityCenter => "identity-center",
+            Self::KiroSocial { .. } => "kiro-social",
+            Self::ExternalIdp => "external-idp",
+        }
+    }
+
+    /// A name for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::BuilderId => "AWS Builder ID".into(),
+            Self::IdentityCenter => "IAM Identity Center".into(),
+            Self::KiroSocial { provider } => match provider.as_deref() {
+                Some(p) if p.eq_ignore_ascii_case("github") => "Kiro social login (GitHub)".into(),
+                Some(p) if p.eq_ignore_ascii_case("google") => "Kiro social login (Google)".into(),
+                Some(p) => format!("Kiro social login ({})", crate::http::sanitize_remote(p)),
+                None => "Kiro social login".into(),
+            },
+            Self::ExternalIdp => "external identity provider".into(),
+        }
+    }
+}
 
 /// The token row of a login, with the exact stored text (needed for the
 /// compare-and-swap write-back).
@@ -108,7 +152,17 @@ impl Login {
             .state_text(profile_key)
             .map(|raw| parse_json::<Option<Profile>>(&path, profile_key, &raw))
             .transpose()?
-            .flatten();
+            .flatten()
+            // Social logins carry their profile in the token as well; the
+            // CLI copies it to `state` at login, older stores may lack it.
+            .or_else(|| {
+                let entry = token.as_ref().filter(|t| t.key == SOCIAL_TOKEN_KEY)?;
+                let arn = entry.token.extra.get("profile_arn")?.as_str()?;
+                (!arn.is_empty()).then(|| Profile {
+                    arn: arn.to_owned(),
+                    profile_name: None,
+                })
+            });
         Ok(Self {
             path,
             flavor,
@@ -128,19 +182,48 @@ impl Login {
         })
     }
 
+    /// What kind of login the token is, or `None` without a token.
+    pub fn kind(&self) -> Option<LoginKind> {
+        let entry = self.token.as_ref()?;
+        Some(match entry.key {
+            SOCIAL_TOKEN_KEY => LoginKind::KiroSocial {
+                provider: entry
+                    .token
+                    .extra
+                    .get("provider")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned),
+            },
+            EXTERNAL_IDP_TOKEN_KEY => LoginKind::ExternalIdp,
+            _ => match (&self.profile, entry.token.start_url.as_deref()) {
+                (None, Some(BUILDER_ID_START_URL) | None) => LoginKind::BuilderId,
+                _ => LoginKind::IdentityCenter,
+            },
+        })
+    }
+
     /// Why this login's token cannot be refreshed, or `None` if it can.
     pub fn refresh_blocker(&self, now: OffsetDateTime) -> Option<String> {
         let Some(entry) = &self.token else {
             return Some("the store holds no token".into());
         };
-        if entry.key != self.flavor.token_key() {
-            return Some(format!(
-                "`{}` logins refresh through the {} itself, not through sso oidc",
-                entry.key,
-                self.flavor.display_name()
-            ));
-        }
         let token = &entry.token;
+        match entry.key {
+            SOCIAL_TOKEN_KEY => {
+                return token
+                    .refresh_token
+                    .as_ref()
+                    .is_none_or(|t| t.is_empty())
+                    .then(|| "the token has no refresh token".into());
+            }
+            EXTERNAL_IDP_TOKEN_KEY => {
+                if token.refresh_token.as_ref().is_none_or(|t| t.is_empty()) {
+                    return Some("the token has no refresh token".into());
+                }
+                return ExternalIdpFields::of(token).err();
+            }
+            _ => {}
+        }
         if token.refresh_token.as_ref().is_none_or(|t| t.is_empty()) {
             return Some("the token has no refresh token".into());
         }

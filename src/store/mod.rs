@@ -8,8 +8,10 @@
 pub mod db;
 pub mod discovery;
 pub mod error;
+pub mod keeper;
 pub mod login;
 pub mod refresh;
+mod refresh_lock;
 pub mod schema;
 pub mod snapshot;
 pub mod token;
@@ -20,11 +22,13 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use crate::exit::Diagnose;
+use crate::secret;
 
 pub use discovery::Flavor;
 pub use error::StoreError;
-pub use login::{Login, TokenStatus};
-pub use refresh::{OidcClient, RefreshError};
+pub use keeper::{LoginKeeper, Need, RefreshPolicy, ensure_fresh};
+pub use login::{Login, LoginKind, TokenStatus};
+pub use refresh::{KiroAuthClient, OidcClient, RefreshError};
 
 /// Environment variable naming the store (same as `--db`).
 pub const DB_ENV: &str = "QBOX_DB";
@@ -174,17 +178,15 @@ pub fn read_login(path: &Path, flavor: Option<Flavor>) -> Result<Login, StoreErr
     Login::from_rows(db::display_path(path), flavor, &rows)
 }
 
-/// Returns a login whose token is valid now: the one given if it is, else
-/// the store's refreshed one. A refreshed token is written back to the store
-/// (compare-and-swap, so a token someone else refreshed meanwhile wins).
-/// A failed refresh changes nothing in the store.
-pub async fn ensure_fresh(login: Login, oidc: &OidcClient) -> Result<Login, AuthError> {
-    let now = OffsetDateTime::now_utc();
-    let entry = login.require_token()?;
-    if !entry.token.is_expired_at(now) {
-        return Ok(login);
-    }
-    refresh(login, oidc).await
+/// When the last refresh attempt of the store at `path` began (by any qbox
+/// process), and the lifetime of the token expiring at `expires_at` if a
+/// refresh recorded it. For reports.
+pub fn refresh_record(
+    path: &Path,
+    expires_at: OffsetDateTime,
+) -> (Option<std::time::SystemTime>, Option<std::time::Duration>) {
+    let record = refresh_lock::record(path);
+    (record.last_attempt(), record.lifetime_of(expires_at))
 }
 
 /// Runs store work on the blocking pool and waits for it. SQLite calls
@@ -206,8 +208,65 @@ where
     }
 }
 
-/// Refreshes the login's token now, whatever its expiry.
-pub async fn refresh(login: Login, oidc: &OidcClient) -> Result<Login, AuthError> {
+/// The clients that refresh each kind of login.
+#[derive(Debug, Clone)]
+pub struct Refreshers {
+    pub oidc: OidcClient,
+    pub kiro: KiroAuthClient,
+}
+
+impl Refreshers {
+    /// Clients that honour `QBOX_OIDC_ENDPOINT` and `QBOX_KIRO_AUTH_ENDPOINT`.
+    pub fn from_env() -> Result<Self, RefreshError> {
+        Ok(Self {
+            oidc: OidcClient::from_env()?,
+            kiro: KiroAuthClient::from_env()?,
+        })
+    }
+}
+
+/// A new token from a token service, before it is written back.
+struct Grant {
+    access_token: secret::Secret,
+    expires_at: OffsetDateTime,
+    refresh_token: Option<secret::Secret>,
+    profile_arn: Option<String>,
+}
+
+/// The stored JSON of a Kiro social or external-IdP token after a refresh:
+/// the CLI's own object with the new access token, expiry, rotated refresh
+/// token and (social) profile ARN, every other field kept as it was.
+fn patched_token_json(raw: &str, grant: &Grant) -> Result<String, StoreError> {
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw)
+        .map_err(|e| StoreError::BadJson {
+            path: PathBuf::new(),
+            key: "token".into(),
+            detail: error::describe_json_error(&e),
+        })?;
+    object.insert(
+        "access_token".into(),
+        grant.access_token.expose().to_owned().into(),
+    );
+    object.insert(
+        "expires_at".into(),
+        crate::timefmt::rfc3339(grant.expires_at).into(),
+    );
+    if let Some(refresh_token) = &grant.refresh_token {
+        object.insert(
+            "refresh_token".into(),
+            refresh_token.expose().to_owned().into(),
+        );
+    }
+    if let Some(arn) = &grant.profile_arn {
+        object.insert("profile_arn".into(), arn.clone().into());
+    }
+    Ok(serde_json::Value::Object(object).to_string())
+}
+
+/// Refreshes the login's token now, whatever its expiry, through the
+/// service its kind uses, and writes it back (compare-and-swap). Callers
+/// go through [`LoginKeeper`], which decides when.
+pub(crate) async fn refresh(login: Login, clients: &Refreshers) -> Result<Login, AuthError> {
     let now = OffsetDateTime::now_utc();
     let entry = login.require_token()?.clone();
     let unrefreshable = |reason: String| StoreError::Unrefreshable {
@@ -219,16 +278,41 @@ pub async fn refresh(login: Login, oidc: &OidcClient) -> Result<Login, AuthError
     if let Some(reason) = login.refresh_blocker(now) {
         return Err(unrefreshable(reason).into());
     }
-    // `refresh_blocker` has checked both; saying so again costs nothing and
-    // keeps this path free of panics.
-    let (Some(registration), Some(refresh_token)) =
-        (&login.registration, &entry.token.refresh_token)
-    else {
-        return Err(unrefreshable("the login has no registration or refresh token".into()).into());
+    // `refresh_blocker` has checked these; saying so again costs nothing
+    // and keeps this path free of panics.
+    let Some(refresh_token) = &entry.token.refresh_token else {
+        return Err(unrefreshable("the token has no refresh token".into()).into());
     };
-    let region = entry.token.region_or_default().to_owned();
-    let grant = match oidc.refresh(&region, registration, refresh_token).await {
-        Ok(grant) => grant,
+    let answer = match entry.key {
+        token::SOCIAL_TOKEN_KEY => clients
+            .kiro
+            .refresh_social(refresh_token)
+            .await
+            .map(|social| (social.grant, social.profile_arn)),
+        token::EXTERNAL_IDP_TOKEN_KEY => {
+            let fields = token::ExternalIdpFields::of(&entry.token).map_err(unrefreshable)?;
+            clients
+                .kiro
+                .refresh_external(&fields.endpoint, &fields.client_id, refresh_token)
+                .await
+                .map(|grant| (grant, None))
+        }
+        _ => {
+            let Some(registration) = &login.registration else {
+                return Err(
+                    unrefreshable("the store holds no oidc client registration".into()).into(),
+                );
+            };
+            let region = entry.token.region_or_default().to_owned();
+            clients
+                .oidc
+                .refresh(&region, registration, refresh_token)
+                .await
+                .map(|grant| (grant, None))
+        }
+    };
+    let (grant, profile_arn) = match answer {
+        Ok(answer) => answer,
         Err(err @ RefreshError::Rejected { .. }) => {
             // Another program may have refreshed (and rotated the refresh
             // token) between our read and our call: its token is good.
@@ -243,12 +327,25 @@ pub async fn refresh(login: Login, oidc: &OidcClient) -> Result<Login, AuthError
         Err(err) => return Err(err.into()),
     };
     let issued_at = OffsetDateTime::now_utc();
-    let fresh = entry.token.refreshed(
-        grant.access_token,
-        issued_at + time::Duration::seconds(grant.expires_in),
-        grant.refresh_token,
-    );
-    let fresh_raw = serde_json::to_string(&fresh).expect("a token always serializes");
+    let grant = Grant {
+        access_token: grant.access_token,
+        expires_at: issued_at + time::Duration::seconds(grant.expires_in),
+        refresh_token: grant.refresh_token,
+        profile_arn,
+    };
+    let fresh_raw = if entry.key == login.flavor.token_key() {
+        let fresh = entry.token.refreshed(
+            grant.access_token.clone(),
+            grant.expires_at,
+            grant.refresh_token.clone(),
+        );
+        serde_json::to_string(&fresh).expect("a token always serializes")
+    } else {
+        patched_token_json(&entry.raw, &grant)
+            .map_err(|_| unrefreshable("the stored token is not a json object".into()))?
+    };
+    let fresh: token::StoredToken =
+        serde_json::from_str(&fresh_raw).expect("qbox writes tokens it can read");
     let outcome = {
         let (path, key, raw, fresh_raw) = (
             login.path.clone(),

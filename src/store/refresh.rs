@@ -1,8 +1,14 @@
-//! Token refresh through SSO OIDC `CreateToken`, as the CLI does it.
+//! Token refresh over the wire, as the CLIs do it.
 //!
-//! `POST {endpoint}/token` with `grantType: refresh_token`. The endpoint is
-//! `https://oidc.{region}.amazonaws.com` unless `QBOX_OIDC_ENDPOINT` names
-//! another base URL (tests, proxies).
+//! - Builder ID and IAM Identity Center: SSO OIDC `CreateToken`,
+//!   `POST {endpoint}/token` with `grantType: refresh_token`. The endpoint is
+//!   `https://oidc.{region}.amazonaws.com` unless `QBOX_OIDC_ENDPOINT` names
+//!   another base URL (tests, proxies).
+//! - Kiro social logins (Google, GitHub): `POST {auth service}/refreshToken`
+//!   with `{"refreshToken": ...}`; the auth service is [`KIRO_AUTH_ENDPOINT`]
+//!   unless `QBOX_KIRO_AUTH_ENDPOINT` names another.
+//! - Kiro external-IdP logins: the OAuth refresh grant, form-encoded, at the
+//!   provider's token endpoint that the CLI stored with the token.
 //!
 //! The endpoint's answer is untrusted until checked, because a refresh
 //! writes it into the user's store: a redirect is an error (following it
@@ -51,11 +57,21 @@ pub enum RefreshError {
         url: String,
         status: u16,
         location: String,
+        /// The variable that overrides this service's address.
+        env: &'static str,
     },
     #[error("token refresh failed: cannot reach {url}: {detail}")]
-    Network { url: String, detail: String },
+    Network {
+        url: String,
+        detail: String,
+        env: &'static str,
+    },
     #[error("token refresh failed: unexpected answer from {url}: {detail}")]
-    BadResponse { url: String, detail: String },
+    BadResponse {
+        url: String,
+        detail: String,
+        env: &'static str,
+    },
     #[error("cannot build the https client: {0}")]
     Client(String),
 }
@@ -74,17 +90,24 @@ impl Diagnose for RefreshError {
                 "the login has ended; log in again with `q login` (or `kiro-cli login`)".into()
             }
             Self::Rejected { .. } => "log in again with `q login` (or `kiro-cli login`)".into(),
-            Self::Server { .. } => "the sso oidc service failed; try again in a minute".into(),
-            Self::Redirected { .. } => format!(
-                "qbox never follows a redirect, which would send the refresh token and client \
-                 secret to another address; if the new address is right, set {OIDC_ENDPOINT_ENV} to it"
-            ),
-            Self::Network { .. } => {
-                format!("check the network or proxy; {OIDC_ENDPOINT_ENV} overrides the endpoint")
+            Self::Server { .. } => "the token service failed; try again in a minute".into(),
+            Self::Redirected { env: "", .. } => "qbox never follows a redirect, which would \
+                 send the refresh token to another address; log in again so the CLI stores \
+                 the provider's current token endpoint"
+                .into(),
+            Self::Network { env: "", .. } => "check the network or proxy".into(),
+            Self::BadResponse { env: "", .. } => {
+                "the store was left as it was; the identity provider's answer is not a token".into()
             }
-            Self::BadResponse { .. } => format!(
-                "the store was left as it was; if {OIDC_ENDPOINT_ENV} is set, check that it names \
-                 the sso oidc service"
+            Self::Redirected { env, .. } => format!(
+                "qbox never follows a redirect, which would send the refresh token (and client \
+                 secret) to another address; if the new address is right, set {env} to it"
+            ),
+            Self::Network { env, .. } => {
+                format!("check the network or proxy; {env} overrides the endpoint")
+            }
+            Self::BadResponse { env, .. } => format!(
+                "the store was left as it was; if {env} is set, check that it names the token service"
             ),
             Self::Client(_) => return None,
         })
@@ -151,17 +174,23 @@ fn check_token(field: &str, token: &Secret) -> Result<(), String> {
 #[serde(rename_all = "camelCase")]
 struct CreateTokenRequest<'a> {
     client_id: &'a str,
-    client_secret: &'a str,
+    client_secret: &'a Secret,
     grant_type: &'static str,
-    refresh_token: &'a str,
+    refresh_token: &'a Secret,
 }
 
+/// An error answer: OAuth's `error` / `error_description`, or the
+/// `code` / `message` other services write.
 #[derive(Deserialize)]
 struct OidcErrorBody {
     #[serde(default)]
     error: Option<String>,
     #[serde(default)]
     error_description: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
 }
 
 /// A client for the SSO OIDC token endpoint.
@@ -174,19 +203,13 @@ pub struct OidcClient {
 impl OidcClient {
     /// A client that honours `QBOX_OIDC_ENDPOINT`.
     pub fn from_env() -> Result<Self, RefreshError> {
-        Self::new(
-            std::env::var(OIDC_ENDPOINT_ENV)
-                .ok()
-                .filter(|v| !v.trim().is_empty()),
-        )
+        Self::new(env_override(OIDC_ENDPOINT_ENV))
     }
 
     /// A client for the real endpoints, or for `base_override` when given.
     pub fn new(base_override: Option<String>) -> Result<Self, RefreshError> {
-        let http = crate::http::client(Some(Duration::from_secs(30)))
-            .map_err(|e| RefreshError::Client(e.to_string()))?;
         Ok(Self {
-            http,
+            http: refresh_http_client()?,
             base_override,
         })
     }
@@ -209,86 +232,289 @@ impl OidcClient {
         let url = self.token_url(region);
         let body = CreateTokenRequest {
             client_id: &registration.client_id,
-            client_secret: registration.client_secret.expose(),
+            client_secret: &registration.client_secret,
             grant_type: "refresh_token",
-            refresh_token: refresh_token.expose(),
+            refresh_token,
         };
-        tracing::debug!(%url, "refreshing token");
-        let response =
-            self.http
-                .post(&url)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| RefreshError::Network {
-                    url: url.clone(),
-                    detail: exit::chain(&e),
-                })?;
-        let status = response.status();
-        if status.is_redirection() {
-            // The client follows no redirect (it would resend the refresh
-            // token and client secret); the location is the server's text.
-            let location = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .map_or_else(
-                    || "no location given".to_owned(),
-                    |value| redact_remote(&String::from_utf8_lossy(value.as_bytes())),
-                );
-            return Err(RefreshError::Redirected {
-                url,
-                status: status.as_u16(),
-                location,
-            });
-        }
-        if !status.is_success() && !status.is_client_error() {
-            return Err(RefreshError::Server {
-                url,
-                status: status.as_u16(),
-            });
-        }
-        let limit = if status.is_success() {
-            OIDC_BODY_LIMIT
-        } else {
-            ERROR_BODY_LIMIT
-        };
-        let bytes = read_body_limited(response, limit)
-            .await
-            .map_err(|err| match err {
-                BodyError::TooLarge { .. } => RefreshError::BadResponse {
-                    url: url.clone(),
-                    detail: err.to_string(),
-                },
-                BodyError::Transport(_) => RefreshError::Network {
-                    url: url.clone(),
-                    detail: err.to_string(),
-                },
-            })?;
-        if status.is_client_error() {
-            let body: Option<OidcErrorBody> = serde_json::from_slice(&bytes).ok();
-            let (code, description) = match body {
-                Some(b) => (b.error, b.error_description),
-                None => (None, None),
-            };
-            return Err(RefreshError::Rejected {
-                url,
-                status: status.as_u16(),
-                code: code.map_or_else(|| "unknown error".into(), |c| redact_remote(&c)),
-                description: description.map(|d| redact_remote(&d)),
-            });
-        }
-        let grant: TokenGrant =
-            serde_json::from_slice(&bytes).map_err(|e| RefreshError::BadResponse {
-                url: url.clone(),
-                detail: super::error::describe_json_error(&e),
-            })?;
+        let request = self.http.post(&url).json(&body);
+        let bytes = post_for_token(request, &url, OIDC_ENDPOINT_ENV).await?;
+        let grant: TokenGrant = parse_answer(&bytes, &url, OIDC_ENDPOINT_ENV)?;
         grant.check().map_err(|detail| RefreshError::BadResponse {
             url: url.clone(),
             detail,
+            env: OIDC_ENDPOINT_ENV,
         })?;
-        tracing::debug!(expires_in = grant.expires_in, "token refreshed");
         Ok(grant)
     }
+}
+
+/// Environment variable that overrides the Kiro auth service's base URL.
+pub const KIRO_AUTH_ENDPOINT_ENV: &str = "QBOX_KIRO_AUTH_ENDPOINT";
+
+/// The Kiro auth service that refreshes social (Google, GitHub) logins.
+pub const KIRO_AUTH_ENDPOINT: &str = "https://prod.us-east-1.auth.desktop.kiro.dev";
+
+/// Kiro CLI's user agent, which the auth service sees from the CLI.
+const KIRO_USER_AGENT: &str = "Kiro-CLI";
+
+/// What a refresh of a Kiro social login returns: a grant (checked like an
+/// OIDC one) and the profile ARN the service names, if any.
+#[derive(Debug)]
+pub struct SocialGrant {
+    pub grant: TokenGrant,
+    pub profile_arn: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SocialAnswer {
+    access_token: Secret,
+    expires_in: i64,
+    #[serde(default)]
+    refresh_token: Option<Secret>,
+    #[serde(default)]
+    profile_arn: Option<String>,
+}
+
+/// The longest profile ARN qbox accepts from a token service.
+const MAX_PROFILE_ARN_BYTES: usize = 512;
+
+/// A client for the Kiro auth service (`POST {base}/refreshToken`) and for
+/// the token endpoints of external identity providers.
+#[derive(Debug, Clone)]
+pub struct KiroAuthClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl KiroAuthClient {
+    /// A client that honours `QBOX_KIRO_AUTH_ENDPOINT`.
+    pub fn from_env() -> Result<Self, RefreshError> {
+        Self::new(env_override(KIRO_AUTH_ENDPOINT_ENV))
+    }
+
+    /// A client for the real auth service, or for `base_override`.
+    pub fn new(base_override: Option<String>) -> Result<Self, RefreshError> {
+        Ok(Self {
+            http: refresh_http_client()?,
+            base: base_override.unwrap_or_else(|| KIRO_AUTH_ENDPOINT.to_owned()),
+        })
+    }
+
+    /// The refresh URL of social logins.
+    pub fn refresh_url(&self) -> String {
+        format!("{}/refreshToken", self.base.trim_end_matches('/'))
+    }
+
+    /// Refreshes a social login: `{"refreshToken": ...}` in, `{accessToken,
+    /// refreshToken, expiresIn, profileArn}` out.
+    pub async fn refresh_social(
+        &self,
+        refresh_token: &Secret,
+    ) -> Result<SocialGrant, RefreshError> {
+        let url = self.refresh_url();
+        let request = self
+            .http
+            .post(&url)
+            .header(reqwest::header::USER_AGENT, KIRO_USER_AGENT)
+            .json(&serde_json::json!({ "refreshToken": refresh_token.expose() }));
+        let bytes = post_for_token(request, &url, KIRO_AUTH_ENDPOINT_ENV).await?;
+        let answer: SocialAnswer = parse_answer(&bytes, &url, KIRO_AUTH_ENDPOINT_ENV)?;
+        let bad = |detail: String| RefreshError::BadResponse {
+            url: url.clone(),
+            detail,
+            env: KIRO_AUTH_ENDPOINT_ENV,
+        };
+        let profile_arn = answer.profile_arn.filter(|arn| !arn.is_empty());
+        if let Some(arn) = &profile_arn
+            && (arn.len() > MAX_PROFILE_ARN_BYTES
+                || !arn.starts_with("arn:")
+                || !arn.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(bad("profileArn is not an arn".into()));
+        }
+        let grant = TokenGrant {
+            access_token: answer.access_token,
+            expires_in: answer.expires_in,
+            refresh_token: answer.refresh_token,
+        };
+        grant.check().map_err(bad)?;
+        Ok(SocialGrant { grant, profile_arn })
+    }
+
+    /// Refreshes an external-IdP login at its provider's token endpoint:
+    /// the standard OAuth form `grant_type=refresh_token` for a public
+    /// client, as the CLI sends it.
+    pub async fn refresh_external(
+        &self,
+        token_endpoint: &str,
+        client_id: &str,
+        refresh_token: &Secret,
+    ) -> Result<TokenGrant, RefreshError> {
+        let body = form_encode(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose()),
+            ("client_id", client_id),
+        ]);
+        let request = self
+            .http
+            .post(token_endpoint)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body);
+        let bytes = post_for_token(request, token_endpoint, "").await?;
+        let answer: OAuthAnswer = parse_answer(&bytes, token_endpoint, "")?;
+        let expires_in = match answer.expires_in {
+            None => 3600,
+            Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(-1),
+            Some(serde_json::Value::String(text)) => text.trim().parse().unwrap_or(-1),
+            Some(_) => -1,
+        };
+        let grant = TokenGrant {
+            access_token: answer.access_token,
+            expires_in,
+            refresh_token: answer.refresh_token,
+        };
+        grant.check().map_err(|detail| RefreshError::BadResponse {
+            url: token_endpoint.to_owned(),
+            detail,
+            env: "",
+        })?;
+        Ok(grant)
+    }
+}
+
+/// A standard OAuth token answer (RFC 6749, section 5.1). Some providers
+/// send `expires_in` as a string; without one the CLI assumes an hour.
+#[derive(Deserialize)]
+struct OAuthAnswer {
+    access_token: Secret,
+    #[serde(default)]
+    refresh_token: Option<Secret>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+}
+
+/// `application/x-www-form-urlencoded` encoding of `pairs`.
+fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let encode = |text: &str| {
+        let mut out = String::with_capacity(text.len());
+        for byte in text.bytes() {
+            match byte {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                    out.push(char::from(byte));
+                }
+                b' ' => out.push('+'),
+                _ => out.push_str(&format!("%{byte:02X}")),
+            }
+        }
+        out
+    };
+    pairs
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A documented override of a service's address, if set and not blank.
+fn env_override(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn refresh_http_client() -> Result<reqwest::Client, RefreshError> {
+    crate::http::client(Some(Duration::from_secs(30)))
+        .map_err(|e| RefreshError::Client(e.to_string()))
+}
+
+/// Parses a success answer, with a message that never quotes it.
+fn parse_answer<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    url: &str,
+    env: &'static str,
+) -> Result<T, RefreshError> {
+    serde_json::from_slice(bytes).map_err(|e| RefreshError::BadResponse {
+        url: url.to_owned(),
+        detail: super::error::describe_json_error(&e),
+        env,
+    })
+}
+
+/// Sends a refresh request and returns the body of a success answer. A
+/// redirect, a 5xx, a 4xx (with the server's error code and description,
+/// redacted) and an over-long body are errors; `env` names the variable
+/// that overrides the service's address, for hints.
+async fn post_for_token(
+    request: reqwest::RequestBuilder,
+    url: &str,
+    env: &'static str,
+) -> Result<Vec<u8>, RefreshError> {
+    let url = url.to_owned();
+    tracing::debug!(%url, "refreshing token");
+    let response = request.send().await.map_err(|e| RefreshError::Network {
+        url: url.clone(),
+        detail: exit::chain(&e),
+        env,
+    })?;
+    let status = response.status();
+    if status.is_redirection() {
+        // The client follows no redirect (it would resend the refresh
+        // token and client secret); the location is the server's text.
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map_or_else(
+                || "no location given".to_owned(),
+                |value| redact_remote(&String::from_utf8_lossy(value.as_bytes())),
+            );
+        return Err(RefreshError::Redirected {
+            url,
+            status: status.as_u16(),
+            location,
+            env,
+        });
+    }
+    if !status.is_success() && !status.is_client_error() {
+        return Err(RefreshError::Server {
+            url,
+            status: status.as_u16(),
+        });
+    }
+    let limit = if status.is_success() {
+        OIDC_BODY_LIMIT
+    } else {
+        ERROR_BODY_LIMIT
+    };
+    let bytes = read_body_limited(response, limit)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge { .. } => RefreshError::BadResponse {
+                url: url.clone(),
+                detail: err.to_string(),
+                env,
+            },
+            BodyError::Transport(_) => RefreshError::Network {
+                url: url.clone(),
+                detail: err.to_string(),
+                env,
+            },
+        })?;
+    if status.is_client_error() {
+        let body: Option<OidcErrorBody> = serde_json::from_slice(&bytes).ok();
+        let (code, description) = match body {
+            Some(b) => (b.error.or(b.code), b.error_description.or(b.message)),
+            None => (None, None),
+        };
+        return Err(RefreshError::Rejected {
+            url,
+            status: status.as_u16(),
+            code: code.map_or_else(|| "unknown error".into(), |c| redact_remote(&c)),
+            description: description.map(|d| redact_remote(&d)),
+        });
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

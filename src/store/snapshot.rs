@@ -107,6 +107,24 @@ pub fn private_temp_dir(prefix: &str) -> Result<tempfile::TempDir, StoreError> {
         .map_err(|e| StoreError::io("creating a private directory in", std::env::temp_dir(), e))
 }
 
+/// A snapshot written by [`take`].
+#[derive(Debug)]
+pub struct Taken {
+    /// The snapshot file.
+    pub path: PathBuf,
+    /// What it holds (for a keeper that rewrites it only on change).
+    pub rows: SnapshotRows,
+}
+
+/// Takes a snapshot of the store `login` was read from: its schema,
+/// migrations and login rows, read in one transaction and written to
+/// `dir/data.sqlite3` with `mode` (see [`write_snapshot`]).
+pub fn take(login: &super::Login, dir: &Path, mode: u32) -> Result<Taken, StoreError> {
+    let rows = super::db::read_snapshot_rows(&login.path)?;
+    let path = write_snapshot(&rows, dir, mode)?;
+    Ok(Taken { path, rows })
+}
+
 /// Writes `rows` as `dir/data.sqlite3`, replacing any previous snapshot
 /// atomically. Creates `dir` (mode 0700) if needed and refuses one that
 /// [`check_dir`] refuses. Returns the file's path.

@@ -20,7 +20,14 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// Start URL of AWS Builder ID (logins with it send no profile ARN).
 pub const BUILDER_ID_START_URL: &str = "https://view.awsapps.com/start";
 
-/// The value of `<prefix>:odic:token` (and of Kiro's other token keys).
+/// `auth_kv` key of a Kiro social (Google, GitHub) login.
+pub const SOCIAL_TOKEN_KEY: &str = "kirocli:social:token";
+/// `auth_kv` key of a Kiro login through an external OpenID provider.
+pub const EXTERNAL_IDP_TOKEN_KEY: &str = "kirocli:external-idp:token";
+
+/// The value of `<prefix>:odic:token`, and of Kiro's other token keys,
+/// whose own fields (`provider`, `profile_arn`; `issuer_url`,
+/// `token_endpoint`, `client_id`) are kept in `extra`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredToken {
     pub access_token: Secret,
@@ -47,11 +54,6 @@ impl StoredToken {
         now + EXPIRY_SKEW > self.expires_at
     }
 
-    /// True when the token expires within `margin` of `now` (or already has).
-    pub fn expires_within(&self, now: OffsetDateTime, margin: Duration) -> bool {
-        now + margin > self.expires_at
-    }
-
     /// The OIDC region for refreshing, as the CLI picks it.
     pub fn region_or_default(&self) -> &str {
         self.region.as_deref().unwrap_or(DEFAULT_REGION)
@@ -73,6 +75,54 @@ impl StoredToken {
             region: Some(self.region_or_default().to_owned()),
             ..self.clone()
         }
+    }
+}
+
+/// What refreshing an external-IdP token needs from its stored JSON: the
+/// provider's token endpoint and the public client id the CLI logged in with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalIdpFields {
+    /// The provider's token endpoint (`token_endpoint` in the JSON).
+    pub endpoint: String,
+    pub client_id: String,
+}
+
+impl ExternalIdpFields {
+    /// Reads and checks the fields. The endpoint will receive the refresh
+    /// token, so it must be `https` (plain `http` only on the loopback
+    /// interface, where nothing crosses a network).
+    pub fn of(token: &StoredToken) -> Result<Self, String> {
+        let field = |name: &str| {
+            token
+                .extra
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("the token has no `{name}`"))
+        };
+        let token_endpoint = field("token_endpoint")?;
+        let client_id = field("client_id")?;
+        let url = reqwest::Url::parse(&token_endpoint)
+            .map_err(|_| "the token's `token_endpoint` is not a url".to_owned())?;
+        let loopback = url.host_str().is_some_and(|host| {
+            host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+            return Err(
+                "the token's `token_endpoint` is not an https url, and qbox sends refresh tokens only over https"
+                    .to_owned(),
+            );
+        }
+        Ok(Self {
+            endpoint: token_endpoint,
+            client_id,
+        })
     }
 }
 

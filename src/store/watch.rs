@@ -1,24 +1,32 @@
 //! Keeping a snapshot fresh: the host is the single writer of refreshed
 //! tokens (so no two parties ever spend the same refresh token), and every
 //! change of the host's login reaches the snapshot within one interval.
+//!
+//! A keeper outlives what happens around it: the host store replaced (the
+//! CLI logged out and in: a new file) is read anew on every pass, because
+//! every pass opens it by path; a deleted snapshot directory is recreated
+//! (with the same checks as the first write); a failed write (a full disk)
+//! leaves the previous snapshot in place, is reported, and is retried on the
+//! next pass. Only a directory that became unsafe stops it.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use super::db::{SnapshotRows, read_snapshot_rows};
+use super::keeper::{KeeperEvent, LoginKeeper, Need, RefreshPolicy};
 use super::snapshot::write_snapshot;
-use super::{AuthError, Login, OidcClient, StoreError, StoreQuery};
+use super::{AuthError, StoreError, StoreQuery};
 
 /// How a [`SnapshotKeeper`] behaves.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
     /// How often the host store is read.
     pub interval: Duration,
-    /// Refresh the host token when it expires within this margin.
-    pub refresh_before: Duration,
+    /// When to refresh the host token.
+    pub policy: RefreshPolicy,
     /// File mode of the snapshot.
     pub mode: u32,
 }
@@ -27,7 +35,7 @@ impl Default for WatchOptions {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(2),
-            refresh_before: Duration::from_secs(5 * 60),
+            policy: RefreshPolicy::default(),
             mode: super::snapshot::DEFAULT_MODE,
         }
     }
@@ -41,6 +49,12 @@ pub enum WatchEvent<'a> {
         path: &'a Path,
         expires_at: Option<OffsetDateTime>,
     },
+    /// The snapshot was missing (its directory deleted) and was written
+    /// again; a `Written` event follows.
+    Recreated { path: &'a Path },
+    /// The snapshot could not be written; the previous one stays and the
+    /// write is tried again on the next pass.
+    WriteFailed { error: &'a StoreError },
     /// The host token was refreshed and written back to the host store.
     Refreshed { expires_at: OffsetDateTime },
     /// A refresh failed; the next try is after `retry_in`.
@@ -48,14 +62,11 @@ pub enum WatchEvent<'a> {
         error: &'a AuthError,
         retry_in: Duration,
     },
+    /// The host token is due for a refresh that only the CLI can do.
+    Unrefreshable { error: &'a StoreError },
     /// The host store cannot be read right now (reported once per problem).
     SourceProblem { error: &'a StoreError },
 }
-
-/// Upper bound of the refresh retry backoff.
-const MAX_RETRY: Duration = Duration::from_secs(300);
-/// First refresh retry delay.
-const FIRST_RETRY: Duration = Duration::from_secs(5);
 
 /// Writes and keeps refreshing one snapshot directory.
 #[derive(Debug)]
@@ -63,11 +74,10 @@ pub struct SnapshotKeeper {
     query: StoreQuery,
     dir: PathBuf,
     options: WatchOptions,
-    oidc: Option<OidcClient>,
+    login: LoginKeeper,
     last_rows: Option<SnapshotRows>,
     last_problem: Option<String>,
-    refresh_failures: u32,
-    next_refresh_try: Instant,
+    last_write_error: Option<String>,
 }
 
 impl SnapshotKeeper {
@@ -75,12 +85,11 @@ impl SnapshotKeeper {
         Self {
             query,
             dir,
+            login: LoginKeeper::new(options.policy.clone()),
             options,
-            oidc: None,
             last_rows: None,
             last_problem: None,
-            refresh_failures: 0,
-            next_refresh_try: Instant::now(),
+            last_write_error: None,
         }
     }
 
@@ -96,10 +105,11 @@ impl SnapshotKeeper {
         self.dir.join(super::snapshot::SNAPSHOT_FILE_NAME)
     }
 
-    /// One pass: refresh the host token if it is close to expiry, then
-    /// rewrite the snapshot if the host's login rows changed. Errors that a
-    /// later pass may not see (store missing, locked, logged out) are
-    /// reported as events; an error writing the snapshot is returned.
+    /// One pass: refresh the host token if the policy says so, then
+    /// rewrite the snapshot if the host's login rows changed or the
+    /// snapshot is gone. Problems a later pass may not see (store missing,
+    /// locked, logged out; a failed write) are reported as events; only an
+    /// unsafe snapshot directory is returned as an error.
     pub async fn tick(
         &mut self,
         on_event: &mut dyn FnMut(WatchEvent<'_>),
@@ -112,7 +122,41 @@ impl SnapshotKeeper {
                 return Ok(());
             }
         };
-        let login = self.refresh_if_due(login, now, on_event).await;
+        let login = match self.login.check(login, Need::Ahead).await {
+            Ok(checked) => {
+                match &checked.event {
+                    Some(KeeperEvent::Refreshed { expires_at }) => {
+                        on_event(WatchEvent::Refreshed {
+                            expires_at: *expires_at,
+                        });
+                    }
+                    Some(KeeperEvent::Failed { error, retry_in }) => {
+                        on_event(WatchEvent::RefreshFailed {
+                            error,
+                            retry_in: *retry_in,
+                        });
+                    }
+                    Some(KeeperEvent::Unrefreshable { error }) => {
+                        on_event(WatchEvent::Unrefreshable { error });
+                    }
+                    None => {}
+                }
+                checked.login
+            }
+            Err(AuthError::Store(error)) => {
+                self.report_problem(&error, on_event);
+                return Ok(());
+            }
+            Err(error @ AuthError::Refresh(_)) => {
+                // `Need::Ahead` reports refresh failures as events; this
+                // arm only keeps the match whole.
+                on_event(WatchEvent::RefreshFailed {
+                    error: &error,
+                    retry_in: self.options.interval,
+                });
+                return Ok(());
+            }
+        };
         let rows = match read_snapshot_rows(&login.path) {
             Ok(rows) => rows,
             Err(error) => {
@@ -121,15 +165,39 @@ impl SnapshotKeeper {
             }
         };
         self.last_problem = None;
-        if self.last_rows.as_ref() != Some(&rows) {
-            let path = write_snapshot(&rows, &self.dir, self.options.mode)?;
-            on_event(WatchEvent::Written {
-                path: &path,
-                expires_at: login.token.as_ref().map(|t| t.token.expires_at),
-            });
-            self.last_rows = Some(rows);
+        let missing = self.last_rows.is_some() && !self.snapshot_exists();
+        if self.last_rows.as_ref() == Some(&rows) && !missing {
+            return Ok(());
         }
+        let path = match write_snapshot(&rows, &self.dir, self.options.mode) {
+            Ok(path) => path,
+            Err(error @ StoreError::UnsafeDirectory { .. }) => return Err(error),
+            Err(error) => {
+                let text = crate::exit::chain(&error);
+                if self.last_write_error.as_deref() != Some(&text) {
+                    tracing::warn!("the snapshot could not be written: {text}");
+                    on_event(WatchEvent::WriteFailed { error: &error });
+                    self.last_write_error = Some(text);
+                }
+                return Ok(());
+            }
+        };
+        self.last_write_error = None;
+        if missing {
+            tracing::info!(path = %path.display(), "the snapshot was missing; wrote it again");
+            on_event(WatchEvent::Recreated { path: &path });
+        }
+        on_event(WatchEvent::Written {
+            path: &path,
+            expires_at: login.token.as_ref().map(|t| t.token.expires_at),
+        });
+        self.last_rows = Some(rows);
         Ok(())
+    }
+
+    /// True when the snapshot file is where this keeper wrote it.
+    fn snapshot_exists(&self) -> bool {
+        std::fs::symlink_metadata(self.snapshot_path()).is_ok()
     }
 
     fn report_problem(&mut self, error: &StoreError, on_event: &mut dyn FnMut(WatchEvent<'_>)) {
@@ -138,57 +206,6 @@ impl SnapshotKeeper {
             on_event(WatchEvent::SourceProblem { error });
             self.last_problem = Some(text);
         }
-    }
-
-    async fn refresh_if_due(
-        &mut self,
-        login: Login,
-        now: OffsetDateTime,
-        on_event: &mut dyn FnMut(WatchEvent<'_>),
-    ) -> Login {
-        let due = login.token.as_ref().is_some_and(|entry| {
-            entry.token.expires_within(
-                now,
-                time::Duration::try_from(self.options.refresh_before)
-                    .unwrap_or(time::Duration::MAX),
-            )
-        });
-        if !due || login.refresh_blocker(now).is_some() || Instant::now() < self.next_refresh_try {
-            return login;
-        }
-        let oidc = match &self.oidc {
-            Some(client) => client.clone(),
-            None => match OidcClient::from_env() {
-                Ok(client) => self.oidc.insert(client).clone(),
-                Err(error) => {
-                    self.refresh_failed(&AuthError::Refresh(error), on_event);
-                    return login;
-                }
-            },
-        };
-        match super::refresh(login.clone(), &oidc).await {
-            Ok(fresh) => {
-                self.refresh_failures = 0;
-                if let Some(entry) = &fresh.token {
-                    on_event(WatchEvent::Refreshed {
-                        expires_at: entry.token.expires_at,
-                    });
-                }
-                fresh
-            }
-            Err(error) => {
-                self.refresh_failed(&error, on_event);
-                login
-            }
-        }
-    }
-
-    fn refresh_failed(&mut self, error: &AuthError, on_event: &mut dyn FnMut(WatchEvent<'_>)) {
-        self.refresh_failures += 1;
-        let factor = 1u32 << self.refresh_failures.min(8).saturating_sub(1);
-        let retry_in = (FIRST_RETRY * factor).min(MAX_RETRY);
-        self.next_refresh_try = Instant::now() + retry_in;
-        on_event(WatchEvent::RefreshFailed { error, retry_in });
     }
 
     /// Runs passes every interval until `shutdown` completes. A pass that is

@@ -19,6 +19,7 @@ mod eventstream;
 mod export;
 mod http_hardening;
 mod invariants;
+mod login_lifecycle;
 mod mcp_client;
 mod mcp_versions;
 mod net_hardening;

@@ -188,8 +188,15 @@ async fn a_token_refreshed_by_someone_else_meanwhile_wins() {
     // Another writer stores a fresh token after qbox read the old one.
     let fresh = crate::util::valid_login("other-writer");
     crate::util::replace_stored_token(&path, Flavor::AmazonQ, &fresh.token_json());
-    let client = store::OidcClient::new(Some(oidc.url())).unwrap();
-    let result = store::refresh(login, &client).await.unwrap();
+    let clients = store::Refreshers {
+        oidc: store::OidcClient::new(Some(oidc.url())).unwrap(),
+        kiro: store::KiroAuthClient::new(Some(oidc.url())).unwrap(),
+    };
+    let mut keeper = store::LoginKeeper::new(store::RefreshPolicy::default()).with_clients(clients);
+    let result = keeper.check(login, store::Need::Now).await.unwrap().login;
+    // The keeper re-read the store under the refresh lock and found the
+    // other writer's token: the old refresh token was never sent.
+    assert!(oidc.requests().is_empty());
     assert_eq!(
         result.token.unwrap().token.access_token.expose(),
         "aoa-access-other-writer"

@@ -1,0 +1,271 @@
+//! Refreshes of one login serialised across processes, and the time of the
+//! last attempt shared between them.
+//!
+//! Two keepers of one store (two `qbox snapshot --watch`, a `qbox run` and a
+//! sidecar) would otherwise both see a token inside its window and both
+//! spend its refresh token; with rotation, the second one's call is then
+//! refused, and a service may take it as token theft. A keeper takes this
+//! lock, re-reads the store, and refreshes only if the token it finds is
+//! still the one that needed it. The lock file holds the time of the last
+//! attempt, so the minimum interval between attempts holds across
+//! processes too, failed attempts included, and the lifetime of the token
+//! the last refresh produced, so every process caps its refresh window
+//! alike. It holds no secret.
+//!
+//! The lock lives in a private per-user directory (`$XDG_RUNTIME_DIR/
+//! qbox-refresh`, else `qbox-refresh-UID` under the temporary directory),
+//! never next to the user's store, which qbox does not write to. It is
+//! advisory: when it cannot be had, the compare-and-swap write-back still
+//! keeps the store consistent.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The longest a keeper waits for another process's refresh to finish:
+/// a little over the refresh request's own timeout.
+pub const LOCK_WAIT: Duration = Duration::from_secs(40);
+
+/// The directory holding the lock files.
+fn lock_dir() -> PathBuf {
+    match dirs::runtime_dir() {
+        Some(dir) => dir.join("qbox-refresh"),
+        None => std::env::temp_dir().join(format!("qbox-refresh-{}", uid())),
+    }
+}
+
+#[cfg(unix)]
+fn uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+#[cfg(not(unix))]
+fn uid() -> u32 {
+    0
+}
+
+/// The lock file of the store at `store` (FNV-1a of its absolute path: a
+/// name that is the same in every qbox process and version).
+fn lock_path(store: &Path) -> PathBuf {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in super::db::display_path(store)
+        .as_os_str()
+        .as_encoded_bytes()
+    {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    lock_dir().join(format!("{hash:016x}.lock"))
+}
+
+/// What the lock file records (JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// When the last attempt began, milliseconds since the epoch.
+    #[serde(default)]
+    pub attempt_ms: Option<u64>,
+    /// The expiry (seconds since the epoch) of the token the last
+    /// successful refresh produced...
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// ...and that token's lifetime in milliseconds.
+    #[serde(default)]
+    pub lifetime_ms: Option<u64>,
+}
+
+impl Record {
+    fn parse(text: &str) -> Self {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+
+    /// When the last attempt began.
+    pub fn last_attempt(&self) -> Option<SystemTime> {
+        SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(self.attempt_ms?))
+    }
+
+    /// The lifetime of the token expiring at `expires_at`, if a refresh
+    /// recorded it.
+    pub fn lifetime_of(&self, expires_at: time::OffsetDateTime) -> Option<Duration> {
+        (self.expires_at? == expires_at.unix_timestamp())
+            .then(|| Duration::from_millis(self.lifetime_ms.unwrap_or(0)))
+            .filter(|d| !d.is_zero())
+    }
+}
+
+/// What the lock file of the store at `store` records (read without
+/// locking: for reports and lifetimes, never for deciding to refresh).
+pub fn record(store: &Path) -> Record {
+    std::fs::read_to_string(lock_path(store))
+        .map(|text| Record::parse(&text))
+        .unwrap_or_default()
+}
+
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The exclusive right to refresh one store's login, until dropped.
+#[derive(Debug)]
+pub struct RefreshLock {
+    #[cfg(unix)]
+    file: std::fs::File,
+}
+
+#[cfg(unix)]
+impl RefreshLock {
+    /// Takes the lock of the store at `store`, waiting up to `wait` for
+    /// another process to release it. `None` (logged) when the lock
+    /// directory is unusable or the wait ran out.
+    pub async fn acquire(store: &Path, wait: Duration) -> Option<Self> {
+        use rustix::fs::FlockOperation;
+        let path = lock_path(store);
+        let file = {
+            let path = path.clone();
+            super::off_reactor(move || open_lock_file(&path)).await
+        };
+        let file = match file {
+            Ok(file) => file,
+            Err(err) => {
+                tracing::warn!(path = %path.display(), "cannot use the refresh lock: {err}");
+                return None;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Some(Self { file }),
+                Err(rustix::io::Errno::WOULDBLOCK) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(errno) => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "cannot take the refresh lock: {}",
+                        std::io::Error::from(errno)
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// What the file records now.
+    pub fn record(&self) -> Record {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        let mut file = &self.file;
+        if file
+            .rewind()
+            .and_then(|()| file.read_to_string(&mut text))
+            .is_err()
+        {
+            return Record::default();
+        }
+        Record::parse(&text)
+    }
+
+    fn write(&self, record: &Record) {
+        use std::io::{Seek, Write};
+        let text = serde_json::to_string(record).unwrap_or_default();
+        let mut file = &self.file;
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(text.as_bytes()));
+        if let Err(err) = written {
+            tracing::warn!("cannot record the refresh attempt: {err}");
+        }
+    }
+
+    /// Records that an attempt begins at `at`.
+    pub fn record_attempt(&self, at: SystemTime) {
+        let mut record = self.record();
+        record.attempt_ms = Some(millis(at));
+        self.write(&record);
+    }
+
+    /// Records the token a refresh produced: its expiry and lifetime.
+    pub fn record_grant(&self, expires_at: time::OffsetDateTime, lifetime: Duration) {
+        let mut record = self.record();
+        record.expires_at = Some(expires_at.unix_timestamp());
+        record.lifetime_ms = Some(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX));
+        self.write(&record);
+    }
+}
+
+#[cfg(unix)]
+fn open_lock_file(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    super::snapshot::prepare_private_dir(dir).map_err(|e| e.to_string())?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc_nofollow())
+        .open(path)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(unix)]
+fn libc_nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+#[cfg(not(unix))]
+impl RefreshLock {
+    /// No cross-process lock here: the compare-and-swap alone protects
+    /// the store.
+    pub async fn acquire(_store: &Path, _wait: Duration) -> Option<Self> {
+        None
+    }
+
+    pub fn record(&self) -> Record {
+        Record::default()
+    }
+
+    pub fn record_attempt(&self, _at: SystemTime) {}
+
+    pub fn record_grant(&self, _expires_at: time::OffsetDateTime, _lifetime: Duration) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_file_is_named_after_the_store() {
+        let a = lock_path(Path::new("/home/a/.local/share/kiro-cli/data.sqlite3"));
+        let b = lock_path(Path::new("/home/b/.local/share/kiro-cli/data.sqlite3"));
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            lock_path(Path::new("/home/a/.local/share/kiro-cli/data.sqlite3"))
+        );
+        assert!(a.to_string_lossy().ends_with(".lock"));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_790_000_000_123);
+        let expires_at = time::macros::datetime!(2026-11-30 12:00:00 UTC);
+        let record = Record {
+            attempt_ms: Some(millis(at)),
+            expires_at: Some(expires_at.unix_timestamp()),
+            lifetime_ms: Some(75_000),
+        };
+        let parsed = Record::parse(&serde_json::to_string(&record).unwrap());
+        assert_eq!(parsed.last_attempt(), Some(at));
+        assert_eq!(
+            parsed.lifetime_of(expires_at),
+            Some(Duration::from_secs(75))
+        );
+        assert_eq!(
+            parsed.lifetime_of(expires_at + time::Duration::seconds(1)),
+            None
+        );
+        assert_eq!(Record::parse("garbage"), Record::default());
+    }
+}
