@@ -26,7 +26,6 @@ pub const COMMAND_NOT_FOUND: u8 = 127;
 
 /// The exit code of a process ended by `signal` (128 + its number), as
 /// shells and `docker stop` report it.
-#[allow(dead_code)] // `qbox run`'s stop-timeout path is its user.
 pub fn signalled(signal: i32) -> u8 {
     u8::try_from(128 + signal.clamp(0, 127)).unwrap_or(u8::MAX)
 }

@@ -91,6 +91,13 @@ impl Secret {
         Self(value)
     }
 
+    /// Wraps text whose secrets are registered when it is parsed (a store
+    /// row's raw JSON, which holds tokens): it never prints, and it stays
+    /// out of the registry, where a large blob would crowd out the tokens.
+    pub fn containing_parsed(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     /// The secret value itself. Every call site is a place where the value
     /// leaves qbox's control: keep them few and obvious.
     pub fn expose(&self) -> &str {

@@ -64,12 +64,7 @@ impl AgentAuth {
             .or_else(|| Flavor::from_path(snapshot))
             .unwrap_or(Flavor::AmazonQ);
         let store_dir = dir.path().join(flavor.dir_name());
-        let copy = store_dir.join(store::snapshot::SNAPSHOT_FILE_NAME);
-        if copy.exists() {
-            db::replace_auth_rows(&copy, &rows.auth)?;
-        } else {
-            store::snapshot::write_snapshot(&rows, &store_dir, 0o600)?;
-        }
+        store::snapshot::update_private_copy(&rows, &store_dir)?;
         let mut env = HashMap::new();
         // The CLI finds its store under the XDG data directory on Linux.
         env.insert("XDG_DATA_HOME".to_owned(), dir.path().display().to_string());

@@ -17,6 +17,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use super::discovery::Flavor;
 use super::error::StoreError;
+use crate::secret::Secret;
 
 /// How long to wait for a lock held by another program, unless
 /// `QBOX_LOCK_TIMEOUT` (seconds, fractions allowed) says otherwise.
@@ -46,7 +47,7 @@ pub fn lock_timeout() -> Duration {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AuthRows {
     /// `auth_kv` rows whose key is one of the known auth keys.
-    pub auth_kv: Vec<(String, String)>,
+    pub auth_kv: Vec<(String, Secret)>,
     /// `state` rows that belong to the login (profile, IdC start URL, region).
     pub state: Vec<(String, Value)>,
 }
@@ -56,7 +57,7 @@ impl AuthRows {
         self.auth_kv
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.expose())
     }
 
     /// A `state` value as text; the CLI stores JSON there as TEXT or BLOB.
@@ -218,7 +219,10 @@ fn read_auth_rows_in(conn: &Connection) -> rusqlite::Result<AuthRows> {
     ))?;
     let auth_kv = auth
         .query_map(rusqlite::params_from_iter(keys.iter()), |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                Secret::containing_parsed(row.get::<_, String>(1)?),
+            ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
 
@@ -286,17 +290,46 @@ pub enum WriteOutcome {
     ChangedMeanwhile,
 }
 
+/// A user's store, as a resolved login names it: the only kind of file
+/// [`replace_token_if_unchanged`] writes to. Only `store` can make one, and
+/// only from a [`Login`](super::Login) it read.
+#[derive(Debug, Clone)]
+pub struct UserStore(PathBuf);
+
+impl UserStore {
+    pub(super) fn of(login: &super::Login) -> Self {
+        Self(login.path.clone())
+    }
+}
+
+/// A store qbox created for the agent's CLI (a private, writable copy of a
+/// snapshot): the only kind of file [`replace_auth_rows`] writes to. Made
+/// only by [`super::snapshot::private_copy`], which creates the file.
+#[derive(Debug, Clone)]
+pub struct PrivateCopy(PathBuf);
+
+impl PrivateCopy {
+    pub(super) fn created_at(path: PathBuf) -> Self {
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
 /// Replaces the token under `key` with `new_value`, but only if the stored
 /// value is still `expected` (compare-and-swap inside one immediate
 /// transaction). This is the same `INSERT OR REPLACE` the CLI performs; it
 /// never deletes anything, and it never overwrites a token another program
 /// refreshed in the meantime.
 pub fn replace_token_if_unchanged(
-    path: &Path,
+    store: &UserStore,
     key: &str,
     expected: &str,
     new_value: &str,
 ) -> Result<WriteOutcome, StoreError> {
+    let path = store.0.as_path();
     check_readable(path)?;
     let map = |e| map_sqlite_error(path, e);
     let mut conn = open_read_write(path)?;
@@ -328,7 +361,8 @@ pub fn replace_token_if_unchanged(
 /// Replaces the login rows of a store qbox owns (the agent's private copy
 /// of a snapshot) with `rows`, in one transaction. Never used on a user's
 /// store.
-pub fn replace_auth_rows(path: &Path, rows: &AuthRows) -> Result<(), StoreError> {
+pub(super) fn replace_auth_rows(copy: &PrivateCopy, rows: &AuthRows) -> Result<(), StoreError> {
+    let path = copy.path();
     let map = |e| map_sqlite_error(path, e);
     let mut conn = open_read_write(path)?;
     let tx = conn
@@ -354,7 +388,7 @@ pub fn replace_auth_rows(path: &Path, rows: &AuthRows) -> Result<(), StoreError>
     for (key, value) in &rows.auth_kv {
         tx.execute(
             "INSERT INTO auth_kv (key, value) VALUES (?1, ?2)",
-            [key, value],
+            [key.as_str(), value.expose()],
         )
         .map_err(map)?;
     }

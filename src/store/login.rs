@@ -13,6 +13,7 @@ use super::token::{
     BUILDER_ID_START_URL, DeviceRegistration, EXTERNAL_IDP_TOKEN_KEY, ExternalIdpFields, Profile,
     SOCIAL_TOKEN_KEY, StoredToken, same_oauth_flow,
 };
+use crate::secret::Secret;
 
 /// The kinds of login the CLIs write, each refreshed its own way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,7 +61,7 @@ impl LoginKind {
 #[derive(Debug, Clone)]
 pub struct TokenEntry {
     pub key: &'static str,
-    pub raw: String,
+    pub raw: Secret,
     pub token: StoredToken,
 }
 
@@ -137,7 +138,7 @@ impl Login {
             if let Some(raw) = rows.auth_value(key) {
                 token = Some(TokenEntry {
                     key,
-                    raw: raw.to_owned(),
+                    raw: Secret::containing_parsed(raw),
                     token: parse_json(&path, key, raw)?,
                 });
                 break;

@@ -317,7 +317,7 @@ pub(crate) async fn refresh(login: Login, clients: &Refreshers) -> Result<Login,
             // Another program may have refreshed (and rotated the refresh
             // token) between our read and our call: its token is good.
             let (stored, raw) = (login.clone(), entry.raw.clone());
-            return match off_reactor(move || reread_if_changed(&stored, &raw)).await? {
+            return match off_reactor(move || reread_if_changed(&stored, raw.expose())).await? {
                 Some(current) if matches!(current.status(now), TokenStatus::Valid { .. }) => {
                     Ok(current)
                 }
@@ -341,19 +341,20 @@ pub(crate) async fn refresh(login: Login, clients: &Refreshers) -> Result<Login,
         );
         serde_json::to_string(&fresh).expect("a token always serializes")
     } else {
-        patched_token_json(&entry.raw, &grant)
+        patched_token_json(entry.raw.expose(), &grant)
             .map_err(|_| unrefreshable("the stored token is not a json object".into()))?
     };
     let fresh: token::StoredToken =
         serde_json::from_str(&fresh_raw).expect("qbox writes tokens it can read");
     let outcome = {
-        let (path, key, raw, fresh_raw) = (
-            login.path.clone(),
+        let (store, key, raw, fresh_raw) = (
+            db::UserStore::of(&login),
             entry.key,
             entry.raw.clone(),
             fresh_raw.clone(),
         );
-        off_reactor(move || db::replace_token_if_unchanged(&path, key, &raw, &fresh_raw)).await?
+        off_reactor(move || db::replace_token_if_unchanged(&store, key, raw.expose(), &fresh_raw))
+            .await?
     };
     match outcome {
         db::WriteOutcome::Written => {
@@ -361,7 +362,7 @@ pub(crate) async fn refresh(login: Login, clients: &Refreshers) -> Result<Login,
             Ok(Login {
                 token: Some(login::TokenEntry {
                     key: entry.key,
-                    raw: fresh_raw,
+                    raw: secret::Secret::containing_parsed(fresh_raw),
                     token: fresh,
                 }),
                 ..login
@@ -378,6 +379,9 @@ pub(crate) async fn refresh(login: Login, clients: &Refreshers) -> Result<Login,
 /// Re-reads the store; returns the login if its token is no longer `raw`.
 fn reread_if_changed(login: &Login, raw: &str) -> Result<Option<Login>, StoreError> {
     let current = read_login(&login.path, Some(login.flavor))?;
-    let changed = current.token.as_ref().is_some_and(|t| t.raw != raw);
+    let changed = current
+        .token
+        .as_ref()
+        .is_some_and(|t| t.raw.expose() != raw);
     Ok(changed.then_some(current))
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, MAIN_DB};
 
-use super::db::{SnapshotRows, map_sqlite_error};
+use super::db::{self, SnapshotRows, map_sqlite_error};
 use super::error::StoreError;
 
 /// File name of the snapshot inside its directory (the same as the CLI's, so
@@ -120,7 +120,7 @@ pub struct Taken {
 /// migrations and login rows, read in one transaction and written to
 /// `dir/data.sqlite3` with `mode` (see [`write_snapshot`]).
 pub fn take(login: &super::Login, dir: &Path, mode: u32) -> Result<Taken, StoreError> {
-    let rows = super::db::read_snapshot_rows(&login.path)?;
+    let rows = db::read_snapshot_rows(&login.path)?;
     let path = write_snapshot(&rows, dir, mode)?;
     Ok(Taken { path, rows })
 }
@@ -133,6 +133,20 @@ pub fn write_snapshot(rows: &SnapshotRows, dir: &Path, mode: u32) -> Result<Path
         database_image(rows).map_err(|e| map_sqlite_error(&dir.join(SNAPSHOT_FILE_NAME), e))?;
     platform::replace_file(dir, SNAPSHOT_FILE_NAME, &image, mode)?;
     Ok(dir.join(SNAPSHOT_FILE_NAME))
+}
+
+/// Brings the agent's private copy `dir/data.sqlite3` up to date with
+/// `rows`: written (0600) the first time, its login rows replaced in place
+/// afterwards (the CLI may hold it open). The only way to get a
+/// [`db::PrivateCopy`], the only kind of file `replace_auth_rows` writes.
+pub fn update_private_copy(rows: &SnapshotRows, dir: &Path) -> Result<db::PrivateCopy, StoreError> {
+    let copy = db::PrivateCopy::created_at(dir.join(SNAPSHOT_FILE_NAME));
+    if copy.path().exists() {
+        db::replace_auth_rows(&copy, &rows.auth)?;
+    } else {
+        write_snapshot(rows, dir, 0o600)?;
+    }
+    Ok(copy)
 }
 
 /// Writes `bytes` as `dir/name`, mode 0600, under the same rules as a
@@ -161,7 +175,7 @@ fn database_image(rows: &SnapshotRows) -> rusqlite::Result<Vec<u8>> {
     for (key, value) in &rows.auth.auth_kv {
         tx.execute(
             "INSERT INTO auth_kv (key, value) VALUES (?1, ?2)",
-            [key, value],
+            [key.as_str(), value.expose()],
         )?;
     }
     for (key, value) in &rows.auth.state {
