@@ -137,8 +137,7 @@ pub(crate) fn wait_within(
 
 /// Container tests share the engine; they run one at a time.
 pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    crate::util::engine_turn()
 }
 
 #[test]

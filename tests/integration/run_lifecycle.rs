@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use qbox::store::Flavor;
 
 use crate::container::{engine_image, qbox_run, serial, spawn_until_ready, wait_within};
-use crate::util::{TestHome, running_as_root, valid_login};
+use crate::util::{TestHome, running_as_root, valid_login, wait_until};
 
 /// Rounds per test (the count); they run at the same time, so a
 /// test costs about one round.
@@ -97,16 +97,6 @@ impl Isolated {
             .run();
         let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
         report["runtime_dir"].clone()
-    }
-}
-
-/// Polls `condition` every 50 ms until it holds, failing after `limit`.
-/// (A local helper until the harness has a shared one.)
-fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

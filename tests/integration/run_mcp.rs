@@ -116,6 +116,7 @@ fn toolchain_env(command: &mut Command) {
 fn a_users_image_serves_both_tools_over_stdio() {
     let Some(image) = dev_image() else { return };
     let Some(python) = python() else { return };
+    let _turn = crate::util::engine_turn();
     let home = TestHome::new();
     let token = "aoa-access-runmcp";
     let mut login = valid_login("runmcp");

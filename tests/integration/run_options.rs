@@ -89,6 +89,7 @@ fn qbox_run(home: &TestHome, args: &[&str]) -> crate::util::Qbox {
 #[test]
 fn env_files_follow_dockers_rules_and_e_wins() {
     let Some(image) = image() else { return };
+    let _turn = crate::util::engine_turn();
     let home = home();
     let file = home.path().join("vars.env");
     std::fs::write(
@@ -132,6 +133,7 @@ fn env_files_follow_dockers_rules_and_e_wins() {
 #[test]
 fn hardened_containers_write_only_to_tmp() {
     let Some(image) = image() else { return };
+    let _turn = crate::util::engine_turn();
     let home = home();
     let script = "touch /outside 2>/dev/null && echo outside-writable; touch /tmp/inside && echo tmp-writable";
     for flags in [&["--hardened"][..], &["--read-only", "--tmpfs", "/tmp"][..]] {
@@ -154,6 +156,7 @@ fn hardened_containers_write_only_to_tmp() {
 #[test]
 fn dropped_capabilities_are_gone_inside() {
     let Some(image) = image() else { return };
+    let _turn = crate::util::engine_turn();
     let home = home();
     let chown = "touch /tmp/f && chown 1:1 /tmp/f && echo chowned";
     let allowed = qbox_run(
@@ -189,6 +192,7 @@ fn dropped_capabilities_are_gone_inside() {
 #[test]
 fn a_published_port_reaches_the_container_from_the_host() {
     let Some(image) = image() else { return };
+    let _turn = crate::util::engine_turn();
     let home = home();
     let name = format!("qbox-test-publish-{}", std::process::id());
     let mut server = qbox_run(

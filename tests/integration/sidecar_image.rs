@@ -97,8 +97,7 @@ fn sidecar_image() -> Option<&'static str> {
 /// Tests that use the engine run one at a time (they share images and the
 /// bridge network, and the machine has two cores).
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    crate::util::engine_turn()
 }
 
 fn inspect(image: &str, format: &str) -> String {

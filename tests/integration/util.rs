@@ -527,3 +527,12 @@ fn has_open(pid: u32, path: &Path) -> bool {
     fds.flatten()
         .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
 }
+
+/// This test's turn at the Docker engine. Every test that starts
+/// containers takes it: they share images and the bridge network, and the
+/// checks that nothing was left behind count every qbox-managed container
+/// on the engine, so two tests must not have containers at the same time.
+pub fn engine_turn() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
