@@ -7,7 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use qbox::store::Flavor;
@@ -532,7 +532,7 @@ fn has_open(pid: u32, path: &Path) -> bool {
 /// containers takes it: they share images and the bridge network, and the
 /// checks that nothing was left behind count every qbox-managed container
 /// on the engine, so two tests must not have containers at the same time.
-pub fn engine_turn() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub fn engine_turn() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
