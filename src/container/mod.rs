@@ -4,10 +4,10 @@
 //! `bollard`; every mount of auth state it creates is read-only.
 
 pub mod engine;
-pub mod image;
-pub mod options;
-pub mod run;
-pub mod runtime_dir;
-pub mod spec;
-pub mod static_binary;
-pub mod tty;
+pub(crate) mod image;
+pub(crate) mod options;
+pub(crate) mod run;
+pub(crate) mod runtime_dir;
+pub(crate) mod spec;
+pub(crate) mod static_binary;
+pub(crate) mod tty;

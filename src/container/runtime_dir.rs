@@ -172,10 +172,6 @@ impl RuntimeDir {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// A new directory (mode 0700) for this process's run, removed when the
     /// handle is dropped; named after this process so that a later sweep can
     /// tell when its owner is gone.

@@ -137,7 +137,6 @@ pub fn inspect_elf(bytes: &[u8]) -> Option<ElfInfo> {
 pub struct StaticBinary {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
-    pub arch: String,
 }
 
 /// Reads `path` and checks that it can run in a scratch image on an engine
@@ -168,7 +167,6 @@ pub fn load(path: &Path, engine_arch: Option<&str>) -> Result<StaticBinary, Stat
     Ok(StaticBinary {
         path: path.to_owned(),
         bytes,
-        arch: info.arch,
     })
 }
 

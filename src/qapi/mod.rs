@@ -32,7 +32,7 @@ mod chat_turn;
 mod client;
 pub mod conversation;
 mod conversation_store;
-pub mod endpoint;
+pub(crate) mod endpoint;
 mod error;
 pub mod model;
 

@@ -1,9 +1,10 @@
 //! Where the CLIs keep their auth store on each platform, and which store a
 //! command should use.
 //!
-//! The path logic is pure (`store_paths_for`) so it can be tested for Linux,
-//! macOS and Windows on any host; at run time the data directory comes from
-//! `dirs::data_local_dir()`, which implements the same rules.
+//! At run time the data directory comes from `dirs::data_local_dir()`. The
+//! unit tests hold a pure model of its rules (`store_paths_for`), which
+//! documents the paths on Linux, macOS and Windows on any host and is
+//! checked against `dirs` on the host the tests run on.
 
 use std::path::{Path, PathBuf};
 
@@ -95,6 +96,7 @@ impl Flavor {
 pub const STORE_FILE_NAME: &str = "data.sqlite3";
 
 /// A platform whose data directory rules qbox knows.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
     Linux,
@@ -103,6 +105,7 @@ pub enum Platform {
 }
 
 /// What the data directory depends on, per platform.
+#[cfg(test)]
 #[derive(Debug, Clone, Default)]
 pub struct PlatformEnv {
     pub home: PathBuf,
@@ -113,7 +116,8 @@ pub struct PlatformEnv {
 }
 
 /// The local data directory of `platform`, as `dirs::data_local_dir` computes it.
-pub fn data_local_dir_for(platform: Platform, env: &PlatformEnv) -> PathBuf {
+#[cfg(test)]
+fn data_local_dir_for(platform: Platform, env: &PlatformEnv) -> PathBuf {
     match platform {
         Platform::Linux => match &env.xdg_data_home {
             Some(dir) if dir.is_absolute() => dir.clone(),
@@ -136,7 +140,8 @@ pub fn store_paths_in(data_local_dir: &Path) -> Vec<(Flavor, PathBuf)> {
 }
 
 /// The store paths of both CLIs on `platform`.
-pub fn store_paths_for(platform: Platform, env: &PlatformEnv) -> Vec<(Flavor, PathBuf)> {
+#[cfg(test)]
+fn store_paths_for(platform: Platform, env: &PlatformEnv) -> Vec<(Flavor, PathBuf)> {
     store_paths_in(&data_local_dir_for(platform, env))
 }
 

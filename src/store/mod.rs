@@ -6,16 +6,16 @@
 //! ([`db::replace_token_if_unchanged`]), and never deletes from it.
 
 pub mod db;
-pub mod discovery;
-pub mod error;
-pub mod keeper;
+pub(crate) mod discovery;
+pub(crate) mod error;
+pub(crate) mod keeper;
 pub mod login;
-pub mod refresh;
+pub(crate) mod refresh;
 mod refresh_lock;
 pub mod schema;
 pub mod snapshot;
-pub mod token;
-pub mod watch;
+pub(crate) mod token;
+pub(crate) mod watch;
 
 use std::path::{Path, PathBuf};
 
