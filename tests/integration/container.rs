@@ -16,53 +16,17 @@ const IMAGE: &str = "qbox-test-busybox:latest";
 /// Builds the test image once; `None` (with a visible skip) when no engine.
 pub(crate) fn engine_image() -> Option<&'static str> {
     static READY: OnceLock<bool> = OnceLock::new();
+    let tools = [
+        "sh", "cat", "echo", "sleep", "id", "true", "false", "touch", "ls", "grep", "seq", "env",
+        "test", "stty", "tail",
+    ];
     let ready = *READY.get_or_init(|| {
-        let engine = Command::new("docker")
-            .args(["version", "--format", "{{.Server.Version}}"])
-            .output();
-        let busybox = Path::new("/bin/busybox");
-        if !engine.is_ok_and(|o| o.status.success()) || !busybox.exists() {
-            return false;
-        }
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("bin")).unwrap();
-        std::fs::create_dir_all(root.path().join("tmp")).unwrap();
-        std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
-        for tool in [
-            "sh", "cat", "echo", "sleep", "id", "true", "false", "touch", "ls", "grep", "seq",
-            "env", "test", "stty", "tail",
-        ] {
-            std::os::unix::fs::symlink("busybox", root.path().join("bin").join(tool)).unwrap();
-        }
-        // A file that is there but not executable (exit 126).
-        std::fs::write(root.path().join("bin/not-executable"), "#!/bin/sh\n").unwrap();
-        let mut tar = Command::new("tar")
-            .args(["-C", root.path().to_str().unwrap(), "-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let imported = Command::new("docker")
-            .args(["import", "-c", "ENV PATH=/bin", "-", IMAGE])
-            .stdin(tar.stdout.take().unwrap())
-            .output()
-            .unwrap();
-        assert!(tar.wait().unwrap().success());
-        assert!(
-            imported.status.success(),
-            "{}",
-            String::from_utf8_lossy(&imported.stderr)
-        );
-        true
+        crate::util::import_busybox_image(IMAGE, &tools, "/bin", |root| {
+            // A file that is there but not executable (exit 126).
+            std::fs::write(root.join("bin/not-executable"), "#!/bin/sh\n").unwrap();
+        })
     });
-    if ready {
-        return Some(IMAGE);
-    }
-    assert!(
-        std::env::var_os("QBOX_REQUIRE_DOCKER").is_none(),
-        "QBOX_REQUIRE_DOCKER is set but no Docker engine (or /bin/busybox from busybox-static) is available"
-    );
-    eprintln!("SKIPPED: no Docker engine or no /bin/busybox (apt-get install busybox-static)");
-    None
+    ready.then_some(IMAGE)
 }
 
 pub(crate) fn qbox_run(home: &TestHome, args: &[&str]) -> crate::util::Qbox {

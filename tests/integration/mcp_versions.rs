@@ -327,18 +327,6 @@ fn call_json(home: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
-fn python() -> Option<PathBuf> {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("QBOX_REQUIRE_PYTHON_MCP").is_none(),
-        "QBOX_REQUIRE_PYTHON_MCP is set but .venv has no python with the mcp package"
-    );
-    None
-}
-
 #[test]
 fn call_negotiates_the_newest_revision_and_falls_back_to_the_handshake() {
     let home = TestHome::new();
@@ -375,7 +363,7 @@ fn call_negotiates_the_newest_revision_and_falls_back_to_the_handshake() {
 
     // A server of the official Python SDK that knows only the handshake:
     // the probe is refused, and the call goes on after `initialize`.
-    let Some(python) = python() else {
+    let Some(python) = crate::util::python_mcp() else {
         eprintln!("SKIPPED the handshake fallback: no .venv with the Python MCP SDK");
         return;
     };
@@ -432,7 +420,7 @@ fn call_reads_past_a_late_answer_to_its_probe() {
 /// checked by the official SDK's client against the listed outputSchema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_q_chat_result_validates_against_its_output_schema() {
-    let Some(python) = python() else {
+    let Some(python) = crate::util::python_mcp() else {
         eprintln!("SKIPPED a_real_q_chat_result_validates_against_its_output_schema: no .venv");
         return;
     };
@@ -521,7 +509,7 @@ async fn a_real_q_chat_result_validates_against_its_output_schema() {
 /// interop exercise, what was negotiated, and what the tool list says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_sdk_interoperates_in_each_mode() {
-    let Some(python) = python() else {
+    let Some(python) = crate::util::python_mcp() else {
         eprintln!("SKIPPED the_official_python_sdk_interoperates_in_each_mode: no .venv");
         return;
     };

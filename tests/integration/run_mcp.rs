@@ -5,7 +5,7 @@
 //! stand-in service in the same session.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use qbox::standin::q::{Answer, Reply, StandinQ};
@@ -20,72 +20,14 @@ const IMAGE: &str = "qbox-test-dev-image:latest";
 fn dev_image() -> Option<&'static str> {
     static READY: OnceLock<bool> = OnceLock::new();
     let ready = *READY.get_or_init(|| {
-        let engine = Command::new("docker").arg("version").output();
-        let busybox = Path::new("/bin/busybox");
-        if !engine.is_ok_and(|o| o.status.success()) || !busybox.exists() {
-            return false;
-        }
-        let root = tempfile::tempdir().unwrap();
-        for dir in ["bin", "tmp", "usr/local/bin", "work"] {
-            std::fs::create_dir_all(root.path().join(dir)).unwrap();
-        }
-        std::fs::set_permissions(
-            root.path().join("tmp"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-        )
-        .unwrap();
-        std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
-        let applets = Command::new(busybox).arg("--list").output().unwrap();
-        for applet in String::from_utf8(applets.stdout).unwrap().lines() {
-            if applet != "busybox" {
-                std::os::unix::fs::symlink("busybox", root.path().join("bin").join(applet))
-                    .unwrap();
-            }
-        }
-        let fake_q = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-q");
-        std::fs::copy(fake_q, root.path().join("usr/local/bin/q")).unwrap();
-        let mut tar = Command::new("tar")
-            .args(["-C", root.path().to_str().unwrap(), "-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let imported = Command::new("docker")
-            .args(["import", "-c", "ENV PATH=/usr/local/bin:/bin", "-", IMAGE])
-            .stdin(tar.stdout.take().unwrap())
-            .output()
-            .unwrap();
-        assert!(tar.wait().unwrap().success());
-        assert!(
-            imported.status.success(),
-            "{}",
-            String::from_utf8_lossy(&imported.stderr)
-        );
-        true
+        crate::util::import_busybox_image(IMAGE, &[], "/usr/local/bin:/bin", |root| {
+            std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+            std::fs::create_dir_all(root.join("work")).unwrap();
+            let fake_q = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-q");
+            std::fs::copy(fake_q, root.join("usr/local/bin/q")).unwrap();
+        })
     });
-    if ready {
-        return Some(IMAGE);
-    }
-    assert!(
-        std::env::var_os("QBOX_REQUIRE_DOCKER").is_none(),
-        "QBOX_REQUIRE_DOCKER is set but no Docker engine (or /bin/busybox) is available"
-    );
-    eprintln!("SKIPPED: no Docker engine or no /bin/busybox (apt-get install busybox-static)");
-    None
-}
-
-fn python() -> Option<PathBuf> {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("QBOX_REQUIRE_PYTHON_MCP").is_none(),
-        "QBOX_REQUIRE_PYTHON_MCP is set but .venv has no python with the mcp package"
-    );
-    eprintln!(
-        "SKIPPED: no .venv (python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt)"
-    );
-    None
+    ready.then_some(IMAGE)
 }
 
 /// `qbox run --mcp` finds or builds the static sidecar as `qbox image
@@ -115,7 +57,9 @@ fn toolchain_env(command: &mut Command) {
 #[test]
 fn a_users_image_serves_both_tools_over_stdio() {
     let Some(image) = dev_image() else { return };
-    let Some(python) = python() else { return };
+    let Some(python) = crate::util::python_mcp() else {
+        return;
+    };
     let _turn = crate::util::engine_turn();
     let home = TestHome::new();
     let token = "aoa-access-runmcp";

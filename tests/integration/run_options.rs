@@ -3,7 +3,6 @@
 //! bad values refused (exit 125) before anything is created.
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -14,63 +13,20 @@ use crate::util::{TestHome, valid_login};
 
 const IMAGE: &str = "qbox-test-options:latest";
 
-/// A busybox image with the tools these tests use; `None` (a visible
-/// skip) without an engine or busybox, a failure under QBOX_REQUIRE_DOCKER.
+/// A busybox image with the tools these tests use and a page to serve;
+/// `None` (a visible skip) without an engine or busybox.
 fn image() -> Option<&'static str> {
     static READY: OnceLock<bool> = OnceLock::new();
+    let tools = [
+        "sh", "env", "touch", "chown", "echo", "httpd", "sleep", "cat",
+    ];
     let ready = *READY.get_or_init(|| {
-        let engine = Command::new("docker").args(["version"]).output();
-        let busybox = Path::new("/bin/busybox");
-        if !engine.is_ok_and(|o| o.status.success()) || !busybox.exists() {
-            return false;
-        }
-        let root = tempfile::tempdir().unwrap();
-        for dir in ["bin", "tmp", "www"] {
-            std::fs::create_dir_all(root.path().join(dir)).unwrap();
-        }
-        std::fs::set_permissions(
-            root.path().join("tmp"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-        )
-        .unwrap();
-        std::fs::write(
-            root.path().join("www/index.html"),
-            "published through qbox\n",
-        )
-        .unwrap();
-        std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
-        for tool in [
-            "sh", "env", "touch", "chown", "echo", "httpd", "sleep", "cat",
-        ] {
-            std::os::unix::fs::symlink("busybox", root.path().join("bin").join(tool)).unwrap();
-        }
-        let mut tar = Command::new("tar")
-            .args(["-C", root.path().to_str().unwrap(), "-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let imported = Command::new("docker")
-            .args(["import", "-c", "ENV PATH=/bin", "-", IMAGE])
-            .stdin(tar.stdout.take().unwrap())
-            .output()
-            .unwrap();
-        assert!(tar.wait().unwrap().success());
-        assert!(
-            imported.status.success(),
-            "{}",
-            String::from_utf8_lossy(&imported.stderr)
-        );
-        true
+        crate::util::import_busybox_image(IMAGE, &tools, "/bin", |root| {
+            std::fs::create_dir_all(root.join("www")).unwrap();
+            std::fs::write(root.join("www/index.html"), "published through qbox\n").unwrap();
+        })
     });
-    if ready {
-        return Some(IMAGE);
-    }
-    assert!(
-        std::env::var_os("QBOX_REQUIRE_DOCKER").is_none(),
-        "QBOX_REQUIRE_DOCKER is set but no Docker engine (or /bin/busybox) is available"
-    );
-    eprintln!("SKIPPED: no Docker engine or no /bin/busybox (apt-get install busybox-static)");
-    None
+    ready.then_some(IMAGE)
 }
 
 fn home() -> TestHome {

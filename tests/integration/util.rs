@@ -536,3 +536,90 @@ pub fn engine_turn() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// The interpreter of the project's `.venv`, which holds the official MCP
+/// Python SDK; `None` with a visible skip when it is missing, a failure
+/// under `QBOX_REQUIRE_PYTHON_MCP`.
+pub fn python_mcp() -> Option<PathBuf> {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("QBOX_REQUIRE_PYTHON_MCP").is_none(),
+        "QBOX_REQUIRE_PYTHON_MCP is set but .venv has no python with the mcp package"
+    );
+    eprintln!(
+        "SKIPPED: no .venv (python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt)"
+    );
+    None
+}
+
+/// Imports a test image `tag` from a root filesystem holding the static
+/// busybox, `applets` linked to it (every applet for an empty list), and
+/// whatever `prepare` adds, with `PATH` set to `path`. `false` with a
+/// visible skip when there is no engine or no `/bin/busybox`, a failure
+/// under `QBOX_REQUIRE_DOCKER`. Call it once per image (from a `OnceLock`).
+pub fn import_busybox_image(
+    tag: &str,
+    applets: &[&str],
+    path: &str,
+    prepare: impl FnOnce(&Path),
+) -> bool {
+    let engine = Command::new("docker").arg("version").output();
+    let busybox = Path::new("/bin/busybox");
+    if !engine.is_ok_and(|o| o.status.success()) || !busybox.exists() {
+        assert!(
+            std::env::var_os("QBOX_REQUIRE_DOCKER").is_none(),
+            "QBOX_REQUIRE_DOCKER is set but no Docker engine (or /bin/busybox from busybox-static) is available"
+        );
+        eprintln!("SKIPPED: no Docker engine or no /bin/busybox (apt-get install busybox-static)");
+        return false;
+    }
+    let root = tempfile::tempdir().unwrap();
+    for dir in ["bin", "tmp"] {
+        std::fs::create_dir_all(root.path().join(dir)).unwrap();
+    }
+    std::fs::set_permissions(
+        root.path().join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
+    let all: Vec<String>;
+    let applets: Vec<&str> = if applets.is_empty() {
+        let list = Command::new(busybox).arg("--list").output().unwrap();
+        all = String::from_utf8(list.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        all.iter()
+            .map(String::as_str)
+            .filter(|a| *a != "busybox")
+            .collect()
+    } else {
+        applets.to_vec()
+    };
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", root.path().join("bin").join(applet)).unwrap();
+    }
+    prepare(root.path());
+    let mut tar = Command::new("tar")
+        .args(["-C", root.path().to_str().unwrap(), "-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let imported = Command::new("docker")
+        .args(["import", "-c", &format!("ENV PATH={path}"), "-", tag])
+        .stdin(tar.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(tar.wait().unwrap().success());
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    true
+}
