@@ -8,6 +8,7 @@ mod doctor;
 mod export;
 mod image;
 mod mcp_config;
+mod ps;
 mod run;
 mod run_options;
 mod snapshot;
@@ -97,6 +98,10 @@ pub enum Command {
     Debug(debug::DebugCommand),
     /// Run a container that is logged in to Amazon Q (the login mounted read-only, kept fresh).
     Run(Box<run::RunArgs>),
+    /// List the containers qbox run started, and whether their login keeper runs.
+    Ps(ps::PsArgs),
+    /// Stop containers qbox run started (their stop signal, then a kill after -t seconds).
+    Stop(ps::StopArgs),
     /// Build the qbox-sidecar container image (no registry needed).
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -147,6 +152,8 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
         Command::McpConfig(args) => mcp_config::run(&args),
         Command::Image(command) => block_on(image::run(command, cli.global.quiet, palette)),
         Command::Run(args) => block_on(run::run(*args, query, palette)),
+        Command::Ps(args) => block_on(ps::ps(args, palette)),
+        Command::Stop(args) => block_on(ps::stop(args)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "qbox", &mut std::io::stdout());
             Ok(exit::OK)

@@ -11,7 +11,7 @@ use crate::app::term::Palette;
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
-    AUTH_DB, AuthMode, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
+    AUTH_DB, AuthMode, RUN_LABEL, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
 };
 use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
@@ -184,6 +184,10 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
 /// Runs the command; every failure of qbox itself exits 125.
 pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
     let mut spec = spec(&args)?;
+    // Which `qbox run` keeps this container's login fresh (`qbox ps`).
+    spec.options
+        .labels
+        .insert(RUN_LABEL.to_owned(), runtime_dir::this_run());
     // Before anything else: the snapshots that killed runs left behind go.
     let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
     if args.mcp {

@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub(crate) mod image;
+pub(crate) mod manage;
 pub(crate) mod options;
 pub(crate) mod run;
 pub(crate) mod runtime_dir;

@@ -129,7 +129,7 @@ fn server_error(err: &DockerError) -> Option<(u16, &str)> {
 
 /// An engine answer as a `RunError`: its own message when it answered,
 /// else "cannot talk to the engine" with the endpoint.
-pub(super) fn engine_error(err: DockerError) -> RunError {
+pub(crate) fn engine_error(err: DockerError) -> RunError {
     match err {
         DockerError::DockerResponseServerError { message, .. } => RunError::Failed(message),
         other => RunError::Engine {

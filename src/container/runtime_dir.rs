@@ -172,13 +172,16 @@ impl RuntimeDir {
         }
     }
 
+    /// The directory of the run named `run` (see [`this_run`]).
+    pub fn run_dir(&self, run: &str) -> PathBuf {
+        self.path.join(format!("{RUN_PREFIX}{run}"))
+    }
+
     /// A new directory (mode 0700) for this process's run, removed when the
     /// handle is dropped; named after this process so that a later sweep can
     /// tell when its owner is gone.
     pub fn create_run_dir(&self) -> Result<tempfile::TempDir, RuntimeDirError> {
-        let pid = std::process::id();
-        let start = process_start(pid).unwrap_or(0);
-        let name = format!("{RUN_PREFIX}{pid}-{start}");
+        let name = format!("{RUN_PREFIX}{}", this_run());
         let mut builder = tempfile::Builder::new();
         // The exact name, no random part: one run per process.
         builder.prefix(&name).rand_bytes(0);
@@ -256,6 +259,22 @@ fn owned_by_user(_metadata: &std::fs::Metadata) -> bool {
 }
 
 /// `run-<pid>-<start>` → (pid, start); anything else is not qbox's.
+/// This process as a run: `PID-START` (its start time in clock ticks since
+/// boot, 0 where unknown), which a reused pid cannot take on. It names the
+/// run's directory and labels its container (`qbox.run`).
+pub fn this_run() -> String {
+    let pid = std::process::id();
+    format!("{pid}-{}", process_start(pid).unwrap_or(0))
+}
+
+/// Whether the `qbox run` named `run` (`PID-START`) is still running.
+pub fn run_owner(run: &str) -> Owner {
+    match parse_run_name(&format!("{RUN_PREFIX}{run}")) {
+        Some((pid, start)) => owner_state(pid, start),
+        None => Owner::Gone,
+    }
+}
+
 fn parse_run_name(name: &str) -> Option<(u32, u64)> {
     let (pid, start) = name.strip_prefix(RUN_PREFIX)?.split_once('-')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());

@@ -17,6 +17,10 @@ pub const AUTH_DB: &str = "/run/qbox/auth/data.sqlite3";
 /// The label on every container qbox creates.
 pub const MANAGED_LABEL: &str = "qbox.managed";
 
+/// The label naming the `qbox run` (`PID-START`) that keeps a container's
+/// login fresh: `qbox ps` shows whether it still runs.
+pub const RUN_LABEL: &str = "qbox.run";
+
 /// How the login reaches the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuthMode {

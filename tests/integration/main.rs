@@ -23,6 +23,7 @@ mod login_lifecycle;
 mod mcp_client;
 mod mcp_versions;
 mod net_hardening;
+mod ps_stop;
 mod refresh;
 mod run_lifecycle;
 mod run_mcp;

@@ -1,0 +1,142 @@
+//! `qbox ps` and `qbox stop`: the containers `qbox run` started, whether
+//! the `qbox run` that keeps each one's login fresh still runs, and
+//! stopping them as `docker stop` does.
+
+use crate::app::term::Palette;
+use crate::container::image;
+use crate::container::manage::{self, Managed};
+use crate::container::runtime_dir::{self, Owner};
+use crate::exit::{self, CommandError};
+use crate::timefmt::rfc3339_seconds;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  qbox ps                 # running containers that qbox run started, with their login's expiry
+  qbox ps -a --json       # all of them, as JSON
+
+KEEPER is the `qbox run` that keeps the container's login fresh: `running (pid N)`,
+or `gone` when it was killed (the container then keeps its last snapshot until it
+expires; stop the container, or start it again with qbox run). Logs: docker logs NAME.")]
+pub struct PsArgs {
+    /// Also list containers that have exited (kept with --keep).
+    #[arg(short, long)]
+    all: bool,
+    /// Print a JSON array: id, name, image, state, status, created, run, keeper,
+    /// token_expires_at.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  qbox stop web           # SIGTERM (the image's stop signal), SIGKILL 10 s later
+  qbox stop -t 0 web db   # kill at once
+
+Only containers that qbox run started are stopped; others are refused. The `qbox run`
+in charge then exits with the container's code and removes its snapshot.
+Exit codes: 0 all stopped, 1 one was not found, not qbox's, or the engine failed.")]
+pub struct StopArgs {
+    /// Seconds to wait for the container to stop before killing it.
+    #[arg(
+        short = 't',
+        long = "time",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    time: u32,
+    /// Names or ids (an id prefix of at least 4 characters).
+    #[arg(required = true, value_name = "NAME|ID")]
+    containers: Vec<String>,
+}
+
+/// When the login mounted in the container expires: read from the
+/// snapshot its `qbox run` keeps in the runtime directory.
+fn token_expiry(container: &Managed) -> Option<time::OffsetDateTime> {
+    let run = container.run.as_ref()?;
+    let dir = runtime_dir::RuntimeDir::existing(super::run::runtime_dir_path()).ok()??;
+    let snapshot = dir
+        .run_dir(run)
+        .join(crate::store::snapshot::SNAPSHOT_FILE_NAME);
+    let login = crate::store::read_login(&snapshot, None).ok()?;
+    Some(login.token?.token.expires_at)
+}
+
+/// The state of the `qbox run` behind a container.
+fn keeper(container: &Managed) -> (&'static str, Option<u32>) {
+    let Some(run) = &container.run else {
+        return ("unknown", None);
+    };
+    let pid = run.split('-').next().and_then(|p| p.parse().ok());
+    match runtime_dir::run_owner(run) {
+        Owner::Alive => ("running", pid),
+        Owner::Gone => ("gone", pid),
+    }
+}
+
+pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
+    let docker = image::connect().await?;
+    let containers: Vec<Managed> = manage::list(&docker)
+        .await?
+        .into_iter()
+        .filter(|c| args.all || c.state == "running")
+        .collect();
+    if args.json {
+        let rows: Vec<serde_json::Value> = containers
+            .iter()
+            .map(|c| {
+                let (state, pid) = keeper(c);
+                let mut row = serde_json::to_value(c).unwrap_or_default();
+                row["keeper"] = serde_json::json!({"state": state, "pid": pid});
+                row["token_expires_at"] = token_expiry(c).map(rfc3339_seconds).into();
+                row
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<14} {:<24} {:<28} {:<22} {:<22} KEEPER",
+        "CONTAINER ID", "NAME", "IMAGE", "STATUS", "LOGIN EXPIRES"
+    );
+    for c in &containers {
+        let keeper = match keeper(c) {
+            ("running", Some(pid)) => format!("running (pid {pid})"),
+            ("gone", _) => palette.warning("gone"),
+            (state, _) => state.to_owned(),
+        };
+        let expires = token_expiry(c).map_or_else(|| "-".to_owned(), rfc3339_seconds);
+        println!(
+            "{:<14} {:<24} {:<28} {:<22} {expires:<22} {keeper}",
+            c.id.get(..12).unwrap_or(&c.id),
+            c.name,
+            c.image,
+            c.status
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub async fn stop(args: StopArgs) -> anyhow::Result<u8> {
+    let docker = image::connect().await?;
+    let containers = manage::list(&docker).await?;
+    // Every name is checked before anything is stopped.
+    let mut targets = Vec::new();
+    for wanted in &args.containers {
+        let Some(found) = manage::find(&containers, wanted) else {
+            return Err(CommandError::new(
+                exit::ERROR,
+                format!("no container that qbox run started is named `{wanted}`"),
+            )
+            .hint("`qbox ps -a` lists them; qbox stops only its own containers (docker stop stops any)")
+            .into());
+        };
+        targets.push(found);
+    }
+    for target in targets {
+        manage::stop(&docker, &target.id, args.time).await?;
+        println!("{}", target.name);
+    }
+    Ok(exit::OK)
+}

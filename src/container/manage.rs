@@ -1,0 +1,122 @@
+//! The qbox-managed containers on the engine: listing them for `qbox ps`
+//! and stopping them for `qbox stop`. Only containers that carry qbox's
+//! label are ever touched.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{ListContainersOptionsBuilder, StopContainerOptionsBuilder};
+
+use super::run::{RunError, engine_error};
+use super::spec::{MANAGED_LABEL, RUN_LABEL};
+
+/// A container `qbox run` started, as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Managed {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// `running`, `exited`, …
+    pub state: String,
+    /// The engine's words: "Up 3 minutes".
+    pub status: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+    /// The `qbox run` that keeps its login fresh (`PID-START`), if labelled.
+    pub run: Option<String>,
+}
+
+/// Every qbox-managed container, running or not, newest first.
+pub async fn list(docker: &Docker) -> Result<Vec<Managed>, RunError> {
+    let label = format!("{MANAGED_LABEL}=true");
+    let filters = HashMap::from([("label", vec![label.as_str()])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let summaries = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(engine_error)?;
+    let mut managed: Vec<Managed> = summaries
+        .into_iter()
+        .map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            Managed {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|names| names.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                status: c.status.unwrap_or_default(),
+                created: c.created.unwrap_or_default(),
+                run: labels.get(RUN_LABEL).cloned(),
+            }
+        })
+        .collect();
+    managed.sort_by_key(|c| std::cmp::Reverse(c.created));
+    Ok(managed)
+}
+
+/// The qbox-managed container `name_or_id` names (a name, an id, or an id
+/// prefix of at least 4 characters), if there is exactly one.
+pub fn find<'a>(containers: &'a [Managed], name_or_id: &str) -> Option<&'a Managed> {
+    if let Some(by_name) = containers.iter().find(|c| c.name == name_or_id) {
+        return Some(by_name);
+    }
+    if name_or_id.len() < 4 {
+        return None;
+    }
+    let mut by_id = containers.iter().filter(|c| c.id.starts_with(name_or_id));
+    match (by_id.next(), by_id.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
+}
+
+/// Stops `id` as `docker stop -t TIMEOUT` does: its stop signal, then a
+/// kill after `timeout` seconds. A container already gone is not an error.
+pub async fn stop(docker: &Docker, id: &str, timeout: u32) -> Result<(), RunError> {
+    let options = StopContainerOptionsBuilder::default()
+        .t(i32::try_from(timeout).unwrap_or(i32::MAX))
+        .build();
+    match docker.stop_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(DockerError::DockerResponseServerError {
+            status_code: 304 | 404,
+            ..
+        }) => Ok(()),
+        Err(err) => Err(engine_error(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn managed(id: &str, name: &str) -> Managed {
+        Managed {
+            id: id.into(),
+            name: name.into(),
+            image: "img".into(),
+            state: "running".into(),
+            status: "Up".into(),
+            created: 0,
+            run: None,
+        }
+    }
+
+    #[test]
+    fn names_and_unique_id_prefixes_find_one_container() {
+        let all = [managed("abcdef01", "web"), managed("abcd9999", "db")];
+        assert_eq!(find(&all, "web").unwrap().id, "abcdef01");
+        assert_eq!(find(&all, "abcdef").unwrap().name, "web");
+        assert!(find(&all, "abcd").is_none(), "ambiguous");
+        assert!(find(&all, "abc").is_none(), "too short");
+        assert!(find(&all, "cache").is_none());
+    }
+}
