@@ -289,6 +289,32 @@ impl Decoder {
     ) -> Result<(), E> {
         let mut input = chunk;
         loop {
+            if self.partial.is_empty() && !self.poisoned {
+                // Nothing buffered: whole frames are decoded in place, one
+                // after the other, until one is cut off by the chunk's end.
+                loop {
+                    match start(input, self.max_message_len, &self.fresh) {
+                        Ok(Start::Whole(frame, prelude)) => match message(frame, prelude) {
+                            Ok(message) => {
+                                input = &input[frame.len()..];
+                                on_message(message)?;
+                            }
+                            Err(err) => {
+                                self.poisoned = true;
+                                return Err(err.into());
+                            }
+                        },
+                        Ok(Start::Partial(prelude)) => {
+                            self.begin(input, prelude);
+                            return Ok(());
+                        }
+                        Err(err) => {
+                            self.poisoned = true;
+                            return Err(err.into());
+                        }
+                    }
+                }
+            }
             let (message, used) = self.decode(input)?;
             input = &input[used..];
             match message {

@@ -202,6 +202,26 @@ fn value_at<'a>(
     })
 }
 
+/// The value whose type byte is at `at` and which ends at `end`, in a
+/// section already validated: no error to build, so `None` (which cannot
+/// happen) keeps the lookup panic-free.
+#[inline]
+fn validated_value(raw: &[u8], at: usize, end: usize) -> Option<HeaderValue<'_>> {
+    let value = raw.get(at + 1..end)?;
+    Some(match HeaderType::from_wire(*raw.get(at)?)? {
+        HeaderType::BoolTrue => HeaderValue::Bool(true),
+        HeaderType::BoolFalse => HeaderValue::Bool(false),
+        HeaderType::Byte => HeaderValue::Byte(i8::from_be_bytes(take(value, 0)?)),
+        HeaderType::Short => HeaderValue::Short(i16::from_be_bytes(take(value, 0)?)),
+        HeaderType::Int => HeaderValue::Int(i32::from_be_bytes(take(value, 0)?)),
+        HeaderType::Long => HeaderValue::Long(i64::from_be_bytes(take(value, 0)?)),
+        HeaderType::Timestamp => HeaderValue::Timestamp(i64::from_be_bytes(take(value, 0)?)),
+        HeaderType::Uuid => HeaderValue::Uuid(take(value, 0)?),
+        HeaderType::Bytes => HeaderValue::Bytes(value.get(2..)?),
+        HeaderType::String => HeaderValue::String(std::str::from_utf8(value.get(2..)?).ok()?),
+    })
+}
+
 /// Whether every byte is ASCII: eight bytes at a time, in a form the
 /// compiler turns into vector instructions (the standard `is_ascii` is a
 /// byte loop at these lengths).
@@ -400,12 +420,7 @@ impl<'a> Headers<'a> {
         while pos < self.raw.len() {
             let (found, next) = skip(self.raw, pos)?;
             if same(found, name.as_bytes()) {
-                // The section was validated when `Headers` was built, so
-                // this cannot fail; `None` keeps the lookup panic-free.
-                let type_at = pos + 1 + found.len();
-                return value_at(self.raw, name, type_at)
-                    .ok()
-                    .map(|(value, _)| value);
+                return validated_value(self.raw, pos + 1 + found.len(), next);
             }
             pos = next;
         }
