@@ -124,11 +124,15 @@ fn decode_smithy(chunks: &[Bytes]) -> (usize, usize) {
     (seen, payload)
 }
 
+/// A stream to decode: group name, bytes, frame count, and the chunk sizes
+/// to cut it into (`None`: one buffer).
+type Case<'a> = (&'a str, &'a [u8], usize, &'a [(&'a str, Option<usize>)]);
+
 fn bench(c: &mut Criterion) {
     const KIB: usize = 1024;
     let q_frames = stream(2000, q_frame);
     let large_frames = stream(64, large_frame);
-    let cases: [(&str, &[u8], usize, &[(&str, Option<usize>)]); 2] = [
+    let cases: [Case<'_>; 2] = [
         (
             "q_frames_150b",
             &q_frames,
