@@ -5,7 +5,7 @@
 //! place (zero-copy); only a frame split across chunks is assembled in an
 //! internal buffer, which never holds more than that one frame.
 
-use super::crc::crc32;
+use super::crc::{Crc32, crc32_of_8};
 use super::{
     FrameError, Headers, MAX_HEADERS_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, OVERHEAD, PRELUDE_LEN,
 };
@@ -39,11 +39,15 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 
 /// Checks the prelude CRC and the length fields against the limits.
 #[inline]
-fn check_prelude(prelude: &[u8], max_message_len: usize) -> Result<Prelude, FrameError> {
+fn check_prelude(
+    prelude: &[u8; PRELUDE_LEN],
+    max_message_len: usize,
+) -> Result<Prelude, FrameError> {
     let total = be_u32(prelude, 0);
     let headers = be_u32(prelude, 4);
     let expected = be_u32(prelude, 8);
-    let computed = crc32(&prelude[..8]);
+    let [head @ .., _, _, _, _] = prelude;
+    let computed = crc32_of_8(head);
     if expected != computed {
         return Err(FrameError::PreludeChecksum { expected, computed });
     }
@@ -80,20 +84,18 @@ fn check_prelude(prelude: &[u8], max_message_len: usize) -> Result<Prelude, Fram
     })
 }
 
-/// Checks the message CRC of a complete frame.
+/// Compares the message CRC of a complete frame with `computed`.
 #[inline]
-fn check_message_crc(frame: &[u8], prelude: Prelude) -> Result<(), FrameError> {
-    let crc_at = prelude.total - 4;
-    let expected = be_u32(frame, crc_at);
-    let computed = crc32(&frame[..crc_at]);
+fn check_message_crc(frame: &[u8], computed: u32) -> Result<(), FrameError> {
+    let expected = be_u32(frame, frame.len() - 4);
     if expected != computed {
         return Err(FrameError::MessageChecksum { expected, computed });
     }
     Ok(())
 }
 
-/// Validates the headers of a frame whose CRC is right and views it as a
-/// message.
+/// Validates the headers of a complete frame whose CRCs are right and views
+/// it as a message.
 #[inline]
 fn message(frame: &[u8], prelude: Prelude) -> Result<Message<'_>, FrameError> {
     let headers_end = PRELUDE_LEN + prelude.headers;
@@ -104,24 +106,55 @@ fn message(frame: &[u8], prelude: Prelude) -> Result<Message<'_>, FrameError> {
     })
 }
 
-/// Where the next complete frame is.
-enum Next {
-    /// At the start of the input, CRC checked.
-    InPlace(Prelude),
-    /// Assembled in the decoder's buffer and fully validated: (prelude,
-    /// header count).
-    Buffered(Prelude, usize),
-    /// Not complete yet.
-    NeedMore,
+/// What the start of a chunk holds when nothing is buffered.
+enum Start<'a> {
+    /// A whole frame, both CRCs checked.
+    Whole(&'a [u8], Prelude),
+    /// The start of a frame; its prelude, checked, if all 12 bytes are
+    /// there.
+    Partial(Option<Prelude>),
 }
+
+/// Fast path: looks for a whole frame at the start of `input`, to decode it
+/// in place.
+#[inline]
+fn start<'a>(
+    input: &'a [u8],
+    max_message_len: usize,
+    fresh: &Crc32,
+) -> Result<Start<'a>, FrameError> {
+    let Some(head) = input.first_chunk::<PRELUDE_LEN>() else {
+        return Ok(Start::Partial(None));
+    };
+    let prelude = check_prelude(head, max_message_len)?;
+    let Some(frame) = input.get(..prelude.total) else {
+        return Ok(Start::Partial(Some(prelude)));
+    };
+    let mut crc = fresh.clone();
+    crc.update(&frame[..prelude.total - 4]);
+    check_message_crc(frame, crc.value())?;
+    Ok(Start::Whole(frame, prelude))
+}
+
+/// Bytes copied into the frame buffer between two CRC updates: small enough
+/// that a block is still in the L1 cache when it is hashed, large enough for
+/// the wide CRC.
+const BLOCK: usize = 16 * 1024;
 
 /// An incremental event-stream decoder.
 #[derive(Debug)]
 pub struct Decoder {
-    /// The start of a frame that did not fit in earlier chunks.
+    /// The start of a frame that did not fit in earlier chunks. Its capacity
+    /// is kept for the next frame that needs it.
     partial: Vec<u8>,
     /// The prelude of the frame in `partial`, once 12 bytes are there.
     prelude: Option<Prelude>,
+    /// CRC-32 of `partial[..hashed]`, kept up to date as bytes arrive so
+    /// that a finished frame is not read a second time.
+    crc: Crc32,
+    /// The CRC of nothing, cloned for each frame.
+    fresh: Crc32,
+    hashed: usize,
     /// `partial` holds a frame already handed out; clear it on the next call.
     handed_out: bool,
     /// An error was returned: the stream position is lost for good.
@@ -146,6 +179,9 @@ impl Decoder {
         Self {
             partial: Vec::new(),
             prelude: None,
+            crc: Crc32::new(),
+            fresh: Crc32::new(),
+            hashed: 0,
             handed_out: false,
             poisoned: false,
             max_message_len: max.min(MAX_MESSAGE_LEN),
@@ -192,40 +228,53 @@ impl Decoder {
             self.prelude = None;
             self.handed_out = false;
         }
-        let mut rest = input;
-        let next = if self.partial.is_empty() {
-            self.locate_in_place(&mut rest)
-        } else {
-            self.locate_buffered(&mut rest)
-        };
-        let used = input.len() - rest.len();
-        match next {
-            // The message borrows `input`, not the decoder, so a header
-            // error can still poison the decoder.
-            Ok(Next::InPlace(prelude)) => match message(&input[..prelude.total], prelude) {
-                Ok(message) => Ok((Some(message), prelude.total)),
-                Err(err) => {
-                    self.poisoned = true;
-                    Err(err)
+        let filled = if self.partial.is_empty() {
+            match start(input, self.max_message_len, &self.fresh) {
+                // The message borrows `input`, not the decoder, so a header
+                // error can still poison the decoder.
+                Ok(Start::Whole(frame, prelude)) => {
+                    return match message(frame, prelude) {
+                        Ok(message) => Ok((Some(message), frame.len())),
+                        Err(err) => {
+                            self.poisoned = true;
+                            Err(err)
+                        }
+                    };
                 }
-            },
-            Ok(Next::Buffered(prelude, count)) => {
-                self.handed_out = true;
-                let headers_end = PRELUDE_LEN + prelude.headers;
-                let frame = &self.partial;
-                Ok((
-                    Some(Message {
-                        headers: Headers::validated(&frame[PRELUDE_LEN..headers_end], count),
-                        payload: &frame[headers_end..prelude.total - 4],
-                        frame,
-                    }),
-                    used,
-                ))
+                Ok(Start::Partial(prelude)) => {
+                    self.begin(input, prelude);
+                    Ok(None)
+                }
+                Err(err) => Err(err),
             }
-            Ok(Next::NeedMore) => Ok((None, used)),
+        } else {
+            self.fill(input)
+        };
+        let (used, prelude) = match filled {
+            Ok(Some(done)) => done,
+            Ok(None) => return Ok((None, input.len())),
             Err(err) => {
                 self.poisoned = true;
                 self.partial = Vec::new();
+                return Err(err);
+            }
+        };
+        // Split borrows: the message borrows the buffer while a header
+        // error still poisons the decoder.
+        let Self {
+            partial,
+            handed_out,
+            poisoned,
+            ..
+        } = self;
+        let frame: &'m [u8] = partial;
+        match message(frame, prelude) {
+            Ok(message) => {
+                *handed_out = true;
+                Ok((Some(message), used))
+            }
+            Err(err) => {
+                *poisoned = true;
                 Err(err)
             }
         }
@@ -240,6 +289,32 @@ impl Decoder {
     ) -> Result<(), E> {
         let mut input = chunk;
         loop {
+            if self.partial.is_empty() && !self.poisoned {
+                // Nothing buffered: whole frames are decoded in place, one
+                // after the other, until one is cut off by the chunk's end.
+                loop {
+                    match start(input, self.max_message_len, &self.fresh) {
+                        Ok(Start::Whole(frame, prelude)) => match message(frame, prelude) {
+                            Ok(message) => {
+                                input = &input[frame.len()..];
+                                on_message(message)?;
+                            }
+                            Err(err) => {
+                                self.poisoned = true;
+                                return Err(err.into());
+                            }
+                        },
+                        Ok(Start::Partial(prelude)) => {
+                            self.begin(input, prelude);
+                            return Ok(());
+                        }
+                        Err(err) => {
+                            self.poisoned = true;
+                            return Err(err.into());
+                        }
+                    }
+                }
+            }
             let (message, used) = self.decode(input)?;
             input = &input[used..];
             match message {
@@ -249,54 +324,70 @@ impl Decoder {
         }
     }
 
-    /// Fast path: the next frame starts at the beginning of `input`.
-    fn locate_in_place(&mut self, input: &mut &[u8]) -> Result<Next, FrameError> {
-        let available = *input;
-        if available.len() >= PRELUDE_LEN {
-            let prelude = check_prelude(&available[..PRELUDE_LEN], self.max_message_len)?;
-            if available.len() >= prelude.total {
-                check_message_crc(&available[..prelude.total], prelude)?;
-                *input = &available[prelude.total..];
-                return Ok(Next::InPlace(prelude));
+    /// Keeps the start of a frame that `input` holds only part of.
+    fn begin(&mut self, input: &[u8], prelude: Option<Prelude>) {
+        match prelude {
+            Some(prelude) => {
+                self.expect(prelude);
+                self.absorb(input, prelude);
             }
-            self.prelude = Some(prelude);
-            self.partial.reserve_exact(prelude.total);
+            // Fewer than 12 bytes: the prelude is checked once they are there.
+            None => self.partial.extend_from_slice(input),
         }
-        // Keep the start of the frame; the rest arrives with later chunks.
-        self.partial.extend_from_slice(available);
-        *input = &available[available.len()..];
-        Ok(Next::NeedMore)
     }
 
-    /// Slow path: a frame started in an earlier chunk.
-    fn locate_buffered(&mut self, input: &mut &[u8]) -> Result<Next, FrameError> {
+    /// Sizes the buffer for the whole frame at once and starts its message
+    /// CRC.
+    fn expect(&mut self, prelude: Prelude) {
+        self.partial
+            .reserve_exact(prelude.total - self.partial.len());
+        self.prelude = Some(prelude);
+        self.crc = self.fresh.clone();
+        self.hashed = 0;
+    }
+
+    /// Appends `piece`, which does not go past the end of the frame, and
+    /// hashes what the message CRC covers block by block, while each block
+    /// is still in cache.
+    fn absorb(&mut self, piece: &[u8], prelude: Prelude) {
+        let crc_at = prelude.total - 4;
+        for block in piece.chunks(BLOCK) {
+            self.partial.extend_from_slice(block);
+            let end = self.partial.len().min(crc_at);
+            if end > self.hashed {
+                self.crc.update(&self.partial[self.hashed..end]);
+                self.hashed = end;
+            }
+        }
+    }
+
+    /// Slow path: continues a frame started in an earlier chunk. Returns how
+    /// many bytes of `input` completed it, or `None` if all of them were
+    /// kept and it needs more.
+    fn fill(&mut self, input: &[u8]) -> Result<Option<(usize, Prelude)>, FrameError> {
+        let mut used = 0;
         let prelude = match self.prelude {
             Some(prelude) => prelude,
             None => {
-                let wanted = PRELUDE_LEN - self.partial.len();
-                let used = wanted.min(input.len());
+                used = (PRELUDE_LEN - self.partial.len()).min(input.len());
                 self.partial.extend_from_slice(&input[..used]);
-                *input = &input[used..];
-                if self.partial.len() < PRELUDE_LEN {
-                    return Ok(Next::NeedMore);
-                }
-                let prelude = check_prelude(&self.partial[..PRELUDE_LEN], self.max_message_len)?;
-                self.partial
-                    .reserve_exact(prelude.total - self.partial.len());
-                *self.prelude.insert(prelude)
+                let Some(head) = self.partial.first_chunk::<PRELUDE_LEN>() else {
+                    return Ok(None);
+                };
+                let prelude = check_prelude(head, self.max_message_len)?;
+                self.expect(prelude);
+                prelude
             }
         };
+        let rest = &input[used..];
         let wanted = prelude.total - self.partial.len();
-        let used = wanted.min(input.len());
-        self.partial.extend_from_slice(&input[..used]);
-        *input = &input[used..];
-        if self.partial.len() < prelude.total {
-            return Ok(Next::NeedMore);
+        if rest.len() < wanted {
+            self.absorb(rest, prelude);
+            return Ok(None);
         }
-        check_message_crc(&self.partial, prelude)?;
-        let count =
-            Headers::parse(&self.partial[PRELUDE_LEN..PRELUDE_LEN + prelude.headers])?.len();
-        Ok(Next::Buffered(prelude, count))
+        self.absorb(&rest[..wanted], prelude);
+        check_message_crc(&self.partial, self.crc.value())?;
+        Ok(Some((used + wanted, prelude)))
     }
 
     /// Call at the end of the stream: fails if a frame was left unfinished.
@@ -309,5 +400,103 @@ impl Decoder {
             have,
             needed: self.prelude.map_or(PRELUDE_LEN, |p| p.total),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventstream::{Header, HeaderValue, encode};
+
+    /// Frames small and large (past the copy block), back to back.
+    fn stream() -> (Vec<u8>, Vec<Vec<u8>>) {
+        let mut out = Vec::new();
+        let mut payloads = Vec::new();
+        for (i, len) in [0usize, 150, 20_000, 3, 70_000, 40].into_iter().enumerate() {
+            let payload: Vec<u8> = (0..len).map(|b| ((b * 7 + i) % 251) as u8).collect();
+            let headers = [Header {
+                name: ":event-type",
+                value: HeaderValue::String("chunk"),
+            }];
+            encode(&headers, &payload, &mut out).expect("valid frame");
+            payloads.push(payload);
+        }
+        (out, payloads)
+    }
+
+    /// Where the 70,000-byte frame starts: four frames of 36 bytes of
+    /// framing and headers each, and their payloads.
+    const LARGE_START: usize = 4 * 36 + 150 + 20_000 + 3;
+
+    fn decode_in_chunks(bytes: &[u8], size: usize) -> Result<Vec<Vec<u8>>, FrameError> {
+        let mut decoder = Decoder::new();
+        let mut payloads = Vec::new();
+        for chunk in bytes.chunks(size) {
+            decoder.feed(chunk, |message| {
+                assert_eq!(message.headers.get_str(":event-type"), Some("chunk"));
+                payloads.push(message.payload.to_vec());
+                Ok::<_, FrameError>(())
+            })?;
+        }
+        decoder.finish()?;
+        Ok(payloads)
+    }
+
+    #[test]
+    fn large_and_small_frames_decode_whatever_the_chunking() {
+        let (bytes, expected) = stream();
+        for size in [
+            1,
+            5,
+            12,
+            13,
+            1000,
+            4096,
+            16 * 1024,
+            16 * 1024 + 1,
+            65_536,
+            bytes.len(),
+        ] {
+            assert_eq!(
+                decode_in_chunks(&bytes, size).unwrap(),
+                expected,
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_corrupted_byte_anywhere_in_a_large_frame_fails_its_checksum() {
+        let (bytes, _) = stream();
+        // Inside the 70,000-byte payload, and its last byte before the CRC.
+        for at in [
+            LARGE_START + 40,
+            LARGE_START + 17_000,
+            LARGE_START + 36 + 70_000 - 5,
+        ] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x20;
+            for size in [7, 16 * 1024, bad.len()] {
+                let err = decode_in_chunks(&bad, size).unwrap_err();
+                assert!(
+                    matches!(err, FrameError::MessageChecksum { .. }),
+                    "{at}/{size}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_buffer_is_sized_once_per_frame() {
+        let (bytes, _) = stream();
+        let mut decoder = Decoder::new();
+        // The large frame's prelude and a little more: room for all of it.
+        let mut input = &bytes[..LARGE_START + 100];
+        while !input.is_empty() {
+            let (_, used) = decoder.decode(input).unwrap();
+            input = &input[used..];
+        }
+        assert_eq!(decoder.buffered(), 100);
+        assert!(decoder.partial.capacity() >= 70_000 + 36);
     }
 }

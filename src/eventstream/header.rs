@@ -106,37 +106,17 @@ fn take<const N: usize>(raw: &[u8], pos: usize) -> Option<[u8; N]> {
     raw.get(pos..pos.checked_add(N)?)?.try_into().ok()
 }
 
-/// The headers section as text, when all of it is valid UTF-8 (the usual
-/// case: names and string values are ASCII, and so are the short length and
-/// type bytes between them). One validation of the whole section then
-/// replaces one per name and per value, which dominates the cost of small
-/// frames; slices of it are taken with O(1) boundary checks.
-fn section_text(raw: &[u8]) -> Option<&str> {
-    std::str::from_utf8(raw).ok()
-}
-
-/// `raw[start..end]` as text: sliced from the validated section when
-/// possible, validated on its own otherwise.
+/// `raw[start..end]` as text.
 #[inline]
-fn text_at<'a>(
-    raw: &'a [u8],
-    section: Option<&'a str>,
-    start: usize,
-    end: usize,
-) -> Option<&'a str> {
-    match section.and_then(|text| text.get(start..end)) {
-        Some(text) => Some(text),
-        None => std::str::from_utf8(&raw[start..end]).ok(),
-    }
+fn text_at(raw: &[u8], start: usize, end: usize) -> Option<&str> {
+    std::str::from_utf8(raw.get(start..end)?).ok()
 }
 
 /// Parses the header starting at `pos`; returns it and the next position.
+/// Reports every problem in detail: the validation fast path (`skip`)
+/// comes here to explain what it refused.
 #[inline]
-fn parse_one<'a>(
-    raw: &'a [u8],
-    section: Option<&'a str>,
-    pos: usize,
-) -> Result<(Header<'a>, usize), FrameError> {
+fn parse_one(raw: &[u8], pos: usize) -> Result<(Header<'_>, usize), FrameError> {
     let name_len = usize::from(raw[pos]);
     if name_len == 0 {
         return Err(FrameError::EmptyHeaderName { offset: pos });
@@ -147,19 +127,30 @@ fn parse_one<'a>(
             name: String::from_utf8_lossy(&raw[pos + 1..]).into_owned(),
         });
     }
-    let name = text_at(raw, section, pos + 1, name_end)
-        .ok_or(FrameError::HeaderNameNotUtf8 { offset: pos })?;
+    let name =
+        text_at(raw, pos + 1, name_end).ok_or(FrameError::HeaderNameNotUtf8 { offset: pos })?;
+    let (value, next) = value_at(raw, name, name_end)?;
+    Ok((Header { name, value }, next))
+}
+
+/// Parses the value whose type byte is at `at`, of the header called `name`.
+#[inline]
+fn value_at<'a>(
+    raw: &'a [u8],
+    name: &str,
+    at: usize,
+) -> Result<(HeaderValue<'a>, usize), FrameError> {
     let truncated = || FrameError::HeaderTruncated {
         name: name.to_owned(),
     };
-    let type_byte = *raw.get(name_end).ok_or_else(truncated)?;
+    let type_byte = *raw.get(at).ok_or_else(truncated)?;
     let value_type =
         HeaderType::from_wire(type_byte).ok_or_else(|| FrameError::UnknownHeaderType {
             name: name.to_owned(),
             value_type: type_byte,
         })?;
-    let at = name_end + 1;
-    let (value, next) = match value_type {
+    let at = at + 1;
+    Ok(match value_type {
         HeaderType::BoolTrue => (HeaderValue::Bool(true), at),
         HeaderType::BoolFalse => (HeaderValue::Bool(false), at),
         HeaderType::Byte => {
@@ -198,7 +189,7 @@ fn parse_one<'a>(
             let start = at + 2;
             let bytes = raw.get(start..start + len).ok_or_else(truncated)?;
             let value = if value_type == HeaderType::String {
-                HeaderValue::String(text_at(raw, section, start, start + len).ok_or_else(|| {
+                HeaderValue::String(std::str::from_utf8(bytes).map_err(|_| {
                     FrameError::HeaderStringNotUtf8 {
                         name: name.to_owned(),
                     }
@@ -208,8 +199,108 @@ fn parse_one<'a>(
             };
             (value, start + len)
         }
+    })
+}
+
+/// The value whose type byte is at `at` and which ends at `end`, in a
+/// section already validated: no error to build, so `None` (which cannot
+/// happen) keeps the lookup panic-free.
+#[inline]
+fn validated_value(raw: &[u8], at: usize, end: usize) -> Option<HeaderValue<'_>> {
+    let value = raw.get(at + 1..end)?;
+    Some(match HeaderType::from_wire(*raw.get(at)?)? {
+        HeaderType::BoolTrue => HeaderValue::Bool(true),
+        HeaderType::BoolFalse => HeaderValue::Bool(false),
+        HeaderType::Byte => HeaderValue::Byte(i8::from_be_bytes(take(value, 0)?)),
+        HeaderType::Short => HeaderValue::Short(i16::from_be_bytes(take(value, 0)?)),
+        HeaderType::Int => HeaderValue::Int(i32::from_be_bytes(take(value, 0)?)),
+        HeaderType::Long => HeaderValue::Long(i64::from_be_bytes(take(value, 0)?)),
+        HeaderType::Timestamp => HeaderValue::Timestamp(i64::from_be_bytes(take(value, 0)?)),
+        HeaderType::Uuid => HeaderValue::Uuid(take(value, 0)?),
+        HeaderType::Bytes => HeaderValue::Bytes(value.get(2..)?),
+        HeaderType::String => HeaderValue::String(std::str::from_utf8(value.get(2..)?).ok()?),
+    })
+}
+
+/// Whether every byte is ASCII: eight bytes at a time, in a form the
+/// compiler turns into vector instructions (the standard `is_ascii` is a
+/// byte loop at these lengths).
+#[inline]
+fn is_ascii(raw: &[u8]) -> bool {
+    let (words, tail) = raw.as_chunks::<8>();
+    let mut high = 0u64;
+    for word in words {
+        high |= u64::from_ne_bytes(*word);
+    }
+    for &byte in tail {
+        high |= u64::from(byte);
+    }
+    high & 0x8080_8080_8080_8080 == 0
+}
+
+/// Byte equality for header names, which are short: from 8 to 16 bytes,
+/// two overlapping 8-byte loads on each side instead of a call to `memcmp`.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    match (
+        a.first_chunk::<8>(),
+        a.last_chunk::<8>(),
+        b.first_chunk::<8>(),
+        b.last_chunk::<8>(),
+    ) {
+        (Some(a0), Some(a1), Some(b0), Some(b1)) if a.len() <= 16 => a0 == b0 && a1 == b1,
+        _ => a == b,
+    }
+}
+
+/// Bytes after the type byte of values of a fixed size, by wire type;
+/// `VARIABLE` for the two types with a length, `UNKNOWN` past the ten.
+const VARIABLE: u8 = 0xfe;
+const UNKNOWN: u8 = 0xff;
+const VALUE_SIZE: [u8; 256] = {
+    let mut sizes = [UNKNOWN; 256];
+    sizes[HeaderType::BoolTrue as usize] = 0;
+    sizes[HeaderType::BoolFalse as usize] = 0;
+    sizes[HeaderType::Byte as usize] = 1;
+    sizes[HeaderType::Short as usize] = 2;
+    sizes[HeaderType::Int as usize] = 4;
+    sizes[HeaderType::Long as usize] = 8;
+    sizes[HeaderType::Bytes as usize] = VARIABLE;
+    sizes[HeaderType::String as usize] = VARIABLE;
+    sizes[HeaderType::Timestamp as usize] = 8;
+    sizes[HeaderType::Uuid as usize] = 16;
+    sizes
+};
+
+/// The name of the header at `pos` and where the next one starts, without
+/// building its value: the validation fast path, and the lookup by name.
+/// Checks the structure (lengths, types, limits) but not UTF-8; `None` for
+/// anything wrong, which `parse_one` then explains.
+#[inline]
+fn skip(raw: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let name_len = usize::from(*raw.get(pos)?);
+    let name_end = pos + 1 + name_len;
+    let name = raw.get(pos + 1..name_end)?;
+    let value_type = *raw.get(name_end)?;
+    let at = name_end + 1;
+    let next = match VALUE_SIZE[usize::from(value_type)] {
+        UNKNOWN => return None,
+        VARIABLE => {
+            let len = usize::from(u16::from_be_bytes(take(raw, at)?));
+            if len > MAX_HEADER_VALUE_LEN {
+                return None;
+            }
+            at + 2 + len
+        }
+        fixed => at + usize::from(fixed),
     };
-    Ok((Header { name, value }, next))
+    if name.is_empty() || next > raw.len() {
+        return None;
+    }
+    Some((name, next))
 }
 
 /// Above this many headers, duplicates are found with a hash set instead of
@@ -221,8 +312,6 @@ const PAIRWISE_LIMIT: usize = 16;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Headers<'a> {
     raw: &'a [u8],
-    /// `raw` as text when it is valid UTF-8 as a whole (see `section_text`).
-    section: Option<&'a str>,
     count: usize,
 }
 
@@ -234,15 +323,49 @@ impl std::fmt::Debug for Headers<'_> {
 
 impl<'a> Headers<'a> {
     /// Validates a headers section.
+    ///
+    /// The usual section is ASCII throughout (names, string values and the
+    /// short length and type bytes between them): one ASCII check of the
+    /// whole section then stands for the UTF-8 validation of every name and
+    /// string, and the walk only checks the structure. Text is made into
+    /// `&str` when a value is asked for, not here. Any other section, and
+    /// any refused header, goes through the detailed parser.
     pub fn parse(raw: &'a [u8]) -> Result<Self, FrameError> {
-        let section = section_text(raw);
+        if !is_ascii(raw) {
+            return Self::parse_detailed(raw);
+        }
+        let mut pos = 0;
+        let mut count = 0;
+        // Names seen so far, for the duplicate check on small sections.
+        let mut names: [&[u8]; PAIRWISE_LIMIT] = [&[]; PAIRWISE_LIMIT];
+        while pos < raw.len() {
+            if count == PAIRWISE_LIMIT {
+                return Self::parse_detailed(raw);
+            }
+            let Some((name, next)) = skip(raw, pos) else {
+                return Self::parse_detailed(raw);
+            };
+            if names[..count].iter().any(|seen| same(seen, name)) {
+                return Self::parse_detailed(raw);
+            }
+            names[count] = name;
+            count += 1;
+            pos = next;
+        }
+        Ok(Self { raw, count })
+    }
+
+    /// Validates a section header by header, with UTF-8 checks of each name
+    /// and string and a precise error for the first problem.
+    #[cold]
+    fn parse_detailed(raw: &'a [u8]) -> Result<Self, FrameError> {
         let mut pos = 0;
         let mut count = 0;
         // Names seen so far, for the duplicate check on small sections.
         let mut names: [&str; PAIRWISE_LIMIT] = [""; PAIRWISE_LIMIT];
         let mut many: Option<std::collections::HashSet<&str>> = None;
         while pos < raw.len() {
-            let (header, next) = parse_one(raw, section, pos)?;
+            let (header, next) = parse_one(raw, pos)?;
             let duplicate = match &mut many {
                 Some(set) => !set.insert(header.name),
                 None if count < PAIRWISE_LIMIT => {
@@ -265,21 +388,7 @@ impl<'a> Headers<'a> {
             count += 1;
             pos = next;
         }
-        Ok(Self {
-            raw,
-            section,
-            count,
-        })
-    }
-
-    /// A section `parse` already accepted (the decoder validates before it
-    /// builds messages).
-    pub(crate) fn validated(raw: &'a [u8], count: usize) -> Self {
-        Self {
-            raw,
-            section: section_text(raw),
-            count,
-        }
+        Ok(Self { raw, count })
     }
 
     /// How many headers there are.
@@ -300,14 +409,22 @@ impl<'a> Headers<'a> {
     pub fn iter(&self) -> HeaderIter<'a> {
         HeaderIter {
             raw: self.raw,
-            section: self.section,
             pos: 0,
         }
     }
 
-    /// The value of the header called `name`.
+    /// The value of the header called `name`. Walks the names as bytes and
+    /// builds only the value asked for.
     pub fn get(&self, name: &str) -> Option<HeaderValue<'a>> {
-        self.iter().find(|h| h.name == name).map(|h| h.value)
+        let mut pos = 0;
+        while pos < self.raw.len() {
+            let (found, next) = skip(self.raw, pos)?;
+            if same(found, name.as_bytes()) {
+                return validated_value(self.raw, pos + 1 + found.len(), next);
+            }
+            pos = next;
+        }
+        None
     }
 
     /// The string value of the header called `name`.
@@ -331,7 +448,6 @@ impl<'a> IntoIterator for &Headers<'a> {
 #[derive(Debug, Clone)]
 pub struct HeaderIter<'a> {
     raw: &'a [u8],
-    section: Option<&'a str>,
     pos: usize,
 }
 
@@ -344,7 +460,7 @@ impl<'a> Iterator for HeaderIter<'a> {
         }
         // The section was validated when `Headers` was built, so this parse
         // cannot fail; stopping on an error keeps the iterator panic-free.
-        let (header, next) = parse_one(self.raw, self.section, self.pos).ok()?;
+        let (header, next) = parse_one(self.raw, self.pos).ok()?;
         self.pos = next;
         Some(header)
     }
