@@ -33,6 +33,8 @@ Examples:
   qbox snapshot ~/.qbox/auth --watch        # keep a least-privilege copy fresh
   qbox chat \"what does this error mean?\"    # ask Amazon Q, streamed
   qbox run my-image -- q chat \"hello\"        # a container logged in to Amazon Q
+  qbox run -v \"$PWD:/work\" -w /work --mcp dev-image  # your image as an MCP server
+  qbox ps                                   # containers qbox run started, and their keepers
   qbox image build                          # the qbox-sidecar image, built locally
   qbox debug decode capture.bin             # event-stream capture as JSON lines
   qbox completions bash > /etc/bash_completion.d/qbox
