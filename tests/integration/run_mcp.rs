@@ -4,11 +4,10 @@
 //! workspace with the snapshot's login, and `q-chat` answers from the
 //! stand-in service in the same session.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use qbox::standin::q::{Answer, Reply, StandinQ};
 use qbox::store::Flavor;
 
 use crate::util::{TestHome, valid_login};
@@ -30,30 +29,6 @@ fn dev_image() -> Option<&'static str> {
     ready.then_some(IMAGE)
 }
 
-/// `qbox run --mcp` finds or builds the static sidecar as `qbox image
-/// build` does; building needs the toolchain's variables.
-fn toolchain_env(command: &mut Command) {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    for (key, default) in [
-        ("CARGO_HOME", home.join(".cargo")),
-        ("RUSTUP_HOME", home.join(".rustup")),
-    ] {
-        command.env(key, std::env::var_os(key).unwrap_or_else(|| default.into()));
-    }
-    for key in [
-        "CARGO",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO_TARGET_DIR",
-        "QBOX_SIDECAR_BINARY",
-    ] {
-        if let Some(value) = std::env::var_os(key) {
-            command.env(key, value);
-        }
-    }
-}
-
 #[test]
 fn a_users_image_serves_both_tools_over_stdio() {
     let Some(image) = dev_image() else { return };
@@ -68,20 +43,8 @@ fn a_users_image_serves_both_tools_over_stdio() {
     let store = home.login(Flavor::AmazonQ, &login);
     let before = std::fs::read(&store).unwrap();
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let q = runtime
-        .block_on(async {
-            let docker = qbox::container::engine::connect().await.unwrap();
-            let gateway = qbox::container::engine::bridge_gateway(&docker)
-                .await
-                .unwrap();
-            StandinQ::start_on(gateway.expect("an IPv4 bridge"), token).await
-        })
-        .unwrap();
-    q.push(Reply::Answer(Answer::text(&[
-        "answered ",
-        "in the container",
-    ])));
+    let (runtime, q) =
+        crate::sidecar_image::standin_for_containers(token, &["answered ", "in the container"]);
 
     let workspace = home.path().join("workspace");
     let record = home.path().join("record");
@@ -109,7 +72,7 @@ fn a_users_image_serves_both_tools_over_stdio() {
         .env("HOME", home.path())
         .env("XDG_DATA_HOME", home.path().join(".local/share"))
         .env("NO_COLOR", "1");
-    toolchain_env(&mut command);
+    command.envs(crate::util::toolchain_vars());
     let output = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");

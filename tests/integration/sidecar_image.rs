@@ -30,25 +30,8 @@ static BINARY: OnceLock<String> = OnceLock::new();
 /// toolchain's own variables, which the test harness's clean environment
 /// drops.
 fn with_toolchain_env(mut qbox: crate::util::Qbox) -> crate::util::Qbox {
-    let home = std::env::var_os("HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_default();
-    let defaults = [
-        ("CARGO_HOME", home.join(".cargo")),
-        ("RUSTUP_HOME", home.join(".rustup")),
-    ];
-    for (key, default) in defaults {
-        qbox = qbox.env(key, std::env::var_os(key).unwrap_or_else(|| default.into()));
-    }
-    for key in [
-        "CARGO",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO_TARGET_DIR",
-        "QBOX_SIDECAR_BINARY",
-    ] {
-        if let Some(value) = std::env::var_os(key) {
-            qbox = qbox.env(key, value);
-        }
+    for (key, value) in crate::util::toolchain_vars() {
+        qbox = qbox.env(key, value);
     }
     qbox
 }
@@ -114,7 +97,10 @@ fn inspect(image: &str, format: &str) -> String {
 }
 
 /// A stand-in Amazon Q reachable from containers, on its own runtime.
-fn standin_for_containers(token: &str, answer: &[&str]) -> (tokio::runtime::Runtime, StandinQ) {
+pub(crate) fn standin_for_containers(
+    token: &str,
+    answer: &[&str],
+) -> (tokio::runtime::Runtime, StandinQ) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let standin = runtime
         .block_on(async {

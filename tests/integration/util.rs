@@ -623,3 +623,30 @@ pub fn import_busybox_image(
     );
     true
 }
+
+/// The toolchain's own variables, which the harness's clean environment
+/// drops: `qbox image build` and `qbox run --mcp` run cargo to build the
+/// static sidecar when none is given.
+pub fn toolchain_vars() -> Vec<(&'static str, OsString)> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let mut vars = Vec::new();
+    for (key, default) in [
+        ("CARGO_HOME", home.join(".cargo")),
+        ("RUSTUP_HOME", home.join(".rustup")),
+    ] {
+        vars.push((key, std::env::var_os(key).unwrap_or_else(|| default.into())));
+    }
+    for key in [
+        "CARGO",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+        "QBOX_SIDECAR_BINARY",
+    ] {
+        if let Some(value) = std::env::var_os(key) {
+            vars.push((key, value));
+        }
+    }
+    vars
+}
