@@ -2,29 +2,13 @@
 //! `qbox-sidecar --db X serve` serves `/health`, `q-chat` and the agent
 //! from X, with no `QBOX_DB` in the environment.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use qbox::standin::q::{Answer, Reply, StandinQ};
 use qbox::store::Flavor;
 
 use crate::mcp_client::fake_q;
-use crate::util::{TestHome, valid_login};
-
-/// `qbox-sidecar` with only the variables a test gives it.
-fn sidecar(home: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_qbox-sidecar"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("XDG_DATA_HOME", home.join("no-store-here"))
-        .env("XDG_RUNTIME_DIR", home.join("run"))
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null());
-    command
-}
+use crate::util::{Qbox, TestHome, runtime_dir, spawn_serving, valid_login};
 
 /// Runs `qbox-sidecar call --url URL TOOL -a prompt=PROMPT --json`.
 async fn call(
@@ -34,10 +18,18 @@ async fn call(
     prompt: &'static str,
 ) -> serde_json::Value {
     tokio::task::spawn_blocking(move || {
-        let output = sidecar(&home)
-            .args(["call", "--url", &url, tool, "-a"])
-            .arg(format!("prompt={prompt}"))
-            .arg("--json")
+        let output = Qbox::sidecar(&home)
+            .env("XDG_RUNTIME_DIR", runtime_dir(&home))
+            .args([
+                "call",
+                "--url",
+                &url,
+                tool,
+                "-a",
+                &format!("prompt={prompt}"),
+                "--json",
+            ])
+            .command()
             .output()
             .unwrap();
         assert!(
@@ -63,42 +55,17 @@ async fn the_db_flag_serves_health_chat_and_the_agent() {
     std::fs::create_dir_all(store.parent().unwrap()).unwrap();
     std::fs::rename(&written, &store).unwrap();
     let record = home.path().join("record");
-    std::fs::create_dir_all(home.path().join("run")).unwrap();
-    std::fs::set_permissions(
-        home.path().join("run"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
-
-    let mut server = sidecar(home.path())
-        .arg("--db")
-        .arg(&store)
+    let mut command = home
+        .sidecar()
+        .args(["--db".as_ref(), store.as_os_str()])
         .args(["serve", "--http", "127.0.0.1:0"])
         .env("QBOX_Q_ENDPOINT", q.url())
         .env("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent")
         .env("QBOX_AGENT_CLI", fake_q())
         .env("FAKE_Q_RECORD", &record)
         .env("QBOX_AGENT_PASS_ENV", "FAKE_Q_RECORD")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The server names its generated token file, whose name holds the port
-    // it bound; the token file exists once it listens.
-    let mut stderr = std::io::BufReader::new(server.stderr.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "the sidecar ended"
-        );
-        if let Some(at) = line.find("sidecar-127.0.0.1-") {
-            let rest = &line[at + "sidecar-127.0.0.1-".len()..];
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            break digits.parse::<u16>().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        .command();
+    let (mut server, port, _stderr) = spawn_serving(&mut command);
     let base = format!("http://127.0.0.1:{port}");
 
     let health: serde_json::Value = qbox::http::client(None)
