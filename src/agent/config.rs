@@ -16,6 +16,9 @@ pub const CLI_ENV: &str = "QBOX_AGENT_CLI";
 /// Comma-separated names of extra variables the CLI may see (see
 /// [`super::child_env`]).
 pub const PASS_ENV_ENV: &str = "QBOX_AGENT_PASS_ENV";
+/// The image the sidecar runs in, set by `qbox run --mcp IMAGE`, so that a
+/// CLI missing from that image is reported with the image's name.
+pub const IMAGE_ENV: &str = "QBOX_AGENT_IMAGE";
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
 pub const DEFAULT_MAX_RESPONSE: usize = 2 * 1024 * 1024;
@@ -35,6 +38,8 @@ pub struct AgentConfig {
     /// Extra variables passed to the CLI ([`PASS_ENV_ENV`]); never a
     /// `QBOX_*` one.
     pub pass_env: Vec<String>,
+    /// The container image the sidecar runs in, when known ([`IMAGE_ENV`]).
+    pub image: Option<String>,
 }
 
 impl AgentConfig {
@@ -74,6 +79,9 @@ impl AgentConfig {
         let pass_env = var(PASS_ENV_ENV)
             .map(|list| pass_env_names(&list))
             .unwrap_or_default();
+        let image = var(IMAGE_ENV)
+            .map(|i| i.trim().to_owned())
+            .filter(|i| !i.is_empty());
         Self {
             enabled,
             timeout,
@@ -82,6 +90,7 @@ impl AgentConfig {
             kill_grace: Duration::from_secs(2),
             keep_alive: Duration::from_secs(20),
             pass_env,
+            image,
         }
     }
 
@@ -131,16 +140,19 @@ mod tests {
         assert_eq!(default.timeout, Duration::from_secs(180));
         assert_eq!(default.max_response, 2_097_152);
         assert_eq!(default.cli, "q");
+        assert_eq!(default.image, None);
         let set = config(&[
             (ENABLE_ENV, "other, q-developer-agent"),
             (TIMEOUT_ENV, "5"),
             (MAX_RESPONSE_ENV, "100"),
             (CLI_ENV, "kiro-cli"),
+            (IMAGE_ENV, "my-dev-image:1"),
         ]);
         assert!(set.enabled);
         assert_eq!(set.timeout, Duration::from_secs(5));
         assert_eq!(set.max_response, 100);
         assert_eq!(set.cli, "kiro-cli");
+        assert_eq!(set.image.as_deref(), Some("my-dev-image:1"));
     }
 
     #[test]

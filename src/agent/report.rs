@@ -65,6 +65,8 @@ pub struct CallRecord<'a> {
     pub stderr: Vec<u8>,
     pub max_response: usize,
     pub cli: &'a str,
+    /// The container image the CLI was looked for in, when known.
+    pub image: Option<&'a str>,
     pub warnings: Vec<String>,
 }
 
@@ -77,6 +79,7 @@ pub fn outcome(record: CallRecord<'_>) -> Outcome {
         stderr,
         max_response,
         cli,
+        image,
         mut warnings,
     } = record;
     let how = match ending {
@@ -84,7 +87,7 @@ pub fn outcome(record: CallRecord<'_>) -> Outcome {
         Ending::NoLogin(reason) => {
             return Outcome::error(format!("cannot prepare the login for the CLI: {reason}"));
         }
-        Ending::NotStarted(err) => return Outcome::error(spawn_error(cli, &err)),
+        Ending::NotStarted(err) => return Outcome::error(spawn_error(cli, image, &err)),
         Ending::Ran(how) => how,
     };
     let stderr = strip_ansi(&String::from_utf8_lossy(&stderr))
@@ -131,9 +134,15 @@ pub fn with_warnings(text: String, warnings: &[String]) -> String {
     format!("{}\n\n{text}", warnings.join("\n"))
 }
 
-/// Why the CLI could not be started, and what to do about it.
-pub fn spawn_error(cli: &str, err: &std::io::Error) -> String {
+/// Why the CLI could not be started, and what to do about it. In a
+/// container whose image is known (`qbox run --mcp IMAGE`), a missing CLI is
+/// the image's, and the way out is another image.
+pub fn spawn_error(cli: &str, image: Option<&str>, err: &std::io::Error) -> String {
     match err.kind() {
+        std::io::ErrorKind::NotFound if image.is_some() => format!(
+            "the Amazon Q CLI `{cli}` was not found on PATH in the image `{}`. Use an image that has the Amazon Q Developer CLI (binary `q`) or the Kiro CLI (binary `kiro-cli`, then pass -e QBOX_AGENT_CLI=kiro-cli), or build one: qbox image build --agent --cli-binary PATH. The q-chat tool works without it.",
+            image.unwrap_or_default()
+        ),
         std::io::ErrorKind::NotFound => format!(
             "the Amazon Q CLI `{cli}` was not found on PATH. Install the Amazon Q Developer CLI (binary `q`) or the Kiro CLI (binary `kiro-cli`, then set QBOX_AGENT_CLI=kiro-cli), or set QBOX_AGENT_CLI to the binary's full path."
         ),
@@ -235,6 +244,7 @@ mod tests {
             stderr: stderr.to_vec(),
             max_response,
             cli: CLI,
+            image: None,
             warnings,
         })
     }
@@ -376,6 +386,7 @@ mod tests {
             stderr: Vec::new(),
             max_response: 1000,
             cli: CLI,
+            image: None,
             warnings: Vec::new(),
         });
         assert!(
@@ -417,6 +428,19 @@ mod tests {
         );
         assert!(result.text.contains("QBOX_AGENT_CLI"), "{}", result.text);
         assert!(!result.text.contains("warning: w"), "{}", result.text);
+    }
+
+    #[test]
+    fn a_cli_missing_from_an_image_names_the_image_and_the_binary() {
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = spawn_error("q", Some("my-dev-image:1"), &missing);
+        assert!(
+            text.starts_with(
+                "the Amazon Q CLI `q` was not found on PATH in the image `my-dev-image:1`."
+            ),
+            "{text}"
+        );
+        assert!(text.contains("qbox image build --agent --cli-binary PATH"), "{text}");
     }
 
     #[test]

@@ -136,6 +136,7 @@ impl AgentRunner {
             stderr: ended.stderr,
             max_response: self.config.max_response,
             cli: &self.config.cli,
+            image: self.config.image.as_deref(),
             warnings: prompt_warnings(args),
         })
     }

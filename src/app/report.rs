@@ -33,6 +33,7 @@ fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnose> {
         crate::container::spec::SpecError,
         crate::container::options::OptionError,
         crate::container::static_binary::StaticBinaryError,
+        crate::container::agent_image::AgentImageError,
         crate::qapi::ApiError,
         crate::qapi::ConversationError,
         crate::store::AuthError,
@@ -129,6 +130,7 @@ mod tests {
         use crate::container::run::RunError;
         use crate::container::runtime_dir::RuntimeDirError;
         use crate::container::spec::SpecError;
+        use crate::container::agent_image::AgentImageError;
         use crate::container::static_binary::StaticBinaryError;
         use crate::eventstream::FrameError;
         use crate::exit::CommandError;
@@ -555,6 +557,59 @@ mod tests {
             }
         }
 
+        fn agent_image_errors() -> Vec<AgentImageError> {
+            vec![
+                AgentImageError::CliUnreadable {
+                    path: path(),
+                    source: io("cli unreadable text"),
+                },
+                AgentImageError::CliNotElf {
+                    path: path(),
+                    found: "it is a script",
+                },
+                AgentImageError::CliNotExecutable {
+                    path: path(),
+                    mode: 0o644,
+                },
+                AgentImageError::CliWrongArch {
+                    path: path(),
+                    cli: "arm64".into(),
+                    sidecar: "amd64".into(),
+                },
+                AgentImageError::CliNeedsLoader {
+                    path: path(),
+                    interpreter: "/lib/ld.so".into(),
+                    base: "qbox-sidecar:latest".into(),
+                },
+                AgentImageError::BaseMissing {
+                    image: "base:1".into(),
+                },
+                AgentImageError::BaseWrongPlatform {
+                    image: "base:1".into(),
+                    platform: "linux/arm64".into(),
+                    sidecar: "amd64".into(),
+                },
+                AgentImageError::ImageWrongPlatform {
+                    image: "dev:1".into(),
+                    platform: "linux/arm64".into(),
+                    sidecar: "amd64".into(),
+                },
+            ]
+        }
+
+        fn expected_agent_image(e: &AgentImageError) -> u8 {
+            match e {
+                AgentImageError::CliUnreadable { .. }
+                | AgentImageError::CliNotElf { .. }
+                | AgentImageError::CliNotExecutable { .. }
+                | AgentImageError::CliWrongArch { .. }
+                | AgentImageError::CliNeedsLoader { .. }
+                | AgentImageError::BaseMissing { .. }
+                | AgentImageError::BaseWrongPlatform { .. }
+                | AgentImageError::ImageWrongPlatform { .. } => ERROR,
+            }
+        }
+
         fn call_errors() -> Vec<CallError> {
             vec![
                 CallError::Spawn {
@@ -612,6 +667,7 @@ mod tests {
             add!(runtime_dir_errors(), expected_runtime_dir);
             add!(spec_errors(), expected_spec);
             add!(static_binary_errors(), expected_static_binary);
+            add!(agent_image_errors(), expected_agent_image);
             add!(call_errors(), expected_call);
             let option = crate::container::options::OptionError {
                 option: "--publish",

@@ -1,10 +1,12 @@
 //! `qbox image build`: the `FROM scratch` sidecar image, built through the
 //! Engine API from a static `qbox-sidecar` that is given, found beside qbox,
-//! or built with cargo from qbox's source tree.
+//! or built with cargo from qbox's source tree; with `--agent`, the agent
+//! image (that sidecar and a CLI binary on a local base image).
 
 use std::path::PathBuf;
 
 use crate::app::term::Palette;
+use crate::container::agent_image::{self, DEFAULT_AGENT_TAG};
 use crate::container::image::{self, BuildProgress, BuiltImage, DEFAULT_TAG};
 use crate::container::run::RunError;
 use crate::container::static_binary::{self, StaticBinaryError};
@@ -12,38 +14,79 @@ use crate::exit::{self, CommandError, Diagnose};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
-    /// Build the qbox-sidecar image (FROM scratch, static binary, non-root, healthcheck).
+    /// Build the qbox-sidecar image (FROM scratch, static binary, non-root, healthcheck),
+    /// or with --agent an image that also holds the Amazon Q / Kiro CLI for q-developer-agent.
     #[command(after_help = "\
 Examples:
   qbox image build                                  # builds the static binary with cargo if needed
   qbox image build --tag registry.example/qbox-sidecar:1.0
   qbox image build --binary ./qbox-sidecar --json   # a static (musl) binary you already have
+  qbox image build --agent --cli-binary ./q         # qbox-agent:latest on qbox-sidecar:latest
+  qbox image build --agent --cli-binary ./kiro-cli --base my-dev-image --tag my-agent:1
 
 Without --binary, qbox uses a static qbox-sidecar beside itself, else runs
 `cargo build --profile static --target <arch>-unknown-linux-musl` in its source tree (static glibc
-with the Rust resolver when the musl target is not installed). Nothing is pulled.")]
+with the Rust resolver when the musl target is not installed). Nothing is pulled.
+
+The agent image (--agent): the base image (default qbox-sidecar:latest, built first when missing;
+any other must already be on this machine, for the engine's CPU) plus qbox-sidecar and the CLI
+binary at /usr/local/bin/q (or /usr/local/bin/kiro-cli when the file is named kiro-cli), mode 0755;
+q-developer-agent enabled, HOME=/tmp, user 65532, a healthcheck, `serve` by default. The CLI must be
+an executable ELF file for the engine's CPU (static, on the default base). Run it read-only with a
+tmpfs at /tmp and the login mounted at /run/qbox/auth:
+  qbox run -i --hardened -v \"$PWD:/work\" -w /work qbox-agent -- serve")]
     Build(BuildArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// Name and tag of the image.
-    #[arg(long, short = 't', default_value = DEFAULT_TAG)]
-    tag: String,
+    /// Name and tag of the image [default: qbox-sidecar:latest, with --agent qbox-agent:latest].
+    #[arg(long, short = 't')]
+    tag: Option<String>,
+    /// Build the agent image: the sidecar with the q-developer-agent tool and a CLI (--cli-binary).
+    #[arg(long, requires = "cli_binary")]
+    agent: bool,
+    /// With --agent: the Amazon Q CLI (`q`) or Kiro CLI (`kiro-cli`) executable to put in the image.
+    ///
+    /// (`--cli` alone is qbox's global choice of login, q or kiro.)
+    #[arg(long, value_name = "PATH", requires = "agent")]
+    cli_binary: Option<PathBuf>,
+    /// With --agent: the local image to build on (never pulled) [default: qbox-sidecar:latest].
+    #[arg(long, value_name = "IMAGE", requires = "agent")]
+    base: Option<String>,
     /// A statically linked qbox-sidecar to put in the image.
     #[arg(long, env = "QBOX_SIDECAR_BINARY", value_name = "PATH")]
     binary: Option<PathBuf>,
-    /// Print the result as JSON on stdout ({"tag","id","size","binary"}).
+    /// Print the result as JSON on stdout ({"tag","id","size","binary"}; with --agent also
+    /// "cli", "cliPath" and "base").
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(command: ImageCommand, quiet: bool, palette: Palette) -> anyhow::Result<u8> {
     let ImageCommand::Build(args) = command;
-    let (built, binary) = build(args.binary, &args.tag, quiet, palette).await?;
+    let mut extra = serde_json::Map::new();
+    let (built, binary) = match &args.cli_binary {
+        Some(cli) if args.agent => {
+            let tag = args.tag.as_deref().unwrap_or(DEFAULT_AGENT_TAG);
+            let base = args.base.as_deref();
+            let agent = build_agent(cli, base, args.binary, tag, quiet, palette).await?;
+            extra.insert("cli".into(), agent.cli_path.into());
+            extra.insert("cliPath".into(), cli.display().to_string().into());
+            extra.insert("base".into(), agent.base.into());
+            (agent.built, agent.binary)
+        }
+        _ => {
+            let tag = args.tag.as_deref().unwrap_or(DEFAULT_TAG);
+            build(args.binary, tag, quiet, palette).await?
+        }
+    };
     if args.json {
         let mut value = serde_json::to_value(&built)?;
         value["binary"] = binary.display().to_string().into();
+        for (key, extra) in extra {
+            value[key] = extra;
+        }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else if !quiet {
         eprintln!(
@@ -71,7 +114,15 @@ pub(crate) async fn build(
         .await
         .map_err(|e| image_error(&e))?;
     let binary = static_sidecar(binary, arch.as_deref(), quiet, palette).await?;
-    let built = image::build_sidecar(&docker, &binary, tag, |event| match event {
+    let built = image::build_sidecar(&docker, &binary, tag, build_progress(quiet, palette))
+        .await
+        .map_err(|e| image_error(&e))?;
+    Ok((built, binary.path))
+}
+
+/// The builder's progress on stderr.
+fn build_progress(quiet: bool, palette: Palette) -> impl FnMut(BuildProgress<'_>) {
+    move |event| match event {
         BuildProgress::Sending(bytes) => {
             progress(
                 quiet,
@@ -86,10 +137,105 @@ pub(crate) async fn build(
                 eprintln!("  {}", palette.dim(&line));
             }
         }
-    })
+    }
+}
+
+/// The agent image that was built.
+struct AgentBuild {
+    built: BuiltImage,
+    /// The static sidecar it holds.
+    binary: PathBuf,
+    /// Where the CLI is in the image.
+    cli_path: String,
+    base: String,
+}
+
+/// Checks every input before anything is created (the CLI, the engine, the
+/// base image, the static sidecar, their CPUs), builds the default base
+/// when it is missing, then the agent image.
+async fn build_agent(
+    cli: &std::path::Path,
+    base: Option<&str>,
+    binary: Option<PathBuf>,
+    tag: &str,
+    quiet: bool,
+    palette: Palette,
+) -> anyhow::Result<AgentBuild> {
+    let cli = agent_image::load_cli(cli)?;
+    let docker = image::connect().await.map_err(|e| image_error(&e))?;
+    let engine_arch = image::engine_arch(&docker)
+        .await
+        .map_err(|e| image_error(&e))?;
+    // A wrong CLI or a missing base is said before cargo may spend minutes
+    // building the sidecar; the sidecar is for the engine's CPU.
+    if let Some(arch) = &engine_arch {
+        agent_image::check_cli_arch(&cli, arch)?;
+    }
+    let given_base = match base {
+        Some(base) => {
+            let platform = agent_image::image_platform(&docker, base)
+                .await
+                .map_err(|e| image_error(&e))?;
+            if let Some(arch) = &engine_arch {
+                agent_image::check_base(base, platform.clone(), arch)?;
+            }
+            Some((base, platform))
+        }
+        None => None,
+    };
+    let sidecar = static_sidecar(binary, engine_arch.as_deref(), quiet, palette).await?;
+    let arch = agent_image::sidecar_arch(&sidecar.bytes)
+        .ok_or_else(|| StaticBinaryError::NotElf {
+            path: sidecar.path.clone(),
+        })?;
+    agent_image::check_cli_arch(&cli, &arch)?;
+    let base = match given_base {
+        Some((base, platform)) => {
+            agent_image::check_base(base, platform, &arch)?;
+            base.to_owned()
+        }
+        None => {
+            // The default base is the scratch sidecar image: no C library.
+            agent_image::check_cli_runs_without_libc(&cli, DEFAULT_TAG)?;
+            let platform = agent_image::image_platform(&docker, DEFAULT_TAG)
+                .await
+                .map_err(|e| image_error(&e))?;
+            if platform.is_none() {
+                progress(
+                    quiet,
+                    palette,
+                    &format!("building the base image {DEFAULT_TAG} first"),
+                );
+                image::build_sidecar(&docker, &sidecar, DEFAULT_TAG, build_progress(quiet, palette))
+                    .await
+                    .map_err(|e| image_error(&e))?;
+            } else {
+                agent_image::check_base(DEFAULT_TAG, platform, &arch)?;
+            }
+            DEFAULT_TAG.to_owned()
+        }
+    };
+    progress(
+        quiet,
+        palette,
+        &format!("building {tag} on {base} with {}", cli.image_path()),
+    );
+    let built = agent_image::build_agent(
+        &docker,
+        &base,
+        &sidecar.bytes,
+        &cli,
+        tag,
+        build_progress(quiet, palette),
+    )
     .await
     .map_err(|e| image_error(&e))?;
-    Ok((built, binary.path))
+    Ok(AgentBuild {
+        built,
+        binary: sidecar.path,
+        cli_path: cli.image_path(),
+        base,
+    })
 }
 
 fn progress(quiet: bool, palette: Palette, text: &str) {

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use crate::app::report::printable_line;
 use crate::app::term::Palette;
+use crate::container::agent_image;
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
@@ -143,6 +144,8 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         {
             env.push(format!("{AGENT_TOOLS_ENV}=q-developer-agent"));
         }
+        // A CLI missing from the image is then reported with its name.
+        env.push(format!("{AGENT_IMAGE_ENV}={}", args.image));
         std::iter::once("serve".to_owned())
             .chain(args.cmd.iter().cloned())
             .collect()
@@ -191,7 +194,7 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
     // Before anything else: the snapshots that killed runs left behind go.
     let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
     if args.mcp {
-        let binary = mcp_sidecar(args.sidecar_binary.clone(), palette).await?;
+        let binary = mcp_sidecar(args.sidecar_binary.clone(), &args.image, palette).await?;
         spec.options
             .mounts
             .push(crate::container::options::read_only_bind(
@@ -311,14 +314,30 @@ const MCP_SIDECAR: &str = "/run/qbox/bin/qbox-sidecar";
 /// The variable that enables the sidecar's agent tool.
 const AGENT_TOOLS_ENV: &str = "ENABLE_ADDITIONAL_TOOLS";
 
-/// The static sidecar for `--mcp`, checked against the engine's CPU.
-async fn mcp_sidecar(binary: Option<PathBuf>, palette: Palette) -> anyhow::Result<PathBuf> {
+/// The variable that tells the sidecar which image it runs in.
+const AGENT_IMAGE_ENV: &str = crate::agent::config::IMAGE_ENV;
+
+/// The static sidecar for `--mcp`, checked against the engine's CPU, and
+/// `image` checked against the sidecar's: both before anything is created.
+async fn mcp_sidecar(
+    binary: Option<PathBuf>,
+    image: &str,
+    palette: Palette,
+) -> anyhow::Result<PathBuf> {
     let docker = crate::container::image::connect().await?;
     let arch = crate::container::image::engine_arch(&docker).await?;
+    let platform = agent_image::image_platform(&docker, image).await?;
+    if let Some(arch) = &arch {
+        // Said before cargo may spend minutes building the sidecar.
+        agent_image::check_mcp_image(image, platform.clone(), arch).map_err(reclassify)?;
+    }
     // Progress goes to stderr, which an MCP host shows as the server's log.
     let sidecar = super::image::static_sidecar(binary, arch.as_deref(), false, palette)
         .await
         .map_err(reclassify)?;
+    if let Some(sidecar_arch) = agent_image::sidecar_arch(&sidecar.bytes) {
+        agent_image::check_mcp_image(image, platform, &sidecar_arch).map_err(reclassify)?;
+    }
     Ok(sidecar.path)
 }
 

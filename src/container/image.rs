@@ -72,16 +72,29 @@ pub async fn build_sidecar(
     docker: &Docker,
     binary: &StaticBinary,
     tag: &str,
-    mut on_progress: impl FnMut(BuildProgress<'_>),
+    on_progress: impl FnMut(BuildProgress<'_>),
 ) -> Result<BuiltImage, RunError> {
     let context = context(&binary.bytes).map_err(|e| RunError::Failed(e.to_string()))?;
-    on_progress(BuildProgress::Sending(context.len()));
     let args = HashMap::from([("QBOX_VERSION", env!("CARGO_PKG_VERSION"))]);
+    build_context(docker, context, tag, &args, on_progress).await
+}
+
+/// Sends a build context (a tar archive with a Dockerfile) to the engine's
+/// builder with `args` and tags the result `tag`; the builder's steps are
+/// the progress. Intermediate containers are removed even when it fails.
+pub(crate) async fn build_context(
+    docker: &Docker,
+    context: Vec<u8>,
+    tag: &str,
+    args: &HashMap<&str, &str>,
+    mut on_progress: impl FnMut(BuildProgress<'_>),
+) -> Result<BuiltImage, RunError> {
+    on_progress(BuildProgress::Sending(context.len()));
     let options = BuildImageOptionsBuilder::default()
         .t(tag)
         .rm(true)
         .forcerm(true)
-        .buildargs(&args)
+        .buildargs(args)
         .build();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     while let Some(info) = stream.next().await {

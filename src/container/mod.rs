@@ -3,6 +3,7 @@
 //! **Architecture invariant:** this is the only module that imports
 //! `bollard`; every mount of auth state it creates is read-only.
 
+pub(crate) mod agent_image;
 pub mod engine;
 pub(crate) mod image;
 pub(crate) mod manage;

@@ -7,6 +7,7 @@
 )]
 
 mod agent_hardening;
+mod agent_image;
 mod chat;
 mod chat_compat;
 mod config;
