@@ -36,6 +36,7 @@ Examples:
   qbox run -v \"$PWD:/work\" -w /work --mcp dev-image  # your image as an MCP server
   qbox ps                                   # containers qbox run started, and their keepers
   qbox image build                          # the qbox-sidecar image, built locally
+  qbox image build --agent --cli-binary ./q # the agent image: sidecar + CLI, agent enabled
   qbox debug decode capture.bin             # event-stream capture as JSON lines
   qbox completions bash > /etc/bash_completion.d/qbox
 
