@@ -440,7 +440,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("qbox image build --agent --cli-binary PATH"), "{text}");
+        assert!(
+            text.contains("qbox image build --agent --cli-binary PATH"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -127,10 +127,10 @@ mod tests {
         use std::time::Duration;
 
         use super::super::*;
+        use crate::container::agent_image::AgentImageError;
         use crate::container::run::RunError;
         use crate::container::runtime_dir::RuntimeDirError;
         use crate::container::spec::SpecError;
-        use crate::container::agent_image::AgentImageError;
         use crate::container::static_binary::StaticBinaryError;
         use crate::eventstream::FrameError;
         use crate::exit::CommandError;

@@ -162,6 +162,10 @@ async fn build_agent(
     palette: Palette,
 ) -> anyhow::Result<AgentBuild> {
     let cli = agent_image::load_cli(cli)?;
+    if base.is_none() {
+        // The default base is the scratch sidecar image: no C library.
+        agent_image::check_cli_runs_without_libc(&cli, DEFAULT_TAG)?;
+    }
     let docker = image::connect().await.map_err(|e| image_error(&e))?;
     let engine_arch = image::engine_arch(&docker)
         .await
@@ -184,8 +188,8 @@ async fn build_agent(
         None => None,
     };
     let sidecar = static_sidecar(binary, engine_arch.as_deref(), quiet, palette).await?;
-    let arch = agent_image::sidecar_arch(&sidecar.bytes)
-        .ok_or_else(|| StaticBinaryError::NotElf {
+    let arch =
+        agent_image::sidecar_arch(&sidecar.bytes).ok_or_else(|| StaticBinaryError::NotElf {
             path: sidecar.path.clone(),
         })?;
     agent_image::check_cli_arch(&cli, &arch)?;
@@ -195,8 +199,6 @@ async fn build_agent(
             base.to_owned()
         }
         None => {
-            // The default base is the scratch sidecar image: no C library.
-            agent_image::check_cli_runs_without_libc(&cli, DEFAULT_TAG)?;
             let platform = agent_image::image_platform(&docker, DEFAULT_TAG)
                 .await
                 .map_err(|e| image_error(&e))?;
@@ -206,9 +208,14 @@ async fn build_agent(
                     palette,
                     &format!("building the base image {DEFAULT_TAG} first"),
                 );
-                image::build_sidecar(&docker, &sidecar, DEFAULT_TAG, build_progress(quiet, palette))
-                    .await
-                    .map_err(|e| image_error(&e))?;
+                image::build_sidecar(
+                    &docker,
+                    &sidecar,
+                    DEFAULT_TAG,
+                    build_progress(quiet, palette),
+                )
+                .await
+                .map_err(|e| image_error(&e))?;
             } else {
                 agent_image::check_base(DEFAULT_TAG, platform, &arch)?;
             }

@@ -47,7 +47,9 @@ pub enum AgentImageError {
     CliNotElf { path: PathBuf, found: &'static str },
     #[error("the CLI binary {path} is not executable (mode {mode:04o})")]
     CliNotExecutable { path: PathBuf, mode: u32 },
-    #[error("the CLI binary {path} is built for {cli}, but the static qbox-sidecar is for {sidecar}")]
+    #[error(
+        "the CLI binary {path} is built for {cli}, but the static qbox-sidecar is for {sidecar}"
+    )]
     CliWrongArch {
         path: PathBuf,
         cli: String,
@@ -63,13 +65,17 @@ pub enum AgentImageError {
     },
     #[error("the base image `{image}` is not on this machine")]
     BaseMissing { image: String },
-    #[error("the base image `{image}` is built for {platform}, but the static qbox-sidecar is for linux/{sidecar}")]
+    #[error(
+        "the base image `{image}` is built for {platform}, but the static qbox-sidecar is for linux/{sidecar}"
+    )]
     BaseWrongPlatform {
         image: String,
         platform: String,
         sidecar: String,
     },
-    #[error("image `{image}` is built for {platform}, but the static qbox-sidecar that --mcp mounts is for linux/{sidecar}")]
+    #[error(
+        "image `{image}` is built for {platform}, but the static qbox-sidecar that --mcp mounts is for linux/{sidecar}"
+    )]
     ImageWrongPlatform {
         image: String,
         platform: String,
@@ -289,11 +295,7 @@ pub fn check_base(
 
 /// For `qbox run --mcp`: the user's image must be on this machine and run
 /// the static sidecar for `arch` that is mounted into it.
-pub fn check_mcp_image(
-    image: &str,
-    platform: Option<Platform>,
-    arch: &str,
-) -> anyhow::Result<()> {
+pub fn check_mcp_image(image: &str, platform: Option<Platform>, arch: &str) -> anyhow::Result<()> {
     let platform = platform.ok_or_else(|| RunError::ImageMissing {
         image: image.to_owned(),
     })?;
@@ -482,11 +484,17 @@ mod tests {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(matches!(
             load_cli(&script),
-            Err(AgentImageError::CliNotElf { found: "it is a script", .. })
+            Err(AgentImageError::CliNotElf {
+                found: "it is a script",
+                ..
+            })
         ));
         assert!(matches!(
             load_cli(dir.path()),
-            Err(AgentImageError::CliNotElf { found: "it is a directory", .. })
+            Err(AgentImageError::CliNotElf {
+                found: "it is a directory",
+                ..
+            })
         ));
         assert!(matches!(
             load_cli(&dir.path().join("absent")),

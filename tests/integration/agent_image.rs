@@ -55,8 +55,8 @@ fn busybox_base() -> Option<RemoveImage> {
 /// with a visible skip when no C compiler with a static libc is here (a
 /// failure under QBOX_REQUIRE_DOCKER, where these tests must run).
 fn fake_cli_elf(dir: &Path, name: &str) -> Option<PathBuf> {
-    let script = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-q"))
-        .unwrap();
+    let script =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-q")).unwrap();
     let bytes: Vec<String> = script.iter().map(|b| format!("0x{b:02x}")).collect();
     let source = format!(
         "#include <stdlib.h>\n#include <unistd.h>\n\
@@ -342,13 +342,18 @@ fn an_agent_image_serves_both_tools_through_qbox_run_and_docker_run() {
     // The base's layer plus one: the two binaries and /tmp.
     assert_eq!(
         inspect(&tag, "{{len .RootFS.Layers}}"),
-        (inspect(&base.0, "{{len .RootFS.Layers}}").parse::<usize>().unwrap() + 1).to_string()
+        (inspect(&base.0, "{{len .RootFS.Layers}}")
+            .parse::<usize>()
+            .unwrap()
+            + 1)
+        .to_string()
     );
 
-    let (_runtime, q) = crate::sidecar_image::standin_for_containers(token, &["answered ", "by qbox run"]);
-    q.push(qbox::standin::q::Reply::Answer(qbox::standin::q::Answer::text(&[
-        "answered by docker run",
-    ])));
+    let (_runtime, q) =
+        crate::sidecar_image::standin_for_containers(token, &["answered ", "by qbox run"]);
+    q.push(qbox::standin::q::Reply::Answer(
+        qbox::standin::q::Answer::text(&["answered by docker run"]),
+    ));
     let workspace = home.path().join("workspace");
     std::fs::create_dir_all(&workspace).unwrap();
     let agent_env = |record: &Path| {
@@ -425,6 +430,7 @@ fn an_agent_image_serves_both_tools_through_qbox_run_and_docker_run() {
         );
     }
     assert_eq!(std::fs::read(&store).unwrap(), before);
+    assert!(docker_lines(&["ps", "-a", "-q", "--filter", &format!("name=^{name}$")]).is_empty());
     assert!(docker_lines(&["ps", "-a", "-q", "--filter", &format!("ancestor={tag}")]).is_empty());
 }
 
@@ -471,12 +477,26 @@ fn bad_inputs_to_image_build_are_refused_before_anything_is_created() {
     let foreign_base = foreign_image(home.path());
     let absent = unique_tag("absent-base");
 
+    let dynamic = home.path().join("dynamic-q");
+    std::fs::copy(which("true"), &dynamic).unwrap();
+
     let cases: Vec<(&Path, &str, Vec<String>)> = vec![
+        (
+            &dynamic,
+            "",
+            vec![
+                format!("{} is dynamically linked", dynamic.display()),
+                "the base image `qbox-sidecar:latest` has no C library".into(),
+            ],
+        ),
         (
             &script,
             &base.0,
             vec![
-                format!("{} is not an ELF executable (it is a script)", script.display()),
+                format!(
+                    "{} is not an ELF executable (it is a script)",
+                    script.display()
+                ),
                 "hint: give --cli-binary the CLI's executable itself".into(),
             ],
         ),
@@ -523,7 +543,12 @@ fn bad_inputs_to_image_build_are_refused_before_anything_is_created() {
         let run = qbox(&home, &tmp)
             .args(["image", "build", "--agent", "--cli-binary"])
             .args([cli.as_os_str()])
-            .args(["--base", base, "--tag", &tag])
+            .args(if base.is_empty() {
+                vec![]
+            } else {
+                vec!["--base", base]
+            })
+            .args(["--tag", &tag])
             .run();
         let _image = RemoveImage(tag.clone());
         run.assert_code(1).assert_one_line_error();
@@ -601,5 +626,14 @@ fn run_mcp_on_an_image_without_a_cli_names_the_image_and_q_chat_still_works() {
     assert!(text.contains("qbox image build --agent"), "{text}");
     assert_eq!(report["chat"]["is_error"], false, "{report} {stderr}");
     assert_eq!(report["chat"]["text"], "chat works");
-    assert!(docker_lines(&["ps", "-a", "-q", "--filter", &format!("ancestor={}", base.0)]).is_empty());
+    assert!(
+        docker_lines(&[
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("ancestor={}", base.0)
+        ])
+        .is_empty()
+    );
 }
