@@ -168,13 +168,52 @@ fn docker_lines(args: &[&str]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every image (dangling and intermediate ones too) and every container
-/// on the engine: what a failed build or run must leave as it was.
-fn engine_state() -> (BTreeSet<String>, BTreeSet<String>) {
-    (
-        docker_lines(&["image", "ls", "-a", "-q", "--no-trunc"]),
-        docker_lines(&["ps", "-a", "-q", "--no-trunc"]),
-    )
+/// Every image on the engine, intermediate ones too.
+fn all_images() -> BTreeSet<String> {
+    docker_lines(&["image", "ls", "-a", "-q", "--no-trunc"])
+}
+
+/// What a refused build or run left that it could have made: containers of
+/// `base` (or of images built on it), and images that appeared since
+/// `before` and descend from `base` (the builder's intermediate images) or
+/// are labelled as an agent image. Other processes may use the engine at
+/// the same time, so the rest of the engine is not compared.
+fn leftovers(base: &str, before: &BTreeSet<String>) -> Vec<String> {
+    let mut left = Vec::new();
+    let base_id = image_id(base);
+    if base_id.is_some() {
+        left.extend(docker_lines(&[
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("ancestor={base}"),
+        ]));
+    }
+    for image in all_images().difference(before) {
+        let agent_label = inspect(
+            image,
+            "{{index .Config.Labels \"org.opencontainers.image.title\"}}",
+        ) == "qbox-agent";
+        let mut ancestor = Some(image.clone());
+        let mut from_base = false;
+        for _ in 0..64 {
+            let Some(id) = ancestor.take() else { break };
+            if Some(&id) == base_id.as_ref() {
+                from_base = true;
+                break;
+            }
+            ancestor = Some(inspect(&id, "{{.Parent}}")).filter(|p| !p.is_empty());
+        }
+        if agent_label || from_base {
+            left.push(image.clone());
+        }
+    }
+    left
+}
+
+fn image_id(image: &str) -> Option<String> {
+    Some(inspect(image, "{{.Id}}")).filter(|id| !id.is_empty())
 }
 
 fn image_exists(tag: &str) -> bool {
@@ -305,6 +344,7 @@ fn an_agent_image_serves_both_tools_through_qbox_run_and_docker_run() {
 
     let tag = unique_tag("agent");
     let tmp = home.path().join("tmp");
+    let images_before = all_images();
     let built = qbox(&home, &tmp)
         .args(["image", "build", "--agent", "--cli-binary"])
         .args([cli.as_os_str()])
@@ -318,6 +358,8 @@ fn an_agent_image_serves_both_tools_through_qbox_run_and_docker_run() {
     assert_eq!(report["base"], base.0.as_str());
     assert!(built.stderr.contains("Step 1/"), "{}", built.stderr);
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    // What the refusal tests look for finds what a build makes.
+    assert!(leftovers(&base.0, &images_before).contains(&image_id(&tag).unwrap()));
 
     // Non-root, HOME in /tmp, the agent enabled, a healthcheck, `serve`.
     assert_eq!(inspect(&tag, "{{.Config.User}}"), "65532:65532");
@@ -539,7 +581,7 @@ fn bad_inputs_to_image_build_are_refused_before_anything_is_created() {
     for (cli, base, expected) in cases {
         let tag = unique_tag("refused");
         let tmp = home.path().join("tmp");
-        let before = engine_state();
+        let before = all_images();
         let run = qbox(&home, &tmp)
             .args(["image", "build", "--agent", "--cli-binary"])
             .args([cli.as_os_str()])
@@ -557,7 +599,13 @@ fn bad_inputs_to_image_build_are_refused_before_anything_is_created() {
         }
         assert!(!run.stderr.contains("Step 1/"), "{}", run.stderr);
         assert!(!image_exists(&tag), "{tag} was created");
-        assert_eq!(engine_state(), before, "the engine changed: {}", run.stderr);
+        let effective_base = if base.is_empty() {
+            "qbox-sidecar:latest"
+        } else {
+            base
+        };
+        let left = leftovers(effective_base, &before);
+        assert!(left.is_empty(), "left behind: {left:?}\n{}", run.stderr);
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     }
 }
@@ -572,7 +620,7 @@ fn run_mcp_refuses_an_image_for_another_cpu_before_creating_a_container() {
     home.login(Flavor::AmazonQ, &valid_login("foreign"));
     let image = foreign_image(home.path());
     let tmp = home.path().join("tmp");
-    let before = engine_state();
+    let before = all_images();
     let run = qbox(&home, &tmp).args(["run", "--mcp", &image.0]).run();
     run.assert_code(125).assert_one_line_error();
     run.assert_stderr_contains(&format!(
@@ -581,7 +629,8 @@ fn run_mcp_refuses_an_image_for_another_cpu_before_creating_a_container() {
         foreign_arch()
     ));
     run.assert_stderr_contains("hint: use an image built for linux/");
-    assert_eq!(engine_state(), before);
+    let left = leftovers(&image.0, &before);
+    assert!(left.is_empty(), "left behind: {left:?}");
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     // No run directory (and so no snapshot) was made.
     let runs: Vec<_> = std::fs::read_dir(crate::util::runtime_dir(home.path()))
