@@ -140,7 +140,7 @@ pub fn with_warnings(text: String, warnings: &[String]) -> String {
 pub fn spawn_error(cli: &str, image: Option<&str>, err: &std::io::Error) -> String {
     match err.kind() {
         std::io::ErrorKind::NotFound if image.is_some() => format!(
-            "the Amazon Q CLI `{cli}` was not found on PATH in the image `{}`. Use an image that has the Amazon Q Developer CLI (binary `q`) or the Kiro CLI (binary `kiro-cli`, then pass -e QBOX_AGENT_CLI=kiro-cli), or build one: qbox image build --agent --cli-binary PATH. The q-chat tool works without it.",
+            "the Amazon Q CLI `{cli}` was not found on PATH in the image `{}`. Use an image that has the Amazon Q Developer CLI (binary `q`) or the Kiro CLI (binary `kiro-cli`, then pass -e QBOX_AGENT_CLI=kiro-cli), or build one: qbox image build --agent --cli PATH. The q-chat tool works without it.",
             image.unwrap_or_default()
         ),
         std::io::ErrorKind::NotFound => format!(
@@ -441,7 +441,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("qbox image build --agent --cli-binary PATH"),
+            text.contains("qbox image build --agent --cli PATH"),
             "{text}"
         );
     }

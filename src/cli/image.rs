@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use super::CliChoice;
 use crate::app::term::Palette;
 use crate::container::agent_image::{self, DEFAULT_AGENT_TAG};
 use crate::container::image::{self, BuildProgress, BuiltImage, DEFAULT_TAG};
@@ -21,8 +22,8 @@ Examples:
   qbox image build                                  # builds the static binary with cargo if needed
   qbox image build --tag registry.example/qbox-sidecar:1.0
   qbox image build --binary ./qbox-sidecar --json   # a static (musl) binary you already have
-  qbox image build --agent --cli-binary ./q         # qbox-agent:latest on qbox-sidecar:latest
-  qbox image build --agent --cli-binary ./kiro-cli --base my-dev-image --tag my-agent:1
+  qbox image build --agent --cli ./q                # qbox-agent:latest on qbox-sidecar:latest
+  qbox image build --agent --cli ./kiro-cli --base my-dev-image --tag my-agent:1
 
 Without --binary, qbox uses a static qbox-sidecar beside itself, else runs
 `cargo build --profile static --target <arch>-unknown-linux-musl` in its source tree (static glibc
@@ -43,14 +44,11 @@ pub struct BuildArgs {
     /// Name and tag of the image [default: qbox-sidecar:latest, with --agent qbox-agent:latest].
     #[arg(long, short = 't')]
     tag: Option<String>,
-    /// Build the agent image: the sidecar with the q-developer-agent tool and a CLI (--cli-binary).
-    #[arg(long, requires = "cli_binary")]
+    /// Build the agent image: the sidecar with the q-developer-agent tool and the CLI binary
+    /// given by --cli PATH (the Amazon Q CLI `q` or the Kiro CLI `kiro-cli`; a path, so a
+    /// binary in this directory is `./q`).
+    #[arg(long)]
     agent: bool,
-    /// With --agent: the Amazon Q CLI (`q`) or Kiro CLI (`kiro-cli`) executable to put in the image.
-    ///
-    /// (`--cli` alone is qbox's global choice of login, q or kiro.)
-    #[arg(long, value_name = "PATH", requires = "agent")]
-    cli_binary: Option<PathBuf>,
     /// With --agent: the local image to build on (never pulled) [default: qbox-sidecar:latest].
     #[arg(long, value_name = "IMAGE", requires = "agent")]
     base: Option<String>,
@@ -63,11 +61,17 @@ pub struct BuildArgs {
     json: bool,
 }
 
-pub async fn run(command: ImageCommand, quiet: bool, palette: Palette) -> anyhow::Result<u8> {
+pub async fn run(
+    command: ImageCommand,
+    cli: Option<CliChoice>,
+    quiet: bool,
+    palette: Palette,
+) -> anyhow::Result<u8> {
     let ImageCommand::Build(args) = command;
+    let cli_binary = agent_cli(args.agent, cli)?;
     let mut extra = serde_json::Map::new();
-    let (built, binary) = match &args.cli_binary {
-        Some(cli) if args.agent => {
+    let (built, binary) = match &cli_binary {
+        Some(cli) => {
             let tag = args.tag.as_deref().unwrap_or(DEFAULT_AGENT_TAG);
             let base = args.base.as_deref();
             let agent = build_agent(cli, base, args.binary, tag, quiet, palette).await?;
@@ -98,6 +102,34 @@ pub async fn run(command: ImageCommand, quiet: bool, palette: Palette) -> anyhow
         );
     }
     Ok(exit::OK)
+}
+
+/// The CLI binary of `--agent`, from the global `--cli`: required with
+/// `--agent`, and a path, not a flavor; meaningless without `--agent`.
+fn agent_cli(agent: bool, cli: Option<CliChoice>) -> Result<Option<PathBuf>, CommandError> {
+    match (agent, cli) {
+        (true, Some(CliChoice::Binary(path))) => Ok(Some(path)),
+        (true, Some(CliChoice::Flavor(_))) => Err(CommandError::new(
+            exit::USAGE,
+            "--agent needs the CLI binary's path, and --cli (or QBOX_CLI) names a login flavor",
+        )
+        .hint("give --cli the path of the `q` or `kiro-cli` executable, e.g. --cli ./q")),
+        (true, None) => Err(CommandError::new(
+            exit::USAGE,
+            "--agent needs the CLI binary to put in the image",
+        )
+        .hint("give its path with --cli, e.g. qbox image build --agent --cli ./q")),
+        // A flavor (perhaps from QBOX_CLI) does not concern the sidecar image.
+        (false, None | Some(CliChoice::Flavor(_))) => Ok(None),
+        (false, Some(CliChoice::Binary(path))) => Err(CommandError::new(
+            exit::USAGE,
+            format!(
+                "--cli {} names a CLI binary, which only the agent image holds",
+                path.display()
+            ),
+        )
+        .hint("add --agent to build the agent image with it")),
+    }
 }
 
 /// Finds or builds the static binary, then builds the image with progress
@@ -300,4 +332,30 @@ fn short_id(id: &str) -> &str {
 
 fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Flavor;
+
+    #[test]
+    fn the_agent_takes_its_cli_binary_from_cli() {
+        let path = PathBuf::from("./q");
+        let binary = Some(CliChoice::Binary(path.clone()));
+        let flavor = Some(CliChoice::Flavor(Flavor::Kiro));
+        assert_eq!(agent_cli(true, binary.clone()).unwrap(), Some(path));
+        assert_eq!(agent_cli(false, flavor.clone()).unwrap(), None);
+        assert_eq!(agent_cli(false, None).unwrap(), None);
+        for (agent, cli, says) in [
+            (true, None, "--agent needs the CLI binary"),
+            (true, flavor, "names a login flavor"),
+            (false, binary, "only the agent image holds"),
+        ] {
+            let error = agent_cli(agent, cli).unwrap_err();
+            assert_eq!(error.code, exit::USAGE);
+            assert!(error.message.contains(says), "{}", error.message);
+            assert!(error.hint.is_some());
+        }
+    }
 }

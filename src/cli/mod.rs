@@ -20,7 +20,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::app::term::Palette;
 use crate::app::{block_on, chat, parse_args};
-use crate::exit;
+use crate::exit::{self, CommandError};
 use crate::store::{Flavor, StoreQuery};
 
 const EXAMPLES: &str = "\
@@ -36,7 +36,7 @@ Examples:
   qbox run -v \"$PWD:/work\" -w /work --mcp dev-image  # your image as an MCP server
   qbox ps                                   # containers qbox run started, and their keepers
   qbox image build                          # the qbox-sidecar image, built locally
-  qbox image build --agent --cli-binary ./q # the agent image: sidecar + CLI, agent enabled
+  qbox image build --agent --cli ./q        # the agent image: sidecar + CLI, agent enabled
   qbox debug decode capture.bin             # event-stream capture as JSON lines
   qbox completions bash > /etc/bash_completion.d/qbox
 
@@ -61,10 +61,12 @@ pub struct GlobalArgs {
     /// Use this auth store instead of searching the CLIs' default locations.
     #[arg(long, global = true, env = "QBOX_DB", value_name = "PATH")]
     pub db: Option<PathBuf>,
-    /// Which CLI's store to use when both are installed (default: the one
-    /// with a usable login).
-    #[arg(long, global = true, env = "QBOX_CLI", value_enum)]
-    pub cli: Option<Flavor>,
+    /// Which CLI's store to use when both are installed: q or kiro (default:
+    /// the one with a usable login). With `image build --agent`: the path of
+    /// the CLI binary to put in the image (`./q`, `/opt/kiro/kiro-cli`).
+    #[arg(long, global = true, env = "QBOX_CLI", value_name = "q|kiro|PATH",
+          value_parser = parse_cli_choice)]
+    pub cli: Option<CliChoice>,
     /// More log output on stderr (-v info, -vv debug, -vvv trace); give it
     /// before the subcommand (`qbox -v doctor`), since `qbox run -v` is a volume.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -74,12 +76,52 @@ pub struct GlobalArgs {
     pub quiet: bool,
 }
 
+/// What `--cli` names: the CLI whose login qbox uses, or (for
+/// `image build --agent`) a CLI binary. One option serves both because clap
+/// cannot give a subcommand its own `--cli` beside a global one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CliChoice {
+    Flavor(Flavor),
+    Binary(PathBuf),
+}
+
+/// `q` and `kiro` name flavors; anything with a path separator names a file
+/// (so a binary called `q` in the working directory is `./q`).
+fn parse_cli_choice(text: &str) -> Result<CliChoice, String> {
+    if let Ok(flavor) = <Flavor as clap::ValueEnum>::from_str(text, true) {
+        return Ok(CliChoice::Flavor(flavor));
+    }
+    if text.contains(std::path::MAIN_SEPARATOR) || text.contains('/') {
+        return Ok(CliChoice::Binary(PathBuf::from(text)));
+    }
+    Err(format!(
+        "`{text}` is neither `q` nor `kiro`; a CLI binary (for `image build --agent`) is \
+         given as a path, e.g. `./{text}`"
+    ))
+}
+
 impl GlobalArgs {
-    pub fn store_query(&self) -> StoreQuery {
-        StoreQuery {
+    /// The store the user chose. A binary path in `--cli` is a usage error
+    /// here: it only means something to `image build --agent`.
+    pub fn store_query(&self) -> Result<StoreQuery, CommandError> {
+        let cli = match &self.cli {
+            None => None,
+            Some(CliChoice::Flavor(flavor)) => Some(*flavor),
+            Some(CliChoice::Binary(path)) => {
+                return Err(CommandError::new(
+                    exit::USAGE,
+                    format!(
+                        "--cli {} names a CLI binary, which only `qbox image build --agent` takes",
+                        path.display()
+                    ),
+                )
+                .hint("to pick a login, give --cli q or --cli kiro (or set QBOX_CLI)"));
+            }
+        };
+        Ok(StoreQuery {
             db: self.db.clone(),
-            cli: self.cli,
-        }
+            cli,
+        })
     }
 }
 
@@ -135,26 +177,35 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
 }
 
 fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
-    let query = cli.global.store_query();
+    // Only the commands that read a login ask for the query, so a binary
+    // path in --cli is an error there and nowhere else.
+    let query = || cli.global.store_query();
     match cli.command {
         Command::Demo(args) => block_on(demo::run(args, cli.global.quiet, palette)),
         Command::Sidecar { args } => Ok(crate::sidecar::run(
             std::iter::once(OsString::from("qbox-sidecar")).chain(args),
         )),
-        Command::Doctor(args) => block_on(doctor::run(args, query, palette)),
-        Command::ExportToken(args) => block_on(export::run(args, query, palette)),
-        Command::Snapshot(args) => block_on(snapshot::run(args, query, cli.global.quiet, palette)),
+        Command::Doctor(args) => block_on(doctor::run(args, query()?, palette)),
+        Command::ExportToken(args) => block_on(export::run(args, query()?, palette)),
+        Command::Snapshot(args) => {
+            block_on(snapshot::run(args, query()?, cli.global.quiet, palette))
+        }
         Command::Chat(args) => block_on(chat::run(
             args,
-            query,
+            query()?,
             true,
             cli.global.quiet,
             chat::ChatSide::Host,
         )),
         Command::Debug(command) => debug::run(command),
         Command::McpConfig(args) => mcp_config::run(&args),
-        Command::Image(command) => block_on(image::run(command, cli.global.quiet, palette)),
-        Command::Run(args) => block_on(run::run(*args, query, palette)),
+        Command::Image(command) => block_on(image::run(
+            command,
+            cli.global.cli.clone(),
+            cli.global.quiet,
+            palette,
+        )),
+        Command::Run(args) => block_on(run::run(*args, query()?, palette)),
         Command::Ps(args) => block_on(ps::ps(args, palette)),
         Command::Stop(args) => block_on(ps::stop(args)),
         Command::Completions { shell } => {
@@ -171,5 +222,33 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cli_takes_a_flavor_or_a_path() {
+        assert_eq!(
+            parse_cli_choice("kiro"),
+            Ok(CliChoice::Flavor(Flavor::Kiro))
+        );
+        assert_eq!(
+            parse_cli_choice("Q"),
+            Ok(CliChoice::Flavor(Flavor::AmazonQ))
+        );
+        assert_eq!(
+            parse_cli_choice("./q"),
+            Ok(CliChoice::Binary(PathBuf::from("./q")))
+        );
+        let bare = parse_cli_choice("kiro-cli").unwrap_err();
+        assert!(bare.contains("`./kiro-cli`"), "{bare}");
+    }
+
+    #[test]
+    fn a_binary_path_does_not_pick_a_login() {
+        let cli = Cli::try_parse_from(["qbox", "--cli", "/opt/q", "doctor"]).unwrap();
+        let error = cli.global.store_query().unwrap_err();
+        assert_eq!(error.code, exit::USAGE);
+        assert!(error.message.contains("/opt/q"), "{}", error.message);
+        let cli = Cli::try_parse_from(["qbox", "doctor", "--cli", "kiro"]).unwrap();
+        assert_eq!(cli.global.store_query().unwrap().cli, Some(Flavor::Kiro));
     }
 }

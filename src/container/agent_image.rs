@@ -86,8 +86,8 @@ pub enum AgentImageError {
 impl Diagnose for AgentImageError {
     fn hint(&self) -> Option<String> {
         Some(match self {
-            Self::CliUnreadable { .. } => "check the path given to --cli-binary".into(),
-            Self::CliNotElf { .. } => "give --cli-binary the CLI's executable itself (the `q` or `kiro-cli` binary from its Linux release), not a script or an archive".into(),
+            Self::CliUnreadable { .. } => "check the path given to --cli".into(),
+            Self::CliNotElf { .. } => "give --cli the CLI's executable itself (the `q` or `kiro-cli` binary from its Linux release), not a script or an archive".into(),
             Self::CliNotExecutable { path, .. } => {
                 format!("make it executable (chmod +x {}), or give the right file", path.display())
             }

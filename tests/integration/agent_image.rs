@@ -346,7 +346,7 @@ fn an_agent_image_serves_both_tools_through_qbox_run_and_docker_run() {
     let tmp = home.path().join("tmp");
     let images_before = all_images();
     let built = qbox(&home, &tmp)
-        .args(["image", "build", "--agent", "--cli-binary"])
+        .args(["image", "build", "--agent", "--cli"])
         .args([cli.as_os_str()])
         .args(["--base", &base.0, "--tag", &tag, "--json"])
         .run();
@@ -539,7 +539,7 @@ fn bad_inputs_to_image_build_are_refused_before_anything_is_created() {
                     "{} is not an ELF executable (it is a script)",
                     script.display()
                 ),
-                "hint: give --cli-binary the CLI's executable itself".into(),
+                "hint: give --cli the CLI's executable itself".into(),
             ],
         ),
         (
@@ -583,7 +583,7 @@ fn bad_inputs_to_image_build_are_refused_before_anything_is_created() {
         let tmp = home.path().join("tmp");
         let before = all_images();
         let run = qbox(&home, &tmp)
-            .args(["image", "build", "--agent", "--cli-binary"])
+            .args(["image", "build", "--agent", "--cli"])
             .args([cli.as_os_str()])
             .args(if base.is_empty() {
                 vec![]
