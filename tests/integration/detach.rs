@@ -378,3 +378,95 @@ fn issue_14_docker_rm_f_ends_the_keeper_within_seconds_and_usage_is_checked() {
     });
     assert_eq!(test.detached_dirs(), Vec::<String>::new());
 }
+
+/// The host port `docker port` says container `name`'s `port` is published on.
+fn published_port(name: &str, port: &str) -> u16 {
+    let out = Command::new("docker")
+        .args(["port", name, port])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|line| line.strip_prefix("127.0.0.1:")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no 127.0.0.1 port for {name} {port}: {text}"))
+}
+
+#[test]
+fn issue_14_a_detached_sidecar_answers_mcp_through_a_published_port() {
+    let Some(python) = crate::util::python_mcp() else { return };
+    let Some(image) = crate::sidecar_image::sidecar_image() else { return };
+    let _turn = crate::util::engine_turn();
+    let mut test = Detached::new();
+    let login = valid_login("publish");
+    test.home.login(Flavor::AmazonQ, &login);
+    let (_runtime, standin) = crate::sidecar_image::standin_for_containers(
+        &login.access_token,
+        &["through ", "the published ", "port"],
+    );
+    // The bearer token as a file, mounted read-only (the container runs as
+    // this user, so 0600 is enough).
+    let secrets = test.home.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    let token = "detach-publish-bearer-token-0123456789abcdef";
+    std::fs::write(secrets.join("mcp-token"), token).unwrap();
+    std::fs::set_permissions(
+        secrets.join("mcp-token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let name = test.name("publish");
+    let volume = format!("{}:/run/secrets:ro", secrets.display());
+    let endpoint = format!("QBOX_Q_ENDPOINT={}", standin.url());
+    let run = test
+        .qbox()
+        .args(["run", "-d", "--name", &name, "-p", "127.0.0.1:0:8080"])
+        .args(["-v", &volume, "-e", &endpoint, image, "--"])
+        .args(["serve", "--http", "0.0.0.0:8080", "--token-file", "/run/secrets/mcp-token"])
+        .run();
+    run.assert_code(0);
+    wait_until(Duration::from_secs(30), "the sidecar serves", || {
+        let logs = Command::new("docker").args(["logs", &name]).output().unwrap();
+        String::from_utf8_lossy(&logs.stderr).contains("serving MCP at")
+    });
+    let port = published_port(&name, "8080/tcp");
+    let url = format!("http://127.0.0.1:{port}/mcp");
+
+    let call = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/http_call.py"))
+        .args([&url, token, "hello through the port"])
+        .output()
+        .unwrap();
+    assert!(
+        call.status.success(),
+        "{}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    let report: Value = serde_json::from_slice(&call.stdout).unwrap();
+    assert!(
+        report["tools"].as_array().unwrap().iter().any(|t| t == "q-chat"),
+        "{report}"
+    );
+    assert_eq!(report["chat"]["is_error"], false, "{report}");
+    assert_eq!(report["chat"]["text"], "through the published port", "{report}");
+    let requests = standin.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].body["conversationState"]["currentMessage"]["userInputMessage"]["content"],
+        "hello through the port"
+    );
+
+    // Without the token the published port answers 401.
+    let anonymous = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/http_call.py"))
+        .args([&url, "not-the-token", "x"])
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success());
+    assert_eq!(standin.requests().len(), 1);
+
+    test.qbox().args(["stop", "-t", "2", &name]).run().assert_code(0);
+    wait_until(Duration::from_secs(20), "the sidecar is removed", || {
+        container_state(&name).is_none()
+    });
+    assert_eq!(test.detached_dirs(), Vec::<String>::new());
+}

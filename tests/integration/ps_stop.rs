@@ -1,6 +1,6 @@
 //! `qbox ps` and `qbox stop` against the real engine: a running `qbox run`
 //! is listed with its keeper and its login's expiry, a killed keeper shows
-//! as gone, `qbox stop` ends the container (and so its `qbox run`), and
+//! as dead, `qbox stop` ends the container (and so its `qbox run`), and
 //! containers qbox did not start are never touched.
 
 use std::process::Command;
