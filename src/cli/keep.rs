@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::ValueEnum;
 
 use crate::app::report::printable_line;
@@ -149,10 +150,14 @@ const START_PATIENCE: Duration = Duration::from_secs(20);
 /// Starts the keeper of container `id` as a detached process and waits
 /// until it has recorded itself in `dir` (so that `qbox ps` shows it from
 /// the moment this returns).
-pub async fn spawn(id: &str, settings: &KeeperSettings, dir: &DetachedDir) -> anyhow::Result<Started> {
+pub async fn spawn(
+    id: &str,
+    settings: &KeeperSettings,
+    dir: &DetachedDir,
+) -> anyhow::Result<Started> {
     let (log, file) = open_log(id)?;
-    let exe = std::env::current_exe()
-        .map_err(|e| anyhow::anyhow!("finding the qbox executable: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| anyhow::anyhow!("finding the qbox executable: {e}"))?;
     let mut child = Command::new(exe)
         // Every refresh attempt and outcome is logged at info.
         .arg("-v")
@@ -186,7 +191,11 @@ pub async fn spawn(id: &str, settings: &KeeperSettings, dir: &DetachedDir) -> an
             let _ = child.wait();
             return Err(CommandError::new(
                 exit::ERROR,
-                format!("the keeper of {} did not start within {}s", short(id), START_PATIENCE.as_secs()),
+                format!(
+                    "the keeper of {} did not start within {}s",
+                    short(id),
+                    START_PATIENCE.as_secs()
+                ),
             )
             .hint(format!("its log may say why: {}", log.display()))
             .into());
@@ -254,8 +263,10 @@ pub async fn run(args: KeepArgs, query: StoreQuery, palette: Palette) -> anyhow:
         .hint("a stopped container needs no login; start a new one with qbox run -d")
         .into());
     }
-    let (Some(_), Some(settings)) = (&container.detached, KeeperSettings::from_container(container))
-    else {
+    let (Some(_), Some(settings)) = (
+        &container.detached,
+        KeeperSettings::from_container(container),
+    ) else {
         return Err(CommandError::new(
             exit::ERROR,
             format!("`{name}` has no login snapshot to keep fresh"),
@@ -312,10 +323,12 @@ async fn foreground(id: &str, query: StoreQuery) -> anyhow::Result<u8> {
     let _ = rustix::process::setsid();
     let docker = image::connect().await?;
     let containers = manage::list(&docker).await?;
-    let container = containers
-        .iter()
-        .find(|c| c.id == id)
-        .ok_or_else(|| CommandError::new(exit::ERROR, format!("no container that qbox run started has the id {id}")))?;
+    let container = containers.iter().find(|c| c.id == id).ok_or_else(|| {
+        CommandError::new(
+            exit::ERROR,
+            format!("no container that qbox run started has the id {id}"),
+        )
+    })?;
     let Some(dir) = detached_dir(container) else {
         return Err(CommandError::new(
             exit::ERROR,
@@ -323,14 +336,18 @@ async fn foreground(id: &str, query: StoreQuery) -> anyhow::Result<u8> {
         )
         .into());
     };
-    let Some(_lock) = dir.lock()? else {
+    let Some(_lock) = dir
+        .lock()
+        .with_context(|| format!("locking {}", dir.path().display()))?
+    else {
         return Err(CommandError::new(
             exit::ERROR,
             format!("another keeper holds {}", dir.path().display()),
         )
         .into());
     };
-    dir.record_this_process(id)?;
+    dir.record_this_process(id)
+        .with_context(|| format!("recording the keeper in {}", dir.path().display()))?;
     log_line(&format!(
         "keeping the login snapshot {} of container {} fresh",
         dir.auth_dir().display(),
@@ -347,7 +364,10 @@ async fn foreground(id: &str, query: StoreQuery) -> anyhow::Result<u8> {
             rfc3339_seconds(expires_at)
         )),
         WatchEvent::Recreated { path } => {
-            log_line(&format!("the snapshot was missing; wrote {} again", path.display()));
+            log_line(&format!(
+                "the snapshot was missing; wrote {} again",
+                path.display()
+            ));
         }
         WatchEvent::RefreshFailed { error, retry_in } => log_line(&format!(
             "warning: login refresh failed (next try in {}s): {}",
@@ -392,7 +412,10 @@ async fn foreground(id: &str, query: StoreQuery) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     match dir.remove() {
-        Ok(()) => log_line(&format!("removed {}; the keeper ends", dir.path().display())),
+        Ok(()) => log_line(&format!(
+            "removed {}; the keeper ends",
+            dir.path().display()
+        )),
         Err(err) => log_line(&format!(
             "warning: could not remove {}: {err}",
             dir.path().display()
@@ -415,4 +438,3 @@ async fn stop_signal() -> String {
         _ = interrupt.recv() => "SIGINT".to_owned(),
     }
 }
-

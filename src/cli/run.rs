@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 use crate::app::report::printable_line;
 use crate::app::term::Palette;
 use crate::container::agent_image;
-use crate::container::run::RunError;
 use crate::container::detached::{DETACHED_LABEL, DetachedDir};
+use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
     AUTH_DB, AuthMode, RUN_LABEL, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
@@ -273,9 +273,13 @@ async fn run_detached(
             guard.0 = Some(dir.clone());
             // Until the keeper records itself, this process is the keeper:
             // no sweep takes the directory for one whose keeper died.
-            dir.record_this_process("")?;
-            snapshot::take(&login, &dir.auth_dir(), snapshot::DEFAULT_MODE)
-                .map_err(reclassify)?;
+            dir.record_this_process("").map_err(|e| {
+                CommandError::new(
+                    exit::ENGINE,
+                    format!("recording this run in {}: {e}", dir.path().display()),
+                )
+            })?;
+            snapshot::take(&login, &dir.auth_dir(), snapshot::DEFAULT_MODE).map_err(reclassify)?;
             spec.auth_dir = Some(dir.auth_dir());
             spec.auth_db = Some(AUTH_DB.to_owned());
             let settings = KeeperSettings {

@@ -144,7 +144,9 @@ impl DetachedDir {
     /// Whether the recorded keeper still runs (same pid, same start time).
     pub fn keeper_state(&self) -> KeeperState {
         match self.record() {
-            Some(record) if runtime_dir::process_owner(record.pid, record.start) == Owner::Alive => {
+            Some(record)
+                if runtime_dir::process_owner(record.pid, record.start) == Owner::Alive =>
+            {
                 KeeperState::Running { pid: record.pid }
             }
             _ => KeeperState::Dead,
@@ -163,6 +165,8 @@ impl DetachedDir {
             container: container.to_owned(),
         };
         let temporary = self.path.join(format!("{RECORD_FILE}.{pid}"));
+        // Left by a process that had this pid before and was killed mid-write.
+        let _ = std::fs::remove_file(&temporary);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -181,10 +185,11 @@ impl DetachedDir {
             .create(true)
             .truncate(false)
             .open(self.path.join(LOCK_FILE))?;
-        match file.try_lock() {
+        // flock(2): released by the kernel when the process ends, however.
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(err)) => Err(err),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -356,7 +361,10 @@ mod tests {
         let found = DetachedDir::find(&runtime, dir.key()).unwrap();
         assert_eq!(found.record().unwrap().container, "c0ffee");
         let held = dir.lock().unwrap().expect("the first lock");
-        assert!(found.lock().unwrap().is_none(), "a second keeper is refused");
+        assert!(
+            found.lock().unwrap().is_none(),
+            "a second keeper is refused"
+        );
         drop(held);
         assert!(found.lock().unwrap().is_some());
 
@@ -368,7 +376,11 @@ mod tests {
             start: runtime_dir::process_start(std::process::id()).unwrap() + 1,
             container: "c0ffee".into(),
         };
-        std::fs::write(dir.path().join(RECORD_FILE), serde_json::to_vec(&record).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join(RECORD_FILE),
+            serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
         assert_eq!(dir.keeper_state(), KeeperState::Dead);
         let containers = HashSet::from([dir.key().to_owned()]);
         assert_eq!(sweep(&runtime, &containers), 0, "its container exists");

@@ -299,7 +299,10 @@ pub async fn start_detached(spec: &RunSpec) -> Result<String, RunError> {
     let docker = engine::connect().await.map_err(engine_error)?;
     let id = create(&docker, spec).await?;
     if let Err(err) = docker
-        .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
+        .start_container(
+            &id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
         .await
     {
         remove(&docker, &id).await;

@@ -112,7 +112,9 @@ impl Drop for Detached {
         }
         for pid in self.recorded_keepers() {
             if pid != std::process::id() && alive(pid) {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
             }
         }
     }
@@ -161,7 +163,13 @@ fn expiry(row: &Value) -> Option<String> {
 
 fn snapshot_holds(name: &str, needle: &str) -> bool {
     Command::new("docker")
-        .args(["exec", name, "sh", "-c", &format!("grep -q {needle} \"$QBOX_DB\"")])
+        .args([
+            "exec",
+            name,
+            "sh",
+            "-c",
+            &format!("grep -q {needle} \"$QBOX_DB\""),
+        ])
         .status()
         .is_ok_and(|s| s.success())
 }
@@ -173,9 +181,13 @@ fn snapshot_holds(name: &str, needle: &str) -> bool {
 async fn issue_14_a_detached_container_is_kept_fresh_shown_restored_and_stopped_clean() {
     let Some(image) = engine_image() else { return };
     let _turn = crate::util::engine_turn();
-    let oidc = StandinOidc::start("fixture-client-id", "fixture-client-secret", "aor-refresh-detach")
-        .await
-        .unwrap();
+    let oidc = StandinOidc::start(
+        "fixture-client-id",
+        "fixture-client-secret",
+        "aor-refresh-detach",
+    )
+    .await
+    .unwrap();
     // Short-lived tokens: the keeper refreshes each at half its life, and
     // no sooner than 30 s after the one before.
     oidc.set_behavior(OidcBehavior::Issue {
@@ -183,8 +195,10 @@ async fn issue_14_a_detached_container_is_kept_fresh_shown_restored_and_stopped_
         rotate: true,
     });
     let mut test = Detached::new();
-    test.env
-        .push(("QBOX_OIDC_ENDPOINT".into(), oidc.url()));
+    test.env.push(("QBOX_OIDC_ENDPOINT".into(), oidc.url()));
+    // The keepers inherit it: their logs are written at trace level, and
+    // must hold no token all the same.
+    test.env.push(("RUST_LOG".into(), "trace".into()));
     let mut login = valid_login("detach");
     login.refresh_token = Some("aor-refresh-detach".into());
     // Enters the 5-minute refresh window a few seconds from now: the first
@@ -208,14 +222,20 @@ async fn issue_14_a_detached_container_is_kept_fresh_shown_restored_and_stopped_
         run.stdout
     );
     assert_eq!(container_state(&name).as_deref(), Some("running"));
-    assert!(snapshot_holds(&name, "aoa-access-detach"), "the first snapshot is mounted");
+    assert!(
+        snapshot_holds(&name, "aoa-access-detach"),
+        "the first snapshot is mounted"
+    );
 
-    let row = test.row(&name).expect("qbox ps lists the detached container");
+    let row = test
+        .row(&name)
+        .expect("qbox ps lists the detached container");
     assert_eq!(row["id"], id);
     let first_keeper = keeper_pid(&row).unwrap_or_else(|| panic!("keeper running: {row}"));
     let args = cmdline(first_keeper);
     assert!(
-        args.windows(3).any(|w| w == ["keep", "--foreground", id.as_str()]),
+        args.windows(3)
+            .any(|w| w == ["keep", "--foreground", id.as_str()]),
         "the keeper is recognisable: {args:?}"
     );
     assert!(
@@ -233,13 +253,18 @@ async fn issue_14_a_detached_container_is_kept_fresh_shown_restored_and_stopped_
         let env = test.env.clone();
         let name = name.clone();
         let first = first_expiry.clone();
-        wait_until_async(Duration::from_secs(60), "the detached snapshot is refreshed", move || {
-            expiry_of(&test_home, &env, &name).filter(|e| *e != first)
-        })
+        wait_until_async(
+            Duration::from_secs(60),
+            "the detached snapshot is refreshed",
+            move || expiry_of(&test_home, &env, &name).filter(|e| *e != first),
+        )
         .await
     };
     assert_ne!(refreshed, first_expiry);
-    assert!(snapshot_holds(&name, "standin-access-1"), "the container sees the new token");
+    assert!(
+        snapshot_holds(&name, "standin-access-1"),
+        "the container sees the new token"
+    );
     assert_eq!(oidc.requests().len(), 1);
 
     // The keeper killed with SIGKILL: shown as dead, the container runs on.
@@ -255,7 +280,10 @@ async fn issue_14_a_detached_container_is_kept_fresh_shown_restored_and_stopped_
     assert_eq!(row["state"], "running");
     let table = test.qbox().args(["ps"]).run();
     assert!(
-        table.stdout.lines().any(|l| l.contains(&name) && l.trim_end().ends_with("dead")),
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains(&name) && l.trim_end().ends_with("dead")),
         "{}",
         table.stdout
     );
@@ -271,16 +299,20 @@ async fn issue_14_a_detached_container_is_kept_fresh_shown_restored_and_stopped_
     again
         .assert_code(1)
         .assert_one_line_error()
-        .assert_stderr_contains(&format!("a keeper already runs for `{name}` (pid {second_keeper})"));
+        .assert_stderr_contains(&format!(
+            "a keeper already runs for `{name}` (pid {second_keeper})"
+        ));
     // ...and refreshing goes on: the next short-lived token replaces the last.
     let restored = {
         let test_home = test.home.path().to_owned();
         let env = test.env.clone();
         let name = name.clone();
         let last = refreshed.clone();
-        wait_until_async(Duration::from_secs(90), "the new keeper refreshes", move || {
-            expiry_of(&test_home, &env, &name).filter(|e| *e != last)
-        })
+        wait_until_async(
+            Duration::from_secs(90),
+            "the new keeper refreshes",
+            move || expiry_of(&test_home, &env, &name).filter(|e| *e != last),
+        )
         .await
     };
     assert_ne!(restored, refreshed);
@@ -290,21 +322,44 @@ async fn issue_14_a_detached_container_is_kept_fresh_shown_restored_and_stopped_
         .iter()
         .map(|r| r.body["refreshToken"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(sent, ["aor-refresh-detach", "standin-refresh-1"], "no refresh token spent twice");
+    assert_eq!(
+        sent,
+        ["aor-refresh-detach", "standin-refresh-1"],
+        "no refresh token spent twice"
+    );
 
     // `qbox stop` ends the container, and with it the keeper; nothing stays.
-    let stop = test.qbox().args(["stop", "-t", "0", &name]).run_async().await;
+    let stop = test
+        .qbox()
+        .args(["stop", "-t", "0", &name])
+        .run_async()
+        .await;
     stop.assert_code(0);
     assert_eq!(stop.stdout.trim(), name);
-    assert!(!alive(second_keeper), "qbox stop waited for the keeper to end");
-    assert_eq!(test.detached_dirs(), Vec::<String>::new(), "snapshot directory left");
+    assert!(
+        !alive(second_keeper),
+        "qbox stop waited for the keeper to end"
+    );
+    assert_eq!(
+        test.detached_dirs(),
+        Vec::<String>::new(),
+        "snapshot directory left"
+    );
     wait_until(Duration::from_secs(20), "the container is removed", || {
         container_state(&name).is_none()
     });
     let log = std::fs::read_to_string(test.keeper_logs().join(format!("{id}.log"))).unwrap();
     assert!(log.contains("login refreshed"), "{log}");
     assert!(log.contains("removed"), "{log}");
-    assert!(!log.contains("aoa-access") && !log.contains("aor-refresh"), "no token in the log: {log}");
+    for token in [
+        "aoa-access-detach",
+        "aor-refresh-detach",
+        "standin-access-",
+        "standin-refresh-",
+        "fixture-client-secret",
+    ] {
+        assert!(!log.contains(token), "{token} in the keeper's log:\n{log}");
+    }
 }
 
 /// The snapshot expiry `qbox ps --json` shows for container `name`, run
@@ -332,7 +387,12 @@ fn issue_14_docker_rm_f_ends_the_keeper_within_seconds_and_usage_is_checked() {
     // -d with --mcp is a usage error: --mcp serves on stdio.
     let mcp = test.qbox().args(["run", "-d", "--mcp", image]).run();
     mcp.assert_code(2);
-    assert!(mcp.stderr.contains("'--detach' cannot be used with '--mcp'"), "{}", mcp.stderr);
+    assert!(
+        mcp.stderr
+            .contains("'--detach' cannot be used with '--mcp'"),
+        "{}",
+        mcp.stderr
+    );
 
     let name = test.name("rm");
     let run = test
@@ -343,20 +403,29 @@ fn issue_14_docker_rm_f_ends_the_keeper_within_seconds_and_usage_is_checked() {
     let row = test.row(&name).unwrap();
     let keeper = keeper_pid(&row).unwrap_or_else(|| panic!("{row}"));
     assert_eq!(test.detached_dirs().len(), 1);
-    let removed = Command::new("docker").args(["rm", "-f", &name]).output().unwrap();
+    let removed = Command::new("docker")
+        .args(["rm", "-f", &name])
+        .output()
+        .unwrap();
     assert!(removed.status.success());
-    wait_until(Duration::from_secs(10), "the keeper ends after docker rm -f", || {
-        !alive(keeper)
-    });
-    wait_until(Duration::from_secs(5), "its snapshot directory is removed", || {
-        test.detached_dirs().is_empty()
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the keeper ends after docker rm -f",
+        || !alive(keeper),
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "its snapshot directory is removed",
+        || test.detached_dirs().is_empty(),
+    );
 
     // Without a snapshot there is no keeper: shown as none, and `qbox
     // keep` says why it will not start one.
     let bare = test.name("bare");
     test.qbox()
-        .args(["run", "-d", "--auth", "none", "--name", &bare, image, "--", "sleep", "600"])
+        .args([
+            "run", "-d", "--auth", "none", "--name", &bare, image, "--", "sleep", "600",
+        ])
         .run()
         .assert_code(0);
     let row = test.row(&bare).unwrap();
@@ -372,10 +441,15 @@ fn issue_14_docker_rm_f_ends_the_keeper_within_seconds_and_usage_is_checked() {
         .run()
         .assert_code(1)
         .assert_stderr_contains("no container that qbox run started is named");
-    test.qbox().args(["stop", "-t", "0", &bare]).run().assert_code(0);
-    wait_until(Duration::from_secs(20), "the bare container is removed", || {
-        container_state(&bare).is_none()
-    });
+    test.qbox()
+        .args(["stop", "-t", "0", &bare])
+        .run()
+        .assert_code(0);
+    wait_until(
+        Duration::from_secs(20),
+        "the bare container is removed",
+        || container_state(&bare).is_none(),
+    );
     assert_eq!(test.detached_dirs(), Vec::<String>::new());
 }
 
@@ -393,8 +467,12 @@ fn published_port(name: &str, port: &str) -> u16 {
 
 #[test]
 fn issue_14_a_detached_sidecar_answers_mcp_through_a_published_port() {
-    let Some(python) = crate::util::python_mcp() else { return };
-    let Some(image) = crate::sidecar_image::sidecar_image() else { return };
+    let Some(python) = crate::util::python_mcp() else {
+        return;
+    };
+    let Some(image) = crate::sidecar_image::sidecar_image() else {
+        return;
+    };
     let _turn = crate::util::engine_turn();
     let mut test = Detached::new();
     let login = valid_login("publish");
@@ -421,11 +499,20 @@ fn issue_14_a_detached_sidecar_answers_mcp_through_a_published_port() {
         .qbox()
         .args(["run", "-d", "--name", &name, "-p", "127.0.0.1:0:8080"])
         .args(["-v", &volume, "-e", &endpoint, image, "--"])
-        .args(["serve", "--http", "0.0.0.0:8080", "--token-file", "/run/secrets/mcp-token"])
+        .args([
+            "serve",
+            "--http",
+            "0.0.0.0:8080",
+            "--token-file",
+            "/run/secrets/mcp-token",
+        ])
         .run();
     run.assert_code(0);
     wait_until(Duration::from_secs(30), "the sidecar serves", || {
-        let logs = Command::new("docker").args(["logs", &name]).output().unwrap();
+        let logs = Command::new("docker")
+            .args(["logs", &name])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&logs.stderr).contains("serving MCP at")
     });
     let port = published_port(&name, "8080/tcp");
@@ -443,11 +530,18 @@ fn issue_14_a_detached_sidecar_answers_mcp_through_a_published_port() {
     );
     let report: Value = serde_json::from_slice(&call.stdout).unwrap();
     assert!(
-        report["tools"].as_array().unwrap().iter().any(|t| t == "q-chat"),
+        report["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "q-chat"),
         "{report}"
     );
     assert_eq!(report["chat"]["is_error"], false, "{report}");
-    assert_eq!(report["chat"]["text"], "through the published port", "{report}");
+    assert_eq!(
+        report["chat"]["text"], "through the published port",
+        "{report}"
+    );
     let requests = standin.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(
@@ -464,7 +558,10 @@ fn issue_14_a_detached_sidecar_answers_mcp_through_a_published_port() {
     assert!(!anonymous.status.success());
     assert_eq!(standin.requests().len(), 1);
 
-    test.qbox().args(["stop", "-t", "2", &name]).run().assert_code(0);
+    test.qbox()
+        .args(["stop", "-t", "2", &name])
+        .run()
+        .assert_code(0);
     wait_until(Duration::from_secs(20), "the sidecar is removed", || {
         container_state(&name).is_none()
     });
