@@ -295,7 +295,12 @@ async fn issue_14_a_detached_container_is_kept_fresh_shown_restored_and_stopped_
     let row = test.row(&name).unwrap();
     let second_keeper = keeper_pid(&row).unwrap_or_else(|| panic!("keeper restored: {row}"));
     assert_ne!(second_keeper, first_keeper);
-    let again = test.qbox().args(["keep", &name]).run_async().await;
+    let again = test
+        .qbox()
+        .env_remove("RUST_LOG")
+        .args(["keep", &name])
+        .run_async()
+        .await;
     again
         .assert_code(1)
         .assert_one_line_error()
