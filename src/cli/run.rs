@@ -120,6 +120,14 @@ pub struct RunArgs {
     cmd: Vec<String>,
 }
 
+impl RunArgs {
+    /// The image (clap requires it unless --attach-keeper is given, which
+    /// runs no image).
+    fn image(&self) -> &str {
+        self.image.as_deref().unwrap_or_default()
+    }
+}
+
 fn usage(err: impl std::fmt::Display) -> anyhow::Error {
     CommandError::new(exit::ENGINE, err.to_string()).into()
 }
@@ -166,7 +174,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
             env.push(format!("{AGENT_TOOLS_ENV}=q-developer-agent"));
         }
         // A CLI missing from the image is then reported with its name.
-        env.push(format!("{AGENT_IMAGE_ENV}={}", args.image));
+        env.push(format!("{AGENT_IMAGE_ENV}={}", args.image()));
         std::iter::once("serve".to_owned())
             .chain(args.cmd.iter().cloned())
             .collect()
@@ -174,7 +182,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         args.cmd.clone()
     };
     Ok(RunSpec {
-        image: args.image.clone().unwrap_or_default(),
+        image: args.image().to_owned(),
         cmd,
         env,
         binds,
@@ -322,7 +330,7 @@ async fn run_attached(
     // Before anything else: the snapshots that killed runs left behind go.
     let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
     if args.mcp {
-        let binary = mcp_sidecar(args.sidecar_binary.clone(), &args.image, palette).await?;
+        let binary = mcp_sidecar(args.sidecar_binary.clone(), args.image(), palette).await?;
         spec.options
             .mounts
             .push(crate::container::options::read_only_bind(
