@@ -7,6 +7,7 @@ mod demo;
 mod doctor;
 mod export;
 mod image;
+mod keep;
 mod mcp_config;
 mod ps;
 mod run;
@@ -34,7 +35,9 @@ Examples:
   qbox chat \"what does this error mean?\"    # ask Amazon Q, streamed
   qbox run my-image -- q chat \"hello\"        # a container logged in to Amazon Q
   qbox run -v \"$PWD:/work\" -w /work --mcp dev-image  # your image as an MCP server
+  qbox run -d --name web -p 127.0.0.1:8080:8080 qbox-sidecar:latest -- serve --http 0.0.0.0:8080
   qbox ps                                   # containers qbox run started, and their keepers
+  qbox keep web                             # a new keeper for a detached container
   qbox image build                          # the qbox-sidecar image, built locally
   qbox image build --agent --cli ./q        # the agent image: sidecar + CLI, agent enabled
   qbox debug decode capture.bin             # event-stream capture as JSON lines
@@ -147,6 +150,8 @@ pub enum Command {
     Ps(ps::PsArgs),
     /// Stop containers qbox run started (their stop signal, then a kill after -t seconds).
     Stop(ps::StopArgs),
+    /// Start a new login keeper for a container started with qbox run -d whose keeper died.
+    Keep(keep::KeepArgs),
     /// Build the qbox-sidecar container image (no registry needed).
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -208,6 +213,7 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
         Command::Run(args) => block_on(run::run(*args, query()?, palette)),
         Command::Ps(args) => block_on(ps::ps(args, palette)),
         Command::Stop(args) => block_on(ps::stop(args)),
+        Command::Keep(args) => block_on(keep::run(args, query()?, palette)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "qbox", &mut std::io::stdout());
             Ok(exit::OK)

@@ -4,6 +4,10 @@
 
 use crate::app::term::Palette;
 use crate::container::image;
+use std::time::Duration;
+
+use super::keep;
+use crate::container::detached::{self, KeeperState};
 use crate::container::manage::{self, Managed};
 use crate::container::runtime_dir::{self, Owner};
 use crate::exit::{self, CommandError};
@@ -15,9 +19,12 @@ Examples:
   qbox ps                 # running containers that qbox run started, with their login's expiry
   qbox ps -a --json       # all of them, as JSON
 
-KEEPER is the `qbox run` that keeps the container's login fresh: `running (pid N)`,
-or `gone` when it was killed (the container then keeps its last snapshot until it
-expires; stop the container, or start it again with qbox run). Logs: docker logs NAME.")]
+KEEPER is what keeps the container's login fresh: the `qbox run` in the foreground, or
+for a container started with qbox run -d its keeper process. `running (pid N)`, `dead`
+when it was killed (the container keeps its last snapshot until it expires: `qbox keep
+NAME` starts a new keeper for a detached container; a foreground one is stopped and run
+again), or `none` (a detached container with --auth none or live needs none).
+Container logs: docker logs NAME; a keeper's: $XDG_STATE_HOME/qbox/keepers/ID.log.")]
 pub struct PsArgs {
     /// Also list containers that have exited (kept with --keep).
     #[arg(short, long)]
@@ -35,7 +42,8 @@ Examples:
   qbox stop -t 0 web db   # kill at once
 
 Only containers that qbox run started are stopped; others are refused. The `qbox run`
-in charge then exits with the container's code and removes its snapshot.
+in charge then exits with the container's code and removes its snapshot; a detached
+container's keeper ends and removes its snapshot (qbox stop waits for it).
 Exit codes: 0 all stopped, 1 one was not found, not qbox's, or the engine failed.")]
 pub struct StopArgs {
     /// Seconds to wait for the container to stop before killing it.
@@ -52,26 +60,38 @@ pub struct StopArgs {
 }
 
 /// When the login mounted in the container expires: read from the
-/// snapshot its `qbox run` keeps in the runtime directory.
+/// snapshot its `qbox run` (or, detached, its keeper) keeps in the runtime
+/// directory.
 fn token_expiry(container: &Managed) -> Option<time::OffsetDateTime> {
-    let run = container.run.as_ref()?;
-    let dir = runtime_dir::RuntimeDir::existing(super::run::runtime_dir_path()).ok()??;
-    let snapshot = dir
-        .run_dir(run)
-        .join(crate::store::snapshot::SNAPSHOT_FILE_NAME);
+    let dir = if container.detached.is_some() {
+        keep::detached_dir(container)?.auth_dir()
+    } else {
+        let run = container.run.as_ref()?;
+        runtime_dir::RuntimeDir::existing(super::run::runtime_dir_path())
+            .ok()??
+            .run_dir(run)
+    };
+    let snapshot = dir.join(crate::store::snapshot::SNAPSHOT_FILE_NAME);
     let login = crate::store::read_login(&snapshot, None).ok()?;
     Some(login.token?.token.expires_at)
 }
 
-/// The state of the `qbox run` behind a container.
+/// What keeps a container's login fresh, and whether it runs: `running`,
+/// `dead` or `none`, with the pid.
 fn keeper(container: &Managed) -> (&'static str, Option<u32>) {
+    if container.detached.is_some() {
+        return match keep::detached_dir(container).map(|dir| dir.keeper_state()) {
+            Some(KeeperState::Running { pid }) => ("running", Some(pid)),
+            _ => ("dead", None),
+        };
+    }
     let Some(run) = &container.run else {
-        return ("unknown", None);
+        return ("none", None);
     };
     let pid = run.split('-').next().and_then(|p| p.parse().ok());
     match runtime_dir::run_owner(run) {
         Owner::Alive => ("running", pid),
-        Owner::Gone => ("gone", pid),
+        Owner::Gone => ("dead", pid),
     }
 }
 
@@ -88,7 +108,17 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
             .map(|c| {
                 let (state, pid) = keeper(c);
                 let mut row = serde_json::to_value(c).unwrap_or_default();
-                row["keeper"] = serde_json::json!({"state": state, "pid": pid});
+                let log = c
+                    .detached
+                    .is_some()
+                    .then(|| keep::log_path(&c.id))
+                    .flatten();
+                row["keeper"] = serde_json::json!({
+                    "state": state,
+                    "pid": pid,
+                    "detached": c.detached.is_some() || c.run.is_none(),
+                    "log": log,
+                });
                 row["token_expires_at"] = token_expiry(c).map(rfc3339_seconds).into();
                 row
             })
@@ -103,7 +133,7 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
     for c in &containers {
         let keeper = match keeper(c) {
             ("running", Some(pid)) => format!("running (pid {pid})"),
-            ("gone", _) => palette.warning("gone"),
+            ("dead", _) => palette.warning("dead"),
             (state, _) => state.to_owned(),
         };
         let expires = token_expiry(c).map_or_else(|| "-".to_owned(), rfc3339_seconds);
@@ -121,6 +151,7 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
 pub async fn stop(args: StopArgs) -> anyhow::Result<u8> {
     let docker = image::connect().await?;
     let containers = manage::list(&docker).await?;
+    keep::sweep(&containers);
     // Every name is checked before anything is stopped.
     let mut targets = Vec::new();
     for wanted in &args.containers {
@@ -136,7 +167,24 @@ pub async fn stop(args: StopArgs) -> anyhow::Result<u8> {
     }
     for target in targets {
         manage::stop(&docker, &target.id, args.time).await?;
+        if let Some(dir) = keep::detached_dir(target) {
+            match detached::settle_after_stop(&dir, KEEPER_PATIENCE).await {
+                Ok(true) => {}
+                Ok(false) => eprintln!(
+                    "qbox: warning: the keeper of {} still runs {}s after the container stopped",
+                    target.name,
+                    KEEPER_PATIENCE.as_secs()
+                ),
+                Err(err) => eprintln!(
+                    "qbox: warning: could not remove {}: {err}",
+                    dir.path().display()
+                ),
+            }
+        }
         println!("{}", target.name);
     }
     Ok(exit::OK)
 }
+
+/// How long `qbox stop` waits for a detached container's keeper to end.
+const KEEPER_PATIENCE: Duration = Duration::from_secs(15);

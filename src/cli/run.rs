@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use crate::app::report::printable_line;
 use crate::app::term::Palette;
 use crate::container::agent_image;
+use crate::container::detached::{DETACHED_LABEL, DetachedDir};
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
@@ -18,6 +19,8 @@ use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, StoreQuery, snapshot};
 
+use super::keep::KeeperSettings;
+
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -25,11 +28,19 @@ Examples:
   qbox run -it my-image -- sh
   qbox run -e AWS_REGION -v \"$PWD:/work\" -w /work my-image -- make test
   qbox run --auth live my-image -- q whoami
+  qbox run -d --name web -p 127.0.0.1:8080:8080 qbox-sidecar:latest -- serve --http 0.0.0.0:8080
+  qbox keep web                     # (= qbox run --attach-keeper web) a new keeper for web
 
 Auth modes: snapshot (default) mounts a private directory holding only the login rows
 (token, registration, profile), refreshed on the host while the container runs; live
 mounts the CLI's whole data directory read-only (conversations included); none mounts
 nothing. Inside: QBOX_DB=/run/qbox/auth/data.sqlite3.
+
+Detached (-d): the container's id is printed and qbox exits; a keeper process (`qbox keep
+--foreground ID`, logging to $XDG_STATE_HOME/qbox/keepers/ID.log) keeps the snapshot fresh and
+ends, removing it, when the container stops or is removed. `qbox ps` shows it, `qbox stop` stops
+the container (and so its keeper), `qbox keep` restarts a keeper that died. -d -i keeps the
+container's stdin open as docker does; -d -t allocates a terminal (read it with docker logs).
 
 Signals: SIGINT, SIGTERM and SIGHUP are passed on to the container; if it still runs
 --stop-timeout seconds later (or at a second Ctrl-C) qbox kills it and exits 128+signal
@@ -81,6 +92,14 @@ pub struct RunArgs {
     /// How the login reaches the container.
     #[arg(long, value_enum, default_value_t = AuthMode::Snapshot)]
     auth: AuthMode,
+    /// Run in the background: print the container's id and exit; a keeper process keeps
+    /// the login fresh until the container stops (`qbox ps`, `qbox stop`, `qbox keep`).
+    #[arg(short = 'd', long, conflicts_with = "mcp")]
+    detach: bool,
+    /// Start a new keeper for a container started with -d whose keeper died; the same as
+    /// `qbox keep NAME|ID` (the primary spelling).
+    #[arg(long, exclusive = true, value_name = "NAME|ID")]
+    attach_keeper: Option<String>,
     /// Serve MCP over stdio from this container: the static qbox-sidecar is mounted
     /// read-only at /run/qbox/bin/qbox-sidecar and runs `serve` (arguments after `--` are
     /// added); the image's own `q` or `kiro-cli` serves q-developer-agent, which is enabled.
@@ -94,10 +113,19 @@ pub struct RunArgs {
     #[command(flatten)]
     docker: super::run_options::DockerOptions,
     /// The image (never pulled: it must be on this machine).
-    image: String,
+    #[arg(required_unless_present = "attach_keeper")]
+    image: Option<String>,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
+}
+
+impl RunArgs {
+    /// The image (clap requires it unless --attach-keeper is given, which
+    /// runs no image).
+    fn image(&self) -> &str {
+        self.image.as_deref().unwrap_or_default()
+    }
 }
 
 fn usage(err: impl std::fmt::Display) -> anyhow::Error {
@@ -105,7 +133,8 @@ fn usage(err: impl std::fmt::Display) -> anyhow::Error {
 }
 
 fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
-    if args.tty && !std::io::stdin().is_terminal() {
+    // Detached, nobody types into the terminal: docker allows -dt anywhere.
+    if args.tty && !args.detach && !std::io::stdin().is_terminal() {
         return Err(CommandError::new(
             exit::ENGINE,
             "the input device is not a terminal, so -t cannot be used",
@@ -145,7 +174,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
             env.push(format!("{AGENT_TOOLS_ENV}=q-developer-agent"));
         }
         // A CLI missing from the image is then reported with its name.
-        env.push(format!("{AGENT_IMAGE_ENV}={}", args.image));
+        env.push(format!("{AGENT_IMAGE_ENV}={}", args.image()));
         std::iter::once("serve".to_owned())
             .chain(args.cmd.iter().cloned())
             .collect()
@@ -153,7 +182,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         args.cmd.clone()
     };
     Ok(RunSpec {
-        image: args.image.clone(),
+        image: args.image().to_owned(),
         cmd,
         env,
         binds,
@@ -170,6 +199,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
             args.entrypoint.clone()
         },
         keep: args.keep,
+        detach: args.detach,
         stop_timeout: args.stop_timeout,
         auth_dir: None,
         auth_db: None,
@@ -186,7 +216,113 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
 
 /// Runs the command; every failure of qbox itself exits 125.
 pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
-    let mut spec = spec(&args)?;
+    if let Some(container) = args.attach_keeper {
+        let keep = super::keep::KeepArgs {
+            container,
+            foreground: false,
+        };
+        return super::keep::run(keep, query, palette).await;
+    }
+    let spec = spec(&args)?;
+    if args.detach {
+        return run_detached(&args, spec, query, palette).await;
+    }
+    run_attached(&args, spec, query, palette).await
+}
+
+/// Removes a detached container's snapshot directory when `qbox run -d`
+/// fails before its keeper has taken it over.
+struct RemoveUnlessKept(Option<DetachedDir>);
+
+impl Drop for RemoveUnlessKept {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = dir.remove();
+        }
+    }
+}
+
+/// `qbox run -d`: the container is started and its id printed; the login
+/// snapshot lives in a directory of its own under the runtime directory,
+/// which the keeper process started here keeps fresh and removes when the
+/// container is gone.
+async fn run_detached(
+    args: &RunArgs,
+    mut spec: RunSpec,
+    query: StoreQuery,
+    palette: Palette,
+) -> anyhow::Result<u8> {
+    let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
+    if let Ok(docker) = crate::container::image::connect().await
+        && let Ok(containers) = crate::container::manage::list(&docker).await
+    {
+        super::keep::sweep(&containers);
+    }
+    let mut guard = RemoveUnlessKept(None);
+    let mut keeper = None;
+    match args.auth {
+        AuthMode::None => {}
+        AuthMode::Live => {
+            let login = query
+                .resolve(OffsetDateTime::now_utc())
+                .map_err(reclassify)?;
+            spec.auth_dir = login.path.parent().map(PathBuf::from);
+            spec.auth_db = Some(AUTH_DB.to_owned());
+        }
+        AuthMode::Snapshot => {
+            let login = query
+                .resolve(OffsetDateTime::now_utc())
+                .map_err(reclassify)?;
+            let login = store::ensure_fresh(login).await.map_err(reclassify)?;
+            let runtime = runtime
+                .as_ref()
+                .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?;
+            let dir = DetachedDir::create(runtime)?;
+            guard.0 = Some(dir.clone());
+            // Until the keeper records itself, this process is the keeper:
+            // no sweep takes the directory for one whose keeper died.
+            dir.record_this_process("").map_err(|e| {
+                CommandError::new(
+                    exit::ENGINE,
+                    format!("recording this run in {}: {e}", dir.path().display()),
+                )
+            })?;
+            snapshot::take(&login, &dir.auth_dir(), snapshot::DEFAULT_MODE).map_err(reclassify)?;
+            spec.auth_dir = Some(dir.auth_dir());
+            spec.auth_db = Some(AUTH_DB.to_owned());
+            let settings = KeeperSettings {
+                db: std::path::absolute(&login.path)?,
+                cli: login.flavor,
+            };
+            spec.options
+                .labels
+                .insert(DETACHED_LABEL.to_owned(), dir.key().to_owned());
+            spec.options.labels.extend(settings.labels());
+            keeper = Some((dir, settings));
+        }
+    }
+    let id = crate::container::run::start_detached(&spec).await?;
+    if let Some((dir, settings)) = keeper {
+        if let Err(err) = super::keep::spawn(&id, &settings, &dir).await {
+            // A detached container nobody keeps fresh would fail later, quietly.
+            crate::container::run::discard(&id).await;
+            return Err(reclassify(err));
+        }
+        // The keeper owns the directory now.
+        guard.0 = None;
+    }
+    println!("{id}");
+    Ok(exit::OK)
+}
+
+/// `qbox run` in the foreground: attached, with the snapshot kept fresh
+/// beside the container for as long as it runs.
+async fn run_attached(
+    args: &RunArgs,
+    mut spec: RunSpec,
+    query: StoreQuery,
+    palette: Palette,
+) -> anyhow::Result<u8> {
     // Which `qbox run` keeps this container's login fresh (`qbox ps`).
     spec.options
         .labels
@@ -194,7 +330,7 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
     // Before anything else: the snapshots that killed runs left behind go.
     let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
     if args.mcp {
-        let binary = mcp_sidecar(args.sidecar_binary.clone(), &args.image, palette).await?;
+        let binary = mcp_sidecar(args.sidecar_binary.clone(), args.image(), palette).await?;
         spec.options
             .mounts
             .push(crate::container::options::read_only_bind(

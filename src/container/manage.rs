@@ -8,6 +8,7 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{ListContainersOptionsBuilder, StopContainerOptionsBuilder};
 
+use super::detached::{DETACHED_LABEL, KEEPER_CLI_LABEL, KEEPER_DB_LABEL};
 use super::run::{RunError, engine_error};
 use super::spec::{MANAGED_LABEL, RUN_LABEL};
 
@@ -25,6 +26,15 @@ pub struct Managed {
     pub created: i64,
     /// The `qbox run` that keeps its login fresh (`PID-START`), if labelled.
     pub run: Option<String>,
+    /// Started with `qbox run -d`: the key of its snapshot directory
+    /// (`None` for a detached container without a snapshot, `--auth none`).
+    #[serde(skip)]
+    pub detached: Option<String>,
+    /// The store and CLI its keeper reads (the run's snapshot settings).
+    #[serde(skip)]
+    pub keeper_db: Option<String>,
+    #[serde(skip)]
+    pub keeper_cli: Option<String>,
 }
 
 /// Every qbox-managed container, running or not, newest first.
@@ -55,6 +65,9 @@ pub async fn list(docker: &Docker) -> Result<Vec<Managed>, RunError> {
                 status: c.status.unwrap_or_default(),
                 created: c.created.unwrap_or_default(),
                 run: labels.get(RUN_LABEL).cloned(),
+                detached: labels.get(DETACHED_LABEL).cloned(),
+                keeper_db: labels.get(KEEPER_DB_LABEL).cloned(),
+                keeper_cli: labels.get(KEEPER_CLI_LABEL).cloned(),
             }
         })
         .collect();
@@ -107,6 +120,9 @@ mod tests {
             status: "Up".into(),
             created: 0,
             run: None,
+            detached: None,
+            keeper_db: None,
+            keeper_cli: None,
         }
     }
 

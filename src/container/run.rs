@@ -215,39 +215,11 @@ pub async fn run(spec: &RunSpec) -> Result<Exited, RunError> {
     // cleaned up; it is passed on to the container instead.
     let mut signals = Signals::install(spec.tty)?;
     let docker = engine::connect().await.map_err(engine_error)?;
-    match docker.inspect_image(&spec.image).await {
-        Ok(_) => {}
-        Err(err) if server_error(&err).is_some_and(|(status, _)| status == 404) => {
-            return Err(RunError::ImageMissing {
-                image: spec.image.clone(),
-            });
-        }
-        Err(err) => return Err(engine_error(err)),
-    }
-    let options = (spec.name.is_some() || spec.options.platform.is_some()).then(|| {
-        let mut options = CreateContainerOptionsBuilder::default();
-        if let Some(name) = &spec.name {
-            options = options.name(name);
-        }
-        if let Some(platform) = &spec.options.platform {
-            options = options.platform(platform);
-        }
-        options.build()
-    });
     // The engine's event log is read back from here on (the exit code of a
     // container removed before the wait reached the engine, an OOM kill); a
     // minute earlier than now allows for an engine whose clock is behind.
     let since = unix_now() - 60;
-    let created = match docker.create_container(options, spec.create_body()).await {
-        Ok(created) => created,
-        Err(err) if server_error(&err).is_some_and(|(status, _)| status == 409) => {
-            return Err(RunError::NameConflict {
-                name: spec.name.clone().unwrap_or_default(),
-            });
-        }
-        Err(err) => return Err(engine_error(err)),
-    };
-    let id = created.id;
+    let id = create(&docker, spec).await?;
     let result = attach_start_wait(&docker, &id, spec, &mut signals, since)
         .await
         .map_err(|err| match err {
@@ -277,6 +249,66 @@ pub async fn run(spec: &RunSpec) -> Result<Exited, RunError> {
         remove(&docker, &id).await;
     }
     result
+}
+
+/// Checks that the image is on this machine and creates the container
+/// (never pulling); returns its id.
+async fn create(docker: &Docker, spec: &RunSpec) -> Result<String, RunError> {
+    match docker.inspect_image(&spec.image).await {
+        Ok(_) => {}
+        Err(err) if server_error(&err).is_some_and(|(status, _)| status == 404) => {
+            return Err(RunError::ImageMissing {
+                image: spec.image.clone(),
+            });
+        }
+        Err(err) => return Err(engine_error(err)),
+    }
+    let options = (spec.name.is_some() || spec.options.platform.is_some()).then(|| {
+        let mut options = CreateContainerOptionsBuilder::default();
+        if let Some(name) = &spec.name {
+            options = options.name(name);
+        }
+        if let Some(platform) = &spec.options.platform {
+            options = options.platform(platform);
+        }
+        options.build()
+    });
+    match docker.create_container(options, spec.create_body()).await {
+        Ok(created) => Ok(created.id),
+        Err(err) if server_error(&err).is_some_and(|(status, _)| status == 409) => {
+            Err(RunError::NameConflict {
+                name: spec.name.clone().unwrap_or_default(),
+            })
+        }
+        Err(err) => Err(engine_error(err)),
+    }
+}
+
+/// Removes container `id` by force (a detached container whose keeper
+/// could not be started).
+pub async fn discard(id: &str) {
+    if let Ok(docker) = engine::connect().await {
+        remove(&docker, id).await;
+    }
+}
+
+/// `qbox run -d`: creates and starts the container without attaching to it
+/// and returns its id. A container that cannot be started is removed (the
+/// start failure classified as `docker run` does: 125, 126, 127).
+pub async fn start_detached(spec: &RunSpec) -> Result<String, RunError> {
+    let docker = engine::connect().await.map_err(engine_error)?;
+    let id = create(&docker, spec).await?;
+    if let Err(err) = docker
+        .start_container(
+            &id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+    {
+        remove(&docker, &id).await;
+        return Err(start_error(&spec.image, err));
+    }
+    Ok(id)
 }
 
 fn unix_now() -> i64 {

@@ -172,6 +172,10 @@ impl RuntimeDir {
         }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The directory of the run named `run` (see [`this_run`]).
     pub fn run_dir(&self, run: &str) -> PathBuf {
         self.path.join(format!("{RUN_PREFIX}{run}"))
@@ -249,12 +253,12 @@ impl RuntimeDir {
 }
 
 #[cfg(unix)]
-fn owned_by_user(metadata: &std::fs::Metadata) -> bool {
+pub(crate) fn owned_by_user(metadata: &std::fs::Metadata) -> bool {
     std::os::unix::fs::MetadataExt::uid(metadata) == euid()
 }
 
 #[cfg(not(unix))]
-fn owned_by_user(_metadata: &std::fs::Metadata) -> bool {
+pub(crate) fn owned_by_user(_metadata: &std::fs::Metadata) -> bool {
     true
 }
 
@@ -285,6 +289,12 @@ fn parse_run_name(name: &str) -> Option<(u32, u64)> {
     let start: u64 = start.parse().ok()?;
     // Pids are positive and fit an i32.
     (pid > 0 && i32::try_from(pid).is_ok()).then_some((pid, start))
+}
+
+/// Whether the process `pid` that started at `start` (0: unknown) runs:
+/// a detached container's keeper, recorded by pid and start time.
+pub fn process_owner(pid: u32, start: u64) -> Owner {
+    owner_state(pid, start)
 }
 
 /// Whether the process `pid` that started at `start` (0: unknown) runs.
@@ -327,7 +337,7 @@ fn process_state(pid: u32) -> Option<ProcessState> {
     parse_stat(&stat)
 }
 
-fn process_start(pid: u32) -> Option<u64> {
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
     process_state(pid).map(|state| state.start)
 }
 

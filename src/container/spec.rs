@@ -75,6 +75,9 @@ pub struct RunSpec {
     /// Keep the container after it exits; otherwise the engine removes it
     /// when it exits (`AutoRemove`), even if qbox itself was killed.
     pub keep: bool,
+    /// `-d`: started without attaching; with `interactive` its stdin is
+    /// kept open (as `docker run -d -i` does) but nothing is written to it.
+    pub detach: bool,
     /// Seconds between passing on a stop signal and killing the container.
     pub stop_timeout: u32,
     /// Host directory mounted read-only at [`AUTH_MOUNT`], if any.
@@ -210,10 +213,11 @@ impl RunSpec {
             user: self.user.clone(),
             tty: Some(self.tty),
             open_stdin: Some(self.interactive),
-            stdin_once: Some(self.interactive),
-            attach_stdin: Some(self.interactive),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
+            // A detached container's stdin never closes: nobody attaches.
+            stdin_once: Some(self.interactive && !self.detach),
+            attach_stdin: Some(self.interactive && !self.detach),
+            attach_stdout: Some(!self.detach),
+            attach_stderr: Some(!self.detach),
             // Also what `docker stop` on this container waits.
             stop_timeout: Some(i64::from(self.stop_timeout)),
             labels: Some(HashMap::from([(
@@ -261,6 +265,7 @@ mod tests {
             init: true,
             entrypoint: None,
             keep: false,
+            detach: false,
             stop_timeout: 10,
             auth_dir: Some(PathBuf::from("/tmp/qbox-auth-x")),
             auth_db: Some(AUTH_DB.into()),
@@ -280,6 +285,20 @@ mod tests {
         for bad in ["", "m", "5m", "-64m", "12x", "1.5g", "99999999999g"] {
             assert!(parse_memory(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_detached_container_is_not_attached_and_its_stdin_stays_open() {
+        let mut detached = spec();
+        detached.detach = true;
+        detached.interactive = true;
+        let body = detached.create_body();
+        assert_eq!(body.open_stdin, Some(true));
+        assert_eq!(body.stdin_once, Some(false));
+        assert_eq!(body.attach_stdin, Some(false));
+        assert_eq!(body.attach_stdout, Some(false));
+        assert_eq!(body.attach_stderr, Some(false));
+        assert_eq!(body.host_config.unwrap().auto_remove, Some(true));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod config;
 mod container;
 mod debug_decode;
 mod demo;
+mod detach;
 mod doctor;
 mod errors;
 mod eventstream;

@@ -1,6 +1,6 @@
 //! `qbox ps` and `qbox stop` against the real engine: a running `qbox run`
 //! is listed with its keeper and its login's expiry, a killed keeper shows
-//! as gone, `qbox stop` ends the container (and so its `qbox run`), and
+//! as dead, `qbox stop` ends the container (and so its `qbox run`), and
 //! containers qbox did not start are never touched.
 
 use std::process::Command;
@@ -86,7 +86,7 @@ fn ps_lists_the_keeper_and_stop_ends_the_run() {
 }
 
 #[test]
-fn a_killed_keeper_shows_as_gone_and_the_container_can_still_be_stopped() {
+fn a_killed_keeper_shows_as_dead_and_the_container_can_still_be_stopped() {
     let Some(image) = engine_image() else { return };
     let _turn = crate::util::engine_turn();
     let home = TestHome::new();
@@ -108,7 +108,7 @@ fn a_killed_keeper_shows_as_gone_and_the_container_can_still_be_stopped() {
     child.wait().unwrap();
     let rows = ps(&home);
     let row = listed(&rows, &name).expect("the container outlives its killed keeper");
-    assert_eq!(row["keeper"]["state"], "gone", "{row}");
+    assert_eq!(row["keeper"]["state"], "dead", "{row}");
     let stop = home
         .qbox()
         .env_remove("DOCKER_HOST")

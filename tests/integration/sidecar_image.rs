@@ -38,7 +38,7 @@ fn with_toolchain_env(mut qbox: crate::util::Qbox) -> crate::util::Qbox {
 
 /// Builds the sidecar image once; `None` (with a visible skip) when no
 /// engine answers.
-fn sidecar_image() -> Option<&'static str> {
+pub(crate) fn sidecar_image() -> Option<&'static str> {
     static BUILT: OnceLock<bool> = OnceLock::new();
     let built = *BUILT.get_or_init(|| {
         if !docker_answers() {

@@ -1,0 +1,440 @@
+//! `qbox keep NAME|ID`: the keeper of a detached container's login, and
+//! starting one. `qbox run -d` starts the first; `qbox keep` starts a new
+//! one for a container whose keeper died (killed, crashed). The keeper is
+//! this executable as `qbox --db STORE --cli CLI keep --foreground ID`, in a
+//! session of its own, with stdin from /dev/null and its output in
+//! `<state dir>/qbox/keepers/<container id>.log`: it keeps the snapshot
+//! fresh with the same `SnapshotKeeper` a foreground `qbox run` uses, and
+//! ends (removing the snapshot) when the engine reports the container died
+//! or was removed.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::ValueEnum;
+
+use crate::app::report::printable_line;
+use crate::app::term::Palette;
+use crate::container::detached::{
+    self, DetachedDir, KEEPER_CLI_LABEL, KEEPER_DB_LABEL, KeeperState,
+};
+use crate::container::image;
+use crate::container::manage::{self, Managed};
+use crate::container::runtime_dir::RuntimeDir;
+use crate::exit::{self, CommandError, Diagnose};
+use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
+use crate::store::{Flavor, StoreQuery};
+use crate::timefmt::rfc3339_seconds;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  qbox keep web           # web's keeper was killed: start a new one
+  qbox ps                 # KEEPER says running (pid N), dead or none
+
+Only containers started with qbox run -d have a keeper of their own (a foreground
+qbox run keeps its container's login itself). The keeper ends, and removes the
+container's login snapshot, when the container stops or is removed. Its log:
+$XDG_STATE_HOME/qbox/keepers/<container id>.log (~/.local/state/qbox/keepers/...).
+`qbox run --attach-keeper NAME|ID` is the same command.
+
+Exit codes: 0 a keeper runs, 1 the container is not one qbox run -d started and
+that runs, a keeper already runs, or the keeper did not start.")]
+pub struct KeepArgs {
+    /// The container: name or id (an id prefix of at least 4 characters).
+    #[arg(value_name = "NAME|ID")]
+    pub container: String,
+    /// Be the keeper, in this process (what `qbox run -d` and `qbox keep` start).
+    #[arg(long, hide = true)]
+    pub foreground: bool,
+}
+
+/// The snapshot settings a keeper needs: which store it reads, written by
+/// which CLI. `qbox run -d` labels the container with them, so a keeper
+/// started later by `qbox keep` reads the same login, and passes them to
+/// the keeper process as arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeeperSettings {
+    pub db: PathBuf,
+    pub cli: Flavor,
+}
+
+impl KeeperSettings {
+    /// The container labels that record them.
+    pub fn labels(&self) -> [(String, String); 2] {
+        [
+            (KEEPER_DB_LABEL.to_owned(), self.db.display().to_string()),
+            (KEEPER_CLI_LABEL.to_owned(), flavor_name(self.cli)),
+        ]
+    }
+
+    /// Read back from a container's labels.
+    fn from_container(container: &Managed) -> Option<Self> {
+        let db = PathBuf::from(container.keeper_db.as_ref()?);
+        let cli = Flavor::from_str(container.keeper_cli.as_ref()?, false).ok()?;
+        db.is_absolute().then_some(Self { db, cli })
+    }
+
+    /// The keeper's command line before the subcommand.
+    fn global_args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--db".into(),
+            self.db.clone().into_os_string(),
+            "--cli".into(),
+            flavor_name(self.cli).into(),
+        ]
+    }
+}
+
+fn flavor_name(flavor: Flavor) -> String {
+    flavor
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// Where keepers write their logs: `<state dir>/qbox/keepers`
+/// (`$XDG_STATE_HOME`, else `~/.local/state`; the data directory where the
+/// platform has no state directory).
+fn log_dir() -> Option<PathBuf> {
+    dirs::state_dir()
+        .or_else(dirs::data_local_dir)
+        .map(|dir| dir.join("qbox").join("keepers"))
+}
+
+/// The log of the keeper of container `id`.
+pub fn log_path(id: &str) -> Option<PathBuf> {
+    log_dir().map(|dir| dir.join(format!("{id}.log")))
+}
+
+/// Opens (appending) the keeper log of container `id`: 0600 in a 0700
+/// directory that is the user's alone, never through a symbolic link.
+fn open_log(id: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    let dir = log_dir().ok_or_else(|| {
+        CommandError::new(exit::ERROR, "no state directory for the keeper's log")
+            .hint("set XDG_STATE_HOME (or HOME)")
+    })?;
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
+    }
+    crate::store::snapshot::prepare_private_dir(&dir)?;
+    let path = dir.join(format!("{id}.log"));
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    let file = options
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("opening the keeper's log {}: {e}", path.display()))?;
+    Ok((path, file))
+}
+
+/// A keeper that has recorded itself.
+#[derive(Debug)]
+pub struct Started {
+    pub pid: u32,
+    pub log: PathBuf,
+}
+
+/// How long a new keeper has to record itself.
+const START_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Starts the keeper of container `id` as a detached process and waits
+/// until it has recorded itself in `dir` (so that `qbox ps` shows it from
+/// the moment this returns).
+pub async fn spawn(
+    id: &str,
+    settings: &KeeperSettings,
+    dir: &DetachedDir,
+) -> anyhow::Result<Started> {
+    let (log, file) = open_log(id)?;
+    let exe =
+        std::env::current_exe().map_err(|e| anyhow::anyhow!("finding the qbox executable: {e}"))?;
+    let mut child = Command::new(exe)
+        // Every refresh attempt and outcome is logged at info.
+        .arg("-v")
+        .args(settings.global_args())
+        .args(["keep", "--foreground", id])
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        // The keeper must not hold the caller's working directory.
+        .current_dir("/")
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting the keeper: {e}"))?;
+    let pid = child.id();
+    let deadline = tokio::time::Instant::now() + START_PATIENCE;
+    loop {
+        if dir.keeper_state() == (KeeperState::Running { pid }) {
+            // Not waited for: the keeper outlives this process.
+            drop(child);
+            return Ok(Started { pid, log });
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(CommandError::new(
+                exit::ERROR,
+                format!("the keeper of {} exited at start ({status})", short(id)),
+            )
+            .hint(format!("its log says why: {}", log.display()))
+            .into());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(CommandError::new(
+                exit::ERROR,
+                format!(
+                    "the keeper of {} did not start within {}s",
+                    short(id),
+                    START_PATIENCE.as_secs()
+                ),
+            )
+            .hint(format!("its log may say why: {}", log.display()))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// The runtime directory of `qbox run`, if it exists and is private.
+fn runtime() -> anyhow::Result<Option<RuntimeDir>> {
+    Ok(RuntimeDir::existing(super::run::runtime_dir_path())?)
+}
+
+/// Removes the snapshot directories of detached containers that are gone
+/// and whose keeper is dead (a keeper killed before its container ended).
+pub(crate) fn sweep(containers: &[Managed]) {
+    let Ok(Some(runtime)) = runtime() else { return };
+    let keys = containers
+        .iter()
+        .filter_map(|c| c.detached.clone())
+        .collect();
+    detached::sweep(&runtime, &keys);
+}
+
+/// The snapshot directory of a detached container, if it has one.
+pub(crate) fn detached_dir(container: &Managed) -> Option<DetachedDir> {
+    let key = container.detached.as_ref()?;
+    DetachedDir::find(&runtime().ok()??, key)
+}
+
+pub async fn run(args: KeepArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
+    if args.foreground {
+        return foreground(&args.container, query).await;
+    }
+    let docker = image::connect().await?;
+    let containers = manage::list(&docker).await?;
+    sweep(&containers);
+    let wanted = &args.container;
+    let Some(container) = manage::find(&containers, wanted) else {
+        return Err(CommandError::new(
+            exit::ERROR,
+            format!("no container that qbox run started is named `{wanted}`"),
+        )
+        .hint("`qbox ps -a` lists them")
+        .into());
+    };
+    let name = &container.name;
+    if container.run.is_some() {
+        return Err(CommandError::new(
+            exit::ERROR,
+            format!("`{name}` was started by a foreground qbox run, which keeps its login itself"),
+        )
+        .hint("only containers started with qbox run -d get a keeper of their own; if its qbox run was killed, stop the container and start it again with qbox run -d")
+        .into());
+    }
+    if container.state != "running" {
+        return Err(CommandError::new(
+            exit::ERROR,
+            format!("`{name}` is not running ({})", container.state),
+        )
+        .hint("a stopped container needs no login; start a new one with qbox run -d")
+        .into());
+    }
+    let (Some(_), Some(settings)) = (
+        &container.detached,
+        KeeperSettings::from_container(container),
+    ) else {
+        return Err(CommandError::new(
+            exit::ERROR,
+            format!("`{name}` has no login snapshot to keep fresh"),
+        )
+        .hint("it was started with --auth none or --auth live, which need no keeper")
+        .into());
+    };
+    let Some(dir) = detached_dir(container) else {
+        return Err(CommandError::new(
+            exit::ERROR,
+            format!("the login snapshot of `{name}` is gone"),
+        )
+        .hint(format!(
+            "its directory under {} was removed (a reboot empties the runtime directory): stop the container and start it again with qbox run -d",
+            super::run::runtime_dir_path().display()
+        ))
+        .into());
+    };
+    if let KeeperState::Running { pid } = dir.keeper_state() {
+        return Err(CommandError::new(
+            exit::ERROR,
+            format!("a keeper already runs for `{name}` (pid {pid})"),
+        )
+        .hint("`qbox ps` shows it; a container has one keeper at a time")
+        .into());
+    }
+    let started = spawn(&container.id, &settings, &dir).await?;
+    eprintln!(
+        "{} keeping the login of {name} fresh (keeper pid {}, log {})",
+        palette.bold("qbox:"),
+        started.pid,
+        started.log.display()
+    );
+    println!("{name}");
+    Ok(exit::OK)
+}
+
+/// A timestamped line in the keeper's log.
+fn log_line(text: &str) {
+    eprintln!(
+        "{} {}",
+        rfc3339_seconds(time::OffsetDateTime::now_utc()),
+        printable_line(text)
+    );
+}
+
+/// The keeper itself: records itself, keeps the snapshot fresh until the
+/// container is gone, then removes the snapshot directory. SIGTERM or
+/// SIGINT end it without removing anything (the container still runs, and
+/// `qbox keep` can start another keeper).
+async fn foreground(id: &str, query: StoreQuery) -> anyhow::Result<u8> {
+    // Out of the starting terminal's session: closing it does not end the
+    // keeper. (A process that already leads a group cannot: it is fine.)
+    let _ = rustix::process::setsid();
+    let docker = image::connect().await?;
+    let containers = manage::list(&docker).await?;
+    let container = containers.iter().find(|c| c.id == id).ok_or_else(|| {
+        CommandError::new(
+            exit::ERROR,
+            format!("no container that qbox run started has the id {id}"),
+        )
+    })?;
+    let Some(dir) = detached_dir(container) else {
+        return Err(CommandError::new(
+            exit::ERROR,
+            format!("container {} has no detached login snapshot", short(id)),
+        )
+        .into());
+    };
+    let Some(_lock) = dir
+        .lock()
+        .with_context(|| format!("locking {}", dir.path().display()))?
+    else {
+        return Err(CommandError::new(
+            exit::ERROR,
+            format!("another keeper holds {}", dir.path().display()),
+        )
+        .into());
+    };
+    dir.record_this_process(id)
+        .with_context(|| format!("recording the keeper in {}", dir.path().display()))?;
+    log_line(&format!(
+        "keeping the login snapshot {} of container {} fresh",
+        dir.auth_dir().display(),
+        short(id)
+    ));
+    let keeper = SnapshotKeeper::new(query, dir.auth_dir(), WatchOptions::default());
+    let mut on_event = |event: WatchEvent<'_>| match event {
+        WatchEvent::Written { expires_at, .. } => log_line(&format!(
+            "snapshot written; the token expires at {}",
+            expires_at.map_or_else(|| "-".to_owned(), rfc3339_seconds)
+        )),
+        WatchEvent::Refreshed { expires_at } => log_line(&format!(
+            "login refreshed; the new token expires at {}",
+            rfc3339_seconds(expires_at)
+        )),
+        WatchEvent::Recreated { path } => {
+            log_line(&format!(
+                "the snapshot was missing; wrote {} again",
+                path.display()
+            ));
+        }
+        WatchEvent::RefreshFailed { error, retry_in } => log_line(&format!(
+            "warning: login refresh failed (next try in {}s): {}",
+            retry_in.as_secs(),
+            exit::chain(error)
+        )),
+        WatchEvent::Unrefreshable { error } => {
+            log_line(&format!("warning: {}", exit::chain(error)));
+            if let Some(hint) = error.hint() {
+                log_line(&format!("hint: {hint}"));
+            }
+        }
+        WatchEvent::SourceProblem { error } | WatchEvent::WriteFailed { error } => {
+            log_line(&format!("warning: {}", exit::chain(error)));
+        }
+    };
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
+    let watch = async {
+        let why = tokio::select! {
+            gone = detached::wait_until_gone(&docker, id) => match gone {
+                detached::Gone::Event(action) => format!("the engine reported `{action}`"),
+                detached::Gone::NotRunning => "it is not running".to_owned(),
+            },
+            signal = stop_signal() => {
+                let _ = ended_tx.send(signal);
+                return;
+            }
+        };
+        log_line(&format!("container {} has ended: {why}", short(id)));
+    };
+    if let Err(err) = keeper.run(watch, &mut on_event).await {
+        log_line(&format!(
+            "error: the snapshot can no longer be written: {}",
+            exit::chain(&err)
+        ));
+        return Ok(exit::ERROR);
+    }
+    if let Ok(signal) = ended_rx.await {
+        log_line(&format!(
+            "stopped by {signal}; the container still runs with its last snapshot (`qbox keep` starts a new keeper)"
+        ));
+        return Ok(exit::OK);
+    }
+    match dir.remove() {
+        Ok(()) => log_line(&format!(
+            "removed {}; the keeper ends",
+            dir.path().display()
+        )),
+        Err(err) => log_line(&format!(
+            "warning: could not remove {}: {err}",
+            dir.path().display()
+        )),
+    }
+    Ok(exit::OK)
+}
+
+/// SIGTERM or SIGINT: the keeper stops without touching the snapshot.
+async fn stop_signal() -> String {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM".to_owned(),
+        _ = interrupt.recv() => "SIGINT".to_owned(),
+    }
+}
