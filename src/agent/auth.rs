@@ -2,7 +2,8 @@
 //! snapshot (QBOX_DB) cannot be handed to it directly: the sidecar keeps a
 //! private writable copy (mode 0600 in a 0700 directory), points the child's
 //! data directory at it, and copies the snapshot's login rows into it before
-//! every call so the host's refreshes reach the CLI.
+//! every call so the host's refreshes reach the CLI. An access-only snapshot
+//! whose token expired is reported as such before the CLI starts.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,7 +43,9 @@ impl AgentAuth {
             dir,
             updating: Mutex::new(()),
         };
-        auth.prepare()?;
+        // Made at start-up, when an expired token is no reason to refuse
+        // to serve: the keeper may bring a fresh one before the first call.
+        auth.sync(false)?;
         Ok(auth)
     }
 
@@ -50,6 +53,12 @@ impl AgentAuth {
     /// child needs. This reads and writes SQLite files: call it off the
     /// async runtime.
     pub fn prepare(&self) -> Result<HashMap<String, String>, StoreError> {
+        self.sync(true)
+    }
+
+    /// [`Self::prepare`]; with `check_expiry`, an access-only snapshot
+    /// whose token expired is an error rather than a copy.
+    fn sync(&self, check_expiry: bool) -> Result<HashMap<String, String>, StoreError> {
         let Self::PrivateCopy {
             snapshot,
             dir,
@@ -63,6 +72,14 @@ impl AgentAuth {
         let flavor = store::Login::detect_flavor(&rows.auth)
             .or_else(|| Flavor::from_path(snapshot))
             .unwrap_or(Flavor::AmazonQ);
+        // The CLI would meet an expired token with no refresh token and say
+        // "not logged in"; the snapshot's host keeper is what is missing.
+        if check_expiry && rows.auth.is_access_only() {
+            let login = store::Login::from_rows(snapshot.clone(), flavor, &rows.auth)?;
+            if let Some(error) = login.unusable(time::OffsetDateTime::now_utc()) {
+                return Err(error);
+            }
+        }
         let store_dir = dir.path().join(flavor.dir_name());
         store::snapshot::update_private_copy(&rows, &store_dir)?;
         let mut env = HashMap::new();

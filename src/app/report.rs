@@ -189,6 +189,10 @@ mod tests {
                     expires_at: when(),
                     reason: "no refresh token".into(),
                 },
+                StoreError::AccessOnlyExpired {
+                    path: path(),
+                    expires_at: when(),
+                },
                 StoreError::UnsafeDirectory {
                     path: path(),
                     reason: "others can write it".into(),
@@ -206,7 +210,8 @@ mod tests {
                 StoreError::NotFound { .. }
                 | StoreError::ExplicitPathMissing { .. }
                 | StoreError::NoToken { .. }
-                | StoreError::Unrefreshable { .. } => NO_LOGIN,
+                | StoreError::Unrefreshable { .. }
+                | StoreError::AccessOnlyExpired { .. } => NO_LOGIN,
                 StoreError::NotAFile { .. }
                 | StoreError::PermissionDenied { .. }
                 | StoreError::NotSqlite { .. }

@@ -12,6 +12,7 @@ use crate::container::engine::{self, EngineStatus};
 use crate::container::runtime_dir::{Owner, RuntimeDir};
 use crate::exit::{self, Diagnose};
 use crate::qapi::{self, BareLogin, ChatEndpoint};
+use crate::store::snapshot::SnapshotScope;
 use crate::store::token::Profile;
 use crate::store::{
     self, Flavor, Login, LoginKind, RefreshPolicy, SearchedPath, StoreQuery, TokenStatus,
@@ -182,9 +183,15 @@ impl RefreshInfo {
         });
         Some(Self {
             refreshable: blocker.is_none(),
-            fix: blocker
-                .as_ref()
-                .map(|_| format!("log in again with `{}`", login.flavor.login_command())),
+            fix: blocker.as_ref().map(|_| {
+                if login.access_only {
+                    "keep the host keeper (`qbox snapshot --watch` / `qbox run`) running, \
+                     or take a --refreshable snapshot"
+                        .to_owned()
+                } else {
+                    format!("log in again with `{}`", login.flavor.login_command())
+                }
+            }),
             blocker,
             next_at,
             last_attempt_at,
@@ -197,6 +204,10 @@ struct StoreInfo {
     path: PathBuf,
     flavor: Flavor,
     cli: &'static str,
+    /// `access-only` for a snapshot without refresh token or client
+    /// registration, which its host keeper refreshes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_scope: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -262,6 +273,9 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
                 path: login.path.clone(),
                 flavor: login.flavor,
                 cli: login.flavor.display_name(),
+                snapshot_scope: login
+                    .access_only
+                    .then_some(SnapshotScope::AccessOnly.name()),
             });
         }
         Err(err) => {
@@ -316,7 +330,17 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
         );
     }
     match &report.store {
-        Some(store) => line("store", format!("{} ({})", store.path.display(), store.cli)),
+        Some(store) => line(
+            "store",
+            match store.snapshot_scope {
+                Some(scope) => format!(
+                    "{} ({}, {scope} snapshot)",
+                    store.path.display(),
+                    store.cli
+                ),
+                None => format!("{} ({})", store.path.display(), store.cli),
+            },
+        ),
         None => line("store", p.bad("none")),
     }
     if let Some(error) = &report.error {

@@ -30,9 +30,12 @@ Examples:
   qbox run --auth live my-image -- q whoami
   qbox run -d --name web -p 127.0.0.1:8080:8080 qbox-sidecar:latest -- serve --http 0.0.0.0:8080
   qbox keep web                     # (= qbox run --attach-keeper web) a new keeper for web
+  qbox run --refreshable my-image -- long-job   # the container may refresh on its own
 
 Auth modes: snapshot (default) mounts a private directory holding only the login rows
-(token, registration, profile), refreshed on the host while the container runs; live
+(access token and its expiry, profile; no refresh token, no client secret), refreshed on
+the host while the container runs (--refreshable adds the refresh token and the client
+registration, for a container that must refresh by itself); live
 mounts the CLI's whole data directory read-only (conversations included); none mounts
 nothing. Inside: QBOX_DB=/run/qbox/auth/data.sqlite3.
 
@@ -100,6 +103,10 @@ pub struct RunArgs {
     /// `qbox keep NAME|ID` (the primary spelling).
     #[arg(long, exclusive = true, value_name = "NAME|ID")]
     attach_keeper: Option<String>,
+    /// With --auth snapshot: also mount the refresh token and the client registration,
+    /// for a container that refreshes on its own (by default it gets the access token only).
+    #[arg(long, conflicts_with = "detach")]
+    refreshable: bool,
     /// Serve MCP over stdio from this container: the static qbox-sidecar is mounted
     /// read-only at /run/qbox/bin/qbox-sidecar and runs `serve` (arguments after `--` are
     /// added); the image's own `q` or `kiro-cli` serves q-developer-agent, which is enabled.
@@ -223,11 +230,19 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
         };
         return super::keep::run(keep, query, palette).await;
     }
+    if args.refreshable && args.auth != AuthMode::Snapshot {
+        return Err(usage("--refreshable needs --auth snapshot (the default)"));
+    }
     let spec = spec(&args)?;
     if args.detach {
         return run_detached(&args, spec, query, palette).await;
     }
-    run_attached(&args, spec, query, palette).await
+    let scope = if args.refreshable {
+        snapshot::SnapshotScope::Refreshable
+    } else {
+        snapshot::SnapshotScope::AccessOnly
+    };
+    run_attached(&args, spec, query, scope, palette).await
 }
 
 /// Removes a detached container's snapshot directory when `qbox run -d`
@@ -287,7 +302,14 @@ async fn run_detached(
                     format!("recording this run in {}: {e}", dir.path().display()),
                 )
             })?;
-            snapshot::take(&login, &dir.auth_dir(), snapshot::DEFAULT_MODE).map_err(reclassify)?;
+            // Access-only: its keeper rewrites it so (`--refreshable` conflicts with -d).
+            snapshot::take(
+                &login,
+                &dir.auth_dir(),
+                snapshot::DEFAULT_MODE,
+                snapshot::SnapshotScope::AccessOnly,
+            )
+            .map_err(reclassify)?;
             spec.auth_dir = Some(dir.auth_dir());
             spec.auth_db = Some(AUTH_DB.to_owned());
             let settings = KeeperSettings {
@@ -321,6 +343,7 @@ async fn run_attached(
     args: &RunArgs,
     mut spec: RunSpec,
     query: StoreQuery,
+    scope: snapshot::SnapshotScope,
     palette: Palette,
 ) -> anyhow::Result<u8> {
     // Which `qbox run` keeps this container's login fresh (`qbox ps`).
@@ -360,8 +383,8 @@ async fn run_attached(
                 .as_ref()
                 .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?
                 .create_run_dir()?;
-            let taken =
-                snapshot::take(&login, dir.path(), snapshot::DEFAULT_MODE).map_err(reclassify)?;
+            let taken = snapshot::take(&login, dir.path(), snapshot::DEFAULT_MODE, scope)
+                .map_err(reclassify)?;
             spec.auth_dir = Some(dir.path().to_owned());
             spec.auth_db = Some(AUTH_DB.to_owned());
             keeper = Some(
@@ -371,7 +394,10 @@ async fn run_attached(
                         cli: Some(login.flavor),
                     },
                     dir.path().to_owned(),
-                    WatchOptions::default(),
+                    WatchOptions {
+                        scope,
+                        ..WatchOptions::default()
+                    },
                 )
                 .with_written(taken.rows),
             );

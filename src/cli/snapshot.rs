@@ -1,5 +1,7 @@
-//! `qbox snapshot DIR [--watch]`: a least-privilege copy of the login,
-//! optionally kept fresh until SIGINT or SIGTERM.
+//! `qbox snapshot DIR [--watch] [--access-only | --refreshable]`: a
+//! least-privilege copy of the login, optionally kept fresh until SIGINT or
+//! SIGTERM. A kept copy is access-only unless `--refreshable`; a one-off
+//! copy is full unless `--access-only`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +13,9 @@ use crate::app::args::parse_positive_duration;
 use crate::app::report::printable_line;
 use crate::app::term::Palette;
 use crate::exit::{self, CommandError, Diagnose};
-use crate::store::snapshot::{self, DirVerdict, SHARING_MODE_BITS, check_dir, parse_mode};
+use crate::store::snapshot::{
+    self, DirVerdict, SHARING_MODE_BITS, SnapshotScope, check_dir, parse_mode,
+};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, RefreshPolicy, StoreQuery};
 use crate::timefmt::{relative, rfc3339_seconds};
@@ -19,11 +23,15 @@ use crate::timefmt::{relative, rfc3339_seconds};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  qbox snapshot ./.qbox/auth                 # one snapshot, token refreshed if expired
-  qbox snapshot ./.qbox/auth --watch         # keep it fresh until Ctrl-C / SIGTERM
+  qbox snapshot ./.qbox/auth                 # one full snapshot, token refreshed if expired
+  qbox snapshot ./.qbox/auth --access-only   # one snapshot without refresh token or client secret
+  qbox snapshot ./.qbox/auth --watch         # keep an access-only one fresh until Ctrl-C / SIGTERM
+  qbox snapshot ./.qbox/auth --watch --refreshable   # kept fresh, and the consumer may refresh too
   docker run -v \"$PWD/.qbox/auth:/run/qbox/auth:ro\" -e QBOX_DB=/run/qbox/auth/data.sqlite3 IMAGE
 
-Mount the directory, not the file: the file is replaced atomically on every update.")]
+Mount the directory, not the file: the file is replaced atomically on every update.
+An access-only snapshot works until its token expires (about an hour after the last
+refresh); with --watch the host refreshes it before then.")]
 pub struct SnapshotArgs {
     /// Directory to write data.sqlite3 into (created with mode 0700 if missing).
     dir: PathBuf,
@@ -43,24 +51,51 @@ pub struct SnapshotArgs {
     #[arg(long, default_value = "600", value_parser = parse_mode)]
     mode: u32,
     /// Accept a --mode that lets the group or others read the snapshot
-    /// (it holds the refresh token and the client secret).
+    /// (it holds the login's tokens).
     #[arg(long)]
     force_mode: bool,
     /// Do not refresh an expired token before writing the snapshot.
     #[arg(long, conflicts_with = "watch")]
     no_refresh: bool,
+    /// Leave out the refresh token and the client registration: the copy
+    /// works until its token expires and cannot mint new tokens (the
+    /// default with --watch).
+    #[arg(long, conflicts_with = "refreshable")]
+    access_only: bool,
+    /// Keep the refresh token and the client registration, for a consumer
+    /// that must refresh on its own (the default without --watch).
+    #[arg(long)]
+    refreshable: bool,
+}
+
+impl SnapshotArgs {
+    /// What the snapshot carries: a kept copy is access-only, a one-off
+    /// copy full, unless the flags say otherwise.
+    fn scope(&self) -> SnapshotScope {
+        match (self.access_only, self.refreshable, self.watch) {
+            (true, _, _) => SnapshotScope::AccessOnly,
+            (_, true, _) => SnapshotScope::Refreshable,
+            (false, false, true) => SnapshotScope::AccessOnly,
+            (false, false, false) => SnapshotScope::Refreshable,
+        }
+    }
 }
 
 /// Refuses a mode that shares the snapshot's secrets, and a directory
 /// others could change; warns about a directory others can read.
 fn check_destination(args: &SnapshotArgs, palette: Palette) -> anyhow::Result<()> {
     if args.mode & SHARING_MODE_BITS != 0 && !args.force_mode {
+        let what = match args.scope() {
+            SnapshotScope::Refreshable => {
+                "the snapshot holds the refresh token and the client secret, which let anyone who reads it use your login for weeks"
+            }
+            SnapshotScope::AccessOnly => {
+                "the snapshot holds an access token, which lets anyone who reads it use your login until it expires"
+            }
+        };
         return Err(CommandError::new(
             exit::USAGE,
-            format!(
-                "refusing --mode {:04o}: the snapshot holds the refresh token and the client secret, which let anyone who reads it use your login for weeks",
-                args.mode
-            ),
+            format!("refusing --mode {:04o}: {what}", args.mode),
         )
         .hint("keep the default 600 and run the consumer as your user, or add --force-mode if the group is trusted")
         .into());
@@ -90,7 +125,7 @@ pub async fn run(
     if !args.no_refresh {
         login = store::ensure_fresh(login).await?;
     }
-    let taken = snapshot::take(&login, &args.dir, args.mode)?;
+    let taken = snapshot::take(&login, &args.dir, args.mode, args.scope())?;
     println!("{}", taken.path.display());
     Ok(exit::OK)
 }
@@ -101,16 +136,19 @@ async fn watch(
     quiet: bool,
     palette: Palette,
 ) -> anyhow::Result<u8> {
+    let args_scope = args.scope();
     let options = WatchOptions {
         interval: args.interval,
         policy: RefreshPolicy::with_refresh_before(args.refresh_before),
         mode: args.mode,
+        scope: args.scope(),
     };
     let keeper = SnapshotKeeper::new(query, args.dir, options);
     if !quiet {
         eprintln!(
-            "watching the host login, keeping {} fresh (Ctrl-C to stop)",
-            keeper.snapshot_path().display()
+            "watching the host login, keeping {} fresh ({}; Ctrl-C to stop)",
+            keeper.snapshot_path().display(),
+            args_scope.name()
         );
     }
     let mut printed_path = false;

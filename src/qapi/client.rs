@@ -275,6 +275,14 @@ impl QClient {
             let mut keeper = self.keeper.lock().await;
             login = keeper.check(login, Need::Now).await?.login;
         } else if entry.token.is_expired_at(now) {
+            if login.access_only {
+                // Its host keeper, not this process, refreshes it.
+                return Err(ApiError::Auth(
+                    login
+                        .unrefreshable(entry.token.expires_at, String::new())
+                        .into(),
+                ));
+            }
             return Err(ApiError::NoLogin(format!(
                 "the token in {} has expired and this store is not refreshed here",
                 login.path.display()

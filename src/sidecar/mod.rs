@@ -336,6 +336,14 @@ async fn health(url: Option<String>, timeout: u64, query: StoreQuery) -> anyhow:
         // Answering is not enough: without a login (and without the agent,
         // which has its own) every tool call would fail.
         if body["login"] == false && body["agentEnabled"] != true {
+            // Said more precisely when the store is here too (a healthcheck
+            // beside `serve`): an access-only copy that its keeper let expire.
+            if let Ok(login) = query.resolve(time::OffsetDateTime::now_utc())
+                && login.access_only
+                && let Some(error) = login.unusable(time::OffsetDateTime::now_utc())
+            {
+                return Err(error.into());
+            }
             return Err(CommandError::new(
                 exit::NO_LOGIN,
                 format!("{url} answers, but the server has no usable login"),
@@ -350,10 +358,15 @@ async fn health(url: Option<String>, timeout: u64, query: StoreQuery) -> anyhow:
 }
 
 /// Over stdio there is no endpoint to ask; a sidecar is healthy when the
-/// login it serves with can be read.
+/// login it serves with can be read and its token used (valid, or expired
+/// and refreshable here).
 fn stdio_health(query: &StoreQuery) -> anyhow::Result<u8> {
-    let login = query.resolve(time::OffsetDateTime::now_utc())?;
+    let now = time::OffsetDateTime::now_utc();
+    let login = query.resolve(now)?;
     login.require_token()?;
+    if let Some(error) = login.unusable(now) {
+        return Err(error.into());
+    }
     println!(
         "{}",
         serde_json::json!({"status": "ok", "transport": "stdio", "store": login.path.display().to_string()})

@@ -23,11 +23,19 @@ use crate::secret::Secret;
 /// `QBOX_LOCK_TIMEOUT` (seconds, fractions allowed) says otherwise.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `state` keys that belong to a login.
-pub const AUTH_STATE_KEYS: [&str; 3] = [
+/// `state` key qbox adds to an access-only snapshot (JSON string
+/// `"access-only"`), so that whoever reads the copy knows that its token
+/// cannot be refreshed there and that a host keeper rewrites it. The CLIs
+/// ignore `state` keys they do not know.
+pub const SNAPSHOT_SCOPE_KEY: &str = "qbox.snapshot.scope";
+
+/// `state` keys that belong to a login (and travel with it into snapshots
+/// and the agent's private copy).
+pub const AUTH_STATE_KEYS: [&str; 4] = [
     "api.codewhisperer.profile",
     "auth.idc.start-url",
     "auth.idc.region",
+    SNAPSHOT_SCOPE_KEY,
 ];
 
 /// The lock timeout in force (read once per process).
@@ -60,6 +68,13 @@ impl AuthRows {
             .map(|(_, v)| v.expose())
     }
 
+    /// True for the rows of an access-only snapshot (see
+    /// [`SNAPSHOT_SCOPE_KEY`]).
+    pub fn is_access_only(&self) -> bool {
+        self.state_text(SNAPSHOT_SCOPE_KEY).as_deref()
+            == Some(super::snapshot::SnapshotScope::ACCESS_ONLY_MARK)
+    }
+
     /// A `state` value as text; the CLI stores JSON there as TEXT or BLOB.
     pub fn state_text(&self, key: &str) -> Option<String> {
         match self.state.iter().find(|(k, _)| k == key).map(|(_, v)| v)? {
@@ -74,6 +89,8 @@ impl AuthRows {
 /// CLI sees an up-to-date database and runs no migration) and the auth rows.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotRows {
+    /// The store they were read from (named in errors about them).
+    pub source: PathBuf,
     /// `CREATE` statements of the source's tables and indexes, in order.
     pub schema: Vec<String>,
     /// `migrations` rows: (id, version, migration_time).
@@ -271,6 +288,7 @@ pub fn read_snapshot_rows(path: &Path) -> Result<SnapshotRows, StoreError> {
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(SnapshotRows {
+            source: path.to_owned(),
             schema,
             migrations,
             auth: read_auth_rows_in(&tx)?,
@@ -365,6 +383,10 @@ pub(super) fn replace_auth_rows(copy: &PrivateCopy, rows: &AuthRows) -> Result<(
     let path = copy.path();
     let map = |e| map_sqlite_error(path, e);
     let mut conn = open_read_write(path)?;
+    // The rows replaced hold the previous tokens: zero their bytes rather
+    // than leave them in the file's free space.
+    conn.pragma_update(None, "secure_delete", true)
+        .map_err(map)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map)?;

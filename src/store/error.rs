@@ -55,6 +55,16 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// An access-only snapshot (no refresh token) whose token expired: its
+    /// host keeper should have rewritten it before then.
+    #[error(
+        "the login expired and this copy cannot refresh it: is the host keeper (`qbox snapshot --watch` / `qbox run`) running?"
+    )]
+    AccessOnlyExpired {
+        path: PathBuf,
+        expires_at: OffsetDateTime,
+    },
+
     #[error("refusing to write secrets into {}: {reason}", .path.display())]
     UnsafeDirectory { path: PathBuf, reason: String },
 
@@ -117,6 +127,13 @@ impl Diagnose for StoreError {
             Self::NoToken { flavor, .. } | Self::Unrefreshable { flavor, .. } => {
                 format!("log in again with `{}`", flavor.login_command())
             }
+            Self::AccessOnlyExpired { path, expires_at } => format!(
+                "{} is an access-only snapshot (no refresh token) whose token expired at {}; \
+                 the host that wrote it keeps it fresh: start `qbox snapshot DIR --watch` there again, \
+                 or give a consumer that must refresh on its own a `--refreshable` snapshot",
+                path.display(),
+                rfc3339(*expires_at)
+            ),
             Self::BadJson { .. } => {
                 "the CLI writes this value; log in again to replace it".to_owned()
             }
@@ -137,6 +154,7 @@ impl Diagnose for StoreError {
                 | Self::ExplicitPathMissing { .. }
                 | Self::NoToken { .. }
                 | Self::Unrefreshable { .. }
+                | Self::AccessOnlyExpired { .. }
         ))
     }
 }

@@ -243,13 +243,13 @@ impl LoginKeeper {
         if now < self.policy.refresh_at(expires_at, lifetime) && !urgent {
             return Ok(Checked { login, event: None });
         }
+        // An access-only copy is rewritten by its host keeper; before it
+        // expires there is nothing to do or report here.
+        if login.access_only && !expired {
+            return Ok(Checked { login, event: None });
+        }
         if let Some(reason) = login.refresh_blocker(now) {
-            let error = StoreError::Unrefreshable {
-                path: login.path.clone(),
-                flavor: login.flavor,
-                expires_at,
-                reason,
-            };
+            let error = login.unrefreshable(expires_at, reason);
             if urgent {
                 return Err(error.into());
             }

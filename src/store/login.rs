@@ -73,7 +73,16 @@ pub struct Login {
     pub token: Option<TokenEntry>,
     pub registration: Option<DeviceRegistration>,
     pub profile: Option<Profile>,
+    /// Read from an access-only snapshot ([`SnapshotScope::AccessOnly`]):
+    /// the token cannot be refreshed here, a host keeper rewrites the copy.
+    ///
+    /// [`SnapshotScope::AccessOnly`]: super::snapshot::SnapshotScope::AccessOnly
+    pub access_only: bool,
 }
+
+/// Why an access-only snapshot's token cannot be refreshed (`doctor`).
+pub const ACCESS_ONLY_REASON: &str = "this is an access-only snapshot (no refresh token, no client registration): \
+     the host keeper (`qbox snapshot --watch` / `qbox run`) rewrites it before the token expires";
 
 /// How usable a login's token is right now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -164,12 +173,14 @@ impl Login {
                     profile_name: None,
                 })
             });
+        let access_only = rows.is_access_only();
         Ok(Self {
             path,
             flavor,
             token,
             registration,
             profile,
+            access_only,
         })
     }
 
@@ -208,6 +219,9 @@ impl Login {
         let Some(entry) = &self.token else {
             return Some("the store holds no token".into());
         };
+        if self.access_only {
+            return Some(ACCESS_ONLY_REASON.into());
+        }
         let token = &entry.token;
         match entry.key {
             SOCIAL_TOKEN_KEY => {
@@ -249,6 +263,40 @@ impl Login {
             ));
         }
         None
+    }
+
+    /// The error for a token that expired (or expires at `expires_at`) and
+    /// cannot be refreshed for `reason`: an access-only snapshot points at
+    /// its host keeper, any other store at the CLI's login.
+    pub fn unrefreshable(&self, expires_at: OffsetDateTime, reason: String) -> StoreError {
+        if self.access_only {
+            StoreError::AccessOnlyExpired {
+                path: self.path.clone(),
+                expires_at,
+            }
+        } else {
+            StoreError::Unrefreshable {
+                path: self.path.clone(),
+                flavor: self.flavor,
+                expires_at,
+                reason,
+            }
+        }
+    }
+
+    /// The error that says this login has no usable token at `now`, or
+    /// `None` when it has one (valid, or expired but refreshable).
+    pub fn unusable(&self, now: OffsetDateTime) -> Option<StoreError> {
+        match self.status(now) {
+            TokenStatus::Valid { .. } | TokenStatus::Refreshable { .. } => None,
+            TokenStatus::Missing => Some(StoreError::NoToken {
+                path: self.path.clone(),
+                flavor: self.flavor,
+            }),
+            TokenStatus::Unusable { expires_at, reason } => {
+                Some(self.unrefreshable(expires_at, reason))
+            }
+        }
     }
 
     /// The state of the token at `now`.

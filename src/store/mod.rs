@@ -269,12 +269,7 @@ fn patched_token_json(raw: &str, grant: &Grant) -> Result<String, StoreError> {
 pub(crate) async fn refresh(login: Login, clients: &Refreshers) -> Result<Login, AuthError> {
     let now = OffsetDateTime::now_utc();
     let entry = login.require_token()?.clone();
-    let unrefreshable = |reason: String| StoreError::Unrefreshable {
-        path: login.path.clone(),
-        flavor: login.flavor,
-        expires_at: entry.token.expires_at,
-        reason,
-    };
+    let unrefreshable = |reason: String| login.unrefreshable(entry.token.expires_at, reason);
     if let Some(reason) = login.refresh_blocker(now) {
         return Err(unrefreshable(reason).into());
     }

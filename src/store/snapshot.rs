@@ -3,6 +3,22 @@
 //! the login's `state` rows, the migration history), in the source's own
 //! schema, so the real CLI can open it. No conversations, no history.
 //!
+//! A snapshot has a [`SnapshotScope`]. An access-only one (what `qbox run`
+//! and `qbox snapshot --watch` write, for consumers a host keeper looks
+//! after) carries the access token and its expiry but no refresh token and
+//! no client registration: whoever reads it can act as the user until the
+//! token expires, and cannot mint new tokens. Its rows are shaped after
+//! the Amazon Q CLI's own reader (`crates/chat-cli/src/auth/builder_id.rs`
+//! in `aws/amazon-q-developer-cli`: `BuilderIdToken::load` and
+//! `refresh_token`; `social.rs` and `external_idp.rs` alike): the token's
+//! `refresh_token` is `Option<Secret>`, so the field is left out (an empty
+//! string would be `Some("")`, which the CLI would send to the token service
+//! once the token expired); a valid token is used as it is, without reading
+//! the registration; an expired token without a refresh token is "not
+//! logged in" (the CLI also tries to delete it, which fails on a read-only
+//! mount and is harmless in the agent's private copy, rewritten before every
+//! call).
+//!
 //! Files are replaced atomically (temporary file in the same directory,
 //! fsync, rename, fsync of the directory): a reader sees the old snapshot or
 //! the new one, never a partial file. Consumers must mount the directory,
@@ -23,6 +39,7 @@ use rusqlite::{Connection, MAIN_DB};
 
 use super::db::{self, SnapshotRows, map_sqlite_error};
 use super::error::StoreError;
+use crate::secret::Secret;
 
 /// File name of the snapshot inside its directory (the same as the CLI's, so
 /// a consumer can point the CLI's data directory at it).
@@ -35,6 +52,85 @@ pub const DEFAULT_MODE: u32 = 0o600;
 /// refuses them without `--force-mode`: a snapshot holds a refresh token
 /// and the client secret, which mint new tokens for weeks.
 pub const SHARING_MODE_BITS: u32 = 0o077;
+
+/// What a snapshot carries of the login's secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotScope {
+    /// The access token, its expiry, the profile and the `state` rows; no
+    /// refresh token, no client registration (whose client id and secret
+    /// would let a holder start logins and, with a refresh token, mint
+    /// tokens). For a consumer whose host keeper rewrites the snapshot
+    /// before the token expires. Marked with [`db::SNAPSHOT_SCOPE_KEY`].
+    AccessOnly,
+    /// Everything the source holds for the login, refresh token and client
+    /// registration included: for a consumer that must refresh on its own.
+    Refreshable,
+}
+
+impl SnapshotScope {
+    /// The value of [`db::SNAPSHOT_SCOPE_KEY`] in an access-only snapshot.
+    pub const ACCESS_ONLY_MARK: &'static str = "\"access-only\"";
+
+    /// The rows a snapshot of this scope holds, made from the source's.
+    pub fn rows(self, source: &SnapshotRows) -> Result<SnapshotRows, StoreError> {
+        match self {
+            Self::Refreshable => Ok(source.clone()),
+            Self::AccessOnly => access_only_rows(source),
+        }
+    }
+
+    /// A name for messages and `--json` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AccessOnly => "access-only",
+            Self::Refreshable => "refreshable",
+        }
+    }
+}
+
+/// The source's rows without what refreshes a login: registrations are
+/// dropped, each token loses its `refresh_token` field, and the scope mark
+/// is added.
+fn access_only_rows(source: &SnapshotRows) -> Result<SnapshotRows, StoreError> {
+    let registration_keys: Vec<&str> = super::Flavor::ALL
+        .into_iter()
+        .map(super::Flavor::registration_key)
+        .collect();
+    let mut auth_kv = Vec::with_capacity(source.auth.auth_kv.len());
+    for (key, value) in &source.auth.auth_kv {
+        if registration_keys.contains(&key.as_str()) {
+            continue;
+        }
+        let mut token: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(value.expose()).map_err(|e| StoreError::BadJson {
+                path: source.source.clone(),
+                key: key.clone(),
+                detail: super::error::describe_json_error(&e),
+            })?;
+        token.remove("refresh_token");
+        auth_kv.push((
+            key.clone(),
+            Secret::containing_parsed(serde_json::Value::Object(token).to_string()),
+        ));
+    }
+    let mut state: Vec<_> = source
+        .auth
+        .state
+        .iter()
+        .filter(|(key, _)| key != db::SNAPSHOT_SCOPE_KEY)
+        .cloned()
+        .collect();
+    state.push((
+        db::SNAPSHOT_SCOPE_KEY.to_owned(),
+        rusqlite::types::Value::Text(SnapshotScope::ACCESS_ONLY_MARK.to_owned()),
+    ));
+    Ok(SnapshotRows {
+        source: source.source.clone(),
+        schema: source.schema.clone(),
+        migrations: source.migrations.clone(),
+        auth: db::AuthRows { auth_kv, state },
+    })
+}
 
 /// What [`check_dir`] thinks of a snapshot directory that it accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,25 +208,38 @@ pub fn private_temp_dir(prefix: &str) -> Result<tempfile::TempDir, StoreError> {
 pub struct Taken {
     /// The snapshot file.
     pub path: PathBuf,
-    /// What it holds (for a keeper that rewrites it only on change).
+    /// What the source held (for a keeper that rewrites the snapshot only
+    /// when the source changes).
     pub rows: SnapshotRows,
 }
 
 /// Takes a snapshot of the store `login` was read from: its schema,
 /// migrations and login rows, read in one transaction and written to
-/// `dir/data.sqlite3` with `mode` (see [`write_snapshot`]).
-pub fn take(login: &super::Login, dir: &Path, mode: u32) -> Result<Taken, StoreError> {
+/// `dir/data.sqlite3` with `mode` and `scope` (see [`write_snapshot`]).
+pub fn take(
+    login: &super::Login,
+    dir: &Path,
+    mode: u32,
+    scope: SnapshotScope,
+) -> Result<Taken, StoreError> {
     let rows = db::read_snapshot_rows(&login.path)?;
-    let path = write_snapshot(&rows, dir, mode)?;
+    let path = write_snapshot(&rows, dir, mode, scope)?;
     Ok(Taken { path, rows })
 }
 
-/// Writes `rows` as `dir/data.sqlite3`, replacing any previous snapshot
-/// atomically. Creates `dir` (mode 0700) if needed and refuses one that
-/// [`check_dir`] refuses. Returns the file's path.
-pub fn write_snapshot(rows: &SnapshotRows, dir: &Path, mode: u32) -> Result<PathBuf, StoreError> {
+/// Writes what `scope` keeps of the source's `rows` as `dir/data.sqlite3`,
+/// replacing any previous snapshot atomically. Creates `dir` (mode 0700) if
+/// needed and refuses one that [`check_dir`] refuses. Returns the file's
+/// path.
+pub fn write_snapshot(
+    rows: &SnapshotRows,
+    dir: &Path,
+    mode: u32,
+    scope: SnapshotScope,
+) -> Result<PathBuf, StoreError> {
+    let rows = scope.rows(rows)?;
     let image =
-        database_image(rows).map_err(|e| map_sqlite_error(&dir.join(SNAPSHOT_FILE_NAME), e))?;
+        database_image(&rows).map_err(|e| map_sqlite_error(&dir.join(SNAPSHOT_FILE_NAME), e))?;
     platform::replace_file(dir, SNAPSHOT_FILE_NAME, &image, mode)?;
     Ok(dir.join(SNAPSHOT_FILE_NAME))
 }
@@ -144,7 +253,8 @@ pub fn update_private_copy(rows: &SnapshotRows, dir: &Path) -> Result<db::Privat
     if copy.path().exists() {
         db::replace_auth_rows(&copy, &rows.auth)?;
     } else {
-        write_snapshot(rows, dir, 0o600)?;
+        // As the snapshot holds it: an access-only snapshot stays one.
+        write_snapshot(rows, dir, 0o600, SnapshotScope::Refreshable)?;
     }
     Ok(copy)
 }

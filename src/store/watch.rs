@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::db::{SnapshotRows, read_snapshot_rows};
 use super::keeper::{KeeperEvent, LoginKeeper, Need, RefreshPolicy};
-use super::snapshot::write_snapshot;
+use super::snapshot::{SnapshotScope, write_snapshot};
 use super::{AuthError, StoreError, StoreQuery};
 
 /// How a [`SnapshotKeeper`] behaves.
@@ -29,6 +29,9 @@ pub struct WatchOptions {
     pub policy: RefreshPolicy,
     /// File mode of the snapshot.
     pub mode: u32,
+    /// What the snapshot carries: access-only by default, since this
+    /// keeper rewrites it before the token expires.
+    pub scope: SnapshotScope,
 }
 
 impl Default for WatchOptions {
@@ -37,6 +40,7 @@ impl Default for WatchOptions {
             interval: Duration::from_secs(2),
             policy: RefreshPolicy::default(),
             mode: super::snapshot::DEFAULT_MODE,
+            scope: SnapshotScope::AccessOnly,
         }
     }
 }
@@ -169,7 +173,7 @@ impl SnapshotKeeper {
         if self.last_rows.as_ref() == Some(&rows) && !missing {
             return Ok(());
         }
-        let path = match write_snapshot(&rows, &self.dir, self.options.mode) {
+        let path = match write_snapshot(&rows, &self.dir, self.options.mode, self.options.scope) {
             Ok(path) => path,
             Err(error @ StoreError::UnsafeDirectory { .. }) => return Err(error),
             Err(error) => {
