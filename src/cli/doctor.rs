@@ -333,11 +333,9 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
         Some(store) => line(
             "store",
             match store.snapshot_scope {
-                Some(scope) => format!(
-                    "{} ({}, {scope} snapshot)",
-                    store.path.display(),
-                    store.cli
-                ),
+                Some(scope) => {
+                    format!("{} ({}, {scope} snapshot)", store.path.display(), store.cli)
+                }
                 None => format!("{} ({})", store.path.display(), store.cli),
             },
         ),

@@ -361,7 +361,13 @@ fn issue_13_with_the_agent_enabled_other_processes_of_the_user_cannot_read_the_s
 fn snapshot(home: &TestHome) -> PathBuf {
     let source = home.login(Flavor::AmazonQ, &valid_login("locked"));
     let rows = qbox::store::db::read_snapshot_rows(&source).unwrap();
-    qbox::store::snapshot::write_snapshot(&rows, &home.path().join("auth"), 0o600, qbox::store::snapshot::SnapshotScope::Refreshable).unwrap()
+    qbox::store::snapshot::write_snapshot(
+        &rows,
+        &home.path().join("auth"),
+        0o600,
+        qbox::store::snapshot::SnapshotScope::Refreshable,
+    )
+    .unwrap()
 }
 
 #[test]

@@ -289,14 +289,16 @@ async fn the_snapshot_is_refreshed_inside_a_running_container() {
         &home,
         &[image, "--", "sh", "-c",
           "grep -q aoa-access-short \"$QBOX_DB\" || exit 8; \
-           for i in $(seq 1 150); do grep -q standin-access-1 \"$QBOX_DB\" && exit 0; sleep 0.1; done; exit 9"],
+           for i in $(seq 1 150); do grep -q standin-access-1 \"$QBOX_DB\" && break; sleep 0.1; done; \
+           grep -q standin-access-1 \"$QBOX_DB\" || exit 9; \
+           grep -q -e aor-refresh-short -e standin-refresh \"$QBOX_DB\" && exit 7; exit 0"],
     )
     .env("QBOX_OIDC_ENDPOINT", oidc.url())
     .run_async()
     .await;
     assert_eq!(
         run.code, 0,
-        "the refreshed token reached the container: {}",
+        "the refreshed token reached the container, and no refresh token did (7): {}",
         run.stderr
     );
     assert_eq!(oidc.requests().len(), 1);

@@ -6,6 +6,7 @@
     clippy::needless_pass_by_value
 )]
 
+mod access_only;
 mod agent_hardening;
 mod agent_image;
 mod chat;

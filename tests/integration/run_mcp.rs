@@ -16,7 +16,7 @@ const IMAGE: &str = "qbox-test-dev-image:latest";
 
 /// A stand-in for a user's dev image: busybox, every applet, and the fake
 /// CLI at /usr/local/bin/q.
-fn dev_image() -> Option<&'static str> {
+pub(crate) fn dev_image() -> Option<&'static str> {
     static READY: OnceLock<bool> = OnceLock::new();
     let ready = *READY.get_or_init(|| {
         crate::util::import_busybox_image(IMAGE, &[], "/usr/local/bin:/bin", |root| {
