@@ -516,6 +516,75 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
 mod tests {
     use super::*;
 
+    fn source_rows() -> SnapshotRows {
+        let token = r#"{"access_token":"aoa","expires_at":"2026-01-01T00:00:00Z","refresh_token":"aor","region":"us-east-1","oauth_flow":"DeviceCode","future_field":1}"#;
+        let registration = r#"{"client_id":"cid","client_secret":"csecret","client_secret_expires_at":"2027-01-01T00:00:00Z"}"#;
+        SnapshotRows {
+            source: PathBuf::from("/store/data.sqlite3"),
+            schema: vec!["CREATE TABLE auth_kv (key TEXT PRIMARY KEY, value TEXT)".into()],
+            migrations: vec![(1, 1, 0)],
+            auth: db::AuthRows {
+                auth_kv: vec![
+                    (
+                        "codewhisperer:odic:device-registration".into(),
+                        Secret::containing_parsed(registration),
+                    ),
+                    (
+                        "codewhisperer:odic:token".into(),
+                        Secret::containing_parsed(token),
+                    ),
+                ],
+                state: vec![(
+                    "api.codewhisperer.profile".into(),
+                    rusqlite::types::Value::Text(r#"{"arn":"arn:x"}"#.into()),
+                )],
+            },
+        }
+    }
+
+    #[test]
+    fn access_only_rows_keep_the_access_token_and_drop_what_refreshes() {
+        let source = source_rows();
+        let rows = SnapshotScope::AccessOnly.rows(&source).unwrap();
+        assert_eq!(rows.auth.auth_kv.len(), 1, "the registration is gone");
+        let (key, value) = &rows.auth.auth_kv[0];
+        assert_eq!(key, "codewhisperer:odic:token");
+        let token: serde_json::Value = serde_json::from_str(value.expose()).unwrap();
+        assert_eq!(token["access_token"], "aoa");
+        assert_eq!(token["expires_at"], "2026-01-01T00:00:00Z");
+        assert_eq!(token["future_field"], 1, "other fields are kept");
+        assert!(token.get("refresh_token").is_none(), "absent, not empty");
+        assert!(rows.auth.is_access_only());
+        assert_eq!(rows.auth.state.len(), 2, "the profile and the mark");
+        assert_eq!(rows.schema, source.schema);
+        assert_eq!(rows.migrations, source.migrations);
+        // Scoping an access-only copy again changes nothing.
+        assert_eq!(SnapshotScope::AccessOnly.rows(&rows).unwrap(), rows);
+        // A refreshable copy is the source as it is.
+        assert_eq!(SnapshotScope::Refreshable.rows(&source).unwrap(), source);
+        assert!(!source.auth.is_access_only());
+    }
+
+    #[test]
+    fn an_access_only_login_cannot_be_refreshed_and_says_where_its_keeper_is() {
+        let rows = SnapshotScope::AccessOnly.rows(&source_rows()).unwrap();
+        let login = crate::store::Login::from_rows(
+            rows.source.clone(),
+            crate::store::Flavor::AmazonQ,
+            &rows.auth,
+        )
+        .unwrap();
+        assert!(login.access_only);
+        assert!(login.registration.is_none());
+        let now = time::macros::datetime!(2026-06-01 00:00:00 UTC);
+        let reason = login.refresh_blocker(now).unwrap();
+        assert!(reason.contains("access-only"), "{reason}");
+        assert!(matches!(
+            login.unusable(now),
+            Some(StoreError::AccessOnlyExpired { .. })
+        ));
+    }
+
     #[test]
     fn modes() {
         assert_eq!(parse_mode("600"), Ok(0o600));
