@@ -322,6 +322,9 @@ async fn issue_14_a_detached_container_is_kept_fresh_shown_restored_and_stopped_
     };
     assert_ne!(restored, refreshed);
     assert!(snapshot_holds(&name, "standin-access-2"));
+    // The keeper writes access-only snapshots: nothing inside mints tokens.
+    assert!(!snapshot_holds(&name, "standin-refresh-"));
+    assert!(!snapshot_holds(&name, "fixture-client-secret"));
     let sent: Vec<String> = oidc
         .requests()
         .iter()
