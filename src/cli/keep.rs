@@ -18,12 +18,13 @@ use clap::ValueEnum;
 use crate::app::report::printable_line;
 use crate::app::term::Palette;
 use crate::container::detached::{
-    self, DetachedDir, KEEPER_CLI_LABEL, KEEPER_DB_LABEL, KeeperState,
+    self, DetachedDir, KEEPER_CLI_LABEL, KEEPER_DB_LABEL, KEEPER_SCOPE_LABEL, KeeperState,
 };
 use crate::container::image;
 use crate::container::manage::{self, Managed};
 use crate::container::runtime_dir::RuntimeDir;
 use crate::exit::{self, CommandError, Diagnose};
+use crate::store::snapshot::SnapshotScope;
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{Flavor, StoreQuery};
 use crate::timefmt::rfc3339_seconds;
@@ -52,21 +53,23 @@ pub struct KeepArgs {
 }
 
 /// The snapshot settings a keeper needs: which store it reads, written by
-/// which CLI. `qbox run -d` labels the container with them, so a keeper
+/// which CLI, and what the snapshot carries. `qbox run -d` labels the container with them, so a keeper
 /// started later by `qbox keep` reads the same login, and passes them to
 /// the keeper process as arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeeperSettings {
     pub db: PathBuf,
     pub cli: Flavor,
+    pub scope: SnapshotScope,
 }
 
 impl KeeperSettings {
     /// The container labels that record them.
-    pub fn labels(&self) -> [(String, String); 2] {
+    pub fn labels(&self) -> [(String, String); 3] {
         [
             (KEEPER_DB_LABEL.to_owned(), self.db.display().to_string()),
             (KEEPER_CLI_LABEL.to_owned(), flavor_name(self.cli)),
+            (KEEPER_SCOPE_LABEL.to_owned(), self.scope.name().to_owned()),
         ]
     }
 
@@ -74,7 +77,12 @@ impl KeeperSettings {
     fn from_container(container: &Managed) -> Option<Self> {
         let db = PathBuf::from(container.keeper_db.as_ref()?);
         let cli = Flavor::from_str(container.keeper_cli.as_ref()?, false).ok()?;
-        db.is_absolute().then_some(Self { db, cli })
+        // Anything but an explicit `refreshable` keeps the least privilege.
+        let scope = match container.keeper_scope.as_deref() {
+            Some(name) if name == SnapshotScope::Refreshable.name() => SnapshotScope::Refreshable,
+            _ => SnapshotScope::AccessOnly,
+        };
+        db.is_absolute().then_some(Self { db, cli, scope })
     }
 
     /// The keeper's command line before the subcommand.
@@ -353,7 +361,14 @@ async fn foreground(id: &str, query: StoreQuery) -> anyhow::Result<u8> {
         dir.auth_dir().display(),
         short(id)
     ));
-    let keeper = SnapshotKeeper::new(query, dir.auth_dir(), WatchOptions::default());
+    // The scope `qbox run -d` chose, from the container's labels.
+    let scope = KeeperSettings::from_container(container)
+        .map_or(SnapshotScope::AccessOnly, |settings| settings.scope);
+    let options = WatchOptions {
+        scope,
+        ..WatchOptions::default()
+    };
+    let keeper = SnapshotKeeper::new(query, dir.auth_dir(), options);
     let mut on_event = |event: WatchEvent<'_>| match event {
         WatchEvent::Written { expires_at, .. } => log_line(&format!(
             "snapshot written; the token expires at {}",

@@ -105,7 +105,7 @@ pub struct RunArgs {
     attach_keeper: Option<String>,
     /// With --auth snapshot: also mount the refresh token and the client registration,
     /// for a container that refreshes on its own (by default it gets the access token only).
-    #[arg(long, conflicts_with = "detach")]
+    #[arg(long)]
     refreshable: bool,
     /// Serve MCP over stdio from this container: the static qbox-sidecar is mounted
     /// read-only at /run/qbox/bin/qbox-sidecar and runs `serve` (arguments after `--` are
@@ -234,14 +234,14 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
         return Err(usage("--refreshable needs --auth snapshot (the default)"));
     }
     let spec = spec(&args)?;
-    if args.detach {
-        return run_detached(&args, spec, query, palette).await;
-    }
     let scope = if args.refreshable {
         snapshot::SnapshotScope::Refreshable
     } else {
         snapshot::SnapshotScope::AccessOnly
     };
+    if args.detach {
+        return run_detached(&args, spec, query, scope, palette).await;
+    }
     run_attached(&args, spec, query, scope, palette).await
 }
 
@@ -265,6 +265,7 @@ async fn run_detached(
     args: &RunArgs,
     mut spec: RunSpec,
     query: StoreQuery,
+    scope: snapshot::SnapshotScope,
     palette: Palette,
 ) -> anyhow::Result<u8> {
     let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
@@ -302,19 +303,15 @@ async fn run_detached(
                     format!("recording this run in {}: {e}", dir.path().display()),
                 )
             })?;
-            // Access-only: its keeper rewrites it so (`--refreshable` conflicts with -d).
-            snapshot::take(
-                &login,
-                &dir.auth_dir(),
-                snapshot::DEFAULT_MODE,
-                snapshot::SnapshotScope::AccessOnly,
-            )
-            .map_err(reclassify)?;
+            // Its keeper rewrites it with the same scope (a container label).
+            snapshot::take(&login, &dir.auth_dir(), snapshot::DEFAULT_MODE, scope)
+                .map_err(reclassify)?;
             spec.auth_dir = Some(dir.auth_dir());
             spec.auth_db = Some(AUTH_DB.to_owned());
             let settings = KeeperSettings {
                 db: std::path::absolute(&login.path)?,
                 cli: login.flavor,
+                scope,
             };
             spec.options
                 .labels

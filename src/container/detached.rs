@@ -44,6 +44,9 @@ pub const DETACHED_LABEL: &str = "qbox.detached";
 /// the snapshot settings a re-attached keeper needs (`qbox keep`).
 pub const KEEPER_DB_LABEL: &str = "qbox.keeper.db";
 pub const KEEPER_CLI_LABEL: &str = "qbox.keeper.cli";
+/// The label holding what the snapshot carries (`access-only` or
+/// `refreshable`, [`crate::store::snapshot::SnapshotScope::name`]).
+pub const KEEPER_SCOPE_LABEL: &str = "qbox.keeper.scope";
 
 const DIR_PREFIX: &str = "detached-";
 const AUTH_DIR: &str = "auth";

@@ -8,7 +8,7 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{ListContainersOptionsBuilder, StopContainerOptionsBuilder};
 
-use super::detached::{DETACHED_LABEL, KEEPER_CLI_LABEL, KEEPER_DB_LABEL};
+use super::detached::{DETACHED_LABEL, KEEPER_CLI_LABEL, KEEPER_DB_LABEL, KEEPER_SCOPE_LABEL};
 use super::run::{RunError, engine_error};
 use super::spec::{MANAGED_LABEL, RUN_LABEL};
 
@@ -35,6 +35,7 @@ pub struct Managed {
     pub keeper_db: Option<String>,
     #[serde(skip)]
     pub keeper_cli: Option<String>,
+    pub keeper_scope: Option<String>,
 }
 
 /// Every qbox-managed container, running or not, newest first.
@@ -68,6 +69,7 @@ pub async fn list(docker: &Docker) -> Result<Vec<Managed>, RunError> {
                 detached: labels.get(DETACHED_LABEL).cloned(),
                 keeper_db: labels.get(KEEPER_DB_LABEL).cloned(),
                 keeper_cli: labels.get(KEEPER_CLI_LABEL).cloned(),
+                keeper_scope: labels.get(KEEPER_SCOPE_LABEL).cloned(),
             }
         })
         .collect();
@@ -123,6 +125,7 @@ mod tests {
             detached: None,
             keeper_db: None,
             keeper_cli: None,
+            keeper_scope: None,
         }
     }
 

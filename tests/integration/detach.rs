@@ -402,14 +402,40 @@ fn issue_14_docker_rm_f_ends_the_keeper_within_seconds_and_usage_is_checked() {
         mcp.stderr
     );
 
+    // --refreshable: the detached container gets the full copy, and its
+    // keeper (which reads the scope from the container's labels) keeps it so.
     let name = test.name("rm");
     let run = test
         .qbox()
-        .args(["run", "-d", "--name", &name, image, "--", "sleep", "600"])
+        .args([
+            "run",
+            "-d",
+            "--refreshable",
+            "--name",
+            &name,
+            image,
+            "--",
+            "sleep",
+            "600",
+        ])
         .run();
     run.assert_code(0);
     let row = test.row(&name).unwrap();
     let keeper = keeper_pid(&row).unwrap_or_else(|| panic!("{row}"));
+    assert!(
+        snapshot_holds(&name, "aor-refresh-detach-rm"),
+        "a --refreshable snapshot carries the refresh token"
+    );
+    let label = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"qbox.keeper.scope\"}}",
+            &name,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "refreshable");
     assert_eq!(test.detached_dirs().len(), 1);
     let removed = Command::new("docker")
         .args(["rm", "-f", &name])
