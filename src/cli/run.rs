@@ -278,18 +278,9 @@ async fn run_detached(
     let mut keeper = None;
     match args.auth {
         AuthMode::None => {}
-        AuthMode::Live => {
-            let login = query
-                .resolve(OffsetDateTime::now_utc())
-                .map_err(reclassify)?;
-            spec.auth_dir = login.path.parent().map(PathBuf::from);
-            spec.auth_db = Some(AUTH_DB.to_owned());
-        }
+        AuthMode::Live => mount_live_store(&query, &mut spec)?,
         AuthMode::Snapshot => {
-            let login = query
-                .resolve(OffsetDateTime::now_utc())
-                .map_err(reclassify)?;
-            let login = store::ensure_fresh(login).await.map_err(reclassify)?;
+            let login = login_to_snapshot(&query).await?;
             let runtime = runtime
                 .as_ref()
                 .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?;
@@ -364,18 +355,9 @@ async fn run_attached(
     let mut snapshot_dir: Option<tempfile::TempDir> = None;
     match args.auth {
         AuthMode::None => {}
-        AuthMode::Live => {
-            let login = query
-                .resolve(OffsetDateTime::now_utc())
-                .map_err(reclassify)?;
-            spec.auth_dir = login.path.parent().map(PathBuf::from);
-            spec.auth_db = Some(AUTH_DB.to_owned());
-        }
+        AuthMode::Live => mount_live_store(&query, &mut spec)?,
         AuthMode::Snapshot => {
-            let login = query
-                .resolve(OffsetDateTime::now_utc())
-                .map_err(reclassify)?;
-            let login = store::ensure_fresh(login).await.map_err(reclassify)?;
+            let login = login_to_snapshot(&query).await?;
             let dir = runtime
                 .as_ref()
                 .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?
@@ -547,6 +529,26 @@ fn sweep_runtime_dir(needed: bool, palette: Palette) -> anyhow::Result<Option<Ru
 }
 
 /// A setup failure of `qbox run` exits 125, keeping its message and hint.
+/// `--auth live`: the directory of the store holding the login, mounted as
+/// it is.
+fn mount_live_store(query: &StoreQuery, spec: &mut RunSpec) -> anyhow::Result<()> {
+    let login = query
+        .resolve(OffsetDateTime::now_utc())
+        .map_err(reclassify)?;
+    spec.auth_dir = login.path.parent().map(PathBuf::from);
+    spec.auth_db = Some(AUTH_DB.to_owned());
+    Ok(())
+}
+
+/// `--auth snapshot`: the login a snapshot is taken from, refreshed first
+/// when it is due, so the container starts with the freshest token.
+async fn login_to_snapshot(query: &StoreQuery) -> anyhow::Result<store::Login> {
+    let login = query
+        .resolve(OffsetDateTime::now_utc())
+        .map_err(reclassify)?;
+    store::ensure_fresh(login).await.map_err(reclassify)
+}
+
 fn reclassify(err: impl Into<anyhow::Error>) -> anyhow::Error {
     let err = err.into();
     let (_, hint) = crate::app::report::classify(&err);

@@ -287,7 +287,7 @@ fn drive(
 
 /// What the fake CLI recorded: the prompt came after `--`, the workspace
 /// was its working directory, and the login it saw holds `token`.
-fn assert_the_cli_saw(record: &Path, token: &str) {
+pub(crate) fn assert_the_cli_saw(record: &Path, token: &str) {
     let argv = std::fs::read(record.join("argv")).unwrap();
     let argv: Vec<&[u8]> = argv.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
     let dashes = argv
@@ -303,7 +303,7 @@ fn assert_the_cli_saw(record: &Path, token: &str) {
     assert_eq!(seen.token.unwrap().token.access_token.expose(), token);
 }
 
-fn assert_both_tools_answered(report: &serde_json::Value, stderr: &str, chat: &str) {
+pub(crate) fn assert_both_tools_answered(report: &serde_json::Value, stderr: &str, chat: &str) {
     assert_eq!(
         report["tools"],
         serde_json::json!(["q-chat", "q-developer-agent"]),

@@ -78,37 +78,10 @@ fn a_users_image_serves_both_tools_over_stdio() {
     assert!(output.status.success(), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
 
-    assert_eq!(
-        report["tools"],
-        serde_json::json!(["q-chat", "q-developer-agent"]),
-        "{report}"
-    );
-    assert_eq!(report["agent"]["is_error"], false, "{report}");
-    assert!(
-        report["agent"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("from the image"),
-        "{report}"
-    );
-    assert_eq!(report["chat"]["is_error"], false, "{report} {stderr}");
-    assert_eq!(report["chat"]["text"], "answered in the container");
-
+    crate::agent_image::assert_both_tools_answered(&report, &stderr, "answered in the container");
     // The prompt came after `--`, the workspace was the working directory,
     // and the CLI's login was the snapshot's.
-    let argv = std::fs::read(record.join("argv")).unwrap();
-    let argv: Vec<&[u8]> = argv.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
-    let dashes = argv
-        .iter()
-        .position(|a| *a == b"--")
-        .expect("a `--` before the prompt");
-    assert_eq!(argv[dashes + 1..], [b"print:from the image".as_slice()]);
-    assert_eq!(
-        std::fs::read_to_string(record.join("cwd")).unwrap().trim(),
-        "/work"
-    );
-    let seen = qbox::store::read_login(&record.join("store.sqlite3"), None).unwrap();
-    assert_eq!(seen.token.unwrap().token.access_token.expose(), token);
+    crate::agent_image::assert_the_cli_saw(&record, token);
     // The host's store is untouched, and nothing is left behind.
     assert_eq!(std::fs::read(&store).unwrap(), before);
     let left = Command::new("docker")

@@ -389,14 +389,17 @@ fn a_read_only_snapshot_is_given_to_the_cli_as_a_private_copy() {
     let source = home.login(Flavor::AmazonQ, &valid_login("snap1"));
     let snapshot_dir = home.path().join("auth");
     let snapshot = snapshot_dir.join("data.sqlite3");
-    let rows = qbox::store::db::read_snapshot_rows(&source).unwrap();
-    qbox::store::snapshot::write_snapshot(
-        &rows,
-        &snapshot_dir,
-        0o400,
-        qbox::store::snapshot::SnapshotScope::Refreshable,
-    )
-    .unwrap();
+    let write_snapshot = || {
+        let rows = qbox::store::db::read_snapshot_rows(&source).unwrap();
+        qbox::store::snapshot::write_snapshot(
+            &rows,
+            &snapshot_dir,
+            0o400,
+            qbox::store::snapshot::SnapshotScope::Refreshable,
+        )
+        .unwrap();
+    };
+    write_snapshot();
     let record = home.path().join("record");
     let mut env = agent_env(&record);
     env.push(("QBOX_DB", snapshot.display().to_string()));
@@ -433,14 +436,7 @@ fn a_read_only_snapshot_is_given_to_the_cli_as_a_private_copy() {
     let mut fresh = valid_login("snap2");
     fresh.access_token = "aoa-access-snap2".into();
     crate::util::replace_stored_token(&source, Flavor::AmazonQ, &fresh.token_json());
-    let rows = qbox::store::db::read_snapshot_rows(&source).unwrap();
-    qbox::store::snapshot::write_snapshot(
-        &rows,
-        &snapshot_dir,
-        0o400,
-        qbox::store::snapshot::SnapshotScope::Refreshable,
-    )
-    .unwrap();
+    write_snapshot();
     let (_, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": "again"}));
     assert!(!is_error);
     assert_eq!(read_copy_token(&record), "aoa-access-snap2");
