@@ -115,9 +115,19 @@ pub(crate) fn standin_for_containers(
     (runtime, standin)
 }
 
-fn managed_containers() -> usize {
+/// The qbox-managed containers that match `filter` (a `docker ps`
+/// filter naming this test's own containers: the engine is shared with
+/// whatever else runs on the machine).
+fn managed_containers(filter: &str) -> usize {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", "label=qbox.managed=true"])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            "label=qbox.managed=true",
+            "--filter",
+            filter,
+        ])
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().lines().count()
@@ -176,11 +186,14 @@ fn in_a_container_the_sidecar_reads_the_mounted_snapshot_and_streams_an_answer()
 
     // The static binary resolves nothing and needs no C library: a chat
     // against the stand-in on the bridge gateway.
+    let own_label = format!("qbox.test=image-chat-{}", std::process::id());
     let chat = home
         .qbox()
         .env_remove("DOCKER_HOST")
         .args([
             "run",
+            "--label",
+            &own_label,
             "-e",
             &format!("QBOX_Q_ENDPOINT={}", standin.url()),
             image,
@@ -197,7 +210,7 @@ fn in_a_container_the_sidecar_reads_the_mounted_snapshot_and_streams_an_answer()
         requests[0].authorization.as_deref(),
         Some(format!("Bearer {}", login.access_token).as_str())
     );
-    assert_eq!(managed_containers(), 0);
+    assert_eq!(managed_containers(&format!("label={own_label}")), 0);
 }
 
 /// Runs `docker-compose` for one project; `down` on drop, whatever happened.
@@ -427,5 +440,5 @@ fn the_demo_runs_the_whole_chain_in_a_container_and_cleans_up() {
         run.stderr
     );
     crate::demo::assert_verified_and_clean(&home, &run);
-    assert_eq!(managed_containers(), 0);
+    assert_eq!(managed_containers("name=qbox-demo-"), 0);
 }
