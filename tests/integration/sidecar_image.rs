@@ -186,7 +186,7 @@ fn in_a_container_the_sidecar_reads_the_mounted_snapshot_and_streams_an_answer()
 
     // The static binary resolves nothing and needs no C library: a chat
     // against the stand-in on the bridge gateway.
-    let own_label = format!("qbox.test=image-chat-{}", std::process::id());
+    let own_label = format!("test.own=image-chat-{}", std::process::id());
     let chat = home
         .qbox()
         .env_remove("DOCKER_HOST")
