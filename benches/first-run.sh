@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # First run from a fresh clone: `cargo run --release --bin qbox -- demo` from a
 # cold target directory, next to `cargo build --release --bins` from another
-# cold target directory (the crates themselves already downloaded). Prints both
+# cold target directory (the crates themselves already downloaded: nothing is
+# fetched here, so both builds time compilation only). Prints both
 # wall times and their ratio. Each side gets its own CARGO_TARGET_DIR under a
 # temporary directory, removed at the end; the two builds run one after the
 # other, never at once.
@@ -13,7 +14,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cargo fetch --quiet
 
 seconds() {
   local started ended
