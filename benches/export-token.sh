@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Whole-process benchmark: `qbox export-token` on a valid token versus the
-# sqlite3 shell reading the same row, side by side in one hyperfine run.
-# Needs: hyperfine, sqlite3 (Debian packages of the same names).
+# Whole-process benchmark: `qbox export-token --field access` on a valid token
+# versus the sqlite3 shell reading the same row. Both are spawned directly (no
+# shell in between) and alternately by benches/spawn_compare.py, which prints
+# the medians and their ratio.
+# Needs: python3, sqlite3 (the Debian package of that name).
 # Usage: bash benches/export-token.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,15 +23,7 @@ INSERT INTO auth_kv VALUES ('codewhisperer:odic:token', '{"access_token":"aoa-be
 SQL
 
 export QBOX_DB="$store" NO_COLOR=1
-hyperfine --warmup 30 --runs "$runs" -N \
-  --export-json "$work/result.json" \
-  --command-name sqlite3 "sqlite3 $store \"select value from auth_kv where key='codewhisperer:odic:token'\"" \
-  --command-name qbox "target/release/qbox export-token" \
-  | grep -v "^$"
-
-python3 - "$work/result.json" <<'PY'
-import json, sys
-results = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
-sq, qb = results["sqlite3"]["median"], results["qbox"]["median"]
-print(f"median sqlite3 {sq*1000:.3f} ms, qbox export-token {qb*1000:.3f} ms, ratio {qb/sq:.2f}x")
-PY
+query="select value from auth_kv where key='codewhisperer:odic:token'"
+python3 benches/spawn_compare.py "$runs" 30 \
+  sqlite3 "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "$(command -v sqlite3)" "$store" "$query")" \
+  qbox "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "$PWD/target/release/qbox" export-token --field access)"

@@ -2,7 +2,9 @@
 //! `tools/call` round trip next to spawning `/bin/echo` directly and next
 //! to the same tool on the official MCP Python SDK; 100 concurrent calls;
 //! resident memory while idle. Run: `cargo bench --bench sidecar`
-//! (the Python peer needs `.venv` with `tests/python/requirements.txt`).
+//! (the Python peer needs `.venv` with `tests/python/requirements.txt`;
+//! `QBOX_BENCH_SIDECAR=PATH` measures that sidecar binary instead, e.g. the
+//! static build of the image).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -134,7 +136,12 @@ fn main() {
             .collect(),
     );
 
-    let mut qbox = Server::start(env!("CARGO_BIN_EXE_qbox-sidecar"), &["serve"]);
+    // QBOX_BENCH_SIDECAR measures another build of the sidecar (the static
+    // one of the image) against the same peers.
+    let sidecar = std::env::var("QBOX_BENCH_SIDECAR")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_qbox-sidecar").to_owned());
+    println!("sidecar: {sidecar}");
+    let mut qbox = Server::start(&sidecar, &["serve"]);
     std::thread::sleep(Duration::from_millis(500));
     let qbox_idle_rss = qbox.rss_kib();
     let qbox_call = measure_calls(&mut qbox);

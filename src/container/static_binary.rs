@@ -6,7 +6,10 @@
 //! before it is sent anywhere. When none is given, qbox looks beside itself,
 //! then builds one with cargo from the source tree it was built from: for
 //! the musl target when that target is installed, else as a statically
-//! linked glibc binary with a resolver written in Rust (`static-dns`).
+//! linked glibc binary (with a resolver written in Rust, `static-dns`, when
+//! the glibc is older than 2.34 and could not resolve names in a scratch
+//! image). Both are linked at a fixed address, and SQLite without the
+//! features qbox never uses: the image is the binary, so its size is theirs.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -190,25 +193,49 @@ pub fn musl_target() -> String {
 pub struct StaticBuild {
     pub target: String,
     /// `RUSTFLAGS` for the target (static glibc needs `crt-static`).
-    pub rustflags: Option<String>,
+    pub rustflags: String,
     pub features: Option<String>,
 }
 
+/// Code generation for both static builds. A fixed load address: a
+/// position-independent static binary carries a relocation record for every
+/// pointer in its read-only data (a third of a megabyte here), which its
+/// start-up code then applies; at a fixed address the linker resolves them.
+/// No unwind tables: the profile aborts on panic, so nothing unwinds.
+const CODEGEN: &str = "-C relocation-model=static -C force-unwind-tables=no";
+
+/// SQLite features the bundled build compiles in by default that qbox never
+/// uses (full-text search, R-trees, statistics tables, SOUNDEX): left out of
+/// the static binary to make the image smaller. The stores it reads are plain
+/// tables.
+pub const SQLITE_FLAGS: &str = "-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS \
+-USQLITE_ENABLE_FTS5 -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_STAT4 \
+-USQLITE_SOUNDEX";
+
+/// The first glibc whose static builds carry the `files` and `dns` name
+/// services themselves (they were merged into libc in 2.34), so that
+/// `getaddrinfo` reads `/etc/hosts` and `/etc/resolv.conf` inside a scratch
+/// image without loading any module.
+const GLIBC_WITH_BUILTIN_NSS: (u32, u32) = (2, 34);
+
 impl StaticBuild {
     /// musl when its standard library is installed (`rustup target add`),
-    /// else glibc linked statically with the Rust resolver.
-    pub fn choose(musl_installed: bool) -> Self {
+    /// else glibc linked statically; with the Rust resolver only when the
+    /// C library's (version `glibc`, if known) cannot resolve names in a
+    /// scratch image.
+    pub fn choose(musl_installed: bool, glibc: Option<(u32, u32)>) -> Self {
         if musl_installed {
             Self {
                 target: musl_target(),
-                rustflags: None,
+                rustflags: CODEGEN.to_owned(),
                 features: None,
             }
         } else {
+            let builtin_nss = glibc.is_some_and(|version| version >= GLIBC_WITH_BUILTIN_NSS);
             Self {
                 target: format!("{}-unknown-linux-gnu", std::env::consts::ARCH),
-                rustflags: Some("-C target-feature=+crt-static".into()),
-                features: Some("static-dns".into()),
+                rustflags: format!("-C target-feature=+crt-static {CODEGEN}"),
+                features: (!builtin_nss).then(|| "static-dns".to_owned()),
             }
         }
     }
@@ -231,6 +258,25 @@ impl StaticBuild {
         }
         args
     }
+}
+
+/// The version of this machine's glibc (`getconf GNU_LIBC_VERSION` prints
+/// `glibc 2.36`), which a static glibc build links in; `None` if unknown.
+fn glibc_version() -> Option<(u32, u32)> {
+    let output = Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    parse_glibc_version(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn parse_glibc_version(text: &str) -> Option<(u32, u32)> {
+    let version = text.trim().strip_prefix("glibc ")?;
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// Whether rustc has the standard library for `target` installed.
@@ -261,7 +307,7 @@ pub fn build_with_cargo(
     source: &Path,
     quiet: bool,
 ) -> Result<(PathBuf, StaticBuild), StaticBinaryError> {
-    let build = StaticBuild::choose(target_installed(&musl_target()));
+    let build = StaticBuild::choose(target_installed(&musl_target()), glibc_version());
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -271,9 +317,9 @@ pub fn build_with_cargo(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    if let Some(flags) = &build.rustflags {
-        command.env("RUSTFLAGS", flags);
-    }
+    command
+        .env("RUSTFLAGS", &build.rustflags)
+        .env("LIBSQLITE3_FLAGS", SQLITE_FLAGS);
     // Under `cargo run`, qbox inherits the variables cargo sets for the
     // program it runs; build scripts (ring's, cc's) watch some of them, so
     // passing them on would make this build redo what an earlier one did.
@@ -402,21 +448,38 @@ mod tests {
     }
 
     #[test]
-    fn the_fallback_build_is_static_glibc_with_the_rust_resolver() {
-        let musl = StaticBuild::choose(true);
+    fn the_fallback_build_is_static_glibc_with_the_rust_resolver_only_before_2_34() {
+        let musl = StaticBuild::choose(true, None);
         assert!(musl.target.ends_with("-unknown-linux-musl"));
-        assert_eq!(musl.rustflags, None);
-        let glibc = StaticBuild::choose(false);
-        assert!(glibc.target.ends_with("-unknown-linux-gnu"));
+        assert_eq!(musl.rustflags, CODEGEN);
+        assert_eq!(musl.features, None);
+        let old_glibc = StaticBuild::choose(false, Some((2, 31)));
+        assert!(old_glibc.target.ends_with("-unknown-linux-gnu"));
         assert_eq!(
-            glibc.rustflags.as_deref(),
-            Some("-C target-feature=+crt-static")
+            old_glibc.rustflags,
+            format!("-C target-feature=+crt-static {CODEGEN}")
         );
         assert!(
-            glibc
+            old_glibc
                 .cargo_args()
                 .ends_with(&["--features".into(), "static-dns".into()])
         );
+        assert_eq!(
+            StaticBuild::choose(false, None).features.as_deref(),
+            Some("static-dns")
+        );
+        let new_glibc = StaticBuild::choose(false, Some((2, 36)));
+        assert_eq!(new_glibc.rustflags, old_glibc.rustflags);
+        assert_eq!(new_glibc.features, None);
+        assert!(!new_glibc.cargo_args().contains(&"--features".to_owned()));
+    }
+
+    #[test]
+    fn glibc_versions_are_read_from_getconf() {
+        assert_eq!(parse_glibc_version("glibc 2.36\n"), Some((2, 36)));
+        assert_eq!(parse_glibc_version("glibc 2.39.1"), Some((2, 39)));
+        assert_eq!(parse_glibc_version("musl"), None);
+        assert_eq!(parse_glibc_version(""), None);
     }
 
     #[test]

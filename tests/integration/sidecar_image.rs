@@ -13,8 +13,9 @@ use qbox::store::Flavor;
 use crate::util::{TestHome, valid_login};
 
 const TAG: &str = "qbox-sidecar:test";
-/// The issue's target for the image.
-const MAX_IMAGE_BYTES: u64 = 15_000_000;
+/// The image's size target (issue 15: 8 MB with musl and with the glibc
+/// fallback; docs/performance.md).
+const MAX_IMAGE_BYTES: u64 = 8_000_000;
 
 fn docker_answers() -> bool {
     Command::new("docker")
