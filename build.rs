@@ -9,7 +9,6 @@
 //! once. What is given up is the randomised address of the executable's own
 //! code and data; the libraries, heap and stack are still randomised, and
 //! qbox forbids unsafe code.
-
 //!
 //! Only for the usual dynamically linked glibc build: the static builds of
 //! the sidecar image choose their own relocation model
