@@ -20,7 +20,9 @@ use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
 use bytes::Bytes;
 use bytes_utils::SegmentedBuf;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use qbox::eventstream::{Decoder, FrameError, Header, HeaderValue, Message, encode};
+use qbox::eventstream::{
+    ChunkDecoder, ChunkMessage, Decoder, FrameError, Header, HeaderValue, Message, encode,
+};
 
 fn q_frame(out: &mut Vec<u8>, i: usize) {
     let payload = format!(r#"{{"content":"Here is part {i:05} of the answer."}}"#);
@@ -99,6 +101,32 @@ fn decode_qbox(chunks: &[Bytes]) -> (usize, usize) {
     (seen, payload)
 }
 
+/// The same consumer on a message of the chunk-keeping decoder, whose
+/// payload may be the pieces of several chunks.
+#[inline]
+fn consume_chunked(message: &ChunkMessage<'_>) -> usize {
+    black_box(message.headers.get_str(":event-type"));
+    black_box(message.payload).len()
+}
+
+fn decode_qbox_chunked(chunks: &[Bytes]) -> (usize, usize) {
+    let mut decoder = ChunkDecoder::new();
+    let mut seen = 0;
+    let mut payload = 0;
+    for chunk in chunks {
+        // Owned chunks, as the body hands them out (a reference count).
+        decoder
+            .feed(chunk.clone(), |message| {
+                payload += consume_chunked(&message);
+                seen += 1;
+                Ok::<_, FrameError>(())
+            })
+            .expect("valid stream");
+    }
+    decoder.finish().expect("no trailing bytes");
+    (seen, payload)
+}
+
 fn decode_smithy(chunks: &[Bytes]) -> (usize, usize) {
     let mut decoder = MessageFrameDecoder::new();
     let mut buffer = SegmentedBuf::new();
@@ -161,6 +189,10 @@ fn bench(c: &mut Criterion) {
             assert_eq!(decode_qbox(&chunks), expected, "same messages");
             group.bench_function(format!("{split}/qbox"), |b| {
                 b.iter(|| decode_qbox(black_box(&chunks)));
+            });
+            assert_eq!(decode_qbox_chunked(&chunks), expected, "same messages");
+            group.bench_function(format!("{split}/qbox-chunked"), |b| {
+                b.iter(|| decode_qbox_chunked(black_box(&chunks)));
             });
             group.bench_function(format!("{split}/aws-smithy-eventstream"), |b| {
                 b.iter(|| decode_smithy(black_box(&chunks)));

@@ -28,9 +28,9 @@ impl Message<'_> {
 
 /// What the 12-byte prelude says.
 #[derive(Debug, Clone, Copy)]
-struct Prelude {
-    total: usize,
-    headers: usize,
+pub(super) struct Prelude {
+    pub(super) total: usize,
+    pub(super) headers: usize,
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
@@ -39,7 +39,7 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 
 /// Checks the prelude CRC and the length fields against the limits.
 #[inline]
-fn check_prelude(
+pub(super) fn check_prelude(
     prelude: &[u8; PRELUDE_LEN],
     max_message_len: usize,
 ) -> Result<Prelude, FrameError> {
@@ -87,7 +87,12 @@ fn check_prelude(
 /// Compares the message CRC of a complete frame with `computed`.
 #[inline]
 fn check_message_crc(frame: &[u8], computed: u32) -> Result<(), FrameError> {
-    let expected = be_u32(frame, frame.len() - 4);
+    check_message_crc_value(be_u32(frame, frame.len() - 4), computed)
+}
+
+/// Compares a frame's message CRC, `expected`, with `computed`.
+#[inline]
+pub(super) fn check_message_crc_value(expected: u32, computed: u32) -> Result<(), FrameError> {
     if expected != computed {
         return Err(FrameError::MessageChecksum { expected, computed });
     }
@@ -107,7 +112,7 @@ fn message(frame: &[u8], prelude: Prelude) -> Result<Message<'_>, FrameError> {
 }
 
 /// What the start of a chunk holds when nothing is buffered.
-enum Start<'a> {
+pub(super) enum Start<'a> {
     /// A whole frame, both CRCs checked.
     Whole(&'a [u8], Prelude),
     /// The start of a frame; its prelude, checked, if all 12 bytes are
@@ -118,7 +123,7 @@ enum Start<'a> {
 /// Fast path: looks for a whole frame at the start of `input`, to decode it
 /// in place.
 #[inline]
-fn start<'a>(
+pub(super) fn start<'a>(
     input: &'a [u8],
     max_message_len: usize,
     fresh: &Crc32,

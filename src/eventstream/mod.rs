@@ -7,12 +7,14 @@
 //! 12 bytes are present, so a corrupted length is reported at once instead of
 //! waiting for bytes that will never come.
 
+mod chunked;
 mod crc;
 mod decoder;
 mod encoder;
 mod error;
 mod header;
 
+pub use chunked::{ChunkDecoder, ChunkMessage, Payload};
 pub use decoder::{Decoder, Message};
 pub use encoder::{encode, encode_to_vec};
 pub use error::FrameError;

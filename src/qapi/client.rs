@@ -13,7 +13,7 @@ use super::conversation_store::ConversationStore;
 use super::endpoint::{self, ChatEndpoint};
 use super::error::{ApiError, ErrorKind, normalize_code};
 use super::model::{ChatEvent, GenerateAssistantResponseRequest};
-use crate::eventstream::{Decoder, FrameError, Message};
+use crate::eventstream::{ChunkDecoder, FrameError, Headers, Message};
 use crate::http::{ERROR_BODY_LIMIT, read_body_limited};
 use crate::secret::Secret;
 use crate::secret::redact_remote;
@@ -505,11 +505,15 @@ fn http_error(status: u16, headers: &HeaderMap, body: &[u8]) -> ApiError {
 
 /// Turns one frame into an event, or into the error an exception frame carries.
 pub fn event_from_message(message: &Message<'_>) -> Result<ChatEvent, ApiError> {
-    let headers = &message.headers;
+    event_from(&message.headers, message.payload)
+}
+
+/// [`event_from_message`] on a frame's headers and (whole) payload.
+fn event_from(headers: &Headers<'_>, payload: &[u8]) -> Result<ChatEvent, ApiError> {
     match headers.get_str(":message-type") {
         Some("event") => {
             let event_type = headers.get_str(":event-type").unwrap_or("unknown");
-            ChatEvent::parse(event_type, message.payload).map_err(|e| ApiError::BadEvent {
+            ChatEvent::parse(event_type, payload).map_err(|e| ApiError::BadEvent {
                 event_type: event_type.to_owned(),
                 detail: store::error::describe_json_error(&e),
             })
@@ -519,7 +523,7 @@ pub fn event_from_message(message: &Message<'_>) -> Result<ChatEvent, ApiError> 
             // SDK reads error bodies); the `:exception-type` header
             // only names the modelled member ("error" for an internal
             // failure), so it is the fallback.
-            let json: Option<serde_json::Value> = serde_json::from_slice(message.payload).ok();
+            let json: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
             let raw_code = first_field(json.as_ref(), &["code", "__type"])
                 .or_else(|| headers.get_str(":exception-type").map(str::to_owned))
                 .or_else(|| headers.get_str(":error-code").map(str::to_owned))
@@ -530,7 +534,7 @@ pub fn event_from_message(message: &Message<'_>) -> Result<ChatEvent, ApiError> 
                     .or_else(|| headers.get_str(":error-message").map(str::to_owned))
                     .unwrap_or_default(),
             );
-            let payload_text = String::from_utf8_lossy(message.payload);
+            let payload_text = String::from_utf8_lossy(payload);
             let mut kind = ErrorKind::classify(&code, &payload_text);
             if kind == ErrorKind::Other && code == "error" {
                 kind = ErrorKind::InternalServer;
@@ -549,7 +553,7 @@ pub fn event_from_message(message: &Message<'_>) -> Result<ChatEvent, ApiError> 
 #[derive(Debug)]
 pub struct ResponseStream {
     response: reqwest::Response,
-    decoder: Decoder,
+    decoder: ChunkDecoder,
     ready: VecDeque<Result<ChatEvent, ApiError>>,
     finished: bool,
     url: String,
@@ -569,7 +573,7 @@ impl ResponseStream {
     ) -> Self {
         Self {
             response,
-            decoder: Decoder::new(),
+            decoder: ChunkDecoder::new(),
             ready: VecDeque::new(),
             finished: false,
             url,
@@ -603,9 +607,13 @@ impl ResponseStream {
                 Ok(Ok(Some(chunk))) => {
                     let ready = &mut self.ready;
                     let decoded_any = &mut self.decoded_any;
-                    let fed = self.decoder.feed(&chunk, |message| {
+                    // The body's own chunks: a frame that spans them is
+                    // hashed where it lies, and only an event's payload
+                    // that was cut is copied together to be parsed.
+                    let fed = self.decoder.feed(chunk, |message| {
                         *decoded_any = true;
-                        ready.push_back(event_from_message(&message));
+                        let payload = message.payload.contiguous();
+                        ready.push_back(event_from(&message.headers, &payload));
                         Ok::<_, FrameError>(())
                     });
                     if let Err(err) = fed {

@@ -1,0 +1,483 @@
+//! A decoder for owned, reference-counted chunks (`Bytes`, as an HTTP body
+//! hands them out) that never copies a payload.
+//!
+//! [`Decoder`](super::Decoder) borrows each chunk only for the call, so a
+//! frame that spans chunks has to be copied together, and that copy costs
+//! as much as the CRC over it. Here the decoder keeps the chunks themselves
+//! (a reference count each): a spanning frame is hashed where it lies as its
+//! pieces arrive, and its payload is handed out as those pieces
+//! ([`Payload::Parts`]). Only a headers section or a message CRC that is cut
+//! by a chunk boundary is copied, and those are small. A frame that lies
+//! wholly inside one chunk is decoded in place, as `Decoder` does.
+
+use bytes::Bytes;
+
+use super::crc::Crc32;
+use super::decoder::{Prelude, Start, check_message_crc_value, check_prelude, start};
+use super::{FrameError, Headers, MAX_MESSAGE_LEN, PRELUDE_LEN};
+
+/// A message's payload: one slice, or the pieces of the chunks it arrived
+/// in, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload<'a> {
+    One(&'a [u8]),
+    Parts(&'a [Bytes]),
+}
+
+impl<'a> Payload<'a> {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::One(bytes) => bytes.len(),
+            Self::Parts(parts) => parts.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pieces, in order.
+    pub fn pieces(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (one, parts): (Option<&'a [u8]>, &'a [Bytes]) = match *self {
+            Self::One(bytes) => (Some(bytes), &[]),
+            Self::Parts(parts) => (None, parts),
+        };
+        one.into_iter().chain(parts.iter().map(|part| &part[..]))
+    }
+
+    /// The payload as one slice: borrowed when it is one piece, copied
+    /// together otherwise (for a consumer that must parse it whole).
+    pub fn contiguous(&self) -> std::borrow::Cow<'a, [u8]> {
+        match self {
+            Self::One(bytes) => std::borrow::Cow::Borrowed(bytes),
+            Self::Parts([part]) => std::borrow::Cow::Borrowed(&part[..]),
+            Self::Parts(parts) => std::borrow::Cow::Owned(parts.concat()),
+        }
+    }
+}
+
+/// A decoded message from [`ChunkDecoder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkMessage<'a> {
+    pub headers: Headers<'a>,
+    pub payload: Payload<'a>,
+}
+
+/// An incremental decoder that keeps the chunks of a spanning frame instead
+/// of copying them.
+#[derive(Debug)]
+pub struct ChunkDecoder {
+    /// The pieces of the unfinished frame, in order.
+    parts: Vec<Bytes>,
+    /// Bytes of the unfinished frame in `parts`.
+    have: usize,
+    /// The first 12 bytes, gathered while the prelude is not complete.
+    head: [u8; PRELUDE_LEN],
+    prelude: Option<Prelude>,
+    /// CRC-32 of the frame's first `min(have, total - 4)` bytes.
+    crc: Crc32,
+    fresh: Crc32,
+    /// A headers section cut by a chunk boundary, copied together.
+    headers: Vec<u8>,
+    /// The payload's pieces of the frame being handed out.
+    payload: Vec<Bytes>,
+    poisoned: bool,
+    max_message_len: usize,
+}
+
+impl Default for ChunkDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkDecoder {
+    /// A decoder with the specification's size limits.
+    pub fn new() -> Self {
+        Self::with_max_message_len(MAX_MESSAGE_LEN)
+    }
+
+    /// A decoder that also refuses frames longer than `max` bytes.
+    pub fn with_max_message_len(max: usize) -> Self {
+        Self {
+            parts: Vec::new(),
+            have: 0,
+            head: [0; PRELUDE_LEN],
+            prelude: None,
+            crc: Crc32::new(),
+            fresh: Crc32::new(),
+            headers: Vec::new(),
+            payload: Vec::new(),
+            poisoned: false,
+            max_message_len: max.min(MAX_MESSAGE_LEN),
+        }
+    }
+
+    /// Bytes of an unfinished frame held from earlier chunks.
+    pub fn buffered(&self) -> usize {
+        self.have
+    }
+
+    /// Decodes every complete message in `chunk` (and the frame that earlier
+    /// chunks started), calling `on_message` for each; keeps the rest.
+    /// After an error, every call fails with [`FrameError::Poisoned`].
+    pub fn feed<E: From<FrameError>>(
+        &mut self,
+        mut chunk: Bytes,
+        mut on_message: impl FnMut(ChunkMessage<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.poisoned {
+            return Err(FrameError::Poisoned.into());
+        }
+        loop {
+            if self.have == 0 {
+                // Nothing held: whole frames are decoded in place.
+                match start(&chunk, self.max_message_len, &self.fresh) {
+                    Ok(Start::Whole(frame, prelude)) => {
+                        let len = frame.len();
+                        let message = whole_message(frame, prelude).map_err(|e| self.poison(e))?;
+                        on_message(message)?;
+                        let _ = chunk.split_to(len);
+                        continue;
+                    }
+                    Ok(Start::Partial(_)) if chunk.is_empty() => return Ok(()),
+                    // The prelude is checked again below, as it is hashed.
+                    Ok(Start::Partial(_)) => {}
+                    Err(err) => return Err(self.poison(err).into()),
+                }
+            }
+            let complete = self.take(&mut chunk).map_err(|e| self.poison(e))?;
+            if !complete {
+                return Ok(());
+            }
+            let message = match self.assemble() {
+                Ok(message) => message,
+                Err(err) => return Err(self.poison(err).into()),
+            };
+            on_message(message)?;
+            self.reset();
+        }
+    }
+
+    /// Call at the end of the stream: fails if a frame was left unfinished.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if self.have == 0 {
+            return Ok(());
+        }
+        Err(FrameError::TruncatedFrame {
+            have: self.have,
+            needed: self.prelude.map_or(PRELUDE_LEN, |p| p.total),
+        })
+    }
+
+    fn poison(&mut self, err: FrameError) -> FrameError {
+        self.poisoned = true;
+        self.parts = Vec::new();
+        err
+    }
+
+    fn reset(&mut self) {
+        self.parts.clear();
+        self.payload.clear();
+        self.have = 0;
+        self.prelude = None;
+    }
+
+    /// Moves the start of `chunk` that belongs to the current frame into
+    /// `parts`, hashing it. Returns whether the frame is complete.
+    fn take(&mut self, chunk: &mut Bytes) -> Result<bool, FrameError> {
+        if self.prelude.is_none() {
+            if self.have == 0 {
+                self.crc = self.fresh.clone();
+            }
+            let n = (PRELUDE_LEN - self.have).min(chunk.len());
+            let piece = chunk.split_to(n);
+            self.head[self.have..self.have + n].copy_from_slice(&piece);
+            // Every frame's CRC covers its prelude.
+            self.crc.update(&piece);
+            self.push(piece);
+            if self.have < PRELUDE_LEN {
+                return Ok(false);
+            }
+            self.prelude = Some(check_prelude(&self.head, self.max_message_len)?);
+        }
+        let Some(prelude) = self.prelude else {
+            return Ok(false);
+        };
+        let n = (prelude.total - self.have).min(chunk.len());
+        let piece = chunk.split_to(n);
+        let crc_at = prelude.total - 4;
+        let hashed = n.min(crc_at.saturating_sub(self.have));
+        self.crc.update(&piece[..hashed]);
+        self.push(piece);
+        Ok(self.have == prelude.total)
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.have += piece.len();
+            self.parts.push(piece);
+        }
+    }
+
+    /// The complete frame in `parts`, checked, as a message.
+    fn assemble(&mut self) -> Result<ChunkMessage<'_>, FrameError> {
+        let prelude = self.prelude.expect("a complete frame has a prelude");
+        let mut expected = [0u8; 4];
+        gather(&self.parts, prelude.total - 4, &mut expected);
+        check_message_crc_value(u32::from_be_bytes(expected), self.crc.value())?;
+        let headers_end = PRELUDE_LEN + prelude.headers;
+        slices(
+            &self.parts,
+            headers_end,
+            prelude.total - 4,
+            &mut self.payload,
+        );
+        let Self {
+            parts,
+            headers,
+            payload,
+            ..
+        } = self;
+        let raw: &[u8] = match one_piece(parts, PRELUDE_LEN, headers_end) {
+            Some(raw) => raw,
+            None => {
+                headers.clear();
+                headers.resize(prelude.headers, 0);
+                gather(parts, PRELUDE_LEN, headers);
+                headers
+            }
+        };
+        Ok(ChunkMessage {
+            headers: Headers::parse(raw)?,
+            payload: Payload::Parts(payload),
+        })
+    }
+}
+
+/// A whole frame inside one chunk, viewed in place.
+fn whole_message(frame: &[u8], prelude: Prelude) -> Result<ChunkMessage<'_>, FrameError> {
+    let headers_end = PRELUDE_LEN + prelude.headers;
+    Ok(ChunkMessage {
+        headers: Headers::parse(&frame[PRELUDE_LEN..headers_end])?,
+        payload: Payload::One(&frame[headers_end..prelude.total - 4]),
+    })
+}
+
+/// Copies `out.len()` bytes of the frame in `parts`, from offset `at`.
+fn gather(parts: &[Bytes], mut at: usize, out: &mut [u8]) {
+    let mut filled = 0;
+    for part in parts {
+        if filled == out.len() {
+            break;
+        }
+        if at >= part.len() {
+            at -= part.len();
+            continue;
+        }
+        let n = (part.len() - at).min(out.len() - filled);
+        out[filled..filled + n].copy_from_slice(&part[at..at + n]);
+        filled += n;
+        at = 0;
+    }
+}
+
+/// Bytes `start..end` of the frame, if they lie in one piece.
+fn one_piece(parts: &[Bytes], start: usize, end: usize) -> Option<&[u8]> {
+    let mut offset = 0;
+    for part in parts {
+        let next = offset + part.len();
+        if start >= offset && end <= next {
+            return Some(&part[start - offset..end - offset]);
+        }
+        if next > start {
+            return None;
+        }
+        offset = next;
+    }
+    // An empty range past the last piece (no headers, no payload).
+    (start == end).then_some(&[][..])
+}
+
+/// The pieces of bytes `start..end` of the frame, as slices of `parts`
+/// (reference counts, no copy).
+fn slices(parts: &[Bytes], start: usize, end: usize, out: &mut Vec<Bytes>) {
+    out.clear();
+    let mut offset = 0;
+    for part in parts {
+        let next = offset + part.len();
+        let from = start.max(offset);
+        let to = end.min(next);
+        if from < to {
+            out.push(part.slice(from - offset..to - offset));
+        }
+        offset = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventstream::{Decoder, Header, HeaderValue, encode};
+
+    /// Frames small and large, some without headers or payload.
+    fn stream() -> (Vec<u8>, usize) {
+        let mut out = Vec::new();
+        let sizes = [0usize, 150, 20_000, 3, 70_000, 40];
+        for (i, len) in sizes.into_iter().enumerate() {
+            let payload: Vec<u8> = (0..len).map(|b| ((b * 7 + i) % 251) as u8).collect();
+            let headers = [Header {
+                name: ":event-type",
+                value: HeaderValue::String("chunk"),
+            }];
+            let headers: &[Header<'_>] = if i == 3 { &[] } else { &headers };
+            encode(headers, &payload, &mut out).unwrap();
+        }
+        (out, sizes.len())
+    }
+
+    /// What a test compares: (event type, payload) of every message.
+    type Seen = Vec<(Option<String>, Vec<u8>)>;
+
+    /// What the copying `Decoder` decodes.
+    fn reference(stream: &[u8]) -> Seen {
+        let mut decoder = Decoder::new();
+        let mut seen = Vec::new();
+        decoder
+            .feed(stream, |m| {
+                let kind = m.headers.get_str(":event-type").map(str::to_owned);
+                seen.push((kind, m.payload.to_vec()));
+                Ok::<_, FrameError>(())
+            })
+            .unwrap();
+        seen
+    }
+
+    fn decode_in(stream: &[u8], size: usize) -> Result<Seen, FrameError> {
+        let mut decoder = ChunkDecoder::new();
+        let mut seen = Vec::new();
+        for chunk in stream.chunks(size) {
+            decoder.feed(Bytes::copy_from_slice(chunk), |m| {
+                let kind = m.headers.get_str(":event-type").map(str::to_owned);
+                let mut payload = Vec::new();
+                for piece in m.payload.pieces() {
+                    payload.extend_from_slice(piece);
+                }
+                assert_eq!(payload.len(), m.payload.len());
+                assert_eq!(payload, m.payload.contiguous().as_ref());
+                seen.push((kind, payload));
+                Ok::<_, FrameError>(())
+            })?;
+        }
+        decoder.finish()?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn every_chunking_gives_the_messages_the_copying_decoder_gives() {
+        let (stream, frames) = stream();
+        let expected = reference(&stream);
+        assert_eq!(expected.len(), frames);
+        for size in [
+            1,
+            2,
+            5,
+            11,
+            12,
+            13,
+            100,
+            4096,
+            16 * 1024,
+            65_536,
+            stream.len(),
+        ] {
+            assert_eq!(
+                decode_in(&stream, size).unwrap(),
+                expected,
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_spanning_payload_is_handed_out_without_a_copy() {
+        let (stream, _) = stream();
+        let source = Bytes::from(stream);
+        let mut decoder = ChunkDecoder::new();
+        let mut spanning = 0;
+        let mut at = 0;
+        while at < source.len() {
+            let chunk = source.slice(at..(at + 16 * 1024).min(source.len()));
+            at += chunk.len();
+            decoder
+                .feed(chunk, |m| {
+                    if let Payload::Parts(parts) = m.payload {
+                        if parts.len() > 1 {
+                            spanning += 1;
+                        }
+                        // Each piece points into the source buffer itself.
+                        for part in parts {
+                            let base = source.as_ptr() as usize;
+                            let ptr = part.as_ptr() as usize;
+                            assert!(ptr >= base && ptr + part.len() <= base + source.len());
+                        }
+                    }
+                    Ok::<_, FrameError>(())
+                })
+                .unwrap();
+        }
+        decoder.finish().unwrap();
+        assert!(spanning >= 2, "the 20 kB and 70 kB frames span chunks");
+    }
+
+    #[test]
+    fn a_corrupted_spanning_frame_is_refused_and_poisons() {
+        let (mut stream, _) = stream();
+        // A byte inside the 70 kB frame's payload.
+        let at = stream.len() - 30_000;
+        stream[at] ^= 1;
+        let err = decode_in(&stream, 4096).unwrap_err();
+        assert!(matches!(err, FrameError::MessageChecksum { .. }), "{err}");
+
+        let mut decoder = ChunkDecoder::new();
+        let fed = decoder.feed(Bytes::copy_from_slice(&stream), |_| Ok::<_, FrameError>(()));
+        assert!(fed.is_err());
+        let again = decoder.feed(Bytes::from_static(b"x"), |_| Ok::<_, FrameError>(()));
+        assert_eq!(again, Err(FrameError::Poisoned));
+    }
+
+    #[test]
+    fn a_bad_prelude_split_across_chunks_is_refused_at_once() {
+        let (mut stream, _) = stream();
+        stream[9] ^= 0xff; // the first prelude's CRC
+        let mut decoder = ChunkDecoder::new();
+        let first = decoder.feed(Bytes::copy_from_slice(&stream[..7]), |_| {
+            Ok::<_, FrameError>(())
+        });
+        assert_eq!(first, Ok(()));
+        let second = decoder.feed(Bytes::copy_from_slice(&stream[7..12]), |_| {
+            Ok::<_, FrameError>(())
+        });
+        assert!(
+            matches!(second, Err(FrameError::PreludeChecksum { .. })),
+            "{second:?}"
+        );
+    }
+
+    #[test]
+    fn a_cut_stream_is_truncated() {
+        let (stream, _) = stream();
+        let mut decoder = ChunkDecoder::new();
+        decoder
+            .feed(Bytes::copy_from_slice(&stream[..stream.len() - 5]), |_| {
+                Ok::<_, FrameError>(())
+            })
+            .unwrap();
+        assert!(decoder.buffered() > 0);
+        assert!(matches!(
+            decoder.finish(),
+            Err(FrameError::TruncatedFrame { .. })
+        ));
+    }
+}
