@@ -5,8 +5,9 @@
 //! arrives in.
 //!
 //! Both sides get the same `Bytes` chunks and do the same consumer work:
-//! read the `:event-type` header and touch the payload. qbox is driven as
-//! its response reader drives it (`Decoder::feed` with each chunk); the peer
+//! read the `:event-type` header and touch the payload. qbox runs twice:
+//! `Decoder::feed` with each borrowed chunk, and `ChunkDecoder::feed` with
+//! the owned chunks (as its Amazon Q response reader drives it); the peer
 //! as the AWS SDK's event-stream receiver drives it: every chunk is pushed
 //! onto a `SegmentedBuf<Bytes>` that keeps what is not consumed yet, and
 //! `MessageFrameDecoder::decode_frame` is called on that buffer until it
@@ -114,9 +115,9 @@ fn decode_qbox_chunked(chunks: &[Bytes]) -> (usize, usize) {
     let mut seen = 0;
     let mut payload = 0;
     for chunk in chunks {
-        // Owned chunks, as the body hands them out (a reference count).
+        // The body's own chunk: a spanning frame keeps a reference to it.
         decoder
-            .feed(chunk.clone(), |message| {
+            .feed(chunk, |message| {
                 payload += consume_chunked(&message);
                 seen += 1;
                 Ok::<_, FrameError>(())

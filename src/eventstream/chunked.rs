@@ -8,7 +8,9 @@
 //! pieces arrive, and its payload is handed out as those pieces
 //! ([`Payload::Parts`]). Only a headers section or a message CRC that is cut
 //! by a chunk boundary is copied, and those are small. A frame that lies
-//! wholly inside one chunk is decoded in place, as `Decoder` does.
+//! wholly inside one chunk is decoded in place, as `Decoder` does, and a
+//! small frame that spans chunks is copied together: for a few hundred bytes
+//! a copy costs less than the reference counts of its pieces.
 
 use bytes::Bytes;
 
@@ -64,12 +66,18 @@ pub struct ChunkMessage<'a> {
     pub payload: Payload<'a>,
 }
 
+/// Spanning frames up to this size are copied together; larger ones are
+/// kept as the pieces of their chunks.
+const COPY_LIMIT: usize = 2048;
+
 /// An incremental decoder that keeps the chunks of a spanning frame instead
 /// of copying them.
 #[derive(Debug)]
 pub struct ChunkDecoder {
-    /// The pieces of the unfinished frame, in order.
+    /// The pieces of the unfinished frame, in order (a large frame).
     parts: Vec<Bytes>,
+    /// The unfinished frame, copied (a small frame).
+    copy: Vec<u8>,
     /// Bytes of the unfinished frame in `parts`.
     have: usize,
     /// The first 12 bytes, gathered while the prelude is not complete.
@@ -102,6 +110,7 @@ impl ChunkDecoder {
     pub fn with_max_message_len(max: usize) -> Self {
         Self {
             parts: Vec::new(),
+            copy: Vec::new(),
             have: 0,
             head: [0; PRELUDE_LEN],
             prelude: None,
@@ -124,30 +133,41 @@ impl ChunkDecoder {
     /// After an error, every call fails with [`FrameError::Poisoned`].
     pub fn feed<E: From<FrameError>>(
         &mut self,
-        mut chunk: Bytes,
+        chunk: &Bytes,
         mut on_message: impl FnMut(ChunkMessage<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         if self.poisoned {
             return Err(FrameError::Poisoned.into());
         }
+        // How much of `chunk` is used; advanced by index, so a whole frame
+        // costs no reference count.
+        let mut at = 0;
         loop {
             if self.have == 0 {
-                // Nothing held: whole frames are decoded in place.
-                match start(&chunk, self.max_message_len, &self.fresh) {
-                    Ok(Start::Whole(frame, prelude)) => {
-                        let len = frame.len();
-                        let message = whole_message(frame, prelude).map_err(|e| self.poison(e))?;
-                        on_message(message)?;
-                        let _ = chunk.split_to(len);
-                        continue;
+                // Nothing held: whole frames are decoded in place, one after
+                // the other (by index: no reference count), until one is cut
+                // off by the chunk's end.
+                let mut input = &chunk[at..];
+                loop {
+                    match start(input, self.max_message_len, &self.fresh) {
+                        Ok(Start::Whole(frame, prelude)) => match whole_message(frame, prelude) {
+                            Ok(message) => {
+                                input = &input[frame.len()..];
+                                on_message(message)?;
+                            }
+                            Err(err) => return Err(self.poison(err).into()),
+                        },
+                        // The prelude is checked again as it is hashed.
+                        Ok(Start::Partial(_)) => break,
+                        Err(err) => return Err(self.poison(err).into()),
                     }
-                    Ok(Start::Partial(_)) if chunk.is_empty() => return Ok(()),
-                    // The prelude is checked again below, as it is hashed.
-                    Ok(Start::Partial(_)) => {}
-                    Err(err) => return Err(self.poison(err).into()),
                 }
+                if input.is_empty() {
+                    return Ok(());
+                }
+                at = chunk.len() - input.len();
             }
-            let complete = self.take(&mut chunk).map_err(|e| self.poison(e))?;
+            let complete = self.take(chunk, &mut at).map_err(|e| self.poison(e))?;
             if !complete {
                 return Ok(());
             }
@@ -174,56 +194,72 @@ impl ChunkDecoder {
     fn poison(&mut self, err: FrameError) -> FrameError {
         self.poisoned = true;
         self.parts = Vec::new();
+        self.copy = Vec::new();
         err
     }
 
     fn reset(&mut self) {
         self.parts.clear();
+        self.copy.clear();
         self.payload.clear();
         self.have = 0;
         self.prelude = None;
     }
 
-    /// Moves the start of `chunk` that belongs to the current frame into
-    /// `parts`, hashing it. Returns whether the frame is complete.
-    fn take(&mut self, chunk: &mut Bytes) -> Result<bool, FrameError> {
-        if self.prelude.is_none() {
-            if self.have == 0 {
-                self.crc = self.fresh.clone();
+    /// Moves what belongs to the current frame from `chunk[*at..]` into
+    /// `copy` or `parts`, hashing it, and advances `at`. Returns whether the
+    /// frame is complete.
+    fn take(&mut self, chunk: &Bytes, at: &mut usize) -> Result<bool, FrameError> {
+        let prelude = match self.prelude {
+            Some(prelude) => prelude,
+            None => {
+                if self.have == 0 {
+                    self.crc = self.fresh.clone();
+                }
+                let n = (PRELUDE_LEN - self.have).min(chunk.len() - *at);
+                let piece = &chunk[*at..*at + n];
+                *at += n;
+                self.head[self.have..self.have + n].copy_from_slice(piece);
+                // Every frame's CRC covers its prelude.
+                self.crc.update(piece);
+                self.have += n;
+                if self.have < PRELUDE_LEN {
+                    return Ok(false);
+                }
+                let prelude = check_prelude(&self.head, self.max_message_len)?;
+                self.prelude = Some(prelude);
+                if prelude.total <= COPY_LIMIT {
+                    self.copy.extend_from_slice(&self.head);
+                } else {
+                    self.parts.push(Bytes::copy_from_slice(&self.head));
+                }
+                prelude
             }
-            let n = (PRELUDE_LEN - self.have).min(chunk.len());
-            let piece = chunk.split_to(n);
-            self.head[self.have..self.have + n].copy_from_slice(&piece);
-            // Every frame's CRC covers its prelude.
-            self.crc.update(&piece);
-            self.push(piece);
-            if self.have < PRELUDE_LEN {
-                return Ok(false);
-            }
-            self.prelude = Some(check_prelude(&self.head, self.max_message_len)?);
-        }
-        let Some(prelude) = self.prelude else {
-            return Ok(false);
         };
-        let n = (prelude.total - self.have).min(chunk.len());
-        let piece = chunk.split_to(n);
+        let n = (prelude.total - self.have).min(chunk.len() - *at);
+        let piece = &chunk[*at..*at + n];
         let crc_at = prelude.total - 4;
         let hashed = n.min(crc_at.saturating_sub(self.have));
         self.crc.update(&piece[..hashed]);
-        self.push(piece);
+        if prelude.total <= COPY_LIMIT {
+            self.copy.extend_from_slice(piece);
+        } else if n > 0 {
+            self.parts.push(chunk.slice(*at..*at + n));
+        }
+        *at += n;
+        self.have += n;
         Ok(self.have == prelude.total)
     }
 
-    fn push(&mut self, piece: Bytes) {
-        if !piece.is_empty() {
-            self.have += piece.len();
-            self.parts.push(piece);
-        }
-    }
-
-    /// The complete frame in `parts`, checked, as a message.
+    /// The complete frame in `copy` or `parts`, checked, as a message.
     fn assemble(&mut self) -> Result<ChunkMessage<'_>, FrameError> {
         let prelude = self.prelude.expect("a complete frame has a prelude");
+        if prelude.total <= COPY_LIMIT {
+            let frame = &self.copy[..];
+            let expected = frame.last_chunk::<4>().copied().unwrap_or_default();
+            check_message_crc_value(u32::from_be_bytes(expected), self.crc.value())?;
+            return whole_message(frame, prelude);
+        }
         let mut expected = [0u8; 4];
         gather(&self.parts, prelude.total - 4, &mut expected);
         check_message_crc_value(u32::from_be_bytes(expected), self.crc.value())?;
@@ -358,7 +394,7 @@ mod tests {
         let mut decoder = ChunkDecoder::new();
         let mut seen = Vec::new();
         for chunk in stream.chunks(size) {
-            decoder.feed(Bytes::copy_from_slice(chunk), |m| {
+            decoder.feed(&Bytes::copy_from_slice(chunk), |m| {
                 let kind = m.headers.get_str(":event-type").map(str::to_owned);
                 let mut payload = Vec::new();
                 for piece in m.payload.pieces() {
@@ -411,7 +447,7 @@ mod tests {
             let chunk = source.slice(at..(at + 16 * 1024).min(source.len()));
             at += chunk.len();
             decoder
-                .feed(chunk, |m| {
+                .feed(&chunk, |m| {
                     if let Payload::Parts(parts) = m.payload {
                         if parts.len() > 1 {
                             spanning += 1;
@@ -441,9 +477,12 @@ mod tests {
         assert!(matches!(err, FrameError::MessageChecksum { .. }), "{err}");
 
         let mut decoder = ChunkDecoder::new();
-        let fed = decoder.feed(Bytes::copy_from_slice(&stream), |_| Ok::<_, FrameError>(()));
+        let fed = decoder.feed(
+            &Bytes::copy_from_slice(&stream),
+            |_| Ok::<_, FrameError>(()),
+        );
         assert!(fed.is_err());
-        let again = decoder.feed(Bytes::from_static(b"x"), |_| Ok::<_, FrameError>(()));
+        let again = decoder.feed(&Bytes::from_static(b"x"), |_| Ok::<_, FrameError>(()));
         assert_eq!(again, Err(FrameError::Poisoned));
     }
 
@@ -452,11 +491,11 @@ mod tests {
         let (mut stream, _) = stream();
         stream[9] ^= 0xff; // the first prelude's CRC
         let mut decoder = ChunkDecoder::new();
-        let first = decoder.feed(Bytes::copy_from_slice(&stream[..7]), |_| {
+        let first = decoder.feed(&Bytes::copy_from_slice(&stream[..7]), |_| {
             Ok::<_, FrameError>(())
         });
         assert_eq!(first, Ok(()));
-        let second = decoder.feed(Bytes::copy_from_slice(&stream[7..12]), |_| {
+        let second = decoder.feed(&Bytes::copy_from_slice(&stream[7..12]), |_| {
             Ok::<_, FrameError>(())
         });
         assert!(
@@ -470,7 +509,7 @@ mod tests {
         let (stream, _) = stream();
         let mut decoder = ChunkDecoder::new();
         decoder
-            .feed(Bytes::copy_from_slice(&stream[..stream.len() - 5]), |_| {
+            .feed(&Bytes::copy_from_slice(&stream[..stream.len() - 5]), |_| {
                 Ok::<_, FrameError>(())
             })
             .unwrap();

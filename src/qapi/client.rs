@@ -610,7 +610,7 @@ impl ResponseStream {
                     // The body's own chunks: a frame that spans them is
                     // hashed where it lies, and only an event's payload
                     // that was cut is copied together to be parsed.
-                    let fed = self.decoder.feed(chunk, |message| {
+                    let fed = self.decoder.feed(&chunk, |message| {
                         *decoded_any = true;
                         let payload = message.payload.contiguous();
                         ready.push_back(event_from(&message.headers, &payload));
