@@ -300,7 +300,11 @@ impl AgentRunner {
         tokio::pin!(deadline);
         let mut keep_alive = tokio::time::interval(self.config.keep_alive);
         keep_alive.tick().await;
-        let mut scan = tokio::time::interval(SCAN_INTERVAL);
+        // The first walk of /proc one interval in: a CLI that was just
+        // started has started nothing yet, and what it starts and leaves
+        // is adopted by the sidecar (a subreaper) all the same.
+        let mut scan =
+            tokio::time::interval_at(tokio::time::Instant::now() + SCAN_INTERVAL, SCAN_INTERVAL);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stdout_open = true;
         // The CLI's exit status (when it could be read), and until when its
