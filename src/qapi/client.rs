@@ -13,7 +13,7 @@ use super::conversation_store::ConversationStore;
 use super::endpoint::{self, ChatEndpoint};
 use super::error::{ApiError, ErrorKind, normalize_code};
 use super::model::{ChatEvent, GenerateAssistantResponseRequest};
-use crate::eventstream::{ChunkDecoder, FrameError, Headers, Message};
+use crate::eventstream::{ChunkDecoder, FrameError, Headers};
 use crate::http::{ERROR_BODY_LIMIT, read_body_limited};
 use crate::secret::Secret;
 use crate::secret::redact_remote;
@@ -503,12 +503,8 @@ fn http_error(status: u16, headers: &HeaderMap, body: &[u8]) -> ApiError {
     }
 }
 
-/// Turns one frame into an event, or into the error an exception frame carries.
-pub fn event_from_message(message: &Message<'_>) -> Result<ChatEvent, ApiError> {
-    event_from(&message.headers, message.payload)
-}
-
-/// [`event_from_message`] on a frame's headers and (whole) payload.
+/// Turns one frame (its headers and whole payload) into an event, or into
+/// the error an exception frame carries.
 fn event_from(headers: &Headers<'_>, payload: &[u8]) -> Result<ChatEvent, ApiError> {
     match headers.get_str(":message-type") {
         Some("event") => {

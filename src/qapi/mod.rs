@@ -40,7 +40,7 @@ pub use chat_turn::ChatTurn;
 pub use client::{
     ACCESS_TOKEN_ENV, BareLogin, ClientOptions, Credentials, DEFAULT_IDLE_TIMEOUT,
     EVENT_STREAM_CONTENT_TYPE, PROFILE_ARN_ENV, QClient, REGION_ENV, ResponseStream, TARGET,
-    TIMEOUT_ENV, TOKEN_EXPIRES_AT_ENV, event_from_message, store_exists, user_agent,
+    TIMEOUT_ENV, TOKEN_EXPIRES_AT_ENV, store_exists, user_agent,
 };
 pub use conversation::{Conversation, ConversationError};
 pub use conversation_store::{ConversationStore, ConversationSummary, STATE_DIR_ENV};

@@ -84,18 +84,11 @@ fn a_users_image_serves_both_tools_over_stdio() {
     crate::agent_image::assert_the_cli_saw(&record, token);
     // The host's store is untouched, and nothing is left behind.
     assert_eq!(std::fs::read(&store).unwrap(), before);
-    let left = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            "label=qbox.managed=true",
-            "--filter",
-            &format!("ancestor={image}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(left.stdout.is_empty(), "a container was left behind");
+    assert_eq!(
+        crate::sidecar_image::managed_containers(&format!("ancestor={image}")),
+        0,
+        "a container was left behind"
+    );
     drop(runtime);
 }
 

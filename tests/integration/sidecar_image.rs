@@ -119,7 +119,7 @@ pub(crate) fn standin_for_containers(
 /// The qbox-managed containers that match `filter` (a `docker ps`
 /// filter naming this test's own containers: the engine is shared with
 /// whatever else runs on the machine).
-fn managed_containers(filter: &str) -> usize {
+pub(crate) fn managed_containers(filter: &str) -> usize {
     let out = Command::new("docker")
         .args([
             "ps",
