@@ -1,6 +1,7 @@
 //! `qbox demo`: the whole chain on a machine with no Amazon Q login and no
 //! network. A throwaway store with a demo token, the stand-in Amazon Q
-//! service, the sidecar image built locally, a container started through
+//! service, the sidecar image built locally (from the running qbox when no
+//! static sidecar is at hand: nothing compiled twice), a container started through
 //! `qbox run` with the snapshot mounted read-only, an MCP call into it, and
 //! the answer streamed back; then everything is cleaned up. Without a
 //! Docker engine the sidecar runs as a local process instead.
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::image::Packed;
 use crate::app::term::Palette;
 use crate::container::engine;
 use crate::container::image::DEFAULT_TAG;
@@ -30,7 +32,12 @@ Examples:
 
 Nothing leaves this machine: the Amazon Q service is a stand-in on a local address, and the
 login is a demo token in a throwaway store. The container, the snapshot and the store are
-removed at the end; the image stays (it is what `qbox run` and the compose stack use).")]
+removed at the end; the image stays (it is what `qbox run` and the compose stack use).
+
+The image: a static qbox-sidecar when one is given (--binary) or beside qbox; else this qbox
+itself, which is the sidecar when started as qbox-sidecar, with its loader and C library (glibc
+2.34 or later; nothing to compile); else a static one built with cargo. `qbox image build`
+always makes the static image, which is smaller.")]
 pub struct DemoArgs {
     /// Run the sidecar as a local process even when a Docker engine answers.
     #[arg(long)]
@@ -38,7 +45,8 @@ pub struct DemoArgs {
     /// Tag of the sidecar image to build and run.
     #[arg(long, default_value = DEFAULT_TAG)]
     image: String,
-    /// A static qbox-sidecar for the image (default: found or built, as `qbox image build`).
+    /// A static qbox-sidecar for the image (default: one beside qbox, else this qbox packed
+    /// with its libraries, else one built with cargo).
     #[arg(long, env = "QBOX_SIDECAR_BINARY", value_name = "PATH")]
     binary: Option<PathBuf>,
     /// What to ask.
@@ -98,24 +106,38 @@ pub async fn run(args: DemoArgs, quiet: bool, palette: Palette) -> anyhow::Resul
         Mode::Container { gateway } => {
             steps.step(
                 "building the qbox-sidecar image",
-                "FROM scratch, a static binary, nothing pulled",
+                "FROM scratch, nothing pulled",
             );
-            let (built, _) = super::image::build(args.binary.clone(), &args.image, quiet, palette)
-                .await
-                .map_err(|err| {
-                    let (_, hint) = crate::app::report::classify(&err);
-                    let hint = hint.map_or_else(String::new, |h| format!("{h}; or "));
-                    CommandError::new(exit::ERROR, format!("building the sidecar image: {err:#}"))
+            let (built, packed) =
+                super::image::build(args.binary.clone(), &args.image, true, quiet, palette)
+                    .await
+                    .map_err(|err| {
+                        let (_, hint) = crate::app::report::classify(&err);
+                        let hint = hint.map_or_else(String::new, |h| format!("{h}; or "));
+                        CommandError::new(
+                            exit::ERROR,
+                            format!("building the sidecar image: {err:#}"),
+                        )
                         .hint(format!(
                             "{hint}run `qbox demo --no-docker` to skip the container"
                         ))
-                })?;
+                    })?;
             steps.note(&format!(
                 "{} {} ({:.1} MB)",
                 palette.good("built"),
                 built.tag,
                 built.size as f64 / 1e6
             ));
+            if let Packed::RunningQbox { libraries, .. } = packed {
+                let beside = match libraries {
+                    0 => String::new(),
+                    n => format!(" with its loader and libraries ({n} files)"),
+                };
+                steps.note(&format!(
+                    "it holds this qbox as qbox-sidecar{beside}; \
+                     `qbox image build` makes the smaller static one"
+                ));
+            }
             let standin = start_standin(*gateway, &token, true).await?;
             steps.step("the stand-in Amazon Q service", &standin.url());
             let name = format!("qbox-demo-{}", std::process::id());

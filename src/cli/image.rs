@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::CliChoice;
 use crate::app::term::Palette;
 use crate::container::agent_image::{self, DEFAULT_AGENT_TAG};
+use crate::container::bundle;
 use crate::container::image::{self, BuildProgress, BuiltImage, DEFAULT_TAG};
 use crate::container::run::RunError;
 use crate::container::static_binary::{self, StaticBinaryError};
@@ -82,7 +83,8 @@ pub async fn run(
         }
         _ => {
             let tag = args.tag.as_deref().unwrap_or(DEFAULT_TAG);
-            build(args.binary, tag, quiet, palette).await?
+            let (built, packed) = build(args.binary, tag, false, quiet, palette).await?;
+            (built, packed.path().to_owned())
         }
     };
     if args.json {
@@ -132,24 +134,77 @@ fn agent_cli(agent: bool, cli: Option<CliChoice>) -> Result<Option<PathBuf>, Com
     }
 }
 
-/// Finds or builds the static binary, then builds the image with progress
-/// on stderr. Returns the image and the binary it holds.
+/// What the sidecar image holds.
+#[derive(Debug)]
+pub(crate) enum Packed {
+    /// A static `qbox-sidecar` (given, or found beside qbox, or built).
+    Static(PathBuf),
+    /// The running qbox under the sidecar's name, with this many files of
+    /// its loader and libraries.
+    RunningQbox { path: PathBuf, libraries: usize },
+}
+
+impl Packed {
+    /// The binary the image holds, as a file on this machine.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Static(path) | Self::RunningQbox { path, .. } => path,
+        }
+    }
+}
+
+/// Builds the sidecar image with progress on stderr, from a static sidecar
+/// that is given or beside qbox; else, when `running_qbox` allows it (the
+/// demo: nothing to compile), from the running qbox itself with its loader
+/// and libraries; else from a static sidecar built with cargo.
 pub(crate) async fn build(
     binary: Option<PathBuf>,
     tag: &str,
+    running_qbox: bool,
     quiet: bool,
     palette: Palette,
-) -> anyhow::Result<(BuiltImage, PathBuf)> {
+) -> anyhow::Result<(BuiltImage, Packed)> {
     // The engine first: there is no point in compiling for an absent engine.
+    let (docker, arch) = engine_and_arch().await?;
+    let given = binary.or_else(static_binary::beside_current_exe);
+    let bundled = match given {
+        None if running_qbox => bundle::current_exe(arch.as_deref())
+            .inspect_err(|why| progress(quiet, palette, &format!("not packing this qbox: {why}")))
+            .ok(),
+        _ => None,
+    };
+    let (binary, libraries, packed) = match bundled {
+        Some(bundle) => {
+            let packed = Packed::RunningQbox {
+                path: bundle.binary.path,
+                libraries: bundle.libraries.len(),
+            };
+            (bundle.binary.bytes, bundle.libraries, packed)
+        }
+        None => {
+            let binary = static_sidecar(given, arch.as_deref(), quiet, palette).await?;
+            (binary.bytes, Vec::new(), Packed::Static(binary.path))
+        }
+    };
+    let built = image::build_sidecar(
+        &docker,
+        &binary,
+        &libraries,
+        tag,
+        build_progress(quiet, palette),
+    )
+    .await
+    .map_err(|e| image_error(&e))?;
+    Ok((built, packed))
+}
+
+/// The engine and its CPU, with `qbox image`'s errors.
+async fn engine_and_arch() -> anyhow::Result<(image::Engine, Option<String>)> {
     let docker = image::connect().await.map_err(|e| image_error(&e))?;
     let arch = image::engine_arch(&docker)
         .await
         .map_err(|e| image_error(&e))?;
-    let binary = static_sidecar(binary, arch.as_deref(), quiet, palette).await?;
-    let built = image::build_sidecar(&docker, &binary, tag, build_progress(quiet, palette))
-        .await
-        .map_err(|e| image_error(&e))?;
-    Ok((built, binary.path))
+    Ok((docker, arch))
 }
 
 /// The builder's progress on stderr.
@@ -242,7 +297,8 @@ async fn build_agent(
                 );
                 image::build_sidecar(
                     &docker,
-                    &sidecar,
+                    &sidecar.bytes,
+                    &[],
                     DEFAULT_TAG,
                     build_progress(quiet, palette),
                 )

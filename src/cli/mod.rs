@@ -172,6 +172,12 @@ pub enum Command {
 
 /// Parses `args`, runs the command, and returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // A multi-call binary: under the sidecar's name, qbox is the sidecar
+    // (the image `qbox demo` builds holds this very file as qbox-sidecar).
+    if invoked_as(&args, crate::container::static_binary::SIDECAR) {
+        return crate::sidecar::run(args);
+    }
     let cli = match parse_args::<Cli>(args) {
         Ok(cli) => cli,
         Err(code) => return code,
@@ -179,6 +185,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
     crate::app::finish(cli.global.verbose, cli.global.quiet, |palette| {
         dispatch(cli, palette)
     })
+}
+
+/// Whether the program was started under the file name `name`.
+fn invoked_as(args: &[OsString], name: &str) -> bool {
+    args.first()
+        .and_then(|argv0| std::path::Path::new(argv0).file_name())
+        .is_some_and(|file| file == name)
 }
 
 fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
@@ -224,6 +237,19 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sidecar_is_told_by_the_file_name_it_was_started_under() {
+        let args = |argv0: &str| vec![OsString::from(argv0), OsString::from("serve")];
+        assert!(invoked_as(&args("qbox-sidecar"), "qbox-sidecar"));
+        assert!(invoked_as(
+            &args("/usr/local/bin/qbox-sidecar"),
+            "qbox-sidecar"
+        ));
+        assert!(!invoked_as(&args("/usr/bin/qbox"), "qbox-sidecar"));
+        assert!(!invoked_as(&args("/opt/qbox-sidecar/qbox"), "qbox-sidecar"));
+        assert!(!invoked_as(&[], "qbox-sidecar"));
+    }
 
     #[test]
     fn clap_definition_is_consistent() {

@@ -1,6 +1,7 @@
 //! Building the sidecar image through the Engine API, from a build context
 //! assembled in memory: `images/sidecar/Dockerfile` (compiled in) and the
-//! static `qbox-sidecar`. Nothing is pulled: the image is `FROM scratch`.
+//! static `qbox-sidecar`, or a dynamically linked one with its loader and
+//! libraries (`bundle`). Nothing is pulled: the image is `FROM scratch`.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,8 @@ use serde::Serialize;
 
 use super::engine;
 use super::run::{RunError, engine_error};
-use crate::container::static_binary::{SIDECAR, StaticBinary};
+use crate::container::bundle::ImageFile;
+use crate::container::static_binary::SIDECAR;
 
 /// The Dockerfile of the sidecar image.
 pub const SIDECAR_DOCKERFILE: &str = include_str!("../../images/sidecar/Dockerfile");
@@ -38,9 +40,32 @@ pub struct BuiltImage {
     pub size: u64,
 }
 
-/// The build context: a tar archive with the Dockerfile and the binary.
-pub fn context(binary: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut archive = tar::Builder::new(Vec::with_capacity(binary.len() + 8192));
+/// The line of the Dockerfile that copies the binary in.
+const COPY_BINARY: &str = "COPY qbox-sidecar /usr/local/bin/qbox-sidecar";
+
+/// Where the build context keeps the libraries, laid out as in the image.
+const LIBRARIES_DIR: &str = "libraries";
+
+/// The Dockerfile for a binary with `libraries` beside it: the sidecar's,
+/// plus one step that copies them to their paths when there are any.
+pub fn dockerfile(libraries: &[ImageFile]) -> String {
+    if libraries.is_empty() {
+        return SIDECAR_DOCKERFILE.to_owned();
+    }
+    SIDECAR_DOCKERFILE.replacen(
+        COPY_BINARY,
+        &format!(
+            "{COPY_BINARY}\n# The loader and C library of a dynamically linked binary.\nCOPY {LIBRARIES_DIR}/ /"
+        ),
+        1,
+    )
+}
+
+/// The build context: a tar archive with the Dockerfile, the binary and
+/// its libraries, if it has any.
+pub fn context(binary: &[u8], libraries: &[ImageFile]) -> std::io::Result<Vec<u8>> {
+    let size = binary.len() + libraries.iter().map(|f| f.bytes.len()).sum::<usize>();
+    let mut archive = tar::Builder::new(Vec::with_capacity(size + 8192));
     let mut append = |name: &str, mode: u32, data: &[u8]| {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
@@ -50,10 +75,17 @@ pub fn context(binary: &[u8]) -> std::io::Result<Vec<u8>> {
         header.set_cksum();
         archive.append_data(&mut header, name, data)
     };
-    append("Dockerfile", 0o644, SIDECAR_DOCKERFILE.as_bytes())?;
+    append("Dockerfile", 0o644, dockerfile(libraries).as_bytes())?;
     append(SIDECAR, 0o755, binary)?;
+    for file in libraries {
+        let inside = file.path.trim_start_matches('/');
+        append(&format!("{LIBRARIES_DIR}/{inside}"), file.mode, &file.bytes)?;
+    }
     archive.into_inner()
 }
+
+/// A connection to the engine, for callers outside this module.
+pub type Engine = Docker;
 
 /// The engine's CPU in Docker's spelling (`amd64`, `arm64`).
 pub async fn engine_arch(docker: &Docker) -> Result<Option<String>, RunError> {
@@ -67,14 +99,16 @@ pub async fn connect() -> Result<Docker, RunError> {
     engine::connect().await.map_err(engine_error)
 }
 
-/// Builds the sidecar image from `binary` and tags it `tag`.
+/// Builds the sidecar image from `binary` (with `libraries`, if it is
+/// dynamically linked) and tags it `tag`.
 pub async fn build_sidecar(
     docker: &Docker,
-    binary: &StaticBinary,
+    binary: &[u8],
+    libraries: &[ImageFile],
     tag: &str,
     on_progress: impl FnMut(BuildProgress<'_>),
 ) -> Result<BuiltImage, RunError> {
-    let context = context(&binary.bytes).map_err(|e| RunError::Failed(e.to_string()))?;
+    let context = context(binary, libraries).map_err(|e| RunError::Failed(e.to_string()))?;
     let args = HashMap::from([("QBOX_VERSION", env!("CARGO_PKG_VERSION"))]);
     build_context(docker, context, tag, &args, on_progress).await
 }
@@ -127,7 +161,7 @@ mod tests {
 
     #[test]
     fn the_context_holds_the_dockerfile_and_an_executable_binary() {
-        let tar = context(b"\x7fELF fake").unwrap();
+        let tar = context(b"\x7fELF fake", &[]).unwrap();
         let mut archive = tar::Archive::new(tar.as_slice());
         let entries: Vec<(String, u32, u64)> = archive
             .entries()
@@ -149,6 +183,44 @@ mod tests {
                 ("qbox-sidecar".into(), 0o755, 9),
             ]
         );
+    }
+
+    #[test]
+    fn libraries_go_to_their_paths_through_one_more_step() {
+        let libc = ImageFile {
+            path: "/lib/x86_64-linux-gnu/libc.so.6".into(),
+            mode: 0o644,
+            bytes: b"libc".to_vec(),
+        };
+        let loader = ImageFile {
+            path: "/lib64/ld-linux-x86-64.so.2".into(),
+            mode: 0o755,
+            bytes: b"ld".to_vec(),
+        };
+        let tar = context(b"qbox", &[libc, loader]).unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let mut text = String::new();
+        let mut entries = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            if path == "Dockerfile" {
+                std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            }
+            entries.push((path, entry.header().mode().unwrap()));
+        }
+        assert_eq!(
+            entries[1..],
+            [
+                ("qbox-sidecar".to_owned(), 0o755),
+                ("libraries/lib/x86_64-linux-gnu/libc.so.6".to_owned(), 0o644),
+                ("libraries/lib64/ld-linux-x86-64.so.2".to_owned(), 0o755),
+            ]
+        );
+        let copy = text.find(COPY_BINARY).unwrap();
+        let libraries = text.find("COPY libraries/ /").unwrap();
+        assert!(copy < libraries && libraries < text.find("USER ").unwrap());
+        assert_eq!(dockerfile(&[]), SIDECAR_DOCKERFILE);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `bollard`; every mount of auth state it creates is read-only.
 
 pub(crate) mod agent_image;
+pub(crate) mod bundle;
 pub(crate) mod detached;
 pub mod engine;
 pub(crate) mod image;

@@ -216,7 +216,7 @@ pub const SQLITE_FLAGS: &str = "-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENT
 /// services themselves (they were merged into libc in 2.34), so that
 /// `getaddrinfo` reads `/etc/hosts` and `/etc/resolv.conf` inside a scratch
 /// image without loading any module.
-const GLIBC_WITH_BUILTIN_NSS: (u32, u32) = (2, 34);
+pub(crate) const GLIBC_WITH_BUILTIN_NSS: (u32, u32) = (2, 34);
 
 impl StaticBuild {
     /// musl when its standard library is installed (`rustup target add`),
@@ -262,7 +262,7 @@ impl StaticBuild {
 
 /// The version of this machine's glibc (`getconf GNU_LIBC_VERSION` prints
 /// `glibc 2.36`), which a static glibc build links in; `None` if unknown.
-fn glibc_version() -> Option<(u32, u32)> {
+pub(crate) fn glibc_version() -> Option<(u32, u32)> {
     let output = Command::new("getconf")
         .arg("GNU_LIBC_VERSION")
         .stderr(Stdio::null())

@@ -19,7 +19,7 @@ use qbox::store::Flavor;
 use crate::util::{TestHome, valid_login};
 
 /// An image that is removed when the test ends, however it ends.
-struct RemoveImage(String);
+pub(crate) struct RemoveImage(pub(crate) String);
 
 impl Drop for RemoveImage {
     fn drop(&mut self) {
@@ -32,7 +32,7 @@ impl Drop for RemoveImage {
 }
 
 /// A tag no other test (or earlier run) uses.
-fn unique_tag(what: &str) -> String {
+pub(crate) fn unique_tag(what: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!(
         "qbox-test-{what}-{}-{}:latest",

@@ -850,3 +850,27 @@ fn health_asks_where_serve_listens_and_wants_a_usable_login() {
     let report: Value = serde_json::from_str(&stdio.stdout).unwrap();
     assert_eq!(report["transport"], "stdio");
 }
+
+/// qbox is a multi-call binary: the same file started as `qbox-sidecar` is
+/// the sidecar (the demo's image relies on it).
+#[test]
+fn qbox_started_as_qbox_sidecar_is_the_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("qbox-sidecar");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_qbox"), &link).unwrap();
+    let run = |exe: &Path| {
+        std::process::Command::new(exe)
+            .arg("--help")
+            .output()
+            .unwrap()
+    };
+    let as_sidecar = run(&link);
+    let real_sidecar = run(Path::new(env!("CARGO_BIN_EXE_qbox-sidecar")));
+    assert!(as_sidecar.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&as_sidecar.stdout),
+        String::from_utf8_lossy(&real_sidecar.stdout)
+    );
+    let as_qbox = run(Path::new(env!("CARGO_BIN_EXE_qbox")));
+    assert_ne!(as_qbox.stdout, as_sidecar.stdout);
+}

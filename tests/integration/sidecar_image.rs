@@ -443,3 +443,57 @@ fn the_demo_runs_the_whole_chain_in_a_container_and_cleans_up() {
     crate::demo::assert_verified_and_clean(&home, &run);
     assert_eq!(managed_containers("name=qbox-demo-"), 0);
 }
+
+/// The first run's path: no static sidecar given or beside qbox, so the
+/// demo packs the running (dynamically linked) qbox as qbox-sidecar with its
+/// loader and libraries instead of compiling one; the whole chain then runs
+/// in that image.
+#[test]
+fn without_a_static_sidecar_the_demo_packs_the_running_qbox() {
+    let Some(_) = sidecar_image() else { return };
+    let _turn = serial();
+    let home = TestHome::new();
+    let tag = crate::agent_image::unique_tag("packed");
+    let _remove = crate::agent_image::RemoveImage(tag.clone());
+    let run = crate::demo::demo_in(&home)
+        .env_remove("DOCKER_HOST")
+        .env_remove("QBOX_SIDECAR_BINARY")
+        .args(["--image", &tag])
+        .run();
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("it holds this qbox as qbox-sidecar with its loader"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("with cargo"),
+        "nothing compiled: {}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains("running in a container that `qbox run` started"),
+        "{}",
+        run.stdout
+    );
+    crate::demo::assert_verified_and_clean(&home, &run);
+    // The image runs the sidecar under its own name, from a scratch root
+    // whose only files are the binary, its loader and its libraries.
+    let history = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Entrypoint}}",
+            &tag,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&history.stdout).trim(),
+        r#"["qbox-sidecar"]"#
+    );
+    assert_eq!(managed_containers("name=qbox-demo-"), 0);
+}
