@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::crc::Crc32;
 use super::decoder::{Prelude, Start, check_message_crc_value, check_prelude, start};
-use super::{FrameError, Headers, MAX_MESSAGE_LEN, PRELUDE_LEN};
+use super::{FrameError, Headers, LastSection, MAX_MESSAGE_LEN, PRELUDE_LEN};
 
 /// A message's payload: one slice, or the pieces of the chunks it arrived
 /// in, in order.
@@ -92,6 +92,8 @@ pub struct ChunkDecoder {
     payload: Vec<Bytes>,
     poisoned: bool,
     max_message_len: usize,
+    /// The last headers section validated.
+    last: LastSection,
 }
 
 impl Default for ChunkDecoder {
@@ -120,6 +122,7 @@ impl ChunkDecoder {
             payload: Vec::new(),
             poisoned: false,
             max_message_len: max.min(MAX_MESSAGE_LEN),
+            last: LastSection::default(),
         }
     }
 
@@ -150,13 +153,15 @@ impl ChunkDecoder {
                 let mut input = &chunk[at..];
                 loop {
                     match start(input, self.max_message_len, &self.fresh) {
-                        Ok(Start::Whole(frame, prelude)) => match whole_message(frame, prelude) {
-                            Ok(message) => {
-                                input = &input[frame.len()..];
-                                on_message(message)?;
+                        Ok(Start::Whole(frame, prelude)) => {
+                            match whole_message(frame, prelude, &mut self.last) {
+                                Ok(message) => {
+                                    input = &input[frame.len()..];
+                                    on_message(message)?;
+                                }
+                                Err(err) => return Err(self.poison(err).into()),
                             }
-                            Err(err) => return Err(self.poison(err).into()),
-                        },
+                        }
                         // The prelude is checked again as it is hashed.
                         Ok(Start::Partial(_)) => break,
                         Err(err) => return Err(self.poison(err).into()),
@@ -258,7 +263,7 @@ impl ChunkDecoder {
             let frame = &self.copy[..];
             let expected = frame.last_chunk::<4>().copied().unwrap_or_default();
             check_message_crc_value(u32::from_be_bytes(expected), self.crc.value())?;
-            return whole_message(frame, prelude);
+            return whole_message(frame, prelude, &mut self.last);
         }
         let mut expected = [0u8; 4];
         gather(&self.parts, prelude.total - 4, &mut expected);
@@ -274,6 +279,7 @@ impl ChunkDecoder {
             parts,
             headers,
             payload,
+            last,
             ..
         } = self;
         let raw: &[u8] = match one_piece(parts, PRELUDE_LEN, headers_end) {
@@ -286,17 +292,23 @@ impl ChunkDecoder {
             }
         };
         Ok(ChunkMessage {
-            headers: Headers::parse(raw)?,
+            headers: last.parse(raw)?,
             payload: Payload::Parts(payload),
         })
     }
 }
 
-/// A whole frame inside one chunk, viewed in place.
-fn whole_message(frame: &[u8], prelude: Prelude) -> Result<ChunkMessage<'_>, FrameError> {
+/// A whole frame inside one chunk, viewed in place (its headers may be the
+/// remembered copy of the same bytes).
+#[inline]
+fn whole_message<'m>(
+    frame: &'m [u8],
+    prelude: Prelude,
+    last: &'m mut LastSection,
+) -> Result<ChunkMessage<'m>, FrameError> {
     let headers_end = PRELUDE_LEN + prelude.headers;
     Ok(ChunkMessage {
-        headers: Headers::parse(&frame[PRELUDE_LEN..headers_end])?,
+        headers: last.parse(&frame[PRELUDE_LEN..headers_end])?,
         payload: Payload::One(&frame[headers_end..prelude.total - 4]),
     })
 }

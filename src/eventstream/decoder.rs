@@ -7,7 +7,8 @@
 
 use super::crc::{Crc32, crc32_of_8};
 use super::{
-    FrameError, Headers, MAX_HEADERS_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, OVERHEAD, PRELUDE_LEN,
+    FrameError, Headers, LastSection, MAX_HEADERS_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, OVERHEAD,
+    PRELUDE_LEN,
 };
 
 /// A decoded message, borrowing from the input chunk or the decoder.
@@ -99,13 +100,18 @@ pub(super) fn check_message_crc_value(expected: u32, computed: u32) -> Result<()
     Ok(())
 }
 
-/// Validates the headers of a complete frame whose CRCs are right and views
-/// it as a message.
+/// Validates the headers of a complete frame whose CRCs are right (or
+/// recognises them as the last section validated) and views it as a
+/// message.
 #[inline]
-fn message(frame: &[u8], prelude: Prelude) -> Result<Message<'_>, FrameError> {
+fn message<'m>(
+    frame: &'m [u8],
+    prelude: Prelude,
+    last: &'m mut LastSection,
+) -> Result<Message<'m>, FrameError> {
     let headers_end = PRELUDE_LEN + prelude.headers;
     Ok(Message {
-        headers: Headers::parse(&frame[PRELUDE_LEN..headers_end])?,
+        headers: last.parse(&frame[PRELUDE_LEN..headers_end])?,
         payload: &frame[headers_end..prelude.total - 4],
         frame,
     })
@@ -165,6 +171,8 @@ pub struct Decoder {
     /// An error was returned: the stream position is lost for good.
     poisoned: bool,
     max_message_len: usize,
+    /// The last headers section validated.
+    last: LastSection,
 }
 
 impl Default for Decoder {
@@ -190,6 +198,7 @@ impl Decoder {
             handed_out: false,
             poisoned: false,
             max_message_len: max.min(MAX_MESSAGE_LEN),
+            last: LastSection::default(),
         }
     }
 
@@ -235,13 +244,14 @@ impl Decoder {
         }
         let filled = if self.partial.is_empty() {
             match start(input, self.max_message_len, &self.fresh) {
-                // The message borrows `input`, not the decoder, so a header
-                // error can still poison the decoder.
+                // Split borrows: the message borrows `input` and the last
+                // section, so a header error can still poison the decoder.
                 Ok(Start::Whole(frame, prelude)) => {
-                    return match message(frame, prelude) {
+                    let Self { last, poisoned, .. } = self;
+                    return match message(frame, prelude, last) {
                         Ok(message) => Ok((Some(message), frame.len())),
                         Err(err) => {
-                            self.poisoned = true;
+                            *poisoned = true;
                             Err(err)
                         }
                     };
@@ -270,10 +280,11 @@ impl Decoder {
             partial,
             handed_out,
             poisoned,
+            last,
             ..
         } = self;
         let frame: &'m [u8] = partial;
-        match message(frame, prelude) {
+        match message(frame, prelude, last) {
             Ok(message) => {
                 *handed_out = true;
                 Ok((Some(message), used))
@@ -299,16 +310,18 @@ impl Decoder {
                 // after the other, until one is cut off by the chunk's end.
                 loop {
                     match start(input, self.max_message_len, &self.fresh) {
-                        Ok(Start::Whole(frame, prelude)) => match message(frame, prelude) {
-                            Ok(message) => {
-                                input = &input[frame.len()..];
-                                on_message(message)?;
+                        Ok(Start::Whole(frame, prelude)) => {
+                            match message(frame, prelude, &mut self.last) {
+                                Ok(message) => {
+                                    input = &input[frame.len()..];
+                                    on_message(message)?;
+                                }
+                                Err(err) => {
+                                    self.poisoned = true;
+                                    return Err(err.into());
+                                }
                             }
-                            Err(err) => {
-                                self.poisoned = true;
-                                return Err(err.into());
-                            }
-                        },
+                        }
                         Ok(Start::Partial(prelude)) => {
                             self.begin(input, prelude);
                             return Ok(());

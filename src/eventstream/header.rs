@@ -204,9 +204,16 @@ fn value_at<'a>(
 
 /// The value whose type byte is at `at` and which ends at `end`, in a
 /// section already validated: no error to build, so `None` (which cannot
-/// happen) keeps the lookup panic-free.
+/// happen) keeps the lookup panic-free. `text` is the section as text when
+/// it is known to be ASCII: a string value is then cut from it, with no
+/// UTF-8 check.
 #[inline]
-fn validated_value(raw: &[u8], at: usize, end: usize) -> Option<HeaderValue<'_>> {
+fn validated_value<'a>(
+    raw: &'a [u8],
+    text: Option<&'a str>,
+    at: usize,
+    end: usize,
+) -> Option<HeaderValue<'a>> {
     let value = raw.get(at + 1..end)?;
     Some(match HeaderType::from_wire(*raw.get(at)?)? {
         HeaderType::BoolTrue => HeaderValue::Bool(true),
@@ -218,7 +225,10 @@ fn validated_value(raw: &[u8], at: usize, end: usize) -> Option<HeaderValue<'_>>
         HeaderType::Timestamp => HeaderValue::Timestamp(i64::from_be_bytes(take(value, 0)?)),
         HeaderType::Uuid => HeaderValue::Uuid(take(value, 0)?),
         HeaderType::Bytes => HeaderValue::Bytes(value.get(2..)?),
-        HeaderType::String => HeaderValue::String(std::str::from_utf8(value.get(2..)?).ok()?),
+        HeaderType::String => HeaderValue::String(match text {
+            Some(text) => text.get(at + 3..end)?,
+            None => std::str::from_utf8(value.get(2..)?).ok()?,
+        }),
     })
 }
 
@@ -309,11 +319,23 @@ const PAIRWISE_LIMIT: usize = 16;
 
 /// A headers section that has been fully validated: every header parses,
 /// every string is UTF-8, no name repeats.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Headers<'a> {
     raw: &'a [u8],
+    /// `raw` as text, when the section is known to be ASCII (one that a
+    /// decoder remembered, see [`LastSection`]).
+    text: Option<&'a str>,
     count: usize,
 }
+
+/// Sections are equal when their bytes are, wherever they are held.
+impl PartialEq for Headers<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for Headers<'_> {}
 
 impl std::fmt::Debug for Headers<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -352,7 +374,11 @@ impl<'a> Headers<'a> {
             count += 1;
             pos = next;
         }
-        Ok(Self { raw, count })
+        Ok(Self {
+            raw,
+            text: None,
+            count,
+        })
     }
 
     /// Validates a section header by header, with UTF-8 checks of each name
@@ -388,7 +414,11 @@ impl<'a> Headers<'a> {
             count += 1;
             pos = next;
         }
-        Ok(Self { raw, count })
+        Ok(Self {
+            raw,
+            text: None,
+            count,
+        })
     }
 
     /// How many headers there are.
@@ -420,7 +450,7 @@ impl<'a> Headers<'a> {
         while pos < self.raw.len() {
             let (found, next) = skip(self.raw, pos)?;
             if same(found, name.as_bytes()) {
-                return validated_value(self.raw, pos + 1 + found.len(), next);
+                return validated_value(self.raw, self.text, pos + 1 + found.len(), next);
             }
             pos = next;
         }
@@ -432,6 +462,66 @@ impl<'a> Headers<'a> {
         match self.get(name)? {
             HeaderValue::String(s) => Some(s),
             _ => None,
+        }
+    }
+}
+
+/// Sections longer than this are not remembered (the copy and the
+/// comparison would cost more than they save, and the memory is bounded).
+const REMEMBERED_LEN: usize = 1024;
+
+/// The last ASCII headers section a decoder validated, and its header
+/// count.
+///
+/// A stream repeats its headers frame after frame (Amazon Q sends the same
+/// three headers, event type, content type and message type, with every
+/// text event), and whether a section is valid depends on its bytes alone:
+/// a section equal byte for byte to the remembered one is valid, with the
+/// same count, and one comparison stands for the whole validation. Its
+/// string values are cut from the remembered text, so a lookup needs no
+/// UTF-8 check either. Any other section is validated in full.
+#[derive(Debug, Default)]
+pub(super) struct LastSection {
+    text: String,
+    count: usize,
+}
+
+impl LastSection {
+    /// Validates `raw`, or recognises it as the remembered section. The
+    /// headers of a recognised section borrow the remembered copy, which
+    /// holds the same bytes.
+    #[inline]
+    pub(super) fn parse<'s>(&'s mut self, raw: &'s [u8]) -> Result<Headers<'s>, FrameError> {
+        // Nothing remembered yet: the empty text, and the empty section is
+        // valid with no headers.
+        if self.text.as_bytes() == raw {
+            return Ok(self.headers());
+        }
+        self.validate(raw)
+    }
+
+    /// Validates a section that is not the remembered one, and remembers it
+    /// if it is ASCII and short.
+    #[inline(never)]
+    fn validate<'s>(&'s mut self, raw: &'s [u8]) -> Result<Headers<'s>, FrameError> {
+        let headers = Headers::parse(raw)?;
+        if raw.len() > REMEMBERED_LEN || !is_ascii(raw) {
+            return Ok(headers);
+        }
+        let Ok(text) = std::str::from_utf8(raw) else {
+            return Ok(headers);
+        };
+        self.text.clear();
+        self.text.push_str(text);
+        self.count = headers.count;
+        Ok(self.headers())
+    }
+
+    fn headers(&self) -> Headers<'_> {
+        Headers {
+            raw: self.text.as_bytes(),
+            text: Some(&self.text),
+            count: self.count,
         }
     }
 }
@@ -463,5 +553,112 @@ impl<'a> Iterator for HeaderIter<'a> {
         let (header, next) = parse_one(self.raw, self.pos).ok()?;
         self.pos = next;
         Some(header)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventstream::encode_to_vec;
+
+    /// The headers section of a frame with `headers`.
+    fn section(headers: &[Header<'_>]) -> Vec<u8> {
+        let frame = encode_to_vec(headers, b"").expect("valid headers");
+        frame[12..frame.len() - 4].to_vec()
+    }
+
+    fn string<'a>(name: &'a str, value: &'a str) -> Header<'a> {
+        Header {
+            name,
+            value: HeaderValue::String(value),
+        }
+    }
+
+    /// Everything a consumer can see of a section.
+    fn view(headers: &Headers<'_>) -> (usize, Vec<String>, Option<String>, Option<String>) {
+        (
+            headers.len(),
+            headers.iter().map(|h| format!("{h:?}")).collect(),
+            headers.get_str(":event-type").map(str::to_owned),
+            headers.get(":count").map(|v| format!("{v:?}")),
+        )
+    }
+
+    #[test]
+    fn a_remembered_section_reads_as_a_full_parse_does() {
+        let q = [
+            string(":event-type", "assistantResponseEvent"),
+            string(":content-type", "application/json"),
+            string(":message-type", "event"),
+        ];
+        let other = [
+            string(":event-type", "codeEvent"),
+            Header {
+                name: ":count",
+                value: HeaderValue::Int(-7),
+            },
+        ];
+        // Not ASCII: validated every time, never remembered.
+        let accented = [string(":event-type", "événement")];
+        let sections = [
+            section(&q),
+            section(&other),
+            section(&accented),
+            section(&[]),
+        ];
+        let mut last = LastSection::default();
+        for round in 0..3 {
+            for raw in &sections {
+                let full = view(&Headers::parse(raw).unwrap());
+                let remembered = last.parse(raw).unwrap();
+                assert_eq!(remembered.as_bytes(), &raw[..]);
+                assert_eq!(view(&remembered), full, "round {round}");
+                // The same section again, now recognised.
+                let again = last.parse(raw).unwrap();
+                assert_eq!(view(&again), full, "round {round}");
+            }
+        }
+        assert_eq!(last.text.as_bytes(), &section(&[])[..]);
+        let _ = last.parse(&sections[0]).unwrap();
+        assert_eq!(last.text.as_bytes(), &sections[0][..]);
+        let _ = last.parse(&sections[2]).unwrap();
+        assert_eq!(last.text.as_bytes(), &sections[0][..], "not ASCII: kept");
+    }
+
+    #[test]
+    fn a_section_one_byte_off_the_remembered_one_is_validated_in_full() {
+        let q = [
+            string(":event-type", "assistantResponseEvent"),
+            string(":content-type", "application/json"),
+            string(":message-type", "event"),
+        ];
+        let good = section(&q);
+        let mut last = LastSection::default();
+        last.parse(&good).unwrap();
+        let mut refused = 0;
+        for at in 0..good.len() {
+            for flip in [0x01, 0x20, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[at] ^= flip;
+                let expected = Headers::parse(&bad).map(|h| view(&h));
+                let got = last.parse(&bad).map(|h| view(&h));
+                assert_eq!(got, expected, "byte {at} ^ {flip:#x}");
+                refused += usize::from(got.is_err());
+                // The good section is still recognised, or remembered again.
+                assert_eq!(
+                    view(&last.parse(&good).unwrap()),
+                    view(&Headers::parse(&good).unwrap())
+                );
+            }
+        }
+        assert!(refused > good.len(), "most corruptions are refused");
+        // A duplicate name, which only the full validation finds.
+        let twice = b"\x02:a\x07\x00\x01x\x02:a\x07\x00\x01y";
+        assert_eq!(
+            last.parse(twice),
+            Err(FrameError::DuplicateHeader {
+                name: ":a".to_owned()
+            })
+        );
     }
 }

@@ -18,6 +18,7 @@ pub use chunked::{ChunkDecoder, ChunkMessage, Payload};
 pub use decoder::{Decoder, Message};
 pub use encoder::{encode, encode_to_vec};
 pub use error::FrameError;
+use header::LastSection;
 pub use header::{Header, HeaderType, HeaderValue, Headers};
 
 /// Bytes of the prelude: total length, headers length, prelude CRC.
