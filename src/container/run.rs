@@ -316,9 +316,17 @@ fn unix_now() -> i64 {
 }
 
 /// The engine's events about container `id` since `since`, up to the one
-/// that says it died (an OOM kill is reported before it). Bounded: the
-/// engine is asked for nothing later than a few seconds from now.
-async fn container_events(docker: &Docker, id: &str, since: i64) -> Vec<EventMessage> {
+/// that says it died, and when no OOM kill was reported by then, up to
+/// `after_death` longer for one (the engine usually reports it before the
+/// death, but the two come from different sources and a loaded machine can
+/// swap them).
+/// Bounded: the engine is asked for nothing later than a few seconds from now.
+async fn container_events(
+    docker: &Docker,
+    id: &str,
+    since: i64,
+    after_death: std::time::Duration,
+) -> Vec<EventMessage> {
     const PATIENCE_SECONDS: u64 = 5;
     let filters =
         std::collections::HashMap::from([("type", vec!["container"]), ("container", vec![id])]);
@@ -338,6 +346,21 @@ async fn container_events(docker: &Docker, id: &str, since: i64) -> Vec<EventMes
                 break;
             }
         }
+        // Only an OOM report is worth waiting for: it is the one late event
+        // that changes what qbox says.
+        let is_oom = |event: &EventMessage| event.action.as_deref() == Some("oom");
+        if !events.iter().any(is_oom) {
+            let late = async {
+                while let Some(Ok(event)) = stream.next().await {
+                    let oom = is_oom(&event);
+                    events.push(event);
+                    if oom {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(after_death, late).await;
+        }
     };
     let patience = std::time::Duration::from_secs(PATIENCE_SECONDS + 1);
     let _ = tokio::time::timeout(patience, collect).await;
@@ -348,7 +371,8 @@ async fn container_events(docker: &Docker, id: &str, since: i64) -> Vec<EventMes
 /// the engine's events: an auto-removed container cannot be inspected once
 /// it has exited).
 async fn oom_killed(docker: &Docker, id: &str, since: i64) -> bool {
-    container_events(docker, id, since)
+    const LATE_OOM_REPORT: std::time::Duration = std::time::Duration::from_secs(1);
+    container_events(docker, id, since, LATE_OOM_REPORT)
         .await
         .iter()
         .any(|event| event.action.as_deref() == Some("oom"))
@@ -356,7 +380,7 @@ async fn oom_killed(docker: &Docker, id: &str, since: i64) -> bool {
 
 /// The exit code the engine logged when container `id` died.
 async fn logged_exit_code(docker: &Docker, id: &str, since: i64) -> Option<u8> {
-    container_events(docker, id, since)
+    container_events(docker, id, since, std::time::Duration::ZERO)
         .await
         .iter()
         .filter(|event| event.action.as_deref() == Some("die"))
