@@ -348,7 +348,6 @@ async fn container_events(
         }
         // Only an OOM report is worth waiting for: it is the one late event
         // that changes what qbox says.
-        let is_oom = |event: &EventMessage| event.action.as_deref() == Some("oom");
         if !events.iter().any(is_oom) {
             let late = async {
                 while let Some(Ok(event)) = stream.next().await {
@@ -375,7 +374,12 @@ async fn oom_killed(docker: &Docker, id: &str, since: i64) -> bool {
     container_events(docker, id, since, LATE_OOM_REPORT)
         .await
         .iter()
-        .any(|event| event.action.as_deref() == Some("oom"))
+        .any(is_oom)
+}
+
+/// Whether `event` reports an OOM kill.
+fn is_oom(event: &EventMessage) -> bool {
+    event.action.as_deref() == Some("oom")
 }
 
 /// The exit code the engine logged when container `id` died.
