@@ -13,14 +13,8 @@ cargo build --release --quiet --bin qbox
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 store="$work/data.sqlite3"
-expires=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
-sqlite3 "$store" <<SQL
-CREATE TABLE migrations (id INTEGER PRIMARY KEY, version INTEGER NOT NULL, migration_time INTEGER NOT NULL);
-CREATE TABLE state (key TEXT PRIMARY KEY, value BLOB);
-CREATE TABLE auth_kv (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE conversations (key TEXT PRIMARY KEY, value TEXT);
-INSERT INTO auth_kv VALUES ('codewhisperer:odic:token', '{"access_token":"aoa-bench","expires_at":"$expires","refresh_token":"aor-bench","region":"us-east-1","start_url":"https://view.awsapps.com/start","oauth_flow":"DeviceCode","scopes":["codewhisperer:completions"]}');
-SQL
+source benches/store.sh
+bench_store "$store"
 
 export QBOX_DB="$store" NO_COLOR=1
 query="select value from auth_kv where key='codewhisperer:odic:token'"

@@ -10,19 +10,32 @@ use std::time::Duration;
 /// and the AWS CLI read them that way. (Variables qbox reads itself go
 /// through helpers that ignore empty values the same way.)
 pub fn ignore_empty_env(command: clap::Command) -> clap::Command {
+    // Rebuilding a command's arguments allocates on every start, and almost
+    // no run has an empty variable: look before touching anything.
+    if !has_empty_env(&command) {
+        return command;
+    }
     command
         .mut_args(|arg| {
-            let empty = arg
-                .get_env()
-                .and_then(std::env::var_os)
-                .is_some_and(|value| value.is_empty());
-            if empty {
+            if env_is_empty(&arg) {
                 arg.env(None::<&'static str>)
             } else {
                 arg
             }
         })
         .mut_subcommands(ignore_empty_env)
+}
+
+/// Whether an option of `command` or of one of its subcommands has its
+/// environment variable set to the empty string.
+fn has_empty_env(command: &clap::Command) -> bool {
+    command.get_arguments().any(env_is_empty) || command.get_subcommands().any(has_empty_env)
+}
+
+fn env_is_empty(arg: &clap::Arg) -> bool {
+    arg.get_env()
+        .and_then(std::env::var_os)
+        .is_some_and(|value| value.is_empty())
 }
 
 /// Parses `90`, `90s`, `500ms`, `5m` or `1h` into a duration.

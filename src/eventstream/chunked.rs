@@ -306,10 +306,10 @@ fn whole_message<'m>(
     prelude: Prelude,
     last: &'m mut LastSection,
 ) -> Result<ChunkMessage<'m>, FrameError> {
-    let headers_end = PRELUDE_LEN + prelude.headers;
+    let (headers, payload) = prelude.sections(frame);
     Ok(ChunkMessage {
-        headers: last.parse(&frame[PRELUDE_LEN..headers_end])?,
-        payload: Payload::One(&frame[headers_end..prelude.total - 4]),
+        headers: last.parse(headers)?,
+        payload: Payload::One(payload),
     })
 }
 

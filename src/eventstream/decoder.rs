@@ -34,6 +34,19 @@ pub(super) struct Prelude {
     pub(super) headers: usize,
 }
 
+impl Prelude {
+    /// The headers section and the payload of `frame`, the whole frame this
+    /// prelude describes.
+    #[inline]
+    pub(super) fn sections(self, frame: &[u8]) -> (&[u8], &[u8]) {
+        let headers_end = PRELUDE_LEN + self.headers;
+        (
+            &frame[PRELUDE_LEN..headers_end],
+            &frame[headers_end..self.total - 4],
+        )
+    }
+}
+
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
@@ -109,10 +122,10 @@ fn message<'m>(
     prelude: Prelude,
     last: &'m mut LastSection,
 ) -> Result<Message<'m>, FrameError> {
-    let headers_end = PRELUDE_LEN + prelude.headers;
+    let (headers, payload) = prelude.sections(frame);
     Ok(Message {
-        headers: last.parse(&frame[PRELUDE_LEN..headers_end])?,
-        payload: &frame[headers_end..prelude.total - 4],
+        headers: last.parse(headers)?,
+        payload,
         frame,
     })
 }

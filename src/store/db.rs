@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::discovery::Flavor;
 use super::error::StoreError;
@@ -229,30 +229,43 @@ fn placeholders(n: usize) -> String {
 }
 
 fn read_auth_rows_in(conn: &Connection) -> rusqlite::Result<AuthRows> {
-    let keys = known_auth_keys();
-    let mut auth = conn.prepare(&format!(
-        "SELECT key, value FROM auth_kv WHERE key IN ({}) ORDER BY key",
-        placeholders(keys.len())
-    ))?;
-    let auth_kv = auth
-        .query_map(rusqlite::params_from_iter(keys.iter()), |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                Secret::containing_parsed(row.get::<_, String>(1)?),
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let auth_kv = lookup_each::<String>(
+        conn,
+        "SELECT value FROM auth_kv WHERE key = ?1",
+        known_auth_keys(),
+    )?;
+    Ok(AuthRows {
+        auth_kv: auth_kv
+            .into_iter()
+            .map(|(key, value)| (key, Secret::containing_parsed(value)))
+            .collect(),
+        state: lookup_each(
+            conn,
+            "SELECT value FROM state WHERE key = ?1",
+            AUTH_STATE_KEYS.to_vec(),
+        )?,
+    })
+}
 
-    let mut state = conn.prepare(&format!(
-        "SELECT key, value FROM state WHERE key IN ({}) ORDER BY key",
-        placeholders(AUTH_STATE_KEYS.len())
-    ))?;
-    let state = state
-        .query_map(rusqlite::params_from_iter(AUTH_STATE_KEYS.iter()), |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, Value>(1)?))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(AuthRows { auth_kv, state })
+/// The rows `query` (one `?1` key parameter) finds for each of `keys`, in
+/// key order. One indexed lookup per key rather than one `key IN (...)`:
+/// SQLite answers an IN list with a temporary b-tree whose page cache alone
+/// costs a short command such as `export-token` a score of page faults.
+fn lookup_each<T: rusqlite::types::FromSql>(
+    conn: &Connection,
+    query: &str,
+    mut keys: Vec<&'static str>,
+) -> rusqlite::Result<Vec<(String, T)>> {
+    keys.sort_unstable();
+    keys.dedup();
+    let mut statement = conn.prepare(query)?;
+    let mut rows = Vec::new();
+    for key in keys {
+        if let Some(value) = statement.query_row([key], |row| row.get(0)).optional()? {
+            rows.push((key.to_owned(), value));
+        }
+    }
+    Ok(rows)
 }
 
 /// Reads the login rows in one short read transaction.
