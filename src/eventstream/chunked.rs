@@ -83,7 +83,8 @@ pub struct ChunkDecoder {
     /// The first 12 bytes, gathered while the prelude is not complete.
     head: [u8; PRELUDE_LEN],
     prelude: Option<Prelude>,
-    /// CRC-32 of the frame's first `min(have, total - 4)` bytes.
+    /// CRC-32 of a large frame's first `min(have, total - 4)` bytes (a
+    /// small one is hashed whole when complete).
     crc: Crc32,
     fresh: Crc32,
     /// A headers section cut by a chunk boundary, copied together.
@@ -218,15 +219,10 @@ impl ChunkDecoder {
         let prelude = match self.prelude {
             Some(prelude) => prelude,
             None => {
-                if self.have == 0 {
-                    self.crc = self.fresh.clone();
-                }
                 let n = (PRELUDE_LEN - self.have).min(chunk.len() - *at);
                 let piece = &chunk[*at..*at + n];
                 *at += n;
                 self.head[self.have..self.have + n].copy_from_slice(piece);
-                // Every frame's CRC covers its prelude.
-                self.crc.update(piece);
                 self.have += n;
                 if self.have < PRELUDE_LEN {
                     return Ok(false);
@@ -236,6 +232,9 @@ impl ChunkDecoder {
                 if prelude.total <= COPY_LIMIT {
                     self.copy.extend_from_slice(&self.head);
                 } else {
+                    // Every frame's CRC covers its prelude.
+                    self.crc = self.fresh.clone();
+                    self.crc.update(&self.head);
                     self.parts.push(Bytes::copy_from_slice(&self.head));
                 }
                 prelude
@@ -243,13 +242,17 @@ impl ChunkDecoder {
         };
         let n = (prelude.total - self.have).min(chunk.len() - *at);
         let piece = &chunk[*at..*at + n];
-        let crc_at = prelude.total - 4;
-        let hashed = n.min(crc_at.saturating_sub(self.have));
-        self.crc.update(&piece[..hashed]);
         if prelude.total <= COPY_LIMIT {
+            // Hashed whole once complete: one pass over a few hundred bytes
+            // costs less than a pass per piece.
             self.copy.extend_from_slice(piece);
-        } else if n > 0 {
-            self.parts.push(chunk.slice(*at..*at + n));
+        } else {
+            let crc_at = prelude.total - 4;
+            let hashed = n.min(crc_at.saturating_sub(self.have));
+            self.crc.update(&piece[..hashed]);
+            if n > 0 {
+                self.parts.push(chunk.slice(*at..*at + n));
+            }
         }
         *at += n;
         self.have += n;
@@ -261,8 +264,11 @@ impl ChunkDecoder {
         let prelude = self.prelude.expect("a complete frame has a prelude");
         if prelude.total <= COPY_LIMIT {
             let frame = &self.copy[..];
-            let expected = frame.last_chunk::<4>().copied().unwrap_or_default();
-            check_message_crc_value(u32::from_be_bytes(expected), self.crc.value())?;
+            let (hashed, expected) = frame.split_at(prelude.total - 4);
+            let mut crc = self.fresh.clone();
+            crc.update(hashed);
+            let expected = expected.first_chunk::<4>().copied().unwrap_or_default();
+            check_message_crc_value(u32::from_be_bytes(expected), crc.value())?;
             return whole_message(frame, prelude, &mut self.last);
         }
         let mut expected = [0u8; 4];
@@ -496,6 +502,31 @@ mod tests {
         assert!(fed.is_err());
         let again = decoder.feed(&Bytes::from_static(b"x"), |_| Ok::<_, FrameError>(()));
         assert_eq!(again, Err(FrameError::Poisoned));
+    }
+
+    #[test]
+    fn a_small_spanning_frame_with_any_byte_flipped_is_refused() {
+        // Small frames are copied together when cut; a flip anywhere must
+        // fail a CRC or a check, whatever the chunking.
+        let headers = [Header {
+            name: ":event-type",
+            value: HeaderValue::String("chunk"),
+        }];
+        let mut small = Vec::new();
+        encode(&headers, b"", &mut small).unwrap();
+        encode(&headers, &[7u8; 150], &mut small).unwrap();
+        assert_eq!(reference(&small).len(), 2);
+        for at in 0..small.len() {
+            let mut bad = small.clone();
+            bad[at] ^= 0x20;
+            for size in [1, 7, 100] {
+                let result = decode_in(&bad, size);
+                assert!(
+                    result.is_err(),
+                    "byte {at} flipped, chunks of {size}: {result:?}"
+                );
+            }
+        }
     }
 
     #[test]
