@@ -8,9 +8,9 @@
 //! ends (removing the snapshot) when the engine reports the container died
 //! or was removed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -38,7 +38,8 @@ Examples:
 Only containers started with qbox run -d have a keeper of their own (a foreground
 qbox run keeps its container's login itself). The keeper ends, and removes the
 container's login snapshot, when the container stops or is removed. Its log:
-$XDG_STATE_HOME/qbox/keepers/<container id>.log (~/.local/state/qbox/keepers/...).
+$XDG_STATE_HOME/qbox/keepers/<container id>.log (~/.local/state/qbox/keepers/...);
+a keeper that starts removes the logs nothing has written to for 30 days.
 `qbox run --attach-keeper NAME|ID` is the same command.
 
 Exit codes: 0 a keeper runs, 1 the container is not one qbox run -d started and
@@ -129,6 +130,7 @@ fn open_log(id: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
     }
     crate::store::snapshot::prepare_private_dir(&dir)?;
+    prune_logs(&dir, id, SystemTime::now());
     let path = dir.join(format!("{id}.log"));
     let mut options = std::fs::OpenOptions::new();
     options.append(true).create(true);
@@ -143,6 +145,45 @@ fn open_log(id: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
         .open(&path)
         .map_err(|e| anyhow::anyhow!("opening the keeper's log {}: {e}", path.display()))?;
     Ok((path, file))
+}
+
+/// How long a keeper's log is kept after its last line.
+const LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Removes the keeper logs in `dir` that nothing has written to for
+/// [`LOG_RETENTION`], except `keep`'s: without it, every container ever
+/// started with `qbox run -d` would leave its log behind for good. Only
+/// regular files named like a keeper's log (`<64 hex digits>.log`) are
+/// touched; anything else in the directory is the user's. Best effort: a
+/// file that cannot be read or removed stays.
+fn prune_logs(dir: &Path, keep: &str, now: SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|name| name.strip_suffix(".log")) else {
+            continue;
+        };
+        if id == keep || id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        // The entry itself, never what a link points to.
+        let Ok(metadata) = entry.metadata() else {
+            continue;
+        };
+        let stale = metadata
+            .modified()
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age > LOG_RETENTION);
+        if metadata.is_file() && stale {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::debug!("removed the old keeper log {}", entry.path().display()),
+                Err(err) => tracing::debug!("keeping {}: {err}", entry.path().display()),
+            }
+        }
+    }
 }
 
 /// A keeper that has recorded itself.
@@ -451,5 +492,56 @@ async fn stop_signal() -> String {
     tokio::select! {
         _ = terminate.recv() => "SIGTERM".to_owned(),
         _ = interrupt.recv() => "SIGINT".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_old_keeper_logs_other_than_the_current_one_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let old = now - LOG_RETENTION - Duration::from_secs(3600);
+        let recent = now - LOG_RETENTION + Duration::from_secs(3600);
+        let id = |c: char| c.to_string().repeat(64);
+        let write = |name: &str, modified: SystemTime| {
+            let file = std::fs::File::create(dir.path().join(name)).unwrap();
+            file.set_modified(modified).unwrap();
+        };
+        write(&format!("{}.log", id('a')), old); // stale: removed
+        write(&format!("{}.log", id('b')), recent); // recent: kept
+        write(&format!("{}.log", id('c')), old); // the current keeper's: kept
+        write("notes.log", old); // not a keeper's name: kept
+        write(&format!("{}.txt", id('d')), old); // not a log: kept
+        std::fs::create_dir(dir.path().join(format!("{}.log", id('e')))).unwrap();
+        #[cfg(unix)]
+        {
+            // A link named like a stale log: the link is judged, not its target.
+            let target = dir.path().join("target");
+            write("target", old);
+            std::os::unix::fs::symlink(&target, dir.path().join(format!("{}.log", id('f'))))
+                .unwrap();
+        }
+
+        prune_logs(dir.path(), &id('c'), now);
+
+        let left: std::collections::BTreeSet<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!left.contains(&format!("{}.log", id('a'))), "{left:?}");
+        for kept in [
+            format!("{}.log", id('b')),
+            format!("{}.log", id('c')),
+            "notes.log".to_owned(),
+            format!("{}.txt", id('d')),
+            format!("{}.log", id('e')),
+        ] {
+            assert!(left.contains(&kept), "{kept} was removed: {left:?}");
+        }
+        #[cfg(unix)]
+        assert!(left.contains("target"), "{left:?}");
     }
 }
