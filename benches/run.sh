@@ -17,13 +17,8 @@ ln -s busybox "$work/root/bin/true"
 tar -C "$work/root" -c . | docker import -c 'ENV PATH=/bin' - "$image" >/dev/null
 
 store="$work/data.sqlite3"
-expires=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
-sqlite3 "$store" <<SQL
-CREATE TABLE migrations (id INTEGER PRIMARY KEY, version INTEGER NOT NULL, migration_time INTEGER NOT NULL);
-CREATE TABLE state (key TEXT PRIMARY KEY, value BLOB);
-CREATE TABLE auth_kv (key TEXT PRIMARY KEY, value TEXT);
-INSERT INTO auth_kv VALUES ('codewhisperer:odic:token', '{"access_token":"aoa-bench","expires_at":"$expires","refresh_token":"aor-bench","region":"us-east-1","oauth_flow":"DeviceCode"}');
-SQL
+source benches/store.sh
+bench_store "$store"
 
 export QBOX_DB="$store"
 # Interleaved rounds rather than one block per command: on a machine whose
