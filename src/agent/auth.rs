@@ -71,7 +71,7 @@ impl AgentAuth {
         let rows = db::read_snapshot_rows(snapshot)?;
         let flavor = store::Login::detect_flavor(&rows.auth)
             .or_else(|| Flavor::from_path(snapshot))
-            .unwrap_or(Flavor::AmazonQ);
+            .unwrap_or(Flavor::ALL[0]);
         // The CLI would meet an expired token with no refresh token and say
         // "not logged in"; the snapshot's host keeper is what is missing.
         if check_expiry && rows.auth.is_access_only() {

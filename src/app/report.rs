@@ -401,6 +401,14 @@ mod tests {
                     .into_iter()
                     .map(|e| ApiError::Auth(AuthError::Store(e))),
             );
+            errors.push(ApiError::ApiKey(crate::qapi::api_key::ApiKeyError {
+                source_name: "KIRO_API_KEY".into(),
+                problem: "is set but empty".into(),
+            }));
+            errors.push(ApiError::ApiKeyRejected {
+                source_name: "KIRO_API_KEY".into(),
+                detail: "amazon q denied access".into(),
+            });
             errors.extend(
                 refresh_errors()
                     .into_iter()
@@ -425,8 +433,10 @@ mod tests {
                         ERROR
                     }
                 }
-                ApiError::NoLogin(_) | ApiError::BareTokenExpired { .. } => NO_LOGIN,
-                ApiError::BadSetting { .. } => exit::USAGE,
+                ApiError::NoLogin(_)
+                | ApiError::BareTokenExpired { .. }
+                | ApiError::ApiKeyRejected { .. } => NO_LOGIN,
+                ApiError::BadSetting { .. } | ApiError::ApiKey(_) => exit::USAGE,
                 ApiError::Conversation(e) => expected_conversation(e),
                 ApiError::Auth(e) => expected_auth(e),
                 ApiError::Transport { .. }

@@ -11,7 +11,9 @@ use crate::app::term::Palette;
 use crate::container::engine::{self, EngineStatus};
 use crate::container::runtime_dir::{Owner, RuntimeDir};
 use crate::exit::{self, Diagnose};
-use crate::qapi::{self, BareLogin, ChatEndpoint};
+use crate::qapi::api_key::{ApiKey, ApiKeyError, KeySource};
+use crate::qapi::{self, API_KEY_ENV, API_KEY_FILE_ENV, BareLogin, ChatEndpoint};
+use crate::store::settings::CliSettings;
 use crate::store::snapshot::SnapshotScope;
 use crate::store::token::Profile;
 use crate::store::{
@@ -50,6 +52,15 @@ struct Report {
     /// When and how the token is refreshed.
     refresh: Option<RefreshInfo>,
     profile: Option<Profile>,
+    /// Logins in the store the CLI would not use, each with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    passed_over: Vec<String>,
+    /// The CLI's settings file and the endpoints it names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cli_settings: Option<CliSettings>,
+    /// A Kiro API key in the environment: whether it is used (never its value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<ApiKeyReport>,
     /// Where `qbox chat` would send requests, and why (no network needed).
     #[serde(rename = "chatEndpoint")]
     chat_endpoint: ChatEndpointReport,
@@ -109,7 +120,8 @@ enum ChatEndpointReport {
     Resolved {
         #[serde(flatten)]
         endpoint: ChatEndpoint,
-        /// `store`, `QBOX_ACCESS_TOKEN`, or `none`.
+        /// `store`, `QBOX_ACCESS_TOKEN`, `KIRO_API_KEY`,
+        /// `QBOX_API_KEY_FILE`, or `none`.
         credentials: &'static str,
     },
     Invalid {
@@ -117,16 +129,97 @@ enum ChatEndpointReport {
     },
 }
 
-impl ChatEndpointReport {
-    /// Follows `QClient::from_env`: the store when one exists (its profile),
-    /// else `QBOX_ACCESS_TOKEN` with `QBOX_PROFILE_ARN`.
-    fn new(query: &StoreQuery, store_profile: Option<&Profile>) -> Self {
-        let (credentials, profile_arn) = if qapi::store_exists(query) {
-            ("store", store_profile.map(|p| p.arn.clone()))
+/// A Kiro API key given to qbox: where it is, whether it is used, and why
+/// not. Never the key.
+#[derive(Debug, Serialize)]
+struct ApiKeyReport {
+    /// `KIRO_API_KEY` or `QBOX_API_KEY_FILE`.
+    variable: &'static str,
+    /// The key file, when it came from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<PathBuf>,
+    /// Whether chat would use it (only when no store login is usable).
+    used: bool,
+    /// Why it is not used or cannot be.
+    note: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorInfo>,
+}
+
+impl ApiKeyReport {
+    /// The key of the environment, if any, judged against the store's
+    /// login (which wins, as in the Kiro CLI).
+    fn new(key: Result<Option<ApiKey>, ApiKeyError>, login_usable: bool) -> Option<Self> {
+        let variable = if std::env::var_os(API_KEY_ENV).is_some() {
+            API_KEY_ENV
         } else {
+            API_KEY_FILE_ENV
+        };
+        let (file, error) = match key {
+            Ok(None) => return None,
+            Ok(Some(key)) => match key.source {
+                KeySource::File(path) => (Some(path), None),
+                KeySource::Env => (None, None),
+            },
+            Err(err) => (
+                None,
+                Some(ErrorInfo {
+                    message: err.to_string(),
+                    hint: qapi::ApiError::from(err).hint(),
+                }),
+            ),
+        };
+        let (used, note) = match (&error, login_usable) {
+            (_, true) => (
+                false,
+                "a login in the store is usable, and a stored login wins over a key (as in the Kiro CLI)".to_owned(),
+            ),
+            (Some(_), false) => (false, "the key cannot be used".to_owned()),
+            (None, false) => (true, "no usable login in a store: chat uses the key".to_owned()),
+        };
+        Some(Self {
+            variable,
+            file,
+            used,
+            note,
+            error,
+        })
+    }
+}
+
+impl ChatEndpointReport {
+    /// Follows `QClient::from_env`: the store's login when it is usable
+    /// (its profile, its CLI's settings), else `QBOX_ACCESS_TOKEN` with
+    /// `QBOX_PROFILE_ARN` when no store exists, else a Kiro API key.
+    fn new(
+        query: &StoreQuery,
+        login: Option<&Login>,
+        login_usable: bool,
+        key: Option<&ApiKeyReport>,
+    ) -> Self {
+        let store = qapi::store_exists(query);
+        let from_login = |login: &Login| {
+            let settings = CliSettings::of(login.flavor);
+            ChatEndpoint::from_env(
+                settings.endpoint.as_ref(),
+                login.profile.as_ref().map(|p| p.arn.as_str()),
+            )
+        };
+        if let (true, Some(login)) = (login_usable, login) {
+            return Self::Resolved {
+                endpoint: from_login(login),
+                credentials: "store",
+            };
+        }
+        if !store {
             match BareLogin::from_env() {
-                Ok(Some(bare)) => ("QBOX_ACCESS_TOKEN", bare.profile_arn),
-                Ok(None) => ("none", None),
+                Ok(Some(bare)) => {
+                    return Self::Resolved {
+                        endpoint: ChatEndpoint::from_env(None, bare.profile_arn.as_deref()),
+                        credentials: "QBOX_ACCESS_TOKEN",
+                    };
+                }
+                Ok(None) => {}
                 Err(err) => {
                     return Self::Invalid {
                         error: ErrorInfo {
@@ -136,10 +229,25 @@ impl ChatEndpointReport {
                     };
                 }
             }
-        };
-        Self::Resolved {
-            endpoint: ChatEndpoint::from_env(profile_arn.as_deref()),
-            credentials,
+        }
+        if let Some(key) = key.filter(|k| k.used) {
+            return Self::Resolved {
+                endpoint: ChatEndpoint::from_env(
+                    CliSettings::of(Flavor::Kiro).endpoint.as_ref(),
+                    None,
+                ),
+                credentials: key.variable,
+            };
+        }
+        match login {
+            Some(login) => Self::Resolved {
+                endpoint: from_login(login),
+                credentials: "store",
+            },
+            None => Self::Resolved {
+                endpoint: ChatEndpoint::from_env(None, None),
+                credentials: "none",
+            },
         }
     }
 }
@@ -231,6 +339,16 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
     let now = OffsetDateTime::now_utc();
     let docker = engine::probe(Duration::from_secs(3));
     let resolved = query.resolve(now);
+    let login_usable = resolved
+        .as_ref()
+        .is_ok_and(|login| login.status(now).is_usable());
+    let api_key = ApiKeyReport::new(ApiKey::from_env(), login_usable);
+    let chat_endpoint = ChatEndpointReport::new(
+        &query,
+        resolved.as_ref().ok(),
+        login_usable,
+        api_key.as_ref(),
+    );
     let mut report = Report {
         ok: false,
         db_override: query.db.clone(),
@@ -243,10 +361,10 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
         login_description: None,
         refresh: None,
         profile: None,
-        chat_endpoint: ChatEndpointReport::new(
-            &query,
-            resolved.as_ref().ok().and_then(|l| l.profile.as_ref()),
-        ),
+        passed_over: Vec::new(),
+        cli_settings: None,
+        api_key,
+        chat_endpoint,
         docker: docker.await,
         runtime_dir: RuntimeDirReport::new(super::run::runtime_dir_path()),
     };
@@ -269,6 +387,8 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
             report.refresh = RefreshInfo::new(&login, now);
             report.token = Some(status);
             report.profile = login.profile.clone();
+            report.passed_over = login.passed_over.clone();
+            report.cli_settings = Some(CliSettings::of(login.flavor));
             report.store = Some(StoreInfo {
                 path: login.path.clone(),
                 flavor: login.flavor,
@@ -287,6 +407,11 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
                 hint: err.hint(),
             });
         }
+    }
+    // No usable login in a store, but a key that serves instead.
+    if !report.ok && report.api_key.as_ref().is_some_and(|k| k.used) {
+        report.ok = true;
+        code = exit::OK;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -369,6 +494,47 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
     if let Some(kind) = &report.login_description {
         line("login", kind.clone());
     }
+    for (i, passed) in report.passed_over.iter().enumerate() {
+        line(if i == 0 { "not used" } else { "" }, p.dim(passed));
+    }
+    if let Some(key) = &report.api_key {
+        let source = match &key.file {
+            Some(file) => format!("{} ({})", key.variable, file.display()),
+            None => key.variable.to_owned(),
+        };
+        let text = match &key.error {
+            Some(error) => p.bad(&format!("{source}: {}", error.message)),
+            None if key.used => p.good(&format!("Kiro API key from {source}: {}", key.note)),
+            None => format!("Kiro API key from {source}: {}", key.note),
+        };
+        line("api key", text);
+        if let Some(hint) = key.error.as_ref().and_then(|e| e.hint.as_ref()) {
+            line("hint", hint.clone());
+        }
+    }
+    if let Some(settings) = &report.cli_settings
+        && let Some(path) = &settings.path
+    {
+        let mut named = Vec::new();
+        if let Some(endpoint) = &settings.endpoint {
+            named.push(format!(
+                "endpoint {}",
+                crate::http::sanitize_remote(&endpoint.endpoint)
+            ));
+        }
+        if let Some(auth) = &settings.kiro_auth {
+            named.push(format!(
+                "auth service {}",
+                crate::http::sanitize_remote(auth)
+            ));
+        }
+        let text = match (&settings.ignored, named.is_empty()) {
+            (Some(problem), _) => p.bad(&format!("{}: ignored, {problem}", path.display())),
+            (None, true) => format!("{}: no endpoint overrides", path.display()),
+            (None, false) => format!("{}: {}", path.display(), named.join(", ")),
+        };
+        line("cli settings", text);
+    }
     if let Some(refresh) = &report.refresh {
         let text = match (&refresh.blocker, refresh.next_at) {
             (Some(blocker), _) => p.bad(&format!(
@@ -403,8 +569,9 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
         match &report.chat_endpoint {
             ChatEndpointReport::Resolved {
                 endpoint,
-                credentials: "QBOX_ACCESS_TOKEN",
-            } => format!("{} with QBOX_ACCESS_TOKEN", endpoint.describe()),
+                credentials:
+                    credentials @ ("QBOX_ACCESS_TOKEN" | "KIRO_API_KEY" | "QBOX_API_KEY_FILE"),
+            } => format!("{} with {credentials}", endpoint.describe()),
             ChatEndpointReport::Resolved { endpoint, .. } => endpoint.describe(),
             ChatEndpointReport::Invalid { error } => p.bad(&error.message),
         },
@@ -455,7 +622,9 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
     for orphan in &runtime.orphaned {
         line("", orphan.display().to_string());
     }
-    let verdict = if report.ok {
+    let verdict = if report.ok && report.api_key.as_ref().is_some_and(|k| k.used) {
+        p.good("ok: no store login, the Kiro API key serves")
+    } else if report.ok {
         p.good("ok: a usable login is available")
     } else {
         p.bad("not ready: no usable login")

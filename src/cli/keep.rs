@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use clap::ValueEnum;
 
 use crate::app::report::printable_line;
 use crate::app::term::Palette;
@@ -77,7 +76,7 @@ impl KeeperSettings {
     /// Read back from a container's labels.
     fn from_container(container: &Managed) -> Option<Self> {
         let db = PathBuf::from(container.keeper_db.as_ref()?);
-        let cli = Flavor::from_str(container.keeper_cli.as_ref()?, false).ok()?;
+        let cli = Flavor::from_name(container.keeper_cli.as_ref()?)?;
         // Anything but an explicit `refreshable` keeps the least privilege.
         let scope = match container.keeper_scope.as_deref() {
             Some(name) if name == SnapshotScope::Refreshable.name() => SnapshotScope::Refreshable,
@@ -98,10 +97,7 @@ impl KeeperSettings {
 }
 
 fn flavor_name(flavor: Flavor) -> String {
-    flavor
-        .to_possible_value()
-        .map(|value| value.get_name().to_owned())
-        .unwrap_or_default()
+    flavor.name().to_owned()
 }
 
 /// Where keepers write their logs: `<state dir>/qbox/keepers`

@@ -91,14 +91,14 @@ pub enum CliChoice {
 /// `q` and `kiro` name flavors; anything with a path separator names a file
 /// (so a binary called `q` in the working directory is `./q`).
 fn parse_cli_choice(text: &str) -> Result<CliChoice, String> {
-    if let Ok(flavor) = <Flavor as clap::ValueEnum>::from_str(text, true) {
+    if let Some(flavor) = Flavor::from_name(text) {
         return Ok(CliChoice::Flavor(flavor));
     }
     if text.contains(std::path::MAIN_SEPARATOR) || text.contains('/') {
         return Ok(CliChoice::Binary(PathBuf::from(text)));
     }
     Err(format!(
-        "`{text}` is neither `q` nor `kiro`; a CLI binary (for `image build --agent`) is \
+        "`{text}` is neither `kiro` nor `q`; a CLI binary (for `image build --agent`) is \
          given as a path, e.g. `./{text}`"
     ))
 }

@@ -63,17 +63,18 @@ async fn check_off_reactor(query: &StoreQuery) -> Option<bool> {
         .unwrap_or(Some(false))
 }
 
-/// Whether the native client has a login: a bare `QBOX_ACCESS_TOKEN`, or a
-/// store with a token that is not expired. `None` when the store stayed
-/// locked. Blocking: reads the store.
+/// Whether the native client has a login: a bare `QBOX_ACCESS_TOKEN`, a
+/// store with a token that is not expired, or else a valid Kiro API key.
+/// `None` when the store stayed locked. Blocking: reads the store.
 pub fn login_usable(query: &StoreQuery) -> Option<bool> {
     if crate::qapi::bare_token_given() {
         return Some(true);
     }
     let now = time::OffsetDateTime::now_utc();
-    match query.resolve(now) {
-        Ok(login) => Some(login.status(now).is_usable()),
-        Err(StoreError::Locked { .. }) => None,
-        Err(_) => Some(false),
-    }
+    let stored = match query.resolve(now) {
+        Ok(login) => login.status(now).is_usable(),
+        Err(StoreError::Locked { .. }) => return None,
+        Err(_) => false,
+    };
+    Some(stored || matches!(crate::qapi::ApiKey::from_env(), Ok(Some(_))))
 }

@@ -9,15 +9,20 @@ use std::time::Duration;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, USER_AGENT};
 use time::OffsetDateTime;
 
+use super::api_key::{ApiKey, ApiKeyError, KeySource};
 use super::conversation_store::ConversationStore;
 use super::endpoint::{self, ChatEndpoint};
 use super::error::{ApiError, ErrorKind, normalize_code};
 use super::model::{ChatEvent, GenerateAssistantResponseRequest};
 use crate::eventstream::{ChunkDecoder, FrameError, Headers};
+use crate::exit::Diagnose;
 use crate::http::{ERROR_BODY_LIMIT, read_body_limited};
 use crate::secret::Secret;
 use crate::secret::redact_remote;
-use crate::store::{self, LoginKeeper, Need, RefreshPolicy, StoreError, StoreQuery};
+use crate::store::settings::{CliSettings, EndpointSetting};
+use crate::store::{
+    self, Flavor, LoginKeeper, LoginKind, Need, RefreshPolicy, StoreError, StoreQuery,
+};
 
 /// Environment variable with a bare access token, used when no store exists.
 pub const ACCESS_TOKEN_ENV: &str = "QBOX_ACCESS_TOKEN";
@@ -33,6 +38,14 @@ pub const TIMEOUT_ENV: &str = "QBOX_Q_TIMEOUT";
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The operation's `X-Amz-Target`.
 pub const TARGET: &str = "AmazonCodeWhispererStreamingService.GenerateAssistantResponse";
+/// The header that tells the service what kind of bearer token it gets
+/// (the Kiro CLI's `token_type_interceptor.rs`); absent for Builder ID,
+/// IAM Identity Center and social logins.
+pub const TOKEN_TYPE_HEADER: &str = "TokenType";
+/// [`TOKEN_TYPE_HEADER`] for an external identity provider's token.
+pub const TOKEN_TYPE_EXTERNAL_IDP: &str = "EXTERNAL_IDP";
+/// [`TOKEN_TYPE_HEADER`] for a Kiro API key.
+pub const TOKEN_TYPE_API_KEY: &str = "API_KEY";
 /// The response content type the service declares (not required: a body
 /// that decodes as an event stream is accepted whatever its type says).
 pub const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
@@ -116,6 +129,8 @@ pub enum Credentials {
     Store { query: StoreQuery, refresh: bool },
     /// A bare token (CI); never refreshed.
     Bare(BareLogin),
+    /// A Kiro API key (`KIRO_API_KEY`), with no store at all.
+    ApiKey(ApiKey),
 }
 
 impl Credentials {
@@ -176,11 +191,70 @@ impl ClientOptions {
     }
 }
 
-/// The access token and what goes with it for one request.
+/// The access token and what goes with it for one request, as the Kiro
+/// CLI sends it for the login's kind.
 #[derive(Debug, Clone)]
 struct Auth {
     token: Secret,
+    /// Sent as `profileArn`.
     profile_arn: Option<String>,
+    /// The stored profile, whose region picks the endpoint (a Builder ID
+    /// login sends a fixed ARN that picks nothing).
+    routing_arn: Option<String>,
+    /// The CLI's settings endpoint, when its settings name one.
+    settings_endpoint: Option<EndpointSetting>,
+    /// [`TOKEN_TYPE_HEADER`]'s value, when the kind has one.
+    token_type: Option<&'static str>,
+    /// Where an API key came from, when the token is one.
+    key_source: Option<KeySource>,
+}
+
+impl Auth {
+    fn api_key(key: &ApiKey) -> Self {
+        Self {
+            token: key.key.clone(),
+            profile_arn: None,
+            routing_arn: None,
+            settings_endpoint: CliSettings::of(Flavor::Kiro).endpoint,
+            token_type: Some(TOKEN_TYPE_API_KEY),
+            key_source: Some(key.source.clone()),
+        }
+    }
+
+    fn bare(bare: &BareLogin) -> Self {
+        Self {
+            token: bare.token.clone(),
+            profile_arn: bare.profile_arn.clone(),
+            routing_arn: bare.profile_arn.clone(),
+            settings_endpoint: None,
+            token_type: None,
+            key_source: None,
+        }
+    }
+
+    /// What the CLI of `login`'s flavor sends for it.
+    fn of_login(login: &store::Login, settings: CliSettings) -> Result<Self, ApiError> {
+        let entry = login
+            .require_token()
+            .map_err(|e| ApiError::Auth(e.into()))?;
+        let kind = login.kind();
+        let stored_arn = login.profile.as_ref().map(|p| p.arn.clone());
+        let profile_arn = match (&stored_arn, &kind) {
+            (None, Some(LoginKind::BuilderId)) => {
+                login.flavor.builder_id_profile_arn().map(str::to_owned)
+            }
+            _ => stored_arn.clone(),
+        };
+        Ok(Self {
+            token: entry.token.access_token.clone(),
+            profile_arn,
+            routing_arn: stored_arn,
+            settings_endpoint: settings.endpoint,
+            token_type: matches!(kind, Some(LoginKind::ExternalIdp))
+                .then_some(TOKEN_TYPE_EXTERNAL_IDP),
+            key_source: None,
+        })
+    }
 }
 
 /// A client for the Amazon Q streaming API.
@@ -192,6 +266,9 @@ pub struct QClient {
     conversations: ConversationStore,
     /// Decides when the store's token is refreshed (shared by clones).
     keeper: std::sync::Arc<tokio::sync::Mutex<LoginKeeper>>,
+    /// A Kiro API key used when the store has no usable login (a stored
+    /// login wins, as in the Kiro CLI); the error if the key given is bad.
+    key_fallback: Option<Result<ApiKey, ApiKeyError>>,
 }
 
 impl QClient {
@@ -209,25 +286,41 @@ impl QClient {
             keeper: std::sync::Arc::new(tokio::sync::Mutex::new(LoginKeeper::new(
                 RefreshPolicy::default(),
             ))),
+            key_fallback: None,
         })
+    }
+
+    /// Uses `key` when the store holds no usable login.
+    pub fn with_api_key_fallback(mut self, key: Result<ApiKey, ApiKeyError>) -> Self {
+        self.key_fallback = Some(key);
+        self
     }
 
     /// Credentials from the store `query` designates, or, when no store
     /// exists at all, the bare token of `QBOX_ACCESS_TOKEN` (with
-    /// `QBOX_PROFILE_ARN`); options from the environment; conversations in
-    /// `$QBOX_STATE_DIR` or memory.
+    /// `QBOX_PROFILE_ARN`), else a Kiro API key (`KIRO_API_KEY` or
+    /// `QBOX_API_KEY_FILE`); with a store, the key still serves whenever
+    /// the store has no usable login. Options from the environment;
+    /// conversations in `$QBOX_STATE_DIR` or memory.
     pub fn from_env(query: StoreQuery, refresh: bool) -> Result<Self, ApiError> {
-        let bare = if store_exists(&query) {
-            None
-        } else {
-            BareLogin::from_env()?
-        };
-        let credentials = match bare {
+        let options = ClientOptions::from_env()?;
+        let conversations = ConversationStore::from_env_or_memory();
+        if store_exists(&query) {
+            let client = Self::new(Credentials::Store { query, refresh }, options)?;
+            let client = match ApiKey::from_env().transpose() {
+                Some(key) => client.with_api_key_fallback(key),
+                None => client,
+            };
+            return Ok(client.with_conversations(conversations));
+        }
+        let credentials = match BareLogin::from_env()? {
             Some(bare) => Credentials::Bare(bare),
-            None => Credentials::Store { query, refresh },
+            None => match ApiKey::from_env()? {
+                Some(key) => Credentials::ApiKey(key),
+                None => Credentials::Store { query, refresh },
+            },
         };
-        Ok(Self::new(credentials, ClientOptions::from_env()?)?
-            .with_conversations(ConversationStore::from_env_or_memory()))
+        Ok(Self::new(credentials, options)?.with_conversations(conversations))
     }
 
     /// Keeps conversations in `store` instead.
@@ -254,13 +347,27 @@ impl QClient {
                         expires_at: crate::timefmt::rfc3339_seconds(expires_at),
                     });
                 }
-                return Ok(Auth {
-                    token: bare.token.clone(),
-                    profile_arn: bare.profile_arn.clone(),
-                });
+                return Ok(Auth::bare(bare));
             }
+            Credentials::ApiKey(key) => return Ok(Auth::api_key(key)),
             Credentials::Store { query, refresh } => (query, *refresh),
         };
+        match (self.store_auth(query, refresh).await, &self.key_fallback) {
+            (Ok(auth), _) => Ok(auth),
+            // As the Kiro CLI: a login that cannot serve gives way to the key.
+            (Err(error), Some(key)) if error.exit_code() == crate::exit::NO_LOGIN => {
+                tracing::debug!("no usable login in the store ({error}); using the API key");
+                match key {
+                    Ok(key) => Ok(Auth::api_key(key)),
+                    Err(key_error) => Err(ApiError::ApiKey(key_error.clone())),
+                }
+            }
+            (Err(error), _) => Err(error),
+        }
+    }
+
+    /// The store's login, refreshed if allowed and needed.
+    async fn store_auth(&self, query: &StoreQuery, refresh: bool) -> Result<Auth, ApiError> {
         let now = OffsetDateTime::now_utc();
         let query = query.clone();
         let mut login = store::off_reactor(move || query.resolve(now))
@@ -288,13 +395,9 @@ impl QClient {
                 login.path.display()
             )));
         }
-        let entry = login
-            .require_token()
-            .map_err(|e| ApiError::Auth(e.into()))?;
-        Ok(Auth {
-            token: entry.token.access_token.clone(),
-            profile_arn: login.profile.as_ref().map(|p| p.arn.clone()),
-        })
+        let flavor = login.flavor;
+        let settings = store::off_reactor(move || CliSettings::of(flavor)).await;
+        Auth::of_login(&login, settings)
     }
 
     /// Sends the request and returns the event stream once the service has
@@ -310,22 +413,26 @@ impl QClient {
         let mut auth = self.auth().await?;
         let mut reauthenticated = false;
         let mut attempt = 0;
+        // A profile the caller chose is sent and picks the endpoint.
+        let chosen_arn = request.profile_arn.take();
         loop {
             attempt += 1;
-            if request.profile_arn.is_none() {
-                request.profile_arn = auth.profile_arn.clone();
-            }
+            request.profile_arn = chosen_arn.clone().or_else(|| auth.profile_arn.clone());
+            let routing_arn = chosen_arn.clone().or_else(|| auth.routing_arn.clone());
             let endpoint = ChatEndpoint::resolve(
                 self.options.endpoint.as_deref(),
-                request.profile_arn.as_deref(),
+                auth.settings_endpoint.as_ref(),
+                routing_arn.as_deref(),
             );
             let url = endpoint.request_url();
             tracing::debug!(%url, reason = endpoint.reason.as_str(), attempt, "sending GenerateAssistantResponse");
+            let mut post = self.http.post(&url);
+            if let Some(token_type) = auth.token_type {
+                post = post.header(TOKEN_TYPE_HEADER, token_type);
+            }
             let sent = tokio::time::timeout(
                 self.options.idle_timeout,
-                self.http
-                    .post(&url)
-                    .header(CONTENT_TYPE, "application/x-amz-json-1.0")
+                post.header(CONTENT_TYPE, "application/x-amz-json-1.0")
                     .header("x-amz-target", TARGET)
                     .header(AUTHORIZATION, format!("Bearer {}", auth.token.expose()))
                     .header(USER_AGENT, user_agent())
@@ -398,6 +505,15 @@ impl QClient {
                 .await
                 .unwrap_or_else(|e| format!("(the error body could not be read: {e})").into());
             let error = http_error(status.as_u16(), &headers, &body);
+            if let Some(source) = &auth.key_source
+                && (status == reqwest::StatusCode::FORBIDDEN
+                    || status == reqwest::StatusCode::UNAUTHORIZED)
+            {
+                return Err(ApiError::ApiKeyRejected {
+                    source_name: source.describe(),
+                    detail: error.to_string(),
+                });
+            }
             match error.kind() {
                 Some(kind) if kind.is_retryable() && attempt < self.options.max_attempts => {
                     tracing::debug!(status = status.as_u16(), "retrying after {error}");

@@ -1,10 +1,15 @@
-//! Which Amazon Q host a chat request goes to, by the CLI's rule: the
-//! service has exactly two endpoints, the profile ARN's region picks one,
-//! and anything else (no profile, a profile in another region) means
-//! us-east-1. The token's sign-in region never picks the host: it is only
-//! for SSO OIDC. `QBOX_Q_ENDPOINT` overrides the URL (proxies, tests).
+//! Which Amazon Q host a chat request goes to, by the Kiro CLI's rule
+//! (`api_client/endpoints.rs`): the profile ARN's region picks one of the
+//! service's endpoints (us-east-1, eu-central-1, and the GovCloud pair
+//! us-gov-east-1 / us-gov-west-1), and anything else (no profile, a
+//! profile in another region) means us-east-1. The token's sign-in region
+//! never picks the host: it is only for SSO OIDC. The CLI's own setting
+//! `api.codewhisperer.service` overrides that, and `QBOX_Q_ENDPOINT`
+//! overrides both (proxies, tests).
 
 use serde::Serialize;
+
+use crate::store::settings::EndpointSetting;
 
 /// Environment variable overriding the API endpoint (tests, proxies).
 pub const Q_ENDPOINT_ENV: &str = "QBOX_Q_ENDPOINT";
@@ -14,10 +19,17 @@ pub const US_EAST_1_ENDPOINT: &str = "https://q.us-east-1.amazonaws.com";
 /// The endpoint of profiles in eu-central-1.
 pub const EU_CENTRAL_1_ENDPOINT: &str = "https://q.eu-central-1.amazonaws.com";
 
+/// The endpoint of profiles in us-gov-east-1 (AWS GovCloud).
+pub const US_GOV_EAST_1_ENDPOINT: &str = "https://q.us-gov-east-1.amazonaws.com";
+/// The endpoint of profiles in us-gov-west-1 (AWS GovCloud).
+pub const US_GOV_WEST_1_ENDPOINT: &str = "https://q.us-gov-west-1.amazonaws.com";
+
 /// The Amazon Q endpoints by region, the only ones the CLI knows.
-const ENDPOINTS: [(&str, &str); 2] = [
+const ENDPOINTS: [(&str, &str); 4] = [
     ("us-east-1", US_EAST_1_ENDPOINT),
     ("eu-central-1", EU_CENTRAL_1_ENDPOINT),
+    ("us-gov-east-1", US_GOV_EAST_1_ENDPOINT),
+    ("us-gov-west-1", US_GOV_WEST_1_ENDPOINT),
 ];
 
 /// Why a chat request goes where it goes.
@@ -26,6 +38,9 @@ pub enum EndpointReason {
     /// `QBOX_Q_ENDPOINT` names the URL.
     #[serde(rename = "QBOX_Q_ENDPOINT")]
     Override,
+    /// The CLI's settings name it (`api.codewhisperer.service`).
+    #[serde(rename = "CLI settings")]
+    CliSettings,
     /// The profile ARN's region has an Amazon Q endpoint.
     #[serde(rename = "from profile ARN")]
     ProfileArn,
@@ -39,6 +54,7 @@ impl EndpointReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Override => "QBOX_Q_ENDPOINT",
+            Self::CliSettings => "the CLI's settings, api.codewhisperer.service",
             Self::ProfileArn => "from profile ARN",
             Self::Default => "default",
         }
@@ -58,13 +74,24 @@ pub struct ChatEndpoint {
 
 impl ChatEndpoint {
     /// Applies the rule: `override_url` (from `QBOX_Q_ENDPOINT`) wins; else
-    /// the profile ARN's region if it is one of the two endpoint regions;
-    /// else us-east-1.
-    pub fn resolve(override_url: Option<&str>, profile_arn: Option<&str>) -> Self {
+    /// the endpoint the CLI's settings name; else the profile ARN's region
+    /// if it has an endpoint; else us-east-1.
+    pub fn resolve(
+        override_url: Option<&str>,
+        settings: Option<&EndpointSetting>,
+        profile_arn: Option<&str>,
+    ) -> Self {
         if let Some(url) = override_url.map(str::trim).filter(|u| !u.is_empty()) {
             return Self {
                 url: url.trim_end_matches('/').to_owned(),
                 reason: EndpointReason::Override,
+                note: None,
+            };
+        }
+        if let Some(setting) = settings {
+            return Self {
+                url: setting.endpoint.trim_end_matches('/').to_owned(),
+                reason: EndpointReason::CliSettings,
                 note: None,
             };
         }
@@ -88,8 +115,8 @@ impl ChatEndpoint {
     }
 
     /// Like [`resolve`](Self::resolve), with the override read from `QBOX_Q_ENDPOINT`.
-    pub fn from_env(profile_arn: Option<&str>) -> Self {
-        Self::resolve(override_from_env().as_deref(), profile_arn)
+    pub fn from_env(settings: Option<&EndpointSetting>, profile_arn: Option<&str>) -> Self {
+        Self::resolve(override_from_env().as_deref(), settings, profile_arn)
     }
 
     fn default_endpoint(note: Option<String>) -> Self {
@@ -152,7 +179,7 @@ mod tests {
             &'static str,
             EndpointReason,
         );
-        let cases: [Case; 6] = [
+        let cases: [Case; 8] = [
             (
                 "builder id: no profile",
                 None,
@@ -172,6 +199,20 @@ mod tests {
                 None,
                 Some(idc("eu-central-1")),
                 EU_CENTRAL_1_ENDPOINT,
+                EndpointReason::ProfileArn,
+            ),
+            (
+                "identity center in us-gov-west-1",
+                None,
+                Some(idc("us-gov-west-1")),
+                US_GOV_WEST_1_ENDPOINT,
+                EndpointReason::ProfileArn,
+            ),
+            (
+                "identity center in us-gov-east-1",
+                None,
+                Some(idc("us-gov-east-1")),
+                US_GOV_EAST_1_ENDPOINT,
                 EndpointReason::ProfileArn,
             ),
             (
@@ -197,24 +238,40 @@ mod tests {
             ),
         ];
         for (name, override_url, arn, url, reason) in cases {
-            let endpoint = ChatEndpoint::resolve(override_url, arn.as_deref());
+            let endpoint = ChatEndpoint::resolve(override_url, None, arn.as_deref());
             assert_eq!(endpoint.url, url, "{name}");
             assert_eq!(endpoint.reason, reason, "{name}");
         }
-        let other = ChatEndpoint::resolve(None, Some(&idc("eu-west-1")));
+        let other = ChatEndpoint::resolve(None, None, Some(&idc("eu-west-1")));
         assert_eq!(
             other.describe(),
             "https://q.us-east-1.amazonaws.com (default: the profile's region eu-west-1 has no Amazon Q endpoint)"
         );
         assert_eq!(
-            ChatEndpoint::resolve(Some("  "), None).reason,
+            ChatEndpoint::resolve(Some("  "), None, None).reason,
             EndpointReason::Default,
             "a blank override is no override"
         );
         assert_eq!(
-            serde_json::to_value(ChatEndpoint::resolve(None, Some(&idc("us-east-1")))).unwrap(),
+            serde_json::to_value(ChatEndpoint::resolve(None, None, Some(&idc("us-east-1"))))
+                .unwrap(),
             serde_json::json!({"url": US_EAST_1_ENDPOINT, "reason": "from profile ARN"})
         );
+    }
+
+    #[test]
+    fn the_clis_settings_win_over_the_profile_and_lose_to_qbox() {
+        let setting = EndpointSetting {
+            endpoint: "http://127.0.0.1:7/".into(),
+            region: "us-east-1".into(),
+        };
+        let arn = "arn:aws:codewhisperer:eu-central-1:1:profile/P";
+        let from_settings = ChatEndpoint::resolve(None, Some(&setting), Some(arn));
+        assert_eq!(from_settings.url, "http://127.0.0.1:7");
+        assert_eq!(from_settings.reason, EndpointReason::CliSettings);
+        let overridden =
+            ChatEndpoint::resolve(Some("http://127.0.0.1:8"), Some(&setting), Some(arn));
+        assert_eq!(overridden.reason, EndpointReason::Override);
     }
 
     #[test]

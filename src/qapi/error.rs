@@ -2,9 +2,11 @@
 //! about them, classified as the CLI classifies them
 //! (`api_client/error.rs`, `api_client/retry_classifier.rs`).
 
+use super::api_key::{API_KEY_ENV, API_KEY_FILE_ENV, API_KEY_PREFIX, ApiKeyError};
 use crate::eventstream::FrameError;
 use crate::exit::{self, Diagnose};
 use crate::store::AuthError;
+use crate::store::Flavor;
 
 use super::conversation::ConversationError;
 
@@ -155,6 +157,10 @@ pub enum ApiError {
     Auth(#[from] AuthError),
     #[error("no amazon q login: {0}")]
     NoLogin(String),
+    #[error(transparent)]
+    ApiKey(#[from] ApiKeyError),
+    #[error("amazon q rejected the Kiro API key in {source_name}: {detail}")]
+    ApiKeyRejected { source_name: String, detail: String },
     #[error("the token in QBOX_ACCESS_TOKEN expired at {expires_at} (QBOX_TOKEN_EXPIRES_AT)")]
     BareTokenExpired { expires_at: String },
 }
@@ -190,7 +196,10 @@ impl Diagnose for ApiError {
         match self {
             Self::Auth(e) => e.exit_code(),
             Self::Conversation(e) => e.exit_code(),
-            Self::NoLogin(_) | Self::BareTokenExpired { .. } => exit::NO_LOGIN,
+            Self::NoLogin(_) | Self::BareTokenExpired { .. } | Self::ApiKeyRejected { .. } => {
+                exit::NO_LOGIN
+            }
+            Self::ApiKey(_) => exit::USAGE,
             Self::BadSetting { .. } => exit::USAGE,
             _ => exit::no_login_or_error(self.kind() == Some(ErrorKind::ExpiredToken)),
         }
@@ -199,7 +208,14 @@ impl Diagnose for ApiError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             Self::Auth(e) => return e.hint(),
-            Self::NoLogin(_) => "log in with `q login` or `kiro-cli login`, mount a snapshot and set QBOX_DB, or set QBOX_ACCESS_TOKEN".into(),
+            Self::NoLogin(_) => format!(
+                "log in with {}, mount a snapshot and set QBOX_DB, or set {API_KEY_ENV} (a Kiro API key)",
+                Flavor::any_login_command()
+            ),
+            Self::ApiKey(_) => format!(
+                "give a key made on the Kiro portal (it starts with `{API_KEY_PREFIX}`), or unset {API_KEY_ENV} and {API_KEY_FILE_ENV}"
+            ),
+            Self::ApiKeyRejected { .. } => "the key may be revoked, expired or mistyped: make a new one on the Kiro portal, or log in with `kiro-cli login` (a stored login wins over the key)".into(),
             Self::BareTokenExpired { .. } => "export a fresh token where the login lives (`qbox export-token --format env`), or mount a snapshot".into(),
             Self::Transport { .. } => "check the network or proxy; QBOX_Q_ENDPOINT overrides the endpoint".into(),
             Self::Redirect { .. } => "a proxy or captive portal may be answering instead of amazon q; point QBOX_Q_ENDPOINT at the service itself".into(),
@@ -214,7 +230,7 @@ impl Diagnose for ApiError {
             _ => match self.kind()? {
                 ErrorKind::Throttling => "too many requests: wait a little and try again".into(),
                 ErrorKind::MonthlyLimit => "the login's monthly amazon q allowance is used up: it renews next month, or upgrade the subscription".into(),
-                ErrorKind::ExpiredToken => "the login has expired: log in again (`q login`)".into(),
+                ErrorKind::ExpiredToken => format!("the login has expired: log in again with {}", Flavor::any_login_command()),
                 ErrorKind::AccessDenied => "this login may not use amazon q with this profile".into(),
                 ErrorKind::InputTooLong => "the conversation is too long: start a new one".into(),
                 ErrorKind::ModelOverloaded => "the model is busy: try again later or pick another model".into(),

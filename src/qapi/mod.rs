@@ -28,6 +28,7 @@
 //!
 //! See `docs/streaming-client.md` for the behaviour in detail.
 
+pub mod api_key;
 mod chat_turn;
 mod client;
 pub mod conversation;
@@ -36,11 +37,13 @@ pub(crate) mod endpoint;
 mod error;
 pub mod model;
 
+pub use api_key::{API_KEY_ENV, API_KEY_FILE_ENV, ApiKey};
 pub use chat_turn::ChatTurn;
 pub use client::{
     ACCESS_TOKEN_ENV, BareLogin, ClientOptions, Credentials, DEFAULT_IDLE_TIMEOUT,
     EVENT_STREAM_CONTENT_TYPE, PROFILE_ARN_ENV, QClient, REGION_ENV, ResponseStream, TARGET,
-    TIMEOUT_ENV, TOKEN_EXPIRES_AT_ENV, store_exists, user_agent,
+    TIMEOUT_ENV, TOKEN_EXPIRES_AT_ENV, TOKEN_TYPE_API_KEY, TOKEN_TYPE_EXTERNAL_IDP,
+    TOKEN_TYPE_HEADER, store_exists, user_agent,
 };
 pub use conversation::{Conversation, ConversationError};
 pub use conversation_store::{ConversationStore, ConversationSummary, STATE_DIR_ENV};

@@ -49,7 +49,7 @@ struct GlobalArgs {
     #[arg(long, global = true, env = "QBOX_DB", value_name = "PATH")]
     db: Option<PathBuf>,
     /// Which CLI's store to use when both are installed and --db is not given.
-    #[arg(long, global = true, env = "QBOX_CLI", value_enum)]
+    #[arg(long, global = true, env = "QBOX_CLI", value_parser = Flavor::parse_name)]
     cli: Option<Flavor>,
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -362,11 +362,26 @@ async fn health(url: Option<String>, timeout: u64, query: StoreQuery) -> anyhow:
 /// and refreshable here).
 fn stdio_health(query: &StoreQuery) -> anyhow::Result<u8> {
     let now = time::OffsetDateTime::now_utc();
-    let login = query.resolve(now)?;
-    login.require_token()?;
-    if let Some(error) = login.unusable(now) {
-        return Err(error.into());
-    }
+    let checked = query.resolve(now).and_then(|login| {
+        login.require_token()?;
+        match login.unusable(now) {
+            Some(error) => Err(error),
+            None => Ok(login),
+        }
+    });
+    let login = match (checked, crate::qapi::ApiKey::from_env()) {
+        (Ok(login), _) => login,
+        // A stored login wins; without one, a Kiro API key serves.
+        (Err(_), Ok(Some(key))) => {
+            println!(
+                "{}",
+                serde_json::json!({"status": "ok", "transport": "stdio", "credentials": key.source.describe()})
+            );
+            return Ok(exit::OK);
+        }
+        (Err(_), Err(key_error)) => return Err(crate::qapi::ApiError::from(key_error).into()),
+        (Err(error), Ok(None)) => return Err(error.into()),
+    };
     println!(
         "{}",
         serde_json::json!({"status": "ok", "transport": "stdio", "store": login.path.display().to_string()})

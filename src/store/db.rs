@@ -15,8 +15,8 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::discovery::Flavor;
 use super::error::StoreError;
+use super::flavor::Flavor;
 use crate::secret::Secret;
 
 /// How long to wait for a lock held by another program, unless

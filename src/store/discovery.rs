@@ -8,89 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
-/// Which CLI wrote a store. The two use the same schema and different
-/// `auth_kv` key prefixes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Flavor {
-    /// Amazon Q Developer CLI (`q`), store under `amazon-q/`.
-    #[value(name = "q")]
-    AmazonQ,
-    /// Kiro CLI (`kiro-cli`), the successor, store under `kiro-cli/`.
-    #[value(name = "kiro")]
-    Kiro,
-}
-
-impl Flavor {
-    pub const ALL: [Flavor; 2] = [Flavor::AmazonQ, Flavor::Kiro];
-
-    /// Directory under the platform data dir.
-    pub fn dir_name(self) -> &'static str {
-        match self {
-            Self::AmazonQ => "amazon-q",
-            Self::Kiro => "kiro-cli",
-        }
-    }
-
-    /// `auth_kv` key of the SSO OIDC token ("odic" is the real spelling).
-    pub fn token_key(self) -> &'static str {
-        match self {
-            Self::AmazonQ => "codewhisperer:odic:token",
-            Self::Kiro => "kirocli:odic:token",
-        }
-    }
-
-    /// `auth_kv` key of the OIDC client registration used for refresh.
-    pub fn registration_key(self) -> &'static str {
-        match self {
-            Self::AmazonQ => "codewhisperer:odic:device-registration",
-            Self::Kiro => "kirocli:odic:device-registration",
-        }
-    }
-
-    /// Token keys of logins that refresh through other services than SSO
-    /// OIDC (Kiro's social and external identity provider logins).
-    pub fn other_token_keys(self) -> &'static [&'static str] {
-        match self {
-            Self::AmazonQ => &[],
-            Self::Kiro => &[
-                super::token::SOCIAL_TOKEN_KEY,
-                super::token::EXTERNAL_IDP_TOKEN_KEY,
-            ],
-        }
-    }
-
-    /// Every `auth_kv` key that belongs to a login of this flavor.
-    pub fn auth_keys(self) -> Vec<&'static str> {
-        let mut keys = vec![self.token_key(), self.registration_key()];
-        keys.extend_from_slice(self.other_token_keys());
-        keys
-    }
-
-    /// What a person types to log in again.
-    pub fn login_command(self) -> &'static str {
-        match self {
-            Self::AmazonQ => "q login",
-            Self::Kiro => "kiro-cli login",
-        }
-    }
-
-    /// Name for people.
-    pub fn display_name(self) -> &'static str {
-        match self {
-            Self::AmazonQ => "Amazon Q Developer CLI",
-            Self::Kiro => "Kiro CLI",
-        }
-    }
-
-    /// Guesses the flavor from a store path (`.../kiro-cli/data.sqlite3`).
-    pub fn from_path(path: &Path) -> Option<Flavor> {
-        let parent = path.parent()?.file_name()?.to_str()?;
-        Flavor::ALL.into_iter().find(|f| f.dir_name() == parent)
-    }
-}
+use super::flavor::Flavor;
 
 /// The file name of the store inside the CLI's data directory.
 pub const STORE_FILE_NAME: &str = "data.sqlite3";
@@ -131,7 +49,7 @@ fn data_local_dir_for(platform: Platform, env: &PlatformEnv) -> PathBuf {
     }
 }
 
-/// The store paths of both CLIs under a data directory, Amazon Q first.
+/// The store paths of both CLIs under a data directory, the Kiro CLI first.
 pub fn store_paths_in(data_local_dir: &Path) -> Vec<(Flavor, PathBuf)> {
     Flavor::ALL
         .into_iter()
@@ -168,25 +86,25 @@ mod tests {
     fn linux_uses_local_share_or_xdg_data_home() {
         let paths = store_paths_for(Platform::Linux, &env("/home/ana"));
         assert_eq!(
-            paths[0].1,
+            paths[1].1,
             PathBuf::from("/home/ana/.local/share/amazon-q/data.sqlite3")
         );
         assert_eq!(
-            paths[1].1,
+            paths[0].1,
             PathBuf::from("/home/ana/.local/share/kiro-cli/data.sqlite3")
         );
 
         let mut with_xdg = env("/home/ana");
         with_xdg.xdg_data_home = Some(PathBuf::from("/data/xdg"));
         assert_eq!(
-            store_paths_for(Platform::Linux, &with_xdg)[1].1,
+            store_paths_for(Platform::Linux, &with_xdg)[0].1,
             PathBuf::from("/data/xdg/kiro-cli/data.sqlite3")
         );
 
         // A relative XDG_DATA_HOME is invalid per the spec and ignored.
         with_xdg.xdg_data_home = Some(PathBuf::from("relative"));
         assert_eq!(
-            store_paths_for(Platform::Linux, &with_xdg)[0].1,
+            store_paths_for(Platform::Linux, &with_xdg)[1].1,
             PathBuf::from("/home/ana/.local/share/amazon-q/data.sqlite3")
         );
     }
@@ -195,11 +113,11 @@ mod tests {
     fn macos_uses_application_support() {
         let paths = store_paths_for(Platform::MacOs, &env("/Users/ana"));
         assert_eq!(
-            paths[0].1,
+            paths[1].1,
             PathBuf::from("/Users/ana/Library/Application Support/amazon-q/data.sqlite3")
         );
         assert_eq!(
-            paths[1].1,
+            paths[0].1,
             PathBuf::from("/Users/ana/Library/Application Support/kiro-cli/data.sqlite3")
         );
     }
@@ -214,12 +132,12 @@ mod tests {
             ..PlatformEnv::default()
         };
         let paths = store_paths_for(Platform::Windows, &windows);
-        assert_eq!(paths[0].1, local.join("amazon-q").join("data.sqlite3"));
-        assert_eq!(paths[1].1, local.join("kiro-cli").join("data.sqlite3"));
+        assert_eq!(paths[1].1, local.join("amazon-q").join("data.sqlite3"));
+        assert_eq!(paths[0].1, local.join("kiro-cli").join("data.sqlite3"));
 
         let fallback = store_paths_for(Platform::Windows, &env("C:\\Users\\ana"));
         assert_eq!(
-            fallback[0].1,
+            fallback[1].1,
             PathBuf::from("C:\\Users\\ana")
                 .join("AppData")
                 .join("Local")
@@ -240,28 +158,6 @@ mod tests {
         assert_eq!(
             store_paths_for(Platform::Linux, &env),
             default_store_paths()
-        );
-    }
-
-    #[test]
-    fn flavor_from_path() {
-        assert_eq!(
-            Flavor::from_path(Path::new("/x/kiro-cli/data.sqlite3")),
-            Some(Flavor::Kiro)
-        );
-        assert_eq!(
-            Flavor::from_path(Path::new("/x/amazon-q/data.sqlite3")),
-            Some(Flavor::AmazonQ)
-        );
-        assert_eq!(Flavor::from_path(Path::new("/x/other/data.sqlite3")), None);
-    }
-
-    #[test]
-    fn keys_use_the_real_spelling() {
-        assert_eq!(Flavor::AmazonQ.token_key(), "codewhisperer:odic:token");
-        assert_eq!(
-            Flavor::Kiro.registration_key(),
-            "kirocli:odic:device-registration"
         );
     }
 }

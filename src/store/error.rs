@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::discovery::Flavor;
+use super::flavor::Flavor;
 use crate::exit::{self, Diagnose};
 use crate::timefmt::rfc3339;
 

@@ -7,8 +7,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::db::AuthRows;
-use super::discovery::Flavor;
 use super::error::{StoreError, describe_json_error};
+use super::flavor::Flavor;
 use super::token::{
     BUILDER_ID_START_URL, DeviceRegistration, EXTERNAL_IDP_TOKEN_KEY, ExternalIdpFields, Profile,
     SOCIAL_TOKEN_KEY, StoredToken, same_oauth_flow,
@@ -78,6 +78,19 @@ pub struct Login {
     ///
     /// [`SnapshotScope::AccessOnly`]: super::snapshot::SnapshotScope::AccessOnly
     pub access_only: bool,
+    /// Logins in the store that the CLI would not use, each with why
+    /// (`doctor` shows them): a later one in the CLI's order, or one the
+    /// CLI treats as no login.
+    pub passed_over: Vec<String>,
+}
+
+/// A Kiro social token's profile ARN, which the Kiro CLI requires of it.
+fn social_profile_arn(token: &StoredToken) -> Option<&str> {
+    token
+        .extra
+        .get("profile_arn")
+        .and_then(serde_json::Value::as_str)
+        .filter(|arn| !arn.trim().is_empty())
 }
 
 /// Why an access-only snapshot's token cannot be refreshed (`doctor`).
@@ -140,18 +153,35 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 impl Login {
     /// Interprets the rows of a store as a login of `flavor`.
     pub fn from_rows(path: PathBuf, flavor: Flavor, rows: &AuthRows) -> Result<Self, StoreError> {
-        let token_keys =
-            std::iter::once(flavor.token_key()).chain(flavor.other_token_keys().iter().copied());
+        // The CLI's own order: the first of its token keys that holds a
+        // login it accepts is the one it uses.
         let mut token = None;
-        for key in token_keys {
-            if let Some(raw) = rows.auth_value(key) {
-                token = Some(TokenEntry {
-                    key,
-                    raw: Secret::containing_parsed(raw),
-                    token: parse_json(&path, key, raw)?,
-                });
-                break;
+        let mut passed_over = Vec::new();
+        for &key in flavor.token_keys() {
+            let Some(raw) = rows.auth_value(key) else {
+                continue;
+            };
+            let parsed: StoredToken = parse_json(&path, key, raw)?;
+            if key == SOCIAL_TOKEN_KEY && social_profile_arn(&parsed).is_none() {
+                passed_over.push(format!(
+                    "{key}: a Kiro social login without a profile ARN, which the Kiro CLI treats as no login (it deletes it); log in again with `{}`",
+                    flavor.login_command()
+                ));
+                continue;
             }
+            if let Some(entry) = &token {
+                let TokenEntry { key: used, .. } = entry;
+                passed_over.push(format!(
+                    "{key}: another login in the store; the {} uses {used} first",
+                    flavor.display_name()
+                ));
+                continue;
+            }
+            token = Some(TokenEntry {
+                key,
+                raw: Secret::containing_parsed(raw),
+                token: parsed,
+            });
         }
         let registration = rows
             .auth_value(flavor.registration_key())
@@ -167,8 +197,7 @@ impl Login {
             // CLI copies it to `state` at login, older stores may lack it.
             .or_else(|| {
                 let entry = token.as_ref().filter(|t| t.key == SOCIAL_TOKEN_KEY)?;
-                let arn = entry.token.extra.get("profile_arn")?.as_str()?;
-                (!arn.is_empty()).then(|| Profile {
+                social_profile_arn(&entry.token).map(|arn| Profile {
                     arn: arn.to_owned(),
                     profile_name: None,
                 })
@@ -181,10 +210,12 @@ impl Login {
             registration,
             profile,
             access_only,
+            passed_over,
         })
     }
 
-    /// The flavor whose keys `rows` hold, if any.
+    /// The flavor whose keys `rows` hold, if any; of two, the first in
+    /// [`Flavor::ALL`] (the Kiro CLI).
     pub fn detect_flavor(rows: &AuthRows) -> Option<Flavor> {
         Flavor::ALL.into_iter().find(|flavor| {
             flavor

@@ -8,11 +8,13 @@
 pub mod db;
 pub(crate) mod discovery;
 pub(crate) mod error;
+pub mod flavor;
 pub(crate) mod keeper;
 pub mod login;
 pub(crate) mod refresh;
 mod refresh_lock;
 pub mod schema;
+pub mod settings;
 pub mod snapshot;
 pub(crate) mod token;
 pub(crate) mod watch;
@@ -24,8 +26,8 @@ use time::OffsetDateTime;
 use crate::exit::Diagnose;
 use crate::secret;
 
-pub use discovery::Flavor;
 pub use error::StoreError;
+pub use flavor::Flavor;
 pub use keeper::{LoginKeeper, Need, RefreshPolicy, ensure_fresh};
 pub use login::{Login, LoginKind, TokenStatus};
 pub use refresh::{KiroAuthClient, OidcClient, RefreshError};
@@ -174,8 +176,24 @@ pub fn read_login(path: &Path, flavor: Option<Flavor>) -> Result<Login, StoreErr
     let flavor = flavor
         .or_else(|| Login::detect_flavor(&rows))
         .or_else(|| Flavor::from_path(path))
-        .unwrap_or(Flavor::AmazonQ);
-    Login::from_rows(db::display_path(path), flavor, &rows)
+        .unwrap_or(Flavor::ALL[0]);
+    let mut login = Login::from_rows(db::display_path(path), flavor, &rows)?;
+    // One file holding both CLIs' logins (a store the Kiro CLI took over
+    // from the Amazon Q CLI): say which one is used and why.
+    for other in Flavor::ALL.into_iter().filter(|f| *f != flavor) {
+        if let Some(key) = other
+            .token_keys()
+            .iter()
+            .find(|key| rows.auth_value(key).is_some())
+        {
+            login.passed_over.push(format!(
+                "{key}: a login of the {}; the {} login in the same store is used (the Kiro CLI first, or --cli)",
+                other.display_name(),
+                flavor.display_name()
+            ));
+        }
+    }
+    Ok(login)
 }
 
 /// When the last refresh attempt of the store at `path` began (by any qbox

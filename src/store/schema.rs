@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::discovery::Flavor;
+use super::flavor::Flavor;
 use super::token::{BUILDER_ID_START_URL, DEFAULT_REGION};
 use crate::timefmt::rfc3339;
 

@@ -1,0 +1,225 @@
+//! The CLI's own settings that decide where qbox sends a login: the Amazon Q
+//! endpoint (`api.codewhisperer.service`, an object with `endpoint` and
+//! `region`) and the Kiro auth service that refreshes social logins
+//! (`api.kiroauth.service`, a URL). The Kiro CLI reads them from
+//! `~/.kiro/settings/cli.json`, the Amazon Q CLI from `settings.json` beside
+//! its store ([`Flavor::settings_path`]).
+//!
+//! A user whose CLI talks to another endpoint expects qbox to talk to it
+//! too; qbox's own variables (`QBOX_Q_ENDPOINT`, `QBOX_KIRO_AUTH_ENDPOINT`)
+//! still win. Only these keys are read. A file that is missing is no
+//! setting; one that is not a regular file, is larger than
+//! [`MAX_SETTINGS_BYTES`] or is not a JSON object is ignored with one
+//! warning, and the login works as without it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::flavor::Flavor;
+
+/// The CLI's endpoint setting.
+pub const ENDPOINT_KEY: &str = "api.codewhisperer.service";
+/// The Kiro CLI's auth service setting.
+pub const KIRO_AUTH_KEY: &str = "api.kiroauth.service";
+/// A larger settings file is not read.
+pub const MAX_SETTINGS_BYTES: u64 = 1024 * 1024;
+
+/// An endpoint the CLI's settings name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointSetting {
+    pub endpoint: String,
+    pub region: String,
+}
+
+/// The settings qbox honours, and the file they came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CliSettings {
+    /// The file read (or looked for).
+    pub path: Option<PathBuf>,
+    /// `api.codewhisperer.service`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointSetting>,
+    /// `api.kiroauth.service`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kiro_auth: Option<String>,
+    /// Why the file was ignored, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+}
+
+impl CliSettings {
+    /// The settings of `flavor` on this machine (none where the platform
+    /// has no home directory). A problem with the file is logged once per
+    /// call as a warning and leaves the settings empty.
+    pub fn of(flavor: Flavor) -> Self {
+        let (Some(home), Some(data)) = (dirs::home_dir(), dirs::data_local_dir()) else {
+            return Self::default();
+        };
+        Self::load(&flavor.settings_path(&home, &data))
+    }
+
+    /// The settings in the file at `path`.
+    pub fn load(path: &Path) -> Self {
+        let mut settings = Self {
+            path: Some(path.to_owned()),
+            ..Self::default()
+        };
+        let text = match read_settings_file(path) {
+            Ok(Some(text)) => text,
+            Ok(None) => return settings,
+            Err(problem) => return settings.ignore(path, problem),
+        };
+        let object = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(object)) => object,
+            Ok(_) => {
+                return settings.ignore(path, "it is not a JSON object".into());
+            }
+            Err(e) => {
+                return settings.ignore(
+                    path,
+                    format!("it is not JSON ({})", super::error::describe_json_error(&e)),
+                );
+            }
+        };
+        // The Kiro CLI takes the override only as an object with both
+        // strings; anything else means its default endpoint.
+        settings.endpoint = object.get(ENDPOINT_KEY).and_then(|value| {
+            let endpoint = value.get("endpoint")?.as_str()?.trim();
+            let region = value.get("region")?.as_str()?.trim();
+            (!endpoint.is_empty()).then(|| EndpointSetting {
+                endpoint: endpoint.to_owned(),
+                region: region.to_owned(),
+            })
+        });
+        settings.kiro_auth = object
+            .get(KIRO_AUTH_KEY)
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned);
+        settings
+    }
+
+    fn ignore(mut self, path: &Path, problem: String) -> Self {
+        tracing::warn!("ignoring the CLI's settings {}: {problem}", path.display());
+        self.ignored = Some(problem);
+        self
+    }
+}
+
+/// The file's text; `None` when it does not exist.
+fn read_settings_file(path: &Path) -> Result<Option<String>, String> {
+    #[cfg(unix)]
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not blocking on a FIFO; a symlink is followed (a dotfiles
+        // manager links settings), the target is checked below.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+    };
+    #[cfg(not(unix))]
+    let file = std::fs::File::open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("it cannot be read: {e}")),
+    };
+    let metadata = file
+        .metadata()
+        .map_err(|e| format!("it cannot be read: {e}"))?;
+    if !metadata.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if metadata.len() > MAX_SETTINGS_BYTES {
+        return Err(format!(
+            "it is larger than {} KiB",
+            MAX_SETTINGS_BYTES / 1024
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_SETTINGS_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("it cannot be read: {e}"))?;
+    Ok(Some(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_in(text: &str) -> CliSettings {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cli.json");
+        std::fs::write(&path, text).unwrap();
+        CliSettings::load(&path)
+    }
+
+    #[test]
+    fn endpoint_and_auth_service_are_read_as_the_kiro_cli_reads_them() {
+        let settings = settings_in(
+            r#"{"api.codewhisperer.service":{"endpoint":"http://127.0.0.1:9","region":"us-east-1"},
+                "api.kiroauth.service":"http://127.0.0.1:10","chat.defaultModel":"x"}"#,
+        );
+        assert_eq!(
+            settings.endpoint,
+            Some(EndpointSetting {
+                endpoint: "http://127.0.0.1:9".into(),
+                region: "us-east-1".into()
+            })
+        );
+        assert_eq!(settings.kiro_auth.as_deref(), Some("http://127.0.0.1:10"));
+        assert_eq!(settings.ignored, None);
+        // Half an override is none, as in the CLI.
+        let half = settings_in(r#"{"api.codewhisperer.service":{"endpoint":"http://x"}}"#);
+        assert_eq!(half.endpoint, None);
+        let string = settings_in(r#"{"api.codewhisperer.service":"http://x"}"#);
+        assert_eq!(string.endpoint, None);
+    }
+
+    #[test]
+    fn bad_files_are_ignored_with_a_reason() {
+        assert!(
+            settings_in("{not json")
+                .ignored
+                .unwrap()
+                .starts_with("it is not JSON")
+        );
+        assert_eq!(
+            settings_in("[1]").ignored.as_deref(),
+            Some("it is not a JSON object")
+        );
+        let big = format!("{{\"k\":\"{}\"}}", "x".repeat(MAX_SETTINGS_BYTES as usize));
+        assert!(settings_in(&big).ignored.unwrap().contains("larger than"));
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(CliSettings::load(&dir.path().join("missing")).ignored, None);
+        assert!(
+            CliSettings::load(dir.path())
+                .ignored
+                .unwrap()
+                .contains("not a regular file")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("cli.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            CliSettings::load(&fifo).ignored.as_deref(),
+            Some("it is not a regular file")
+        );
+    }
+}
