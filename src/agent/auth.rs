@@ -11,11 +11,20 @@ use std::sync::Mutex;
 
 use crate::store::{self, Flavor, StoreError, db};
 
+/// What a call's CLI needs of the login: variables, and which CLI's login
+/// it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prepared {
+    pub env: HashMap<String, String>,
+    pub flavor: Option<Flavor>,
+}
+
 /// Where the CLI's login comes from.
 #[derive(Debug)]
 pub enum AgentAuth {
-    /// The CLI's own store, as it finds it.
-    Inherit,
+    /// The CLI's own store, as it finds it; the flavor of the login found
+    /// there when the sidecar started, if any.
+    Inherit { flavor: Option<Flavor> },
     /// A private copy of the snapshot at `snapshot`.
     PrivateCopy {
         snapshot: PathBuf,
@@ -32,7 +41,13 @@ impl AgentAuth {
     pub fn for_store(query: &store::StoreQuery) -> Result<Self, StoreError> {
         match &query.db {
             Some(snapshot) => Self::private_copy(snapshot.clone()),
-            None => Ok(Self::Inherit),
+            None => Ok(Self::Inherit {
+                flavor: query
+                    .resolve(time::OffsetDateTime::now_utc())
+                    .ok()
+                    .filter(|login| login.token.is_some())
+                    .map(|login| login.flavor),
+            }),
         }
     }
 
@@ -50,26 +65,33 @@ impl AgentAuth {
     }
 
     /// Brings the private copy up to date and returns the environment the
-    /// child needs. This reads and writes SQLite files: call it off the
+    /// child needs, with the flavor of the login it serves (none: no
+    /// stored login). This reads and writes SQLite files: call it off the
     /// async runtime.
-    pub fn prepare(&self) -> Result<HashMap<String, String>, StoreError> {
+    pub fn prepare(&self) -> Result<Prepared, StoreError> {
         self.sync(true)
     }
 
     /// [`Self::prepare`]; with `check_expiry`, an access-only snapshot
     /// whose token expired is an error rather than a copy.
-    fn sync(&self, check_expiry: bool) -> Result<HashMap<String, String>, StoreError> {
-        let Self::PrivateCopy {
-            snapshot,
-            dir,
-            updating,
-        } = self
-        else {
-            return Ok(HashMap::new());
+    fn sync(&self, check_expiry: bool) -> Result<Prepared, StoreError> {
+        let (snapshot, dir, updating) = match self {
+            Self::Inherit { flavor } => {
+                return Ok(Prepared {
+                    env: HashMap::new(),
+                    flavor: *flavor,
+                });
+            }
+            Self::PrivateCopy {
+                snapshot,
+                dir,
+                updating,
+            } => (snapshot, dir, updating),
         };
         let _one_at_a_time = updating.lock().unwrap_or_else(|p| p.into_inner());
         let rows = db::read_snapshot_rows(snapshot)?;
-        let flavor = store::Login::detect_flavor(&rows.auth)
+        let detected = store::Login::detect_flavor(&rows.auth);
+        let flavor = detected
             .or_else(|| Flavor::from_path(snapshot))
             .unwrap_or(Flavor::ALL[0]);
         // The CLI would meet an expired token with no refresh token and say
@@ -85,6 +107,9 @@ impl AgentAuth {
         let mut env = HashMap::new();
         // The CLI finds its store under the XDG data directory on Linux.
         env.insert("XDG_DATA_HOME".to_owned(), dir.path().display().to_string());
-        Ok(env)
+        Ok(Prepared {
+            env,
+            flavor: detected,
+        })
     }
 }

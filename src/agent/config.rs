@@ -11,7 +11,8 @@ pub const ENABLE_ENV: &str = "ENABLE_ADDITIONAL_TOOLS";
 pub const TIMEOUT_ENV: &str = "AGENT_TIMEOUT";
 /// Bytes of output a call may return.
 pub const MAX_RESPONSE_ENV: &str = "AGENT_MAX_RESPONSE_SIZE";
-/// The CLI binary to run (default `q`).
+/// The CLI binary to run (default: the login's CLI found on `PATH`, see
+/// [`super::cli_choice`]).
 pub const CLI_ENV: &str = "QBOX_AGENT_CLI";
 /// Comma-separated names of extra variables the CLI may see (see
 /// [`super::child_env`]).
@@ -22,7 +23,6 @@ pub const IMAGE_ENV: &str = "QBOX_AGENT_IMAGE";
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
 pub const DEFAULT_MAX_RESPONSE: usize = 2 * 1024 * 1024;
-pub const DEFAULT_CLI: &str = "q";
 
 /// Settings of the `q-developer-agent` tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,8 @@ pub struct AgentConfig {
     pub enabled: bool,
     pub timeout: Duration,
     pub max_response: usize,
-    pub cli: String,
+    /// The binary `QBOX_AGENT_CLI` names; `None` chooses by the login.
+    pub cli: Option<String>,
     /// How long a process group gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
     /// Longest silence between progress notifications.
@@ -74,8 +75,7 @@ impl AgentConfig {
         };
         let cli = var(CLI_ENV)
             .map(|c| c.trim().to_owned())
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| DEFAULT_CLI.to_owned());
+            .filter(|c| !c.is_empty());
         let pass_env = var(PASS_ENV_ENV)
             .map(|list| pass_env_names(&list))
             .unwrap_or_default();
@@ -139,7 +139,7 @@ mod tests {
         assert!(!default.enabled);
         assert_eq!(default.timeout, Duration::from_secs(180));
         assert_eq!(default.max_response, 2_097_152);
-        assert_eq!(default.cli, "q");
+        assert_eq!(default.cli, None);
         assert_eq!(default.image, None);
         let set = config(&[
             (ENABLE_ENV, "other, q-developer-agent"),
@@ -151,7 +151,7 @@ mod tests {
         assert!(set.enabled);
         assert_eq!(set.timeout, Duration::from_secs(5));
         assert_eq!(set.max_response, 100);
-        assert_eq!(set.cli, "kiro-cli");
+        assert_eq!(set.cli.as_deref(), Some("kiro-cli"));
         assert_eq!(set.image.as_deref(), Some("my-dev-image:1"));
     }
 

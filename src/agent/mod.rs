@@ -1,5 +1,6 @@
-//! The `q-developer-agent` tool: drives `q chat --no-interactive` (or
-//! `kiro-cli chat`) for one prompt and shapes its output into a tool result.
+//! The `q-developer-agent` tool: drives `kiro-cli chat --no-interactive`
+//! (or the legacy `q chat`) for one prompt and shapes its output into a
+//! tool result.
 //!
 //! **Invariants:** the CLI is started from an argument vector, never a
 //! shell, with the prompt after `--`; it gets an environment chosen from an
@@ -11,6 +12,7 @@ pub mod args;
 pub mod auth;
 pub mod capture;
 pub mod child_env;
+pub mod cli_choice;
 pub mod config;
 pub mod output;
 #[cfg(target_os = "linux")]

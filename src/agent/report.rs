@@ -5,8 +5,10 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use super::capture::Captured;
-use super::config::{MAX_RESPONSE_ENV, TIMEOUT_ENV};
+use super::cli_choice::ChosenCli;
+use super::config::{CLI_ENV, MAX_RESPONSE_ENV, TIMEOUT_ENV};
 use super::output::{shape_output, strip_ansi, truncation_notice};
+use crate::store::Flavor;
 
 /// The tool result of one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +66,7 @@ pub struct CallRecord<'a> {
     pub stdout: Captured,
     pub stderr: Vec<u8>,
     pub max_response: usize,
-    pub cli: &'a str,
+    pub cli: &'a ChosenCli,
     /// The container image the CLI was looked for in, when known.
     pub image: Option<&'a str>,
     pub warnings: Vec<String>,
@@ -110,10 +112,18 @@ pub fn outcome(record: CallRecord<'_>) -> Outcome {
         }
         RunEnd::TimedOut { after } => {
             text.push_str(&format!(
-                "\n[qbox: q chat did not finish within {}s ({TIMEOUT_ENV}); it was stopped and the output above is partial]",
+                "\n[qbox: {} chat did not finish within {}s ({TIMEOUT_ENV}); it was stopped and the output above is partial]",
+                cli.name(),
                 after.as_secs()
             ));
             Outcome::error(with_warnings(text, &warnings))
+        }
+        // Both CLIs exit 0 when the service fails in a non-interactive
+        // run, with the error only on stderr: no answer is no success.
+        RunEnd::Exited(Some(status))
+            if status.success() && text.trim().is_empty() && !stderr.is_empty() =>
+        {
+            Outcome::error(with_warnings(silent_failure(&stderr, cli), &warnings))
         }
         RunEnd::Exited(Some(status)) if status.success() => Outcome {
             text: with_warnings(text, &warnings),
@@ -137,46 +147,86 @@ pub fn with_warnings(text: String, warnings: &[String]) -> String {
 /// Why the CLI could not be started, and what to do about it. In a
 /// container whose image is known (`qbox run --mcp IMAGE`), a missing CLI is
 /// the image's, and the way out is another image.
-pub fn spawn_error(cli: &str, image: Option<&str>, err: &std::io::Error) -> String {
+pub fn spawn_error(cli: &ChosenCli, image: Option<&str>, err: &std::io::Error) -> String {
+    let (what, name) = (cli.flavor.display_name(), cli.name());
+    let looked_for = || {
+        Flavor::ALL
+            .into_iter()
+            .flat_map(|f| f.release_binaries().iter().copied())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match err.kind() {
+        std::io::ErrorKind::NotFound if cli.explicit => format!(
+            "the CLI `{name}` that {CLI_ENV} names was not found{}. Set {CLI_ENV} to the full path of `kiro-cli` (or the legacy `q`), or unset it to look for one on PATH.",
+            image
+                .map(|i| format!(" in the image `{i}`"))
+                .unwrap_or_default()
+        ),
         std::io::ErrorKind::NotFound if image.is_some() => format!(
-            "the Amazon Q CLI `{cli}` was not found on PATH in the image `{}`. Use an image that has the Amazon Q Developer CLI (binary `q`) or the Kiro CLI (binary `kiro-cli`, then pass -e QBOX_AGENT_CLI=kiro-cli), or build one: qbox image build --agent --cli PATH. The q-chat tool works without it.",
-            image.unwrap_or_default()
+            "no Kiro CLI was found on PATH in the image `{}` (looked for {}). Use an image that has the Kiro CLI (`kiro-cli`, or `kiro-cli-chat`) or the legacy Amazon Q Developer CLI (`q`), or build one: qbox image build --agent --cli PATH. The q-chat tool works without it.",
+            image.unwrap_or_default(),
+            looked_for()
         ),
         std::io::ErrorKind::NotFound => format!(
-            "the Amazon Q CLI `{cli}` was not found on PATH. Install the Amazon Q Developer CLI (binary `q`) or the Kiro CLI (binary `kiro-cli`, then set QBOX_AGENT_CLI=kiro-cli), or set QBOX_AGENT_CLI to the binary's full path."
+            "no Kiro CLI was found on PATH (looked for {}). Install the Kiro CLI (`kiro-cli`; the Amazon Q Developer CLI `q` still works but is no longer maintained), or set {CLI_ENV} to the binary's full path.",
+            looked_for()
         ),
         std::io::ErrorKind::PermissionDenied => {
             format!(
-                "the Amazon Q CLI `{cli}` cannot be run (permission denied); check that it is executable"
+                "the {what} `{name}` cannot be run (permission denied); check that it is executable"
             )
         }
-        _ => format!("cannot start the Amazon Q CLI `{cli}`: {err}"),
+        _ => format!("cannot start the {what} `{name}`: {err}"),
     }
 }
 
-/// Texts the CLIs print when no one is logged in.
-const AUTH_PATTERNS: [&str; 5] = [
+/// Texts the CLIs print when no one is logged in or the login was refused.
+const AUTH_PATTERNS: [&str; 6] = [
     "not logged in",
     "not authenticated",
     "please log in",
     "login required",
     "token has expired",
+    "authentication failed",
 ];
 
+/// What the Kiro CLI says when the service refuses its API key.
+const API_KEY_REFUSED: &str = "api key may be invalid";
+
+/// The Kiro CLI's exit code for a usage error (clap's).
+const EXIT_USAGE: i32 = 2;
+/// The Kiro CLI's exit code when `--require-mcp-startup` is given and an
+/// MCP server of its agent failed to start.
+const EXIT_MCP_STARTUP: i32 = 3;
+
 /// The message for a CLI that exited unsuccessfully: not logged in, a
-/// settings directory it cannot write, a tool that needs approval, or else
-/// its exit code with what it printed.
+/// refused API key, a settings directory it cannot write, a tool that
+/// needs approval, a usage error, an MCP server that failed, or else its
+/// exit code with what it printed. Hints are in the CLI's own words.
 pub fn failure_message(
     status: Option<ExitStatus>,
     stderr: &str,
     stdout: &str,
-    cli: &str,
+    cli: &ChosenCli,
 ) -> String {
     let said = format!("{stderr}\n{stdout}").to_ascii_lowercase();
+    let what = cli.flavor.display_name();
+    if said.contains(API_KEY_REFUSED) {
+        return format!(
+            "the {what} was refused its Kiro API key: check KIRO_API_KEY (or the file QBOX_API_KEY_FILE names), or make a new key on the Kiro portal.\nCLI said: {}",
+            first_lines(stderr, 5)
+        );
+    }
     if AUTH_PATTERNS.iter().any(|p| said.contains(p)) {
         return format!(
-            "the Amazon Q CLI is not logged in. Log in on this machine with `{cli} login`, or give the sidecar a login: mount a qbox snapshot read-only and set QBOX_DB (see `qbox snapshot --help`).\nCLI said: {}",
+            "the {what} is not logged in. Log in on this machine with `{}`{}, or give the sidecar a login: mount a qbox snapshot read-only and set QBOX_DB (see `qbox snapshot --help`).\nCLI said: {}",
+            cli.flavor.login_command(),
+            if cli.flavor == Flavor::Kiro {
+                ", set KIRO_API_KEY"
+            } else {
+                ""
+            },
             first_lines(stderr, 5)
         );
     }
@@ -184,7 +234,7 @@ pub fn failure_message(
         && (said.contains(".q") || said.contains("amazonq") || said.contains(".kiro"))
     {
         return format!(
-            "the Amazon Q CLI cannot write its settings directory (~/.aws/amazonq, .amazonq or .kiro): permission denied. Make the home directory writable for the sidecar's user, or run the sidecar as the directory's owner.\nCLI said: {}",
+            "the {what} cannot write its settings directory (~/.kiro, ~/.aws/amazonq or .amazonq): permission denied. Make the home directory writable for the sidecar's user, or run the sidecar as the directory's owner.\nCLI said: {}",
             first_lines(stderr, 5)
         );
     }
@@ -194,11 +244,18 @@ pub fn failure_message(
             first_lines(stderr, 5)
         );
     }
-    let how = match status.and_then(|s| s.code()) {
-        Some(code) => format!("exited with code {code}"),
-        None => "was killed by a signal".to_owned(),
+    let name = cli.name();
+    let code = status.and_then(|s| s.code());
+    let mut text = match code {
+        Some(EXIT_USAGE) => format!(
+            "{name} chat refused its arguments (exit 2, a usage error): this {what} may be too old for a flag qbox passed; update it."
+        ),
+        Some(EXIT_MCP_STARTUP) => format!(
+            "{name} chat stopped because an MCP server of its agent failed to start (exit 3); check the agent's MCP servers (`{name} mcp list`)."
+        ),
+        Some(code) => format!("{name} chat exited with code {code}."),
+        None => format!("{name} chat was killed by a signal."),
     };
-    let mut text = format!("q chat {how}.");
     if !stderr.is_empty() {
         text.push_str(&format!("\nstderr:\n{stderr}"));
     }
@@ -206,6 +263,20 @@ pub fn failure_message(
         text.push_str(&format!("\noutput:\n{stdout}"));
     }
     text
+}
+
+/// A run that exited 0 with no answer and something on stderr: the CLI
+/// met an error it only printed (access denied, throttling, no network).
+fn silent_failure(stderr: &str, cli: &ChosenCli) -> String {
+    let said = stderr.to_ascii_lowercase();
+    if said.contains(API_KEY_REFUSED) || AUTH_PATTERNS.iter().any(|p| said.contains(p)) {
+        return failure_message(None, stderr, "", cli);
+    }
+    format!(
+        "{} chat exited 0 without an answer; it printed only this on stderr:\n{}",
+        cli.name(),
+        crate::secret::redact(stderr)
+    )
 }
 
 fn first_lines(text: &str, n: usize) -> String {
@@ -218,7 +289,21 @@ mod tests {
 
     use super::*;
 
-    const CLI: &str = "q";
+    fn q_cli() -> ChosenCli {
+        ChosenCli {
+            program: "/usr/bin/q".into(),
+            flavor: Flavor::AmazonQ,
+            explicit: false,
+        }
+    }
+
+    fn kiro_cli() -> ChosenCli {
+        ChosenCli {
+            program: "/usr/local/bin/kiro-cli".into(),
+            flavor: Flavor::Kiro,
+            explicit: false,
+        }
+    }
 
     fn exited(code: i32) -> Ending {
         Ending::Ran(RunEnd::Exited(Some(ExitStatus::from_raw(code << 8))))
@@ -243,7 +328,7 @@ mod tests {
             },
             stderr: stderr.to_vec(),
             max_response,
-            cli: CLI,
+            cli: &q_cli(),
             image: None,
             warnings,
         })
@@ -276,11 +361,11 @@ mod tests {
 
     #[test]
     fn a_non_zero_exit_names_the_code_and_carries_stderr_and_output() {
-        let result = outcome_of(exited(3), b"partial\n", b"\x1b[31msomething broke\x1b[0m\n");
+        let result = outcome_of(exited(5), b"partial\n", b"\x1b[31msomething broke\x1b[0m\n");
         assert!(result.is_error);
         assert_eq!(
             result.text,
-            "q chat exited with code 3.\nstderr:\nsomething broke\noutput:\npartial\n"
+            "q chat exited with code 5.\nstderr:\nsomething broke\noutput:\npartial\n"
         );
     }
 
@@ -307,7 +392,7 @@ mod tests {
         assert!(result.is_error);
         assert!(
             result.text.starts_with(
-                "the Amazon Q CLI is not logged in. Log in on this machine with `q login`"
+                "the Amazon Q Developer CLI is not logged in. Log in on this machine with `q login`, or"
             ),
             "{}",
             result.text
@@ -385,7 +470,7 @@ mod tests {
             },
             stderr: Vec::new(),
             max_response: 1000,
-            cli: CLI,
+            cli: &q_cli(),
             image: None,
             warnings: Vec::new(),
         });
@@ -422,7 +507,7 @@ mod tests {
         assert!(
             result
                 .text
-                .starts_with("the Amazon Q CLI `q` was not found on PATH. Install"),
+                .starts_with("no Kiro CLI was found on PATH (looked for kiro-cli, kiro-cli-chat, q, qchat). Install the Kiro CLI"),
             "{}",
             result.text
         );
@@ -433,12 +518,20 @@ mod tests {
     #[test]
     fn a_cli_missing_from_an_image_names_the_image_and_the_binary() {
         let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
-        let text = spawn_error("q", Some("my-dev-image:1"), &missing);
+        let text = spawn_error(&kiro_cli(), Some("my-dev-image:1"), &missing);
         assert!(
-            text.starts_with(
-                "the Amazon Q CLI `q` was not found on PATH in the image `my-dev-image:1`."
-            ),
+            text.starts_with("no Kiro CLI was found on PATH in the image `my-dev-image:1`"),
             "{text}"
+        );
+        let named = ChosenCli {
+            program: "/opt/kiro".into(),
+            flavor: Flavor::Kiro,
+            explicit: true,
+        };
+        let named_text = spawn_error(&named, None, &missing);
+        assert!(
+            named_text.starts_with("the CLI `/opt/kiro` that QBOX_AGENT_CLI names was not found."),
+            "{named_text}"
         );
         assert!(
             text.contains("qbox image build --agent --cli PATH"),
@@ -453,8 +546,91 @@ mod tests {
         assert_eq!(
             result,
             Outcome::error(
-                "the Amazon Q CLI `q` cannot be run (permission denied); check that it is executable"
+                "the Amazon Q Developer CLI `q` cannot be run (permission denied); check that it is executable"
             )
+        );
+    }
+
+    #[test]
+    fn the_kiro_clis_own_failures_are_named_in_its_words() {
+        let kiro = |ending: Ending, stdout: &[u8], stderr: &[u8]| {
+            outcome(CallRecord {
+                ending,
+                stdout: Captured {
+                    kept: stdout.to_vec(),
+                    total: stdout.len() as u64,
+                },
+                stderr: stderr.to_vec(),
+                max_response: 1000,
+                cli: &kiro_cli(),
+                image: None,
+                warnings: Vec::new(),
+            })
+        };
+        // The Kiro CLI 2.2.1's own lines (cli/mod.rs, cli/chat/mod.rs).
+        let not_logged_in = kiro(
+            exited(1),
+            b"",
+            b"error: Not logged in. Set the KIRO_API_KEY environment variable or run `kiro-cli login` first.\n",
+        );
+        assert!(not_logged_in.is_error);
+        assert!(
+            not_logged_in.text.starts_with(
+                "the Kiro CLI is not logged in. Log in on this machine with `kiro-cli login`, set KIRO_API_KEY,"
+            ),
+            "{}",
+            not_logged_in.text
+        );
+        let usage = kiro(exited(2), b"", b"error: unexpected argument '--x' found\n");
+        assert!(
+            usage
+                .text
+                .starts_with("kiro-cli chat refused its arguments (exit 2, a usage error)")
+        );
+        let mcp = kiro(
+            exited(3),
+            b"",
+            b"Error: One or more MCP servers failed to start (--require-mcp-startup enabled)\n",
+        );
+        assert!(mcp.text.starts_with(
+            "kiro-cli chat stopped because an MCP server of its agent failed to start (exit 3)"
+        ));
+        // Exit 0, nothing on stdout, the service's refusal on stderr.
+        let key = kiro(
+            exited(0),
+            b"",
+            b"Authentication failed. Your API key may be invalid or expired. Check your KIRO_API_KEY value.\n",
+        );
+        assert!(key.is_error);
+        assert!(
+            key.text
+                .starts_with("the Kiro CLI was refused its Kiro API key"),
+            "{}",
+            key.text
+        );
+        let throttled = kiro(
+            exited(0),
+            b"\n",
+            b"Request quota exceeded. Please wait a moment and try again.\n",
+        );
+        assert!(throttled.is_error);
+        assert_eq!(
+            throttled.text,
+            "kiro-cli chat exited 0 without an answer; it printed only this on stderr:\nRequest quota exceeded. Please wait a moment and try again."
+        );
+        let timeout = kiro(
+            Ending::Ran(RunEnd::TimedOut {
+                after: Duration::from_secs(2),
+            }),
+            b"",
+            b"",
+        );
+        assert!(
+            timeout
+                .text
+                .contains("kiro-cli chat did not finish within 2s"),
+            "{}",
+            timeout.text
         );
     }
 

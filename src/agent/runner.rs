@@ -18,9 +18,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::args::AgentArgs;
-use super::auth::AgentAuth;
+use super::auth::{AgentAuth, Prepared};
 use super::capture::{self, Capture, Captured};
 use super::child_env::ChildEnv;
+use super::cli_choice::{ChosenCli, CliChooser};
 use super::config::AgentConfig;
 use super::report::{self, CallRecord, Ending, Outcome, RunEnd};
 use super::tracker::{self, CallTracker, SCAN_INTERVAL};
@@ -50,6 +51,11 @@ pub struct AgentRunner {
     config: AgentConfig,
     auth: Arc<AgentAuth>,
     child_env: ChildEnv,
+    chooser: CliChooser,
+    /// A Kiro API key from a file (`QBOX_API_KEY_FILE`), given to the CLI
+    /// as `KIRO_API_KEY` in its own environment only (one in the
+    /// sidecar's environment reaches it through the allow-list).
+    api_key: Option<crate::secret::Secret>,
     directory_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -100,10 +106,23 @@ impl AgentRunner {
             tracker::prepare_process();
         }
         let child_env = ChildEnv::from_process(&config.pass_env);
+        let chooser = CliChooser::new(config.cli.clone(), std::env::var_os("PATH"));
+        let api_key = match crate::qapi::ApiKey::from_env() {
+            Ok(Some(key)) if key.source != crate::qapi::api_key::KeySource::Env => Some(key.key),
+            Ok(_) => None,
+            Err(err) => {
+                if config.enabled {
+                    tracing::warn!("the agent's CLI gets no API key: {err}");
+                }
+                None
+            }
+        };
         Self {
             config,
             auth: Arc::new(auth),
             child_env,
+            chooser,
+            api_key,
             directory_locks: Mutex::new(HashMap::new()),
         }
     }
@@ -129,13 +148,13 @@ impl AgentRunner {
         progress: Option<mpsc::UnboundedSender<Progress>>,
         cancel: impl Future<Output = ()>,
     ) -> Outcome {
-        let ended = self.call(args, cwd, progress.as_ref(), cancel).await;
+        let (ended, cli) = self.call(args, cwd, progress.as_ref(), cancel).await;
         report::outcome(CallRecord {
             ending: ended.ending,
             stdout: ended.stdout,
             stderr: ended.stderr,
             max_response: self.config.max_response,
-            cli: &self.config.cli,
+            cli: &cli,
             image: self.config.image.as_deref(),
             warnings: prompt_warnings(args),
         })
@@ -149,31 +168,45 @@ impl AgentRunner {
         cwd: &Path,
         progress: Option<&mpsc::UnboundedSender<Progress>>,
         cancel: impl Future<Output = ()>,
-    ) -> Ended {
+    ) -> (Ended, ChosenCli) {
         let lock = self.lock_for(cwd);
         tokio::pin!(cancel);
         let _turn = tokio::select! {
             turn = lock.lock() => turn,
-            () = &mut cancel => return Ended::before_start(Ending::CancelledBeforeStart),
+            () = &mut cancel => {
+                return (Ended::before_start(Ending::CancelledBeforeStart), self.chooser.choose(None));
+            }
         };
-        let auth_env = match self.prepare_auth().await {
-            Ok(env) => env,
-            Err(reason) => return Ended::before_start(Ending::NoLogin(reason)),
+        let prepared = match self.prepare_auth().await {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                return (
+                    Ended::before_start(Ending::NoLogin(reason)),
+                    self.chooser.choose(None),
+                );
+            }
         };
-        match self.spawn(args, cwd, auth_env) {
+        let cli = self.chooser.choose(prepared.flavor);
+        let mut auth_env = prepared.env;
+        if let Some(key) = &self.api_key {
+            auth_env.insert(crate::qapi::API_KEY_ENV.to_owned(), key.expose().to_owned());
+        }
+        let ended = match self.spawn(&cli, args, cwd, auth_env) {
             Ok(running) => self.pump(running, progress, cancel).await,
             Err(err) => Ended::before_start(Ending::NotStarted(err)),
-        }
+        };
+        (ended, cli)
     }
 
     /// Starts the CLI with its pipes read by tasks of their own.
     fn spawn(
         &self,
+        cli: &ChosenCli,
         args: &AgentArgs,
         cwd: &Path,
         auth_env: HashMap<String, String>,
     ) -> std::io::Result<Running> {
-        let mut command = self.command(args, cwd, auth_env);
+        let mut command = self.command(cli, args, cwd, auth_env);
         let (mut child, tracker) = tracker::spawn(&mut command)?;
         let group = child
             .id()
@@ -247,7 +280,7 @@ impl AgentRunner {
     /// Brings the CLI's login up to date off the async runtime: the store
     /// is SQLite, whose reads can wait seconds for a lock the CLI holds,
     /// and the runtime has one thread that also serves every other request.
-    async fn prepare_auth(&self) -> Result<HashMap<String, String>, String> {
+    async fn prepare_auth(&self) -> Result<Prepared, String> {
         let auth = Arc::clone(&self.auth);
         match tokio::task::spawn_blocking(move || auth.prepare()).await {
             Ok(Ok(env)) => Ok(env),
@@ -258,11 +291,12 @@ impl AgentRunner {
 
     fn command(
         &self,
+        cli: &ChosenCli,
         args: &AgentArgs,
         cwd: &Path,
         auth_env: HashMap<String, String>,
     ) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(&self.config.cli);
+        let mut command = tokio::process::Command::new(&cli.program);
         self.child_env.apply(&mut command);
         command
             .args(args.argv())

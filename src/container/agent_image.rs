@@ -21,6 +21,7 @@ use super::image::{self, BuildProgress, BuiltImage};
 use super::run::{RunError, engine_error};
 use crate::container::static_binary::{SIDECAR, inspect_elf};
 use crate::exit::Diagnose;
+use crate::store::Flavor;
 
 /// The Dockerfile of the agent image.
 pub const AGENT_DOCKERFILE: &str = include_str!("../../images/agent/Dockerfile");
@@ -112,9 +113,14 @@ impl Diagnose for AgentImageError {
 #[derive(Debug)]
 pub struct CliBinary {
     pub path: PathBuf,
-    /// `kiro-cli` when the file is named so, else `q`.
+    /// Its name in the image: the file's own when it is one of a CLI's
+    /// release binaries (`kiro-cli`, `kiro-cli-chat`, `q`, `qchat`), else
+    /// `kiro-cli` (a build from source is `chat_cli`).
     pub name: &'static str,
     pub bytes: Vec<u8>,
+    /// The release's other binaries found beside it and taken along (the
+    /// Kiro CLI's `kiro-cli` starts `kiro-cli-chat` for `chat`), by name.
+    pub companions: Vec<(&'static str, Vec<u8>)>,
     /// The CPU in Docker's spelling (`amd64`, `arm64`), or `machine-N`.
     pub arch: String,
     /// The program interpreter, when it is dynamically linked.
@@ -193,11 +199,16 @@ pub fn load_cli(path: &Path) -> Result<CliBinary, AgentImageError> {
             mode,
         });
     }
-    let name = if path.file_name().is_some_and(|n| n == "kiro-cli") {
-        "kiro-cli"
-    } else {
-        "q"
-    };
+    let flavor = Flavor::from_binary_name(path);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| {
+            let flavor = flavor?;
+            flavor.release_binaries().iter().copied().find(|b| *b == n)
+        })
+        .unwrap_or(Flavor::ALL[0].binary());
+    let companions = companions(path, flavor.unwrap_or(Flavor::ALL[0]), name, &arch);
     let interpreter = inspect_elf(&bytes).and_then(|info| info.interpreter);
     Ok(CliBinary {
         path: path.to_owned(),
@@ -205,7 +216,30 @@ pub fn load_cli(path: &Path) -> Result<CliBinary, AgentImageError> {
         bytes,
         arch,
         interpreter,
+        companions,
     })
+}
+
+/// The other release binaries of `flavor` beside `path` that are
+/// executables for the same CPU, read for the image.
+fn companions(path: &Path, flavor: Flavor, name: &str, arch: &str) -> Vec<(&'static str, Vec<u8>)> {
+    let Some(dir) = path.parent() else {
+        return Vec::new();
+    };
+    flavor
+        .release_binaries()
+        .iter()
+        .filter(|other| **other != name)
+        .filter_map(|other| {
+            let candidate = dir.join(other);
+            let meta = std::fs::metadata(&candidate).ok()?;
+            if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+                return None;
+            }
+            let bytes = std::fs::read(&candidate).ok()?;
+            (elf_arch(&bytes).as_deref() == Some(arch)).then_some((*other, bytes))
+        })
+        .collect()
 }
 
 /// The CLI must run on the CPU the sidecar (and so the engine) runs on.
@@ -332,7 +366,14 @@ pub fn context(sidecar: &[u8], cli: &CliBinary) -> std::io::Result<Vec<u8>> {
         std::io::empty(),
     )?;
     let bin = CLI_DIR.trim_start_matches('/');
-    for (name, data) in [(SIDECAR, sidecar), (cli.name, cli.bytes.as_slice())] {
+    let binaries = [(SIDECAR, sidecar), (cli.name, cli.bytes.as_slice())]
+        .into_iter()
+        .chain(
+            cli.companions
+                .iter()
+                .map(|(name, bytes)| (*name, bytes.as_slice())),
+        );
+    for (name, data) in binaries {
         layer.append_data(
             &mut header(tar::EntryType::Regular, 0o755, data.len() as u64),
             format!("{bin}/{name}"),
@@ -384,6 +425,7 @@ mod tests {
             bytes: b"\x7fELF cli".to_vec(),
             arch: "amd64".into(),
             interpreter: None,
+            companions: Vec::new(),
         }
     }
 
@@ -517,6 +559,41 @@ mod tests {
             check_cli_arch(&loaded, "s390x"),
             Err(AgentImageError::CliWrongArch { .. })
         ));
+        assert!(loaded.companions.is_empty());
+
+        // The Kiro CLI's launcher takes its chat binary along; a script
+        // beside it is no companion.
+        let chat = dir.path().join("kiro-cli-chat");
+        std::fs::write(&chat, &me).unwrap();
+        std::fs::set_permissions(&chat, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let with_chat = load_cli(&elf).unwrap();
+        assert_eq!(with_chat.companions.len(), 1);
+        assert_eq!(with_chat.companions[0].0, "kiro-cli-chat");
+        let context = context(b"\x7fELF sidecar", &with_chat).unwrap();
+        let mut archive = tar::Archive::new(context.as_slice());
+        let mut layer = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().to_str() == Some(LAYER) {
+                std::io::Read::read_to_end(&mut entry, &mut layer).unwrap();
+            }
+        }
+        let in_layer: Vec<(String, u32)> = entries(&layer)
+            .into_iter()
+            .map(|(name, mode, ..)| (name, mode))
+            .collect();
+        assert!(
+            in_layer.contains(&("usr/local/bin/kiro-cli-chat".into(), 0o755)),
+            "{in_layer:?}"
+        );
+        std::fs::write(&chat, "#!/bin/sh\n").unwrap();
+        assert!(load_cli(&elf).unwrap().companions.is_empty());
+
+        // A build from source (`chat_cli`) goes in as the Kiro CLI.
+        let source_build = dir.path().join("chat_cli");
+        std::fs::write(&source_build, &me).unwrap();
+        std::fs::set_permissions(&source_build, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(load_cli(&source_build).unwrap().name, "kiro-cli");
     }
 
     #[test]

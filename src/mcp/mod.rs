@@ -33,7 +33,7 @@ pub fn sidecar_from_env(query: &StoreQuery) -> Result<Arc<Sidecar>, store::Store
     let auth = if config.enabled {
         AgentAuth::for_store(query)?
     } else {
-        AgentAuth::Inherit
+        AgentAuth::Inherit { flavor: None }
     };
     let cwd = std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir());
     Ok(Arc::new(Sidecar {

@@ -132,12 +132,17 @@ pub struct RecordedQRequest {
     pub authorization: Option<String>,
     pub optout: Option<String>,
     pub user_agent: Option<String>,
+    /// The `TokenType` header (any spelling of its name).
+    pub token_type: Option<String>,
     pub body: Value,
 }
 
 #[derive(Debug)]
 struct Inner {
     token: String,
+    /// The `TokenType` the accepted token must come with (none: the header
+    /// must be absent), as the Kiro CLI sends it per kind of login.
+    token_type: Option<String>,
     replies: VecDeque<Reply>,
     requests: Vec<RecordedQRequest>,
     /// When the bytes of each answer's first text event were handed to the
@@ -167,6 +172,7 @@ impl StandinQ {
     pub async fn start_on(ip: std::net::IpAddr, token: &str) -> std::io::Result<Self> {
         let inner = Arc::new(Mutex::new(Inner {
             token: token.to_owned(),
+            token_type: None,
             replies: VecDeque::new(),
             requests: Vec::new(),
             first_text_sent: Vec::new(),
@@ -197,6 +203,15 @@ impl StandinQ {
     /// Changes the accepted bearer token.
     pub fn set_token(&self, token: &str) {
         self.lock().token = token.to_owned();
+    }
+
+    /// The `TokenType` header the accepted token must come with:
+    /// `EXTERNAL_IDP` for an external identity provider's token, `API_KEY`
+    /// for a Kiro API key, none (the header absent) for Builder ID, IAM
+    /// Identity Center and social logins. A request that differs is
+    /// refused as an invalid token.
+    pub fn set_token_type(&self, token_type: Option<&str>) {
+        self.lock().token_type = token_type.map(str::to_owned);
     }
 
     pub fn requests(&self) -> Vec<RecordedQRequest> {
@@ -252,19 +267,20 @@ async fn generate(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let (token, over_monthly_limit) = {
+    let (token, token_type, over_monthly_limit) = {
         let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.requests.push(RecordedQRequest {
             target: header(&headers, "x-amz-target"),
             authorization: header(&headers, "authorization"),
             optout: header(&headers, "x-amzn-codewhisperer-optout"),
             user_agent: header(&headers, "user-agent"),
+            token_type: header(&headers, "tokentype"),
             body: serde_json::from_str(&body).unwrap_or(Value::Null),
         });
         let over = inner
             .monthly_limit
             .is_some_and(|limit| inner.requests.len() > limit);
-        (inner.token.clone(), over)
+        (inner.token.clone(), inner.token_type.clone(), over)
     };
     if header(&headers, "x-amz-target").as_deref() != Some(TARGET) {
         return error_response(
@@ -278,6 +294,13 @@ async fn generate(
             StatusCode::FORBIDDEN,
             "AccessDeniedException",
             "The bearer token included in the request is invalid",
+        );
+    }
+    if header(&headers, "tokentype") != token_type {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            "The bearer token is not valid for the token type of the request",
         );
     }
     let Ok(request) = serde_json::from_str::<GenerateAssistantResponseRequest>(&body) else {

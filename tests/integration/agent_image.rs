@@ -667,7 +667,7 @@ fn run_mcp_on_an_image_without_a_cli_names_the_image_and_q_chat_still_works() {
     let text = report["agent"]["text"].as_str().unwrap();
     assert!(
         text.starts_with(&format!(
-            "the Amazon Q CLI `q` was not found on PATH in the image `{}`.",
+            "no Kiro CLI was found on PATH in the image `{}`",
             base.0
         )),
         "{text}"
