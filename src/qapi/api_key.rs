@@ -48,7 +48,7 @@ pub struct ApiKey {
 
 /// Why a key could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{source_name} {problem}")]
+#[error("the Kiro API key in {source_name} {problem}")]
 pub struct ApiKeyError {
     pub source_name: String,
     pub problem: String,
@@ -114,7 +114,7 @@ impl ApiKey {
             || !value.bytes().all(|b| b.is_ascii_graphic())
         {
             return Err(refuse(
-                "does not hold a Kiro API key (one line, `ksk_` followed by letters and digits)",
+                "is not one (a Kiro API key is one line: `ksk_` followed by letters and digits)",
             ));
         }
         Ok(ApiKey { key, source })
@@ -206,7 +206,7 @@ mod tests {
         assert!(ApiKey::from_vars(vars(&[])).unwrap().is_none());
 
         let empty = ApiKey::from_vars(vars(&[(API_KEY_ENV, "")])).unwrap_err();
-        assert_eq!(empty.to_string(), "KIRO_API_KEY is set but empty");
+        assert_eq!(empty.to_string(), "the Kiro API key in KIRO_API_KEY is set but empty");
         for bad in [
             "aoaAAAAsecretvalue123",
             "ksk_",

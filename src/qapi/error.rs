@@ -159,7 +159,7 @@ pub enum ApiError {
     NoLogin(String),
     #[error(transparent)]
     ApiKey(#[from] ApiKeyError),
-    #[error("amazon q rejected the Kiro API key in {source_name}: {detail}")]
+    #[error("amazon q refused the Kiro API key in {source_name}: {detail}")]
     ApiKeyRejected { source_name: String, detail: String },
     #[error("the token in QBOX_ACCESS_TOKEN expired at {expires_at} (QBOX_TOKEN_EXPIRES_AT)")]
     BareTokenExpired { expires_at: String },

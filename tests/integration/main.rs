@@ -22,6 +22,7 @@ mod eventstream;
 mod export;
 mod http_hardening;
 mod invariants;
+mod kiro;
 mod login_lifecycle;
 mod mcp_client;
 mod mcp_versions;
