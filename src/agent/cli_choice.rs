@@ -147,7 +147,7 @@ mod tests {
         );
 
         let kiro = install(kiro_dir.path(), "kiro-cli");
-        let chooser = CliChooser::new(None, Some(path.clone()));
+        let chooser = CliChooser::new(None, Some(path));
         let for_kiro = chooser.choose(Some(Flavor::Kiro));
         assert_eq!(for_kiro.program, kiro.display().to_string());
         assert_eq!(for_kiro.name(), "kiro-cli");
