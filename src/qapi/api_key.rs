@@ -206,7 +206,10 @@ mod tests {
         assert!(ApiKey::from_vars(vars(&[])).unwrap().is_none());
 
         let empty = ApiKey::from_vars(vars(&[(API_KEY_ENV, "")])).unwrap_err();
-        assert_eq!(empty.to_string(), "the Kiro API key in KIRO_API_KEY is set but empty");
+        assert_eq!(
+            empty.to_string(),
+            "the Kiro API key in KIRO_API_KEY is set but empty"
+        );
         for bad in [
             "aoaAAAAsecretvalue123",
             "ksk_",
@@ -217,7 +220,7 @@ mod tests {
             assert!(
                 error
                     .to_string()
-                    .starts_with("KIRO_API_KEY does not hold a Kiro API key")
+                    .starts_with("the Kiro API key in KIRO_API_KEY is not one")
             );
             assert!(!error.to_string().contains("secretvalue"), "{error}");
         }

@@ -55,6 +55,9 @@ struct Inner {
     behavior: OidcBehavior,
     issued: u64,
     requests: Vec<RecordedRequest>,
+    /// How long each request waits before it is judged (a slow service,
+    /// so that two parties' requests are in flight together).
+    delay: std::time::Duration,
 }
 
 /// A running stand-in OIDC service. Dropping it stops the server.
@@ -83,6 +86,7 @@ impl StandinOidc {
             },
             issued: 0,
             requests: Vec::new(),
+            delay: std::time::Duration::ZERO,
         }));
         let app = axum::Router::new()
             .route("/token", post(create_token))
@@ -102,6 +106,12 @@ impl StandinOidc {
 
     pub fn set_behavior(&self, behavior: OidcBehavior) {
         self.lock().behavior = behavior;
+    }
+
+    /// Makes every request wait `delay` before it is judged, in the order
+    /// of arrival.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.lock().delay = delay;
     }
 
     /// The refresh token the stand-in currently accepts.
@@ -128,6 +138,10 @@ fn oidc_error(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 async fn create_token(State(inner): State<Arc<Mutex<Inner>>>, body: String) -> Response {
+    let delay = inner.lock().unwrap_or_else(|p| p.into_inner()).delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
     let Ok(body) = serde_json::from_str::<Value>(&body) else {
         return oidc_error(

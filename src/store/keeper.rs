@@ -16,6 +16,19 @@
 //!   never later than halfway to the token's expiry;
 //! - every attempt and its outcome is logged at info, without secrets.
 //!
+//! **The CLI refreshes too, without a lock.** The Kiro CLI (and the Amazon Q
+//! CLI before it) refreshes a token inside its last minute, takes no lock,
+//! writes the new token unconditionally and deletes the login when a
+//! refresh is refused (`auth/builder_id.rs`, `social.rs`,
+//! `external_idp.rs`). A rotating refresh token spent by qbox and by the CLI
+//! at once logs the user out if the CLI loses. So qbox refreshes well
+//! before the CLI would (the window above), never starts a refresh inside
+//! [`RefreshPolicy::hands_off`] of expiry (the CLI's minute plus half of it
+//! for the request in flight) while the token is still valid, re-reads the
+//! store under its lock right before spending a refresh token, and adopts
+//! the CLI's token when it loses a race. Only a token that has already
+//! expired, met by both at once (after a sleep), is still a race.
+//!
 //! The token's lifetime is known once a qbox process has refreshed it (the
 //! grant's `expiresIn`, recorded in the lock file for the other processes).
 //! A token the CLI wrote has no known lifetime; its window is
@@ -41,6 +54,9 @@ pub struct RefreshPolicy {
     pub min_interval: Duration,
     /// The longest wait after failed attempts.
     pub max_backoff: Duration,
+    /// How long before expiry the CLI refreshes a token itself (its
+    /// expiry rule: `now + 1 minute > expires_at`).
+    pub cli_window: Duration,
 }
 
 /// `--refresh-before`'s default, the SDKs' window.
@@ -49,6 +65,8 @@ pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest wait between failed attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
+/// How long before expiry the CLIs refresh a token themselves.
+pub const CLI_WINDOW: Duration = Duration::from_secs(60);
 
 impl Default for RefreshPolicy {
     fn default() -> Self {
@@ -56,6 +74,7 @@ impl Default for RefreshPolicy {
             refresh_before: DEFAULT_REFRESH_BEFORE,
             min_interval: MIN_REFRESH_INTERVAL,
             max_backoff: MAX_BACKOFF,
+            cli_window: CLI_WINDOW,
         }
     }
 }
@@ -75,6 +94,19 @@ impl RefreshPolicy {
             refresh_before,
             ..Self::default()
         }
+    }
+
+    /// How long before expiry qbox leaves a still-valid token to the CLI:
+    /// its window and half of it again for a request in flight, so that a
+    /// refresh qbox starts is written before the CLI would start its own.
+    pub fn hands_off(&self) -> Duration {
+        self.cli_window + self.cli_window / 2
+    }
+
+    /// True while a token expiring at `expires_at` is the CLI's to refresh:
+    /// close to expiry, and not expired yet.
+    pub fn leave_to_cli(&self, now: OffsetDateTime, expires_at: OffsetDateTime) -> bool {
+        now < expires_at && now >= expires_at - to_time(self.hands_off())
     }
 
     /// How long before expiry a token of `lifetime` (if known) is refreshed.
@@ -243,6 +275,14 @@ impl LoginKeeper {
         if now < self.policy.refresh_at(expires_at, lifetime) && !urgent {
             return Ok(Checked { login, event: None });
         }
+        if self.policy.leave_to_cli(now, expires_at) {
+            // Still valid, and the CLI may be spending the refresh token.
+            tracing::debug!(
+                path = %login.path.display(),
+                "leaving the refresh of a token this close to expiry to the CLI"
+            );
+            return Ok(Checked { login, event: None });
+        }
         // An access-only copy is rewritten by its host keeper; before it
         // expires there is nothing to do or report here.
         if login.access_only && !expired {
@@ -296,6 +336,9 @@ impl LoginKeeper {
         let expires_at = entry.token.expires_at;
         let urgent = need == Need::Now && entry.token.is_expired_at(now);
         let lifetime = self.lifetime(&login);
+        if self.policy.leave_to_cli(now, expires_at) {
+            return Ok(Checked { login, event: None });
+        }
         if now < self.policy.refresh_at(expires_at, lifetime) && !urgent {
             tracing::info!(
                 path = %login.path.display(),
@@ -420,6 +463,26 @@ mod tests {
     use super::*;
 
     const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_token_close_to_expiry_is_left_to_the_cli_until_it_expires() {
+        let policy = RefreshPolicy::default();
+        assert_eq!(policy.hands_off(), Duration::from_secs(90));
+        let expires_at = time::macros::datetime!(2026-11-30 12:00:00 UTC);
+        let at = |s: i64| expires_at + time::Duration::seconds(s);
+        assert!(
+            !policy.leave_to_cli(at(-300), expires_at),
+            "qbox's own window"
+        );
+        assert!(!policy.leave_to_cli(at(-91), expires_at));
+        assert!(policy.leave_to_cli(at(-90), expires_at));
+        assert!(policy.leave_to_cli(at(-1), expires_at));
+        assert!(
+            !policy.leave_to_cli(at(0), expires_at),
+            "expired: anyone refreshes"
+        );
+        assert!(!policy.leave_to_cli(at(30), expires_at));
+    }
 
     #[test]
     fn the_window_is_capped_at_half_the_lifetime() {

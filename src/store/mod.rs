@@ -28,7 +28,7 @@ use crate::secret;
 
 pub use error::StoreError;
 pub use flavor::Flavor;
-pub use keeper::{LoginKeeper, Need, RefreshPolicy, ensure_fresh};
+pub use keeper::{KeeperEvent, LoginKeeper, Need, RefreshPolicy, ensure_fresh};
 pub use login::{Login, LoginKind, TokenStatus};
 pub use refresh::{KiroAuthClient, OidcClient, RefreshError};
 

@@ -168,11 +168,17 @@ fn of_several_logins_the_kiro_cli_uses_the_external_idp_then_oidc_then_social() 
         SOCIAL_KEY,
         &social_token("social-access", Some(IDC_ARN)),
     );
-    let run = home.qbox().args(["export-token", "--field", "access", "--no-refresh"]).run();
+    let run = home
+        .qbox()
+        .args(["export-token", "--field", "access", "--no-refresh"])
+        .run();
     assert_eq!(run.stdout.trim(), "aoa-oidc-access", "{}", run.stderr);
 
     put_auth(&path, IDP_KEY, &idp_token("idp-access"));
-    let run = home.qbox().args(["export-token", "--field", "access", "--no-refresh"]).run();
+    let run = home
+        .qbox()
+        .args(["export-token", "--field", "access", "--no-refresh"])
+        .run();
     assert_eq!(run.stdout.trim(), "idp-access", "{}", run.stderr);
 
     let doctor = home.qbox().args(["doctor", "--json"]).run();
@@ -235,7 +241,14 @@ fn a_store_with_both_clis_logins_is_read_as_the_kiro_clis() {
     let db = path.to_str().unwrap();
     let run = home
         .qbox()
-        .args(["--db", db, "export-token", "--field", "access", "--no-refresh"])
+        .args([
+            "--db",
+            db,
+            "export-token",
+            "--field",
+            "access",
+            "--no-refresh",
+        ])
         .run();
     assert_eq!(run.stdout.trim(), "aoa-kiro", "{}", run.stderr);
     let doctor = home.qbox().args(["--db", db, "doctor", "--json"]).run();
@@ -250,7 +263,16 @@ fn a_store_with_both_clis_logins_is_read_as_the_kiro_clis() {
     // --cli q still picks the legacy login.
     let legacy = home
         .qbox()
-        .args(["--db", db, "--cli", "q", "export-token", "--field", "access", "--no-refresh"])
+        .args([
+            "--db",
+            db,
+            "--cli",
+            "q",
+            "export-token",
+            "--field",
+            "access",
+            "--no-refresh",
+        ])
         .run();
     assert_eq!(legacy.stdout.trim(), "aoa-legacy", "{}", legacy.stderr);
 }

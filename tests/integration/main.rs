@@ -29,6 +29,7 @@ mod mcp_versions;
 mod net_hardening;
 mod ps_stop;
 mod refresh;
+mod refresh_race;
 mod run_lifecycle;
 mod run_mcp;
 mod run_options;
