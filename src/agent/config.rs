@@ -41,6 +41,9 @@ pub struct AgentConfig {
     pub pass_env: Vec<String>,
     /// The container image the sidecar runs in, when known ([`IMAGE_ENV`]).
     pub image: Option<String>,
+    /// The `PATH` the CLI is looked for in (the sidecar's own, which the
+    /// CLI inherits).
+    pub search_path: Option<std::ffi::OsString>,
 }
 
 impl AgentConfig {
@@ -91,6 +94,7 @@ impl AgentConfig {
             keep_alive: Duration::from_secs(20),
             pass_env,
             image,
+            search_path: var("PATH").map(Into::into),
         }
     }
 

@@ -106,7 +106,7 @@ impl AgentRunner {
             tracker::prepare_process();
         }
         let child_env = ChildEnv::from_process(&config.pass_env);
-        let chooser = CliChooser::new(config.cli.clone(), std::env::var_os("PATH"));
+        let chooser = CliChooser::new(config.cli.clone(), config.search_path.clone());
         let api_key = match crate::qapi::ApiKey::from_env() {
             Ok(Some(key)) if key.source != crate::qapi::api_key::KeySource::Env => Some(key.key),
             Ok(_) => None,

@@ -13,7 +13,7 @@ use crate::container::detached::{DETACHED_LABEL, DetachedDir};
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
-    AUTH_DB, AuthMode, RUN_LABEL, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
+    AUTH_DB, AUTH_KEY, AuthMode, KEY_FILE_NAME, RUN_LABEL, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
 };
 use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
@@ -210,6 +210,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         stop_timeout: args.stop_timeout,
         auth_dir: None,
         auth_db: None,
+        auth_key: None,
         console_size: args.tty.then(crate::container::tty::window_size).flatten(),
         memory: args
             .memory
@@ -280,7 +281,17 @@ async fn run_detached(
         AuthMode::None => {}
         AuthMode::Live => mount_live_store(&query, &mut spec)?,
         AuthMode::Snapshot => {
-            let login = login_to_snapshot(&query).await?;
+            let login = match login_or_key(&query).await? {
+                RunLogin::Store(login) => login,
+                RunLogin::Key(_) => {
+                    return Err(CommandError::new(
+                        exit::USAGE,
+                        "qbox run -d has no store login to keep fresh, and does not take a Kiro API key alone",
+                    )
+                    .hint("run it in the foreground (qbox run without -d), or pass the key as a compose secret (docs/compose.md)")
+                    .into());
+                }
+            };
             let runtime = runtime
                 .as_ref()
                 .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?;
@@ -357,7 +368,22 @@ async fn run_attached(
         AuthMode::None => {}
         AuthMode::Live => mount_live_store(&query, &mut spec)?,
         AuthMode::Snapshot => {
-            let login = login_to_snapshot(&query).await?;
+            let login = match login_or_key(&query).await? {
+                RunLogin::Store(login) => Some(login),
+                RunLogin::Key(key) => {
+                    // No store login: the key, as a file only the run can read.
+                    let dir = runtime
+                        .as_ref()
+                        .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?
+                        .create_run_dir()?;
+                    write_key_file(dir.path(), &key)?;
+                    spec.auth_dir = Some(dir.path().to_owned());
+                    spec.auth_key = Some(AUTH_KEY.to_owned());
+                    snapshot_dir = Some(dir);
+                    None
+                }
+            };
+            if let Some(login) = login {
             let dir = runtime
                 .as_ref()
                 .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?
@@ -381,6 +407,7 @@ async fn run_attached(
                 .with_written(taken.rows),
             );
             snapshot_dir = Some(dir);
+            }
         }
     }
     // The snapshot is refreshed next to the container for as long as it runs.
@@ -547,6 +574,57 @@ async fn login_to_snapshot(query: &StoreQuery) -> anyhow::Result<store::Login> {
         .resolve(OffsetDateTime::now_utc())
         .map_err(reclassify)?;
     store::ensure_fresh(login).await.map_err(reclassify)
+}
+
+/// What a container's login comes from.
+enum RunLogin {
+    /// A store login, snapshotted and kept fresh.
+    Store(store::Login),
+    /// No usable store login, but a Kiro API key (`KIRO_API_KEY` or
+    /// `QBOX_API_KEY_FILE`): a stored login wins, as in the Kiro CLI.
+    Key(crate::secret::Secret),
+}
+
+async fn login_or_key(query: &StoreQuery) -> anyhow::Result<RunLogin> {
+    let attempt = match query.resolve(OffsetDateTime::now_utc()) {
+        Ok(login) => store::ensure_fresh(login).await,
+        Err(error) => Err(error.into()),
+    };
+    let error = match attempt {
+        Ok(login) => return Ok(RunLogin::Store(login)),
+        Err(error) => error,
+    };
+    if error.exit_code() == exit::NO_LOGIN {
+        match crate::qapi::ApiKey::from_env() {
+            Ok(Some(key)) => return Ok(RunLogin::Key(key.key)),
+            Err(key_error) => return Err(reclassify(crate::qapi::ApiError::from(key_error))),
+            Ok(None) => {}
+        }
+    }
+    Err(reclassify(error))
+}
+
+/// Writes the key into a run's fresh private directory, readable only by
+/// the user (and so by the container, which runs as the user).
+fn write_key_file(dir: &std::path::Path, key: &crate::secret::Secret) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(KEY_FILE_NAME);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path)
+        .and_then(|mut file| {
+            file.write_all(key.expose().as_bytes())?;
+            Ok(file)
+        })
+        .map_err(|e| {
+            CommandError::new(exit::ENGINE, format!("writing the API key file {}: {e}", path.display()))
+        })?;
+    file.flush()?;
+    Ok(())
 }
 
 fn reclassify(err: impl Into<anyhow::Error>) -> anyhow::Error {

@@ -2,6 +2,7 @@
 //! turned into a container create body. Pure and unit-tested: every auth
 //! mount is read-only, and no token ever goes into the environment.
 
+use crate::qapi::API_KEY_FILE_ENV;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,10 @@ use crate::exit::{self, Diagnose};
 pub const AUTH_MOUNT: &str = "/run/qbox/auth";
 /// `QBOX_DB` inside containers.
 pub const AUTH_DB: &str = "/run/qbox/auth/data.sqlite3";
+/// The file name of a Kiro API key in a run's private directory.
+pub const KEY_FILE_NAME: &str = "kiro-api-key";
+/// `QBOX_API_KEY_FILE` inside containers given a key.
+pub const AUTH_KEY: &str = "/run/qbox/auth/kiro-api-key";
 /// The label on every container qbox creates.
 pub const MANAGED_LABEL: &str = "qbox.managed";
 
@@ -84,6 +89,9 @@ pub struct RunSpec {
     pub auth_dir: Option<PathBuf>,
     /// The database file inside the container, if any.
     pub auth_db: Option<String>,
+    /// The Kiro API key file inside the container (`QBOX_API_KEY_FILE`),
+    /// if any: the key itself is never in the container's environment.
+    pub auth_key: Option<String>,
     /// With `tty`: the host terminal's (rows, columns), given at creation so
     /// the first output already has it (engines from API 1.42 on; older ones
     /// get it by the resize right after start).
@@ -196,13 +204,17 @@ impl RunSpec {
     pub fn create_body(&self) -> ContainerCreateBody {
         let mut env = self.env.clone();
         let mut binds = self.binds.clone();
-        if let (Some(dir), Some(db)) = (&self.auth_dir, &self.auth_db) {
+        if let Some(dir) = &self.auth_dir {
             // Read-only, always: nothing inside may change the login, and
             // the directory (not the file) is mounted so that atomic
             // replacements on the host are visible inside.
             binds.push(format!("{}:{AUTH_MOUNT}:ro", dir.display()));
-            env.retain(|e| !e.starts_with("QBOX_DB="));
-            env.push(format!("QBOX_DB={db}"));
+            for (name, value) in [("QBOX_DB", &self.auth_db), (API_KEY_FILE_ENV, &self.auth_key)] {
+                if let Some(value) = value {
+                    env.retain(|e| !e.starts_with(&format!("{name}=")));
+                    env.push(format!("{name}={value}"));
+                }
+            }
         }
         let mut body = ContainerCreateBody {
             image: Some(self.image.clone()),
@@ -269,6 +281,7 @@ mod tests {
             stop_timeout: 10,
             auth_dir: Some(PathBuf::from("/tmp/qbox-auth-x")),
             auth_db: Some(AUTH_DB.into()),
+            auth_key: None,
             console_size: Some((33, 101)),
             memory: None,
             options: HostOptions::default(),

@@ -288,9 +288,12 @@ pub struct KiroAuthClient {
 }
 
 impl KiroAuthClient {
-    /// A client that honours `QBOX_KIRO_AUTH_ENDPOINT`.
+    /// A client that honours `QBOX_KIRO_AUTH_ENDPOINT`, else the Kiro
+    /// CLI's own setting `api.kiroauth.service` (`~/.kiro/settings/cli.json`).
     pub fn from_env() -> Result<Self, RefreshError> {
-        Self::new(env_override(KIRO_AUTH_ENDPOINT_ENV))
+        Self::new(env_override(KIRO_AUTH_ENDPOINT_ENV).or_else(|| {
+            super::settings::CliSettings::of(super::Flavor::Kiro).kiro_auth
+        }))
     }
 
     /// A client for the real auth service, or for `base_override`.

@@ -27,8 +27,12 @@ const ENV_READERS: &[(&str, &str)] = &[
         "the native client's documented variables",
     ),
     (
+        "src/qapi/api_key.rs",
+        "the Kiro CLI's KIRO_API_KEY and QBOX_API_KEY_FILE",
+    ),
+    (
         "src/agent/config.rs",
-        "the agent tool's documented variables",
+        "the agent tool's documented variables and the PATH its CLI is found on",
     ),
     (
         "src/agent/child_env.rs",

@@ -579,3 +579,33 @@ fn an_agent_with_no_cli_on_path_names_the_kiro_cli() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_social_login_is_refreshed_at_the_auth_service_the_kiro_clis_settings_name() {
+    let kiro = qbox::standin::kiro::StandinKiro::start("social-refresh-s")
+        .await
+        .unwrap();
+    let home = TestHome::new();
+    let store = kiro_store(&home);
+    let expired = qbox::timefmt::rfc3339(time::OffsetDateTime::now_utc() - time::Duration::minutes(5));
+    let mut token: Value = serde_json::from_str(&social_token("social-old", Some(IDC_ARN))).unwrap();
+    token["expires_at"] = expired.into();
+    token["refresh_token"] = "social-refresh-s".into();
+    store.auth_kv(SOCIAL_KEY, &token.to_string()).unwrap();
+    store.state("api.codewhisperer.profile", &profile_row(IDC_ARN)).unwrap();
+    let settings = home.path().join(".kiro/settings");
+    std::fs::create_dir_all(&settings).unwrap();
+    std::fs::write(
+        settings.join("cli.json"),
+        json!({"api.kiroauth.service": kiro.url()}).to_string(),
+    )
+    .unwrap();
+    let run = home
+        .qbox()
+        .args(["export-token", "--field", "access"])
+        .run_async()
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.trim(), "standin-social-access-1");
+    assert_eq!(kiro.requests().len(), 1);
+}
