@@ -158,7 +158,7 @@ pub fn spawn_error(cli: &ChosenCli, image: Option<&str>, err: &std::io::Error) -
     };
     match err.kind() {
         std::io::ErrorKind::NotFound if cli.explicit => format!(
-            "the CLI `{name}` that {CLI_ENV} names was not found{}. Set {CLI_ENV} to the full path of `kiro-cli` (or the legacy `q`), or unset it to look for one on PATH.",
+            "the CLI `{name}` was not found{} ({CLI_ENV} names it). Set {CLI_ENV} to the full path of `kiro-cli` (or the legacy `q`), or unset it to look for one on PATH.",
             image
                 .map(|i| format!(" in the image `{i}`"))
                 .unwrap_or_default()
@@ -530,7 +530,7 @@ mod tests {
         };
         let named_text = spawn_error(&named, None, &missing);
         assert!(
-            named_text.starts_with("the CLI `/opt/kiro` that QBOX_AGENT_CLI names was not found."),
+            named_text.starts_with("the CLI `/opt/kiro` was not found (QBOX_AGENT_CLI names it)."),
             "{named_text}"
         );
         assert!(

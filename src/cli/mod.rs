@@ -33,7 +33,7 @@ Examples:
   qbox export-token --field access          # just the access token
   qbox snapshot ~/.qbox/auth --watch        # keep a least-privilege copy fresh
   qbox chat \"what does this error mean?\"    # ask Amazon Q, streamed
-  qbox run my-image -- q chat \"hello\"        # a container logged in to Amazon Q
+  qbox run my-image -- kiro-cli chat \"hello\" # a container logged in to Amazon Q
   qbox run -v \"$PWD:/work\" -w /work --mcp dev-image  # your image as an MCP server
   qbox run -d --name web -p 127.0.0.1:8080:8080 qbox-sidecar:latest -- serve --http 0.0.0.0:8080
   qbox ps                                   # containers qbox run started, and their keepers

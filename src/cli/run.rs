@@ -13,7 +13,8 @@ use crate::container::detached::{DETACHED_LABEL, DetachedDir};
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
-    AUTH_DB, AUTH_KEY, AuthMode, KEY_FILE_NAME, RUN_LABEL, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
+    AUTH_DB, AUTH_KEY, AuthMode, KEY_FILE_NAME, RUN_LABEL, RunSpec, parse_env, parse_memory,
+    parse_user, parse_volume,
 };
 use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
@@ -24,7 +25,7 @@ use super::keep::KeeperSettings;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  qbox run my-image -- q chat --no-interactive \"hello\"
+  qbox run my-image -- kiro-cli chat --no-interactive \"hello\"
   qbox run -it my-image -- sh
   qbox run -e AWS_REGION -v \"$PWD:/work\" -w /work my-image -- make test
   qbox run --auth live my-image -- q whoami
@@ -282,7 +283,7 @@ async fn run_detached(
         AuthMode::Live => mount_live_store(&query, &mut spec)?,
         AuthMode::Snapshot => {
             let login = match login_or_key(&query).await? {
-                RunLogin::Store(login) => login,
+                RunLogin::Store(login) => *login,
                 RunLogin::Key(_) => {
                     return Err(CommandError::new(
                         exit::USAGE,
@@ -369,7 +370,7 @@ async fn run_attached(
         AuthMode::Live => mount_live_store(&query, &mut spec)?,
         AuthMode::Snapshot => {
             let login = match login_or_key(&query).await? {
-                RunLogin::Store(login) => Some(login),
+                RunLogin::Store(login) => Some(*login),
                 RunLogin::Key(key) => {
                     // No store login: the key, as a file only the run can read.
                     let dir = runtime
@@ -384,29 +385,29 @@ async fn run_attached(
                 }
             };
             if let Some(login) = login {
-            let dir = runtime
-                .as_ref()
-                .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?
-                .create_run_dir()?;
-            let taken = snapshot::take(&login, dir.path(), snapshot::DEFAULT_MODE, scope)
-                .map_err(reclassify)?;
-            spec.auth_dir = Some(dir.path().to_owned());
-            spec.auth_db = Some(AUTH_DB.to_owned());
-            keeper = Some(
-                SnapshotKeeper::new(
-                    StoreQuery {
-                        db: Some(login.path.clone()),
-                        cli: Some(login.flavor),
-                    },
-                    dir.path().to_owned(),
-                    WatchOptions {
-                        scope,
-                        ..WatchOptions::default()
-                    },
-                )
-                .with_written(taken.rows),
-            );
-            snapshot_dir = Some(dir);
+                let dir = runtime
+                    .as_ref()
+                    .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?
+                    .create_run_dir()?;
+                let taken = snapshot::take(&login, dir.path(), snapshot::DEFAULT_MODE, scope)
+                    .map_err(reclassify)?;
+                spec.auth_dir = Some(dir.path().to_owned());
+                spec.auth_db = Some(AUTH_DB.to_owned());
+                keeper = Some(
+                    SnapshotKeeper::new(
+                        StoreQuery {
+                            db: Some(login.path.clone()),
+                            cli: Some(login.flavor),
+                        },
+                        dir.path().to_owned(),
+                        WatchOptions {
+                            scope,
+                            ..WatchOptions::default()
+                        },
+                    )
+                    .with_written(taken.rows),
+                );
+                snapshot_dir = Some(dir);
             }
         }
     }
@@ -569,17 +570,10 @@ fn mount_live_store(query: &StoreQuery, spec: &mut RunSpec) -> anyhow::Result<()
 
 /// `--auth snapshot`: the login a snapshot is taken from, refreshed first
 /// when it is due, so the container starts with the freshest token.
-async fn login_to_snapshot(query: &StoreQuery) -> anyhow::Result<store::Login> {
-    let login = query
-        .resolve(OffsetDateTime::now_utc())
-        .map_err(reclassify)?;
-    store::ensure_fresh(login).await.map_err(reclassify)
-}
-
 /// What a container's login comes from.
 enum RunLogin {
     /// A store login, snapshotted and kept fresh.
-    Store(store::Login),
+    Store(Box<store::Login>),
     /// No usable store login, but a Kiro API key (`KIRO_API_KEY` or
     /// `QBOX_API_KEY_FILE`): a stored login wins, as in the Kiro CLI.
     Key(crate::secret::Secret),
@@ -591,7 +585,7 @@ async fn login_or_key(query: &StoreQuery) -> anyhow::Result<RunLogin> {
         Err(error) => Err(error.into()),
     };
     let error = match attempt {
-        Ok(login) => return Ok(RunLogin::Store(login)),
+        Ok(login) => return Ok(RunLogin::Store(Box::new(login))),
         Err(error) => error,
     };
     if error.exit_code() == exit::NO_LOGIN {
@@ -621,7 +615,10 @@ fn write_key_file(dir: &std::path::Path, key: &crate::secret::Secret) -> anyhow:
             Ok(file)
         })
         .map_err(|e| {
-            CommandError::new(exit::ENGINE, format!("writing the API key file {}: {e}", path.display()))
+            CommandError::new(
+                exit::ENGINE,
+                format!("writing the API key file {}: {e}", path.display()),
+            )
         })?;
     file.flush()?;
     Ok(())

@@ -209,7 +209,10 @@ impl RunSpec {
             // the directory (not the file) is mounted so that atomic
             // replacements on the host are visible inside.
             binds.push(format!("{}:{AUTH_MOUNT}:ro", dir.display()));
-            for (name, value) in [("QBOX_DB", &self.auth_db), (API_KEY_FILE_ENV, &self.auth_key)] {
+            for (name, value) in [
+                ("QBOX_DB", &self.auth_db),
+                (API_KEY_FILE_ENV, &self.auth_key),
+            ] {
                 if let Some(value) = value {
                     env.retain(|e| !e.starts_with(&format!("{name}=")));
                     env.push(format!("{name}={value}"));

@@ -39,7 +39,7 @@ pub fn agent_tool() -> Tool {
     const TITLE: &str = "Amazon Q Developer agent";
     Tool::new(
         TOOL_NAME,
-        "Hand a task to Amazon Q Developer: runs `q chat --no-interactive` (or kiro-cli) in the \
+        "Hand a task to Amazon Q Developer: runs `kiro-cli chat --no-interactive` (or the legacy `q chat`) in the \
          sidecar's working directory and returns its answer. Q may use its own tools (read files, run \
          commands) when trusted with `trust-tools` or `yolo-mode`. Progress notifications carry the \
          output as it appears.",

@@ -97,11 +97,10 @@ fn expiry_verb(at: OffsetDateTime) -> &'static str {
 impl Diagnose for StoreError {
     fn hint(&self) -> Option<String> {
         let hint = match self {
-            Self::NotFound { .. } => {
-                "log in with `q login` (Amazon Q Developer CLI) or `kiro-cli login` (Kiro CLI), \
-                 or name a store with --db PATH or QBOX_DB"
-                    .to_owned()
-            }
+            Self::NotFound { .. } => format!(
+                "log in with {}, name a store with --db PATH or QBOX_DB, or set KIRO_API_KEY (a Kiro API key)",
+                Flavor::any_login_command()
+            ),
             Self::ExplicitPathMissing { .. } => {
                 "check --db / QBOX_DB, or unset it to search the CLI's default locations".to_owned()
             }
@@ -112,10 +111,10 @@ impl Diagnose for StoreError {
             Self::PermissionDenied { .. } => {
                 "the CLI keeps its store at mode 0600: run qbox as the user who owns it".to_owned()
             }
-            Self::Corrupt { .. } => {
-                "qbox did not change the file; `q login` (or `kiro-cli login`) writes a fresh login"
-                    .to_owned()
-            }
+            Self::Corrupt { .. } => format!(
+                "qbox did not change the file; logging in again ({}) writes a fresh login",
+                Flavor::any_login_command()
+            ),
             Self::MissingTable { .. } => {
                 "this is not the CLI's auth store, or the CLI never finished starting: run it once"
                     .to_owned()

@@ -67,6 +67,29 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 /// How long before expiry the CLIs refresh a token themselves.
 pub const CLI_WINDOW: Duration = Duration::from_secs(60);
+/// Overrides [`CLI_WINDOW`] (whole seconds, at most an hour): for a CLI
+/// that changes its window, and for tests whose tokens live minutes.
+pub const CLI_WINDOW_ENV: &str = "QBOX_CLI_WINDOW";
+
+/// The CLI's window in force (read once per process).
+fn cli_window() -> Duration {
+    static WINDOW: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *WINDOW.get_or_init(|| {
+        let Some(text) = std::env::var(CLI_WINDOW_ENV).ok().filter(|v| !v.trim().is_empty())
+        else {
+            return CLI_WINDOW;
+        };
+        match text.trim().parse::<u64>() {
+            Ok(seconds) if seconds <= 3600 => Duration::from_secs(seconds),
+            _ => {
+                tracing::warn!(
+                    "{CLI_WINDOW_ENV}={text:?} is not a whole number of seconds up to 3600; using 60"
+                );
+                CLI_WINDOW
+            }
+        }
+    })
+}
 
 impl Default for RefreshPolicy {
     fn default() -> Self {
@@ -74,7 +97,7 @@ impl Default for RefreshPolicy {
             refresh_before: DEFAULT_REFRESH_BEFORE,
             min_interval: MIN_REFRESH_INTERVAL,
             max_backoff: MAX_BACKOFF,
-            cli_window: CLI_WINDOW,
+            cli_window: cli_window(),
         }
     }
 }

@@ -87,9 +87,14 @@ impl Diagnose for RefreshError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             Self::Rejected { code, .. } if code == "invalid_grant" || code == "invalid_client" => {
-                "the login has ended; log in again with `q login` (or `kiro-cli login`)".into()
+                format!(
+                    "the login has ended; log in again with {}",
+                    super::Flavor::any_login_command()
+                )
             }
-            Self::Rejected { .. } => "log in again with `q login` (or `kiro-cli login`)".into(),
+            Self::Rejected { .. } => {
+                format!("log in again with {}", super::Flavor::any_login_command())
+            }
             Self::Server { .. } => "the token service failed; try again in a minute".into(),
             Self::Redirected { env: "", .. } => "qbox never follows a redirect, which would \
                  send the refresh token to another address; log in again so the CLI stores \
@@ -291,9 +296,10 @@ impl KiroAuthClient {
     /// A client that honours `QBOX_KIRO_AUTH_ENDPOINT`, else the Kiro
     /// CLI's own setting `api.kiroauth.service` (`~/.kiro/settings/cli.json`).
     pub fn from_env() -> Result<Self, RefreshError> {
-        Self::new(env_override(KIRO_AUTH_ENDPOINT_ENV).or_else(|| {
-            super::settings::CliSettings::of(super::Flavor::Kiro).kiro_auth
-        }))
+        Self::new(
+            env_override(KIRO_AUTH_ENDPOINT_ENV)
+                .or_else(|| super::settings::CliSettings::of(super::Flavor::Kiro).kiro_auth),
+        )
     }
 
     /// A client for the real auth service, or for `base_override`.

@@ -28,8 +28,10 @@ fn valid_login_is_ok() {
     assert_eq!(report["login_kind"], "identity-center");
     assert_eq!(report["profile"]["arn"], login.profile_arn.unwrap());
     assert_eq!(report["searched"].as_array().unwrap().len(), 2);
-    assert_eq!(report["searched"][1]["exists"], true);
-    assert_eq!(report["searched"][0]["exists"], false);
+    // The Kiro CLI's store is searched first.
+    assert_eq!(report["searched"][0]["flavor"], "kiro");
+    assert_eq!(report["searched"][0]["exists"], true);
+    assert_eq!(report["searched"][1]["exists"], false);
     assert_eq!(report["docker"]["available"], false);
 
     let text = home.qbox().args(["doctor"]).run();

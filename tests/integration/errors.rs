@@ -26,7 +26,7 @@ fn missing_store_lists_the_searched_paths() {
     for flavor in Flavor::ALL {
         run.assert_stderr_contains(home.store_path(flavor).to_str().unwrap());
     }
-    run.assert_stderr_contains("hint: log in with `q login`");
+    run.assert_stderr_contains("hint: log in with `kiro-cli login`");
     assert_eq!(run.stdout, "");
 }
 

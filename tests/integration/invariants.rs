@@ -42,6 +42,7 @@ const ENV_READERS: &[(&str, &str)] = &[
     ("src/mcp/token.rs", "QBOX_MCP_TOKEN and XDG_RUNTIME_DIR"),
     ("src/store/discovery.rs", "the platform's data directories"),
     ("src/store/db.rs", "QBOX_LOCK_TIMEOUT"),
+    ("src/store/keeper.rs", "QBOX_CLI_WINDOW"),
     (
         "src/store/refresh.rs",
         "the token services' endpoint overrides",

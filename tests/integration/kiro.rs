@@ -587,12 +587,16 @@ async fn a_social_login_is_refreshed_at_the_auth_service_the_kiro_clis_settings_
         .unwrap();
     let home = TestHome::new();
     let store = kiro_store(&home);
-    let expired = qbox::timefmt::rfc3339(time::OffsetDateTime::now_utc() - time::Duration::minutes(5));
-    let mut token: Value = serde_json::from_str(&social_token("social-old", Some(IDC_ARN))).unwrap();
+    let expired =
+        qbox::timefmt::rfc3339(time::OffsetDateTime::now_utc() - time::Duration::minutes(5));
+    let mut token: Value =
+        serde_json::from_str(&social_token("social-old", Some(IDC_ARN))).unwrap();
     token["expires_at"] = expired.into();
     token["refresh_token"] = "social-refresh-s".into();
     store.auth_kv(SOCIAL_KEY, &token.to_string()).unwrap();
-    store.state("api.codewhisperer.profile", &profile_row(IDC_ARN)).unwrap();
+    store
+        .state("api.codewhisperer.profile", &profile_row(IDC_ARN))
+        .unwrap();
     let settings = home.path().join(".kiro/settings");
     std::fs::create_dir_all(&settings).unwrap();
     std::fs::write(
@@ -608,4 +612,71 @@ async fn a_social_login_is_refreshed_at_the_auth_service_the_kiro_clis_settings_
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout.trim(), "standin-social-access-1");
     assert_eq!(kiro.requests().len(), 1);
+}
+
+/// `qbox run` with a Kiro API key and no store: the container reads the key
+/// from a read-only file; neither its environment nor `docker inspect`
+/// holds it.
+#[test]
+fn qbox_run_gives_a_container_the_key_as_a_file_and_nowhere_else() {
+    let Some(image) = crate::container::engine_image() else {
+        return;
+    };
+    let _turn = crate::util::engine_turn();
+    let home = TestHome::new();
+    let name = format!("qbox-test-kiro-key-{}", std::process::id());
+    let run = crate::container::qbox_run(
+        &home,
+        &[
+            "--keep",
+            "--name",
+            &name,
+            image,
+            "--",
+            "sh",
+            "-c",
+            "cat \"$QBOX_API_KEY_FILE\"; echo; echo file=$QBOX_API_KEY_FILE; env; touch /run/qbox/auth/x 2>/dev/null && echo WRITABLE; true",
+        ],
+    )
+    .env("KIRO_API_KEY", API_KEY)
+    .run();
+    let inspect = std::process::Command::new("docker")
+        .args(["inspect", &name])
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &name])
+        .output();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut lines = run.stdout.lines();
+    assert_eq!(lines.next(), Some(API_KEY), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("file=/run/qbox/auth/kiro-api-key"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.stdout.matches(API_KEY).count(),
+        1,
+        "the key is in the environment: {}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("WRITABLE"),
+        "the key's mount is writable"
+    );
+    let inspect = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect.contains("QBOX_API_KEY_FILE=/run/qbox/auth/kiro-api-key"),
+        "{inspect}"
+    );
+    assert!(!inspect.contains(API_KEY), "docker inspect shows the key");
+    assert!(!run.stderr.contains(API_KEY));
+
+    // Detached, a key alone is refused with a hint (nothing would remove it).
+    let detached = crate::container::qbox_run(&home, &["-d", image, "--", "true"])
+        .env("KIRO_API_KEY", API_KEY)
+        .run();
+    assert_eq!(detached.code, 2, "{}", detached.stderr);
+    assert!(detached.stderr.contains("hint:"), "{}", detached.stderr);
 }

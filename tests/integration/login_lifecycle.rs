@@ -154,7 +154,12 @@ async fn short_lived_tokens_are_refreshed_at_most_every_30s_by_two_keepers() {
     });
     let home = TestHome::new();
     let source = home.login(Flavor::Kiro, &login_expiring_in("short", "aor-short-0", 75));
-    let env = [("QBOX_OIDC_ENDPOINT", oidc.url())];
+    // Tokens of 75 s live inside the CLI's real minute: the CLI's window is
+    // scaled down with them (qbox keeps out of its last 15 s instead).
+    let env = [
+        ("QBOX_OIDC_ENDPOINT", oidc.url()),
+        ("QBOX_CLI_WINDOW", "10".to_owned()),
+    ];
     let dirs = [home.path().join("auth-a"), home.path().join("auth-b")];
     let mut watchers = [
         Watcher::start(&home, &dirs[0], "a", &env),
@@ -229,7 +234,10 @@ async fn a_failing_token_service_keeps_the_old_token_and_the_keeper_recovers() {
     let dir = home.path().join("auth");
     let snapshot = dir.join("data.sqlite3");
     let key = Flavor::AmazonQ.token_key();
-    let env = [("QBOX_OIDC_ENDPOINT", oidc.url())];
+    let env = [
+        ("QBOX_OIDC_ENDPOINT", oidc.url()),
+        ("QBOX_CLI_WINDOW", "10".to_owned()),
+    ];
     let mut watcher = Watcher::start(&home, &dir, "outage", &env);
     let outage = Instant::now();
     // The pass that failed to refresh goes on to write the snapshot.

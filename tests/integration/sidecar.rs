@@ -167,8 +167,13 @@ fn every_cli_failure_is_a_clear_tool_error() {
     let mut mcp = StdioMcp::start(home.path(), &agent_env(&record));
     let cases = [
         (
+            json!({"prompt": "fail:5"}),
+            vec!["exited with code 5", "something broke"],
+        ),
+        (
+            // The Kiro CLI's exit code when an MCP server of its agent failed.
             json!({"prompt": "fail:3"}),
-            vec!["exited with code 3", "something broke"],
+            vec!["MCP server", "exit 3", "something broke"],
         ),
         (json!({"prompt": "auth"}), vec!["not logged in", "QBOX_DB"]),
         (
