@@ -91,9 +91,7 @@ impl AgentAuth {
         let _one_at_a_time = updating.lock().unwrap_or_else(|p| p.into_inner());
         let rows = db::read_snapshot_rows(snapshot)?;
         let detected = store::Login::detect_flavor(&rows.auth);
-        let flavor = detected
-            .or_else(|| Flavor::from_path(snapshot))
-            .unwrap_or(Flavor::ALL[0]);
+        let flavor = store::Login::flavor_of(&rows.auth, snapshot);
         // The CLI would meet an expired token with no refresh token and say
         // "not logged in"; the snapshot's host keeper is what is missing.
         if check_expiry && rows.auth.is_access_only() {

@@ -214,6 +214,15 @@ impl Login {
         })
     }
 
+    /// The flavor of a store at `path` holding `rows`: the one whose keys
+    /// the rows hold (of two, the first in [`Flavor::ALL`], the Kiro CLI),
+    /// else the one its directory names, else the Kiro CLI.
+    pub fn flavor_of(rows: &AuthRows, path: &std::path::Path) -> Flavor {
+        Self::detect_flavor(rows)
+            .or_else(|| Flavor::from_path(path))
+            .unwrap_or(Flavor::ALL[0])
+    }
+
     /// The flavor whose keys `rows` hold, if any; of two, the first in
     /// [`Flavor::ALL`] (the Kiro CLI).
     pub fn detect_flavor(rows: &AuthRows) -> Option<Flavor> {

@@ -173,10 +173,7 @@ pub fn read_login(path: &Path, flavor: Option<Flavor>) -> Result<Login, StoreErr
         state_rows = rows.state.len(),
         "auth rows read"
     );
-    let flavor = flavor
-        .or_else(|| Login::detect_flavor(&rows))
-        .or_else(|| Flavor::from_path(path))
-        .unwrap_or(Flavor::ALL[0]);
+    let flavor = flavor.unwrap_or_else(|| Login::flavor_of(&rows, path));
     let mut login = Login::from_rows(db::display_path(path), flavor, &rows)?;
     // One file holding both CLIs' logins (a store the Kiro CLI took over
     // from the Amazon Q CLI): say which one is used and why.
