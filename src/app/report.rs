@@ -509,6 +509,10 @@ mod tests {
                 SpecError::User("a:b:c".into()),
                 SpecError::ReservedTarget("/run/qbox/auth".into()),
                 SpecError::Memory("1k".into()),
+                SpecError::UndoesReadOnlyLogin {
+                    option: "--cap-add",
+                    value: "CAP_SYS_ADMIN".into(),
+                },
             ]
         }
 
@@ -519,7 +523,8 @@ mod tests {
                 | SpecError::VolumeSourceMissing(_)
                 | SpecError::User(_)
                 | SpecError::ReservedTarget(_)
-                | SpecError::Memory(_) => exit::ENGINE,
+                | SpecError::Memory(_)
+                | SpecError::UndoesReadOnlyLogin { .. } => exit::ENGINE,
             }
         }
 

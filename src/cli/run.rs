@@ -13,7 +13,8 @@ use crate::container::detached::{DETACHED_LABEL, DetachedDir};
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
-    AUTH_DB, AuthMode, RUN_LABEL, RunSpec, parse_env, parse_memory, parse_user, parse_volume,
+    AUTH_DB, AuthMode, RUN_LABEL, RunSpec, guard_login, parse_env, parse_memory, parse_user,
+    parse_volume,
 };
 use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
@@ -152,6 +153,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
     let cwd = std::env::current_dir()?;
     let host_env = |name: &str| std::env::var(name).ok();
     let options = args.docker.host_options(&cwd)?;
+    guard_login(&options, args.auth)?;
     // As docker: the files first, so that -e overrides what they set.
     let mut env = args.docker.env_file_entries(host_env)?;
     for raw in &args.env {
@@ -163,8 +165,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         .volumes
         .iter()
         .map(|raw| parse_volume(raw, &cwd))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(usage)?;
+        .collect::<Result<Vec<_>, _>>()?;
     let user = match &args.user {
         Some(user) => Some(parse_user(user).map_err(usage)?),
         None => Some(format!(
