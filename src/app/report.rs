@@ -513,6 +513,8 @@ mod tests {
                     option: "--cap-add",
                     value: "CAP_SYS_ADMIN".into(),
                 },
+                SpecError::LiveNotCliDir(path()),
+                SpecError::LiveUnresolved(path(), "no such file".into()),
             ]
         }
 
@@ -524,7 +526,9 @@ mod tests {
                 | SpecError::User(_)
                 | SpecError::ReservedTarget(_)
                 | SpecError::Memory(_)
-                | SpecError::UndoesReadOnlyLogin { .. } => exit::ENGINE,
+                | SpecError::UndoesReadOnlyLogin { .. }
+                | SpecError::LiveNotCliDir(_)
+                | SpecError::LiveUnresolved(..) => exit::ENGINE,
             }
         }
 

@@ -13,8 +13,8 @@ use crate::container::detached::{DETACHED_LABEL, DetachedDir};
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
-    AUTH_DB, AuthMode, RUN_LABEL, RunSpec, guard_login, parse_env, parse_memory, parse_user,
-    parse_volume,
+    AUTH_DB, AuthMode, RUN_LABEL, RunSpec, guard_login, live_mount, parse_env, parse_memory,
+    parse_user, parse_volume,
 };
 use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
@@ -37,8 +37,9 @@ Auth modes: snapshot (default) mounts a private directory holding only the login
 (access token and its expiry, profile; no refresh token, no client secret), refreshed on
 the host while the container runs (--refreshable adds the refresh token and the client
 registration, for a container that must refresh by itself); live
-mounts the CLI's whole data directory read-only (conversations included); none mounts
-nothing. Inside: QBOX_DB=/run/qbox/auth/data.sqlite3.
+mounts the CLI's whole data directory read-only (conversations included; a store outside
+amazon-q/ or kiro-cli/ is refused); none mounts nothing. Inside: QBOX_DB names the store
+(/run/qbox/auth/data.sqlite3).
 
 Detached (-d): the container's id is printed and qbox exits; a keeper process (`qbox keep
 --foreground ID`, logging to $XDG_STATE_HOME/qbox/keepers/ID.log) keeps the snapshot fresh and
@@ -529,15 +530,15 @@ fn sweep_runtime_dir(needed: bool, palette: Palette) -> anyhow::Result<Option<Ru
     Ok(runtime)
 }
 
-/// A setup failure of `qbox run` exits 125, keeping its message and hint.
-/// `--auth live`: the directory of the store holding the login, mounted as
-/// it is.
+/// `--auth live`: the CLI's own data directory holding the login's store,
+/// mounted as it is (anything else is refused: `spec::live_mount`).
 fn mount_live_store(query: &StoreQuery, spec: &mut RunSpec) -> anyhow::Result<()> {
     let login = query
         .resolve(OffsetDateTime::now_utc())
         .map_err(reclassify)?;
-    spec.auth_dir = login.path.parent().map(PathBuf::from);
-    spec.auth_db = Some(AUTH_DB.to_owned());
+    let (dir, db) = live_mount(&login.path)?;
+    spec.auth_dir = Some(dir);
+    spec.auth_db = Some(db);
     Ok(())
 }
 
@@ -550,6 +551,7 @@ async fn login_to_snapshot(query: &StoreQuery) -> anyhow::Result<store::Login> {
     store::ensure_fresh(login).await.map_err(reclassify)
 }
 
+/// A setup failure of `qbox run` exits 125, keeping its message and hint.
 fn reclassify(err: impl Into<anyhow::Error>) -> anyhow::Error {
     let err = err.into();
     let (_, hint) = crate::app::report::classify(&err);

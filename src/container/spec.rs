@@ -49,6 +49,13 @@ pub enum SpecError {
     UndoesReadOnlyLogin { option: &'static str, value: String },
     #[error("invalid --memory `{0}`: expected a size like 512m or 2g, at least 6m")]
     Memory(String),
+    #[error(
+        "--auth live mounts the directory holding the store, and {} is not a CLI's own data directory",
+        .0.display()
+    )]
+    LiveNotCliDir(PathBuf),
+    #[error("--auth live: the store {} cannot be resolved: {}", .0.display(), .1)]
+    LiveUnresolved(PathBuf, String),
 }
 
 /// A bad option is a usage error of `qbox run`, which (as `docker run`)
@@ -63,12 +70,37 @@ impl Diagnose for SpecError {
             Self::ReservedTarget(_) => Some(format!(
                 "{AUTH_MOUNT}, what is inside it and the directories above it are qbox's: mount elsewhere"
             )),
+            Self::LiveNotCliDir(_) => Some(format!(
+                "use the default --auth snapshot, or put the store in a directory of its own named {}",
+                crate::store::Flavor::ALL.map(|f| f.dir_name()).join(" or ")
+            )),
             Self::UndoesReadOnlyLogin { .. } => {
                 Some("drop it, or run the container without a login (--auth none)".into())
             }
             _ => None,
         }
     }
+}
+
+/// `--auth live`: the directory to mount read-only at [`AUTH_MOUNT`] and
+/// `QBOX_DB` inside. Only a CLI's own data directory (`amazon-q/`,
+/// `kiro-cli/`, once symbolic links are resolved) is mounted: the directory
+/// of any other store (`--db ~/login.sqlite3`) may hold anything, keys
+/// included. `QBOX_DB` names the store's own file in the mount.
+pub fn live_mount(store: &Path) -> Result<(PathBuf, String), SpecError> {
+    let real = std::fs::canonicalize(store)
+        .map_err(|e| SpecError::LiveUnresolved(store.to_owned(), e.to_string()))?;
+    let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
+        return Err(SpecError::LiveUnresolved(
+            store.to_owned(),
+            "no directory holds it".into(),
+        ));
+    };
+    if crate::store::Flavor::from_path(&real).is_none() {
+        return Err(SpecError::LiveNotCliDir(dir.to_owned()));
+    }
+    let db = Path::new(AUTH_MOUNT).join(name);
+    Ok((dir.to_owned(), db.display().to_string()))
 }
 
 /// `path` with `//`, `/./`, `/../` and a trailing `/` resolved lexically,
@@ -497,6 +529,34 @@ mod tests {
             &["apparmor=docker-default", "seccomp=builtin"],
         );
         assert_eq!(guard_login(&allowed, AuthMode::Snapshot), Ok(()));
+    }
+
+    #[test]
+    fn issue_30_live_mounts_only_a_cli_data_directory_and_names_the_file() {
+        let root = tempfile::tempdir().unwrap();
+        let cli = root.path().join("kiro-cli");
+        std::fs::create_dir(&cli).unwrap();
+        std::fs::write(cli.join("own.sqlite3"), "").unwrap();
+        let (dir, db) = live_mount(&cli.join("own.sqlite3")).unwrap();
+        assert_eq!(dir, std::fs::canonicalize(&cli).unwrap());
+        assert_eq!(db, "/run/qbox/auth/own.sqlite3");
+
+        // A store in a directory that holds other things is refused.
+        std::fs::write(root.path().join("my-login.sqlite3"), "").unwrap();
+        let err = live_mount(&root.path().join("my-login.sqlite3")).unwrap_err();
+        assert!(matches!(err, SpecError::LiveNotCliDir(_)), "{err}");
+        assert!(err.hint().unwrap().contains("--auth snapshot"));
+        // So is one reached through a directory link named like a CLI's.
+        let decoy = root.path().join("decoy");
+        std::fs::create_dir(&decoy).unwrap();
+        std::os::unix::fs::symlink(root.path(), decoy.join("amazon-q")).unwrap();
+        let err = live_mount(&decoy.join("amazon-q/my-login.sqlite3")).unwrap_err();
+        assert!(matches!(err, SpecError::LiveNotCliDir(_)), "{err}");
+        // A missing store is said to be one.
+        assert!(matches!(
+            live_mount(&cli.join("absent.sqlite3")),
+            Err(SpecError::LiveUnresolved(..))
+        ));
     }
 
     #[test]

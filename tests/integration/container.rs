@@ -139,6 +139,46 @@ fn the_login_is_mounted_read_only_where_documented_and_the_host_store_is_untouch
 }
 
 #[test]
+fn issue_30_auth_live_mounts_only_the_cli_data_directory_and_qbox_db_names_the_file() {
+    let Some((image, _turn, home)) = engine_test("live") else {
+        return;
+    };
+    // The Kiro CLI's directory holding a store under another name.
+    let store = home.data_dir().join("kiro-cli").join("custom.sqlite3");
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    qbox::store::schema::StoreBuilder::create(&store, Flavor::Kiro)
+        .unwrap()
+        .login(&valid_login("live"))
+        .unwrap();
+    let before = file_bytes(&store);
+    let run = home
+        .qbox()
+        .env_remove("DOCKER_HOST")
+        .args(["--db", store.to_str().unwrap(), "--cli", "kiro", "run"])
+        .args([
+            "--auth",
+            "live",
+            image,
+            "--",
+            "sh",
+            "-c",
+            "echo \"db=$QBOX_DB\"; grep -q aoa-access-live \"$QBOX_DB\" && echo token-readable; \
+             echo tampered > \"$QBOX_DB\" 2>&1; exit 0",
+        ])
+        .run();
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("db=/run/qbox/auth/custom.sqlite3"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("token-readable"), "{}", run.stdout);
+    let both = format!("{}{}", run.stdout, run.stderr);
+    assert!(both.contains("Read-only file system"), "{both}");
+    assert_eq!(file_bytes(&store), before, "the host store is unchanged");
+}
+
+#[test]
 fn exit_codes_propagate() {
     let Some((image, _turn, home)) = engine_test("codes") else {
         return;

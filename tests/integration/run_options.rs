@@ -324,3 +324,21 @@ fn issue_30_what_would_make_the_login_writable_is_refused_before_the_engine_is_a
         assert!(!run.stderr.contains("writable"), "{}", run.stderr);
     }
 }
+
+#[test]
+fn issue_30_auth_live_refuses_a_store_outside_a_cli_data_directory() {
+    let home = home();
+    // A store beside the user's keys: mounting its directory would show them.
+    let store = home.path().join("my-login.sqlite3");
+    std::fs::copy(home.store_path(Flavor::AmazonQ), &store).unwrap();
+    let run = home
+        .qbox()
+        .env("DOCKER_HOST", "unix:///nonexistent/qbox-options.sock")
+        .args(["--db", store.to_str().unwrap(), "--cli", "q", "run"])
+        .args(["--auth", "live", "img", "--", "true"])
+        .run();
+    run.assert_code(125)
+        .assert_stderr_contains("not a CLI's own data directory")
+        .assert_stderr_contains("hint: use the default --auth snapshot");
+    assert!(!run.stderr.contains("nonexistent"), "{}", run.stderr);
+}
