@@ -53,6 +53,16 @@ impl TestHome {
         path
     }
 
+    /// `qbox-test=NAME`, NAME this home's directory name: a label for the
+    /// containers this test starts, so that a check for leftovers counts
+    /// only those, never a container the user (or another test) runs.
+    pub fn label(&self) -> String {
+        format!(
+            "qbox-test={}",
+            self.path().file_name().unwrap().to_string_lossy()
+        )
+    }
+
     /// A `qbox` invocation with this home and a clean environment.
     pub fn qbox(&self) -> Qbox {
         Qbox::new(self.path())
