@@ -458,6 +458,7 @@ mod tests {
                     detail: "executable file not found".into(),
                 },
                 RunError::Failed("engine text".into()),
+                RunError::Interrupted(crate::container::run::StopSignal::TERMINATE),
                 RunError::EngineLost {
                     id: "abc".into(),
                     detail: "eof".into(),
@@ -474,6 +475,7 @@ mod tests {
                 | RunError::NameConflict { .. }
                 | RunError::Failed(_)
                 | RunError::EngineLost { .. } => exit::ENGINE,
+                RunError::Interrupted(signal) => signal.exit_code(),
             }
         }
 

@@ -2,6 +2,7 @@
 //! the `qbox run` that keeps each one's login fresh still runs, and
 //! stopping them as `docker stop` does.
 
+use crate::app::report::printable_line;
 use crate::app::term::Palette;
 use crate::container::image;
 use std::time::Duration;
@@ -137,12 +138,13 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
             (state, _) => state.to_owned(),
         };
         let expires = token_expiry(c).map_or_else(|| "-".to_owned(), rfc3339_seconds);
+        // Engine text, printed only as single clean lines.
         println!(
             "{:<14} {:<24} {:<28} {:<22} {expires:<22} {keeper}",
-            c.id.get(..12).unwrap_or(&c.id),
-            c.name,
-            c.image,
-            c.status
+            printable_line(c.id.get(..12).unwrap_or(&c.id)),
+            printable_line(&c.name),
+            printable_line(&c.image),
+            printable_line(&c.status)
         );
     }
     Ok(exit::OK)
@@ -181,7 +183,7 @@ pub async fn stop(args: StopArgs) -> anyhow::Result<u8> {
                 ),
             }
         }
-        println!("{}", target.name);
+        println!("{}", printable_line(&target.name));
     }
     Ok(exit::OK)
 }

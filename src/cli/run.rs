@@ -270,19 +270,25 @@ async fn run_detached(
     scope: snapshot::SnapshotScope,
     palette: Palette,
 ) -> anyhow::Result<u8> {
+    // As the foreground run: from here on SIGINT, SIGTERM and SIGHUP end
+    // this run only after what it made (snapshot, container) is removed.
+    let mut signals = crate::container::run::Signals::install(false)?;
     let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
-    if let Ok(docker) = crate::container::image::connect().await
-        && let Ok(containers) = crate::container::manage::list(&docker).await
-    {
-        super::keep::sweep(&containers);
-    }
+    let swept = async {
+        if let Ok(docker) = crate::container::image::connect().await
+            && let Ok(containers) = crate::container::manage::list(&docker).await
+        {
+            super::keep::sweep(&containers);
+        }
+    };
+    signals.or_stop(swept).await?;
     let mut guard = RemoveUnlessKept(None);
     let mut keeper = None;
     match args.auth {
         AuthMode::None => {}
         AuthMode::Live => mount_live_store(&query, &mut spec)?,
         AuthMode::Snapshot => {
-            let login = login_to_snapshot(&query).await?;
+            let login = signals.or_stop(login_to_snapshot(&query)).await??;
             let runtime = runtime
                 .as_ref()
                 .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?;
@@ -313,12 +319,21 @@ async fn run_detached(
             keeper = Some((dir, settings));
         }
     }
-    let id = crate::container::run::start_detached(&spec).await?;
+    let id = crate::container::run::start_detached(&spec, &mut signals).await?;
     if let Some((dir, settings)) = keeper {
-        if let Err(err) = super::keep::spawn(&id, &settings, &dir).await {
-            // A detached container nobody keeps fresh would fail later, quietly.
+        let spawned = signals
+            .or_stop(super::keep::spawn(&id, &settings, &dir))
+            .await;
+        let failed = match spawned {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(reclassify(err)),
+            Err(interrupted) => Some(anyhow::Error::from(interrupted)),
+        };
+        if let Some(err) = failed {
+            // A detached container nobody keeps fresh would fail later,
+            // quietly; and one asked to stop is not left running.
             crate::container::run::discard(&id).await;
-            return Err(reclassify(err));
+            return Err(err);
         }
         // The keeper owns the directory now.
         guard.0 = None;

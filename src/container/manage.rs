@@ -1,6 +1,7 @@
 //! The qbox-managed containers on the engine: listing them for `qbox ps`
 //! and stopping them for `qbox stop`. Only containers that carry qbox's
-//! label are ever touched.
+//! label are ever touched. What the engine says about them is cleaned of
+//! control characters before anyone prints it.
 
 use std::collections::HashMap;
 
@@ -11,6 +12,7 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, StopContainerOptio
 use super::detached::{DETACHED_LABEL, KEEPER_CLI_LABEL, KEEPER_DB_LABEL, KEEPER_SCOPE_LABEL};
 use super::run::{RunError, engine_error};
 use super::spec::{MANAGED_LABEL, RUN_LABEL};
+use crate::http::sanitize_remote;
 
 /// A container `qbox run` started, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -50,20 +52,24 @@ pub async fn list(docker: &Docker) -> Result<Vec<Managed>, RunError> {
         .list_containers(Some(options))
         .await
         .map_err(engine_error)?;
+    // The engine's words are remote text: no escape sequence or line break
+    // in a name or a status reaches a terminal, or `qbox ps`'s stdout.
+    let clean = |text: String| sanitize_remote(&text);
     let mut managed: Vec<Managed> = summaries
         .into_iter()
         .map(|c| {
             let labels = c.labels.unwrap_or_default();
             Managed {
-                id: c.id.unwrap_or_default(),
-                name: c
-                    .names
-                    .and_then(|names| names.into_iter().next())
-                    .map(|n| n.trim_start_matches('/').to_owned())
-                    .unwrap_or_default(),
-                image: c.image.unwrap_or_default(),
-                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
-                status: c.status.unwrap_or_default(),
+                id: clean(c.id.unwrap_or_default()),
+                name: clean(
+                    c.names
+                        .and_then(|names| names.into_iter().next())
+                        .map(|n| n.trim_start_matches('/').to_owned())
+                        .unwrap_or_default(),
+                ),
+                image: clean(c.image.unwrap_or_default()),
+                state: clean(c.state.map(|s| s.to_string()).unwrap_or_default()),
+                status: clean(c.status.unwrap_or_default()),
                 created: c.created.unwrap_or_default(),
                 run: labels.get(RUN_LABEL).cloned(),
                 detached: labels.get(DETACHED_LABEL).cloned(),
