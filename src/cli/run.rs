@@ -13,8 +13,8 @@ use crate::container::detached::{DETACHED_LABEL, DetachedDir};
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
-    AUTH_DB, AuthMode, RUN_LABEL, RunSpec, guard_login, live_mount, parse_env, parse_memory,
-    parse_user, parse_volume,
+    AUTH_DB, AuthMode, CREATOR_LABEL, RUN_LABEL, RunSpec, guard_login, live_mount, parse_env,
+    parse_memory, parse_user, parse_volume,
 };
 use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
@@ -229,13 +229,19 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
         let keep = super::keep::KeepArgs {
             container,
             foreground: false,
+            engine_timeout: super::keep::DEFAULT_ENGINE_PATIENCE,
         };
         return super::keep::run(keep, query, palette).await;
     }
     if args.refreshable && args.auth != AuthMode::Snapshot {
         return Err(usage("--refreshable needs --auth snapshot (the default)"));
     }
-    let spec = spec(&args)?;
+    let mut spec = spec(&args)?;
+    // Who created it: a container this process leaves created but never
+    // started (killed in between) is removed by a later run's sweep.
+    spec.options
+        .labels
+        .insert(CREATOR_LABEL.to_owned(), runtime_dir::this_run());
     let scope = if args.refreshable {
         snapshot::SnapshotScope::Refreshable
     } else {
@@ -274,14 +280,7 @@ async fn run_detached(
     // this run only after what it made (snapshot, container) is removed.
     let mut signals = crate::container::run::Signals::install(false)?;
     let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
-    let swept = async {
-        if let Ok(docker) = crate::container::image::connect().await
-            && let Ok(containers) = crate::container::manage::list(&docker).await
-        {
-            super::keep::sweep(&containers);
-        }
-    };
-    signals.or_stop(swept).await?;
+    signals.or_stop(sweep_engine()).await?;
     let mut guard = RemoveUnlessKept(None);
     let mut keeper = None;
     match args.auth {
@@ -355,8 +354,12 @@ async fn run_attached(
     spec.options
         .labels
         .insert(RUN_LABEL.to_owned(), runtime_dir::this_run());
-    // Before anything else: the snapshots that killed runs left behind go.
+    // Before anything else: the snapshots and containers that killed runs
+    // left behind go.
     let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
+    // Beside the run, not before it: an engine slow to answer delays
+    // nothing, and a signal meanwhile still ends this run as it should.
+    let sweeper = tokio::spawn(sweep_engine());
     if args.mcp {
         let binary = mcp_sidecar(args.sidecar_binary.clone(), args.image(), palette).await?;
         spec.options
@@ -451,6 +454,9 @@ async fn run_attached(
     };
     let (result, ()) = tokio::join!(container, keep_fresh);
     drop(snapshot_dir);
+    if tokio::time::timeout(SWEEP_PATIENCE, sweeper).await.is_err() {
+        tracing::debug!("the sweep of abandoned containers did not finish");
+    }
     let exited = result?;
     if exited.oom_killed {
         let limit = args
@@ -506,6 +512,21 @@ async fn mcp_sidecar(
 pub(crate) fn runtime_dir_path() -> PathBuf {
     let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty());
     runtime_dir::locate(xdg.map(PathBuf::from).as_deref())
+}
+
+/// How long a foreground run waits at its end for its sweep to finish.
+const SWEEP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Removes the containers killed runs left created but never started, then
+/// the snapshot directories of detached containers that are gone. Best
+/// effort: an engine that cannot be asked is reported by the run itself.
+async fn sweep_engine() {
+    if let Ok(docker) = crate::container::image::connect().await
+        && let Ok(containers) = crate::container::manage::list(&docker).await
+    {
+        let left = crate::container::manage::remove_abandoned(&docker, containers).await;
+        super::keep::sweep(&left);
+    }
 }
 
 /// Opens the runtime directory (creating it when this run needs it for its

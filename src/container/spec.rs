@@ -21,6 +21,12 @@ pub const MANAGED_LABEL: &str = "qbox.managed";
 /// login fresh: `qbox ps` shows whether it still runs.
 pub const RUN_LABEL: &str = "qbox.run";
 
+/// The label naming the qbox process that created a container
+/// (`PID-START`, as [`RUN_LABEL`]), foreground or detached: a container
+/// left `Created` by a creator that died before starting it is removed by
+/// the next `qbox run` (`manage::remove_abandoned`).
+pub const CREATOR_LABEL: &str = "qbox.creator";
+
 /// How the login reaches the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuthMode {

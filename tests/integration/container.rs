@@ -462,14 +462,14 @@ fn a_container_killed_for_memory_exits_137_with_a_reason() {
 
 /// A stand-in for the engine's socket that forwards to the real one and can
 /// be cut off and brought back, as when the engine restarts.
-struct EngineProxy {
+pub(crate) struct EngineProxy {
     path: std::path::PathBuf,
     runtime: tokio::runtime::Runtime,
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl EngineProxy {
-    fn start(path: &Path) -> Self {
+    pub(crate) fn start(path: &Path) -> Self {
         let mut proxy = Self {
             path: path.to_owned(),
             runtime: tokio::runtime::Runtime::new().unwrap(),
@@ -480,7 +480,7 @@ impl EngineProxy {
     }
 
     /// Starts forwarding again on the same path.
-    fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         let _ = std::fs::remove_file(&self.path);
         let listener = {
             let _guard = self.runtime.enter();
@@ -504,7 +504,7 @@ impl EngineProxy {
     }
 
     /// Drops the listener and every connection: the engine is gone.
-    fn cut(&mut self) {
+    pub(crate) fn cut(&mut self) {
         if let Some(server) = self.server.take() {
             server.abort();
             // Aborting the accept loop drops the JoinSet, which aborts the

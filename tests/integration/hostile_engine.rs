@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use crate::util::{KillOnDrop, TestHome};
+use qbox::store::Flavor;
+
+use crate::util::{KillOnDrop, TestHome, valid_login};
 
 /// One request as the stand-in read it.
 #[derive(Debug, Clone)]
@@ -298,11 +300,14 @@ fn a_late_create(request: &Request, stream: &mut UnixStream, _: &Seen) {
 
 #[test]
 fn issue_30_a_container_created_after_a_signal_is_removed_and_never_started() {
-    for flags in [&[][..], &["-d"][..]] {
+    // The foreground run without a login, the detached one with its
+    // snapshot, which must not outlive the run either.
+    for flags in [&["--auth", "none"][..], &["-d"][..]] {
         let (home, engine) = home_with_engine(a_late_create);
+        home.login(Flavor::AmazonQ, &valid_login("late"));
         let mut args = vec!["run"];
         args.extend(flags);
-        args.extend(["--auth", "none", "img", "--", "true"]);
+        args.extend(["img", "--", "true"]);
         let mut child = spawn(qbox(&home, &engine).args(args));
         engine.wait_for("POST", "/containers/create");
         signal(child.child(), "-TERM");
@@ -322,6 +327,15 @@ fn issue_30_a_container_created_after_a_signal_is_removed_and_never_started() {
                 .iter()
                 .any(|r| r.path.ends_with("/start") || r.path.ends_with("/attach")),
             "{flags:?}: {requests:?}"
+        );
+        let runtime = crate::util::runtime_dir(home.path()).join("qbox");
+        let left: Vec<_> = std::fs::read_dir(&runtime)
+            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{flags:?}: left in {}: {left:?}",
+            runtime.display()
         );
     }
 }

@@ -539,9 +539,11 @@ fn has_open(pid: u32, path: &Path) -> bool {
 }
 
 /// This test's turn at the Docker engine. Every test that starts
-/// containers takes it: they share images and the bridge network, and the
-/// checks that nothing was left behind count every qbox-managed container
-/// on the engine, so two tests must not have containers at the same time.
+/// containers takes it: they share images, the bridge network and the
+/// engine's time, and some sweep what dead runs left. Checks that nothing
+/// was left behind count only the test's own containers (its label, its
+/// name, its runtime directory), so a user's `qbox run -d` beside the
+/// tests is never counted.
 pub fn engine_turn() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
