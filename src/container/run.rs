@@ -298,8 +298,9 @@ pub async fn run(spec: &RunSpec) -> Result<Exited, RunError> {
         Err(err) => Err(err),
     };
     // Normally the engine has removed it already (AutoRemove); this covers
-    // a run that ended without the engine confirming the exit.
-    if !spec.keep {
+    // a run that ended without the engine confirming the exit, and one
+    // stopped by a signal before it started (even with --keep: nothing ran).
+    if !spec.keep || matches!(result, Err(RunError::Interrupted(_))) {
         remove(&docker, &id).await;
     }
     result
@@ -545,9 +546,12 @@ async fn attach_start_wait(
         .stdout(true)
         .stderr(true)
         .build();
-    let attached = docker
-        .attach_container(id, Some(attach))
-        .await
+    // Until the container runs, a stop signal ends the run at once (the
+    // caller removes the container): an engine slow to attach or to start
+    // must not make qbox deaf to it.
+    let attached = signals
+        .or_stop(docker.attach_container(id, Some(attach)))
+        .await?
         .map_err(engine_error)?;
     let mut output = attached.output;
     let mut input = attached.input;
@@ -601,9 +605,11 @@ async fn attach_start_wait(
     } else {
         None
     };
-    docker
-        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-        .await
+    signals
+        .or_stop(
+            docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>),
+        )
+        .await?
         .map_err(|err| start_error(&spec.image, err))?;
     if spec.tty {
         mirror_window_size(docker, id).await;

@@ -373,3 +373,63 @@ fn issue_30_engine_text_reaches_stdout_only_clean() {
         assert!(run.stdout.contains("web"), "{}", run.stdout);
     }
 }
+
+/// Creates at once, then never answers the attach that comes before the
+/// start.
+fn a_silent_attach(request: &Request, stream: &mut UnixStream, _: &Seen) {
+    match (request.method.as_str(), request.path.as_str()) {
+        ("POST", "/containers/abc123def456/attach") => {
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        _ => a_late_create_without_delay(request, stream),
+    }
+}
+
+fn a_late_create_without_delay(request: &Request, stream: &mut UnixStream) {
+    match (request.method.as_str(), request.path.as_str()) {
+        (_, "/version") => respond(stream, "200 OK", VERSION),
+        ("GET", "/images/img/json") => respond(stream, "200 OK", r#"{"Id":"sha256:00"}"#),
+        ("POST", "/containers/create") => {
+            respond(
+                stream,
+                "201 Created",
+                r#"{"Id":"abc123def456","Warnings":[]}"#,
+            );
+        }
+        ("DELETE", _) => respond(stream, "204 No Content", ""),
+        ("GET", "/containers/json") => respond(stream, "200 OK", "[]"),
+        _ => respond(
+            stream,
+            "500 Internal Server Error",
+            r#"{"message":"not here"}"#,
+        ),
+    }
+}
+
+#[test]
+fn issue_30_an_engine_that_never_attaches_does_not_make_qbox_run_deaf() {
+    // With --keep too: a container that never ran is not kept.
+    for flags in [&[][..], &["--keep"][..]] {
+        let (home, engine) = home_with_engine(a_silent_attach);
+        let mut args = vec!["run", "--auth", "none"];
+        args.extend(flags);
+        args.extend(["img", "--", "true"]);
+        let mut child = spawn(qbox(&home, &engine).args(args));
+        engine.wait_for("POST", "/containers/abc123def456/attach");
+        signal(child.child(), "-TERM");
+        let status = child.wait(Duration::from_secs(30), "qbox run after SIGTERM");
+        let (_, _, stderr) = output(child);
+        assert_eq!(status.code(), Some(143), "{flags:?}: {stderr}");
+        let requests = engine.requests();
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.method == "DELETE" && r.path == "/containers/abc123def456"),
+            "{flags:?}: {requests:?}"
+        );
+        assert!(
+            !requests.iter().any(|r| r.path.ends_with("/start")),
+            "{flags:?}: {requests:?}"
+        );
+    }
+}
