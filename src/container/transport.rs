@@ -115,9 +115,10 @@ pub fn client(target: Target) -> Result<Docker, bollard::errors::Error> {
     Docker::connect_with_custom_transport(
         move |request: BollardRequest| send(target.clone(), request),
         Some("http://docker"),
-        // bollard's own limit on the wait for an answer's headers; the
-        // bound of each request is tighter or deliberately absent.
-        u64::MAX / 4,
+        // bollard's own limit on the wait for an answer's headers (a year:
+        // in effect none); the bound of each request is tighter, or absent
+        // on purpose for the streams that last as long as a container.
+        365 * 24 * 60 * 60,
         bollard::API_DEFAULT_VERSION,
     )
 }
