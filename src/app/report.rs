@@ -468,6 +468,7 @@ mod tests {
                     detail: "executable file not found".into(),
                 },
                 RunError::Failed("engine text".into()),
+                RunError::Interrupted(crate::container::run::StopSignal::TERMINATE),
                 RunError::EngineLost {
                     id: "abc".into(),
                     detail: "eof".into(),
@@ -484,6 +485,7 @@ mod tests {
                 | RunError::NameConflict { .. }
                 | RunError::Failed(_)
                 | RunError::EngineLost { .. } => exit::ENGINE,
+                RunError::Interrupted(signal) => signal.exit_code(),
             }
         }
 
@@ -519,6 +521,12 @@ mod tests {
                 SpecError::User("a:b:c".into()),
                 SpecError::ReservedTarget("/run/qbox/auth".into()),
                 SpecError::Memory("1k".into()),
+                SpecError::UndoesReadOnlyLogin {
+                    option: "--cap-add",
+                    value: "CAP_SYS_ADMIN".into(),
+                },
+                SpecError::LiveNotCliDir(path()),
+                SpecError::LiveUnresolved(path(), "no such file".into()),
             ]
         }
 
@@ -529,7 +537,10 @@ mod tests {
                 | SpecError::VolumeSourceMissing(_)
                 | SpecError::User(_)
                 | SpecError::ReservedTarget(_)
-                | SpecError::Memory(_) => exit::ENGINE,
+                | SpecError::Memory(_)
+                | SpecError::UndoesReadOnlyLogin { .. }
+                | SpecError::LiveNotCliDir(_)
+                | SpecError::LiveUnresolved(..) => exit::ENGINE,
             }
         }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::app::term::Palette;
+use crate::container::detached;
 use crate::container::engine::{self, EngineStatus};
 use crate::container::runtime_dir::{Owner, RuntimeDir};
 use crate::exit::{self, Diagnose};
@@ -91,7 +92,7 @@ impl RuntimeDirReport {
             error: None,
         };
         let entries = RuntimeDir::existing(path)
-            .and_then(|dir| dir.map_or_else(|| Ok(Vec::new()), |dir| dir.entries()));
+            .and_then(|dir| dir.map_or_else(|| Ok(Vec::new()), |dir| detached::entries(&dir)));
         match entries {
             Ok(entries) => {
                 for entry in entries {

@@ -50,7 +50,25 @@ pub struct KeepArgs {
     /// Be the keeper, in this process (what `qbox run -d` and `qbox keep` start).
     #[arg(long, hide = true)]
     pub foreground: bool,
+    /// How long a keeper waits for an engine that does not answer before it
+    /// ends (removing the login it kept): a keeper started by `qbox run -d`
+    /// or `qbox keep` inherits the variable.
+    #[arg(
+        long,
+        hide = true,
+        env = "QBOX_KEEPER_ENGINE_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = DEFAULT_ENGINE_PATIENCE,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_ENGINE_PATIENCE)
+    )]
+    pub engine_timeout: u64,
 }
+
+/// Seconds a keeper waits for an engine that does not answer (an engine
+/// restarting comes back within seconds).
+pub const DEFAULT_ENGINE_PATIENCE: u64 = 300;
+/// The most a keeper may be told to wait: a day.
+const MAX_ENGINE_PATIENCE: u64 = 24 * 60 * 60;
 
 /// The snapshot settings a keeper needs: which store it reads, written by
 /// which CLI, and what the snapshot carries. `qbox run -d` labels the container with them, so a keeper
@@ -277,7 +295,8 @@ pub(crate) fn detached_dir(container: &Managed) -> Option<DetachedDir> {
 
 pub async fn run(args: KeepArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
     if args.foreground {
-        return foreground(&args.container, query).await;
+        let patience = Duration::from_secs(args.engine_timeout);
+        return foreground(&args.container, query, patience).await;
     }
     let docker = image::connect().await?;
     let containers = manage::list(&docker).await?;
@@ -362,7 +381,7 @@ fn log_line(text: &str) {
 /// container is gone, then removes the snapshot directory. SIGTERM or
 /// SIGINT end it without removing anything (the container still runs, and
 /// `qbox keep` can start another keeper).
-async fn foreground(id: &str, query: StoreQuery) -> anyhow::Result<u8> {
+async fn foreground(id: &str, query: StoreQuery, patience: Duration) -> anyhow::Result<u8> {
     // Out of the starting terminal's session: closing it does not end the
     // keeper. (A process that already leads a group cannot: it is fine.)
     let _ = rustix::process::setsid();
@@ -437,11 +456,16 @@ async fn foreground(id: &str, query: StoreQuery) -> anyhow::Result<u8> {
         }
     };
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<Duration>();
     let watch = async {
         let why = tokio::select! {
-            gone = detached::wait_until_gone(&docker, id) => match gone {
+            gone = detached::wait_until_gone(&docker, id, patience) => match gone {
                 detached::Gone::Event(action) => format!("the engine reported `{action}`"),
                 detached::Gone::NotRunning => "it is not running".to_owned(),
+                detached::Gone::EngineLost(silent) => {
+                    let _ = lost_tx.send(silent);
+                    return;
+                }
             },
             signal = stop_signal() => {
                 let _ = ended_tx.send(signal);
@@ -456,6 +480,9 @@ async fn foreground(id: &str, query: StoreQuery) -> anyhow::Result<u8> {
             exit::chain(&err)
         ));
         return Ok(exit::ERROR);
+    }
+    if let Ok(silent) = lost_rx.await {
+        return Ok(engine_lost(&dir, id, silent));
     }
     if let Ok(signal) = ended_rx.await {
         log_line(&format!(
@@ -474,6 +501,40 @@ async fn foreground(id: &str, query: StoreQuery) -> anyhow::Result<u8> {
         )),
     }
     Ok(exit::OK)
+}
+
+/// The keeper's end when the engine has not answered for `silent`: whether
+/// the container still runs is unknown, so the login is not kept fresh for
+/// it any longer. The token goes (the snapshot file; the directory stays,
+/// mounted, for a later `qbox keep`), and the reason is recorded for `qbox
+/// ps` and logged. Exits 1.
+fn engine_lost(dir: &DetachedDir, id: &str, silent: Duration) -> u8 {
+    let why = format!(
+        "the docker engine did not answer for {} s",
+        silent.as_secs()
+    );
+    let snapshot = dir
+        .auth_dir()
+        .join(crate::store::snapshot::SNAPSHOT_FILE_NAME);
+    match std::fs::remove_file(&snapshot) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => log_line(&format!(
+            "warning: could not remove {}: {err}",
+            snapshot.display()
+        )),
+    }
+    if let Err(err) = dir.record_end(id, &why) {
+        log_line(&format!(
+            "warning: could not record why the keeper ends in {}: {err}",
+            dir.path().display()
+        ));
+    }
+    log_line(&format!(
+        "error: {why}; the keeper ends and removed the login snapshot of container {} (`qbox keep` starts a new keeper once the engine is back)",
+        short(id)
+    ));
+    exit::ERROR
 }
 
 /// SIGTERM or SIGINT: the keeper stops without touching the snapshot.

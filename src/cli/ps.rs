@@ -2,6 +2,7 @@
 //! the `qbox run` that keeps each one's login fresh still runs, and
 //! stopping them as `docker stop` does.
 
+use crate::app::report::printable_line;
 use crate::app::term::Palette;
 use crate::container::image;
 use std::time::Duration;
@@ -21,7 +22,8 @@ Examples:
 
 KEEPER is what keeps the container's login fresh: the `qbox run` in the foreground, or
 for a container started with qbox run -d its keeper process. `running (pid N)`, `dead`
-when it was killed (the container keeps its last snapshot until it expires: `qbox keep
+when it was killed or ended (`dead: WHY` when it ended by itself, having lost its
+engine; the container keeps its last snapshot until it expires: `qbox keep
 NAME` starts a new keeper for a detached container; a foreground one is stopped and run
 again), or `none` (a detached container with --auth none or live needs none).
 Container logs: docker logs NAME; a keeper's: $XDG_STATE_HOME/qbox/keepers/ID.log.")]
@@ -95,6 +97,14 @@ fn keeper(container: &Managed) -> (&'static str, Option<u32>) {
     }
 }
 
+/// Why a detached container's keeper ended by itself, if it said (it
+/// lost its engine).
+fn keeper_ended(container: &Managed) -> Option<String> {
+    keep::detached_dir(container)
+        .filter(|dir| dir.keeper_state() == KeeperState::Dead)?
+        .end_reason()
+}
+
 pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
     let docker = image::connect().await?;
     let containers: Vec<Managed> = manage::list(&docker)
@@ -118,6 +128,7 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
                     "pid": pid,
                     "detached": c.detached.is_some() || c.run.is_none(),
                     "log": log,
+                    "ended": keeper_ended(c),
                 });
                 row["token_expires_at"] = token_expiry(c).map(rfc3339_seconds).into();
                 row
@@ -133,16 +144,20 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
     for c in &containers {
         let keeper = match keeper(c) {
             ("running", Some(pid)) => format!("running (pid {pid})"),
-            ("dead", _) => palette.warning("dead"),
+            ("dead", _) => match keeper_ended(c) {
+                Some(why) => palette.warning(&format!("dead: {}", printable_line(&why))),
+                None => palette.warning("dead"),
+            },
             (state, _) => state.to_owned(),
         };
         let expires = token_expiry(c).map_or_else(|| "-".to_owned(), rfc3339_seconds);
+        // Engine text, printed only as single clean lines.
         println!(
             "{:<14} {:<24} {:<28} {:<22} {expires:<22} {keeper}",
-            c.id.get(..12).unwrap_or(&c.id),
-            c.name,
-            c.image,
-            c.status
+            printable_line(c.id.get(..12).unwrap_or(&c.id)),
+            printable_line(&c.name),
+            printable_line(&c.image),
+            printable_line(&c.status)
         );
     }
     Ok(exit::OK)
@@ -181,7 +196,7 @@ pub async fn stop(args: StopArgs) -> anyhow::Result<u8> {
                 ),
             }
         }
-        println!("{}", target.name);
+        println!("{}", printable_line(&target.name));
     }
     Ok(exit::OK)
 }

@@ -13,8 +13,8 @@ use crate::container::detached::{DETACHED_LABEL, DetachedDir};
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
-    AUTH_DB, AUTH_KEY, AuthMode, KEY_FILE_NAME, RUN_LABEL, RunSpec, parse_env, parse_memory,
-    parse_user, parse_volume,
+    AUTH_DB, AUTH_KEY, AuthMode, CREATOR_LABEL, KEY_FILE_NAME, RUN_LABEL, RunSpec, guard_login,
+    live_mount, parse_env, parse_memory, parse_user, parse_volume,
 };
 use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
@@ -37,8 +37,9 @@ Auth modes: snapshot (default) mounts a private directory holding only the login
 (access token and its expiry, profile; no refresh token, no client secret), refreshed on
 the host while the container runs (--refreshable adds the refresh token and the client
 registration, for a container that must refresh by itself); live
-mounts the CLI's whole data directory read-only (conversations included); none mounts
-nothing. Inside: QBOX_DB=/run/qbox/auth/data.sqlite3.
+mounts the CLI's whole data directory read-only (conversations included; a store outside
+amazon-q/ or kiro-cli/ is refused); none mounts nothing. Inside: QBOX_DB names the store
+(/run/qbox/auth/data.sqlite3).
 
 Detached (-d): the container's id is printed and qbox exits; a keeper process (`qbox keep
 --foreground ID`, logging to $XDG_STATE_HOME/qbox/keepers/ID.log) keeps the snapshot fresh and
@@ -153,6 +154,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
     let cwd = std::env::current_dir()?;
     let host_env = |name: &str| std::env::var(name).ok();
     let options = args.docker.host_options(&cwd)?;
+    guard_login(&options, args.auth)?;
     // As docker: the files first, so that -e overrides what they set.
     let mut env = args.docker.env_file_entries(host_env)?;
     for raw in &args.env {
@@ -164,8 +166,7 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         .volumes
         .iter()
         .map(|raw| parse_volume(raw, &cwd))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(usage)?;
+        .collect::<Result<Vec<_>, _>>()?;
     let user = match &args.user {
         Some(user) => Some(parse_user(user).map_err(usage)?),
         None => Some(format!(
@@ -229,13 +230,19 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
         let keep = super::keep::KeepArgs {
             container,
             foreground: false,
+            engine_timeout: super::keep::DEFAULT_ENGINE_PATIENCE,
         };
         return super::keep::run(keep, query, palette).await;
     }
     if args.refreshable && args.auth != AuthMode::Snapshot {
         return Err(usage("--refreshable needs --auth snapshot (the default)"));
     }
-    let spec = spec(&args)?;
+    let mut spec = spec(&args)?;
+    // Who created it: a container this process leaves created but never
+    // started (killed in between) is removed by a later run's sweep.
+    spec.options
+        .labels
+        .insert(CREATOR_LABEL.to_owned(), runtime_dir::this_run());
     let scope = if args.refreshable {
         snapshot::SnapshotScope::Refreshable
     } else {
@@ -270,19 +277,18 @@ async fn run_detached(
     scope: snapshot::SnapshotScope,
     palette: Palette,
 ) -> anyhow::Result<u8> {
+    // As the foreground run: from here on SIGINT, SIGTERM and SIGHUP end
+    // this run only after what it made (snapshot, container) is removed.
+    let mut signals = crate::container::run::Signals::install(false)?;
     let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
-    if let Ok(docker) = crate::container::image::connect().await
-        && let Ok(containers) = crate::container::manage::list(&docker).await
-    {
-        super::keep::sweep(&containers);
-    }
+    signals.or_stop(sweep_engine()).await?;
     let mut guard = RemoveUnlessKept(None);
     let mut keeper = None;
     match args.auth {
         AuthMode::None => {}
         AuthMode::Live => mount_live_store(&query, &mut spec)?,
         AuthMode::Snapshot => {
-            let login = match login_or_key(&query).await? {
+            let login = match signals.or_stop(login_or_key(&query)).await?? {
                 RunLogin::Store(login) => *login,
                 RunLogin::Key(_) => {
                     return Err(CommandError::new(
@@ -323,12 +329,21 @@ async fn run_detached(
             keeper = Some((dir, settings));
         }
     }
-    let id = crate::container::run::start_detached(&spec).await?;
+    let id = crate::container::run::start_detached(&spec, &mut signals).await?;
     if let Some((dir, settings)) = keeper {
-        if let Err(err) = super::keep::spawn(&id, &settings, &dir).await {
-            // A detached container nobody keeps fresh would fail later, quietly.
+        let spawned = signals
+            .or_stop(super::keep::spawn(&id, &settings, &dir))
+            .await;
+        let failed = match spawned {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(reclassify(err)),
+            Err(interrupted) => Some(anyhow::Error::from(interrupted)),
+        };
+        if let Some(err) = failed {
+            // A detached container nobody keeps fresh would fail later,
+            // quietly; and one asked to stop is not left running.
             crate::container::run::discard(&id).await;
-            return Err(reclassify(err));
+            return Err(err);
         }
         // The keeper owns the directory now.
         guard.0 = None;
@@ -350,8 +365,12 @@ async fn run_attached(
     spec.options
         .labels
         .insert(RUN_LABEL.to_owned(), runtime_dir::this_run());
-    // Before anything else: the snapshots that killed runs left behind go.
+    // Before anything else: the snapshots and containers that killed runs
+    // left behind go.
     let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
+    // Beside the run, not before it: an engine slow to answer delays
+    // nothing, and a signal meanwhile still ends this run as it should.
+    let sweeper = tokio::spawn(sweep_engine());
     if args.mcp {
         let binary = mcp_sidecar(args.sidecar_binary.clone(), args.image(), palette).await?;
         spec.options
@@ -462,6 +481,9 @@ async fn run_attached(
     };
     let (result, ()) = tokio::join!(container, keep_fresh);
     drop(snapshot_dir);
+    if tokio::time::timeout(SWEEP_PATIENCE, sweeper).await.is_err() {
+        tracing::debug!("the sweep of abandoned containers did not finish");
+    }
     let exited = result?;
     if exited.oom_killed {
         let limit = args
@@ -519,6 +541,21 @@ pub(crate) fn runtime_dir_path() -> PathBuf {
     runtime_dir::locate(xdg.map(PathBuf::from).as_deref())
 }
 
+/// How long a foreground run waits at its end for its sweep to finish.
+const SWEEP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Removes the containers killed runs left created but never started, then
+/// the snapshot directories of detached containers that are gone. Best
+/// effort: an engine that cannot be asked is reported by the run itself.
+async fn sweep_engine() {
+    if let Ok(docker) = crate::container::image::connect().await
+        && let Ok(containers) = crate::container::manage::list(&docker).await
+    {
+        let left = crate::container::manage::remove_abandoned(&docker, containers).await;
+        super::keep::sweep(&left);
+    }
+}
+
 /// Opens the runtime directory (creating it when this run needs it for its
 /// snapshot) and removes the directories of runs whose process is gone.
 /// A run that does not need it only warns when it cannot be used.
@@ -556,20 +593,18 @@ fn sweep_runtime_dir(needed: bool, palette: Palette) -> anyhow::Result<Option<Ru
     Ok(runtime)
 }
 
-/// A setup failure of `qbox run` exits 125, keeping its message and hint.
-/// `--auth live`: the directory of the store holding the login, mounted as
-/// it is.
+/// `--auth live`: the CLI's own data directory holding the login's store,
+/// mounted as it is (anything else is refused: `spec::live_mount`).
 fn mount_live_store(query: &StoreQuery, spec: &mut RunSpec) -> anyhow::Result<()> {
     let login = query
         .resolve(OffsetDateTime::now_utc())
         .map_err(reclassify)?;
-    spec.auth_dir = login.path.parent().map(PathBuf::from);
-    spec.auth_db = Some(AUTH_DB.to_owned());
+    let (dir, db) = live_mount(&login.path)?;
+    spec.auth_dir = Some(dir);
+    spec.auth_db = Some(db);
     Ok(())
 }
 
-/// `--auth snapshot`: the login a snapshot is taken from, refreshed first
-/// when it is due, so the container starts with the freshest token.
 /// What a container's login comes from.
 enum RunLogin {
     /// A store login, snapshotted and kept fresh.
@@ -579,6 +614,9 @@ enum RunLogin {
     Key(crate::secret::Secret),
 }
 
+/// `--auth snapshot`: the login a snapshot is taken from, refreshed first
+/// when it is due, so the container starts with the freshest token; else a
+/// Kiro API key when no store login is usable.
 async fn login_or_key(query: &StoreQuery) -> anyhow::Result<RunLogin> {
     let attempt = match query.resolve(OffsetDateTime::now_utc()) {
         Ok(login) => store::ensure_fresh(login).await,
@@ -624,6 +662,7 @@ fn write_key_file(dir: &std::path::Path, key: &crate::secret::Secret) -> anyhow:
     Ok(())
 }
 
+/// A setup failure of `qbox run` exits 125, keeping its message and hint.
 fn reclassify(err: impl Into<anyhow::Error>) -> anyhow::Error {
     let err = err.into();
     let (_, hint) = crate::app::report::classify(&err);

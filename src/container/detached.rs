@@ -71,6 +71,10 @@ pub struct KeeperRecord {
     /// Its start time in clock ticks since boot (0 where unknown).
     pub start: u64,
     pub container: String,
+    /// Why the keeper ended by itself while its container may still run
+    /// (the engine did not answer), for `qbox ps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
 }
 
 /// One detached container's directory under the runtime directory.
@@ -162,11 +166,32 @@ impl DetachedDir {
     /// keeper's while the real keeper starts.
     pub fn record_this_process(&self, container: &str) -> std::io::Result<()> {
         let pid = std::process::id();
-        let record = KeeperRecord {
+        self.write_record(&KeeperRecord {
             pid,
             start: runtime_dir::process_start(pid).unwrap_or(0),
             container: container.to_owned(),
-        };
+            ended: None,
+        })
+    }
+
+    /// Records why this keeper ends while its container may still run.
+    pub fn record_end(&self, container: &str, why: &str) -> std::io::Result<()> {
+        let pid = std::process::id();
+        self.write_record(&KeeperRecord {
+            pid,
+            start: runtime_dir::process_start(pid).unwrap_or(0),
+            container: container.to_owned(),
+            ended: Some(why.to_owned()),
+        })
+    }
+
+    /// Why the last keeper ended by itself, if it said.
+    pub fn end_reason(&self) -> Option<String> {
+        self.record()?.ended
+    }
+
+    fn write_record(&self, record: &KeeperRecord) -> std::io::Result<()> {
+        let pid = std::process::id();
         let temporary = self.path.join(format!("{RECORD_FILE}.{pid}"));
         // Left by a process that had this pid before and was killed mid-write.
         let _ = std::fs::remove_file(&temporary);
@@ -174,7 +199,7 @@ impl DetachedDir {
             .write(true)
             .create_new(true)
             .open(&temporary)?;
-        file.write_all(&serde_json::to_vec(&record).map_err(std::io::Error::other)?)?;
+        file.write_all(&serde_json::to_vec(record).map_err(std::io::Error::other)?)?;
         file.sync_all()?;
         std::fs::rename(&temporary, self.path.join(RECORD_FILE))
     }
@@ -240,6 +265,34 @@ pub fn sweep(runtime: &RuntimeDir, containers: &HashSet<String>) -> usize {
     removed
 }
 
+/// The runs' directories ([`RuntimeDir::entries`]) and the detached
+/// containers' directories, each with whether its owner (the run, or the
+/// keeper) is alive: what `qbox doctor` lists.
+pub fn entries(runtime: &RuntimeDir) -> Result<Vec<runtime_dir::RunEntry>, RuntimeDirError> {
+    let mut entries = runtime.entries()?;
+    let listing = std::fs::read_dir(runtime.path())
+        .map_err(|e| RuntimeDirError::io("listing", runtime.path(), e))?;
+    for entry in listing.flatten() {
+        let name = entry.file_name();
+        let Some(key) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
+            continue;
+        };
+        let Some(dir) = DetachedDir::find(runtime, key) else {
+            continue;
+        };
+        let (pid, owner) = match dir.keeper_state() {
+            KeeperState::Running { pid } => (pid, Owner::Alive),
+            KeeperState::Dead => (dir.record().map_or(0, |r| r.pid), Owner::Gone),
+        };
+        entries.push(runtime_dir::RunEntry {
+            path: dir.path,
+            pid,
+            owner,
+        });
+    }
+    Ok(entries)
+}
+
 /// After `qbox stop`: waits (up to `patience`) until the stopped
 /// container's keeper has ended, which removes the snapshot; a keeper that
 /// was already dead cannot, so the directory is removed here (a stopped
@@ -264,6 +317,8 @@ pub enum Gone {
     Event(String),
     /// The engine says it is not running, or does not know it.
     NotRunning,
+    /// The engine did not answer for this long.
+    EngineLost(Duration),
 }
 
 /// Waits until container `id` stops running: the engine's `die` (or
@@ -271,9 +326,12 @@ pub enum Gone {
 /// stopped container needs no login, and one kept with `--keep` is kept for
 /// its logs, not restarted: a keeper ends on `die`. When the engine cannot
 /// be reached the wait goes on (an engine restarting comes back), asking
-/// again every few seconds.
-pub async fn wait_until_gone(docker: &Docker, id: &str) -> Gone {
+/// again every few seconds, for up to `patience`: a keeper must not keep a
+/// login fresh for ever for a container whose engine is gone.
+pub async fn wait_until_gone(docker: &Docker, id: &str, patience: Duration) -> Gone {
     const RETRY: Duration = Duration::from_secs(2);
+    // Since when the engine has not answered.
+    let mut silent_since: Option<tokio::time::Instant> = None;
     loop {
         // Events are replayed from a second before the inspection: one that
         // happens between the two is not lost.
@@ -292,11 +350,18 @@ pub async fn wait_until_gone(docker: &Docker, id: &str) -> Gone {
                 status_code: 404, ..
             }) => return Gone::NotRunning,
             Err(err) => {
+                let silent = silent_since
+                    .get_or_insert_with(tokio::time::Instant::now)
+                    .elapsed();
+                if silent >= patience {
+                    return Gone::EngineLost(silent);
+                }
                 tracing::warn!(container = %id, "the engine does not answer ({err}); asking again");
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
         }
+        silent_since = None;
         let filters = HashMap::from([
             ("type", vec!["container"]),
             ("container", vec![id]),
@@ -378,6 +443,7 @@ mod tests {
             pid: std::process::id(),
             start: runtime_dir::process_start(std::process::id()).unwrap() + 1,
             container: "c0ffee".into(),
+            ended: None,
         };
         std::fs::write(
             dir.path().join(RECORD_FILE),

@@ -86,20 +86,13 @@ pub fn context_endpoint_in(config_dir: &std::path::Path, chosen: Option<&str>) -
 }
 
 /// Connects to [`endpoint`] and agrees on an API version the engine
-/// supports (older engines reject newer versions).
+/// supports (older engines reject newer versions). `unix://`, `tcp://` and
+/// `http://` endpoints get the bounded transport (`transport.rs`): every
+/// answer capped and timed.
 pub async fn connect() -> Result<Docker, bollard::errors::Error> {
-    let docker = if std::env::var("DOCKER_HOST").is_ok_and(|v| !v.is_empty()) {
-        Docker::connect_with_defaults()?
-    } else {
-        match context_endpoint() {
-            Some(host) if host.starts_with("unix://") => {
-                Docker::connect_with_unix(&host, 120, bollard::API_DEFAULT_VERSION)?
-            }
-            Some(host) if host.starts_with("tcp://") || host.starts_with("http://") => {
-                Docker::connect_with_http(&host, 120, bollard::API_DEFAULT_VERSION)?
-            }
-            _ => Docker::connect_with_defaults()?,
-        }
+    let docker = match super::transport::Target::parse(&endpoint()) {
+        Some(target) => super::transport::client(target)?,
+        None => Docker::connect_with_defaults()?,
     };
     docker.negotiate_version().await
 }

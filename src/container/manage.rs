@@ -1,16 +1,21 @@
 //! The qbox-managed containers on the engine: listing them for `qbox ps`
 //! and stopping them for `qbox stop`. Only containers that carry qbox's
-//! label are ever touched.
+//! label are ever touched. What the engine says about them is cleaned of
+//! control characters before anyone prints it.
 
 use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::query_parameters::{ListContainersOptionsBuilder, StopContainerOptionsBuilder};
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
 
 use super::detached::{DETACHED_LABEL, KEEPER_CLI_LABEL, KEEPER_DB_LABEL, KEEPER_SCOPE_LABEL};
 use super::run::{RunError, engine_error};
-use super::spec::{MANAGED_LABEL, RUN_LABEL};
+use super::runtime_dir::{self, Owner};
+use super::spec::{CREATOR_LABEL, MANAGED_LABEL, RUN_LABEL};
+use crate::http::sanitize_remote;
 
 /// A container `qbox run` started, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -36,6 +41,9 @@ pub struct Managed {
     #[serde(skip)]
     pub keeper_cli: Option<String>,
     pub keeper_scope: Option<String>,
+    /// The qbox process that created it (`PID-START`), if labelled.
+    #[serde(skip)]
+    pub creator: Option<String>,
 }
 
 /// Every qbox-managed container, running or not, newest first.
@@ -50,31 +58,69 @@ pub async fn list(docker: &Docker) -> Result<Vec<Managed>, RunError> {
         .list_containers(Some(options))
         .await
         .map_err(engine_error)?;
+    // The engine's words are remote text: no escape sequence or line break
+    // in a name or a status reaches a terminal, or `qbox ps`'s stdout.
+    let clean = |text: String| sanitize_remote(&text);
     let mut managed: Vec<Managed> = summaries
         .into_iter()
         .map(|c| {
             let labels = c.labels.unwrap_or_default();
             Managed {
-                id: c.id.unwrap_or_default(),
-                name: c
-                    .names
-                    .and_then(|names| names.into_iter().next())
-                    .map(|n| n.trim_start_matches('/').to_owned())
-                    .unwrap_or_default(),
-                image: c.image.unwrap_or_default(),
-                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
-                status: c.status.unwrap_or_default(),
+                id: clean(c.id.unwrap_or_default()),
+                name: clean(
+                    c.names
+                        .and_then(|names| names.into_iter().next())
+                        .map(|n| n.trim_start_matches('/').to_owned())
+                        .unwrap_or_default(),
+                ),
+                image: clean(c.image.unwrap_or_default()),
+                state: clean(c.state.map(|s| s.to_string()).unwrap_or_default()),
+                status: clean(c.status.unwrap_or_default()),
                 created: c.created.unwrap_or_default(),
                 run: labels.get(RUN_LABEL).cloned(),
                 detached: labels.get(DETACHED_LABEL).cloned(),
                 keeper_db: labels.get(KEEPER_DB_LABEL).cloned(),
                 keeper_cli: labels.get(KEEPER_CLI_LABEL).cloned(),
                 keeper_scope: labels.get(KEEPER_SCOPE_LABEL).cloned(),
+                creator: labels.get(CREATOR_LABEL).cloned(),
             }
         })
         .collect();
     managed.sort_by_key(|c| std::cmp::Reverse(c.created));
     Ok(managed)
+}
+
+/// Removes the containers left `Created` by a qbox that died between the
+/// engine's create and start (SIGKILL, a crash): the engine's `AutoRemove`
+/// acts only on containers that exited, so nothing else would. Only a
+/// container whose creator (its `qbox.creator` label, else a foreground
+/// run's `qbox.run`) is known and gone is touched. Returns the containers
+/// that are left.
+pub async fn remove_abandoned(docker: &Docker, containers: Vec<Managed>) -> Vec<Managed> {
+    let mut left = Vec::with_capacity(containers.len());
+    for container in containers {
+        let creator = container.creator.as_ref().or(container.run.as_ref());
+        let abandoned = container.state == "created"
+            && creator.is_some_and(|run| runtime_dir::run_owner(run) == Owner::Gone);
+        if !abandoned {
+            left.push(container);
+            continue;
+        }
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match docker.remove_container(&container.id, Some(options)).await {
+            Ok(()) => {
+                tracing::info!(container = %container.id, "removed a container its creator left created and never started");
+            }
+            Err(err) => {
+                tracing::warn!(container = %container.id, "could not remove a container left created: {err}");
+                left.push(container);
+            }
+        }
+    }
+    left
 }
 
 /// The qbox-managed container `name_or_id` names (a name, an id, or an id
@@ -126,6 +172,7 @@ mod tests {
             keeper_db: None,
             keeper_cli: None,
             keeper_scope: None,
+            creator: None,
         }
     }
 

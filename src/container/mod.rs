@@ -14,4 +14,5 @@ pub(crate) mod run;
 pub(crate) mod runtime_dir;
 pub(crate) mod spec;
 pub(crate) mod static_binary;
+pub(crate) mod transport;
 pub(crate) mod tty;

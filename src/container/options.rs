@@ -20,7 +20,7 @@ use bollard::models::{
 
 use crate::exit::{self, Diagnose};
 
-use super::spec::{AUTH_MOUNT, MANAGED_LABEL};
+use super::spec::{AUTH_MOUNT, MANAGED_LABEL, is_reserved_target};
 
 /// A bad option value: what was given, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -252,13 +252,15 @@ pub fn parse_env_file(
     Ok(entries)
 }
 
+/// A mount target that would cover, replace or sit inside the login mount
+/// is refused however it is spelled (`/run/qbox//auth`, `/run/qbox/./auth`,
+/// `/run`): see [`is_reserved_target`].
 fn reserved(option: &'static str, raw: &str, target: &str) -> Result<(), OptionError> {
-    let target = target.trim_end_matches('/');
-    if target == AUTH_MOUNT || target.starts_with(&format!("{AUTH_MOUNT}/")) {
+    if is_reserved_target(target) {
         return Err(invalid(
             option,
             raw,
-            format!("a target other than {AUTH_MOUNT}, which holds the login"),
+            format!("a target outside {AUTH_MOUNT}, which holds the login, and not above it"),
         ));
     }
     Ok(())
@@ -678,6 +680,9 @@ mod tests {
             "type=nfs,target=/x",
             "type=volume,target=relative",
             "type=volume,source=v,target=/run/qbox/auth",
+            "type=volume,source=v,target=/run/qbox//auth",
+            "type=bind,source=.,target=/run/qbox",
+            "type=tmpfs,target=/run/qbox/./auth/",
             "type=tmpfs,source=x,target=/t",
             "type=bind,target=/x",
             "type=volume,target=/x,colour=blue",
@@ -697,7 +702,16 @@ mod tests {
         parse_tmpfs("/tmp:rw,size=64m", &mut options).unwrap();
         assert_eq!(options.tmpfs["/tmp"], "rw,size=64m");
         assert!(parse_tmpfs("tmp", &mut options).is_err());
-        assert!(parse_tmpfs("/run/qbox/auth", &mut options).is_err());
+        for reserved in [
+            "/run/qbox/auth",
+            "/run/qbox//auth",
+            "/run/qbox/./auth:rw",
+            "/run//qbox/auth",
+            "/run/qbox",
+            "/run/",
+        ] {
+            assert!(parse_tmpfs(reserved, &mut options).is_err(), "{reserved}");
+        }
 
         assert_eq!(parse_capability("--cap-drop", "all").unwrap(), "ALL");
         assert_eq!(

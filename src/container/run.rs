@@ -45,6 +45,8 @@ pub enum RunError {
     Failed(String),
     #[error("lost the docker engine while container {id} ran: {detail}")]
     EngineLost { id: String, detail: String },
+    #[error("{} came before the container was started; nothing was left running", .0.name)]
+    Interrupted(StopSignal),
 }
 
 /// How a container ended.
@@ -93,6 +95,7 @@ impl Diagnose for RunError {
         match self {
             Self::CannotInvoke { .. } => exit::CANNOT_INVOKE,
             Self::CommandNotFound { .. } => exit::COMMAND_NOT_FOUND,
+            Self::Interrupted(signal) => signal.exit_code(),
             _ => exit::ENGINE,
         }
     }
@@ -112,7 +115,7 @@ impl Diagnose for RunError {
             Self::EngineLost { id, .. } => format!(
                 "the engine restarted or went away; if `docker ps -a` still lists {id}, remove it: docker rm -f {id}"
             ),
-            Self::Failed(_) => return None,
+            Self::Failed(_) | Self::Interrupted(_) => return None,
         })
     }
 }
@@ -132,9 +135,10 @@ fn server_error(err: &DockerError) -> Option<(u16, &str)> {
 pub(crate) fn engine_error(err: DockerError) -> RunError {
     match err {
         DockerError::DockerResponseServerError { message, .. } => RunError::Failed(message),
+        // The causes too: a capped or timed-out answer says so in its source.
         other => RunError::Engine {
             endpoint: engine::endpoint(),
-            detail: other.to_string(),
+            detail: exit::chain(&other),
         },
     }
 }
@@ -162,8 +166,10 @@ fn start_error(image: &str, err: DockerError) -> RunError {
 }
 
 /// The signals `qbox run` passes on to its container, and (with `-t`) the
-/// window-size changes it mirrors.
-struct Signals {
+/// window-size changes it mirrors. Installed before anything is asked of the
+/// engine, so a signal never ends qbox while a container may exist that it
+/// has not removed.
+pub struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
@@ -172,7 +178,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn install(tty: bool) -> Result<Self, RunError> {
+    pub fn install(tty: bool) -> Result<Self, RunError> {
         use tokio::signal::unix::{SignalKind, signal};
         let install = |kind| signal(kind).map_err(|e| RunError::Failed(e.to_string()));
         Ok(Self {
@@ -187,6 +193,55 @@ impl Signals {
             },
         })
     }
+}
+
+impl Signals {
+    /// The next SIGINT, SIGTERM or SIGHUP.
+    pub async fn stop(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.interrupt.recv() => StopSignal::INTERRUPT,
+            _ = self.terminate.recv() => StopSignal::TERMINATE,
+            _ = self.hangup.recv() => StopSignal::HANGUP,
+        }
+    }
+
+    /// `work`, unless a stop signal comes first.
+    pub async fn or_stop<T>(&mut self, work: impl Future<Output = T>) -> Result<T, RunError> {
+        tokio::select! {
+            done = work => Ok(done),
+            signal = self.stop() => Err(RunError::Interrupted(signal)),
+        }
+    }
+}
+
+/// How long qbox still waits for the engine's answer to a create it gave
+/// up on after a signal, to remove what the engine created.
+const LATE_CREATE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connects and creates the container, both raced against the stop
+/// signals. A signal during the create does not leave the container to the
+/// engine: its answer is awaited a little longer and what it created is
+/// removed (one created later still is labelled with its creator, and the
+/// next `qbox run` removes it: `runtime_dir`'s sweep).
+async fn connect_and_create(
+    spec: &RunSpec,
+    signals: &mut Signals,
+) -> Result<(Docker, String), RunError> {
+    let docker = signals
+        .or_stop(engine::connect())
+        .await?
+        .map_err(engine_error)?;
+    let creating = create(&docker, spec);
+    tokio::pin!(creating);
+    let signal = tokio::select! {
+        created = &mut creating => return Ok((docker.clone(), created?)),
+        signal = signals.stop() => signal,
+    };
+    if let Ok(Ok(id)) = tokio::time::timeout(LATE_CREATE_PATIENCE, creating).await {
+        tracing::debug!(container = %id, "removing the container created after {}", signal.name);
+        remove(&docker, &id).await;
+    }
+    Err(RunError::Interrupted(signal))
 }
 
 /// Gives the container's terminal the host terminal's size. Right after
@@ -214,12 +269,11 @@ pub async fn run(spec: &RunSpec) -> Result<Exited, RunError> {
     // First of all: from here on a signal cannot kill qbox before it has
     // cleaned up; it is passed on to the container instead.
     let mut signals = Signals::install(spec.tty)?;
-    let docker = engine::connect().await.map_err(engine_error)?;
     // The engine's event log is read back from here on (the exit code of a
     // container removed before the wait reached the engine, an OOM kill); a
     // minute earlier than now allows for an engine whose clock is behind.
     let since = unix_now() - 60;
-    let id = create(&docker, spec).await?;
+    let (docker, id) = connect_and_create(spec, &mut signals).await?;
     let result = attach_start_wait(&docker, &id, spec, &mut signals, since)
         .await
         .map_err(|err| match err {
@@ -244,8 +298,9 @@ pub async fn run(spec: &RunSpec) -> Result<Exited, RunError> {
         Err(err) => Err(err),
     };
     // Normally the engine has removed it already (AutoRemove); this covers
-    // a run that ended without the engine confirming the exit.
-    if !spec.keep {
+    // a run that ended without the engine confirming the exit, and one
+    // stopped by a signal before it started (even with --keep: nothing ran).
+    if !spec.keep || matches!(result, Err(RunError::Interrupted(_))) {
         remove(&docker, &id).await;
     }
     result
@@ -274,7 +329,13 @@ async fn create(docker: &Docker, spec: &RunSpec) -> Result<String, RunError> {
         options.build()
     });
     match docker.create_container(options, spec.create_body()).await {
-        Ok(created) => Ok(created.id),
+        // The id is printed (`run -d`) and used in paths: only what an
+        // engine really answers, hex digits, is taken.
+        Ok(created) if is_container_id(&created.id) => Ok(created.id),
+        Ok(created) => Err(RunError::Failed(format!(
+            "the engine answered a malformed container id `{}`",
+            crate::http::sanitize_remote(&created.id)
+        ))),
         Err(err) if server_error(&err).is_some_and(|(status, _)| status == 409) => {
             Err(RunError::NameConflict {
                 name: spec.name.clone().unwrap_or_default(),
@@ -282,6 +343,11 @@ async fn create(docker: &Docker, spec: &RunSpec) -> Result<String, RunError> {
         }
         Err(err) => Err(engine_error(err)),
     }
+}
+
+/// Whether `id` looks like an engine's container id (hex digits).
+fn is_container_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Removes container `id` by force (a detached container whose keeper
@@ -295,20 +361,27 @@ pub async fn discard(id: &str) {
 /// `qbox run -d`: creates and starts the container without attaching to it
 /// and returns its id. A container that cannot be started is removed (the
 /// start failure classified as `docker run` does: 125, 126, 127).
-pub async fn start_detached(spec: &RunSpec) -> Result<String, RunError> {
-    let docker = engine::connect().await.map_err(engine_error)?;
-    let id = create(&docker, spec).await?;
-    if let Err(err) = docker
-        .start_container(
-            &id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await
-    {
-        remove(&docker, &id).await;
-        return Err(start_error(&spec.image, err));
+///
+/// Every wait on the engine is raced against `signals`: on SIGINT, SIGTERM
+/// or SIGHUP the container (if created) is removed and the signal returned
+/// as [`RunError::Interrupted`], as the foreground run does.
+pub async fn start_detached(spec: &RunSpec, signals: &mut Signals) -> Result<String, RunError> {
+    let (docker, id) = connect_and_create(spec, signals).await?;
+    let start = docker.start_container(
+        &id,
+        None::<bollard::query_parameters::StartContainerOptions>,
+    );
+    match signals.or_stop(start).await {
+        Ok(Ok(())) => Ok(id),
+        Ok(Err(err)) => {
+            remove(&docker, &id).await;
+            Err(start_error(&spec.image, err))
+        }
+        Err(interrupted) => {
+            remove(&docker, &id).await;
+            Err(interrupted)
+        }
     }
-    Ok(id)
 }
 
 fn unix_now() -> i64 {
@@ -473,9 +546,12 @@ async fn attach_start_wait(
         .stdout(true)
         .stderr(true)
         .build();
-    let attached = docker
-        .attach_container(id, Some(attach))
-        .await
+    // Until the container runs, a stop signal ends the run at once (the
+    // caller removes the container): an engine slow to attach or to start
+    // must not make qbox deaf to it.
+    let attached = signals
+        .or_stop(docker.attach_container(id, Some(attach)))
+        .await?
         .map_err(engine_error)?;
     let mut output = attached.output;
     let mut input = attached.input;
@@ -529,9 +605,11 @@ async fn attach_start_wait(
     } else {
         None
     };
-    docker
-        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-        .await
+    signals
+        .or_stop(
+            docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>),
+        )
+        .await?
         .map_err(|err| start_error(&spec.image, err))?;
     if spec.tty {
         mirror_window_size(docker, id).await;

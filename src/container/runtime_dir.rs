@@ -76,7 +76,7 @@ impl Diagnose for RuntimeDirError {
 }
 
 impl RuntimeDirError {
-    fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             action,
             path: path.to_owned(),

@@ -26,6 +26,12 @@ pub const MANAGED_LABEL: &str = "qbox.managed";
 /// login fresh: `qbox ps` shows whether it still runs.
 pub const RUN_LABEL: &str = "qbox.run";
 
+/// The label naming the qbox process that created a container
+/// (`PID-START`, as [`RUN_LABEL`]), foreground or detached: a container
+/// left `Created` by a creator that died before starting it is removed by
+/// the next `qbox run` (`manage::remove_abandoned`).
+pub const CREATOR_LABEL: &str = "qbox.creator";
+
 /// How the login reaches the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuthMode {
@@ -50,8 +56,17 @@ pub enum SpecError {
     User(String),
     #[error("--volume target {0} is reserved for the login snapshot")]
     ReservedTarget(String),
+    #[error("{option} {value} would let the container make the read-only login mount writable")]
+    UndoesReadOnlyLogin { option: &'static str, value: String },
     #[error("invalid --memory `{0}`: expected a size like 512m or 2g, at least 6m")]
     Memory(String),
+    #[error(
+        "--auth live mounts the directory holding the store, and {} is not a CLI's own data directory",
+        .0.display()
+    )]
+    LiveNotCliDir(PathBuf),
+    #[error("--auth live: the store {} cannot be resolved: {}", .0.display(), .1)]
+    LiveUnresolved(PathBuf, String),
 }
 
 /// A bad option is a usage error of `qbox run`, which (as `docker run`)
@@ -60,6 +75,112 @@ impl Diagnose for SpecError {
     fn exit_code(&self) -> u8 {
         exit::ENGINE
     }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::ReservedTarget(_) => Some(format!(
+                "{AUTH_MOUNT}, what is inside it and the directories above it are qbox's: mount elsewhere"
+            )),
+            Self::LiveNotCliDir(_) => Some(format!(
+                "use the default --auth snapshot, or put the store in a directory of its own named {}",
+                crate::store::Flavor::ALL.map(|f| f.dir_name()).join(" or ")
+            )),
+            Self::UndoesReadOnlyLogin { .. } => {
+                Some("drop it, or run the container without a login (--auth none)".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `--auth live`: the directory to mount read-only at [`AUTH_MOUNT`] and
+/// `QBOX_DB` inside. Only a CLI's own data directory (`amazon-q/`,
+/// `kiro-cli/`, once symbolic links are resolved) is mounted: the directory
+/// of any other store (`--db ~/login.sqlite3`) may hold anything, keys
+/// included. `QBOX_DB` names the store's own file in the mount.
+pub fn live_mount(store: &Path) -> Result<(PathBuf, String), SpecError> {
+    let real = std::fs::canonicalize(store)
+        .map_err(|e| SpecError::LiveUnresolved(store.to_owned(), e.to_string()))?;
+    let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
+        return Err(SpecError::LiveUnresolved(
+            store.to_owned(),
+            "no directory holds it".into(),
+        ));
+    };
+    if crate::store::Flavor::from_path(&real).is_none() {
+        return Err(SpecError::LiveNotCliDir(dir.to_owned()));
+    }
+    let db = Path::new(AUTH_MOUNT).join(name);
+    Ok((dir.to_owned(), db.display().to_string()))
+}
+
+/// `path` with `//`, `/./`, `/../` and a trailing `/` resolved lexically,
+/// as the engine cleans a mount target (Go's `filepath.Clean`); `..` at
+/// the root stays at the root. `None` for a relative path.
+pub fn normalise_target(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// Whether a mount at `target` would cover, replace or sit inside the
+/// login mount: `/run/qbox/auth`, anything under it, or a directory above
+/// it (`/run/qbox`, `/run`, `/`), however it is spelled.
+pub fn is_reserved_target(target: &str) -> bool {
+    let Some(target) = normalise_target(target) else {
+        return false;
+    };
+    let inside = |outer: &str, inner: &str| {
+        outer == "/"
+            || inner == outer
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    inside(AUTH_MOUNT, &target) || inside(&target, AUTH_MOUNT)
+}
+
+/// Refuses, for a container that gets a login, what would let code in it
+/// undo the read-only mount: `CAP_SYS_ADMIN` (alone or in `ALL`) can
+/// remount it read-write, and AppArmor's and seccomp's default profiles
+/// are what block `mount` where they are in force. Without a login
+/// (`--auth none`) there is nothing to protect.
+pub fn guard_login(options: &HostOptions, auth: AuthMode) -> Result<(), SpecError> {
+    if auth == AuthMode::None {
+        return Ok(());
+    }
+    if let Some(cap) = options
+        .cap_add
+        .iter()
+        .find(|cap| matches!(cap.as_str(), "ALL" | "CAP_SYS_ADMIN"))
+    {
+        return Err(SpecError::UndoesReadOnlyLogin {
+            option: "--cap-add",
+            value: cap.clone(),
+        });
+    }
+    if let Some(opt) = options
+        .security_opt
+        .iter()
+        .find(|opt| matches!(opt.as_str(), "apparmor=unconfined" | "seccomp=unconfined"))
+    {
+        return Err(SpecError::UndoesReadOnlyLogin {
+            option: "--security-opt",
+            value: opt.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// A checked request to run a container.
@@ -155,7 +276,7 @@ pub fn parse_volume(raw: &str, cwd: &Path) -> Result<String, SpecError> {
     if src.is_empty() || !dst.starts_with('/') {
         return Err(SpecError::Volume(raw.to_owned()));
     }
-    if dst == AUTH_MOUNT || dst.starts_with(&format!("{AUTH_MOUNT}/")) {
+    if is_reserved_target(dst) {
         return Err(SpecError::ReservedTarget(dst.to_owned()));
     }
     let is_path = src.starts_with('/') || src.starts_with('.') || src.starts_with('~');
@@ -358,6 +479,106 @@ mod tests {
         );
         assert_eq!(body.labels.unwrap()["qbox.managed"], "true");
         assert_eq!(body.host_config.unwrap().init, Some(true));
+    }
+
+    #[test]
+    fn issue_30_every_spelling_of_the_login_mount_and_its_parents_is_reserved() {
+        for reserved in [
+            "/run/qbox/auth",
+            "/run/qbox/auth/",
+            "/run/qbox//auth",
+            "/run//qbox/auth",
+            "/run/qbox/./auth",
+            "/run/qbox/x/../auth",
+            "/run/qbox/auth/data.sqlite3",
+            "/run/qbox/auth/sub/dir",
+            "/run/qbox",
+            "/run/qbox/",
+            "/run",
+            "//run",
+            "/",
+            "/..",
+            "/tmp/../run/qbox",
+        ] {
+            assert!(is_reserved_target(reserved), "{reserved}");
+        }
+        for free in [
+            "/run/qbox/authz",
+            "/run/qbox/bin",
+            "/run/qboxes",
+            "/runner",
+            "/tmp",
+            "/run/qbox/auth/../bin",
+            "relative",
+        ] {
+            assert!(!is_reserved_target(free), "{free}");
+        }
+        let cwd = std::env::temp_dir();
+        for target in ["/run/qbox//auth", "/run/qbox", "/run", "/run/qbox/./auth/x"] {
+            assert!(
+                matches!(
+                    parse_volume(&format!("/tmp:{target}"), &cwd),
+                    Err(SpecError::ReservedTarget(_))
+                ),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn issue_30_what_undoes_the_read_only_login_is_refused_unless_there_is_no_login() {
+        let with = |cap: &[&str], sec: &[&str]| HostOptions {
+            cap_add: cap.iter().map(|c| (*c).to_owned()).collect(),
+            security_opt: sec.iter().map(|s| (*s).to_owned()).collect(),
+            ..HostOptions::default()
+        };
+        let refused = [
+            with(&["CAP_SYS_ADMIN"], &[]),
+            with(&["CAP_CHOWN", "ALL"], &[]),
+            with(&[], &["apparmor=unconfined"]),
+            with(&[], &["no-new-privileges=true", "seccomp=unconfined"]),
+        ];
+        for options in &refused {
+            for auth in [AuthMode::Snapshot, AuthMode::Live] {
+                let err = guard_login(options, auth).unwrap_err();
+                assert!(matches!(err, SpecError::UndoesReadOnlyLogin { .. }));
+                assert!(err.hint().unwrap().contains("--auth none"), "{err}");
+            }
+            assert_eq!(guard_login(options, AuthMode::None), Ok(()));
+        }
+        let allowed = with(
+            &["CAP_NET_ADMIN"],
+            &["apparmor=docker-default", "seccomp=builtin"],
+        );
+        assert_eq!(guard_login(&allowed, AuthMode::Snapshot), Ok(()));
+    }
+
+    #[test]
+    fn issue_30_live_mounts_only_a_cli_data_directory_and_names_the_file() {
+        let root = tempfile::tempdir().unwrap();
+        let cli = root.path().join("kiro-cli");
+        std::fs::create_dir(&cli).unwrap();
+        std::fs::write(cli.join("own.sqlite3"), "").unwrap();
+        let (dir, db) = live_mount(&cli.join("own.sqlite3")).unwrap();
+        assert_eq!(dir, std::fs::canonicalize(&cli).unwrap());
+        assert_eq!(db, "/run/qbox/auth/own.sqlite3");
+
+        // A store in a directory that holds other things is refused.
+        std::fs::write(root.path().join("my-login.sqlite3"), "").unwrap();
+        let err = live_mount(&root.path().join("my-login.sqlite3")).unwrap_err();
+        assert!(matches!(err, SpecError::LiveNotCliDir(_)), "{err}");
+        assert!(err.hint().unwrap().contains("--auth snapshot"));
+        // So is one reached through a directory link named like a CLI's.
+        let decoy = root.path().join("decoy");
+        std::fs::create_dir(&decoy).unwrap();
+        std::os::unix::fs::symlink(root.path(), decoy.join("amazon-q")).unwrap();
+        let err = live_mount(&decoy.join("amazon-q/my-login.sqlite3")).unwrap_err();
+        assert!(matches!(err, SpecError::LiveNotCliDir(_)), "{err}");
+        // A missing store is said to be one.
+        assert!(matches!(
+            live_mount(&cli.join("absent.sqlite3")),
+            Err(SpecError::LiveUnresolved(..))
+        ));
     }
 
     #[test]

@@ -168,29 +168,42 @@ fn docker_lines(args: &[&str]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every image on the engine, intermediate ones too.
-fn all_images() -> BTreeSet<String> {
-    docker_lines(&["image", "ls", "-a", "-q", "--no-trunc"])
+/// Every image on the engine, intermediate ones too, and every container:
+/// what was there before a test is never counted as its leftover (a user's
+/// `qbox run -d qbox-sidecar:latest` may run beside the tests).
+fn all_images() -> Before {
+    Before {
+        images: docker_lines(&["image", "ls", "-a", "-q", "--no-trunc"]),
+        containers: docker_lines(&["ps", "-a", "-q", "--no-trunc"]),
+    }
+}
+
+/// The engine's images and containers when a test began.
+struct Before {
+    images: BTreeSet<String>,
+    containers: BTreeSet<String>,
 }
 
 /// What a refused build or run left that it could have made: containers of
-/// `base` (or of images built on it), and images that appeared since
-/// `before` and descend from `base` (the builder's intermediate images) or
+/// `base` (or of images built on it) that appeared since `before`, and
+/// images that appeared since `before` and descend from `base` (the builder's intermediate images) or
 /// are labelled as an agent image. Other processes may use the engine at
 /// the same time, so the rest of the engine is not compared.
-fn leftovers(base: &str, before: &BTreeSet<String>) -> Vec<String> {
+fn leftovers(base: &str, before: &Before) -> Vec<String> {
     let mut left = Vec::new();
     let base_id = image_id(base);
     if base_id.is_some() {
-        left.extend(docker_lines(&[
+        let of_base = docker_lines(&[
             "ps",
             "-a",
             "-q",
+            "--no-trunc",
             "--filter",
             &format!("ancestor={base}"),
-        ]));
+        ]);
+        left.extend(of_base.difference(&before.containers).cloned());
     }
-    for image in all_images().difference(before) {
+    for image in all_images().images.difference(&before.images) {
         let agent_label = inspect(
             image,
             "{{index .Config.Labels \"org.opencontainers.image.title\"}}",

@@ -29,25 +29,37 @@ pub(crate) fn engine_image() -> Option<&'static str> {
     ready.then_some(IMAGE)
 }
 
-pub(crate) fn qbox_run(home: &TestHome, args: &[&str]) -> crate::util::Qbox {
+/// `qbox` for a test that uses the engine: the real engine, and the home's
+/// own runtime directory ([`crate::util::runtime_dir`]), where its runs'
+/// snapshots go, apart from the user's own runs.
+pub(crate) fn qbox_engine(home: &TestHome) -> crate::util::Qbox {
     home.qbox()
         .env_remove("DOCKER_HOST")
-        .args(["run"])
+        .env("XDG_RUNTIME_DIR", crate::util::runtime_dir(home.path()))
+}
+
+/// `qbox run` with [`qbox_engine`], its container labelled as this test's
+/// ([`TestHome::label`]).
+pub(crate) fn qbox_run(home: &TestHome, args: &[&str]) -> crate::util::Qbox {
+    qbox_engine(home)
+        .args(["run", "--label", &home.label()])
         .args(args.iter().copied())
 }
 
-fn leftovers() -> (usize, usize) {
+/// What this test left: its own containers (by its label, in any state)
+/// and run directories in its own runtime directory. A user's `qbox run`
+/// or `qbox run -d` beside the tests is never counted.
+fn leftovers(home: &TestHome) -> (usize, usize) {
     let containers = Command::new("docker")
         .args(["ps", "-aq", "--filter", "label=qbox.managed=true"])
+        .args(["--filter", &format!("label={}", home.label())])
         .output()
         .unwrap();
     let containers = String::from_utf8(containers.stdout)
         .unwrap()
         .lines()
         .count();
-    // The harness clears XDG_RUNTIME_DIR and TMPDIR: snapshots go to the
-    // runtime directory under /tmp.
-    let runtime = Path::new("/tmp").join(format!("qbox-{}", rustix::process::geteuid().as_raw()));
+    let runtime = crate::util::runtime_dir(home.path()).join("qbox");
     let snapshots = std::fs::read_dir(runtime).map_or(0, |entries| {
         entries
             .filter(|e| {
@@ -135,7 +147,97 @@ fn the_login_is_mounted_read_only_where_documented_and_the_host_store_is_untouch
         "streams kept apart"
     );
     assert_eq!(file_bytes(&store), before, "the host store is unchanged");
-    assert_eq!(leftovers(), (0, 0));
+    assert_eq!(leftovers(&home), (0, 0));
+}
+
+#[test]
+fn issue_30_auth_live_mounts_only_the_cli_data_directory_and_qbox_db_names_the_file() {
+    let Some((image, _turn, home)) = engine_test("live") else {
+        return;
+    };
+    // The Kiro CLI's directory holding a store under another name.
+    let store = home.data_dir().join("kiro-cli").join("custom.sqlite3");
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    qbox::store::schema::StoreBuilder::create(&store, Flavor::Kiro)
+        .unwrap()
+        .login(&valid_login("live"))
+        .unwrap();
+    let before = file_bytes(&store);
+    let run = qbox_engine(&home)
+        .args(["--db", store.to_str().unwrap(), "--cli", "kiro", "run"])
+        .args(["--label", &home.label()])
+        .args([
+            "--auth",
+            "live",
+            image,
+            "--",
+            "sh",
+            "-c",
+            "echo \"db=$QBOX_DB\"; grep -q aoa-access-live \"$QBOX_DB\" && echo token-readable; \
+             echo tampered > \"$QBOX_DB\" 2>&1; exit 0",
+        ])
+        .run();
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("db=/run/qbox/auth/custom.sqlite3"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("token-readable"), "{}", run.stdout);
+    let both = format!("{}{}", run.stdout, run.stderr);
+    assert!(both.contains("Read-only file system"), "{both}");
+    assert_eq!(file_bytes(&store), before, "the host store is unchanged");
+    assert_eq!(leftovers(&home), (0, 0));
+}
+
+/// Removes a container when the test ends, however it ends.
+struct RemoveContainer(String);
+
+impl Drop for RemoveContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+#[test]
+fn issue_30_a_users_own_qbox_container_beside_the_tests_is_not_counted_as_theirs() {
+    let Some((image, _turn, home)) = engine_test("beside") else {
+        return;
+    };
+    // What a user's `qbox run -d` sidecar looks like to the engine.
+    let name = format!("qbox-test-users-own-{}", std::process::id());
+    let _remove = RemoveContainer(name.clone());
+    let created = Command::new("docker")
+        .args(["create", "--name", &name, "--label", "qbox.managed=true"])
+        .args([image, "sleep", "300"])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let run = qbox_run(&home, &[image, "--", "true"]).run();
+    run.assert_code(0);
+    assert_eq!(leftovers(&home), (0, 0));
+    // The check can fail: this test's own container, kept, is counted.
+    let kept = qbox_run(&home, &["--keep", "--auth", "none", image, "--", "true"]).run();
+    kept.assert_code(0);
+    assert_eq!(leftovers(&home).0, 1);
+    let _ = Command::new("docker")
+        .args(["rm", "-f"])
+        .args(
+            String::from_utf8(
+                Command::new("docker")
+                    .args(["ps", "-aq", "--filter", &format!("label={}", home.label())])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap()
+            .split_whitespace(),
+        )
+        .output();
 }
 
 #[test]
@@ -167,7 +269,7 @@ fn exit_codes_propagate() {
     no_engine
         .assert_code(125)
         .assert_stderr_contains("hint: start the docker engine");
-    assert_eq!(leftovers(), (0, 0));
+    assert_eq!(leftovers(&home), (0, 0));
 }
 
 #[test]
@@ -259,7 +361,7 @@ fn signals_are_forwarded_and_interrupted_runs_leave_nothing_behind() {
             // SIGINT reached the container (130), or the second one killed it (137).
             assert!(matches!(status.code(), Some(130 | 137)), "{status:?}");
         }
-        assert_eq!(leftovers(), (0, 0), "round {round}");
+        assert_eq!(leftovers(&home), (0, 0), "round {round}");
     }
 }
 
@@ -302,7 +404,7 @@ async fn the_snapshot_is_refreshed_inside_a_running_container() {
         run.stderr
     );
     assert_eq!(oidc.requests().len(), 1);
-    assert_eq!(leftovers(), (0, 0));
+    assert_eq!(leftovers(&home), (0, 0));
 }
 
 #[test]
@@ -312,8 +414,9 @@ fn with_it_the_terminal_is_raw_follows_the_window_size_and_is_restored() {
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tty_session.py");
     let session = clean_command("python3", home.path())
+        .env("XDG_RUNTIME_DIR", crate::util::runtime_dir(home.path()))
         .arg(script)
-        .args([env!("CARGO_BIN_EXE_qbox"), image])
+        .args([env!("CARGO_BIN_EXE_qbox"), image, &home.label()])
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&session.stdout).unwrap_or_else(|_| {
@@ -333,7 +436,7 @@ fn with_it_the_terminal_is_raw_follows_the_window_size_and_is_restored() {
     assert_eq!(report["raw_during"], true, "{}", report["output"]);
     assert_eq!(report["qbox_exit"], 0, "{}", report["output"]);
     assert_eq!(report["restored"], true, "{}", report["output"]);
-    assert_eq!(leftovers(), (0, 0));
+    assert_eq!(leftovers(&home), (0, 0));
 }
 
 #[test]
@@ -350,7 +453,7 @@ fn a_container_killed_for_memory_exits_137_with_a_reason() {
         "{}",
         run.stderr
     );
-    assert_eq!(leftovers(), (0, 0));
+    assert_eq!(leftovers(&home), (0, 0));
 
     let bad = qbox_run(&home, &["-m", "lots", image, "--", "true"]).run();
     bad.assert_code(125);
@@ -359,14 +462,14 @@ fn a_container_killed_for_memory_exits_137_with_a_reason() {
 
 /// A stand-in for the engine's socket that forwards to the real one and can
 /// be cut off and brought back, as when the engine restarts.
-struct EngineProxy {
+pub(crate) struct EngineProxy {
     path: std::path::PathBuf,
     runtime: tokio::runtime::Runtime,
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl EngineProxy {
-    fn start(path: &Path) -> Self {
+    pub(crate) fn start(path: &Path) -> Self {
         let mut proxy = Self {
             path: path.to_owned(),
             runtime: tokio::runtime::Runtime::new().unwrap(),
@@ -377,7 +480,7 @@ impl EngineProxy {
     }
 
     /// Starts forwarding again on the same path.
-    fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         let _ = std::fs::remove_file(&self.path);
         let listener = {
             let _guard = self.runtime.enter();
@@ -401,7 +504,7 @@ impl EngineProxy {
     }
 
     /// Drops the listener and every connection: the engine is gone.
-    fn cut(&mut self) {
+    pub(crate) fn cut(&mut self) {
         if let Some(server) = self.server.take() {
             server.abort();
             // Aborting the accept loop drops the JoinSet, which aborts the
@@ -420,11 +523,12 @@ fn an_engine_that_goes_away_mid_run_is_reported_and_nothing_is_left_behind() {
     let socket = home.path().join("engine.sock");
     let mut proxy = EngineProxy::start(&socket);
     let (mut child, _stdout) = spawn_until_ready(
-        home.qbox()
+        qbox_engine(&home)
             .env("DOCKER_HOST", format!("unix://{}", socket.display()))
             // At debug level qbox says when removal found no engine.
             .env("RUST_LOG", "qbox=debug")
-            .args(["run", image, "--", "sh", "-c", "echo ready; sleep 30"]),
+            .args(["run", "--label", &home.label(), image])
+            .args(["--", "sh", "-c", "echo ready; sleep 30"]),
     );
     let log = StderrLines::read(child.stderr.take().unwrap());
 
@@ -457,7 +561,7 @@ fn an_engine_that_goes_away_mid_run_is_reported_and_nothing_is_left_behind() {
         "{stderr}"
     );
     // Removal waited for the engine to come back.
-    assert_eq!(leftovers(), (0, 0), "{stderr}");
+    assert_eq!(leftovers(&home), (0, 0), "{stderr}");
 }
 
 /// A docker CLI configuration whose current context points at `host`.
@@ -493,21 +597,19 @@ fn the_current_docker_context_is_honoured_when_docker_host_is_unset() {
 
     let real = home.path().join("real");
     docker_config_with_context(&real, "unix:///var/run/docker.sock");
-    let run = home
-        .qbox()
-        .env_remove("DOCKER_HOST")
+    let run = qbox_engine(&home)
         .env("DOCKER_CONFIG", &real)
-        .args(["run", image, "--", "echo", "through-the-context"])
+        .args(["run", "--label", &home.label(), image])
+        .args(["--", "echo", "through-the-context"])
         .run();
     run.assert_code(0);
     assert_eq!(run.stdout, "through-the-context\n");
     // DOCKER_HOST still wins over the context.
-    let run = home
-        .qbox()
+    let run = qbox_engine(&home)
         .env("DOCKER_CONFIG", &elsewhere)
         .env("DOCKER_HOST", "unix:///var/run/docker.sock")
-        .args(["run", image, "--", "true"])
+        .args(["run", "--label", &home.label(), image, "--", "true"])
         .run();
     run.assert_code(0);
-    assert_eq!(leftovers(), (0, 0));
+    assert_eq!(leftovers(&home), (0, 0));
 }

@@ -601,3 +601,213 @@ fn issue_14_a_detached_sidecar_answers_mcp_through_a_published_port() {
     });
     assert_eq!(test.detached_dirs(), Vec::<String>::new());
 }
+
+/// A process that has ended, as `PID-START`: a creator or keeper that died.
+fn dead_process() -> (u32, String) {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    (pid, format!("{pid}-1"))
+}
+
+/// A detached container's directory under `runtime` with the key `key`, its
+/// `auth/` and a keeper record naming `keeper_pid` (started at tick 1).
+fn detached_dir(runtime: &Path, key: &str, keeper_pid: u32) -> PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = runtime.join(format!("detached-{key}"));
+    let mut builder = std::fs::DirBuilder::new();
+    builder.mode(0o700).recursive(true);
+    builder.create(dir.join("auth")).unwrap();
+    std::fs::write(
+        dir.join("keeper.json"),
+        format!(r#"{{"pid":{keeper_pid},"start":1,"container":""}}"#),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn issue_30_a_container_its_dead_creator_left_created_is_removed_then_its_directory() {
+    let Some(image) = engine_image() else { return };
+    let _turn = crate::util::engine_turn();
+    let mut test = Detached::new();
+    let runtime = test.runtime_dir();
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let (dead_pid, dead) = dead_process();
+    let alive = format!("{}-0", std::process::id());
+    // A `qbox run -d` killed between the engine's create and start: its
+    // container stays `Created` (AutoRemove acts on exited ones only) and
+    // its directory is kept for it.
+    let key = "0123456789abcdef";
+    let dir = detached_dir(&runtime, key, dead_pid);
+    let abandoned = test.name("abandoned");
+    let in_progress = test.name("in-progress");
+    let foreign = test.name("foreign");
+    for (name, labels) in [
+        (
+            &abandoned,
+            vec![
+                "qbox.managed=true".to_owned(),
+                format!("qbox.creator={dead}"),
+                format!("qbox.detached={key}"),
+            ],
+        ),
+        // Its creator still runs: between create and start right now.
+        (
+            &in_progress,
+            vec![
+                "qbox.managed=true".to_owned(),
+                format!("qbox.creator={alive}"),
+            ],
+        ),
+        // Not created by qbox: never touched.
+        (&foreign, vec!["qbox.managed=true".to_owned()]),
+    ] {
+        let mut create = Command::new("docker");
+        create.args(["create", "--name", name]);
+        for label in labels {
+            create.args(["--label", &label]);
+        }
+        let out = create.args([image, "true"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(container_state(name).as_deref(), Some("created"));
+    }
+    assert!(dir.exists());
+    // The next `qbox run` sweeps.
+    let run = test
+        .qbox()
+        .args(["run", "--auth", "none", image, "--", "true"])
+        .run();
+    run.assert_code(0);
+    assert_eq!(container_state(&abandoned), None, "{}", run.stderr);
+    assert!(
+        !dir.exists(),
+        "the directory of the removed container stays"
+    );
+    assert_eq!(container_state(&in_progress).as_deref(), Some("created"));
+    assert_eq!(container_state(&foreign).as_deref(), Some("created"));
+}
+
+#[test]
+fn issue_30_doctor_lists_the_directories_of_dead_detached_keepers() {
+    let test = Detached::new();
+    let runtime = test.runtime_dir();
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let (dead_pid, _) = dead_process();
+    let dead = detached_dir(&runtime, "fedcba9876543210", dead_pid);
+    let alive = detached_dir(&runtime, "00112233445566ff", std::process::id());
+    // Recorded with start 0 (unknown): a live pid counts as running.
+    std::fs::write(
+        alive.join("keeper.json"),
+        format!(
+            r#"{{"pid":{},"start":0,"container":""}}"#,
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let run = test
+        .qbox()
+        .env("DOCKER_HOST", "unix:///nonexistent/qbox-test.sock")
+        .args(["doctor", "--json"])
+        .run();
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let orphaned: Vec<&str> = report["runtime_dir"]["orphaned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(orphaned, [dead.to_str().unwrap()], "{report}");
+    assert_eq!(report["runtime_dir"]["in_use"], 1, "{report}");
+}
+
+#[test]
+fn issue_30_a_keeper_that_loses_its_engine_ends_says_so_and_ps_shows_why() {
+    let Some(image) = engine_image() else { return };
+    let _turn = crate::util::engine_turn();
+    let mut test = Detached::new();
+    test.home
+        .login(Flavor::AmazonQ, &valid_login("detach-lost"));
+    let socket = test.home.path().join("engine.sock");
+    let mut proxy = crate::container::EngineProxy::start(&socket);
+    // The keeper inherits both: it talks to the engine through the proxy,
+    // and gives up 3 s after the engine stops answering.
+    test.env
+        .push(("DOCKER_HOST".into(), format!("unix://{}", socket.display())));
+    test.env
+        .push(("QBOX_KEEPER_ENGINE_TIMEOUT".into(), "3".into()));
+    let name = test.name("lost");
+    let run = test
+        .qbox()
+        .args(["run", "-d", "--name", &name, image, "--", "sleep", "600"])
+        .run();
+    run.assert_code(0);
+    let id = run.stdout.trim().to_owned();
+    let log = test.keeper_logs().join(format!("{id}.log"));
+    wait_until(
+        Duration::from_secs(30),
+        "the keeper writes the snapshot",
+        || {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|text| text.contains("snapshot written"))
+                .then_some(())
+        },
+    );
+    proxy.cut();
+    let text = wait_until(Duration::from_secs(60), "the keeper gives up", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|text| text.contains("did not answer"))
+    });
+    assert!(
+        text.contains("error: the docker engine did not answer for"),
+        "{text}"
+    );
+    // ps, on the real engine: the container runs, its keeper is dead and
+    // says why; the token it kept is gone.
+    let ps = test
+        .qbox()
+        .env("DOCKER_HOST", "unix:///var/run/docker.sock")
+        .args(["ps", "--json"])
+        .run();
+    let rows: Vec<Value> = serde_json::from_str(&ps.stdout).unwrap();
+    let row = rows
+        .iter()
+        .find(|row| row["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} in {rows:?}"));
+    assert_eq!(row["keeper"]["state"], "dead", "{row}");
+    assert!(
+        row["keeper"]["ended"]
+            .as_str()
+            .is_some_and(|why| why.contains("the docker engine did not answer")),
+        "{row}"
+    );
+    assert!(!snapshot_holds(&name, "aoa-access-detach-lost"));
+    let table = test
+        .qbox()
+        .env("DOCKER_HOST", "unix:///var/run/docker.sock")
+        .args(["ps"])
+        .run();
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains(&name) && l.contains("dead: the docker engine did not answer")),
+        "{}",
+        table.stdout
+    );
+}

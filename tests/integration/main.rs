@@ -20,6 +20,7 @@ mod doctor;
 mod errors;
 mod eventstream;
 mod export;
+mod hostile_engine;
 mod http_hardening;
 mod invariants;
 mod kiro;

@@ -9,15 +9,11 @@ use std::time::Duration;
 use qbox::store::Flavor;
 use serde_json::Value;
 
-use crate::container::{engine_image, qbox_run, spawn_until_ready, wait_within};
+use crate::container::{engine_image, qbox_engine, qbox_run, spawn_until_ready, wait_within};
 use crate::util::{TestHome, valid_login, wait_until};
 
 fn ps(home: &TestHome) -> Vec<Value> {
-    let run = home
-        .qbox()
-        .env_remove("DOCKER_HOST")
-        .args(["ps", "--json"])
-        .run();
+    let run = qbox_engine(home).args(["ps", "--json"]).run();
     run.assert_code(0);
     serde_json::from_str(&run.stdout).unwrap()
 }
@@ -59,7 +55,7 @@ fn ps_lists_the_keeper_and_stop_ends_the_run() {
         time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
             .is_ok()
     );
-    let table = home.qbox().env_remove("DOCKER_HOST").args(["ps"]).run();
+    let table = qbox_engine(&home).args(["ps"]).run();
     assert!(
         table
             .stdout
@@ -71,11 +67,7 @@ fn ps_lists_the_keeper_and_stop_ends_the_run() {
 
     // PID 1 ignores SIGTERM: the engine kills it after -t seconds, and the
     // `qbox run` in charge exits with the container's 137.
-    let stop = home
-        .qbox()
-        .env_remove("DOCKER_HOST")
-        .args(["stop", "-t", "1", &name])
-        .run();
+    let stop = qbox_engine(&home).args(["stop", "-t", "1", &name]).run();
     stop.assert_code(0);
     assert_eq!(stop.stdout.trim(), name);
     let status = wait_within(&mut child, Duration::from_secs(30), "qbox run");
@@ -109,11 +101,7 @@ fn a_killed_keeper_shows_as_dead_and_the_container_can_still_be_stopped() {
     let rows = ps(&home);
     let row = listed(&rows, &name).expect("the container outlives its killed keeper");
     assert_eq!(row["keeper"]["state"], "dead", "{row}");
-    let stop = home
-        .qbox()
-        .env_remove("DOCKER_HOST")
-        .args(["stop", "-t", "0", &name])
-        .run();
+    let stop = qbox_engine(&home).args(["stop", "-t", "0", &name]).run();
     stop.assert_code(0);
     wait_until(Duration::from_secs(20), "the container is removed", || {
         gone(&name)
@@ -135,11 +123,7 @@ fn stop_refuses_containers_qbox_did_not_start() {
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
-    let stop = home
-        .qbox()
-        .env_remove("DOCKER_HOST")
-        .args(["stop", &name])
-        .run();
+    let stop = qbox_engine(&home).args(["stop", &name]).run();
     stop.assert_code(1)
         .assert_one_line_error()
         .assert_stderr_contains(&format!("`{name}`"));

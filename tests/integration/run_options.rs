@@ -262,3 +262,83 @@ fn bad_values_exit_125_naming_the_value_before_the_engine_is_asked() {
         assert!(!run.stderr.contains("nonexistent"), "{}", run.stderr);
     }
 }
+
+#[test]
+fn issue_30_what_would_make_the_login_writable_is_refused_before_the_engine_is_asked() {
+    let home = home();
+    let refused: &[(&[&str], &str)] = &[
+        (&["--cap-add", "SYS_ADMIN"], "--cap-add CAP_SYS_ADMIN"),
+        (&["--cap-add", "all"], "--cap-add ALL"),
+        (
+            &["--security-opt", "apparmor=unconfined"],
+            "--security-opt apparmor=unconfined",
+        ),
+        (
+            &["--security-opt", "seccomp:unconfined"],
+            "--security-opt seccomp=unconfined",
+        ),
+        (&["--tmpfs", "/run/qbox//auth"], "--tmpfs `/run/qbox//auth`"),
+        (
+            &["--tmpfs", "/run/qbox/./auth"],
+            "--tmpfs `/run/qbox/./auth`",
+        ),
+        (&["--tmpfs", "/run//qbox/auth"], "--tmpfs `/run//qbox/auth`"),
+        (
+            &["--mount", "type=tmpfs,target=/run/qbox"],
+            "--mount `type=tmpfs,target=/run/qbox`",
+        ),
+        (&["-v", "/tmp:/run/qbox"], "/run/qbox is reserved"),
+        (&["-v", "/tmp:/run"], "/run is reserved"),
+    ];
+    for auth in ["snapshot", "live"] {
+        for (flags, named) in refused {
+            let mut args = flags.to_vec();
+            args.extend(["--auth", auth, "img", "--", "true"]);
+            let run = home
+                .qbox()
+                .env("DOCKER_HOST", "unix:///nonexistent/qbox-options.sock")
+                .args(["run"])
+                .args(args)
+                .run();
+            run.assert_code(125)
+                .assert_stderr_contains(named)
+                .assert_stderr_contains("hint:");
+            assert!(!run.stderr.contains("nonexistent"), "{}", run.stderr);
+        }
+    }
+    // Without a login there is nothing to make writable: the capability
+    // and the profiles pass, and the run goes on to the engine.
+    for flags in [
+        &["--cap-add", "SYS_ADMIN"][..],
+        &["--security-opt", "apparmor=unconfined"][..],
+    ] {
+        let mut args = flags.to_vec();
+        args.extend(["--auth", "none", "img", "--", "true"]);
+        let run = home
+            .qbox()
+            .env("DOCKER_HOST", "unix:///nonexistent/qbox-options.sock")
+            .args(["run"])
+            .args(args)
+            .run();
+        run.assert_code(125);
+        assert!(!run.stderr.contains("writable"), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn issue_30_auth_live_refuses_a_store_outside_a_cli_data_directory() {
+    let home = home();
+    // A store beside the user's keys: mounting its directory would show them.
+    let store = home.path().join("my-login.sqlite3");
+    std::fs::copy(home.store_path(Flavor::AmazonQ), &store).unwrap();
+    let run = home
+        .qbox()
+        .env("DOCKER_HOST", "unix:///nonexistent/qbox-options.sock")
+        .args(["--db", store.to_str().unwrap(), "--cli", "q", "run"])
+        .args(["--auth", "live", "img", "--", "true"])
+        .run();
+    run.assert_code(125)
+        .assert_stderr_contains("not a CLI's own data directory")
+        .assert_stderr_contains("hint: use the default --auth snapshot");
+    assert!(!run.stderr.contains("nonexistent"), "{}", run.stderr);
+}

@@ -441,7 +441,20 @@ fn the_demo_runs_the_whole_chain_in_a_container_and_cleans_up() {
         run.stderr
     );
     crate::demo::assert_verified_and_clean(&home, &run);
-    assert_eq!(managed_containers("name=qbox-demo-"), 0);
+    assert_eq!(managed_containers(&demo_container(&run.stderr)), 0);
+}
+
+/// A filter for the container this demo ran (`--name qbox-demo-PID`, as its
+/// log says), not a user's demo beside the tests.
+fn demo_container(stderr: &str) -> String {
+    let at = stderr
+        .find("--name qbox-demo-")
+        .unwrap_or_else(|| panic!("the demo names its container: {stderr}"));
+    let name = stderr[at + "--name ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap();
+    format!("name=^{name}$")
 }
 
 /// The first run's path: no static sidecar given or beside qbox, so the
@@ -495,5 +508,5 @@ fn without_a_static_sidecar_the_demo_packs_the_running_qbox() {
         String::from_utf8_lossy(&history.stdout).trim(),
         r#"["qbox-sidecar"]"#
     );
-    assert_eq!(managed_containers("name=qbox-demo-"), 0);
+    assert_eq!(managed_containers(&demo_container(&run.stderr)), 0);
 }

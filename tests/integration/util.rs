@@ -53,6 +53,16 @@ impl TestHome {
         path
     }
 
+    /// `qbox-test=NAME`, NAME this home's directory name: a label for the
+    /// containers this test starts, so that a check for leftovers counts
+    /// only those, never a container the user (or another test) runs.
+    pub fn label(&self) -> String {
+        format!(
+            "qbox-test={}",
+            self.path().file_name().unwrap().to_string_lossy()
+        )
+    }
+
     /// A `qbox` invocation with this home and a clean environment.
     pub fn qbox(&self) -> Qbox {
         Qbox::new(self.path())
@@ -529,9 +539,11 @@ fn has_open(pid: u32, path: &Path) -> bool {
 }
 
 /// This test's turn at the Docker engine. Every test that starts
-/// containers takes it: they share images and the bridge network, and the
-/// checks that nothing was left behind count every qbox-managed container
-/// on the engine, so two tests must not have containers at the same time.
+/// containers takes it: they share images, the bridge network and the
+/// engine's time, and some sweep what dead runs left. Checks that nothing
+/// was left behind count only the test's own containers (its label, its
+/// name, its runtime directory), so a user's `qbox run -d` beside the
+/// tests is never counted.
 pub fn engine_turn() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())

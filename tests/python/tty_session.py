@@ -19,6 +19,8 @@ import termios
 import time
 
 QBOX, IMAGE = sys.argv[1:3]
+# The test's own label on the container, so it counts only its own leftovers.
+LABEL = sys.argv[3] if len(sys.argv) > 3 else "qbox-test"
 # Engines before API 1.42 learn the size by a resize right after start, so
 # the first command may run before it: wait for it, as a shell prompt would.
 # After the line is typed, the new size gets up to ten seconds to arrive (a
@@ -26,7 +28,7 @@ QBOX, IMAGE = sys.argv[1:3]
 INNER = ("until stty size 2>/dev/null | grep -q '^[1-9]'; do sleep 1; done; stty size; read line; "
          "n=0; while [ \"$(stty size)\" != '40 120' ] && [ $n -lt 10 ]; do sleep 1; n=$((n+1)); done; "
          "stty size; echo got:$line")
-OUTER = '"$0" run -it "$1" -- sh -c "$2"; echo "qbox-exit:$?"; stty -a; echo end-of-session'
+OUTER = '"$0" run -it --label "$3" "$1" -- sh -c "$2"; echo "qbox-exit:$?"; stty -a; echo end-of-session'
 
 
 def set_size(fd, rows, columns):
@@ -36,7 +38,7 @@ def set_size(fd, rows, columns):
 pid, master = pty.fork()
 if pid == 0:
     set_size(0, 33, 101)
-    os.execvp("sh", ["sh", "-c", OUTER, QBOX, IMAGE, INNER])
+    os.execvp("sh", ["sh", "-c", OUTER, QBOX, IMAGE, INNER, LABEL])
 
 output = b""
 
