@@ -546,9 +546,9 @@ async fn attach_start_wait(
         .stdout(true)
         .stderr(true)
         .build();
-    // Until the container runs, a stop signal ends the run at once (the
-    // caller removes the container): an engine slow to attach or to start
-    // must not make qbox deaf to it.
+    // Until the start is asked for, a stop signal ends the run at once (the
+    // caller removes the container): an engine slow to attach must not make
+    // qbox deaf to it.
     let attached = signals
         .or_stop(docker.attach_container(id, Some(attach)))
         .await?
@@ -605,11 +605,12 @@ async fn attach_start_wait(
     } else {
         None
     };
-    signals
-        .or_stop(
-            docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>),
-        )
-        .await?
+    // Not raced: the container may run (and print) before the engine
+    // answers the start, so a signal now is one for the container; it stays
+    // queued and is passed on below. The transport bounds this wait.
+    docker
+        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
         .map_err(|err| start_error(&spec.image, err))?;
     if spec.tty {
         mirror_window_size(docker, id).await;
