@@ -546,9 +546,9 @@ async fn attach_start_wait(
         .stdout(true)
         .stderr(true)
         .build();
-    // Until the container runs, a stop signal ends the run at once (the
-    // caller removes the container): an engine slow to attach or to start
-    // must not make qbox deaf to it.
+    // Until the start is asked for, a stop signal ends the run at once (the
+    // caller removes the container): an engine slow to attach must not make
+    // qbox deaf to it.
     let attached = signals
         .or_stop(docker.attach_container(id, Some(attach)))
         .await?
@@ -605,23 +605,13 @@ async fn attach_start_wait(
     } else {
         None
     };
-    // A stop signal while the engine starts the container: the container
-    // may already run (and print) before the engine answers, so the answer
-    // is awaited a little longer; a started container gets the signal as
-    // if it had come a moment later, one that never started ends the run.
-    let starting =
-        docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>);
-    tokio::pin!(starting);
-    let (started, pending) = tokio::select! {
-        started = &mut starting => (started, None),
-        signal = signals.stop() => {
-            match tokio::time::timeout(LATE_CREATE_PATIENCE, &mut starting).await {
-                Ok(started) => (started, Some(signal)),
-                Err(_) => return Err(RunError::Interrupted(signal)),
-            }
-        }
-    };
-    started.map_err(|err| start_error(&spec.image, err))?;
+    // Not raced: the container may run (and print) before the engine
+    // answers the start, so a signal now is one for the container; it stays
+    // queued and is passed on below. The transport bounds this wait.
+    docker
+        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .map_err(|err| start_error(&spec.image, err))?;
     if spec.tty {
         mirror_window_size(docker, id).await;
     }
@@ -631,8 +621,7 @@ async fn attach_start_wait(
     };
     let stop_timeout = std::time::Duration::from_secs(u64::from(spec.stop_timeout));
     let ended =
-        forward_signals_until_exit(docker, id, &mut wait, signals, pending, stop_timeout, since)
-            .await;
+        forward_signals_until_exit(docker, id, &mut wait, signals, stop_timeout, since).await;
     drop(raw_mode);
     let ended = ended?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), pump_output).await;
@@ -674,7 +663,6 @@ async fn forward_signals_until_exit(
     id: &str,
     wait: &mut tokio::task::JoinHandle<Option<Result<ContainerWaitResponse, DockerError>>>,
     signals: &mut Signals,
-    mut pending: Option<StopSignal>,
     stop_timeout: std::time::Duration,
     since: i64,
 ) -> Result<Ended, RunError> {
@@ -686,15 +674,7 @@ async fn forward_signals_until_exit(
     let mut killed: Option<(StopSignal, tokio::time::Instant)> = None;
     loop {
         let stop_deadline = stopping.filter(|_| killed.is_none()).map(|(_, at)| at);
-        let step = match pending.take() {
-            // A signal that came while the container was being started.
-            Some(signal) => {
-                if signal == StopSignal::INTERRUPT {
-                    interrupts += 1;
-                }
-                Step::Stop(signal)
-            }
-            None => tokio::select! {
+        let step = tokio::select! {
             outcome = &mut *wait => {
                 let code = wait_outcome(docker, id, outcome, since).await?;
                 return Ok(match killed {
@@ -728,7 +708,6 @@ async fn forward_signals_until_exit(
                 mirror_window_size(docker, id).await;
                 continue;
             }
-            },
         };
         match step {
             Step::Stop(signal) => {
