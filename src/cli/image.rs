@@ -46,8 +46,8 @@ pub struct BuildArgs {
     #[arg(long, short = 't')]
     tag: Option<String>,
     /// Build the agent image: the sidecar with the q-developer-agent tool and the CLI binary
-    /// given by --cli PATH (the Amazon Q CLI `q` or the Kiro CLI `kiro-cli`; a path, so a
-    /// binary in this directory is `./q`).
+    /// given by --cli PATH (the Kiro CLI `kiro-cli`, with `kiro-cli-chat` when it is beside
+    /// it, or the legacy `q`; a path, so a binary in this directory is `./kiro-cli`).
     #[arg(long)]
     agent: bool,
     /// With --agent: the local image to build on (never pulled) [default: qbox-sidecar:latest].

@@ -38,7 +38,7 @@ pub struct McpConfigArgs {
     /// With --docker: mount this directory at the same path and work in it.
     #[arg(long, value_name = "DIR", requires = "docker")]
     workspace: Option<String>,
-    /// Also enable the q-developer-agent tool (it runs the Amazon Q CLI).
+    /// Also enable the q-developer-agent tool (it runs the Kiro CLI, or the legacy `q`).
     #[arg(long)]
     enable_agent: bool,
 }

@@ -64,10 +64,11 @@ pub struct GlobalArgs {
     /// Use this auth store instead of searching the CLIs' default locations.
     #[arg(long, global = true, env = "QBOX_DB", value_name = "PATH")]
     pub db: Option<PathBuf>,
-    /// Which CLI's store to use when both are installed: q or kiro (default:
-    /// the one with a usable login). With `image build --agent`: the path of
-    /// the CLI binary to put in the image (`./q`, `/opt/kiro/kiro-cli`).
-    #[arg(long, global = true, env = "QBOX_CLI", value_name = "q|kiro|PATH",
+    /// Which CLI's store to use when both are installed: kiro (the Kiro CLI)
+    /// or q (the legacy Amazon Q Developer CLI) (default: the one with a
+    /// usable login). With `image build --agent`: the path of the CLI binary
+    /// to put in the image (`/opt/kiro/kiro-cli`, `./kiro-cli`).
+    #[arg(long, global = true, env = "QBOX_CLI", value_name = "kiro|q|PATH",
           value_parser = parse_cli_choice)]
     pub cli: Option<CliChoice>,
     /// More log output on stderr (-v info, -vv debug, -vvv trace); give it

@@ -67,7 +67,7 @@ impl ServerHandler for SidecarHandler {
             .with_server_info(Implementation::new("qbox-sidecar", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Amazon Q Developer through qbox. `q-chat` asks Amazon Q directly; `q-developer-agent` \
-                 (when enabled) hands a task to the Amazon Q CLI.",
+                 (when enabled) hands a task to the Kiro CLI.",
             )
     }
 

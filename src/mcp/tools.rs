@@ -126,7 +126,7 @@ pub async fn call_agent(
     if !state.agent.config().enabled {
         return text_result(
             "the tool q-developer-agent is not enabled on this server. Start the sidecar with \
-             ENABLE_ADDITIONAL_TOOLS=q-developer-agent to enable it (it runs the Amazon Q CLI, which can \
+             ENABLE_ADDITIONAL_TOOLS=q-developer-agent to enable it (it runs the Kiro CLI, which can \
              read files and run commands when trusted).",
             true,
         );
