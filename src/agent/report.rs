@@ -320,6 +320,17 @@ mod tests {
         max_response: usize,
         warnings: Vec<String>,
     ) -> Outcome {
+        outcome_by(&q_cli(), ending, stdout, stderr, max_response, warnings)
+    }
+
+    fn outcome_by(
+        cli: &ChosenCli,
+        ending: Ending,
+        stdout: &[u8],
+        stderr: &[u8],
+        max_response: usize,
+        warnings: Vec<String>,
+    ) -> Outcome {
         outcome(CallRecord {
             ending,
             stdout: Captured {
@@ -328,7 +339,7 @@ mod tests {
             },
             stderr: stderr.to_vec(),
             max_response,
-            cli: &q_cli(),
+            cli,
             image: None,
             warnings,
         })
@@ -554,18 +565,7 @@ mod tests {
     #[test]
     fn the_kiro_clis_own_failures_are_named_in_its_words() {
         let kiro = |ending: Ending, stdout: &[u8], stderr: &[u8]| {
-            outcome(CallRecord {
-                ending,
-                stdout: Captured {
-                    kept: stdout.to_vec(),
-                    total: stdout.len() as u64,
-                },
-                stderr: stderr.to_vec(),
-                max_response: 1000,
-                cli: &kiro_cli(),
-                image: None,
-                warnings: Vec::new(),
-            })
+            outcome_by(&kiro_cli(), ending, stdout, stderr, 1000, Vec::new())
         };
         // The Kiro CLI 2.2.1's own lines (cli/mod.rs, cli/chat/mod.rs).
         let not_logged_in = kiro(
