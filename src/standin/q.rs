@@ -331,7 +331,12 @@ async fn generate(
     };
     let reply = {
         let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(id) = &state.conversation_id {
+        // The service keeps no turns and takes any well-formed history; the
+        // stand-in holds qbox's own client (its user agent) to the history
+        // it answered, so a test sees a turn lost or changed. The CLIs send
+        // context turns of their own (without message ids) and pass.
+        let from_qbox = header(&headers, "user-agent").is_some_and(|ua| ua.starts_with("qbox/"));
+        if let (Some(id), true) = (&state.conversation_id, from_qbox) {
             let answered = inner.conversations.get(id).map_or(&[][..], Vec::as_slice);
             if let Err(problem) = check_history(&state.history, answered) {
                 return error_response(

@@ -151,11 +151,14 @@ impl StoreBuilder {
         Ok(self)
     }
 
-    /// Sets a `state` row (stored as a BLOB, as the CLI does since migration 006).
+    /// Sets a `state` row as the CLI writes one: JSON text in a column
+    /// declared BLOB since migration 006 (`set_json_entry` binds a
+    /// `String`). The CLI reads it back as a `String`, so a value stored as
+    /// a BLOB is one it cannot read (its profile is then "missing").
     pub fn state(&self, key: &str, json_value: &str) -> rusqlite::Result<&Self> {
         self.conn.execute(
             "INSERT OR REPLACE INTO state (key, value) VALUES (?1, ?2)",
-            rusqlite::params![key, json_value.as_bytes()],
+            [key, json_value],
         )?;
         Ok(self)
     }

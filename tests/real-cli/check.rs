@@ -282,6 +282,9 @@ async fn check_kind(tools: &Tools, flavor: Flavor, kind: Kind, report: &mut Repo
     let name = kind.name();
     let access = format!("aoa-real-cli-{name}");
     let q = StandinQ::start(&access).await.unwrap();
+    // The header the CLI must send for this kind (the stand-in refuses a
+    // request without it), as read in its source.
+    q.set_token_type((kind == Kind::ExternalIdp).then_some("EXTERNAL_IDP"));
     let home = Home::new(flavor, &q.url());
     let hour = time::Duration::hours(1);
 
@@ -316,7 +319,9 @@ async fn check_kind(tools: &Tools, flavor: Flavor, kind: Kind, report: &mut Repo
 
     // 3. The CLI's chat request and qbox's, for the same login.
     let mut chat = home.command(&tools.cli);
-    chat.args(["chat", "--no-interactive", "--", "hello from the real cli"]);
+    chat.env("KIRO_CHAT_LOG_FILE", home.path().join("chat.log"))
+        .env("KIRO_LOG_LEVEL", "debug")
+        .args(["chat", "--no-interactive", "--", "hello from the real cli"]);
     let (code, stdout, stderr) = output(chat);
     let theirs = q
         .requests()
@@ -334,10 +339,18 @@ async fn check_kind(tools: &Tools, flavor: Flavor, kind: Kind, report: &mut Repo
         .rfind(|r| r.target.as_deref() == Some(qbox::qapi::TARGET));
     match (&theirs, &ours) {
         (Some(theirs), Some(ours)) => {
+            let log = std::fs::read_to_string(home.path().join("chat.log")).unwrap_or_default();
+            let errors: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+                .take(8)
+                .collect();
             report.check(
                 &format!("{name}: the CLI's chat reached the stand-in"),
-                stdout.contains("You said: hello from the real cli"),
-                format!("exit {code}: {stdout} {stderr}"),
+                // The CLI puts its agent's context before the prompt; the
+                // stand-in echoes the whole message.
+                stdout.contains("You said: ") && stdout.contains("hello from the real cli"),
+                format!("exit {code}: {stdout} {stderr}\n  log: {}", errors.join("\n  log: ")),
             );
             report.check(
                 &format!(
@@ -402,13 +415,13 @@ async fn check_agent(tools: &Tools, flavor: Flavor, report: &mut Report) {
             .env("AGENT_TIMEOUT", "120")
             .arg("serve")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::inherit());
         mcp_call(command, "q-developer-agent", &json!({"prompt": prompt}))
     };
     let (text, is_error) = call("hello through the agent", &snapshot_dir);
     report.check(
         "agent: q-developer-agent drives the CLI on an access-only snapshot",
-        !is_error && text.contains("You said: hello through the agent"),
+        !is_error && text.contains("You said: ") && text.contains("hello through the agent"),
         &text,
     );
 
