@@ -32,3 +32,7 @@ pub mod standin;
 pub mod store;
 /// Time formatting helpers.
 pub mod timefmt;
+
+/// The first call of both binaries' `main`: no core dumps, no reading by
+/// other processes of the user.
+pub use app::protect_process;

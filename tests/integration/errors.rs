@@ -270,3 +270,47 @@ fn a_brief_lock_is_waited_out() {
         "aoa-access-after-the-lock\n"
     );
 }
+
+#[test]
+fn issue_30_a_huge_lock_timeout_is_capped_with_a_warning_not_a_panic() {
+    let home = TestHome::new();
+    let path = home.login(Flavor::AmazonQ, &valid_login("huge"));
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut child = home
+        .qbox()
+        .env("QBOX_LOCK_TIMEOUT", "1e308")
+        .args(["export-token", "--field", "access"])
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The timeout is read when the lock is first met: `1e308` seconds used
+    // to overflow a `Duration` there and abort (exit 134).
+    let pid = child.id();
+    wait_until(
+        Duration::from_secs(30),
+        "qbox has the store open and waits for the lock",
+        || waits_for_a_lock_on(pid, &path),
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "qbox ended while the lock was held"
+    );
+    holder.execute_batch("COMMIT").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "QBOX_LOCK_TIMEOUT=1e308 is longer than qbox waits for a lock; waiting at most 86400 s"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "aoa-access-huge\n"
+    );
+}
