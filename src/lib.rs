@@ -22,6 +22,8 @@ mod mcp;
 pub mod qapi;
 /// Unpredictable bytes: tokens, delimiters, ids.
 mod random;
+/// Opening a named file without hanging on a FIFO: regular files only.
+mod regular_file;
 /// The `Secret` string type that never prints its value.
 mod secret;
 /// `qbox-sidecar` command line.

@@ -8,7 +8,6 @@
 //! `SQLITE_BUSY` if qbox held it), and wait a bounded time when the CLI holds
 //! the lock itself.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -148,7 +147,12 @@ fn check_readable(path: &Path) -> Result<(), StoreError> {
             path: path.to_owned(),
         });
     }
-    File::open(path).map_err(|e| match e.kind() {
+    // Non-blocking and checked on the descriptor: a FIFO swapped in after
+    // the `stat` would otherwise hang this open.
+    crate::regular_file::open(path, false).map_err(|e| match e.kind() {
+        _ if crate::regular_file::is_not_regular(&e) => StoreError::NotAFile {
+            path: path.to_owned(),
+        },
         std::io::ErrorKind::PermissionDenied => StoreError::PermissionDenied {
             path: path.to_owned(),
         },
