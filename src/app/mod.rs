@@ -10,6 +10,7 @@
 pub mod args;
 pub mod chat;
 pub mod logging;
+pub mod output;
 pub mod report;
 pub mod signals;
 pub mod term;

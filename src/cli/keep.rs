@@ -349,7 +349,7 @@ pub async fn run(args: KeepArgs, query: StoreQuery, palette: Palette) -> anyhow:
         started.pid,
         started.log.display()
     );
-    println!("{name}");
+    crate::app::output::println(format_args!("{name}"))?;
     Ok(exit::OK)
 }
 

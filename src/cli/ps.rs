@@ -123,13 +123,13 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
                 row
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::app::output::println(format_args!("{}", serde_json::to_string_pretty(&rows)?))?;
         return Ok(exit::OK);
     }
-    println!(
+    crate::app::output::println(format_args!(
         "{:<14} {:<24} {:<28} {:<22} {:<22} KEEPER",
         "CONTAINER ID", "NAME", "IMAGE", "STATUS", "LOGIN EXPIRES"
-    );
+    ))?;
     for c in &containers {
         let keeper = match keeper(c) {
             ("running", Some(pid)) => format!("running (pid {pid})"),
@@ -137,13 +137,13 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
             (state, _) => state.to_owned(),
         };
         let expires = token_expiry(c).map_or_else(|| "-".to_owned(), rfc3339_seconds);
-        println!(
+        crate::app::output::println(format_args!(
             "{:<14} {:<24} {:<28} {:<22} {expires:<22} {keeper}",
             c.id.get(..12).unwrap_or(&c.id),
             c.name,
             c.image,
             c.status
-        );
+        ))?;
     }
     Ok(exit::OK)
 }
@@ -181,7 +181,7 @@ pub async fn stop(args: StopArgs) -> anyhow::Result<u8> {
                 ),
             }
         }
-        println!("{}", target.name);
+        crate::app::output::println(format_args!("{}", target.name))?;
     }
     Ok(exit::OK)
 }

@@ -321,7 +321,7 @@ async fn run_detached(
         // The keeper owns the directory now.
         guard.0 = None;
     }
-    println!("{id}");
+    crate::app::output::println(format_args!("{id}"))?;
     Ok(exit::OK)
 }
 
