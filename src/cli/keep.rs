@@ -125,12 +125,15 @@ fn open_log(id: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
         CommandError::new(exit::ERROR, "no state directory for the keeper's log")
             .hint("set XDG_STATE_HOME (or HOME)")
     })?;
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
-    }
-    crate::store::snapshot::prepare_private_dir(&dir)?;
-    prune_logs(&dir, id, SystemTime::now());
+    open_log_in(&dir, id)
+}
+
+/// [`open_log`] in `dir`. Every directory missing on the way is created
+/// 0700, `<state dir>/qbox` included: the sidecar may put a generated
+/// bearer token there.
+fn open_log_in(dir: &Path, id: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    crate::store::snapshot::prepare_private_dir(dir)?;
+    prune_logs(dir, id, SystemTime::now());
     let path = dir.join(format!("{id}.log"));
     let mut options = std::fs::OpenOptions::new();
     options.append(true).create(true);
@@ -497,6 +500,28 @@ async fn stop_signal() -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[cfg(unix)]
+    #[test]
+    fn every_directory_the_keeper_log_needs_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let state = home.path().join(".local/state");
+        let dir = state.join("qbox").join("keepers");
+        let (path, _file) = open_log_in(&dir, &"a".repeat(64)).unwrap();
+        assert!(path.starts_with(&dir));
+        // `.local`, `state`, `qbox` (where a generated sidecar token may
+        // go) and `keepers`: none may be 0755 with a umask of 022.
+        for created in [
+            home.path().join(".local"),
+            state.clone(),
+            state.join("qbox"),
+            dir,
+        ] {
+            let mode = std::fs::metadata(&created).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{} is {mode:o}", created.display());
+        }
+    }
     use super::*;
 
     #[test]
