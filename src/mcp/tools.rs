@@ -98,6 +98,27 @@ fn text_result(text: impl Into<String>, is_error: bool) -> CallToolResult {
     }
 }
 
+/// The longest progress token (as JSON) the sidecar echoes. Every progress
+/// notification repeats the token, so a 3 MiB one would turn a call into
+/// gigabytes sent back; real clients use a number or a short string.
+pub const MAX_PROGRESS_TOKEN_BYTES: usize = 256;
+
+/// The request's progress token, if it has one of at most
+/// [`MAX_PROGRESS_TOKEN_BYTES`]. A longer one is refused by ignoring it: the
+/// call runs and answers as usual, without progress notifications (a
+/// warning in the log says why), over stdio and HTTP alike.
+fn progress_token(context: &RequestContext<RoleServer>) -> Option<ProgressToken> {
+    let token = context.meta.get_progress_token()?;
+    let length = serde_json::to_string(&token).map_or(usize::MAX, |json| json.len());
+    if length > MAX_PROGRESS_TOKEN_BYTES {
+        tracing::warn!(
+            "ignoring a progress token of {length} bytes (at most {MAX_PROGRESS_TOKEN_BYTES}): this call sends no progress notifications"
+        );
+        return None;
+    }
+    Some(token)
+}
+
 /// Sends progress notifications for `token` until the channel closes.
 fn forward_progress(
     peer: Peer<RoleServer>,
@@ -135,7 +156,7 @@ pub async fn call_agent(
         Ok(args) => args,
         Err(err) => return text_result(format!("invalid arguments: {err}"), true),
     };
-    let (progress, forwarder) = match context.meta.get_progress_token() {
+    let (progress, forwarder) = match progress_token(context) {
         Some(token) => {
             let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<Progress>();
             let (text_tx, text_rx) = mpsc::unbounded_channel::<String>();
@@ -220,7 +241,7 @@ pub async fn call_chat(
         Ok(client) => client,
         Err(problem) => return text_result(problem.to_owned(), true),
     };
-    let token = context.meta.get_progress_token();
+    let token = progress_token(context);
     let (text_tx, text_rx) = mpsc::unbounded_channel::<String>();
     let forwarder = token.map(|token| forward_progress(context.peer.clone(), token, text_rx));
     let answer = async {

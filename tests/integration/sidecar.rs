@@ -874,3 +874,39 @@ fn qbox_started_as_qbox_sidecar_is_the_sidecar() {
     let as_qbox = run(Path::new(env!("CARGO_BIN_EXE_qbox")));
     assert_ne!(as_qbox.stdout, as_sidecar.stdout);
 }
+
+#[test]
+fn issue_30_a_progress_token_over_256_bytes_gets_no_progress_notifications() {
+    let home = TestHome::new();
+    let record = home.path().join("record");
+    let mut mcp = StdioMcp::start(home.path(), &agent_env(&record));
+    // 254 characters: 256 bytes as JSON, echoed as usual.
+    let short = "s".repeat(254);
+    // Every notification would repeat a huge token (a 3 MiB one cost
+    // gigabytes): a call with one runs and answers, without progress.
+    let long = "l".repeat(255);
+    for (token, expected) in [(&short, 3), (&long, 0)] {
+        mcp.notifications.clear();
+        let response = mcp.request(
+            "tools/call",
+            json!({"name": "q-developer-agent", "arguments": {"prompt": "lines:3"}, "_meta": {"progressToken": token}}),
+        );
+        assert_eq!(response["result"]["isError"], json!(false), "{response}");
+        let progress: Vec<&Value> = mcp
+            .notifications
+            .iter()
+            .filter(|n| n["method"] == "notifications/progress")
+            .collect();
+        assert_eq!(
+            progress.len(),
+            expected,
+            "token of {} characters",
+            token.len()
+        );
+        assert!(
+            progress
+                .iter()
+                .all(|n| n["params"]["progressToken"] == json!(token))
+        );
+    }
+}
