@@ -11,7 +11,7 @@
 //! ```text
 //! $XDG_RUNTIME_DIR/qbox/detached-<key>/         0700
 //!     auth/data.sqlite3                         mounted read-only at /run/qbox/auth
-//!     keeper.json                               {pid, start, container}: who keeps it
+//!     keeper.json                               {pid, start, container, settings}: who keeps it, and how
 //!     keeper.lock                               held (flock) by the live keeper
 //! ```
 //!
@@ -71,6 +71,22 @@ pub struct KeeperRecord {
     /// Its start time in clock ticks since boot (0 where unknown).
     pub start: u64,
     pub container: String,
+    /// The snapshot settings `qbox run -d` chose, which every later keeper
+    /// of the container uses. They live here, in a directory only the user
+    /// can write, and not in the container's labels: an image carries
+    /// labels of its own choosing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<RecordedSettings>,
+}
+
+/// A keeper's snapshot settings as [`KeeperRecord`] keeps them: the store
+/// it reads, the CLI that wrote it, what the snapshot carries
+/// ([`crate::store::snapshot::SnapshotScope::name`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedSettings {
+    pub db: PathBuf,
+    pub cli: String,
+    pub scope: String,
 }
 
 /// One detached container's directory under the runtime directory.
@@ -160,12 +176,29 @@ impl DetachedDir {
     /// reader sees the previous record or this one). `qbox run -d` records
     /// itself first, so that no sweep takes the directory for a dead
     /// keeper's while the real keeper starts.
+    /// The settings already recorded are kept.
     pub fn record_this_process(&self, container: &str) -> std::io::Result<()> {
+        let settings = self.record().and_then(|record| record.settings);
+        self.write_record(container, settings)
+    }
+
+    /// Records this process (`qbox run -d`, before its container exists)
+    /// with the settings every keeper of the container will use.
+    pub fn record_run(&self, settings: RecordedSettings) -> std::io::Result<()> {
+        self.write_record("", Some(settings))
+    }
+
+    fn write_record(
+        &self,
+        container: &str,
+        settings: Option<RecordedSettings>,
+    ) -> std::io::Result<()> {
         let pid = std::process::id();
         let record = KeeperRecord {
             pid,
             start: runtime_dir::process_start(pid).unwrap_or(0),
             container: container.to_owned(),
+            settings,
         };
         let temporary = self.path.join(format!("{RECORD_FILE}.{pid}"));
         // Left by a process that had this pid before and was killed mid-write.
@@ -354,7 +387,15 @@ mod tests {
         let runtime = RuntimeDir::open(runtime_path).unwrap();
         let dir = DetachedDir::create(&runtime).unwrap();
         assert_eq!(dir.keeper_state(), KeeperState::Dead, "nothing recorded");
+        let settings = RecordedSettings {
+            db: "/home/u/.local/share/amazon-q/data.sqlite3".into(),
+            cli: "amazon-q".into(),
+            scope: "access-only".into(),
+        };
+        dir.record_run(settings.clone()).unwrap();
         dir.record_this_process("c0ffee").unwrap();
+        // The keeper's own record keeps what `qbox run -d` chose.
+        assert_eq!(dir.record().unwrap().settings, Some(settings));
         assert_eq!(
             dir.keeper_state(),
             KeeperState::Running {
@@ -378,6 +419,7 @@ mod tests {
             pid: std::process::id(),
             start: runtime_dir::process_start(std::process::id()).unwrap() + 1,
             container: "c0ffee".into(),
+            settings: None,
         };
         std::fs::write(
             dir.path().join(RECORD_FILE),
