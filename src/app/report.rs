@@ -380,6 +380,7 @@ mod tests {
                     detail: "eof".into(),
                 },
                 ApiError::MissingMessageType,
+                ApiError::AnswerTooLarge { limit: 2 },
                 ApiError::BadSetting {
                     name: "QBOX_Q_TIMEOUT",
                     value: "soon".into(),
@@ -434,7 +435,8 @@ mod tests {
                 | ApiError::NotEventStream { .. }
                 | ApiError::Frame(_)
                 | ApiError::BadEvent { .. }
-                | ApiError::MissingMessageType => ERROR,
+                | ApiError::MissingMessageType
+                | ApiError::AnswerTooLarge { .. } => ERROR,
             }
         }
 
