@@ -35,6 +35,8 @@ const MAX_REGISTERED: usize = 256;
 struct Known {
     value: String,
     normalised: Vec<u8>,
+    /// A searcher for `normalised`, built once at registration.
+    finder: memchr::memmem::Finder<'static>,
 }
 
 /// The secrets this process has seen, oldest first, at most `capacity`.
@@ -60,9 +62,11 @@ impl Registry {
             self.known.remove(0);
         }
         let normalised = normalise(value).bytes;
+        let finder = memchr::memmem::Finder::new(&normalised).into_owned();
         self.known.push(Known {
             value: value.to_owned(),
             normalised,
+            finder,
         });
     }
 
@@ -82,9 +86,8 @@ impl Registry {
         let mut spans: Vec<(usize, usize)> = Vec::new();
         for known in &self.known {
             if known.normalised.len() >= MIN_REDACTED_LEN {
-                let finder = memchr::memmem::Finder::new(&known.normalised);
                 let length = known.normalised.len();
-                for at in finder.find_iter(&view.bytes) {
+                for at in known.finder.find_iter(&view.bytes) {
                     spans.push((view.origin[at].0, view.origin[at + length - 1].1));
                 }
             } else {
