@@ -75,17 +75,61 @@ pub async fn read_body_limited(
 }
 
 /// Text a remote party wrote, made safe to print: control characters
-/// (escape sequences, CR, LF) become spaces, so a server cannot move the
-/// cursor or forge a `hint:` line, and the text is cut to
+/// (escape sequences, CR, LF) become spaces ([`clean_remote`]), so a server
+/// cannot move the cursor or forge a `hint:` line, and the text is cut to
 /// [`REMOTE_TEXT_MAX_CHARS`] characters.
 pub fn sanitize_remote(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(REMOTE_TEXT_MAX_CHARS * 4));
-    for (count, c) in text.chars().enumerate() {
+    for (count, c) in clean_remote(text).chars().enumerate() {
         if count == REMOTE_TEXT_MAX_CHARS {
             out.push('…');
             break;
         }
-        out.push(if c.is_control() { ' ' } else { c });
+        out.push(c);
+    }
+    out
+}
+
+/// `text` without terminal controls, at full length: an escape sequence
+/// (CSI `ESC [ ... final`, OSC `ESC ] ... BEL` or `ESC \`, any other
+/// `ESC X`, the 8-bit CSI) becomes one space, and so does every other
+/// control character. Whole sequences go, not only their `ESC`: the rest
+/// of one (`[0m`) would otherwise stay in the text, between the pieces of
+/// a secret that redaction must still see as one.
+pub fn clean_remote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !c.is_control() {
+            out.push(c);
+            continue;
+        }
+        match (c, chars.peek()) {
+            ('\x1b', Some('[')) | ('\u{9b}', _) => {
+                if c == '\x1b' {
+                    chars.next();
+                }
+                // Parameters and intermediates, then one final byte.
+                while chars.next_if(|c| ('\x20'..='\x3f').contains(c)).is_some() {}
+                chars.next_if(|c| ('\x40'..='\x7e').contains(c));
+            }
+            ('\x1b', Some(']')) => {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    if c == '\x07'
+                        || c == '\u{9c}'
+                        || (c == '\x1b' && chars.next_if_eq(&'\\').is_some())
+                    {
+                        break;
+                    }
+                }
+            }
+            ('\x1b', Some(next)) if !next.is_control() => {
+                chars.next();
+            }
+            _ => {}
+        }
+        out.push(' ');
     }
     out
 }
@@ -96,7 +140,11 @@ mod tests {
 
     #[test]
     fn remote_text_loses_control_characters_and_length() {
-        assert_eq!(sanitize_remote("bad\x1b[2J\r\nhint: x"), "bad [2J  hint: x");
+        assert_eq!(sanitize_remote("bad\x1b[2J\r\nhint: x"), "bad   hint: x");
+        assert_eq!(
+            clean_remote("a\x1b[1;31mb\x1b]0;title\x07c\x1b]8;;x\x1b\\d\x1bMe\u{9b}2Jf"),
+            "a b c d e f"
+        );
         let long = "a".repeat(REMOTE_TEXT_MAX_CHARS + 10);
         let cut = sanitize_remote(&long);
         assert_eq!(cut.chars().count(), REMOTE_TEXT_MAX_CHARS + 1);

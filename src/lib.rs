@@ -22,6 +22,8 @@ mod mcp;
 pub mod qapi;
 /// Unpredictable bytes: tokens, delimiters, ids.
 mod random;
+/// Opening a named file without hanging on a FIFO: regular files only.
+mod regular_file;
 /// The `Secret` string type that never prints its value.
 mod secret;
 /// `qbox-sidecar` command line.
@@ -32,3 +34,7 @@ pub mod standin;
 pub mod store;
 /// Time formatting helpers.
 pub mod timefmt;
+
+/// The first call of both binaries' `main`: no core dumps, no reading by
+/// other processes of the user.
+pub use app::protect_process;

@@ -29,10 +29,20 @@ pub const MIN_REDACTED_LEN: usize = 8;
 /// replaced in the store) are forgotten so the registry stays bounded.
 const MAX_REGISTERED: usize = 256;
 
+/// A secret as the registry keeps it: the value, and its normalised
+/// spelling (see [`normalise`]) that [`Registry::redact`] looks for.
+#[derive(Debug)]
+struct Known {
+    value: String,
+    normalised: Vec<u8>,
+    /// A searcher for `normalised`, built once at registration.
+    finder: memchr::memmem::Finder<'static>,
+}
+
 /// The secrets this process has seen, oldest first, at most `capacity`.
 #[derive(Debug)]
 struct Registry {
-    known: Vec<String>,
+    known: Vec<Known>,
     capacity: usize,
 }
 
@@ -45,34 +55,165 @@ impl Registry {
     }
 
     fn register(&mut self, value: &str) {
-        if value.chars().count() < MIN_REDACTED_LEN || self.known.iter().any(|k| k == value) {
+        if value.chars().count() < MIN_REDACTED_LEN || self.known.iter().any(|k| k.value == value) {
             return;
         }
         if self.known.len() >= self.capacity {
             self.known.remove(0);
         }
-        self.known.push(value.to_owned());
+        let normalised = normalise(value).bytes;
+        let finder = memchr::memmem::Finder::new(&normalised).into_owned();
+        self.known.push(Known {
+            value: value.to_owned(),
+            normalised,
+            finder,
+        });
     }
 
+    /// `text` with every known secret replaced, in whatever spelling it
+    /// appears: exactly, with whitespace or control characters between its
+    /// characters (`a o r R E F`, a tab), or percent-encoded in part or
+    /// whole (`%61or`, `fixtur%09e`). The text is normalised once; each
+    /// secret's normalised form is looked for in it with a SIMD substring
+    /// search, and each match is mapped back to the span of the original
+    /// text it came from. The cost is a few passes over the text per known
+    /// secret: it runs on error and log lines, never on answers.
     fn redact(&self, text: &str) -> String {
-        let mut present: Vec<&str> = self
-            .known
-            .iter()
-            .map(String::as_str)
-            .filter(|secret| text.contains(secret))
-            .collect();
-        if present.is_empty() {
+        if self.known.is_empty() {
             return text.to_owned();
         }
-        // Longest first: when one secret contains another, replacing the
-        // short one first would leave the rest of the long one in the text.
-        present.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
-        let mut out = text.to_owned();
-        for secret in present {
-            out = out.replace(secret, REDACTED);
+        let view = normalise(text);
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for known in &self.known {
+            if known.normalised.len() >= MIN_REDACTED_LEN {
+                let length = known.normalised.len();
+                for at in known.finder.find_iter(&view.bytes) {
+                    spans.push((view.origin[at].0, view.origin[at + length - 1].1));
+                }
+            } else {
+                // A secret that is mostly escapes or spaces: its exact
+                // spelling only, as anything shorter would mangle text.
+                spans.extend(
+                    text.match_indices(known.value.as_str())
+                        .map(|(at, found)| (at, at + found.len())),
+                );
+            }
         }
+        if spans.is_empty() {
+            return text.to_owned();
+        }
+        // Overlapping or touching matches (one secret inside another, a
+        // secret twice in a row) become one `[redacted]`.
+        spans.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut copied = 0;
+        let mut current: Option<(usize, usize)> = None;
+        for (start, end) in spans {
+            match &mut current {
+                Some((_, open_end)) if start <= *open_end => *open_end = (*open_end).max(end),
+                _ => {
+                    if let Some((open_start, open_end)) = current.take() {
+                        out.push_str(&text[copied..open_start]);
+                        out.push_str(REDACTED);
+                        copied = open_end;
+                    }
+                    current = Some((start, end));
+                }
+            }
+        }
+        if let Some((open_start, open_end)) = current {
+            out.push_str(&text[copied..open_start]);
+            out.push_str(REDACTED);
+            copied = open_end;
+        }
+        out.push_str(&text[copied..]);
         out
     }
+}
+
+/// Text reduced to what a secret is made of, with where each byte came
+/// from: `origin[i]` is the byte span of `text` that produced `bytes[i]`
+/// (always on character boundaries).
+#[derive(Debug)]
+struct Normalised {
+    bytes: Vec<u8>,
+    origin: Vec<(usize, usize)>,
+}
+
+/// Rounds of percent-decoding: a token escaped twice (`%2541`) is still
+/// found; more layers than this are not an accident.
+const DECODE_ROUNDS: usize = 3;
+
+/// Drops whitespace, control and invisible formatting characters, then
+/// percent-decodes (`%XX`), and repeats while a round changes something
+/// (a decoded `%09` is a control character again, `%25` starts an escape).
+fn normalise(text: &str) -> Normalised {
+    let mut view = Normalised {
+        bytes: Vec::with_capacity(text.len()),
+        origin: Vec::with_capacity(text.len()),
+    };
+    for (at, c) in text.char_indices() {
+        if ignorable(c) {
+            continue;
+        }
+        let end = at + c.len_utf8();
+        let mut utf8 = [0; 4];
+        for byte in c.encode_utf8(&mut utf8).bytes() {
+            view.bytes.push(byte);
+            view.origin.push((at, end));
+        }
+    }
+    for _ in 0..DECODE_ROUNDS {
+        if !view.bytes.contains(&b'%') {
+            break;
+        }
+        let mut next = Normalised {
+            bytes: Vec::with_capacity(view.bytes.len()),
+            origin: Vec::with_capacity(view.bytes.len()),
+        };
+        let mut changed = false;
+        let mut i = 0;
+        while i < view.bytes.len() {
+            let escape = (view.bytes[i] == b'%')
+                .then(|| view.bytes.get(i + 1..i + 3))
+                .flatten()
+                .and_then(|hex| Some(hex_value(hex[0])? << 4 | hex_value(hex[1])?));
+            match escape {
+                Some(byte) => {
+                    changed = true;
+                    // A decoded space or control character is dropped as
+                    // one in the text would be.
+                    if !(byte.is_ascii_whitespace() || byte.is_ascii_control()) {
+                        next.bytes.push(byte);
+                        next.origin.push((view.origin[i].0, view.origin[i + 2].1));
+                    }
+                    i += 3;
+                }
+                None => {
+                    next.bytes.push(view.bytes[i]);
+                    next.origin.push(view.origin[i]);
+                    i += 1;
+                }
+            }
+        }
+        view = next;
+        if !changed {
+            break;
+        }
+    }
+    view
+}
+
+/// Characters that can sit between a secret's characters without a reader
+/// noticing: whitespace, control characters, zero-width ones.
+fn ignorable(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}' | '\u{ad}')
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    (byte as char).to_digit(16).map(|d| d as u8)
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry::new(MAX_REGISTERED));
@@ -141,12 +282,14 @@ pub fn redact(text: &str) -> String {
 }
 
 /// Text a remote party wrote (an error description, a redirect location),
-/// made safe to show: secrets redacted, then control characters replaced
-/// and the length capped by [`crate::http::sanitize_remote`]. Redacting
-/// first matters: a cap that cut a secret in half would leave a piece no
-/// later redaction recognises.
+/// made safe to show: control characters replaced first
+/// ([`crate::http::clean_remote`]), then secrets redacted in every spelling
+/// [`redact`] knows, then the length capped
+/// ([`crate::http::sanitize_remote`]). Redacting before the cap matters: a
+/// cap that cut a secret in half would leave a piece no later redaction
+/// recognises.
 pub fn redact_remote(text: &str) -> String {
-    crate::http::sanitize_remote(&redact(text))
+    crate::http::sanitize_remote(&redact(&crate::http::clean_remote(text)))
 }
 
 #[cfg(test)]
@@ -198,6 +341,39 @@ mod tests {
         let shown = redact_remote(&format!("\x1b[{padding}unit-remote-secret-value"));
         assert!(!shown.contains("unit-rem"), "{shown}");
         assert!(!shown.contains('\x1b'), "{shown}");
+    }
+
+    #[test]
+    fn spaced_controlled_and_percent_encoded_spellings_are_redacted() {
+        register("aorREFRESHunit-normalised");
+        register("fixture-client-secret-unit");
+        register("aoa-access-unit-encoded");
+        for text in [
+            "a o r R E F R E S H u n i t - n o r m a l i s e d",
+            "aorREFRESH\tunit-\u{200b}normalised",
+            "aorREFRESH\x1b[0munit-normalised",
+            "fixtur%09e-client-secret-unit",
+            "fixtur%2509e-client-secret-unit",
+            "%61%6F%61%2Daccess-unit-encoded",
+            "aoa-access-unit%2dencoded",
+        ] {
+            let shown = redact_remote(&format!("said: {text} (end)"));
+            assert!(shown.starts_with("said: "), "{text:?} -> {shown}");
+            assert!(shown.contains(REDACTED), "{text:?} -> {shown}");
+            for piece in ["REFRESH", "E F R", "client-secret", "access-unit", "%61%6F"] {
+                assert!(!shown.contains(piece), "{text:?} -> {shown}");
+            }
+            assert!(shown.ends_with(" (end)"), "{text:?} -> {shown}");
+        }
+        assert_eq!(
+            redact("x aoa-access-unit-encoded y"),
+            "x [redacted] y",
+            "the exact spelling, with nothing around it touched"
+        );
+        assert_eq!(
+            redact("no secret here: 100% sure"),
+            "no secret here: 100% sure"
+        );
     }
 
     #[test]

@@ -58,7 +58,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("`{text}` is not a duration"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    // `from_secs_f64` panics past u64::MAX seconds; such a value is refused.
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("`{text}` is longer than any duration qbox can wait"))
 }
 
 /// Like [`parse_duration`], but zero is refused.
@@ -83,5 +85,8 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5d").is_err());
         assert!(parse_positive_duration("0").is_err());
+        // Past u64::MAX seconds: an error, not a panic.
+        assert!(parse_duration("99999999999999999999999h").is_err());
+        assert!(parse_duration(&"9".repeat(400)).is_err());
     }
 }

@@ -10,6 +10,7 @@
 pub mod args;
 pub mod chat;
 pub mod logging;
+pub mod output;
 pub mod report;
 pub mod signals;
 pub mod term;
@@ -18,6 +19,23 @@ use std::ffi::OsString;
 use std::future::Future;
 
 use clap::Parser;
+
+/// The first thing both binaries do: make the process non-dumpable
+/// (`PR_SET_DUMPABLE` 0), so no core dump (`panic = "abort"` aborts) holds
+/// the login and no other process of the user can read this one's memory,
+/// `/proc/PID/environ` or its descriptors. The setting is not inherited
+/// across `exec`, so the CLIs and containers qbox starts are unaffected.
+pub fn protect_process() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(err) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        // Logging is not set up yet; this cannot wait for it.
+        eprintln!(
+            "warning: cannot keep other processes of this user out of qbox's memory (PR_SET_DUMPABLE: {err})"
+        );
+    }
+}
 
 /// Parses a command line; on failure returns the exit code after clap has
 /// printed help or version (stdout, code 0) or the usage error (stderr, 2).

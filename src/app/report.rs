@@ -91,10 +91,9 @@ pub fn report(err: &anyhow::Error, palette: Palette) -> u8 {
 /// sanitised where they were built; this is the last line of defence for
 /// everything else printed about an error.
 pub fn printable_line(text: &str) -> String {
-    crate::secret::redact(text)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    // Cleaned first, so that no escape sequence splits a secret in two
+    // before redaction looks for it.
+    crate::secret::redact(&crate::http::clean_remote(text))
 }
 
 #[cfg(test)]
@@ -105,7 +104,7 @@ mod tests {
     fn printable_line_redacts_secrets_and_flattens_control_characters() {
         crate::secret::register("exit-unit-secret-token");
         let shown = printable_line("bad exit-unit-secret-token\x1b[31m\r\nhint: run this");
-        assert_eq!(shown, "bad [redacted] [31m  hint: run this");
+        assert_eq!(shown, "bad [redacted]   hint: run this");
     }
 
     #[test]
@@ -381,6 +380,7 @@ mod tests {
                     detail: "eof".into(),
                 },
                 ApiError::MissingMessageType,
+                ApiError::AnswerTooLarge { limit: 2 },
                 ApiError::BadSetting {
                     name: "QBOX_Q_TIMEOUT",
                     value: "soon".into(),
@@ -445,7 +445,8 @@ mod tests {
                 | ApiError::NotEventStream { .. }
                 | ApiError::Frame(_)
                 | ApiError::BadEvent { .. }
-                | ApiError::MissingMessageType => ERROR,
+                | ApiError::MissingMessageType
+                | ApiError::AnswerTooLarge { .. } => ERROR,
             }
         }
 

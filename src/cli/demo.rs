@@ -188,7 +188,7 @@ pub async fn run(args: DemoArgs, quiet: bool, palette: Palette) -> anyhow::Resul
             return Err(CommandError::new(exit::ERROR, "interrupted").into());
         }
     };
-    println!();
+    crate::app::output::print("\n")?;
     if outcome.is_error {
         return Err(CommandError::new(
             exit::ERROR,

@@ -415,9 +415,9 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
         code = exit::OK;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::app::output::println(format_args!("{}", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{}", render_text(&report, now, palette_for_stdout(palette)));
+        crate::app::output::print(render_text(&report, now, palette_for_stdout(palette)))?;
     }
     Ok(code)
 }

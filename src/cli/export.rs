@@ -111,8 +111,8 @@ pub fn render(exported: &Exported, format: Format) -> Result<String, CommandErro
     let vars = exported.variables();
     // A newline would end a NAME=value line early and let the rest be read
     // as another variable: refuse rather than emit something ambiguous.
-    if format != Format::Json
-        && format != Format::Shell
+    // (`github` writes heredoc entries and escaped masks, which carry one.)
+    if format == Format::Env
         && let Some((name, _, _)) = vars.iter().find(|(_, v, _)| v.contains(['\n', '\r']))
     {
         return Err(CommandError::new(
@@ -142,7 +142,9 @@ pub fn render(exported: &Exported, format: Format) -> Result<String, CommandErro
             // log, before any later step could print the value.
             for (_, value, secret) in &vars {
                 if *secret {
-                    out.push_str(&format!("::add-mask::{value}\n"));
+                    for mask in github_masks(value) {
+                        out.push_str(&format!("::add-mask::{mask}\n"));
+                    }
                 }
             }
         }
@@ -150,12 +152,38 @@ pub fn render(exported: &Exported, format: Format) -> Result<String, CommandErro
     Ok(out)
 }
 
+/// The `::add-mask::` data that hides `value` in a GitHub Actions log.
+///
+/// The runner un-escapes a command's data (`%25` to `%`, `%0D` to CR, `%0A`
+/// to LF) before it registers the mask, so the value is escaped the same
+/// way: unescaped, a token holding `%0A` would be masked as something else
+/// and a line break would end the command early. The runner matches masks
+/// against one log line at a time, so a value with line breaks also gets
+/// one mask per line.
+pub fn github_masks(value: &str) -> Vec<String> {
+    let escape = |text: &str| {
+        text.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
+    let mut masks = vec![escape(value)];
+    if value.contains(['\n', '\r']) {
+        masks.extend(
+            value
+                .split(['\n', '\r'])
+                .filter(|line| !line.trim().is_empty())
+                .map(escape),
+        );
+    }
+    masks
+}
+
 /// The variables as `GITHUB_ENV` entries: `NAME<<DELIMITER`, the value,
 /// `DELIMITER`, one line each. The runner reads a value up to the first line
 /// that equals the delimiter, so the delimiter must appear in no value:
-/// `None` when one does (the caller draws another). Values hold no line
-/// break ([`render`] refuses those), so a value can only clash by
-/// containing the delimiter.
+/// `None` when one does (the caller draws another): a value with line
+/// breaks can only end its entry early on a line equal to the delimiter,
+/// which it cannot hold without containing it.
 pub fn github_env_entries(exported: &Exported, delimiter: &str) -> Option<String> {
     let vars = exported.variables();
     if vars
@@ -324,8 +352,31 @@ mod tests {
         let mut bad = sample();
         bad.access_token = Secret::new("a\nEVIL=1");
         assert!(render(&bad, Format::Env).is_err());
-        assert!(render(&bad, Format::Github).is_err());
+        assert!(render(&bad, Format::Github).is_ok());
         assert!(render(&bad, Format::Shell).is_ok());
+    }
+
+    /// What the runner's `ActionCommand` does to a command's data.
+    fn unescape_like_the_runner(data: &str) -> String {
+        data.replace("%0D", "\r")
+            .replace("%0A", "\n")
+            .replace("%25", "%")
+    }
+
+    #[test]
+    fn github_masks_are_escaped_as_the_runner_unescapes_them() {
+        for value in ["aoa%0Ax", "aoa%25", "100%", "a\nEVIL=1", "x\r\ny%0D"] {
+            let masks = github_masks(value);
+            assert!(masks.iter().all(|m| !m.contains(['\n', '\r'])), "{masks:?}");
+            assert_eq!(unescape_like_the_runner(&masks[0]), value);
+        }
+        assert_eq!(github_masks("plain"), ["plain"]);
+        // Each line of a multi-line value is masked on its own too.
+        let lines: Vec<String> = github_masks("a\nEVIL=1")
+            .iter()
+            .map(|m| unescape_like_the_runner(m))
+            .collect();
+        assert_eq!(lines, ["a\nEVIL=1", "a", "EVIL=1"]);
     }
 
     #[test]

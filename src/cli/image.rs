@@ -93,7 +93,7 @@ pub async fn run(
         for (key, extra) in extra {
             value[key] = extra;
         }
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        crate::app::output::println(format_args!("{}", serde_json::to_string_pretty(&value)?))?;
     } else if !quiet {
         eprintln!(
             "{} {} {} {}",

@@ -18,6 +18,7 @@ use crate::app::report::printable_line;
 use crate::app::term::Palette;
 use crate::container::detached::{
     self, DetachedDir, KEEPER_CLI_LABEL, KEEPER_DB_LABEL, KEEPER_SCOPE_LABEL, KeeperState,
+    RecordedSettings,
 };
 use crate::container::image;
 use crate::container::manage::{self, Managed};
@@ -71,9 +72,11 @@ pub const DEFAULT_ENGINE_PATIENCE: u64 = 300;
 const MAX_ENGINE_PATIENCE: u64 = 24 * 60 * 60;
 
 /// The snapshot settings a keeper needs: which store it reads, written by
-/// which CLI, and what the snapshot carries. `qbox run -d` labels the container with them, so a keeper
-/// started later by `qbox keep` reads the same login, and passes them to
-/// the keeper process as arguments.
+/// which CLI, and what the snapshot carries. `qbox run -d` records them in
+/// the container's private directory (`keeper.json`), so a keeper started
+/// later by `qbox keep` reads the same login, and passes them to the keeper
+/// process as arguments. The container's labels show them too, but are
+/// never read back: an image can carry labels of any value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeeperSettings {
     pub db: PathBuf,
@@ -91,16 +94,29 @@ impl KeeperSettings {
         ]
     }
 
-    /// Read back from a container's labels.
-    fn from_container(container: &Managed) -> Option<Self> {
-        let db = PathBuf::from(container.keeper_db.as_ref()?);
-        let cli = Flavor::from_name(container.keeper_cli.as_ref()?)?;
+    /// As `keeper.json` records them.
+    pub fn recorded(&self) -> RecordedSettings {
+        RecordedSettings {
+            db: self.db.clone(),
+            cli: flavor_name(self.cli),
+            scope: self.scope.name().to_owned(),
+        }
+    }
+
+    /// Read back from the record in the container's private directory.
+    fn from_record(recorded: &RecordedSettings) -> Option<Self> {
+        let cli = Flavor::from_name(&recorded.cli)?;
         // Anything but an explicit `refreshable` keeps the least privilege.
-        let scope = match container.keeper_scope.as_deref() {
-            Some(name) if name == SnapshotScope::Refreshable.name() => SnapshotScope::Refreshable,
-            _ => SnapshotScope::AccessOnly,
+        let scope = if recorded.scope == SnapshotScope::Refreshable.name() {
+            SnapshotScope::Refreshable
+        } else {
+            SnapshotScope::AccessOnly
         };
-        db.is_absolute().then_some(Self { db, cli, scope })
+        recorded.db.is_absolute().then(|| Self {
+            db: recorded.db.clone(),
+            cli,
+            scope,
+        })
     }
 
     /// The keeper's command line before the subcommand.
@@ -139,12 +155,15 @@ fn open_log(id: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
         CommandError::new(exit::ERROR, "no state directory for the keeper's log")
             .hint("set XDG_STATE_HOME (or HOME)")
     })?;
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
-    }
-    crate::store::snapshot::prepare_private_dir(&dir)?;
-    prune_logs(&dir, id, SystemTime::now());
+    open_log_in(&dir, id)
+}
+
+/// [`open_log`] in `dir`. Every directory missing on the way is created
+/// 0700, `<state dir>/qbox` included: the sidecar may put a generated
+/// bearer token there.
+fn open_log_in(dir: &Path, id: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    crate::store::snapshot::prepare_private_dir(dir)?;
+    prune_logs(dir, id, SystemTime::now());
     let path = dir.join(format!("{id}.log"));
     let mut options = std::fs::OpenOptions::new();
     options.append(true).create(true);
@@ -327,17 +346,14 @@ pub async fn run(args: KeepArgs, query: StoreQuery, palette: Palette) -> anyhow:
         .hint("a stopped container needs no login; start a new one with qbox run -d")
         .into());
     }
-    let (Some(_), Some(settings)) = (
-        &container.detached,
-        KeeperSettings::from_container(container),
-    ) else {
+    if container.detached.is_none() {
         return Err(CommandError::new(
             exit::ERROR,
             format!("`{name}` has no login snapshot to keep fresh"),
         )
         .hint("it was started with --auth none or --auth live, which need no keeper")
         .into());
-    };
+    }
     let Some(dir) = detached_dir(container) else {
         return Err(CommandError::new(
             exit::ERROR,
@@ -357,6 +373,16 @@ pub async fn run(args: KeepArgs, query: StoreQuery, palette: Palette) -> anyhow:
         .hint("`qbox ps` shows it; a container has one keeper at a time")
         .into());
     }
+    let settings = keeper_settings(&dir, &container.id).ok_or_else(|| {
+        CommandError::new(
+            exit::ERROR,
+            format!(
+                "the login snapshot of `{name}` records no keeper settings for it ({})",
+                dir.path().join("keeper.json").display()
+            ),
+        )
+        .hint("stop the container and start it again with qbox run -d")
+    })?;
     let started = spawn(&container.id, &settings, &dir).await?;
     eprintln!(
         "{} keeping the login of {name} fresh (keeper pid {}, log {})",
@@ -364,8 +390,19 @@ pub async fn run(args: KeepArgs, query: StoreQuery, palette: Palette) -> anyhow:
         started.pid,
         started.log.display()
     );
-    println!("{name}");
+    crate::app::output::println(format_args!("{name}"))?;
     Ok(exit::OK)
+}
+
+/// The settings recorded in `dir` for container `id`: `None` when there are
+/// none, or when the record names another container (a label can point a
+/// container at another one's directory).
+fn keeper_settings(dir: &DetachedDir, id: &str) -> Option<KeeperSettings> {
+    let record = dir.record()?;
+    if !record.container.is_empty() && record.container != id {
+        return None;
+    }
+    KeeperSettings::from_record(record.settings.as_ref()?)
 }
 
 /// A timestamped line in the keeper's log.
@@ -417,9 +454,9 @@ async fn foreground(id: &str, query: StoreQuery, patience: Duration) -> anyhow::
         dir.auth_dir().display(),
         short(id)
     ));
-    // The scope `qbox run -d` chose, from the container's labels.
-    let scope = KeeperSettings::from_container(container)
-        .map_or(SnapshotScope::AccessOnly, |settings| settings.scope);
+    // The scope `qbox run -d` chose, from the record it left in the
+    // container's private directory.
+    let scope = keeper_settings(&dir, id).map_or(SnapshotScope::AccessOnly, |s| s.scope);
     let options = WatchOptions {
         scope,
         ..WatchOptions::default()
@@ -554,6 +591,65 @@ async fn stop_signal() -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn keeper_settings_come_from_the_record_of_the_same_container_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let runtime_path = base.path().join("qbox");
+        std::fs::create_dir(&runtime_path).unwrap();
+        std::fs::set_permissions(&runtime_path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let runtime = RuntimeDir::open(runtime_path).unwrap();
+        let dir = DetachedDir::create(&runtime).unwrap();
+        assert_eq!(keeper_settings(&dir, "c1"), None, "nothing recorded");
+        let settings = KeeperSettings {
+            db: "/home/u/.local/share/kiro-cli/data.sqlite3".into(),
+            cli: Flavor::Kiro,
+            scope: SnapshotScope::AccessOnly,
+        };
+        dir.record_run(settings.recorded()).unwrap();
+        // Before its keeper recorded itself, and after.
+        assert_eq!(keeper_settings(&dir, "c1"), Some(settings.clone()));
+        dir.record_this_process("c1").unwrap();
+        assert_eq!(keeper_settings(&dir, "c1"), Some(settings));
+        // Another container whose labels name this directory gets nothing.
+        assert_eq!(keeper_settings(&dir, "c2"), None);
+        // A relative store path is no setting.
+        let mut relative = RecordedSettings {
+            db: "data.sqlite3".into(),
+            cli: "kiro".into(),
+            scope: "refreshable".into(),
+        };
+        assert_eq!(KeeperSettings::from_record(&relative), None);
+        relative.db = "/abs/data.sqlite3".into();
+        assert_eq!(
+            KeeperSettings::from_record(&relative).map(|s| s.scope),
+            Some(SnapshotScope::Refreshable)
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn every_directory_the_keeper_log_needs_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let state = home.path().join(".local/state");
+        let dir = state.join("qbox").join("keepers");
+        let (path, _file) = open_log_in(&dir, &"a".repeat(64)).unwrap();
+        assert!(path.starts_with(&dir));
+        // `.local`, `state`, `qbox` (where a generated sidecar token may
+        // go) and `keepers`: none may be 0755 with a umask of 022.
+        for created in [
+            home.path().join(".local"),
+            state.clone(),
+            state.join("qbox"),
+            dir,
+        ] {
+            let mode = std::fs::metadata(&created).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{} is {mode:o}", created.display());
+        }
+    }
     use super::*;
 
     #[test]

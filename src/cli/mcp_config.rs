@@ -169,7 +169,7 @@ pub fn run(args: &McpConfigArgs) -> anyhow::Result<u8> {
             json!({"mcpServers": {"qbox": server}})
         }
     };
-    println!("{}", serde_json::to_string_pretty(&config)?);
+    crate::app::output::println(format_args!("{}", serde_json::to_string_pretty(&config)?))?;
     eprintln!(
         "paste into {} (merge with servers already there)",
         args.client.file()

@@ -229,7 +229,10 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
         Command::Stop(args) => block_on(ps::stop(args)),
         Command::Keep(args) => block_on(keep::run(args, query()?, palette)),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "qbox", &mut std::io::stdout());
+            // Generated into memory: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "qbox", &mut script);
+            crate::app::output::print(script)?;
             Ok(exit::OK)
         }
     }

@@ -134,13 +134,13 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
                 row
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::app::output::println(format_args!("{}", serde_json::to_string_pretty(&rows)?))?;
         return Ok(exit::OK);
     }
-    println!(
+    crate::app::output::println(format_args!(
         "{:<14} {:<24} {:<28} {:<22} {:<22} KEEPER",
         "CONTAINER ID", "NAME", "IMAGE", "STATUS", "LOGIN EXPIRES"
-    );
+    ))?;
     for c in &containers {
         let keeper = match keeper(c) {
             ("running", Some(pid)) => format!("running (pid {pid})"),
@@ -152,13 +152,13 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
         };
         let expires = token_expiry(c).map_or_else(|| "-".to_owned(), rfc3339_seconds);
         // Engine text, printed only as single clean lines.
-        println!(
+        crate::app::output::println(format_args!(
             "{:<14} {:<24} {:<28} {:<22} {expires:<22} {keeper}",
             printable_line(c.id.get(..12).unwrap_or(&c.id)),
             printable_line(&c.name),
             printable_line(&c.image),
             printable_line(&c.status)
-        );
+        ))?;
     }
     Ok(exit::OK)
 }
@@ -196,7 +196,7 @@ pub async fn stop(args: StopArgs) -> anyhow::Result<u8> {
                 ),
             }
         }
-        println!("{}", printable_line(&target.name));
+        crate::app::output::println(format_args!("{}", printable_line(&target.name)))?;
     }
     Ok(exit::OK)
 }

@@ -304,24 +304,25 @@ async fn run_detached(
                 .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?;
             let dir = DetachedDir::create(runtime)?;
             guard.0 = Some(dir.clone());
-            // Until the keeper records itself, this process is the keeper:
-            // no sweep takes the directory for one whose keeper died.
-            dir.record_this_process("").map_err(|e| {
-                CommandError::new(
-                    exit::ENGINE,
-                    format!("recording this run in {}: {e}", dir.path().display()),
-                )
-            })?;
-            // Its keeper rewrites it with the same scope (a container label).
-            snapshot::take(&login, &dir.auth_dir(), snapshot::DEFAULT_MODE, scope)
-                .map_err(reclassify)?;
-            spec.auth_dir = Some(dir.auth_dir());
-            spec.auth_db = Some(AUTH_DB.to_owned());
             let settings = KeeperSettings {
                 db: std::path::absolute(&login.path)?,
                 cli: login.flavor,
                 scope,
             };
+            // Until the keeper records itself, this process is the keeper:
+            // no sweep takes the directory for one whose keeper died. The
+            // settings every keeper of the container uses go in the record.
+            dir.record_run(settings.recorded()).map_err(|e| {
+                CommandError::new(
+                    exit::ENGINE,
+                    format!("recording this run in {}: {e}", dir.path().display()),
+                )
+            })?;
+            // Its keeper rewrites it with the same scope (from the record).
+            snapshot::take(&login, &dir.auth_dir(), snapshot::DEFAULT_MODE, scope)
+                .map_err(reclassify)?;
+            spec.auth_dir = Some(dir.auth_dir());
+            spec.auth_db = Some(AUTH_DB.to_owned());
             spec.options
                 .labels
                 .insert(DETACHED_LABEL.to_owned(), dir.key().to_owned());
@@ -348,7 +349,7 @@ async fn run_detached(
         // The keeper owns the directory now.
         guard.0 = None;
     }
-    println!("{id}");
+    crate::app::output::println(format_args!("{id}"))?;
     Ok(exit::OK)
 }
 

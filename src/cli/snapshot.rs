@@ -3,7 +3,6 @@
 //! SIGTERM. A kept copy is access-only unless `--refreshable`; a one-off
 //! copy is full unless `--access-only`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -126,7 +125,7 @@ pub async fn run(
         login = store::ensure_fresh(login).await?;
     }
     let taken = snapshot::take(&login, &args.dir, args.mode, args.scope())?;
-    println!("{}", taken.path.display());
+    crate::app::output::println(format_args!("{}", taken.path.display()))?;
     Ok(exit::OK)
 }
 
@@ -158,8 +157,8 @@ async fn watch(
             WatchEvent::Written { path, expires_at } => {
                 if !printed_path {
                     // The path is data: print it once, for scripts.
-                    println!("{}", path.display());
-                    let _ = std::io::stdout().flush();
+                    // A reader that left does not stop the keeper.
+                    let _ = crate::app::output::println(format_args!("{}", path.display()));
                     printed_path = true;
                 }
                 if !quiet {

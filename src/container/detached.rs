@@ -11,7 +11,7 @@
 //! ```text
 //! $XDG_RUNTIME_DIR/qbox/detached-<key>/         0700
 //!     auth/data.sqlite3                         mounted read-only at /run/qbox/auth
-//!     keeper.json                               {pid, start, container}: who keeps it
+//!     keeper.json                               {pid, start, container, settings}: who keeps it, and how
 //!     keeper.lock                               held (flock) by the live keeper
 //! ```
 //!
@@ -75,6 +75,22 @@ pub struct KeeperRecord {
     /// (the engine did not answer), for `qbox ps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<String>,
+    /// The snapshot settings `qbox run -d` chose, which every later keeper
+    /// of the container uses. They live here, in a directory only the user
+    /// can write, and not in the container's labels: an image carries
+    /// labels of its own choosing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<RecordedSettings>,
+}
+
+/// A keeper's snapshot settings as [`KeeperRecord`] keeps them: the store
+/// it reads, the CLI that wrote it, what the snapshot carries
+/// ([`crate::store::snapshot::SnapshotScope::name`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedSettings {
+    pub db: PathBuf,
+    pub cli: String,
+    pub scope: String,
 }
 
 /// One detached container's directory under the runtime directory.
@@ -164,25 +180,22 @@ impl DetachedDir {
     /// reader sees the previous record or this one). `qbox run -d` records
     /// itself first, so that no sweep takes the directory for a dead
     /// keeper's while the real keeper starts.
+    /// The settings already recorded are kept.
     pub fn record_this_process(&self, container: &str) -> std::io::Result<()> {
-        let pid = std::process::id();
-        self.write_record(&KeeperRecord {
-            pid,
-            start: runtime_dir::process_start(pid).unwrap_or(0),
-            container: container.to_owned(),
-            ended: None,
-        })
+        let settings = self.record().and_then(|record| record.settings);
+        self.write_record(container, settings, None)
+    }
+
+    /// Records this process (`qbox run -d`, before its container exists)
+    /// with the settings every keeper of the container will use.
+    pub fn record_run(&self, settings: RecordedSettings) -> std::io::Result<()> {
+        self.write_record("", Some(settings), None)
     }
 
     /// Records why this keeper ends while its container may still run.
     pub fn record_end(&self, container: &str, why: &str) -> std::io::Result<()> {
-        let pid = std::process::id();
-        self.write_record(&KeeperRecord {
-            pid,
-            start: runtime_dir::process_start(pid).unwrap_or(0),
-            container: container.to_owned(),
-            ended: Some(why.to_owned()),
-        })
+        let settings = self.record().and_then(|record| record.settings);
+        self.write_record(container, settings, Some(why.to_owned()))
     }
 
     /// Why the last keeper ended by itself, if it said.
@@ -190,8 +203,20 @@ impl DetachedDir {
         self.record()?.ended
     }
 
-    fn write_record(&self, record: &KeeperRecord) -> std::io::Result<()> {
+    fn write_record(
+        &self,
+        container: &str,
+        settings: Option<RecordedSettings>,
+        ended: Option<String>,
+    ) -> std::io::Result<()> {
         let pid = std::process::id();
+        let record = KeeperRecord {
+            pid,
+            start: runtime_dir::process_start(pid).unwrap_or(0),
+            container: container.to_owned(),
+            ended,
+            settings,
+        };
         let temporary = self.path.join(format!("{RECORD_FILE}.{pid}"));
         // Left by a process that had this pid before and was killed mid-write.
         let _ = std::fs::remove_file(&temporary);
@@ -199,7 +224,7 @@ impl DetachedDir {
             .write(true)
             .create_new(true)
             .open(&temporary)?;
-        file.write_all(&serde_json::to_vec(record).map_err(std::io::Error::other)?)?;
+        file.write_all(&serde_json::to_vec(&record).map_err(std::io::Error::other)?)?;
         file.sync_all()?;
         std::fs::rename(&temporary, self.path.join(RECORD_FILE))
     }
@@ -419,7 +444,15 @@ mod tests {
         let runtime = RuntimeDir::open(runtime_path).unwrap();
         let dir = DetachedDir::create(&runtime).unwrap();
         assert_eq!(dir.keeper_state(), KeeperState::Dead, "nothing recorded");
+        let settings = RecordedSettings {
+            db: "/home/u/.local/share/amazon-q/data.sqlite3".into(),
+            cli: "amazon-q".into(),
+            scope: "access-only".into(),
+        };
+        dir.record_run(settings.clone()).unwrap();
         dir.record_this_process("c0ffee").unwrap();
+        // The keeper's own record keeps what `qbox run -d` chose.
+        assert_eq!(dir.record().unwrap().settings, Some(settings));
         assert_eq!(
             dir.keeper_state(),
             KeeperState::Running {
@@ -444,6 +477,7 @@ mod tests {
             start: runtime_dir::process_start(std::process::id()).unwrap() + 1,
             container: "c0ffee".into(),
             ended: None,
+            settings: None,
         };
         std::fs::write(
             dir.path().join(RECORD_FILE),

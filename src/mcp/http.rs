@@ -72,22 +72,72 @@ fn json_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
+/// The 403 for a request whose `Origin` is neither local nor allowed.
+fn refused_origin(security: &HttpSecurity, request: &Request) -> Option<Response> {
+    let origin = request.headers().get(header::ORIGIN)?;
+    let origin = origin.to_str().unwrap_or("");
+    let allowed = is_local_origin(origin) || security.allowed_origins.iter().any(|o| o == origin);
+    if allowed {
+        return None;
+    }
+    tracing::warn!(origin, "refused a request from a non-local origin");
+    Some(json_error(
+        StatusCode::FORBIDDEN,
+        "origin not allowed (see --allow-origin)",
+    ))
+}
+
+/// True when the request names this machine as its host (`localhost`,
+/// `127.0.0.1`, `[::1]`, any port): what a loopback bind accepts, as
+/// rmcp does for `/mcp`. A DNS-rebinding page reaches 127.0.0.1 under its
+/// own name, which is what gives it away.
+fn names_a_local_host(request: &Request) -> bool {
+    let authority = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.parse::<axum::http::uri::Authority>().ok())
+        .or_else(|| request.uri().authority().cloned());
+    authority.is_some_and(|authority| {
+        let host = authority
+            .host()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase();
+        matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1")
+    })
+}
+
+/// What guards `/health`: the `Origin` rule of `/mcp`, and on a loopback
+/// bind the `Host` rule rmcp applies to `/mcp`. No token: health checks
+/// (Docker's, Kubernetes') have none.
+#[derive(Debug)]
+struct HealthGuard {
+    security: Arc<HttpSecurity>,
+    check_host: bool,
+}
+
+async fn health_guard(
+    State(guard): State<Arc<HealthGuard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if guard.check_host && !names_a_local_host(&request) {
+        tracing::warn!("refused a /health request for a host that is not this machine");
+        return json_error(StatusCode::FORBIDDEN, "host not allowed");
+    }
+    if let Some(refused) = refused_origin(&guard.security, &request) {
+        return refused;
+    }
+    next.run(request).await
+}
+
 async fn guard(
     State(security): State<Arc<HttpSecurity>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(origin) = request.headers().get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
-        let allowed =
-            is_local_origin(origin) || security.allowed_origins.iter().any(|o| o == origin);
-        if !allowed {
-            tracing::warn!(origin, "refused a request from a non-local origin");
-            return json_error(
-                StatusCode::FORBIDDEN,
-                "origin not allowed (see --allow-origin)",
-            );
-        }
+    if let Some(refused) = refused_origin(&security, &request) {
+        return refused;
     }
     if let Some(expected) = &security.token {
         let presented = request
@@ -157,6 +207,12 @@ fn router(
         login,
         agent_enabled: state.agent.config().enabled,
     });
+    let security = Arc::new(security);
+    let health_guard_state = Arc::new(HealthGuard {
+        security: security.clone(),
+        // Empty only when the bind is not loopback (see `serve`).
+        check_host: !config.allowed_hosts.is_empty(),
+    });
     let sessions = Arc::new(BoundedSessionManager::new(
         limits.max_sessions,
         limits.session_idle_timeout,
@@ -178,13 +234,14 @@ fn router(
             sessions,
             limit_sessions,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(security),
-            guard,
-        ));
+        .layer(axum::middleware::from_fn_with_state(security, guard));
     axum::Router::new()
         .route("/health", get(health))
         .with_state(health_state)
+        .layer(axum::middleware::from_fn_with_state(
+            health_guard_state,
+            health_guard,
+        ))
         .merge(guarded)
 }
 

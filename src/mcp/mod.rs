@@ -10,6 +10,7 @@ pub mod listener;
 pub mod login_watch;
 pub mod server;
 pub mod sessions;
+pub mod stdio;
 pub mod token;
 pub mod tools;
 
@@ -43,15 +44,41 @@ pub fn sidecar_from_env(query: &StoreQuery) -> Result<Arc<Sidecar>, store::Store
     }))
 }
 
-/// Serves MCP over stdin/stdout until the client closes the connection.
+/// Serves MCP over stdin/stdout until the client closes the connection,
+/// with backpressure and a cap on a request line ([`stdio`]).
 pub async fn serve_stdio(state: Arc<Sidecar>) -> anyhow::Result<()> {
     let handler = SidecarHandler { state };
-    let service = match stdio_pipes() {
-        Some(pipes) => handler.serve(pipes).await?,
-        None => handler.serve(rmcp::transport::stdio()).await?,
+    let (service, overlong) = match stdio_pipes() {
+        Some((read, write)) => {
+            let (transport, overlong) = stdio::BoundedStdio::new(read, write);
+            (handler.serve(transport).await, overlong)
+        }
+        None => {
+            let (read, write) = rmcp::transport::stdio();
+            let (transport, overlong) = stdio::BoundedStdio::new(read, write);
+            (handler.serve(transport).await, overlong)
+        }
     };
-    service.waiting().await?;
-    Ok(())
+    let ended = match service {
+        Ok(service) => service
+            .waiting()
+            .await
+            .map(drop)
+            .map_err(anyhow::Error::from),
+        Err(err) => Err(err.into()),
+    };
+    if overlong.happened() {
+        return Err(crate::exit::CommandError::new(
+            crate::exit::ERROR,
+            format!(
+                "a request line on stdin was longer than {} MiB; the server stopped",
+                stdio::MAX_LINE_BYTES >> 20
+            ),
+        )
+        .hint("send one JSON-RPC message per line; put large inputs in files and pass their paths")
+        .into());
+    }
+    ended
 }
 
 /// stdin and stdout as non-blocking pipes on the runtime's own reactor, when

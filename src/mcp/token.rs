@@ -45,8 +45,23 @@ pub struct GivenToken {
 pub fn given_token(token_file: Option<&Path>) -> anyhow::Result<Option<GivenToken>> {
     if let Some(path) = token_file {
         let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|file| file.take(TOKEN_FILE_MAX_BYTES).read_to_string(&mut text))
+        // Non-blocking: a FIFO would otherwise stop `serve` before it binds.
+        let file = crate::regular_file::open(path, false).map_err(|err| {
+            if crate::regular_file::is_not_regular(&err) {
+                anyhow::Error::from(
+                    CommandError::new(
+                        exit::USAGE,
+                        format!("the token file {} is not a regular file", path.display()),
+                    )
+                    .hint("write the token to a file (mode 0600) and name that file"),
+                )
+            } else {
+                anyhow::Error::new(err)
+                    .context(format!("reading the token file {}", path.display()))
+            }
+        })?;
+        file.take(TOKEN_FILE_MAX_BYTES)
+            .read_to_string(&mut text)
             .with_context(|| format!("reading the token file {}", path.display()))?;
         let token = text.trim();
         if token.is_empty() {

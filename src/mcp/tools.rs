@@ -98,11 +98,35 @@ fn text_result(text: impl Into<String>, is_error: bool) -> CallToolResult {
     }
 }
 
+/// The longest progress token (as JSON) the sidecar echoes. Every progress
+/// notification repeats the token, so a 3 MiB one would turn a call into
+/// gigabytes sent back; real clients use a number or a short string.
+pub const MAX_PROGRESS_TOKEN_BYTES: usize = 256;
+
+/// The request's progress token, if it has one of at most
+/// [`MAX_PROGRESS_TOKEN_BYTES`]. A longer one is refused by ignoring it: the
+/// call runs and answers as usual, without progress notifications (a
+/// warning in the log says why), over stdio and HTTP alike.
+fn progress_token(context: &RequestContext<RoleServer>) -> Option<ProgressToken> {
+    let token = context.meta.get_progress_token()?;
+    let length = serde_json::to_string(&token).map_or(usize::MAX, |json| json.len());
+    if length > MAX_PROGRESS_TOKEN_BYTES {
+        tracing::warn!(
+            "ignoring a progress token of {length} bytes (at most {MAX_PROGRESS_TOKEN_BYTES}): this call sends no progress notifications"
+        );
+        return None;
+    }
+    Some(token)
+}
+
+/// Progress messages waiting for the client before the sender waits.
+const PROGRESS_QUEUE: usize = 64;
+
 /// Sends progress notifications for `token` until the channel closes.
 fn forward_progress(
     peer: Peer<RoleServer>,
     token: ProgressToken,
-    mut updates: mpsc::UnboundedReceiver<String>,
+    mut updates: mpsc::Receiver<String>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut step = 0.0;
@@ -135,10 +159,10 @@ pub async fn call_agent(
         Ok(args) => args,
         Err(err) => return text_result(format!("invalid arguments: {err}"), true),
     };
-    let (progress, forwarder) = match context.meta.get_progress_token() {
+    let (progress, forwarder) = match progress_token(context) {
         Some(token) => {
             let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<Progress>();
-            let (text_tx, text_rx) = mpsc::unbounded_channel::<String>();
+            let (text_tx, text_rx) = mpsc::channel::<String>(PROGRESS_QUEUE);
             let forwarder = forward_progress(context.peer.clone(), token, text_rx);
             tokio::spawn(async move {
                 while let Some(update) = lines_rx.recv().await {
@@ -148,7 +172,7 @@ pub async fn call_agent(
                             format!("still running ({}s)", elapsed.as_secs())
                         }
                     };
-                    if text_tx.send(text).is_err() {
+                    if text_tx.send(text).await.is_err() {
                         break;
                     }
                 }
@@ -220,9 +244,16 @@ pub async fn call_chat(
         Ok(client) => client,
         Err(problem) => return text_result(problem.to_owned(), true),
     };
-    let token = context.meta.get_progress_token();
-    let (text_tx, text_rx) = mpsc::unbounded_channel::<String>();
-    let forwarder = token.map(|token| forward_progress(context.peer.clone(), token, text_rx));
+    // Bounded: a client that reads progress slower than Amazon Q answers
+    // slows the stream down instead of piling the answer up in memory.
+    let (text_tx, forwarder) = match progress_token(context) {
+        Some(token) => {
+            let (text_tx, text_rx) = mpsc::channel::<String>(PROGRESS_QUEUE);
+            let forwarder = forward_progress(context.peer.clone(), token, text_rx);
+            (Some(text_tx), Some(forwarder))
+        }
+        None => (None, None),
+    };
     let answer = async {
         // The client reads the store on the blocking pool, so a store
         // locked by the CLI stalls only this call.
@@ -234,11 +265,13 @@ pub async fn call_chat(
             ..ChatAnswer::default()
         };
         while let Some(event) = turn.next_event().await? {
-            if let Some(text) = event.text() {
-                let _ = text_tx.send(text.to_owned());
+            if let (Some(text_tx), Some(text)) = (&text_tx, event.text()) {
+                let _ = text_tx.send(text.to_owned()).await;
             }
             collected.add(event);
         }
+        // The answer the turn kept for the conversation, moved, not copied.
+        collected.text = turn.take_answer();
         Ok::<_, crate::qapi::ApiError>(collected)
     };
     let result = tokio::select! {
@@ -251,13 +284,14 @@ pub async fn call_chat(
     }
     match result {
         Ok(answer) => {
-            let answer = answer.into_result();
-            let mut result = text_result(answer.answer.clone(), false);
-            match serde_json::to_value(&answer) {
-                Ok(structured) => result.structured_content = Some(structured),
+            let mut answer = answer.into_result();
+            let structured = match serde_json::to_value(&answer) {
+                Ok(structured) => structured,
                 // Not reachable: the type holds strings and JSON values only.
                 Err(err) => return text_result(format!("cannot encode the answer: {err}"), true),
-            }
+            };
+            let mut result = text_result(std::mem::take(&mut answer.answer), false);
+            result.structured_content = Some(structured);
             result
         }
         Err(err) => {
@@ -312,10 +346,9 @@ struct ChatAnswer {
 }
 
 impl ChatAnswer {
+    /// Everything but the text, which the turn keeps (see
+    /// [`crate::qapi::ChatTurn::take_answer`]).
     fn add(&mut self, event: ChatEvent) {
-        if let Some(text) = event.text() {
-            self.text.push_str(text);
-        }
         match event {
             ChatEvent::ToolUse(tool) => {
                 if !self.tool_uses.contains_key(&tool.tool_use_id) {

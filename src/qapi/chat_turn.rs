@@ -21,6 +21,10 @@ pub struct ChatTurn {
     answer: String,
     store: ConversationStore,
     saved: bool,
+    /// Bytes of the answer received so far (text, tool input, other
+    /// events' payloads), and the most it may have ([`super::max_answer_bytes`]).
+    received: usize,
+    limit: usize,
     _claim: ConversationClaim,
 }
 
@@ -35,6 +39,7 @@ impl QClient {
         model_id: Option<String>,
         conversation_id: Option<&str>,
     ) -> Result<ChatTurn, ApiError> {
+        let limit = super::max_answer_bytes()?;
         let store = self.conversations().clone();
         let (conversation, claim) = match conversation_id {
             Some(text) => {
@@ -59,6 +64,8 @@ impl QClient {
             answer: String::new(),
             store,
             saved: false,
+            received: 0,
+            limit,
             _claim: claim,
         })
     }
@@ -70,10 +77,33 @@ impl ChatTurn {
         &self.conversation.conversation_id
     }
 
-    /// The next event; `Ok(None)` once the answer has ended and the turn is saved.
+    /// The answer's text, once [`Self::next_event`] has returned
+    /// `Ok(None)` (the turn is saved; empty before), moved out of this
+    /// turn's copy of the conversation: a caller that wants the whole
+    /// answer needs no second copy of it.
+    pub fn take_answer(&mut self) -> String {
+        if !self.saved {
+            return String::new();
+        }
+        self.conversation
+            .turns
+            .last_mut()
+            .map(|turn| std::mem::take(&mut turn.assistant.content))
+            .unwrap_or_default()
+    }
+
+    /// The next event; `Ok(None)` once the answer has ended and the turn is
+    /// saved. An answer past the cap ends with [`ApiError::AnswerTooLarge`]
+    /// and is not saved: the stream is not read further (dropping the turn
+    /// closes the connection).
     pub async fn next_event(&mut self) -> Result<Option<ChatEvent>, ApiError> {
         match self.stream.next_event().await? {
             Some(event) => {
+                self.received = self.received.saturating_add(event_bytes(&event));
+                if self.received > self.limit {
+                    self.answer = String::new();
+                    return Err(ApiError::AnswerTooLarge { limit: self.limit });
+                }
                 if let ChatEvent::AssistantResponse(text) = &event {
                     self.answer.push_str(&text.content);
                 }
@@ -89,5 +119,18 @@ impl ChatTurn {
                 Ok(None)
             }
         }
+    }
+}
+
+/// What an event adds to an answer's size: its text, a tool use's input,
+/// another event's payload.
+fn event_bytes(event: &ChatEvent) -> usize {
+    match event {
+        ChatEvent::AssistantResponse(e) => e.content.len(),
+        ChatEvent::Code(e) => e.content.len(),
+        ChatEvent::ToolUse(e) => e.input.as_ref().map_or(0, String::len) + e.name.len(),
+        ChatEvent::Json { payload, .. } => serde_json::to_vec(payload).map_or(0, |v| v.len()),
+        ChatEvent::Unknown { payload, .. } => payload.len(),
+        ChatEvent::MessageMetadata(_) | ChatEvent::InvalidState(_) => 0,
     }
 }

@@ -156,9 +156,20 @@ impl ConversationStore {
                 Ok(())
             }
             Backing::Directory(dir) => {
-                let bytes =
-                    serde_json::to_vec_pretty(conversation).expect("conversations serialize");
-                crate::store::snapshot::write_private_file(dir, &format!("{id}.json"), &bytes)
+                let name = format!("{id}.json");
+                let bytes = fitting_bytes(conversation, MAX_FILE_BYTES).ok_or_else(|| {
+                    ConversationError::Write {
+                        id: id.clone(),
+                        source: crate::store::StoreError::io(
+                            "writing",
+                            dir.join(&name),
+                            std::io::Error::other(format!(
+                                "its last turn alone is larger than the {MAX_FILE_BYTES} bytes a conversation file may hold"
+                            )),
+                        ),
+                    }
+                })?;
+                crate::store::snapshot::write_private_file(dir, &name, &bytes)
                     .map(drop)
                     .map_err(|source| ConversationError::Write {
                         id: id.clone(),
@@ -312,10 +323,76 @@ fn read_file(path: &Path, id: &str) -> Result<Conversation, ConversationError> {
     Ok(conversation)
 }
 
+/// `conversation` as the bytes of its file, at most `limit` of them, which
+/// [`read_file`] accepts: a file is never written larger than it can be read
+/// back. A conversation over the limit loses its oldest turns (as the
+/// history limits drop them) until it fits; `None` when not even its last
+/// turn does.
+fn fitting_bytes(conversation: &Conversation, limit: u64) -> Option<Vec<u8>> {
+    let encode = |c: &Conversation| serde_json::to_vec_pretty(c).expect("conversations serialize");
+    let bytes = encode(conversation);
+    if bytes.len() as u64 <= limit {
+        return Some(bytes);
+    }
+    let mut trimmed = conversation.clone();
+    let mut size = bytes.len() as u64;
+    while trimmed.turns.len() > 1 {
+        // Drop about as many of the oldest turns as the excess weighs.
+        let mut dropped = 0;
+        let mut freed = 0u64;
+        while dropped + 1 < trimmed.turns.len() && freed < size - limit {
+            freed +=
+                serde_json::to_vec_pretty(&trimmed.turns[dropped]).map_or(0, |t| t.len()) as u64;
+            dropped += 1;
+        }
+        trimmed.turns.drain(..dropped.max(1));
+        let bytes = encode(&trimmed);
+        size = bytes.len() as u64;
+        if size <= limit {
+            return Some(bytes);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::exit::Diagnose;
+
+    #[test]
+    fn a_file_is_never_written_larger_than_it_can_be_read_back() {
+        let turns: Vec<(String, String)> = (0..20)
+            .map(|n| {
+                (
+                    format!("question {n}"),
+                    format!("answer {n} {}", "x".repeat(500)),
+                )
+            })
+            .collect();
+        let pairs: Vec<(&str, &str)> = turns
+            .iter()
+            .map(|(q, a)| (q.as_str(), a.as_str()))
+            .collect();
+        let conversation = conversation_with(&pairs);
+        let whole = serde_json::to_vec_pretty(&conversation).unwrap().len() as u64;
+        assert_eq!(
+            fitting_bytes(&conversation, whole).unwrap().len() as u64,
+            whole
+        );
+        let limit = whole / 3;
+        let bytes = fitting_bytes(&conversation, limit).unwrap();
+        assert!(bytes.len() as u64 <= limit);
+        let kept: Conversation = serde_json::from_slice(&bytes).unwrap();
+        assert!(kept.turns.len() < 20 && !kept.turns.is_empty());
+        // The newest turns stay, the oldest go.
+        assert_eq!(kept.turns.last(), conversation.turns.last());
+        assert_eq!(
+            fitting_bytes(&conversation, 100),
+            None,
+            "not even one turn fits"
+        );
+    }
 
     fn conversation_with(turns: &[(&str, &str)]) -> Conversation {
         let mut conversation = Conversation::new();

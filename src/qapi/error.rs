@@ -145,6 +145,8 @@ pub enum ApiError {
     BadEvent { event_type: String, detail: String },
     #[error("frame without `:message-type` from amazon q")]
     MissingMessageType,
+    #[error("amazon q's answer is larger than {limit} bytes; qbox stopped reading it")]
+    AnswerTooLarge { limit: usize },
     #[error("environment variable {name}=`{value}` {problem}")]
     BadSetting {
         name: &'static str,
@@ -221,9 +223,11 @@ impl Diagnose for ApiError {
             Self::Redirect { .. } => "a proxy or captive portal may be answering instead of amazon q; point QBOX_Q_ENDPOINT at the service itself".into(),
             Self::Timeout { .. } => "the service or the network stalled: try again; QBOX_Q_TIMEOUT sets the wait in seconds".into(),
             Self::NotEventStream { .. } => "a proxy or captive portal may be answering instead of amazon q".into(),
+            Self::AnswerTooLarge { .. } => format!("ask for a shorter answer, or raise {} (bytes)", super::MAX_ANSWER_ENV),
             Self::BadSetting { name, .. } => match *name {
                 super::client::PROFILE_ARN_ENV => "use the value `qbox export-token --format env` prints, or unset it (Builder ID logins have no profile)".into(),
                 super::client::TIMEOUT_ENV => "give a whole number of seconds greater than zero, or unset it for 300".into(),
+                super::MAX_ANSWER_ENV => format!("give a whole number of bytes from 1 to {}, or unset it for {}", super::MAX_ANSWER_CEILING, super::DEFAULT_MAX_ANSWER_BYTES),
                 _ => format!("fix or unset {name}"),
             },
             Self::Conversation(e) => return e.hint(),

@@ -51,6 +51,32 @@ pub use endpoint::{ChatEndpoint, EndpointReason, Q_ENDPOINT_ENV};
 pub use error::{ApiError, ErrorKind, MONTHLY_LIMIT_MARKER, normalize_code};
 pub use model::{ChatEvent, GenerateAssistantResponseRequest};
 
+/// The variable capping an answer's bytes (`qbox chat`, `qbox-sidecar
+/// chat`, `q-chat`).
+pub const MAX_ANSWER_ENV: &str = "QBOX_Q_MAX_ANSWER_BYTES";
+/// The cap when it is unset: 2 MiB, like the agent tool's
+/// `AGENT_MAX_RESPONSE_SIZE`.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 2 << 20;
+/// The highest cap one may set: an answer is held in memory, kept in the
+/// conversation and written with it, so it must fit well within what a
+/// conversation file may hold.
+pub const MAX_ANSWER_CEILING: usize = 64 << 20;
+
+/// The answer cap in force: `QBOX_Q_MAX_ANSWER_BYTES`, else the default.
+pub fn max_answer_bytes() -> Result<usize, ApiError> {
+    let Some(text) = env_value(MAX_ANSWER_ENV) else {
+        return Ok(DEFAULT_MAX_ANSWER_BYTES);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(bytes) if (1..=MAX_ANSWER_CEILING).contains(&bytes) => Ok(bytes),
+        _ => Err(ApiError::BadSetting {
+            name: MAX_ANSWER_ENV,
+            value: crate::secret::redact_remote(&text),
+            problem: format!("is not a whole number of bytes from 1 to {MAX_ANSWER_CEILING}"),
+        }),
+    }
+}
+
 /// True when `QBOX_ACCESS_TOKEN` gives a bare token (which then serves
 /// instead of any store).
 pub fn bare_token_given() -> bool {

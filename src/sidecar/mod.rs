@@ -351,7 +351,7 @@ async fn health(url: Option<String>, timeout: u64, query: StoreQuery) -> anyhow:
             .hint("mount a fresh snapshot at the directory of QBOX_DB (qbox snapshot DIR --watch on the host)")
             .into());
         }
-        println!("{body}");
+        crate::app::output::println(format_args!("{body}"))?;
         return Ok(exit::OK);
     }
     Err(CommandError::new(exit::ERROR, format!("{url} answered http {status}")).into())
@@ -373,19 +373,19 @@ fn stdio_health(query: &StoreQuery) -> anyhow::Result<u8> {
         (Ok(login), _) => login,
         // A stored login wins; without one, a Kiro API key serves.
         (Err(_), Ok(Some(key))) => {
-            println!(
+            crate::app::output::println(format_args!(
                 "{}",
                 serde_json::json!({"status": "ok", "transport": "stdio", "credentials": key.source.describe()})
-            );
+            ))?;
             return Ok(exit::OK);
         }
         (Err(_), Err(key_error)) => return Err(crate::qapi::ApiError::from(key_error).into()),
         (Err(error), Ok(None)) => return Err(error.into()),
     };
-    println!(
+    crate::app::output::println(format_args!(
         "{}",
         serde_json::json!({"status": "ok", "transport": "stdio", "store": login.path.display().to_string()})
-    );
+    ))?;
     Ok(exit::OK)
 }
 
@@ -453,11 +453,11 @@ async fn call(args: CallArgs, quiet: bool, palette: Palette) -> anyhow::Result<u
     })
     .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        crate::app::output::println(format_args!("{}", serde_json::to_string_pretty(&outcome)?))?;
     } else if !stream {
-        println!("{}", outcome.text);
+        crate::app::output::println(format_args!("{}", outcome.text))?;
     } else if outcome.progress_messages > 0 {
-        println!();
+        crate::app::output::print("\n")?;
     }
     if outcome.is_error {
         if !args.json {

@@ -8,7 +8,6 @@
 //! `SQLITE_BUSY` if qbox held it), and wait a bounded time when the CLI holds
 //! the lock itself.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,17 +37,41 @@ pub const AUTH_STATE_KEYS: [&str; 4] = [
     SNAPSHOT_SCOPE_KEY,
 ];
 
+/// The longest lock wait `QBOX_LOCK_TIMEOUT` can ask for: a day is longer
+/// than any CLI holds the store, and a bound keeps `1e308` from overflowing
+/// a `Duration` (a panic, and with `panic = "abort"` a core dump).
+pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The lock timeout in force (read once per process).
 pub fn lock_timeout() -> Duration {
     static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *TIMEOUT.get_or_init(|| {
         std::env::var("QBOX_LOCK_TIMEOUT")
             .ok()
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
+            .and_then(|v| bounded_lock_timeout(&v))
             .unwrap_or(DEFAULT_LOCK_TIMEOUT)
     })
+}
+
+/// `QBOX_LOCK_TIMEOUT`'s value as a wait, capped at [`MAX_LOCK_TIMEOUT`]
+/// with a warning; `None` (the default applies) when it is no number of
+/// seconds at all.
+fn bounded_lock_timeout(text: &str) -> Option<Duration> {
+    let seconds = text.trim().parse::<f64>().ok()?;
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(wait) if wait <= MAX_LOCK_TIMEOUT => Some(wait),
+        _ => {
+            tracing::warn!(
+                "QBOX_LOCK_TIMEOUT={} is longer than qbox waits for a lock; waiting at most {} s",
+                text.trim(),
+                MAX_LOCK_TIMEOUT.as_secs()
+            );
+            Some(MAX_LOCK_TIMEOUT)
+        }
+    }
 }
 
 /// The rows of a login, read in one transaction.
@@ -124,7 +147,12 @@ fn check_readable(path: &Path) -> Result<(), StoreError> {
             path: path.to_owned(),
         });
     }
-    File::open(path).map_err(|e| match e.kind() {
+    // Non-blocking and checked on the descriptor: a FIFO swapped in after
+    // the `stat` would otherwise hang this open.
+    crate::regular_file::open(path, false).map_err(|e| match e.kind() {
+        _ if crate::regular_file::is_not_regular(&e) => StoreError::NotAFile {
+            path: path.to_owned(),
+        },
         std::io::ErrorKind::PermissionDenied => StoreError::PermissionDenied {
             path: path.to_owned(),
         },

@@ -160,7 +160,8 @@ pub fn writable_store(query: &StoreQuery) -> bool {
             None => return false,
         },
     };
-    std::fs::OpenOptions::new().write(true).open(&path).is_ok()
+    // Non-blocking: a FIFO named by --db must not hang the probe.
+    crate::regular_file::open(&path, true).is_ok()
 }
 
 /// Reads the login in the store at `path`. The flavor is `flavor` if given,

@@ -284,7 +284,22 @@ struct BareSidecar {
 
 impl BareSidecar {
     fn start(agent: bool, uid: Option<u32>) -> Self {
-        let mut command = crate::util::Qbox::sidecar(Path::new("/nonexistent"))
+        Self::start_from(
+            crate::util::Qbox::sidecar(Path::new("/nonexistent")),
+            agent,
+            uid,
+        )
+    }
+
+    /// The sidecar's `serve`, run by `qbox` (its hidden `sidecar` command)
+    /// rather than by `qbox-sidecar`.
+    fn start_in_qbox(uid: Option<u32>) -> Self {
+        let qbox = crate::util::Qbox::new(Path::new("/nonexistent")).args(["sidecar"]);
+        Self::start_from(qbox, false, uid)
+    }
+
+    fn start_from(program: crate::util::Qbox, agent: bool, uid: Option<u32>) -> Self {
+        let mut command = program
             .args(["serve"])
             .current_dir("/")
             .env("QBOX_MCP_TOKEN", "mcp-bearer-secret")
@@ -341,20 +356,86 @@ impl Drop for BareSidecar {
     }
 }
 
+/// Whether the kernel treats process `pid` as dumpable: its `/proc/PID`
+/// files belong to its own user then, and to root when it is not (which
+/// is also what keeps a core dump from being written).
+fn dumpable(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let status = std::fs::metadata(format!("/proc/{pid}/status")).unwrap();
+    let process_uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next().map(str::to_owned))
+        .unwrap()
+        .parse::<u32>()
+        .unwrap();
+    assert_ne!(
+        process_uid, 0,
+        "the check needs a process of a user other than root"
+    );
+    status.uid() == process_uid
+}
+
 #[test]
 fn issue_13_with_the_agent_enabled_other_processes_of_the_user_cannot_read_the_sidecar() {
     // Root may read any process: play the user with `nobody` then.
     let user = running_as_root().then_some(NOBODY);
-    let plain = BareSidecar::start(false, user);
+    // The check itself sees the environment of a plain process of the user.
+    let mut control = Command::new("sleep");
+    control.arg("60").stdout(Stdio::null());
+    if let Some(uid) = user {
+        control.uid(uid).gid(uid);
+    }
+    let mut control = control.spawn().unwrap();
+    let path = format!("/proc/{}/environ", control.id());
+    let control_readable = match user {
+        Some(uid) => Command::new("cat")
+            .arg(&path)
+            .uid(uid)
+            .gid(uid)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success(),
+        None => std::fs::read(&path).is_ok(),
+    };
+    let control_dumpable = dumpable(control.id());
+    let _ = control.kill();
+    let _ = control.wait();
     assert!(
-        plain.environment_readable_by(user),
-        "without the agent the check itself must see the environment"
+        control_readable && control_dumpable,
+        "the check must see a plain process"
     );
     let guarded = BareSidecar::start(true, user);
     assert!(
         !guarded.environment_readable_by(user),
         "a process of the same user read the environment of a sidecar that runs the agent"
     );
+}
+
+#[test]
+fn issue_30_both_binaries_are_non_dumpable_with_or_without_the_agent() {
+    // Root may read any process: play the user with `nobody` then.
+    let user = running_as_root().then_some(NOBODY);
+    for (what, sidecar) in [
+        ("qbox-sidecar serve", BareSidecar::start(false, user)),
+        (
+            "qbox-sidecar serve with the agent",
+            BareSidecar::start(true, user),
+        ),
+        ("qbox sidecar serve", BareSidecar::start_in_qbox(user)),
+    ] {
+        assert!(
+            !dumpable(sidecar.child.id()),
+            "{what} is dumpable: a core dump could hold the login"
+        );
+        assert!(
+            !sidecar.environment_readable_by(user),
+            "a process of the same user read the environment of {what}"
+        );
+    }
 }
 
 /// A read-write snapshot (the test takes its lock) of a valid login.

@@ -406,3 +406,63 @@ async fn bare_token_from_the_environment_when_no_store_exists() {
         Err(ApiError::Http { status: 403, .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_30_an_answer_past_the_cap_ends_with_an_error_and_is_not_kept() {
+    let (q, home) = setup().await;
+    let piece = "y".repeat(100);
+    let pieces: Vec<&str> = std::iter::repeat_n(piece.as_str(), 20).collect();
+    q.push(Reply::Answer(Answer::text(&pieces)));
+    let capped = home
+        .qbox()
+        .env("QBOX_Q_ENDPOINT", q.url())
+        .env("QBOX_Q_MAX_ANSWER_BYTES", "1000")
+        .args(["chat", "say a lot"])
+        .run_async()
+        .await;
+    capped
+        .assert_code(1)
+        .assert_one_line_error()
+        .assert_stderr_contains(
+            "amazon q's answer is larger than 1000 bytes; qbox stopped reading it",
+        )
+        .assert_stderr_contains("hint: ask for a shorter answer, or raise QBOX_Q_MAX_ANSWER_BYTES");
+    // What came before the cap, and the newline `chat` ends its text with.
+    let printed = capped.stdout.trim_end_matches('\n').len();
+    assert!(printed <= 1000, "{printed} bytes printed");
+    // A capped answer is no turn of a conversation.
+    let listed = chat(
+        &home,
+        &q,
+        &["chat", "--list-conversations", "--format", "json"],
+    )
+    .await;
+    listed.assert_code(0);
+    assert_eq!(listed.stdout.trim(), "[]");
+
+    // Within the cap, and by default (2 MiB), the whole answer.
+    for limit in [Some("2000"), None] {
+        q.push(Reply::Answer(Answer::text(&pieces)));
+        let mut qbox = home.qbox().env("QBOX_Q_ENDPOINT", q.url());
+        if let Some(limit) = limit {
+            qbox = qbox.env("QBOX_Q_MAX_ANSWER_BYTES", limit);
+        }
+        let run = qbox.args(["chat", "say a lot"]).run_async().await;
+        run.assert_code(0);
+        // `chat` ends text that lacks one with a newline.
+        assert_eq!(run.stdout, pieces.concat() + "\n");
+    }
+
+    for bad in ["0", "lots", "1e9", "67108865"] {
+        let run = home
+            .qbox()
+            .env("QBOX_Q_ENDPOINT", q.url())
+            .env("QBOX_Q_MAX_ANSWER_BYTES", bad)
+            .args(["chat", "hi"])
+            .run_async()
+            .await;
+        run.assert_code(2)
+            .assert_one_line_error()
+            .assert_stderr_contains("QBOX_Q_MAX_ANSWER_BYTES");
+    }
+}

@@ -270,3 +270,120 @@ fn a_brief_lock_is_waited_out() {
         "aoa-access-after-the-lock\n"
     );
 }
+
+#[test]
+fn issue_30_a_huge_lock_timeout_is_capped_with_a_warning_not_a_panic() {
+    let home = TestHome::new();
+    let path = home.login(Flavor::AmazonQ, &valid_login("huge"));
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut child = home
+        .qbox()
+        .env("QBOX_LOCK_TIMEOUT", "1e308")
+        .args(["export-token", "--field", "access"])
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The timeout is read when the lock is first met: `1e308` seconds used
+    // to overflow a `Duration` there and abort (exit 134).
+    let pid = child.id();
+    wait_until(
+        Duration::from_secs(30),
+        "qbox has the store open and waits for the lock",
+        || waits_for_a_lock_on(pid, &path),
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "qbox ended while the lock was held"
+    );
+    holder.execute_batch("COMMIT").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "QBOX_LOCK_TIMEOUT=1e308 is longer than qbox waits for a lock; waiting at most 86400 s"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "aoa-access-huge\n"
+    );
+}
+
+/// Runs `qbox` to its end, or kills it and fails the test when it has not
+/// ended after `limit` (the bug this guards against is a hang).
+fn run_or_fail_if_it_hangs(qbox: crate::util::Qbox, what: &str) -> crate::util::Run {
+    let mut child = qbox
+        .command()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} hangs on a FIFO");
+    }
+    let output = child.wait_with_output().unwrap();
+    crate::util::Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+#[test]
+fn issue_30_a_fifo_as_store_or_token_file_is_refused_at_once() {
+    let home = TestHome::new();
+    let fifo = home.path().join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let fifo_arg = fifo.to_str().unwrap();
+    for (what, qbox) in [
+        (
+            "qbox --db FIFO export-token",
+            home.qbox().args(["--db", fifo_arg, "export-token"]),
+        ),
+        (
+            "qbox --db FIFO chat",
+            home.qbox().args(["--db", fifo_arg, "chat", "hi"]),
+        ),
+        (
+            "qbox-sidecar --db FIFO chat",
+            home.sidecar().args(["--db", fifo_arg, "chat", "hi"]),
+        ),
+        (
+            "qbox-sidecar --db FIFO health",
+            home.sidecar().args(["--db", fifo_arg, "health"]),
+        ),
+    ] {
+        let run = run_or_fail_if_it_hangs(qbox, what);
+        run.assert_code(1)
+            .assert_one_line_error()
+            .assert_stderr_contains(&format!("{fifo_arg} is not a file"));
+    }
+    let run = run_or_fail_if_it_hangs(
+        home.sidecar()
+            .args(["serve", "--http", "127.0.0.1:0", "--token-file", fifo_arg]),
+        "qbox-sidecar serve --token-file FIFO",
+    );
+    run.assert_code(2)
+        .assert_one_line_error()
+        .assert_stderr_contains(&format!("the token file {fifo_arg} is not a regular file"));
+}

@@ -407,3 +407,51 @@ fn issue_13_github_format_outside_actions_is_a_usage_error() {
         .assert_one_line_error()
         .assert_stderr_contains("cannot append to");
 }
+
+/// What the runner's `ActionCommand` does to a command's data before it
+/// registers a mask (`%0D`, then `%0A`, then `%25`).
+fn unescape_mask_like_the_runner(data: &str) -> String {
+    data.replace("%0D", "\r")
+        .replace("%0A", "\n")
+        .replace("%25", "%")
+}
+
+#[test]
+fn issue_30_github_masks_are_escaped_so_the_runner_masks_the_token_itself() {
+    let home = TestHome::new();
+    // A `%0A` in a token used to be read by the runner as a line break (so
+    // the mask was something else), and a real line break ended the
+    // command early, leaving the rest unmasked.
+    let percent = "aoa%0Aperc%25ent";
+    let broken = "aor-first\r\nsecond%";
+    let mut login = valid_login("pct");
+    login.access_token = percent.to_owned();
+    login.refresh_token = Some(broken.to_owned());
+    home.login(Flavor::AmazonQ, &login);
+    let github_env = home.path().join("set_env_file");
+    let run = home
+        .qbox()
+        .env("GITHUB_ENV", &github_env)
+        .args(["export-token", "--format", "github"])
+        .run();
+    run.assert_code(0);
+    let masks: Vec<String> = run
+        .stdout
+        .lines()
+        .map(|line| {
+            let data = line
+                .strip_prefix("::add-mask::")
+                .unwrap_or_else(|| panic!("not a mask command: {line:?}"));
+            unescape_mask_like_the_runner(data)
+        })
+        .collect();
+    assert_eq!(
+        masks,
+        [percent, broken, "aor-first", "second%"],
+        "{}",
+        run.stdout
+    );
+    let vars = parse_like_the_runner(&read(&github_env)).unwrap();
+    assert_eq!(vars["QBOX_ACCESS_TOKEN"], percent);
+    assert_eq!(vars["QBOX_REFRESH_TOKEN"], broken);
+}

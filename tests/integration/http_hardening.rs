@@ -834,3 +834,37 @@ fn issue_13_a_long_silent_answer_is_not_taken_for_an_idle_client() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r"working\ndone"), "{answer}");
 }
+
+#[test]
+fn issue_30_health_refuses_foreign_hosts_and_origins_like_mcp() {
+    let home = TestHome::new();
+    let served = Served::start(home.path(), &[], &[("QBOX_MCP_TOKEN", TOKEN)]);
+    let port = served.port;
+    let ask = |headers: &str| raw_exchange(port, &format!("GET /health HTTP/1.1\r\n{headers}\r\n"));
+    for headers in [
+        format!("Host: 127.0.0.1:{port}\r\n"),
+        format!("Host: localhost:{port}\r\n"),
+        format!("Host: [::1]:{port}\r\n"),
+        format!("Host: 127.0.0.1:{port}\r\nOrigin: http://localhost:3000\r\n"),
+    ] {
+        let answer = ask(&headers);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{headers}: {answer}");
+        assert!(answer.contains("\"login\""), "{answer}");
+    }
+    // What a DNS-rebinding page sends: its own name as Host, its own
+    // origin. It learns nothing: not that a sidecar runs, nor its login.
+    for headers in [
+        format!("Host: rebind.evil.example:{port}\r\n"),
+        format!(
+            "Host: rebind.evil.example:{port}\r\nOrigin: http://rebind.evil.example:{port}\r\n"
+        ),
+        format!("Host: 127.0.0.1:{port}\r\nOrigin: https://evil.example\r\n"),
+        "Host: localhost.evil.example\r\n".to_owned(),
+    ] {
+        let answer = ask(&headers);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{headers}: {answer}");
+        for leak in ["\"login\"", "agentEnabled", "version", "\"ok\""] {
+            assert!(!answer.contains(leak), "{headers}: {answer}");
+        }
+    }
+}

@@ -415,3 +415,33 @@ fn every_diagnosed_error_is_known_to_the_report() {
         .collect();
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
+
+/// Whether `code` calls `print!` or `println!` (not `eprint!`/`eprintln!`).
+fn prints_with_a_macro(code: &str) -> bool {
+    ["print!(", "println!("].iter().any(|macro_call| {
+        code.match_indices(macro_call).any(|(at, _)| {
+            !code[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+    })
+}
+
+#[test]
+fn stdout_is_written_only_through_the_writer_that_survives_a_closed_pipe() {
+    assert!(prints_with_a_macro("    println!(\"x\");"));
+    assert!(!prints_with_a_macro(
+        "    eprintln!(\"x\"); eprint!(\"y\");"
+    ));
+    let broken: Vec<String> = sources()
+        .into_iter()
+        .filter(|(_, code)| prints_with_a_macro(code))
+        .map(|(file, _)| {
+            format!(
+                "{file} prints with print!/println!, which panics when the reader has left: use app::output::print / println and `?`"
+            )
+        })
+        .collect();
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}

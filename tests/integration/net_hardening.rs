@@ -264,3 +264,91 @@ async fn issue_13_oidc_error_text_is_redacted_and_cannot_forge_terminal_lines() 
     }
     assert_store_unchanged(&path, &before);
 }
+
+/// `text` as a reader could put it back together: whitespace and control
+/// characters dropped, percent-escapes decoded (twice, for `%2561`).
+fn reassembled(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && !c.is_control())
+        .collect();
+    for _ in 0..2 {
+        let bytes = out.as_bytes();
+        let mut decoded = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            match hex
+                .filter(|_| bytes[i] == b'%')
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(byte) => {
+                    decoded.push(byte);
+                    i += 3;
+                }
+                None => {
+                    decoded.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        out = String::from_utf8_lossy(&decoded)
+            .chars()
+            .filter(|c| !c.is_whitespace() && !c.is_control())
+            .collect();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_30_spaced_controlled_and_percent_encoded_secrets_never_reach_stderr() {
+    let spaced: String = OLD_REFRESH_TOKEN.chars().flat_map(|c| [c, ' ']).collect();
+    let oidc = standin().await;
+    oidc.set_behavior(OidcBehavior::Error {
+        code: "invalid_grant".into(),
+        description: format!(
+            "spaced {spaced}, with a tab fixtur%09e-client-secret, escaped fixture\u{1b}[0m-client-secret, encoded %61%6Fr-refresh-old and %2561or-refresh-old"
+        ),
+    });
+    let (home, path) = expired_home();
+    let before = file_bytes(&path);
+    let plain = export_against(&home, &oidc, &[]).await;
+    plain
+        .assert_code(4)
+        .assert_one_line_error()
+        .assert_stderr_contains("spaced [redacted]");
+    let logged = export_against(&home, &oidc, &["-vvv"]).await;
+    logged.assert_code(4);
+
+    // A token in a redirect's Location, percent-encoded.
+    let target = standin().await;
+    let redirecting = standin().await;
+    redirecting.set_behavior(OidcBehavior::Redirect {
+        status: 302,
+        location: format!(
+            "{}/token?copy=%61%6F%72%2D%72%65%66%72%65%73%68%2D%6F%6C%64&s=fixture%2Dclient%2Dsecret",
+            target.url()
+        ),
+    });
+    let redirected = export_against(&home, &redirecting, &[]).await;
+    redirected
+        .assert_code(1)
+        .assert_one_line_error()
+        .assert_stderr_contains("?copy=[redacted]&s=[redacted]");
+    assert!(target.requests().is_empty());
+
+    for run in [&plain, &logged, &redirected] {
+        let whole = reassembled(&run.stderr);
+        for secret in [OLD_REFRESH_TOKEN, CLIENT_SECRET] {
+            assert!(
+                !whole.contains(secret),
+                "{secret} can be read back from stderr:\n{}",
+                run.stderr
+            );
+        }
+        assert_eq!(run.stdout, "");
+    }
+    assert_store_unchanged(&path, &before);
+}

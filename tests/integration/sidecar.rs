@@ -879,3 +879,167 @@ fn qbox_started_as_qbox_sidecar_is_the_sidecar() {
     let as_qbox = run(Path::new(env!("CARGO_BIN_EXE_qbox")));
     assert_ne!(as_qbox.stdout, as_sidecar.stdout);
 }
+
+#[test]
+fn issue_30_a_progress_token_over_256_bytes_gets_no_progress_notifications() {
+    let home = TestHome::new();
+    let record = home.path().join("record");
+    let mut mcp = StdioMcp::start(home.path(), &agent_env(&record));
+    // 254 characters: 256 bytes as JSON, echoed as usual.
+    let short = "s".repeat(254);
+    // Every notification would repeat a huge token (a 3 MiB one cost
+    // gigabytes): a call with one runs and answers, without progress.
+    let long = "l".repeat(255);
+    for (token, expected) in [(&short, 3), (&long, 0)] {
+        mcp.notifications.clear();
+        let response = mcp.request(
+            "tools/call",
+            json!({"name": "q-developer-agent", "arguments": {"prompt": "lines:3"}, "_meta": {"progressToken": token}}),
+        );
+        assert_eq!(response["result"]["isError"], json!(false), "{response}");
+        let progress: Vec<&Value> = mcp
+            .notifications
+            .iter()
+            .filter(|n| n["method"] == "notifications/progress")
+            .collect();
+        assert_eq!(
+            progress.len(),
+            expected,
+            "token of {} characters",
+            token.len()
+        );
+        assert!(
+            progress
+                .iter()
+                .all(|n| n["params"]["progressToken"] == json!(token))
+        );
+    }
+}
+
+/// `qbox-sidecar serve` over stdio, every pipe the test's, after the
+/// `initialize` handshake.
+fn raw_stdio_sidecar(home: &TestHome) -> std::process::Child {
+    use std::io::{BufRead, Write};
+    let mut child = home
+        .sidecar()
+        .args(["serve"])
+        .command()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.as_mut().unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "qbox-tests", "version": "1"}}})
+    )
+    .unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.as_mut().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("qbox-sidecar"), "{line}");
+    child
+}
+
+#[test]
+fn issue_30_a_request_line_over_4_mib_ends_the_stdio_server_with_an_error() {
+    use std::io::Write;
+    let home = TestHome::new();
+    let mut child = raw_stdio_sidecar(&home);
+    let mut stdin = child.stdin.take().unwrap();
+    // 5 MiB and no newline, and the pipe stays open: the server must not
+    // wait for the end of the line, nor hold it.
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..80 {
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        stdin
+    });
+    let mut ended = None;
+    wait_until(Duration::from_secs(60), "the server ends", || {
+        ended = child.try_wait().unwrap();
+        ended.is_some()
+    });
+    drop(writer.join().unwrap());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(ended.unwrap().code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: a request line on stdin was longer than 4 MiB; the server stopped"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: send one JSON-RPC message per line"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Resource temporarily unavailable"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn issue_30_the_stdio_server_stops_reading_while_its_answers_are_not_read() {
+    use std::io::{BufRead, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const REQUESTS: usize = 20_000;
+    let home = TestHome::new();
+    let mut child = raw_stdio_sidecar(&home);
+    let mut stdin = child.stdin.take().unwrap();
+    let written = Arc::new(AtomicUsize::new(0));
+    let progress = written.clone();
+    let writer = std::thread::spawn(move || {
+        for id in 1..=REQUESTS {
+            let ping = json!({"jsonrpc": "2.0", "id": id, "method": "ping"});
+            if writeln!(stdin, "{ping}").is_err() {
+                return;
+            }
+            progress.store(id, Ordering::Relaxed);
+        }
+        drop(stdin);
+    });
+    // Nothing reads stdout: once its pipe and the server's queue are full,
+    // the server reads no more, and the writer is stuck with requests left.
+    // (Before, the server read them all and kept every answer in memory.)
+    let mut last = 0;
+    wait_until(
+        Duration::from_secs(120),
+        "the writer is held back with requests unsent",
+        || {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = written.load(Ordering::Relaxed);
+            let stuck = now == last && now < REQUESTS;
+            last = now;
+            stuck
+        },
+    );
+    // Reading again lets everything through: no request is lost.
+    let mut answered = 0;
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while answered < REQUESTS {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stdout ended after {answered} answers"
+        );
+        if line.contains("\"result\"") {
+            answered += 1;
+        }
+    }
+    writer.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+}

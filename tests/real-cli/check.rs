@@ -350,7 +350,10 @@ async fn check_kind(tools: &Tools, flavor: Flavor, kind: Kind, report: &mut Repo
                 // The CLI puts its agent's context before the prompt; the
                 // stand-in echoes the whole message.
                 stdout.contains("You said: ") && stdout.contains("hello from the real cli"),
-                format!("exit {code}: {stdout} {stderr}\n  log: {}", errors.join("\n  log: ")),
+                format!(
+                    "exit {code}: {stdout} {stderr}\n  log: {}",
+                    errors.join("\n  log: ")
+                ),
             );
             report.check(
                 &format!(
