@@ -273,6 +273,9 @@ fn main() {
     for &kind in kinds {
         runtime.block_on(check_kind(&tools, flavor, kind, &mut report));
     }
+    if flavor == Flavor::Kiro {
+        runtime.block_on(check_api_key(&tools, &mut report));
+    }
     runtime.block_on(check_agent(&tools, flavor, &mut report));
     println!("{} checks failed", report.failed);
     std::process::exit(i32::from(report.failed > 0));
@@ -392,6 +395,74 @@ async fn check_kind(tools: &Tools, flavor: Flavor, kind: Kind, report: &mut Repo
     }
 }
 
+/// A Kiro API key and no store: the CLI's request beside qbox's, and the
+/// agent handing the key (from a key file, as `qbox run` gives it) to the CLI.
+async fn check_api_key(tools: &Tools, report: &mut Report) {
+    const KEY: &str = "ksk_realCliCheckKey0123456789";
+    let q = StandinQ::start(KEY).await.unwrap();
+    q.set_token_type(Some("API_KEY"));
+    let home = Home::new(Flavor::Kiro, &q.url());
+    let mut chat = home.command(&tools.cli);
+    chat.env("KIRO_API_KEY", KEY)
+        .args(["chat", "--no-interactive", "--", "hello with a key"]);
+    let (code, stdout, stderr) = output(chat);
+    let last = |q: &StandinQ| {
+        q.requests()
+            .into_iter()
+            .rfind(|r| r.target.as_deref() == Some(qbox::qapi::TARGET))
+    };
+    let theirs = last(&q);
+    let mut ours = home.command(&tools.qbox);
+    ours.env("KIRO_API_KEY", KEY)
+        .args(["chat", "--", "hello from qbox with a key"]);
+    let (our_code, _, our_stderr) = output(ours);
+    let ours = last(&q);
+    report.check(
+        "api-key: the CLI's chat with KIRO_API_KEY reached the stand-in",
+        code == 0 && stdout.contains("hello with a key"),
+        format!("exit {code}: {stdout} {stderr}"),
+    );
+    match (theirs, ours) {
+        (Some(theirs), Some(ours)) => report.check(
+            "api-key: TokenType, profileArn and bearer as the CLI sends them",
+            theirs.token_type == ours.token_type
+                && theirs.body.get("profileArn") == ours.body.get("profileArn")
+                && theirs.authorization == ours.authorization
+                && our_code == 0,
+            format!(
+                "the CLI {:?} {:?}, qbox {:?} {:?} (exit {our_code}: {our_stderr})",
+                theirs.token_type,
+                theirs.body.get("profileArn"),
+                ours.token_type,
+                ours.body.get("profileArn")
+            ),
+        ),
+        _ => report.check("api-key: both requests reached the stand-in", false, our_stderr),
+    }
+    let key_file = home.path().join("kiro-api-key");
+    std::fs::write(&key_file, KEY).unwrap();
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
+    let mut command = home.command(&tools.sidecar);
+    command
+        .env("QBOX_API_KEY_FILE", &key_file)
+        .env("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent")
+        .env("QBOX_AGENT_CLI", &tools.cli)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let (text, is_error) = mcp_call(
+        command,
+        "q-developer-agent",
+        &json!({"prompt": "hello through the agent with a key"}),
+    );
+    report.check(
+        "api-key: the agent hands a key file's key to the CLI",
+        !is_error && text.contains("hello through the agent with a key"),
+        &text,
+    );
+}
+
 /// The sidecar's agent tool over stdio MCP, driving the CLI.
 async fn check_agent(tools: &Tools, flavor: Flavor, report: &mut Report) {
     let access = "aoa-real-cli-agent";
@@ -430,7 +501,8 @@ async fn check_agent(tools: &Tools, flavor: Flavor, report: &mut Report) {
 
     // An access-only snapshot whose token expired: the sidecar names its
     // keeper before the CLI runs; the CLI itself says "not logged in".
-    home.login(Kind::BuilderId, access, time::Duration::minutes(-5));
+    // Taken while valid, then left to expire (as when its keeper stopped).
+    home.login(Kind::BuilderId, access, time::Duration::hours(1));
     let expired_dir = home.path().join("expired-snapshot");
     let mut take = home.command(&tools.qbox);
     take.arg("--db")
@@ -438,7 +510,9 @@ async fn check_agent(tools: &Tools, flavor: Flavor, report: &mut Report) {
         .arg("snapshot")
         .arg(&expired_dir)
         .arg("--access-only");
-    let _ = output(take);
+    let (code, _, stderr) = output(take);
+    assert_eq!(code, 0, "{stderr}");
+    expire_token(&expired_dir.join("data.sqlite3"), flavor);
     let (text, is_error) = call("hello", &expired_dir);
     report.check(
         "agent: an expired access-only snapshot is reported with its keeper",
@@ -455,6 +529,26 @@ async fn check_agent(tools: &Tools, flavor: Flavor, report: &mut Report) {
         code == 1 && words.contains("not logged in"),
         format!("exit {code}: {stdout} {stderr}"),
     );
+}
+
+/// Moves the token's expiry of the store at `path` five minutes into the past.
+fn expire_token(path: &Path, flavor: Flavor) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let raw: String = conn
+        .query_row(
+            "SELECT value FROM auth_kv WHERE key = ?1",
+            [flavor.token_key()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let mut token: Value = serde_json::from_str(&raw).unwrap();
+    token["expires_at"] =
+        qbox::timefmt::rfc3339(time::OffsetDateTime::now_utc() - time::Duration::minutes(5)).into();
+    conn.execute(
+        "UPDATE auth_kv SET value = ?1 WHERE key = ?2",
+        [token.to_string().as_str(), flavor.token_key()],
+    )
+    .unwrap();
 }
 
 /// Starts `command` (an MCP server on stdio), calls one tool and returns
