@@ -437,12 +437,19 @@ async fn check_api_key(tools: &Tools, report: &mut Report) {
                 ours.body.get("profileArn")
             ),
         ),
-        _ => report.check("api-key: both requests reached the stand-in", false, our_stderr),
+        _ => report.check(
+            "api-key: both requests reached the stand-in",
+            false,
+            our_stderr,
+        ),
     }
     let key_file = home.path().join("kiro-api-key");
     std::fs::write(&key_file, KEY).unwrap();
-    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let mut command = home.command(&tools.sidecar);
     command
         .env("QBOX_API_KEY_FILE", &key_file)
