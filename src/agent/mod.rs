@@ -11,6 +11,8 @@
 pub mod args;
 pub mod auth;
 pub mod capture;
+#[cfg(target_os = "linux")]
+pub mod cgroup;
 pub mod child_env;
 pub mod cli_choice;
 pub mod config;

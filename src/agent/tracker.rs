@@ -1,24 +1,32 @@
 //! No process outlives its call: every process a call's CLI starts is
-//! tracked, and ended with the call.
+//! contained, and ended with the call.
 //!
 //! A process group is not enough: a grandchild that calls `setsid` (or a
 //! daemon that forks twice) leaves the group, and once its parent exits it
 //! is adopted by init, out of reach. On Linux the sidecar therefore makes
 //! itself a *child subreaper* (`PR_SET_CHILD_SUBREAPER`): orphans of the
-//! CLI's tree are adopted by the sidecar instead of init. Each call then
+//! CLI's tree are adopted by the sidecar instead of init, and a reaper
+//! thread reaps every one of them that exits, by itself or killed, on each
+//! `SIGCHLD` (only the calls' CLIs are left to tokio, which waits for
+//! them). Each call is then contained in one of two ways, and the log says
+//! which (at info):
 //!
-//! - records its CLI and, every [`SCAN_INTERVAL`] while it runs, every
-//!   process below it (walking `/proc` by parent pid), each named by pid
-//!   *and* start time so that a reused pid is never taken for it;
-//! - counts an orphan the sidecar adopted that no call has recorded as its
-//!   own (it lost its parent before any walk saw it) as belonging to every
-//!   call that was running when it started;
-//! - when it ends (finished, timed out or cancelled) stops every one of its
-//!   processes with `SIGSTOP`, round after round until a round finds no new
-//!   one, so that nothing forks past the walk, then sends `SIGKILL` to all
-//!   of them and reaps those the sidecar adopted. Signals go through a
-//!   pidfd opened before the start time is checked again, so a pid reused
-//!   in between cannot receive them.
+//! - **a cgroup of its own** ([`super::cgroup`]), where the sidecar may make
+//!   one: the CLI is born in it, so is everything it starts, and the end of
+//!   the call freezes and kills the whole cgroup at once, however fast its
+//!   processes fork; `pids.max` bounds them where that controller is
+//!   available;
+//! - **the `/proc` walk** otherwise (and, in both modes, at the end of a
+//!   call for a process that left its cgroup): every [`SCAN_INTERVAL`]
+//!   while the call runs, every process below the CLI is recorded (walking
+//!   `/proc` by parent pid), each named by pid *and* start time so that a
+//!   reused pid is never taken for it; an orphan the sidecar adopted that
+//!   no call has recorded counts as belonging to every call that was
+//!   running when it started; when the call ends, every one of its
+//!   processes is stopped with `SIGSTOP`, round after round with no round
+//!   limit until a round finds no new living one, then all get `SIGKILL`.
+//!   Signals go through a pidfd opened before the start time is checked
+//!   again, so a pid reused in between cannot receive them.
 //!
 //! The sidecar also makes itself non-dumpable (`PR_SET_DUMPABLE` 0), so
 //! that other processes of the same user, the CLI and the commands it runs
@@ -28,9 +36,9 @@
 //! Elsewhere (not Linux) only the process group is ended.
 //!
 //! **Invariant:** the process that enables the agent starts no child
-//! process other than agent calls: a child it adopted is taken for a
-//! leftover of a call. And only processes a call killed are ever reaped
-//! here; the CLI itself is tokio's to wait for.
+//! process other than agent calls: every other child it has is taken for a
+//! leftover of a call, and reaped. The CLIs themselves are tokio's to wait
+//! for, never the reaper's.
 
 use std::time::Duration;
 
@@ -78,25 +86,23 @@ impl CallTracker {
     /// walking `/proc` is a few hundred small reads).
     pub async fn scan(&self) {
         let call = self.call;
-        let _ = tokio::task::spawn_blocking(move || platform::record(call)).await;
+        let _ = tokio::task::spawn_blocking(move || platform::scan(call)).await;
     }
 
     /// Stops, then kills, every process of the call.
     pub async fn freeze_and_kill(&self) -> Killed {
         let call = self.call;
-        tokio::task::spawn_blocking(move || Killed(platform::freeze_and_kill(call)))
+        tokio::task::spawn_blocking(move || Killed(platform::freeze_and_kill(call, REAP_DEADLINE)))
             .await
             .unwrap_or_default()
     }
 
-    /// Ends tracking once the CLI itself has been waited for: reaps the
-    /// killed processes the sidecar adopted, waiting up to
-    /// [`REAP_DEADLINE`] for them to die. Those still there then (or when
-    /// this future is dropped) are reaped at the end of a later call.
+    /// Ends tracking once the CLI itself has been waited for: waits up to
+    /// [`REAP_DEADLINE`] for the killed processes to be gone, reaped by
+    /// the reaper (which also reaps those still there later).
     pub async fn finish(mut self, killed: Killed) {
         self.finished = true;
         platform::forget(self.call, self.root_pid);
-        platform::remember_for_reaping(&killed.0);
         let deadline = tokio::time::Instant::now() + REAP_DEADLINE;
         loop {
             let own = killed.0.clone();
@@ -118,9 +124,10 @@ impl Drop for CallTracker {
         if self.finished {
             return;
         }
-        let killed = platform::freeze_and_kill(self.call);
+        // No waiting here: a call whose cgroup is not empty at once leaves
+        // it for the end of a later call to remove.
+        let killed = platform::freeze_and_kill(self.call, Duration::ZERO);
         platform::forget(self.call, self.root_pid);
-        platform::remember_for_reaping(&killed);
         platform::reap(&killed);
     }
 }
@@ -129,19 +136,17 @@ impl Drop for CallTracker {
 mod platform {
     use std::collections::{HashMap, HashSet};
     use std::sync::{LazyLock, Mutex, MutexGuard};
+    use std::time::Duration;
 
     use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 
+    use super::super::cgroup::{CallCgroup, CgroupRoot, Inside};
     pub use super::super::proc_table::Identity;
     use super::super::proc_table::{ProcTable, read_entry};
 
-    /// How many freeze rounds a call's end makes at most (each one stops
-    /// the processes the previous round's processes had just started).
-    const FREEZE_ROUNDS: usize = 64;
-    /// Killed processes remembered for a later reap at most (one that
-    /// never dies, such as a set-user-ID program the sidecar may not
-    /// signal, must not grow the set without end).
-    const REAP_LATER_MAX: usize = 16 * 1024;
+    /// How often the reaper looks for dead children even without a
+    /// `SIGCHLD` (signals of the same kind coalesce; this is the net).
+    const REAP_INTERVAL: Duration = Duration::from_secs(1);
 
     #[derive(Debug, Default)]
     struct Registry {
@@ -149,16 +154,22 @@ mod platform {
         /// The CLIs of running calls: tokio waits for them, this module
         /// never does.
         roots: HashSet<i32>,
+        /// The CLIs of ended calls, until they are gone: a call dropped
+        /// before its CLI was waited for leaves it to tokio, which reaps it
+        /// later; the reaper must not take its exit status first.
+        tokio_owned: HashSet<Identity>,
         calls: HashMap<u64, CallProcesses>,
-        /// Killed processes not reaped yet (or, if they are not the
-        /// sidecar's to reap, not gone yet).
-        reap_later: HashSet<Identity>,
+        /// Call cgroups not empty yet when their call ended (removed at
+        /// the end of a later call).
+        leftover_cgroups: Vec<CallCgroup>,
     }
 
     #[derive(Debug, Default)]
     struct CallProcesses {
         root: Option<Identity>,
         known: HashSet<Identity>,
+        /// The call's cgroup, when it has one.
+        cgroup: Option<CallCgroup>,
     }
 
     static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
@@ -170,6 +181,29 @@ mod platform {
     fn this_pid() -> i32 {
         rustix::process::getpid().as_raw_nonzero().get()
     }
+
+    /// Where call cgroups are made, decided once and logged: the tool's log
+    /// says which containment its calls get.
+    static CGROUPS: LazyLock<Option<CgroupRoot>> = LazyLock::new(|| match CgroupRoot::detect() {
+        Ok(root) => {
+            let pids = if root.limits_pids() {
+                format!("at most {} processes each", super::super::cgroup::PIDS_MAX)
+            } else {
+                "no process limit: the pids controller is not available there".to_owned()
+            };
+            tracing::info!(
+                "agent calls are contained in a cgroup each, under {} ({pids}); the end of a call freezes and kills the cgroup",
+                root.dir().display()
+            );
+            Some(root)
+        }
+        Err(reason) => {
+            tracing::info!(
+                "agent calls are contained by walking /proc (no cgroup per call: {reason})"
+            );
+            None
+        }
+    });
 
     pub fn prepare_process() {
         match rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
@@ -185,18 +219,67 @@ mod platform {
                 "cannot protect the sidecar's memory from other processes of this user (PR_SET_DUMPABLE: {err})"
             );
         }
+        start_reaper();
     }
 
     pub fn spawn(
         command: &mut tokio::process::Command,
     ) -> std::io::Result<(tokio::process::Child, u64)> {
-        // The registry is held across the spawn, so that no walk can see
-        // the new CLI before it is known as a call's own child.
+        let cgroups = CGROUPS.as_ref();
+        // The registry is held across the spawn, so that neither a walk nor
+        // the reaper can see the new CLI before it is known as a call's
+        // own child.
         let mut registry = registry();
-        let child = command.spawn()?;
         let call = registry.next_call;
         registry.next_call += 1;
-        let mut processes = CallProcesses::default();
+        let mut cgroup = cgroups.and_then(|root| match root.create(call) {
+            Ok(cgroup) => Some(cgroup),
+            Err(err) => {
+                tracing::info!(
+                    "agent call {call}: no cgroup ({err}); contained by walking /proc instead"
+                );
+                None
+            }
+        });
+        let child = match &cgroup {
+            Some(inside) => match inside.spawn_inside(|| command.spawn()) {
+                Inside::Spawned { spawned, stuck } => {
+                    if let Some(err) = stuck {
+                        // The cgroup holds the sidecar itself now: never
+                        // kill it; the walk ends the call's processes.
+                        tracing::error!(
+                            "agent call {call}: cannot leave its cgroup {} ({err}); contained by walking /proc instead",
+                            inside.dir().display()
+                        );
+                        cgroup = None;
+                    }
+                    spawned
+                }
+                Inside::NotMoved(err) => {
+                    tracing::info!(
+                        "agent call {call}: cannot enter its cgroup ({err}); contained by walking /proc instead"
+                    );
+                    if let Some(unused) = cgroup.take() {
+                        unused.kill_and_remove(Duration::ZERO);
+                    }
+                    command.spawn()
+                }
+            },
+            None => command.spawn(),
+        };
+        let child = match child {
+            Ok(child) => child,
+            Err(err) => {
+                if let Some(unused) = cgroup {
+                    unused.kill_and_remove(Duration::ZERO);
+                }
+                return Err(err);
+            }
+        };
+        let mut processes = CallProcesses {
+            cgroup,
+            ..CallProcesses::default()
+        };
         if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
             registry.roots.insert(pid);
             if let Some(entry) = read_entry(pid) {
@@ -212,8 +295,20 @@ mod platform {
     /// once, by `prepare_process`).
     static SUBREAPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+    /// Records the processes below a running call's CLI, unless its cgroup
+    /// holds them all anyway.
+    pub fn scan(call: u64) {
+        let contained = registry()
+            .calls
+            .get(&call)
+            .is_some_and(|c| c.cgroup.is_some());
+        if !contained {
+            record(call);
+        }
+    }
+
     /// Walks `/proc` and returns every process of `call`, recording them.
-    pub fn record(call: u64) -> Vec<Identity> {
+    fn record(call: u64) -> Vec<(Identity, bool)> {
         if nothing_left(call) {
             return Vec::new();
         }
@@ -226,6 +321,9 @@ mod platform {
         let members = table.descendants(processes.known.iter().copied());
         processes.known.extend(members.iter().copied());
         members
+            .into_iter()
+            .map(|m| (m, table.get(m.pid).is_some_and(|e| e.zombie)))
+            .collect()
     }
 
     /// Whether `call` certainly has no process left, known without walking
@@ -240,10 +338,13 @@ mod platform {
         if !SUBREAPER.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
+        // The registry is held while the children are listed: the reaper
+        // then cannot reap a zombie whose living child, adopted by a
+        // thread whose list was read before, would go unseen.
+        let registry = registry();
         let Some(children) = own_children() else {
             return false;
         };
-        let registry = registry();
         let Some(this_root) = registry.calls.get(&call).map(|c| c.root.map(|r| r.pid)) else {
             return false;
         };
@@ -278,7 +379,7 @@ mod platform {
             .collect();
         let orphans: Vec<Identity> = table
             .entries()
-            .filter(|e| e.ppid == me && !registry.roots.contains(&e.identity.pid))
+            .filter(|e| e.ppid == me && !e.zombie && !registry.roots.contains(&e.identity.pid))
             .map(|e| e.identity)
             .filter(|identity| !claimed.contains(identity))
             .collect();
@@ -291,17 +392,51 @@ mod platform {
         }
     }
 
-    pub fn freeze_and_kill(call: u64) -> Vec<Identity> {
+    /// Ends every process of `call`: its cgroup frozen and killed when it
+    /// has one, then (in both modes, for a process that left the cgroup)
+    /// the walk: every process found is stopped, round after round until a
+    /// round finds no new living one, and all of them are killed.
+    ///
+    /// The walk has no round limit: a process that forks and exits in a
+    /// loop is caught by the first round that finds its current
+    /// generation alive (a stopped process forks no more), and each
+    /// generation it outran is adopted by the sidecar and found by the
+    /// next round.
+    pub fn freeze_and_kill(call: u64, wait: Duration) -> Vec<Identity> {
+        let cgroup = registry()
+            .calls
+            .get_mut(&call)
+            .and_then(|c| c.cgroup.take());
+        if let Some(cgroup) = cgroup
+            && !cgroup.kill_and_remove(wait)
+        {
+            tracing::warn!(
+                "agent call {call}: its cgroup {} is not empty yet; removed later",
+                cgroup.dir().display()
+            );
+            registry().leftover_cgroups.push(cgroup);
+        }
         let mut frozen: Vec<Identity> = Vec::new();
         let mut seen: HashSet<Identity> = HashSet::new();
-        for _ in 0..FREEZE_ROUNDS {
+        // Rounds in a row that found nothing new: two are needed, so that a
+        // process forked while one walk read `/proc` (its pid behind the
+        // walk's position once pids wrap) is found by the next.
+        let mut quiet = 0;
+        loop {
             let new: Vec<Identity> = record(call)
                 .into_iter()
+                .filter(|(_, zombie)| !zombie)
+                .map(|(m, _)| m)
                 .filter(|m| seen.insert(*m))
                 .collect();
             if new.is_empty() {
-                break;
+                quiet += 1;
+                if quiet >= 2 && !living_orphan_unseen(call, &seen) {
+                    break;
+                }
+                continue;
             }
+            quiet = 0;
             for process in new {
                 signal(process, Signal::STOP);
                 frozen.push(process);
@@ -312,6 +447,32 @@ mod platform {
             signal(*process, Signal::KILL);
         }
         frozen
+    }
+
+    /// Whether the sidecar has a living child that `call` would claim (no
+    /// other call's, started after the call's CLI) and that is not in
+    /// `seen`: a process that forks and exits in a loop always has its
+    /// current generation there once the previous one exited.
+    fn living_orphan_unseen(call: u64, seen: &HashSet<Identity>) -> bool {
+        let registry = registry();
+        let Some(root) = registry.calls.get(&call).and_then(|c| c.root) else {
+            return false;
+        };
+        let Some(children) = own_children() else {
+            return false;
+        };
+        children.into_iter().any(|pid| {
+            !registry.roots.contains(&pid)
+                && read_entry(pid).is_some_and(|e| {
+                    !e.zombie
+                        && e.identity.start >= root.start
+                        && !seen.contains(&e.identity)
+                        && !registry
+                            .calls
+                            .iter()
+                            .any(|(other, c)| *other != call && c.known.contains(&e.identity))
+                })
+        })
     }
 
     /// Sends `signal` to `process` if it is still the process it names.
@@ -338,52 +499,96 @@ mod platform {
         }
     }
 
-    /// Reaps the remembered killed processes that died as children of the
-    /// sidecar and forgets those that are gone; returns whether any of
-    /// `own` is still there.
+    /// Reaps, then says whether any of `own` (processes a call killed) is
+    /// still there, alive or a zombie; removes the call cgroups left
+    /// earlier that are empty now.
     pub fn reap(own: &[Identity]) -> bool {
-        let me = this_pid();
-        let mut registry = registry();
-        let mut pending = std::mem::take(&mut registry.reap_later);
-        pending.retain(|process| {
-            let Some(entry) = read_entry(process.pid) else {
-                return false;
-            };
-            if entry.identity != *process {
-                return false;
-            }
-            if !entry.zombie || entry.ppid != me || registry.roots.contains(&process.pid) {
-                // Alive, or a zombie its own (killed) parent has yet to
-                // reap: once that parent is gone, it is the sidecar's.
-                return true;
-            }
-            let pid = Pid::from_raw(process.pid);
-            !matches!(
-                rustix::process::waitpid(pid, WaitOptions::NOHANG),
-                Ok(Some(_)) | Err(rustix::io::Errno::CHILD)
-            )
-        });
-        let own_left = pending.iter().any(|p| own.contains(p));
-        registry.reap_later = pending;
-        own_left
+        reap_children();
+        let leftovers = std::mem::take(&mut registry().leftover_cgroups);
+        let left: Vec<CallCgroup> = leftovers
+            .into_iter()
+            .filter(|cgroup| !cgroup.kill_and_remove(Duration::ZERO))
+            .collect();
+        registry().leftover_cgroups.extend(left);
+        own.iter()
+            .any(|p| read_entry(p.pid).is_some_and(|e| e.identity == *p))
     }
 
-    /// Adds killed processes to those reaped by [`reap`].
-    pub fn remember_for_reaping(killed: &[Identity]) {
+    /// Starts the reaper, once: a thread that reaps every child of the
+    /// sidecar that has exited, except the calls' CLIs (tokio waits for
+    /// those), each time a `SIGCHLD` arrives and every [`REAP_INTERVAL`].
+    /// The sidecar is a subreaper: every orphan of every call is its child,
+    /// and one that exits by itself (a process that forks and exits in a
+    /// loop leaves one per generation) must not stay a zombie, holding a
+    /// pid, for the life of the sidecar.
+    fn start_reaper() {
+        let started = std::thread::Builder::new()
+            .name("qbox-reaper".into())
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let Ok(runtime) = runtime else {
+                    loop {
+                        std::thread::sleep(REAP_INTERVAL / 4);
+                        reap_children();
+                    }
+                };
+                runtime.block_on(async {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let mut sigchld = signal(SignalKind::child()).ok();
+                    loop {
+                        match sigchld.as_mut() {
+                            Some(sigchld) => {
+                                let _ = tokio::time::timeout(REAP_INTERVAL, sigchld.recv()).await;
+                            }
+                            None => tokio::time::sleep(REAP_INTERVAL / 4).await,
+                        }
+                        reap_children();
+                    }
+                });
+            });
+        if let Err(err) = started {
+            tracing::warn!("cannot start the reaper of the agent's orphans: {err}");
+        }
+    }
+
+    /// Reaps every exited child of the sidecar that is not a call's CLI.
+    /// The registry is held throughout: a CLI being started is in `roots`
+    /// before the reaper can see it.
+    fn reap_children() {
         let mut registry = registry();
-        for process in killed {
-            if registry.reap_later.len() >= REAP_LATER_MAX {
-                break;
+        registry
+            .tokio_owned
+            .retain(|cli| read_entry(cli.pid).is_some_and(|e| e.identity == *cli));
+        let me = this_pid();
+        let children = own_children().unwrap_or_else(|| {
+            ProcTable::read()
+                .entries()
+                .filter(|e| e.ppid == me)
+                .map(|e| e.identity.pid)
+                .collect()
+        });
+        for pid in children {
+            if registry.roots.contains(&pid) || registry.tokio_owned.iter().any(|c| c.pid == pid) {
+                continue;
             }
-            registry.reap_later.insert(*process);
+            // Only a child that has exited is reaped; a living one is left.
+            let _ = rustix::process::waitpid(Pid::from_raw(pid), WaitOptions::NOHANG);
         }
     }
 
     pub fn forget(call: u64, root_pid: Option<u32>) {
         let mut registry = registry();
-        registry.calls.remove(&call);
+        let processes = registry.calls.remove(&call);
         if let Some(pid) = root_pid.and_then(|p| i32::try_from(p).ok()) {
             registry.roots.remove(&pid);
+            if let Some(root) = processes.as_ref().and_then(|p| p.root) {
+                registry.tokio_owned.insert(root);
+            }
+        }
+        if let Some(cgroup) = processes.and_then(|p| p.cgroup) {
+            registry.leftover_cgroups.push(cgroup);
         }
     }
 }
@@ -405,17 +610,15 @@ mod platform {
         Ok((command.spawn()?, 0))
     }
 
-    pub fn record(_call: u64) {}
+    pub fn scan(_call: u64) {}
 
-    pub fn freeze_and_kill(_call: u64) -> Vec<Identity> {
+    pub fn freeze_and_kill(_call: u64, _wait: std::time::Duration) -> Vec<Identity> {
         Vec::new()
     }
 
     pub fn reap(_own: &[Identity]) -> bool {
         false
     }
-
-    pub fn remember_for_reaping(_killed: &[Identity]) {}
 
     pub fn forget(_call: u64, _root_pid: Option<u32>) {}
 }

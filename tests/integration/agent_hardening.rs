@@ -276,6 +276,109 @@ fn issue_13_a_process_that_keeps_forking_is_stopped_with_all_it_started() {
     assert_nothing_outlives("swarm:30", true);
 }
 
+/// Runs `forkloop:30` (a detached process that forks the next of its kind
+/// and exits, in a loop) with a two-second timeout, `extra` added to the
+/// sidecar's environment; checks that the sidecar's zombies stay few while
+/// the call runs, that nothing of the loop outlives the call and that no
+/// zombie is left; returns the sidecar's log.
+fn assert_a_fork_loop_ends_with_its_call(extra: &[(&'static str, String)]) -> String {
+    /// The most zombies the sidecar may hold at one time: the loop leaves
+    /// one per generation, hundreds a second, which only reaping bounds.
+    const ZOMBIES_AT_MOST: usize = 100;
+    let home = TestHome::new();
+    let record = home.path().join("record");
+    let log = home.path().join("sidecar.log");
+    let mut env = agent_env(&record);
+    env.push(("AGENT_TIMEOUT", "2".into()));
+    env.push(("RUST_LOG", "qbox=info".into()));
+    env.extend(extra.iter().cloned());
+    let mut mcp = StdioMcp::start_with_stderr(
+        home.path(),
+        &env,
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let sidecar = mcp.pid();
+    let id = mcp.send_request(
+        "tools/call",
+        json!({"name": TOOL, "arguments": {"prompt": "forkloop:30"}}),
+    );
+    // While the call runs, the loop leaves zombie after zombie to the
+    // sidecar.
+    let mut most = 0;
+    let sampling = Instant::now();
+    while sampling.elapsed() < Duration::from_millis(1500) {
+        most = most.max(zombie_children(sidecar).len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let response = mcp.wait_response(id, Duration::from_secs(30));
+    let text = response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(text.contains("started"), "{response}");
+    assert!(text.contains("did not finish within 2s"), "{response}");
+    let generations = escapees(&record);
+    assert!(
+        generations.len() > 20,
+        "the loop ran {} generations only",
+        generations.len()
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "every generation of the loop is gone",
+        || generations.iter().all(|e| !still_there(*e)),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let after = escapees(&record).len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        escapees(&record).len(),
+        after,
+        "the loop still forks after its call ended"
+    );
+    let last = escapees(&record);
+    assert!(
+        last.iter().all(|e| !still_there(*e)),
+        "a generation is left"
+    );
+    wait_until(
+        Duration::from_secs(3),
+        "the sidecar has reaped every zombie",
+        || zombie_children(sidecar).is_empty(),
+    );
+    assert!(
+        most <= ZOMBIES_AT_MOST,
+        "the sidecar held {most} zombies at one time while the call ran"
+    );
+    drop(mcp);
+    std::fs::read_to_string(&log).unwrap()
+}
+
+#[test]
+fn issue_30_a_fork_loop_ends_with_its_call_and_leaves_no_zombies() {
+    let log = assert_a_fork_loop_ends_with_its_call(&[]);
+    // Where the sidecar may make cgroups (root, or a delegated cgroup) this
+    // is the cgroup mode, elsewhere the walk; the log says which.
+    let cgroup = log.contains("contained in a cgroup each");
+    let walk = log.contains("contained by walking /proc");
+    assert!(cgroup != walk, "the log names one mode:\n{log}");
+    eprintln!(
+        "contained by {}",
+        if cgroup { "a cgroup" } else { "the /proc walk" }
+    );
+}
+
+#[test]
+fn issue_30_a_fork_loop_ends_with_its_call_without_cgroups() {
+    let log = assert_a_fork_loop_ends_with_its_call(&[("QBOX_AGENT_CGROUP", "off".into())]);
+    assert!(
+        log.contains(
+            "contained by walking /proc (no cgroup per call: turned off by QBOX_AGENT_CGROUP=off)"
+        ),
+        "{log}"
+    );
+}
+
 /// A `qbox-sidecar serve` over stdio that has answered `initialize`.
 struct BareSidecar {
     child: std::process::Child,

@@ -26,6 +26,12 @@ pub struct StdioMcp {
 impl StdioMcp {
     /// Starts the sidecar in `cwd` with `env` on top of a clean environment.
     pub fn start(cwd: &Path, env: &[(&str, String)]) -> Self {
+        Self::start_with_stderr(cwd, env, Stdio::inherit())
+    }
+
+    /// Like [`StdioMcp::start`], with the sidecar's stderr (its log) sent
+    /// to `stderr`.
+    pub fn start_with_stderr(cwd: &Path, env: &[(&str, String)], stderr: Stdio) -> Self {
         let mut command = Qbox::sidecar(cwd)
             .args(["serve"])
             .current_dir(cwd)
@@ -35,7 +41,7 @@ impl StdioMcp {
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         let mut child = command.spawn().expect("sidecar starts");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
