@@ -35,6 +35,10 @@ const ENV_READERS: &[(&str, &str)] = &[
         "the agent tool's documented variables and the PATH its CLI is found on",
     ),
     (
+        "src/agent/cgroup.rs",
+        "QBOX_AGENT_CGROUP (off: the /proc walk instead of a cgroup per call)",
+    ),
+    (
         "src/agent/child_env.rs",
         "the allow-listed environment given to the CLI",
     ),
