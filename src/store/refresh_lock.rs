@@ -13,8 +13,10 @@
 //! alike. It holds no secret.
 //!
 //! The lock lives in a private per-user directory (`$XDG_RUNTIME_DIR/
-//! qbox-refresh`, else `qbox-refresh-UID` under the temporary directory),
-//! never next to the user's store, which qbox does not write to. It is
+//! qbox-refresh`, else `qbox/refresh` in the user's own state directory,
+//! [`super::snapshot::user_state_dir`]; never a guessable name in the shared
+//! temporary directory, which another user could create first to disable the
+//! lock), never next to the user's store, which qbox does not write to. It is
 //! advisory: when it cannot be had, the compare-and-swap write-back still
 //! keeps the store consistent.
 
@@ -25,27 +27,18 @@ use std::time::{Duration, SystemTime};
 /// a little over the refresh request's own timeout.
 pub const LOCK_WAIT: Duration = Duration::from_secs(40);
 
-/// The directory holding the lock files.
-fn lock_dir() -> PathBuf {
+/// The directory holding the lock files (`None` without a runtime
+/// directory and without a home).
+fn lock_dir() -> Option<PathBuf> {
     match dirs::runtime_dir() {
-        Some(dir) => dir.join("qbox-refresh"),
-        None => std::env::temp_dir().join(format!("qbox-refresh-{}", uid())),
+        Some(dir) => Some(dir.join("qbox-refresh")),
+        None => super::snapshot::user_state_dir().map(|dir| dir.join("refresh")),
     }
-}
-
-#[cfg(unix)]
-fn uid() -> u32 {
-    rustix::process::geteuid().as_raw()
-}
-
-#[cfg(not(unix))]
-fn uid() -> u32 {
-    0
 }
 
 /// The lock file of the store at `store` (FNV-1a of its absolute path: a
 /// name that is the same in every qbox process and version).
-fn lock_path(store: &Path) -> PathBuf {
+fn lock_path(store: &Path) -> Option<PathBuf> {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in super::db::display_path(store)
         .as_os_str()
@@ -54,7 +47,7 @@ fn lock_path(store: &Path) -> PathBuf {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    lock_dir().join(format!("{hash:016x}.lock"))
+    lock_dir().map(|dir| dir.join(format!("{hash:016x}.lock")))
 }
 
 /// What the lock file records (JSON).
@@ -94,7 +87,8 @@ impl Record {
 /// What the lock file of the store at `store` records (read without
 /// locking: for reports and lifetimes, never for deciding to refresh).
 pub fn record(store: &Path) -> Record {
-    std::fs::read_to_string(lock_path(store))
+    lock_path(store)
+        .and_then(|path| std::fs::read_to_string(path).ok())
         .map(|text| Record::parse(&text))
         .unwrap_or_default()
 }
@@ -118,7 +112,12 @@ impl RefreshLock {
     /// directory is unusable or the wait ran out.
     pub async fn acquire(store: &Path, wait: Duration) -> Option<Self> {
         use rustix::fs::FlockOperation;
-        let path = lock_path(store);
+        let Some(path) = lock_path(store) else {
+            tracing::warn!(
+                "cannot use the refresh lock: no runtime directory (XDG_RUNTIME_DIR) and no home directory"
+            );
+            return None;
+        };
         let file = {
             let path = path.clone();
             super::off_reactor(move || open_lock_file(&path)).await
@@ -237,11 +236,11 @@ mod tests {
 
     #[test]
     fn the_lock_file_is_named_after_the_store() {
-        let a = lock_path(Path::new("/home/a/.local/share/kiro-cli/data.sqlite3"));
-        let b = lock_path(Path::new("/home/b/.local/share/kiro-cli/data.sqlite3"));
+        let a = lock_path(Path::new("/home/a/.local/share/kiro-cli/data.sqlite3")).unwrap();
+        let b = lock_path(Path::new("/home/b/.local/share/kiro-cli/data.sqlite3")).unwrap();
         assert_ne!(a, b);
         assert_eq!(
-            a,
+            Some(a.clone()),
             lock_path(Path::new("/home/a/.local/share/kiro-cli/data.sqlite3"))
         );
         assert!(a.to_string_lossy().ends_with(".lock"));

@@ -187,6 +187,18 @@ pub fn prepare_private_dir(dir: &Path) -> Result<(), StoreError> {
     platform::prepare_dir(dir)
 }
 
+/// qbox's own directory in the user's state directory (`$XDG_STATE_HOME/qbox`,
+/// else `~/.local/state/qbox`; the cache directory where the platform has
+/// none): the parent of qbox's private directories when the session has no
+/// runtime directory (`XDG_RUNTIME_DIR`). Never a name under the shared
+/// temporary directory, where another local user could create it first and
+/// so disable the refresh lock or stop `qbox run`. `None` without a home.
+pub fn user_state_dir() -> Option<PathBuf> {
+    dirs::state_dir()
+        .or_else(dirs::cache_dir)
+        .map(|dir| dir.join("qbox"))
+}
+
 /// A new temporary directory of mode 0700 for a snapshot that lives as long
 /// as the returned handle (`qbox run`, the agent's private copy). The
 /// default would be 0777 less the umask: readable by everyone.

@@ -1,0 +1,108 @@
+//! The store's private files against a crashed writer and another local
+//! user (issue 30): where the refresh lock and `qbox run`'s runtime
+//! directory live without `XDG_RUNTIME_DIR`.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use qbox::standin::oidc::StandinOidc;
+use qbox::store::Flavor;
+
+use crate::util::{TestHome, expired_login, running_as_root};
+
+/// The unprivileged user that plays another local user when the tests run
+/// as root.
+const NOBODY: u32 = 65534;
+
+async fn standin() -> StandinOidc {
+    StandinOidc::start(
+        "fixture-client-id",
+        "fixture-client-secret",
+        "aor-refresh-old",
+    )
+    .await
+    .unwrap()
+}
+
+/// A directory another local user created at `path` before qbox: theirs
+/// (as root the test can make it so) and open to everyone.
+fn planted_by_another_user(path: &Path) {
+    std::fs::create_dir(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    if running_as_root() {
+        std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_30_names_planted_in_tmp_neither_disable_the_refresh_lock_nor_stop_qbox_run() {
+    let home = TestHome::new();
+    // A shared temporary directory (sticky, writable by all), in which
+    // another user created the names qbox used to take there.
+    let tmp = home.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let euid = rustix::process::geteuid().as_raw();
+    for name in [format!("qbox-refresh-{euid}"), format!("qbox-{euid}")] {
+        planted_by_another_user(&tmp.join(name));
+    }
+    let state = home.path().join(".local").join("state").join("qbox");
+
+    // A refresh (no XDG_RUNTIME_DIR) takes its lock in the user's own
+    // state directory.
+    let oidc = standin().await;
+    home.login(Flavor::AmazonQ, &expired_login("old"));
+    let run = home
+        .qbox()
+        .env("TMPDIR", &tmp)
+        .env("QBOX_OIDC_ENDPOINT", oidc.url())
+        .args(["export-token", "--field", "access"])
+        .run_async()
+        .await;
+    run.assert_code(0);
+    assert!(
+        !run.stderr.contains("refresh lock"),
+        "the lock was not used: {}",
+        run.stderr
+    );
+    let locks = state.join("refresh");
+    assert_eq!(mode(&locks), 0o700);
+    let lock_files: Vec<_> = std::fs::read_dir(&locks)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        lock_files.len() == 1 && lock_files[0].ends_with(".lock"),
+        "{lock_files:?}"
+    );
+
+    // `qbox run` gets past its runtime directory (and then finds no engine).
+    let run = home
+        .qbox()
+        .env("TMPDIR", &tmp)
+        .args(["run", "qbox-test-no-such-image"])
+        .run_async()
+        .await;
+    run.assert_code(125);
+    assert!(
+        !run.stderr.contains("runtime directory"),
+        "qbox run was stopped by the planted directory: {}",
+        run.stderr
+    );
+    assert_eq!(mode(&state.join("runtime")), 0o700);
+    // Nothing of qbox's went into the shared directory.
+    for entry in std::fs::read_dir(&tmp).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        assert!(
+            !running_as_root() || meta.uid() == NOBODY,
+            "qbox wrote {} into the shared temporary directory",
+            entry.path().display()
+        );
+        assert_eq!(std::fs::read_dir(entry.path()).unwrap().count(), 0);
+    }
+}
