@@ -106,3 +106,80 @@ async fn issue_30_names_planted_in_tmp_neither_disable_the_refresh_lock_nor_stop
         assert_eq!(std::fs::read_dir(entry.path()).unwrap().count(), 0);
     }
 }
+
+/// A pid that runs nothing now: a child that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn issue_30_a_snapshot_write_removes_what_killed_writers_left_and_nothing_else() {
+    let home = TestHome::new();
+    home.login(Flavor::AmazonQ, &crate::util::valid_login("sweep"));
+    let dir = home.path().join("snap");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dead = dead_pid();
+    let alive = std::process::id();
+    // What a `qbox snapshot --refreshable` killed before its rename left:
+    // the refresh token under a temporary name.
+    let stale = dir.join(format!(".data.sqlite3.{dead}.0.1f.tmp"));
+    std::fs::write(&stale, "aor-refresh-sweep").unwrap();
+    // A write in progress in a live process: kept.
+    let live = dir.join(format!(".data.sqlite3.{alive}.0.2f.tmp"));
+    std::fs::write(&live, "in progress").unwrap();
+    // A symlink with a temporary's name: neither followed nor removed.
+    let outside = home.path().join("outside");
+    std::fs::write(&outside, "keep me").unwrap();
+    let link = dir.join(format!(".data.sqlite3.{dead}.2.4f.tmp"));
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    // Another user's file: not ours to remove.
+    let theirs = dir.join(format!(".data.sqlite3.{dead}.1.3f.tmp"));
+    if running_as_root() {
+        std::fs::write(&theirs, "theirs").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let other = dir.join("notes.txt");
+    std::fs::write(&other, "notes").unwrap();
+
+    home.qbox()
+        .args(["snapshot", dir.to_str().unwrap()])
+        .run()
+        .assert_code(0);
+
+    assert!(
+        !stale.exists(),
+        "the dead writer's temporary file is still there"
+    );
+    assert!(live.exists(), "a live writer's file was removed");
+    assert!(
+        std::fs::symlink_metadata(&link).is_ok(),
+        "a symlink was removed"
+    );
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep me");
+    assert!(
+        !running_as_root() || theirs.exists(),
+        "another user's file was removed"
+    );
+    assert!(other.exists());
+    // The write itself left no temporary file.
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected = vec![
+        "data.sqlite3".to_owned(),
+        "notes.txt".to_owned(),
+        live.file_name().unwrap().to_string_lossy().into_owned(),
+        link.file_name().unwrap().to_string_lossy().into_owned(),
+    ];
+    if running_as_root() {
+        expected.push(theirs.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    expected.sort();
+    assert_eq!(names, expected);
+}
