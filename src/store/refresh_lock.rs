@@ -103,6 +103,33 @@ fn millis(at: SystemTime) -> u64 {
 pub struct RefreshLock {
     #[cfg(unix)]
     file: std::fs::File,
+    #[cfg(unix)]
+    path: PathBuf,
+}
+
+/// The lock files this process holds. `flock` locks belong to an open file,
+/// so a second open in the same process would wait for the first for ever:
+/// a read that must roll back a hot journal while this process refreshes
+/// (and so holds the lock already) goes ahead without taking it again.
+#[cfg(unix)]
+static HELD: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(unix)]
+fn held_here(path: &Path) -> bool {
+    HELD.lock()
+        .map(|held| held.iter().any(|p| p == path))
+        .unwrap_or(false)
+}
+
+#[cfg(unix)]
+impl Drop for RefreshLock {
+    fn drop(&mut self) {
+        if let Ok(mut held) = HELD.lock()
+            && let Some(at) = held.iter().position(|p| *p == self.path)
+        {
+            held.swap_remove(at);
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -132,9 +159,51 @@ impl RefreshLock {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Some(Self { file }),
+                Ok(()) => return Some(Self::held(file, path)),
                 Err(rustix::io::Errno::WOULDBLOCK) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(errno) => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "cannot take the refresh lock: {}",
+                        std::io::Error::from(errno)
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn held(file: std::fs::File, path: PathBuf) -> Self {
+        if let Ok(mut held) = HELD.lock() {
+            held.push(path.clone());
+        }
+        Self { file, path }
+    }
+
+    /// [`Self::acquire`] for blocking code (the store's read path). `None`
+    /// also when this process holds the lock already: its holder is on the
+    /// way to this very store, and waiting for it here would never end.
+    pub fn acquire_blocking(store: &Path, wait: Duration) -> Option<Self> {
+        use rustix::fs::FlockOperation;
+        let path = lock_path(store)?;
+        if held_here(&path) {
+            return None;
+        }
+        let file = match open_lock_file(&path) {
+            Ok(file) => file,
+            Err(err) => {
+                tracing::warn!(path = %path.display(), "cannot use the refresh lock: {err}");
+                return None;
+            }
+        };
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Some(Self::held(file, path)),
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(errno) => {
                     tracing::warn!(
@@ -218,6 +287,10 @@ impl RefreshLock {
     /// No cross-process lock here: the compare-and-swap alone protects
     /// the store.
     pub async fn acquire(_store: &Path, _wait: Duration) -> Option<Self> {
+        None
+    }
+
+    pub fn acquire_blocking(_store: &Path, _wait: Duration) -> Option<Self> {
         None
     }
 

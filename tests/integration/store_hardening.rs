@@ -1,6 +1,7 @@
-//! The store's private files against a crashed writer and another local
-//! user (issue 30): where the refresh lock and `qbox run`'s runtime
-//! directory live without `XDG_RUNTIME_DIR`.
+//! The store and qbox's private files against a crashed writer and another
+//! local user (issue 30): where the refresh lock and `qbox run`'s runtime
+//! directory live without `XDG_RUNTIME_DIR`, what killed snapshot writers
+//! leave, and stores a writer died in the middle of writing.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -182,4 +183,123 @@ fn issue_30_a_snapshot_write_removes_what_killed_writers_left_and_nothing_else()
     }
     expected.sort();
     assert_eq!(names, expected);
+}
+
+/// Leaves a hot journal in the store at `path`: a writer (SQLite's default
+/// rollback journal, as the CLIs use) changes the login and enough more to
+/// spill changed pages into the file, and is killed before its commit.
+fn die_mid_transaction(path: &Path) {
+    let script = r#"
+import os, signal, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA journal_mode=DELETE")
+c.execute("PRAGMA cache_size=4")
+c.execute("BEGIN IMMEDIATE")
+c.execute("UPDATE auth_kv SET value = 'half-written' WHERE key LIKE '%token%'")
+c.execute("CREATE TABLE spill (x BLOB)")
+for _ in range(300):
+    c.execute("INSERT INTO spill VALUES (?)", (os.urandom(3000),))
+os.kill(os.getpid(), signal.SIGKILL)
+"#;
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{status}"
+    );
+}
+
+fn journal_of(path: &Path) -> std::path::PathBuf {
+    let mut journal = path.as_os_str().to_owned();
+    journal.push("-journal");
+    journal.into()
+}
+
+#[test]
+fn issue_30_a_hot_journal_is_rolled_back_and_the_login_read() {
+    let home = TestHome::new();
+    let path = home.login(Flavor::AmazonQ, &crate::util::valid_login("journal"));
+    let before = crate::util::file_bytes(&path);
+    die_mid_transaction(&path);
+    let journal = journal_of(&path);
+    assert!(journal.exists(), "no journal left");
+    assert_ne!(crate::util::file_bytes(&path), before, "nothing spilled");
+    // What every read-only reader (qbox before this fix) meets.
+    let probe =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let err = probe
+        .query_row("SELECT count(*) FROM auth_kv", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .unwrap_err();
+    assert_eq!(
+        err.sqlite_error().map(|e| e.extended_code),
+        Some(rusqlite::ffi::SQLITE_READONLY_ROLLBACK),
+        "{err}"
+    );
+    drop(probe);
+
+    let run = home
+        .qbox()
+        .args(["export-token", "--field", "access"])
+        .run();
+    run.assert_code(0);
+    assert_eq!(run.stdout, "aoa-access-journal\n");
+    assert!(!journal.exists(), "the journal is still there");
+    assert_eq!(
+        crate::util::file_bytes(&path),
+        before,
+        "the store is not as it was before the dead writer began"
+    );
+}
+
+#[test]
+fn issue_30_a_hot_journal_qbox_may_not_roll_back_is_an_error_with_a_hint() {
+    let home = TestHome::new();
+    let path = home.login(Flavor::AmazonQ, &crate::util::valid_login("journal"));
+    die_mid_transaction(&path);
+    let left = crate::util::file_bytes(&path);
+    let store_dir = path.parent().unwrap().to_owned();
+    let mut command = home
+        .qbox()
+        .args(["export-token", "--field", "access"])
+        .command();
+    if running_as_root() {
+        // Root writes anything: read the store as another user who may
+        // read it and its directory, not write them.
+        let mut dir = store_dir.clone();
+        while dir.starts_with(home.path()) {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            dir.pop();
+        }
+        for file in [path.clone(), journal_of(&path)] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::os::unix::process::CommandExt::uid(&mut command, NOBODY);
+        std::os::unix::process::CommandExt::gid(&mut command, NOBODY);
+    } else {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let output = command.output().unwrap();
+    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(output.stdout.is_empty());
+    assert!(stderr.contains("left mid-write"), "{stderr}");
+    assert!(
+        stderr.contains("hint:") && stderr.contains("-journal") && stderr.contains("read-only"),
+        "{stderr}"
+    );
+    assert!(journal_of(&path).exists());
+    assert_eq!(
+        crate::util::file_bytes(&path),
+        left,
+        "the store was changed"
+    );
 }
