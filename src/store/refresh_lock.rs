@@ -19,6 +19,16 @@
 //! lock), never next to the user's store, which qbox does not write to. It is
 //! advisory: when it cannot be had, the compare-and-swap write-back still
 //! keeps the store consistent.
+//!
+//! Beside the lock, `HASH.grant` records a grant between the token
+//! service's answer and its write-back ([`PendingGrant`]): a service that
+//! rotates refresh tokens has already spent the old one when it answers, so
+//! a qbox killed before its commit (or a store rolled back from a hot
+//! journal) would otherwise be left holding a refresh token that no longer
+//! works, and the login would be lost. The next refresh check writes the
+//! recorded grant if the store still holds the token it replaced. The file
+//! holds the new token: 0600 in the 0700 directory, synced before the
+//! write-back begins.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -48,6 +58,78 @@ fn lock_path(store: &Path) -> Option<PathBuf> {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     lock_dir().map(|dir| dir.join(format!("{hash:016x}.lock")))
+}
+
+/// A grant the token service gave that is not yet known to be in the
+/// store: the token row's key, the SHA-256 (hex) of the refresh token it
+/// replaces, and the row's new value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingGrant {
+    pub key: String,
+    pub replaces: String,
+    pub row: crate::secret::Secret,
+}
+
+/// The hex SHA-256 of `refresh_token`: how a record names the token it
+/// replaces without holding it.
+pub fn digest(refresh_token: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, refresh_token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The grant record of the store at `store`.
+fn grant_path(store: &Path) -> Option<PathBuf> {
+    lock_path(store).map(|lock| lock.with_extension("grant"))
+}
+
+/// Records `grant` durably (0600, synced, in the checked private directory)
+/// before it is written to the store at `store`.
+pub fn record_pending_grant(store: &Path, grant: &PendingGrant) -> Result<(), String> {
+    let path = grant_path(store).ok_or("no directory for the refresh lock")?;
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => (dir, name.to_string_lossy().into_owned()),
+        _ => return Err("no directory for the refresh lock".into()),
+    };
+    let text = serde_json::json!({
+        "key": grant.key,
+        "replaces": grant.replaces,
+        "row": grant.row.expose(),
+    })
+    .to_string();
+    super::snapshot::write_private_file(dir, &name, text.as_bytes())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Whether a grant record exists for the store at `store` (one `stat`:
+/// the cost every refresh check pays).
+pub fn has_pending_grant(store: &Path) -> bool {
+    grant_path(store).is_some_and(|path| std::fs::symlink_metadata(path).is_ok())
+}
+
+/// The grant recorded for the store at `store`, if any can be read.
+pub fn pending_grant(store: &Path) -> Option<PendingGrant> {
+    let text = std::fs::read_to_string(grant_path(store)?).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(PendingGrant {
+        key: value.get("key")?.as_str()?.to_owned(),
+        replaces: value.get("replaces")?.as_str()?.to_owned(),
+        row: crate::secret::Secret::containing_parsed(value.get("row")?.as_str()?),
+    })
+}
+
+/// Removes the grant record of the store at `store` (its grant is in the
+/// store, or the store moved on without it).
+pub fn clear_pending_grant(store: &Path) {
+    if let Some(path) = grant_path(store)
+        && let Err(err) = std::fs::remove_file(&path)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), "cannot remove the grant record: {err}");
+    }
 }
 
 /// What the lock file records (JSON).

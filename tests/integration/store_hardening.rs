@@ -303,3 +303,93 @@ fn issue_30_a_hot_journal_qbox_may_not_roll_back_is_an_error_with_a_hint() {
         "the store was changed"
     );
 }
+
+/// The token row's JSON in the store at `path`.
+fn stored_token(path: &Path) -> serde_json::Value {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let raw: String = conn
+        .query_row(
+            "SELECT value FROM auth_kv WHERE key = ?1",
+            [Flavor::AmazonQ.token_key()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    serde_json::from_str(&raw).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_30_a_rotated_refresh_token_survives_a_kill_before_the_write_back() {
+    let oidc = standin().await;
+    let home = TestHome::new();
+    let path = home.login(Flavor::AmazonQ, &expired_login("old"));
+    let records = home.path().join(".local/state/qbox/refresh");
+    let grant_recorded = || {
+        std::fs::read_dir(&records).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|entry| entry.file_name().to_string_lossy().ends_with(".grant"))
+        })
+    };
+
+    // The test holds the store's write lock (readers still read), so
+    // qbox's write-back waits after the service has answered.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut qbox = home
+        .qbox()
+        .env("QBOX_OIDC_ENDPOINT", oidc.url())
+        .env("QBOX_LOCK_TIMEOUT", "120")
+        .args(["export-token", "--field", "access"])
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let answered = loop {
+        if oidc.requests().len() == 1 && grant_recorded() {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // Killed between the service's answer and the commit.
+    qbox.kill().unwrap();
+    qbox.wait().unwrap();
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    assert!(
+        answered,
+        "the service answered ({} requests) but no grant was recorded",
+        oidc.requests().len()
+    );
+    assert_eq!(
+        stored_token(&path)["refresh_token"],
+        "aor-refresh-old",
+        "the write-back happened after all"
+    );
+
+    // The next command writes the recorded grant instead of spending the
+    // old refresh token again.
+    let run = home
+        .qbox()
+        .env("QBOX_OIDC_ENDPOINT", oidc.url())
+        .args(["export-token", "--field", "access"])
+        .run_async()
+        .await;
+    run.assert_code(0);
+    assert_eq!(run.stdout, "standin-access-1\n");
+    assert_eq!(
+        oidc.requests().len(),
+        1,
+        "the old refresh token was sent again"
+    );
+    let stored = stored_token(&path);
+    assert_eq!(stored["access_token"], "standin-access-1");
+    assert_eq!(stored["refresh_token"], "standin-refresh-1");
+    assert!(!grant_recorded(), "the record outlived its recovery");
+}
