@@ -196,6 +196,10 @@ mod tests {
                     path: path(),
                     reason: "others can write it".into(),
                 },
+                StoreError::HotJournal {
+                    path: path(),
+                    source: rusqlite::Error::InvalidQuery,
+                },
                 StoreError::Sqlite {
                     path: path(),
                     source: rusqlite::Error::InvalidQuery,
@@ -219,6 +223,7 @@ mod tests {
                 | StoreError::Locked { .. }
                 | StoreError::BadJson { .. }
                 | StoreError::UnsafeDirectory { .. }
+                | StoreError::HotJournal { .. }
                 | StoreError::Sqlite { .. }
                 | StoreError::Io { .. } => ERROR,
             }

@@ -533,8 +533,8 @@ async fn mcp_sidecar(
     Ok(sidecar.path)
 }
 
-/// `qbox run`'s runtime directory: `$XDG_RUNTIME_DIR/qbox`, else `qbox-<uid>`
-/// under the temporary directory. `XDG_RUNTIME_DIR` is the login session's,
+/// `qbox run`'s runtime directory: `$XDG_RUNTIME_DIR/qbox`, else
+/// `qbox/runtime` in the user's state directory. `XDG_RUNTIME_DIR` is the login session's,
 /// read here at the command line's edge (as `TMPDIR` is by the standard
 /// library) and passed down.
 pub(crate) fn runtime_dir_path() -> PathBuf {

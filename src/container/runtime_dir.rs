@@ -3,8 +3,8 @@
 //!
 //! Every `qbox run --auth snapshot` keeps its login snapshot in a directory
 //! `run-<pid>-<start>` under one directory per user: `$XDG_RUNTIME_DIR/qbox`,
-//! or `qbox-<uid>` under the temporary directory when the session has no
-//! runtime directory. `<pid>` and `<start>` name the owning process (its
+//! or `qbox/runtime` in the user's own state directory
+//! ([`snapshot::user_state_dir`]) when the session has no runtime directory. `<pid>` and `<start>` name the owning process (its
 //! start time in clock ticks since boot, read from `/proc`), so a pid that
 //! the kernel has since given to another process is not taken for the owner.
 //! A run that ends removes its own directory; one killed with SIGKILL
@@ -17,10 +17,12 @@
 //! a snapshot into, which this module asks it ([`snapshot::check_dir`],
 //! [`snapshot::prepare_private_dir`]).
 //!
-//! Other local users are adversaries. Under the shared temporary directory
-//! the name `qbox-<uid>` is predictable, so another user may have created it
-//! first: a runtime directory that is not ours alone (another owner, a
-//! symlink, a mode wider than 0700) is refused with a hint, never used. The
+//! Other local users are adversaries. The directory is never a predictable
+//! name under the shared temporary directory, which another user could
+//! create first to stop `qbox run` (only a user without a home directory
+//! falls back to `qbox-<uid>` there); and a runtime directory that is not ours
+//! alone (another owner, a symlink, a mode wider than 0700) is refused with a
+//! hint, never used. The
 //! sweep removes only entries whose name qbox gives (`run-<pid>-<start>`)
 //! and that are real directories owned by the user, never follows a
 //! symbolic link (the entry's own type is read without following it, and
@@ -36,6 +38,9 @@ use crate::store::snapshot::{self, DirVerdict};
 
 /// The runtime directory's name under `$XDG_RUNTIME_DIR`.
 pub const XDG_DIR_NAME: &str = "qbox";
+/// The runtime directory's name in qbox's state directory, without
+/// `XDG_RUNTIME_DIR`.
+pub const STATE_DIR_NAME: &str = "runtime";
 /// The prefix of each run's directory.
 const RUN_PREFIX: &str = "run-";
 
@@ -66,7 +71,7 @@ impl Diagnose for RuntimeDirError {
             Self::Unsafe { path, .. } => Some(format!(
                 "qbox keeps each run's login snapshot there, so it must be yours alone (mode 0700): \
                  if it is yours, `chmod 700 {}`; if someone else created it, point XDG_RUNTIME_DIR \
-                 (or TMPDIR) at a directory only you can write",
+                 (or XDG_STATE_HOME) at a directory only you can write",
                 path.display()
             )),
             Self::Io { .. } => None,
@@ -98,11 +103,17 @@ impl From<StoreError> for RuntimeDirError {
 
 /// Where the runtime directory is: `$XDG_RUNTIME_DIR/qbox` when the session
 /// has a runtime directory (an absolute path, as the XDG specification
-/// demands of it), else `qbox-<uid>` under the temporary directory.
+/// demands of it), else `qbox/runtime` in the user's state directory
+/// ([`snapshot::user_state_dir`]), created 0700 and checked like any other.
+/// Only a user without a home directory gets `qbox-<uid>` under the
+/// temporary directory, still refused unless it is theirs alone.
 pub fn locate(xdg_runtime_dir: Option<&Path>) -> PathBuf {
     match xdg_runtime_dir.filter(|dir| dir.is_absolute()) {
         Some(dir) => dir.join(XDG_DIR_NAME),
-        None => std::env::temp_dir().join(format!("qbox-{}", euid())),
+        None => snapshot::user_state_dir().map_or_else(
+            || std::env::temp_dir().join(format!("qbox-{}", euid())),
+            |dir| dir.join(STATE_DIR_NAME),
+        ),
     }
 }
 
@@ -403,13 +414,16 @@ mod tests {
     }
 
     #[test]
-    fn the_runtime_directory_follows_xdg_or_the_temporary_directory() {
+    fn the_runtime_directory_follows_xdg_or_the_users_state_directory() {
         assert_eq!(
             locate(Some(Path::new("/run/user/1000"))),
             Path::new("/run/user/1000/qbox")
         );
         let fallback = locate(None);
-        assert!(fallback.starts_with(std::env::temp_dir()));
+        assert_eq!(
+            Some(fallback.clone()),
+            snapshot::user_state_dir().map(|dir| dir.join("runtime"))
+        );
         assert_eq!(locate(Some(Path::new("relative"))), fallback);
     }
 }

@@ -184,6 +184,9 @@ pub(crate) fn map_sqlite_error(path: &Path, err: rusqlite::Error) -> StoreError 
             ErrorCode::PermissionDenied => return StoreError::PermissionDenied { path },
             _ => {}
         }
+        if failure.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK {
+            return StoreError::HotJournal { path, source: err };
+        }
         if let Some(table) = message
             .as_deref()
             .and_then(|m| m.strip_prefix("no such table: "))
@@ -296,8 +299,55 @@ fn lookup_each<T: rusqlite::types::FromSql>(
     Ok(rows)
 }
 
+/// Runs the read `read` of the store at `path`; when it finds a hot journal
+/// (a writer died mid-transaction, so a read-only connection cannot go on:
+/// `SQLITE_READONLY_ROLLBACK`), rolls the journal back and reads again.
+fn read_rolling_back<T>(
+    path: &Path,
+    read: impl Fn(&Path) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match read(path) {
+        Err(StoreError::HotJournal { .. }) => {
+            roll_back_hot_journal(path)?;
+            read(path)
+        }
+        other => other,
+    }
+}
+
+/// Rolls back the hot journal of the store at `path`, as the CLI itself
+/// would at its next start: one read-write connection (never creating the
+/// file) reads inside a transaction, which makes SQLite restore the pages
+/// the dead writer changed and delete its journal. Nothing else is written.
+/// Under the refresh lock, so that qbox's own writer (and the recovery of a
+/// recorded grant) never runs beside it. Fails with
+/// [`StoreError::HotJournal`] when the store or its directory is not
+/// writable (SQLite then opens the file read-only and refuses again).
+fn roll_back_hot_journal(path: &Path) -> Result<(), StoreError> {
+    let _lock =
+        super::refresh_lock::RefreshLock::acquire_blocking(path, super::refresh_lock::LOCK_WAIT);
+    tracing::warn!(
+        path = %path.display(),
+        "the store was left mid-write by a program that died (a hot journal): rolling it back"
+    );
+    let map = |e| map_sqlite_error(path, e);
+    let mut conn = open_read_write(path)?;
+    let tx = conn.transaction().map_err(map)?;
+    tx.query_row("SELECT count(*) FROM sqlite_master", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map_err(map)?;
+    tx.commit().map_err(map)?;
+    tracing::info!(path = %path.display(), "the store's hot journal is rolled back");
+    Ok(())
+}
+
 /// Reads the login rows in one short read transaction.
 pub fn read_auth_rows(path: &Path) -> Result<AuthRows, StoreError> {
+    read_rolling_back(path, read_auth_rows_once)
+}
+
+fn read_auth_rows_once(path: &Path) -> Result<AuthRows, StoreError> {
     let conn = open_read_only(path)?;
     let tx = conn
         .unchecked_transaction()
@@ -310,6 +360,10 @@ pub fn read_auth_rows(path: &Path) -> Result<AuthRows, StoreError> {
 
 /// Reads schema, migrations and login rows in one short read transaction.
 pub fn read_snapshot_rows(path: &Path) -> Result<SnapshotRows, StoreError> {
+    read_rolling_back(path, read_snapshot_rows_once)
+}
+
+fn read_snapshot_rows_once(path: &Path) -> Result<SnapshotRows, StoreError> {
     let conn = open_read_only(path)?;
     let tx = conn
         .unchecked_transaction()

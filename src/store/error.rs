@@ -68,6 +68,15 @@ pub enum StoreError {
     #[error("refusing to write secrets into {}: {reason}", .path.display())]
     UnsafeDirectory { path: PathBuf, reason: String },
 
+    /// A writer died mid-transaction and left a hot journal that qbox
+    /// could not roll back (the store or its directory is not writable).
+    #[error("{} was left mid-write by a program that died, and its journal cannot be rolled back here", .path.display())]
+    HotJournal {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
     #[error("sqlite error on {}", .path.display())]
     Sqlite {
         path: PathBuf,
@@ -140,6 +149,12 @@ impl Diagnose for StoreError {
                 "use a directory that only you can change, such as ./.qbox/auth (created with mode 0700)"
                     .to_owned()
             }
+            Self::HotJournal { path, .. } => format!(
+                "SQLite must roll back {}-journal before anyone can read the store, which needs \
+                 write access to the store and its directory (is it a read-only mount or file?): \
+                 run the CLI once as the store's owner, or run qbox where the store is writable",
+                path.display()
+            ),
             Self::Sqlite { .. } | Self::Io { .. } => return None,
         };
         Some(hint)

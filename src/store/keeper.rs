@@ -283,6 +283,9 @@ impl LoginKeeper {
     /// enough for `need`, refreshing it (and writing it back) when the
     /// policy says so. See the module documentation for the rule.
     pub async fn check(&mut self, login: Login, need: Need) -> Result<Checked, AuthError> {
+        // A grant a killed qbox received but never wrote goes in first: the
+        // refresh token the store still holds was spent.
+        let login = super::recover_recorded_grant(login).await;
         let now = OffsetDateTime::now_utc();
         let Some(entry) = login.token.as_ref() else {
             return match need {

@@ -357,6 +357,21 @@ pub(crate) async fn refresh(login: Login, clients: &Refreshers) -> Result<Login,
     };
     let fresh: token::StoredToken =
         serde_json::from_str(&fresh_raw).expect("qbox writes tokens it can read");
+    // The service has spent the old refresh token if it rotated it: record
+    // the grant durably before the write-back, so that a kill before the
+    // commit (or a rollback of the store) does not lose the login.
+    let pending = refresh_lock::PendingGrant {
+        key: entry.key.to_owned(),
+        replaces: refresh_lock::digest(refresh_token.expose()),
+        row: secret::Secret::containing_parsed(fresh_raw.clone()),
+    };
+    let recorded = {
+        let path = login.path.clone();
+        off_reactor(move || refresh_lock::record_pending_grant(&path, &pending)).await
+    };
+    if let Err(err) = &recorded {
+        tracing::warn!(path = %login.path.display(), "cannot record the new grant before writing it: {err}");
+    }
     let outcome = {
         let (store, key, raw, fresh_raw) = (
             db::UserStore::of(&login),
@@ -367,6 +382,11 @@ pub(crate) async fn refresh(login: Login, clients: &Refreshers) -> Result<Login,
         off_reactor(move || db::replace_token_if_unchanged(&store, key, raw.expose(), &fresh_raw))
             .await?
     };
+    // Written, or the store moved on without it: either way the record has
+    // served. (A failed write keeps it for the next start.)
+    if recorded.is_ok() {
+        refresh_lock::clear_pending_grant(&login.path);
+    }
     match outcome {
         db::WriteOutcome::Written => {
             tracing::info!(path = %login.path.display(), "refreshed token written back to the store");
@@ -385,6 +405,65 @@ pub(crate) async fn refresh(login: Login, clients: &Refreshers) -> Result<Login,
             Ok(off_reactor(move || read_login(&path, Some(flavor))).await?)
         }
     }
+}
+
+/// Writes a grant that a killed qbox recorded but did not write back, when
+/// the store still holds the token whose refresh token it replaced; then
+/// removes the record. Under the refresh lock, after reading the store
+/// again. Returns the login as it is afterwards; any failure is logged and
+/// leaves the record for the next start. Every refresh check begins here,
+/// so the rotated-away refresh token is never spent again.
+pub(crate) async fn recover_recorded_grant(login: Login) -> Login {
+    if !refresh_lock::has_pending_grant(&login.path) {
+        return login;
+    }
+    let _lock = refresh_lock::RefreshLock::acquire(&login.path, refresh_lock::LOCK_WAIT).await;
+    let (path, flavor) = (login.path.clone(), login.flavor);
+    match off_reactor(move || write_recorded_grant(&path, flavor)).await {
+        Ok(Some(current)) => current,
+        Ok(None) => login,
+        Err(err) => {
+            tracing::warn!(path = %login.path.display(), "cannot recover the recorded grant: {err}");
+            login
+        }
+    }
+}
+
+fn write_recorded_grant(path: &Path, flavor: Flavor) -> Result<Option<Login>, StoreError> {
+    let Some(grant) = refresh_lock::pending_grant(path) else {
+        return Ok(None);
+    };
+    let current = read_login(path, Some(flavor))?;
+    let stored = current
+        .token
+        .as_ref()
+        .filter(|entry| entry.key == grant.key);
+    let replaced = stored.is_some_and(|entry| {
+        entry
+            .token
+            .refresh_token
+            .as_ref()
+            .is_some_and(|t| refresh_lock::digest(t.expose()) == grant.replaces)
+    });
+    let Some(entry) = stored.filter(|_| replaced) else {
+        // The write-back happened, or the CLI has logged in since.
+        refresh_lock::clear_pending_grant(path);
+        return Ok(Some(current));
+    };
+    let outcome = db::replace_token_if_unchanged(
+        &db::UserStore::of(&current),
+        entry.key,
+        entry.raw.expose(),
+        grant.row.expose(),
+    )?;
+    refresh_lock::clear_pending_grant(path);
+    if outcome == db::WriteOutcome::Written {
+        tracing::info!(
+            path = %path.display(),
+            "wrote the refreshed token a killed qbox had received but not written back"
+        );
+    }
+    read_login(path, Some(flavor)).map(Some)
 }
 
 /// Re-reads the store; returns the login if its token is no longer `raw`.

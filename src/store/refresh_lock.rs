@@ -13,10 +13,22 @@
 //! alike. It holds no secret.
 //!
 //! The lock lives in a private per-user directory (`$XDG_RUNTIME_DIR/
-//! qbox-refresh`, else `qbox-refresh-UID` under the temporary directory),
-//! never next to the user's store, which qbox does not write to. It is
+//! qbox-refresh`, else `qbox/refresh` in the user's own state directory,
+//! [`super::snapshot::user_state_dir`]; never a guessable name in the shared
+//! temporary directory, which another user could create first to disable the
+//! lock), never next to the user's store, which qbox does not write to. It is
 //! advisory: when it cannot be had, the compare-and-swap write-back still
 //! keeps the store consistent.
+//!
+//! Beside the lock, `HASH.grant` records a grant between the token
+//! service's answer and its write-back ([`PendingGrant`]): a service that
+//! rotates refresh tokens has already spent the old one when it answers, so
+//! a qbox killed before its commit (or a store rolled back from a hot
+//! journal) would otherwise be left holding a refresh token that no longer
+//! works, and the login would be lost. The next refresh check writes the
+//! recorded grant if the store still holds the token it replaced. The file
+//! holds the new token: 0600 in the 0700 directory, synced before the
+//! write-back begins.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -25,27 +37,18 @@ use std::time::{Duration, SystemTime};
 /// a little over the refresh request's own timeout.
 pub const LOCK_WAIT: Duration = Duration::from_secs(40);
 
-/// The directory holding the lock files.
-fn lock_dir() -> PathBuf {
+/// The directory holding the lock files (`None` without a runtime
+/// directory and without a home).
+fn lock_dir() -> Option<PathBuf> {
     match dirs::runtime_dir() {
-        Some(dir) => dir.join("qbox-refresh"),
-        None => std::env::temp_dir().join(format!("qbox-refresh-{}", uid())),
+        Some(dir) => Some(dir.join("qbox-refresh")),
+        None => super::snapshot::user_state_dir().map(|dir| dir.join("refresh")),
     }
-}
-
-#[cfg(unix)]
-fn uid() -> u32 {
-    rustix::process::geteuid().as_raw()
-}
-
-#[cfg(not(unix))]
-fn uid() -> u32 {
-    0
 }
 
 /// The lock file of the store at `store` (FNV-1a of its absolute path: a
 /// name that is the same in every qbox process and version).
-fn lock_path(store: &Path) -> PathBuf {
+fn lock_path(store: &Path) -> Option<PathBuf> {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in super::db::display_path(store)
         .as_os_str()
@@ -54,7 +57,79 @@ fn lock_path(store: &Path) -> PathBuf {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    lock_dir().join(format!("{hash:016x}.lock"))
+    lock_dir().map(|dir| dir.join(format!("{hash:016x}.lock")))
+}
+
+/// A grant the token service gave that is not yet known to be in the
+/// store: the token row's key, the SHA-256 (hex) of the refresh token it
+/// replaces, and the row's new value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingGrant {
+    pub key: String,
+    pub replaces: String,
+    pub row: crate::secret::Secret,
+}
+
+/// The hex SHA-256 of `refresh_token`: how a record names the token it
+/// replaces without holding it.
+pub fn digest(refresh_token: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, refresh_token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The grant record of the store at `store`.
+fn grant_path(store: &Path) -> Option<PathBuf> {
+    lock_path(store).map(|lock| lock.with_extension("grant"))
+}
+
+/// Records `grant` durably (0600, synced, in the checked private directory)
+/// before it is written to the store at `store`.
+pub fn record_pending_grant(store: &Path, grant: &PendingGrant) -> Result<(), String> {
+    let path = grant_path(store).ok_or("no directory for the refresh lock")?;
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => (dir, name.to_string_lossy().into_owned()),
+        _ => return Err("no directory for the refresh lock".into()),
+    };
+    let text = serde_json::json!({
+        "key": grant.key,
+        "replaces": grant.replaces,
+        "row": grant.row.expose(),
+    })
+    .to_string();
+    super::snapshot::write_private_file(dir, &name, text.as_bytes())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Whether a grant record exists for the store at `store` (one `stat`:
+/// the cost every refresh check pays).
+pub fn has_pending_grant(store: &Path) -> bool {
+    grant_path(store).is_some_and(|path| std::fs::symlink_metadata(path).is_ok())
+}
+
+/// The grant recorded for the store at `store`, if any can be read.
+pub fn pending_grant(store: &Path) -> Option<PendingGrant> {
+    let text = std::fs::read_to_string(grant_path(store)?).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(PendingGrant {
+        key: value.get("key")?.as_str()?.to_owned(),
+        replaces: value.get("replaces")?.as_str()?.to_owned(),
+        row: crate::secret::Secret::containing_parsed(value.get("row")?.as_str()?),
+    })
+}
+
+/// Removes the grant record of the store at `store` (its grant is in the
+/// store, or the store moved on without it).
+pub fn clear_pending_grant(store: &Path) {
+    if let Some(path) = grant_path(store)
+        && let Err(err) = std::fs::remove_file(&path)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), "cannot remove the grant record: {err}");
+    }
 }
 
 /// What the lock file records (JSON).
@@ -94,7 +169,8 @@ impl Record {
 /// What the lock file of the store at `store` records (read without
 /// locking: for reports and lifetimes, never for deciding to refresh).
 pub fn record(store: &Path) -> Record {
-    std::fs::read_to_string(lock_path(store))
+    lock_path(store)
+        .and_then(|path| std::fs::read_to_string(path).ok())
         .map(|text| Record::parse(&text))
         .unwrap_or_default()
 }
@@ -109,6 +185,33 @@ fn millis(at: SystemTime) -> u64 {
 pub struct RefreshLock {
     #[cfg(unix)]
     file: std::fs::File,
+    #[cfg(unix)]
+    path: PathBuf,
+}
+
+/// The lock files this process holds. `flock` locks belong to an open file,
+/// so a second open in the same process would wait for the first for ever:
+/// a read that must roll back a hot journal while this process refreshes
+/// (and so holds the lock already) goes ahead without taking it again.
+#[cfg(unix)]
+static HELD: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(unix)]
+fn held_here(path: &Path) -> bool {
+    HELD.lock()
+        .map(|held| held.iter().any(|p| p == path))
+        .unwrap_or(false)
+}
+
+#[cfg(unix)]
+impl Drop for RefreshLock {
+    fn drop(&mut self) {
+        if let Ok(mut held) = HELD.lock()
+            && let Some(at) = held.iter().position(|p| *p == self.path)
+        {
+            held.swap_remove(at);
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -118,7 +221,12 @@ impl RefreshLock {
     /// directory is unusable or the wait ran out.
     pub async fn acquire(store: &Path, wait: Duration) -> Option<Self> {
         use rustix::fs::FlockOperation;
-        let path = lock_path(store);
+        let Some(path) = lock_path(store) else {
+            tracing::warn!(
+                "cannot use the refresh lock: no runtime directory (XDG_RUNTIME_DIR) and no home directory"
+            );
+            return None;
+        };
         let file = {
             let path = path.clone();
             super::off_reactor(move || open_lock_file(&path)).await
@@ -133,9 +241,51 @@ impl RefreshLock {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Some(Self { file }),
+                Ok(()) => return Some(Self::held(file, path)),
                 Err(rustix::io::Errno::WOULDBLOCK) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(errno) => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "cannot take the refresh lock: {}",
+                        std::io::Error::from(errno)
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn held(file: std::fs::File, path: PathBuf) -> Self {
+        if let Ok(mut held) = HELD.lock() {
+            held.push(path.clone());
+        }
+        Self { file, path }
+    }
+
+    /// [`Self::acquire`] for blocking code (the store's read path). `None`
+    /// also when this process holds the lock already: its holder is on the
+    /// way to this very store, and waiting for it here would never end.
+    pub fn acquire_blocking(store: &Path, wait: Duration) -> Option<Self> {
+        use rustix::fs::FlockOperation;
+        let path = lock_path(store)?;
+        if held_here(&path) {
+            return None;
+        }
+        let file = match open_lock_file(&path) {
+            Ok(file) => file,
+            Err(err) => {
+                tracing::warn!(path = %path.display(), "cannot use the refresh lock: {err}");
+                return None;
+            }
+        };
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Some(Self::held(file, path)),
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(errno) => {
                     tracing::warn!(
@@ -222,6 +372,10 @@ impl RefreshLock {
         None
     }
 
+    pub fn acquire_blocking(_store: &Path, _wait: Duration) -> Option<Self> {
+        None
+    }
+
     pub fn record(&self) -> Record {
         Record::default()
     }
@@ -237,11 +391,11 @@ mod tests {
 
     #[test]
     fn the_lock_file_is_named_after_the_store() {
-        let a = lock_path(Path::new("/home/a/.local/share/kiro-cli/data.sqlite3"));
-        let b = lock_path(Path::new("/home/b/.local/share/kiro-cli/data.sqlite3"));
+        let a = lock_path(Path::new("/home/a/.local/share/kiro-cli/data.sqlite3")).unwrap();
+        let b = lock_path(Path::new("/home/b/.local/share/kiro-cli/data.sqlite3")).unwrap();
         assert_ne!(a, b);
         assert_eq!(
-            a,
+            Some(a.clone()),
             lock_path(Path::new("/home/a/.local/share/kiro-cli/data.sqlite3"))
         );
         assert!(a.to_string_lossy().ends_with(".lock"));

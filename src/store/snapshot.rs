@@ -23,6 +23,15 @@
 //! fsync, rename, fsync of the directory): a reader sees the old snapshot or
 //! the new one, never a partial file. Consumers must mount the directory,
 //! not the file, because a bind-mounted file stays pinned to its old inode.
+//! A writer killed before its rename must not leave the secrets under a
+//! temporary name (an access-only snapshot's directory is mounted into
+//! containers; a killed refreshable write would put a refresh token there):
+//! on Linux the bytes go into an unnamed `O_TMPFILE` file, named
+//! (`linkat`) only once complete and renamed at once; elsewhere, and in the
+//! instant between the name and the rename, what a dead writer left is
+//! removed by the next write to the directory (the temporary name carries
+//! the writer's pid; only the user's own regular files whose pid runs
+//! nothing are removed).
 //!
 //! A snapshot holds the login's secrets, so where it is written matters as
 //! much as its mode. The database is built in memory and only its finished
@@ -185,6 +194,18 @@ pub fn check_dir(dir: &Path) -> Result<DirVerdict, StoreError> {
 /// demand, checked before work that would be lost if the write failed.
 pub fn prepare_private_dir(dir: &Path) -> Result<(), StoreError> {
     platform::prepare_dir(dir)
+}
+
+/// qbox's own directory in the user's state directory (`$XDG_STATE_HOME/qbox`,
+/// else `~/.local/state/qbox`; the cache directory where the platform has
+/// none): the parent of qbox's private directories when the session has no
+/// runtime directory (`XDG_RUNTIME_DIR`). Never a name under the shared
+/// temporary directory, where another local user could create it first and
+/// so disable the refresh lock or stop `qbox run`. `None` without a home.
+pub fn user_state_dir() -> Option<PathBuf> {
+    dirs::state_dir()
+        .or_else(dirs::cache_dir)
+        .map(|dir| dir.join("qbox"))
 }
 
 /// A new temporary directory of mode 0700 for a snapshot that lives as long
@@ -404,17 +425,131 @@ mod platform {
         )
     }
 
-    pub(super) fn replace_file(
+    /// The pid in a name [`temporary_name`] gives (`.NAME.PID.N.NANOS.tmp`).
+    pub(super) fn temporary_owner(entry: &str) -> Option<u32> {
+        let rest = entry.strip_prefix('.')?.strip_suffix(".tmp")?;
+        let mut parts = rest.rsplitn(4, '.');
+        let nanos = parts.next()?;
+        let counter = parts.next()?;
+        let pid = parts.next()?;
+        let name = parts.next()?;
+        let hex = !nanos.is_empty() && nanos.bytes().all(|b| b.is_ascii_hexdigit());
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        (hex && digits(counter) && !name.is_empty())
+            .then(|| pid.parse().ok())
+            .flatten()
+            .filter(|_| digits(pid))
+    }
+
+    /// Removes the temporary files that writers killed before their rename
+    /// left in `dir`: only names [`temporary_name`] gives, only regular
+    /// files owned by this user (never through a symlink), and only when
+    /// their pid runs no process at all (a live pid, even another user's
+    /// or a recycled one, keeps the file: it may be a write in progress).
+    /// A killed write may hold a refresh token beside an access-only
+    /// snapshot, in a directory that is mounted into containers.
+    fn sweep_stale_temporaries(dir_fd: &OwnedFd) {
+        let Ok(entries) = rustix::fs::Dir::read_from(dir_fd) else {
+            return;
+        };
+        let euid = rustix::process::geteuid().as_raw();
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            let Some(pid) = temporary_owner(name) else {
+                continue;
+            };
+            if pid == std::process::id() || !process_is_gone(pid) {
+                continue;
+            }
+            let ours =
+                rustix::fs::statat(dir_fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|stat| {
+                    rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                        == rustix::fs::FileType::RegularFile
+                        && stat.st_uid == euid
+                });
+            if ours {
+                let _ = rustix::fs::unlinkat(dir_fd, name, AtFlags::empty());
+            }
+        }
+    }
+
+    /// Whether no process has `pid` (only `ESRCH` says so; `EPERM` is a
+    /// process of another user).
+    fn process_is_gone(pid: u32) -> bool {
+        let Some(pid) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            return false;
+        };
+        rustix::process::test_kill_process(pid) == Err(Errno::SRCH)
+    }
+
+    /// An unnamed file in `dir_fd` (`O_TMPFILE`), mode 0600: a process
+    /// killed while it writes leaves nothing behind. `None` where the
+    /// kernel or filesystem has no unnamed files.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) fn unnamed_file(dir_fd: &OwnedFd) -> Option<std::fs::File> {
+        rustix::fs::openat(
+            dir_fd.as_fd(),
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .ok()
+        .map(std::fs::File::from)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) fn unnamed_file(_dir_fd: &OwnedFd) -> Option<std::fs::File> {
+        None
+    }
+
+    /// Gives the unnamed `file` the name `temp_name` in `dir_fd`:
+    /// `AT_EMPTY_PATH` where the process may use it, else through
+    /// `/proc/self/fd` (which needs no privilege).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) fn link_unnamed(
+        file: &std::fs::File,
+        dir_fd: &OwnedFd,
+        temp_name: &str,
+    ) -> Result<(), Errno> {
+        match rustix::fs::linkat(file, "", dir_fd, temp_name, AtFlags::EMPTY_PATH) {
+            Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => {
+                use std::os::fd::AsRawFd;
+                let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+                rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    proc_path.as_str(),
+                    dir_fd,
+                    temp_name,
+                    AtFlags::SYMLINK_FOLLOW,
+                )
+            }
+            other => other,
+        }
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) fn link_unnamed(
+        _file: &std::fs::File,
+        _dir_fd: &OwnedFd,
+        _temp_name: &str,
+    ) -> Result<(), Errno> {
+        Err(Errno::NOSYS)
+    }
+
+    /// A new file in `dir_fd` under a fresh temporary name, created
+    /// `O_EXCL|O_NOFOLLOW` (a name someone planted, file or symlink, is
+    /// never opened), mode 0600 from the first instant.
+    fn named_temporary(
         dir: &Path,
+        dir_fd: &OwnedFd,
         name: &str,
-        bytes: &[u8],
-        mode: u32,
-    ) -> Result<(), StoreError> {
-        let dir_fd = open_checked_dir(dir)?;
-        let target = dir.join(name);
-        // O_EXCL and O_NOFOLLOW: a name someone planted (file or symlink)
-        // is never opened; mode 0600 from the first instant.
-        let (temp_name, file) = loop {
+    ) -> Result<(String, std::fs::File), StoreError> {
+        loop {
             let temp_name = temporary_name(name);
             match rustix::fs::openat(
                 dir_fd.as_fd(),
@@ -422,27 +557,77 @@ mod platform {
                 OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
             ) {
-                Ok(fd) => break (temp_name, std::fs::File::from(fd)),
-                Err(Errno::EXIST) => continue,
+                Ok(fd) => return Ok((temp_name, std::fs::File::from(fd))),
+                Err(Errno::EXIST) => {}
                 Err(errno) => return Err(io("creating a temporary file in", dir, errno)),
             }
+        }
+    }
+
+    /// Writes `bytes` into the new `file`, sets its mode and syncs it.
+    fn fill(
+        file: &std::fs::File,
+        target: &Path,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<(), StoreError> {
+        let mut writer = file;
+        writer
+            .write_all(bytes)
+            .map_err(|e| StoreError::io("writing", target, e))?;
+        rustix::fs::fchmod(file, Mode::from_raw_mode(mode as _))
+            .map_err(|e| io("setting the mode of", target, e))?;
+        file.sync_all()
+            .map_err(|e| StoreError::io("syncing", target, e))
+    }
+
+    /// Gives the complete unnamed `file` a fresh temporary name; `None`
+    /// when it cannot be linked (the caller writes a named file instead).
+    fn name_unnamed(file: &std::fs::File, dir_fd: &OwnedFd, name: &str) -> Option<String> {
+        loop {
+            let temp_name = temporary_name(name);
+            match link_unnamed(file, dir_fd, &temp_name) {
+                Ok(()) => return Some(temp_name),
+                Err(Errno::EXIST) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub(super) fn replace_file(
+        dir: &Path,
+        name: &str,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<(), StoreError> {
+        let dir_fd = open_checked_dir(dir)?;
+        sweep_stale_temporaries(&dir_fd);
+        let target = dir.join(name);
+        // Where the filesystem allows it, the bytes go into an unnamed file
+        // that gets a name only once it is complete and synced, so a kill
+        // during the write leaves nothing; a kill between that name and the
+        // rename leaves a temporary file that the next write here removes.
+        let mut temp = None;
+        if let Some(file) = unnamed_file(&dir_fd) {
+            fill(&file, &target, bytes, mode)?;
+            temp = name_unnamed(&file, &dir_fd, name);
+        }
+        let temp_name = match temp {
+            Some(temp_name) => temp_name,
+            None => {
+                let (temp_name, file) = named_temporary(dir, &dir_fd, name)?;
+                if let Err(err) = fill(&file, &target, bytes, mode) {
+                    let _ = rustix::fs::unlinkat(&dir_fd, temp_name.as_str(), AtFlags::empty());
+                    return Err(err);
+                }
+                temp_name
+            }
         };
-        let written = (|| -> Result<(), StoreError> {
-            (&file)
-                .write_all(bytes)
-                .map_err(|e| StoreError::io("writing", &target, e))?;
-            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode as _))
-                .map_err(|e| io("setting the mode of", &target, e))?;
-            file.sync_all()
-                .map_err(|e| StoreError::io("syncing", &target, e))?;
-            // renameat replaces a directory entry; it never follows a
-            // symlink that stands at the target name.
-            rustix::fs::renameat(dir_fd.as_fd(), temp_name.as_str(), dir_fd.as_fd(), name)
-                .map_err(|e| io("replacing", &target, e))
-        })();
-        if written.is_err() {
-            let _ = rustix::fs::unlinkat(dir_fd.as_fd(), temp_name.as_str(), AtFlags::empty());
-            return written;
+        // renameat replaces a directory entry; it never follows a symlink
+        // that stands at the target name.
+        if let Err(errno) = rustix::fs::renameat(&dir_fd, temp_name.as_str(), &dir_fd, name) {
+            let _ = rustix::fs::unlinkat(&dir_fd, temp_name.as_str(), AtFlags::empty());
+            return Err(io("replacing", &target, errno));
         }
         // Makes the rename durable. Best effort: some filesystems refuse to
         // sync a directory, and the rename itself is already atomic.
@@ -583,6 +768,47 @@ mod tests {
             login.unusable(now),
             Some(StoreError::AccessOnlyExpired { .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_names_a_writer_gives_its_temporaries_carry_an_owner() {
+        use platform::temporary_owner;
+        assert_eq!(temporary_owner(".data.sqlite3.4242.0.1a2b.tmp"), Some(4242));
+        assert_eq!(
+            temporary_owner(".sidecar-127.0.0.1-80.token.7.3.ff.tmp"),
+            Some(7)
+        );
+        for other in [
+            "data.sqlite3",
+            ".data.sqlite3.4242.0.1a2b",
+            "data.sqlite3.4242.0.1a2b.tmp",
+            "..4242.0.1a2b.tmp",
+            ".data.sqlite3.42x.0.1a2b.tmp",
+            ".data.sqlite3.4242.0.zz.tmp",
+            ".data.sqlite3.4242..1a2b.tmp",
+            ".4242.0.1a2b.tmp",
+        ] {
+            assert_eq!(temporary_owner(other), None, "{other}");
+        }
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn an_unnamed_file_appears_only_once_it_is_linked() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let dir_fd: std::os::fd::OwnedFd = std::fs::File::open(dir.path()).unwrap().into();
+        let Some(mut file) = platform::unnamed_file(&dir_fd) else {
+            // A filesystem without O_TMPFILE: the sweep covers it.
+            return;
+        };
+        file.write_all(b"secret").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        drop(dir_fd);
+        let dir_fd: std::os::fd::OwnedFd = std::fs::File::open(dir.path()).unwrap().into();
+        platform::link_unnamed(&file, &dir_fd, "named").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("named")).unwrap(), b"secret");
     }
 
     #[test]

@@ -28,21 +28,15 @@ pub fn assert_verified_and_clean(home: &TestHome, run: &crate::util::Run) {
         run.stderr
     );
     assert!(run.stderr.contains("cleaned up"), "{}", run.stderr);
-    // The per-user runtime directory (`qbox-UID`, where `qbox run` keeps
-    // its runs' snapshots) and the refresh records (`qbox-refresh-UID`)
-    // outlive a run by design; no run may be left in the first.
-    let euid = rustix::process::geteuid().as_raw();
-    let persistent = [format!("qbox-{euid}"), format!("qbox-refresh-{euid}")];
+    // The per-user runtime directory (where `qbox run` keeps its runs'
+    // snapshots) and the refresh records live in the user's state directory
+    // and outlive a run by design; no run may be left in the first.
     let left: Vec<_> = std::fs::read_dir(home.path().join("tmp"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .filter(|path| {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            !persistent.contains(&name)
-        })
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
-    let runtime = home.path().join("tmp").join(&persistent[0]);
+    let runtime = home.path().join(".local/state/qbox/runtime");
     let runs: Vec<_> = std::fs::read_dir(&runtime)
         .map(|entries| entries.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();

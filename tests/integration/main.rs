@@ -40,5 +40,6 @@ mod sidecar;
 mod sidecar_image;
 mod snapshot;
 mod snapshot_safety;
+mod store_hardening;
 mod store_safety;
 mod util;
