@@ -191,15 +191,6 @@ impl Flavor {
             .collect::<Vec<_>>()
             .join(" or ")
     }
-
-    /// "`kiro-cli` or `q`": the binaries in the order qbox looks for them.
-    pub fn any_binary() -> String {
-        Flavor::ALL
-            .into_iter()
-            .map(|f| format!("`{}`", f.binary()))
-            .collect::<Vec<_>>()
-            .join(" or ")
-    }
 }
 
 impl std::fmt::Display for Flavor {
@@ -217,7 +208,6 @@ mod tests {
         assert_eq!(Flavor::ALL[0], Flavor::Kiro);
         assert!(Flavor::any_login_command().starts_with("`kiro-cli login` (Kiro CLI)"));
         assert!(Flavor::any_login_command().ends_with("(Amazon Q Developer CLI, legacy)"));
-        assert_eq!(Flavor::any_binary(), "`kiro-cli` or `q`");
     }
 
     #[test]
