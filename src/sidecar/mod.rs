@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -215,7 +216,17 @@ fn given_token(
 async fn serve(args: ServeArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
     let state = mcp::sidecar_from_env(&query)?;
     let Some(addr) = args.http else {
-        mcp::serve_stdio(state).await?;
+        // A stop signal ends the server as the end of its input does: the
+        // state goes (the agent's private copy of the login with it, which
+        // holds the refresh token of a refreshable snapshot), and with it
+        // any call still running.
+        tokio::select! {
+            served = mcp::serve_stdio(Arc::clone(&state)) => served?,
+            () = crate::app::signals::shutdown() => {
+                tracing::info!("stopping on a signal; the agent's private copy of the login is removed");
+            }
+        }
+        drop(state);
         return Ok(exit::OK);
     };
     let limits = mcp::limits::HttpLimits::from_env().map_err(|err| {

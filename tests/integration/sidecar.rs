@@ -1043,3 +1043,43 @@ fn issue_30_the_stdio_server_stops_reading_while_its_answers_are_not_read() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The agent's private copy of the login (with a refreshable snapshot it
+/// holds the refresh token and the client secret) goes with the stdio
+/// sidecar when a signal stops it, as when its input ends.
+#[test]
+fn a_stdio_sidecar_stopped_by_a_signal_removes_the_agents_private_copy() {
+    for signal in ["TERM", "INT", "HUP"] {
+        let home = TestHome::new();
+        let snapshot_dir = home.path().join("snap");
+        std::fs::create_dir_all(&snapshot_dir).unwrap();
+        let snapshot = snapshot_dir.join("data.sqlite3");
+        qbox::store::schema::StoreBuilder::create(&snapshot, Flavor::Kiro)
+            .unwrap()
+            .login(&valid_login("signal"))
+            .unwrap();
+        let tmp = home.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let mut env = agent_env(&home.path().join("record"));
+        env.push(("QBOX_DB", snapshot.display().to_string()));
+        env.push(("TMPDIR", tmp.display().to_string()));
+        let mcp = StdioMcp::start(home.path(), &env);
+        let copies = || {
+            std::fs::read_dir(&tmp)
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("qbox-agent-"))
+                .count()
+        };
+        assert_eq!(copies(), 1, "the sidecar made its private copy");
+        let pid = mcp.pid();
+        std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .unwrap();
+        wait_until(Duration::from_secs(10), "the sidecar to stop", || {
+            !process_alive(pid)
+        });
+        assert_eq!(copies(), 0, "SIG{signal} left the private copy behind");
+    }
+}
