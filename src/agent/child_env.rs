@@ -116,6 +116,14 @@ impl ChildEnv {
         Self::from_vars(std::env::vars_os(), pass_env)
     }
 
+    /// The value of `name`, if it is passed.
+    pub fn get(&self, name: &str) -> Option<&std::ffi::OsStr> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_os_str())
+    }
+
     /// Replaces `command`'s whole environment with these variables.
     pub fn apply(&self, command: &mut tokio::process::Command) {
         command

@@ -199,6 +199,8 @@ const EXIT_USAGE: i32 = 2;
 /// The Kiro CLI's exit code when `--require-mcp-startup` is given and an
 /// MCP server of its agent failed to start.
 const EXIT_MCP_STARTUP: i32 = 3;
+/// The exit code of a Rust program that panicked.
+const EXIT_PANIC: i32 = 101;
 
 /// The message for a CLI that exited unsuccessfully: not logged in, a
 /// refused API key, a settings directory it cannot write, a tool that
@@ -252,6 +254,9 @@ pub fn failure_message(
         ),
         Some(EXIT_MCP_STARTUP) => format!(
             "{name} chat stopped because an MCP server of its agent failed to start (exit 3); check the agent's MCP servers (`{name} mcp list`)."
+        ),
+        Some(EXIT_PANIC) => format!(
+            "{name} chat crashed (exit 101, a panic in the CLI); its last lines on stderr follow. A CLI that cannot write its HOME (settings, history) crashes so: run the sidecar with a writable HOME or a tmpfs there."
         ),
         Some(code) => format!("{name} chat exited with code {code}."),
         None => format!("{name} chat was killed by a signal."),
@@ -595,6 +600,23 @@ mod tests {
         assert!(mcp.text.starts_with(
             "kiro-cli chat stopped because an MCP server of its agent failed to start (exit 3)"
         ));
+        let panic = kiro(
+            exited(101),
+            b"",
+            b"thread 'main' panicked: Read-only file system\n",
+        );
+        assert!(
+            panic
+                .text
+                .starts_with("kiro-cli chat crashed (exit 101, a panic in the CLI)"),
+            "{}",
+            panic.text
+        );
+        assert!(
+            panic.text.contains("Read-only file system"),
+            "{}",
+            panic.text
+        );
         // Exit 0, nothing on stdout, the service's refusal on stderr.
         let key = kiro(
             exited(0),

@@ -52,6 +52,11 @@ pub struct AgentRunner {
     auth: Arc<AgentAuth>,
     child_env: ChildEnv,
     chooser: CliChooser,
+    /// A home of its own for the CLI when the sidecar's `HOME` is missing
+    /// or cannot be written (a read-only root, `--hardened`, a user with no
+    /// home): the CLIs write their settings and history under `HOME` and
+    /// panic when they cannot. Removed with the runner.
+    private_home: Option<tempfile::TempDir>,
     /// A Kiro API key from a file (`QBOX_API_KEY_FILE`), given to the CLI
     /// as `KIRO_API_KEY` in its own environment only (one in the
     /// sidecar's environment reaches it through the allow-list).
@@ -117,11 +122,29 @@ impl AgentRunner {
                 None
             }
         };
+        let private_home = if config.enabled && !writable_dir(child_env.get("HOME")) {
+            match crate::store::snapshot::private_temp_dir("qbox-agent-home-") {
+                Ok(home) => {
+                    tracing::info!(
+                        home = %home.path().display(),
+                        "HOME is missing or read-only: the agent's CLI gets a private one"
+                    );
+                    Some(home)
+                }
+                Err(err) => {
+                    tracing::warn!("no private HOME for the agent's CLI: {err}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Self {
             config,
             auth: Arc::new(auth),
             child_env,
             chooser,
+            private_home,
             api_key,
             directory_locks: Mutex::new(HashMap::new()),
         }
@@ -298,6 +321,9 @@ impl AgentRunner {
     ) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&cli.program);
         self.child_env.apply(&mut command);
+        if let Some(home) = &self.private_home {
+            command.env("HOME", home.path());
+        }
         command
             .args(args.argv())
             .current_dir(cwd)
@@ -407,6 +433,15 @@ impl AgentRunner {
         let _ = child.wait().await;
         tracker.finish(killed).await;
     }
+}
+
+/// Whether `dir` is a directory this process can write (false for a
+/// missing one, and for one on a read-only filesystem even as root).
+fn writable_dir(dir: Option<&std::ffi::OsStr>) -> bool {
+    let Some(dir) = dir.map(Path::new).filter(|d| d.is_absolute()) else {
+        return false;
+    };
+    dir.is_dir() && rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
 }
 
 /// Warnings about the prompt, shown before the output.

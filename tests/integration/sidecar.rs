@@ -1083,3 +1083,32 @@ fn a_stdio_sidecar_stopped_by_a_signal_removes_the_agents_private_copy() {
         assert_eq!(copies(), 0, "SIG{signal} left the private copy behind");
     }
 }
+
+/// The CLIs write under HOME and panic when they cannot: a sidecar whose
+/// HOME is missing or read-only gives its CLI a private one; a writable
+/// HOME is the CLI's as it is (its settings live there).
+#[test]
+fn the_agents_cli_always_gets_a_writable_home() {
+    let home = TestHome::new();
+    let tmp = home.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let cli_home = |sidecar_home: &str| {
+        let mut env = agent_env(&home.path().join("record"));
+        env.push(("HOME", sidecar_home.to_owned()));
+        env.push(("TMPDIR", tmp.display().to_string()));
+        let mut mcp = StdioMcp::start(home.path(), &env);
+        let (text, is_error, _) = mcp.call("q-developer-agent", json!({"prompt": "env"}));
+        assert!(!is_error, "{text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix("HOME="))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let private = cli_home("/nonexistent/home");
+    assert!(
+        private.starts_with(tmp.to_str().unwrap()) && private.contains("qbox-agent-home-"),
+        "{private}"
+    );
+    let own = home.path().display().to_string();
+    assert_eq!(cli_home(&own), own);
+}
