@@ -134,6 +134,25 @@ pub fn clean_remote(text: &str) -> String {
     out
 }
 
+/// True for an `https` URL, or plain `http` to the loopback interface
+/// (stand-ins, a local proxy): the only addresses qbox sends a token to
+/// when the address comes from a file rather than from the user's command
+/// line or environment.
+pub fn https_or_loopback(text: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(text) else {
+        return false;
+    };
+    let loopback = url.host_str().is_some_and(|host| {
+        host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

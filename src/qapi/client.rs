@@ -13,7 +13,7 @@ use super::api_key::{ApiKey, ApiKeyError, KeySource};
 use super::conversation_store::ConversationStore;
 use super::endpoint::{self, ChatEndpoint};
 use super::error::{ApiError, ErrorKind, normalize_code};
-use super::model::{ChatEvent, GenerateAssistantResponseRequest};
+use super::model::{ChatEvent, ChatMessage, EnvState, GenerateAssistantResponseRequest};
 use crate::eventstream::{ChunkDecoder, FrameError, Headers};
 use crate::exit::Diagnose;
 use crate::http::{ERROR_BODY_LIMIT, read_body_limited};
@@ -203,6 +203,11 @@ struct Auth {
     routing_arn: Option<String>,
     /// The CLI's settings endpoint, when its settings name one.
     settings_endpoint: Option<EndpointSetting>,
+    /// The CLI's default model (`chat.defaultModel`), used when the request
+    /// names none.
+    default_model: Option<String>,
+    /// The CLI's content-sharing setting, when the user made one.
+    share_content: Option<bool>,
     /// [`TOKEN_TYPE_HEADER`]'s value, when the kind has one.
     token_type: Option<&'static str>,
     /// Where an API key came from, when the token is one.
@@ -211,11 +216,14 @@ struct Auth {
 
 impl Auth {
     fn api_key(key: &ApiKey) -> Self {
+        let settings = CliSettings::of(Flavor::Kiro);
         Self {
             token: key.key.clone(),
             profile_arn: None,
             routing_arn: None,
-            settings_endpoint: CliSettings::of(Flavor::Kiro).endpoint,
+            settings_endpoint: settings.endpoint,
+            default_model: settings.default_model,
+            share_content: settings.share_content,
             token_type: Some(TOKEN_TYPE_API_KEY),
             key_source: Some(key.source.clone()),
         }
@@ -227,6 +235,8 @@ impl Auth {
             profile_arn: bare.profile_arn.clone(),
             routing_arn: bare.profile_arn.clone(),
             settings_endpoint: None,
+            default_model: None,
+            share_content: None,
             token_type: None,
             key_source: None,
         }
@@ -250,6 +260,8 @@ impl Auth {
             profile_arn,
             routing_arn: stored_arn,
             settings_endpoint: settings.endpoint,
+            default_model: settings.default_model,
+            share_content: settings.share_content,
             token_type: matches!(kind, Some(LoginKind::ExternalIdp))
                 .then_some(TOKEN_TYPE_EXTERNAL_IDP),
             key_source: None,
@@ -415,8 +427,17 @@ impl QClient {
         let mut attempt = 0;
         // A profile the caller chose is sent and picks the endpoint.
         let chosen_arn = request.profile_arn.take();
+        describe_environment(&mut request);
+        // One id for the operation, whatever its attempts (the SDKs').
+        let invocation_id = super::conversation::new_uuid();
         loop {
             attempt += 1;
+            if let ChatMessage::UserInputMessage(message) =
+                &mut request.conversation_state.current_message
+                && message.model_id.is_none()
+            {
+                message.model_id = auth.default_model.clone();
+            }
             request.profile_arn = chosen_arn.clone().or_else(|| auth.profile_arn.clone());
             let routing_arn = chosen_arn.clone().or_else(|| auth.routing_arn.clone());
             let endpoint = ChatEndpoint::resolve(
@@ -426,10 +447,22 @@ impl QClient {
             );
             let url = endpoint.request_url();
             tracing::debug!(%url, reason = endpoint.reason.as_str(), attempt, "sending GenerateAssistantResponse");
-            let mut post = self.http.post(&url);
+            let mut post = self
+                .http
+                .post(&url)
+                .header("amz-sdk-invocation-id", &invocation_id)
+                .header(
+                    "amz-sdk-request",
+                    format!("attempt={attempt}; max={}", self.options.max_attempts),
+                );
             if let Some(token_type) = auth.token_type {
                 post = post.header(TOKEN_TYPE_HEADER, token_type);
             }
+            // The user's own setting wins; without one, qbox keeps the
+            // content out (the CLI would share it).
+            let optout = auth
+                .share_content
+                .map_or(self.options.telemetry_optout, |share| !share);
             let sent = tokio::time::timeout(
                 self.options.idle_timeout,
                 post.header(CONTENT_TYPE, "application/x-amz-json-1.0")
@@ -437,10 +470,7 @@ impl QClient {
                     .header(AUTHORIZATION, format!("Bearer {}", auth.token.expose()))
                     .header(USER_AGENT, user_agent())
                     .header("x-amz-user-agent", user_agent())
-                    .header(
-                        "x-amzn-codewhisperer-optout",
-                        self.options.telemetry_optout.to_string(),
-                    )
+                    .header("x-amzn-codewhisperer-optout", optout.to_string())
                     .json(&request)
                     .send(),
             )
@@ -542,6 +572,37 @@ impl QClient {
         let wait = cap.mul_f64(jitter());
         tokio::time::sleep(wait).await;
     }
+}
+
+/// The longest working directory sent, as the CLI cuts it.
+const MAX_WORKING_DIRECTORY_LEN: usize = 256;
+
+/// The environment the CLI describes with every message (`envState`): the
+/// operating system and the working directory, cut to 256 bytes at a
+/// character boundary. A request that carries its own is left alone.
+fn describe_environment(request: &mut GenerateAssistantResponseRequest) {
+    let ChatMessage::UserInputMessage(message) = &mut request.conversation_state.current_message
+    else {
+        return;
+    };
+    let context = message
+        .user_input_message_context
+        .get_or_insert_with(Default::default);
+    if context.env_state.is_some() {
+        return;
+    }
+    let cwd = std::env::current_dir().ok().map(|dir| {
+        let text = dir.to_string_lossy().into_owned();
+        let mut end = text.len().min(MAX_WORKING_DIRECTORY_LEN);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].to_owned()
+    });
+    context.env_state = Some(EnvState {
+        operating_system: Some(std::env::consts::OS.to_owned()),
+        current_working_directory: cwd,
+    });
 }
 
 /// The user agent, in the AWS SDKs' style: product, then `os/` and `lang/`.

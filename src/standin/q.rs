@@ -134,6 +134,10 @@ pub struct RecordedQRequest {
     pub user_agent: Option<String>,
     /// The `TokenType` header (any spelling of its name).
     pub token_type: Option<String>,
+    /// The SDKs' `amz-sdk-invocation-id` (one per operation) and
+    /// `amz-sdk-request` (`attempt=N; max=M`).
+    pub invocation_id: Option<String>,
+    pub sdk_request: Option<String>,
     pub body: Value,
 }
 
@@ -275,6 +279,8 @@ async fn generate(
             optout: header(&headers, "x-amzn-codewhisperer-optout"),
             user_agent: header(&headers, "user-agent"),
             token_type: header(&headers, "tokentype"),
+            invocation_id: header(&headers, "amz-sdk-invocation-id"),
+            sdk_request: header(&headers, "amz-sdk-request"),
             body: serde_json::from_str(&body).unwrap_or(Value::Null),
         });
         let over = inner

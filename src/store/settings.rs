@@ -23,6 +23,11 @@ use super::flavor::Flavor;
 pub const ENDPOINT_KEY: &str = "api.codewhisperer.service";
 /// The Kiro CLI's auth service setting.
 pub const KIRO_AUTH_KEY: &str = "api.kiroauth.service";
+/// The model a chat uses when none is named.
+pub const DEFAULT_MODEL_KEY: &str = "chat.defaultModel";
+/// Whether the user lets the service keep their content (`false` sends
+/// `x-amzn-codewhisperer-optout: true`).
+pub const SHARE_CONTENT_KEY: &str = "codeWhisperer.shareCodeWhispererContentWithAWS";
 /// A larger settings file is not read.
 pub const MAX_SETTINGS_BYTES: u64 = 1024 * 1024;
 
@@ -44,6 +49,12 @@ pub struct CliSettings {
     /// `api.kiroauth.service`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kiro_auth: Option<String>,
+    /// `chat.defaultModel`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+    /// `codeWhisperer.shareCodeWhispererContentWithAWS`, when a boolean.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_content: Option<bool>,
     /// Why the file was ignored, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignored: Option<String>,
@@ -93,12 +104,50 @@ impl CliSettings {
                 region: region.to_owned(),
             })
         });
-        settings.kiro_auth = object
-            .get(KIRO_AUTH_KEY)
-            .and_then(serde_json::Value::as_str)
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .map(str::to_owned);
+        let text = |key: &str| {
+            object
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+        };
+        settings.kiro_auth = text(KIRO_AUTH_KEY);
+        // A token goes only over https (or to this machine): an address a
+        // file names is held to that, whoever wrote the file.
+        let mut refused = Vec::new();
+        if settings
+            .endpoint
+            .as_ref()
+            .is_some_and(|e| !crate::http::https_or_loopback(&e.endpoint))
+        {
+            settings.endpoint = None;
+            refused.push(ENDPOINT_KEY);
+        }
+        if settings
+            .kiro_auth
+            .as_deref()
+            .is_some_and(|url| !crate::http::https_or_loopback(url))
+        {
+            settings.kiro_auth = None;
+            refused.push(KIRO_AUTH_KEY);
+        }
+        if !refused.is_empty() {
+            let problem = format!(
+                "{} is not an https url (plain http only to this machine), and qbox sends tokens only over https",
+                refused.join(" and ")
+            );
+            tracing::warn!(
+                "ignoring part of the CLI's settings {}: {problem}",
+                path.display()
+            );
+            settings.ignored = Some(problem);
+        }
+        settings.default_model = text(DEFAULT_MODEL_KEY);
+        // Anything but a boolean counts as unset, as in the CLI.
+        settings.share_content = object
+            .get(SHARE_CONTENT_KEY)
+            .and_then(serde_json::Value::as_bool);
         settings
     }
 
@@ -162,8 +211,11 @@ mod tests {
     fn endpoint_and_auth_service_are_read_as_the_kiro_cli_reads_them() {
         let settings = settings_in(
             r#"{"api.codewhisperer.service":{"endpoint":"http://127.0.0.1:9","region":"us-east-1"},
-                "api.kiroauth.service":"http://127.0.0.1:10","chat.defaultModel":"x"}"#,
+                "api.kiroauth.service":"http://127.0.0.1:10","chat.defaultModel":"x",
+                "codeWhisperer.shareCodeWhispererContentWithAWS":false}"#,
         );
+        assert_eq!(settings.default_model.as_deref(), Some("x"));
+        assert_eq!(settings.share_content, Some(false));
         assert_eq!(
             settings.endpoint,
             Some(EndpointSetting {
@@ -173,6 +225,14 @@ mod tests {
         );
         assert_eq!(settings.kiro_auth.as_deref(), Some("http://127.0.0.1:10"));
         assert_eq!(settings.ignored, None);
+        // Tokens go only over https, or to this machine.
+        let plain = settings_in(
+            r#"{"api.codewhisperer.service":{"endpoint":"http://q.example.com","region":"us-east-1"},
+                "api.kiroauth.service":"http://auth.example.com","chat.defaultModel":"m"}"#,
+        );
+        assert_eq!((plain.endpoint, plain.kiro_auth), (None, None));
+        assert!(plain.ignored.unwrap().contains("not an https url"));
+        assert_eq!(plain.default_model.as_deref(), Some("m"));
         // Half an override is none, as in the CLI.
         let half = settings_in(r#"{"api.codewhisperer.service":{"endpoint":"http://x"}}"#);
         assert_eq!(half.endpoint, None);

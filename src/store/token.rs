@@ -103,17 +103,9 @@ impl ExternalIdpFields {
         };
         let token_endpoint = field("token_endpoint")?;
         let client_id = field("client_id")?;
-        let url = reqwest::Url::parse(&token_endpoint)
+        reqwest::Url::parse(&token_endpoint)
             .map_err(|_| "the token's `token_endpoint` is not a url".to_owned())?;
-        let loopback = url.host_str().is_some_and(|host| {
-            host == "localhost"
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        });
-        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        if !crate::http::https_or_loopback(&token_endpoint) {
             return Err(
                 "the token's `token_endpoint` is not an https url, and qbox sends refresh tokens only over https"
                     .to_owned(),

@@ -680,3 +680,71 @@ fn qbox_run_gives_a_container_the_key_as_a_file_and_nowhere_else() {
     assert_eq!(detached.code, 2, "{}", detached.stderr);
     assert!(detached.stderr.contains("hint:"), "{}", detached.stderr);
 }
+
+/// What the Kiro CLI sends with every chat request and the service reads:
+/// the model from its settings (a named one wins), the opt-out from its
+/// settings, `envState`, and the SDKs' invocation and attempt headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_sends_what_the_kiro_cli_sends_from_its_settings() {
+    let home = TestHome::new();
+    let mut login = valid_login("settings2");
+    login.access_token = "aoa-settings2".into();
+    home.login(Flavor::Kiro, &login);
+    let q = StandinQ::start("aoa-settings2").await.unwrap();
+    let settings = home.path().join(".kiro/settings");
+    std::fs::create_dir_all(&settings).unwrap();
+    std::fs::write(
+        settings.join("cli.json"),
+        json!({"chat.defaultModel": "claude-from-settings",
+               "codeWhisperer.shareCodeWhispererContentWithAWS": true})
+        .to_string(),
+    )
+    .unwrap();
+    let run = chat(&home, &q).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let request = q.requests().pop().unwrap();
+    let message = &request.body["conversationState"]["currentMessage"]["userInputMessage"];
+    assert_eq!(message["modelId"], "claude-from-settings");
+    assert_eq!(request.optout.as_deref(), Some("false"), "the user shares");
+    let env = &message["userInputMessageContext"]["envState"];
+    assert_eq!(env["operatingSystem"], std::env::consts::OS);
+    assert!(
+        env["currentWorkingDirectory"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{env}"
+    );
+    let id = request.invocation_id.unwrap();
+    assert!(
+        qbox::qapi::conversation::parse_conversation_id(&id).is_ok(),
+        "{id}"
+    );
+    assert_eq!(request.sdk_request.as_deref(), Some("attempt=1; max=3"));
+
+    // A named model wins; the opt-out setting false keeps the content out,
+    // and with no setting at all qbox keeps it out too.
+    std::fs::write(
+        settings.join("cli.json"),
+        json!({"chat.defaultModel": "claude-from-settings",
+               "codeWhisperer.shareCodeWhispererContentWithAWS": false})
+        .to_string(),
+    )
+    .unwrap();
+    let run = home
+        .qbox()
+        .env("QBOX_Q_ENDPOINT", q.url())
+        .args(["chat", "--model", "named-model", "--", "x"])
+        .run_async()
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let request = q.requests().pop().unwrap();
+    assert_eq!(
+        request.body["conversationState"]["currentMessage"]["userInputMessage"]["modelId"],
+        "named-model"
+    );
+    assert_eq!(request.optout.as_deref(), Some("true"));
+    std::fs::remove_file(settings.join("cli.json")).unwrap();
+    let run = chat(&home, &q).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(q.requests().pop().unwrap().optout.as_deref(), Some("true"));
+}
