@@ -158,32 +158,23 @@ impl CliSettings {
     }
 }
 
-/// The file's text; `None` when it does not exist.
+/// The file's text; `None` when it does not exist. Opened without
+/// blocking on a FIFO and judged on the descriptor ([`crate::regular_file`]);
+/// a symlink is followed (a dotfiles manager links settings).
 fn read_settings_file(path: &Path) -> Result<Option<String>, String> {
-    #[cfg(unix)]
-    let file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Not blocking on a FIFO; a symlink is followed (a dotfiles
-        // manager links settings), the target is checked below.
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-            .open(path)
-    };
-    #[cfg(not(unix))]
-    let file = std::fs::File::open(path);
-    let file = match file {
+    let file = match crate::regular_file::open(path, false) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if crate::regular_file::is_not_regular(&e) => {
+            return Err("it is not a regular file".into());
+        }
         Err(e) => return Err(format!("it cannot be read: {e}")),
     };
-    let metadata = file
+    let size = file
         .metadata()
-        .map_err(|e| format!("it cannot be read: {e}"))?;
-    if !metadata.is_file() {
-        return Err("it is not a regular file".into());
-    }
-    if metadata.len() > MAX_SETTINGS_BYTES {
+        .map_err(|e| format!("it cannot be read: {e}"))?
+        .len();
+    if size > MAX_SETTINGS_BYTES {
         return Err(format!(
             "it is larger than {} KiB",
             MAX_SETTINGS_BYTES / 1024
