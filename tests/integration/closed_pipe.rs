@@ -141,7 +141,21 @@ fn issue_30_every_command_that_prints_exits_0_quietly_when_its_reader_leaves() {
                 "{what}, {how}: {}",
                 ended.stderr
             );
-            assert_eq!(ended.code, Some(0), "{what}, {how}: {}", ended.stderr);
+            // A command whose own outcome is an error (the tool's error
+            // result: exit 1) ends with its code when its whole output was
+            // written before the reader left, and quietly when the write
+            // met the closed pipe: which one is a race, either is right.
+            let own_code = if what.contains("an error result") {
+                1
+            } else {
+                0
+            };
+            assert!(
+                ended.code == Some(0) || ended.code == Some(own_code),
+                "{what}, {how}: exit {:?}: {}",
+                ended.code,
+                ended.stderr
+            );
             // What a command says on stderr anyway (a warning, a note) may
             // stay; an error about the pipe may not.
             assert!(
