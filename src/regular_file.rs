@@ -58,6 +58,20 @@ fn open_nonblocking(path: &Path, write: bool) -> io::Result<File> {
         .open(path)
 }
 
+/// Makes a FIFO at `path` (0600), for tests that feed one where a file
+/// is expected.
+#[cfg(all(test, unix))]
+pub(crate) fn make_fifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("a FIFO can be made in a temporary directory");
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
@@ -66,14 +80,7 @@ mod tests {
     fn a_fifo_is_refused_at_once_for_reading_and_writing() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        make_fifo(&fifo);
         for write in [false, true] {
             let err = open(&fifo, write).unwrap_err();
             assert!(is_not_regular(&err), "{err}");

@@ -245,14 +245,7 @@ mod tests {
         assert!(loose.contains("QBOX_API_KEY_FILE"), "{loose}");
 
         let fifo = dir.path().join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        crate::regular_file::make_fifo(&fifo);
         assert!(
             read(&fifo)
                 .unwrap_err()

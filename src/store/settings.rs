@@ -260,14 +260,7 @@ mod tests {
     fn a_fifo_is_refused_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("cli.json");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        crate::regular_file::make_fifo(&fifo);
         assert_eq!(
             CliSettings::load(&fifo).ignored.as_deref(),
             Some("it is not a regular file")
