@@ -2,7 +2,7 @@
 //! Amazon Q, with the login mounted read-only and kept fresh while it runs.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
@@ -242,7 +242,7 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
     // started (killed in between) is removed by a later run's sweep.
     spec.options
         .labels
-        .insert(CREATOR_LABEL.to_owned(), runtime_dir::this_run());
+        .insert(CREATOR_LABEL.to_owned(), runtime_dir::this_creator());
     let scope = if args.refreshable {
         snapshot::SnapshotScope::Refreshable
     } else {
@@ -600,7 +600,11 @@ fn mount_live_store(query: &StoreQuery, spec: &mut RunSpec) -> anyhow::Result<()
     let login = query
         .resolve(OffsetDateTime::now_utc())
         .map_err(reclassify)?;
-    let (dir, db) = live_mount(&login.path)?;
+    let cli_dirs: Vec<PathBuf> = store::discovery::default_store_paths()
+        .into_iter()
+        .filter_map(|(_, path)| path.parent().map(Path::to_owned))
+        .collect();
+    let (dir, db) = live_mount(&login.path, &cli_dirs)?;
     spec.auth_dir = Some(dir);
     spec.auth_db = Some(db);
     Ok(())
@@ -639,7 +643,7 @@ async fn login_or_key(query: &StoreQuery) -> anyhow::Result<RunLogin> {
 
 /// Writes the key into a run's fresh private directory, readable only by
 /// the user (and so by the container, which runs as the user).
-fn write_key_file(dir: &std::path::Path, key: &crate::secret::Secret) -> anyhow::Result<()> {
+fn write_key_file(dir: &Path, key: &crate::secret::Secret) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(KEY_FILE_NAME);

@@ -86,15 +86,16 @@ pub fn context_endpoint_in(config_dir: &std::path::Path, chosen: Option<&str>) -
 }
 
 /// Connects to [`endpoint`] and agrees on an API version the engine
-/// supports (older engines reject newer versions). `unix://`, `tcp://` and
-/// `http://` endpoints get the bounded transport (`transport.rs`): every
-/// answer capped and timed.
+/// supports (older engines reject newer versions). Every endpoint goes
+/// through the bounded transport (`transport.rs`): every answer capped and
+/// timed. An endpoint it does not speak (`ssh://`, `https://`) is refused
+/// rather than handed to a connector without those bounds.
 pub async fn connect() -> Result<Docker, bollard::errors::Error> {
-    let docker = match super::transport::Target::parse(&endpoint()) {
-        Some(target) => super::transport::client(target)?,
-        None => Docker::connect_with_defaults()?,
+    let endpoint = endpoint();
+    let Some(target) = super::transport::Target::parse(&endpoint) else {
+        return Err(bollard::errors::Error::UnsupportedURISchemeError { uri: endpoint });
     };
-    docker.negotiate_version().await
+    super::transport::client(target)?.negotiate_version().await
 }
 
 /// Asks the engine for its version, giving up after `timeout`.

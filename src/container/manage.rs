@@ -93,15 +93,19 @@ pub async fn list(docker: &Docker) -> Result<Vec<Managed>, RunError> {
 /// Removes the containers left `Created` by a qbox that died between the
 /// engine's create and start (SIGKILL, a crash): the engine's `AutoRemove`
 /// acts only on containers that exited, so nothing else would. Only a
-/// container whose creator (its `qbox.creator` label, else a foreground
-/// run's `qbox.run`) is known and gone is touched. Returns the containers
-/// that are left.
+/// container whose `qbox.creator` label names a process of this user on
+/// this boot that is gone is touched ([`runtime_dir::creator_owner`]): not
+/// another machine's on a shared engine, nor one whose image brought the
+/// label. Returns the containers that are left.
 pub async fn remove_abandoned(docker: &Docker, containers: Vec<Managed>) -> Vec<Managed> {
     let mut left = Vec::with_capacity(containers.len());
     for container in containers {
-        let creator = container.creator.as_ref().or(container.run.as_ref());
         let abandoned = container.state == "created"
-            && creator.is_some_and(|run| runtime_dir::run_owner(run) == Owner::Gone);
+            && container
+                .creator
+                .as_deref()
+                .and_then(runtime_dir::creator_owner)
+                == Some(Owner::Gone);
         if !abandoned {
             left.push(container);
             continue;

@@ -105,6 +105,9 @@ impl Diagnose for RunError {
             Self::Engine { detail, .. } if detail.to_ascii_lowercase().contains("permission denied") => {
                 "add your user to the `docker` group (then log in again), or run with access to the socket".into()
             }
+            Self::Engine { detail, .. } if detail.contains("URI scheme is not supported") => {
+                "qbox speaks to an engine over unix://, tcp:// or http:// (npipe:// on Windows); forward an ssh or TLS engine to a local socket (for example `ssh -NL /tmp/docker.sock:/var/run/docker.sock HOST`) and set DOCKER_HOST=unix:///tmp/docker.sock".into()
+            }
             Self::Engine { .. } => "start the docker engine, or point DOCKER_HOST at it".into(),
             Self::ImageMissing { .. } => {
                 "qbox never pulls images: build it (`docker build`) or `docker load` it".into()

@@ -273,13 +273,51 @@ pub(crate) fn owned_by_user(_metadata: &std::fs::Metadata) -> bool {
     true
 }
 
-/// `run-<pid>-<start>` → (pid, start); anything else is not qbox's.
 /// This process as a run: `PID-START` (its start time in clock ticks since
 /// boot, 0 where unknown), which a reused pid cannot take on. It names the
 /// run's directory and labels its container (`qbox.run`).
 pub fn this_run() -> String {
     let pid = std::process::id();
     format!("{pid}-{}", process_start(pid).unwrap_or(0))
+}
+
+/// The `qbox.creator` label of a container this process creates:
+/// `PID-START:UID:BOOT`, bound to this user and to this boot of this
+/// machine (the kernel's random boot id). A pid says something only about
+/// the machine and boot it came from: on an engine shared over TCP another
+/// machine's qbox creates containers too, and an image can carry any
+/// label, so the sweep judges only the containers whose label names this
+/// boot and this user ([`creator_owner`]).
+pub fn this_creator() -> String {
+    format!(
+        "{}:{}:{}",
+        this_run(),
+        euid(),
+        boot_id().unwrap_or_default()
+    )
+}
+
+/// Whether the creator named by a `qbox.creator` label still runs; `None`
+/// when the label is not this user's on this boot (another machine, another
+/// user, a label an image brought, or a system without a boot id), which
+/// is never this process's to judge.
+pub fn creator_owner(label: &str) -> Option<Owner> {
+    let mut parts = label.splitn(3, ':');
+    let (run, uid, boot) = (parts.next()?, parts.next()?, parts.next()?);
+    let here = boot_id()?;
+    if boot != here || uid != euid().to_string() {
+        return None;
+    }
+    let (pid, start) = parse_run_name(&format!("{RUN_PREFIX}{run}"))?;
+    Some(owner_state(pid, start))
+}
+
+/// This boot's random id (Linux's `/proc/sys/kernel/random/boot_id`).
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+        .then(|| id.to_owned())
 }
 
 /// Whether the `qbox run` named `run` (`PID-START`) is still running.
@@ -369,6 +407,32 @@ fn parse_stat(stat: &str) -> Option<ProcessState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_creator_of_this_user_on_this_boot_is_judged() {
+        let mine = this_creator();
+        if boot_id().is_none() {
+            // No boot id: no label is ever judged.
+            assert_eq!(creator_owner(&mine), None);
+            return;
+        }
+        assert_eq!(creator_owner(&mine), Some(Owner::Alive));
+        let (run, rest) = mine.split_once(':').unwrap();
+        let (uid, boot) = rest.split_once(':').unwrap();
+        // A pid that cannot run: judged gone, but only here.
+        let dead = format!("{}-1", i32::MAX);
+        assert_eq!(
+            creator_owner(&format!("{dead}:{uid}:{boot}")),
+            Some(Owner::Gone)
+        );
+        let other_boot = "00000000-0000-4000-8000-000000000000";
+        assert_eq!(creator_owner(&format!("{dead}:{uid}:{other_boot}")), None);
+        let other_uid = uid.parse::<u32>().unwrap().wrapping_add(1);
+        assert_eq!(creator_owner(&format!("{dead}:{other_uid}:{boot}")), None);
+        assert_eq!(creator_owner(run), None);
+        assert_eq!(creator_owner(&format!("{dead}:{uid}")), None);
+        assert_eq!(creator_owner(&format!("x-1:{uid}:{boot}")), None);
+    }
 
     #[test]
     fn only_names_qbox_gives_are_runs() {

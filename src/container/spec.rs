@@ -81,10 +81,9 @@ impl Diagnose for SpecError {
             Self::ReservedTarget(_) => Some(format!(
                 "{AUTH_MOUNT}, what is inside it and the directories above it are qbox's: mount elsewhere"
             )),
-            Self::LiveNotCliDir(_) => Some(format!(
-                "use the default --auth snapshot, or put the store in a directory of its own named {}",
-                crate::store::Flavor::ALL.map(|f| f.dir_name()).join(" or ")
-            )),
+            Self::LiveNotCliDir(_) => Some(
+                "use the default --auth snapshot (a copy of the login alone); --auth live mounts only the directory where the CLI itself keeps its store".into(),
+            ),
             Self::UndoesReadOnlyLogin { .. } => {
                 Some("drop it, or run the container without a login (--auth none)".into())
             }
@@ -94,11 +93,14 @@ impl Diagnose for SpecError {
 }
 
 /// `--auth live`: the directory to mount read-only at [`AUTH_MOUNT`] and
-/// `QBOX_DB` inside. Only a CLI's own data directory (`amazon-q/`,
-/// `kiro-cli/`, once symbolic links are resolved) is mounted: the directory
-/// of any other store (`--db ~/login.sqlite3`) may hold anything, keys
-/// included. `QBOX_DB` names the store's own file in the mount.
-pub fn live_mount(store: &Path) -> Result<(PathBuf, String), SpecError> {
+/// `QBOX_DB` inside. Only a CLI's own data directory is mounted: one of
+/// `cli_dirs` (where the CLIs keep their stores on this machine,
+/// `~/.local/share/kiro-cli` and the like), compared once symbolic links
+/// are resolved. The directory of any other store may hold anything, keys
+/// included, whatever it is called (`--db ~/login.sqlite3`, or
+/// `~/backup/amazon-q/data.sqlite3` beside other files). `QBOX_DB` names
+/// the store's own file in the mount.
+pub fn live_mount(store: &Path, cli_dirs: &[PathBuf]) -> Result<(PathBuf, String), SpecError> {
     let real = std::fs::canonicalize(store)
         .map_err(|e| SpecError::LiveUnresolved(store.to_owned(), e.to_string()))?;
     let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
@@ -107,7 +109,11 @@ pub fn live_mount(store: &Path) -> Result<(PathBuf, String), SpecError> {
             "no directory holds it".into(),
         ));
     };
-    if crate::store::Flavor::from_path(&real).is_none() {
+    let own = cli_dirs
+        .iter()
+        .filter_map(|cli_dir| std::fs::canonicalize(cli_dir).ok())
+        .any(|cli_dir| cli_dir == dir);
+    if !own {
         return Err(SpecError::LiveNotCliDir(dir.to_owned()));
     }
     let db = Path::new(AUTH_MOUNT).join(name);
@@ -559,24 +565,31 @@ mod tests {
         let cli = root.path().join("kiro-cli");
         std::fs::create_dir(&cli).unwrap();
         std::fs::write(cli.join("own.sqlite3"), "").unwrap();
-        let (dir, db) = live_mount(&cli.join("own.sqlite3")).unwrap();
+        let cli_dirs = [cli.clone()];
+        let (dir, db) = live_mount(&cli.join("own.sqlite3"), &cli_dirs).unwrap();
         assert_eq!(dir, std::fs::canonicalize(&cli).unwrap());
         assert_eq!(db, "/run/qbox/auth/own.sqlite3");
 
         // A store in a directory that holds other things is refused.
         std::fs::write(root.path().join("my-login.sqlite3"), "").unwrap();
-        let err = live_mount(&root.path().join("my-login.sqlite3")).unwrap_err();
+        let err = live_mount(&root.path().join("my-login.sqlite3"), &cli_dirs).unwrap_err();
         assert!(matches!(err, SpecError::LiveNotCliDir(_)), "{err}");
         assert!(err.hint().unwrap().contains("--auth snapshot"));
         // So is one reached through a directory link named like a CLI's.
         let decoy = root.path().join("decoy");
         std::fs::create_dir(&decoy).unwrap();
         std::os::unix::fs::symlink(root.path(), decoy.join("amazon-q")).unwrap();
-        let err = live_mount(&decoy.join("amazon-q/my-login.sqlite3")).unwrap_err();
+        let err = live_mount(&decoy.join("amazon-q/my-login.sqlite3"), &cli_dirs).unwrap_err();
+        assert!(matches!(err, SpecError::LiveNotCliDir(_)), "{err}");
+        // And one in a directory merely named like a CLI's.
+        let backup = root.path().join("backup/kiro-cli");
+        std::fs::create_dir_all(&backup).unwrap();
+        std::fs::write(backup.join("data.sqlite3"), "").unwrap();
+        let err = live_mount(&backup.join("data.sqlite3"), &cli_dirs).unwrap_err();
         assert!(matches!(err, SpecError::LiveNotCliDir(_)), "{err}");
         // A missing store is said to be one.
         assert!(matches!(
-            live_mount(&cli.join("absent.sqlite3")),
+            live_mount(&cli.join("absent.sqlite3"), &cli_dirs),
             Err(SpecError::LiveUnresolved(..))
         ));
     }

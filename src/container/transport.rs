@@ -11,9 +11,10 @@
 //! [`ANSWER_LIMIT`]. Only attach, raw output the caller copies chunk by
 //! chunk, is not capped.
 //!
-//! Used for `unix://` and `tcp://`/`http://` endpoints, which are all the
-//! engines qbox connects to itself; anything else goes through bollard's
-//! own connectors.
+//! Used for every engine qbox connects to: `unix://`, `tcp://`/`http://`,
+//! and on Windows `npipe://`. Other schemes (`ssh://`, `https://`) are
+//! refused by `engine::connect`, never handed to a connector without these
+//! bounds.
 
 use std::future::Future;
 use std::io;
@@ -44,6 +45,9 @@ pub const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 pub enum Target {
     Unix(PathBuf),
     Tcp(String),
+    /// A Windows named pipe (`\\.\pipe\docker_engine`).
+    #[cfg(windows)]
+    Pipe(String),
 }
 
 impl Target {
@@ -51,6 +55,13 @@ impl Target {
     pub fn parse(endpoint: &str) -> Option<Self> {
         if let Some(path) = endpoint.strip_prefix("unix://") {
             return Some(Self::Unix(PathBuf::from(path)));
+        }
+        // `npipe:////./pipe/docker_engine`: the slashes are the pipe name's
+        // backslashes, as the docker CLI writes them.
+        #[cfg(windows)]
+        if let Some(path) = endpoint.strip_prefix("npipe://") {
+            let name = path.replace('/', "\\");
+            return (name.len() > 2).then_some(Self::Pipe(name));
         }
         let address = endpoint
             .strip_prefix("tcp://")
@@ -144,8 +155,18 @@ async fn send(
     let request = hyper::Request::from_parts(parts, body);
     let connect = async {
         Ok::<_, io::Error>(match &target {
+            #[cfg(unix)]
             Target::Unix(path) => Io::Unix(tokio::net::UnixStream::connect(path).await?),
+            #[cfg(not(unix))]
+            Target::Unix(path) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("no Unix sockets here: {}", path.display()),
+                ));
+            }
             Target::Tcp(address) => Io::Tcp(tokio::net::TcpStream::connect(address).await?),
+            #[cfg(windows)]
+            Target::Pipe(name) => Io::Pipe(open_pipe(name).await?),
         })
     };
     let stream = tokio::time::timeout(ANSWER_DEADLINE, connect)
@@ -172,10 +193,42 @@ async fn send(
     Ok(sender.send_request(request).await?)
 }
 
-/// A Unix or TCP stream.
+/// Opens the engine's named pipe, waiting while every instance is busy
+/// (the caller's deadline bounds the wait).
+#[cfg(windows)]
+async fn open_pipe(name: &str) -> io::Result<tokio::net::windows::named_pipe::NamedPipeClient> {
+    /// `ERROR_PIPE_BUSY`: all instances are in use; another comes shortly.
+    const PIPE_BUSY: i32 = 231;
+    loop {
+        match tokio::net::windows::named_pipe::ClientOptions::new().open(name) {
+            Err(err) if err.raw_os_error() == Some(PIPE_BUSY) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A Unix socket, a TCP stream or a named pipe.
 enum Io {
+    #[cfg(unix)]
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream),
+    #[cfg(windows)]
+    Pipe(tokio::net::windows::named_pipe::NamedPipeClient),
+}
+
+/// The one stream inside an [`Io`], whatever its kind.
+macro_rules! each_io {
+    ($io:expr, $s:ident => $body:expr) => {
+        match $io {
+            #[cfg(unix)]
+            Io::Unix($s) => $body,
+            Io::Tcp($s) => $body,
+            #[cfg(windows)]
+            Io::Pipe($s) => $body,
+        }
+    };
 }
 
 /// A stream whose reads fail past a byte limit or a deadline.
@@ -214,10 +267,7 @@ impl AsyncRead for Bounded {
             )));
         }
         let before = buf.filled().len();
-        let polled = match &mut this.inner {
-            Io::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-        };
+        let polled = each_io!(&mut this.inner, s => Pin::new(s).poll_read(cx, buf));
         if let Poll::Ready(Ok(())) = polled {
             this.read += (buf.filled().len() - before) as u64;
             if let Some(limit) = this.bound.limit
@@ -239,24 +289,15 @@ impl AsyncWrite for Bounded {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
-            Io::Unix(s) => Pin::new(s).poll_write(cx, data),
-            Io::Tcp(s) => Pin::new(s).poll_write(cx, data),
-        }
+        each_io!(&mut self.get_mut().inner, s => Pin::new(s).poll_write(cx, data))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Io::Unix(s) => Pin::new(s).poll_flush(cx),
-            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
-        }
+        each_io!(&mut self.get_mut().inner, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Io::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        each_io!(&mut self.get_mut().inner, s => Pin::new(s).poll_shutdown(cx))
     }
 }
 

@@ -1,22 +1,29 @@
 //! The stdio transport with the two bounds a client that misbehaves needs:
 //!
-//! - **Backpressure.** Answers wait in a queue while the client does not
-//!   read stdout; with [`MAX_QUEUED_MESSAGES`] waiting, the server stops
-//!   reading requests until one has been written. A client that sends
-//!   20,000 requests and reads nothing used to grow the sidecar by hundreds
-//!   of megabytes; now it fills its own pipe and waits.
+//! - **Backpressure.** With [`MAX_QUEUED_MESSAGES`] messages waiting to be
+//!   written, or [`MAX_AWAITING`] requests read but not yet answered on
+//!   stdout, the server stops reading requests until one is done. Counting only the messages being
+//!   written is not enough: rmcp runs each request in a task of its own, and
+//!   on the single-threaded runtime the loop that reads stdin can read tens
+//!   of thousands of buffered requests before those tasks run once (tokio's
+//!   budget counts reads from the pipe, and one read brings hundreds of
+//!   lines). A client that sends 20,000 requests and reads nothing used to
+//!   grow the sidecar by 250 MB, one stuck task per request; now it fills
+//!   its own pipe and waits.
 //! - **A cap on a request line.** A line on stdin longer than
 //!   [`MAX_LINE_BYTES`] (4 MiB, the HTTP request body cap) ends the server
 //!   with a clear error on stderr and exit status 1, instead of buffering it
 //!   (rmcp's own cap is larger and only drops the line).
 
+use std::collections::HashSet;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use rmcp::RoleServer;
+use rmcp::model::{ClientNotification, JsonRpcMessage, RequestId};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use rmcp::transport::async_rw::AsyncRwTransport;
@@ -29,6 +36,11 @@ pub const MAX_LINE_BYTES: usize = 4 << 20;
 /// Messages (answers, notifications) waiting to be written before the
 /// server stops reading requests.
 pub const MAX_QUEUED_MESSAGES: usize = 64;
+
+/// Requests read and not yet answered before the server stops reading: a
+/// few kilobytes each, and more than any host runs at once, so that a
+/// client with long tool calls in flight can still ping and cancel.
+pub const MAX_AWAITING: usize = 256;
 
 /// Whether stdin brought a line over [`MAX_LINE_BYTES`] (set by
 /// [`LineCapped`], read by the caller once the service has ended).
@@ -83,20 +95,50 @@ impl<R: AsyncRead + Unpin> AsyncRead for LineCapped<R> {
     }
 }
 
-/// The count of messages being written, and a wake-up when one is done.
+/// The requests read and not yet answered, the count of messages being
+/// written, and a wake-up when either shrinks.
 #[derive(Debug, Default)]
 struct Queue {
+    /// By id: an answer names the request it answers, and a request the
+    /// client cancels gets none (rmcp drops it), so its id is let go then.
+    awaiting: Mutex<HashSet<RequestId>>,
     queued: AtomicUsize,
     freed: Notify,
 }
 
-/// One queued message; dropping it (written, or failed) frees its slot.
-struct Slot(Arc<Queue>);
+impl Queue {
+    fn awaiting(&self) -> std::sync::MutexGuard<'_, HashSet<RequestId>> {
+        self.awaiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether another request may be read now.
+    fn has_room(&self) -> bool {
+        self.queued.load(Ordering::Acquire) < MAX_QUEUED_MESSAGES
+            && self.awaiting().len() < MAX_AWAITING
+    }
+
+    /// The request `id` is answered (or will never be).
+    fn settle(&self, id: &RequestId) {
+        if self.awaiting().remove(id) {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// One queued message; dropping it (written, or failed) frees its slot and
+/// settles the request it answers.
+struct Slot {
+    queue: Arc<Queue>,
+    answers: Option<RequestId>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.queued.fetch_sub(1, Ordering::AcqRel);
-        self.0.freed.notify_waiters();
+        self.queue.queued.fetch_sub(1, Ordering::AcqRel);
+        if let Some(id) = &self.answers {
+            self.queue.awaiting().remove(id);
+        }
+        self.queue.freed.notify_waiters();
     }
 }
 
@@ -143,7 +185,15 @@ where
         // Counted when queued, not when first polled: the service spawns
         // each send, and a spawned send waiting for stdout is queued.
         self.queue.queued.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(self.queue.clone());
+        let answers = match &item {
+            JsonRpcMessage::Response(response) => Some(response.id.clone()),
+            JsonRpcMessage::Error(error) => error.id.clone(),
+            _ => None,
+        };
+        let slot = Slot {
+            queue: self.queue.clone(),
+            answers,
+        };
         let sending = self.inner.send(item);
         async move {
             let result = sending.await;
@@ -158,12 +208,27 @@ where
             let freed = self.queue.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if self.queue.queued.load(Ordering::Acquire) < MAX_QUEUED_MESSAGES {
+            if self.queue.has_room() {
                 break;
             }
             freed.await;
         }
-        self.inner.receive().await
+        let message = self.inner.receive().await?;
+        match &message {
+            JsonRpcMessage::Request(request) => {
+                self.queue.awaiting().insert(request.id.clone());
+            }
+            JsonRpcMessage::Notification(notification) => {
+                if let ClientNotification::CancelledNotification(cancelled) =
+                    &notification.notification
+                    && let Some(id) = &cancelled.params.request_id
+                {
+                    self.queue.settle(id);
+                }
+            }
+            _ => {}
+        }
+        Some(message)
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {

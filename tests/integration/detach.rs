@@ -639,7 +639,16 @@ fn issue_30_a_container_its_dead_creator_left_created_is_removed_then_its_direct
     )
     .unwrap();
     let (dead_pid, dead) = dead_process();
-    let alive = format!("{}-0", std::process::id());
+    // The label binds the creator to this user and this boot: a dead pid
+    // of another machine (a shared engine) or another user, or a label an
+    // image brought, is not this sweep's to judge.
+    let uid = rustix::process::geteuid().as_raw();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let boot = boot.trim();
+    let dead_here = format!("{dead}:{uid}:{boot}");
+    let dead_elsewhere = format!("{dead}:{uid}:00000000-0000-4000-8000-000000000000");
+    let dead_other_user = format!("{dead}:{}:{boot}", uid + 1);
+    let alive = format!("{}-0:{uid}:{boot}", std::process::id());
     // A `qbox run -d` killed between the engine's create and start: its
     // container stays `Created` (AutoRemove acts on exited ones only) and
     // its directory is kept for it.
@@ -648,13 +657,38 @@ fn issue_30_a_container_its_dead_creator_left_created_is_removed_then_its_direct
     let abandoned = test.name("abandoned");
     let in_progress = test.name("in-progress");
     let foreign = test.name("foreign");
+    let elsewhere = test.name("elsewhere");
+    let other_user = test.name("other-user");
+    let pid_only = test.name("pid-only");
     for (name, labels) in [
         (
             &abandoned,
             vec![
                 "qbox.managed=true".to_owned(),
-                format!("qbox.creator={dead}"),
+                format!("qbox.creator={dead_here}"),
                 format!("qbox.detached={key}"),
+            ],
+        ),
+        (
+            &elsewhere,
+            vec![
+                "qbox.managed=true".to_owned(),
+                format!("qbox.creator={dead_elsewhere}"),
+            ],
+        ),
+        (
+            &other_user,
+            vec![
+                "qbox.managed=true".to_owned(),
+                format!("qbox.creator={dead_other_user}"),
+            ],
+        ),
+        // The label's old form, a bare pid: judged by nothing.
+        (
+            &pid_only,
+            vec![
+                "qbox.managed=true".to_owned(),
+                format!("qbox.creator={dead}"),
             ],
         ),
         // Its creator still runs: between create and start right now.
@@ -695,6 +729,13 @@ fn issue_30_a_container_its_dead_creator_left_created_is_removed_then_its_direct
     );
     assert_eq!(container_state(&in_progress).as_deref(), Some("created"));
     assert_eq!(container_state(&foreign).as_deref(), Some("created"));
+    for kept in [&elsewhere, &other_user, &pid_only] {
+        assert_eq!(
+            container_state(kept).as_deref(),
+            Some("created"),
+            "{kept} was removed"
+        );
+    }
 }
 
 #[test]

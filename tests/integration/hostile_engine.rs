@@ -433,3 +433,21 @@ fn issue_30_an_engine_that_never_attaches_does_not_make_qbox_run_deaf() {
         );
     }
 }
+
+/// An engine qbox cannot bound (`ssh://`, `https://`) is refused with a
+/// hint, never reached through a connector without a cap or a deadline.
+#[test]
+fn issue_30_an_engine_endpoint_qbox_cannot_bound_is_refused_with_a_hint() {
+    for host in ["ssh://me@127.0.0.1", "https://127.0.0.1:2376"] {
+        let home = TestHome::new();
+        let run = home
+            .qbox()
+            .env("DOCKER_HOST", host)
+            .env("XDG_RUNTIME_DIR", crate::util::runtime_dir(home.path()))
+            .args(["ps"])
+            .run();
+        run.assert_code(125);
+        run.assert_stderr_contains("URI scheme is not supported");
+        run.assert_stderr_contains("hint: qbox speaks to an engine over unix://");
+    }
+}

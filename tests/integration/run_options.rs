@@ -341,4 +341,23 @@ fn issue_30_auth_live_refuses_a_store_outside_a_cli_data_directory() {
         .assert_stderr_contains("not a CLI's own data directory")
         .assert_stderr_contains("hint: use the default --auth snapshot");
     assert!(!run.stderr.contains("nonexistent"), "{}", run.stderr);
+
+    // A directory merely named like a CLI's, away from where the CLI keeps
+    // its store (a backup beside other files), is refused as well.
+    let backup = home.path().join("backup/amazon-q");
+    std::fs::create_dir_all(&backup).unwrap();
+    std::fs::copy(
+        home.store_path(Flavor::AmazonQ),
+        backup.join("data.sqlite3"),
+    )
+    .unwrap();
+    std::fs::write(backup.join("id_ed25519"), "a key").unwrap();
+    let run = home
+        .qbox()
+        .env("DOCKER_HOST", "unix:///nonexistent/qbox-options.sock")
+        .args(["--db", backup.join("data.sqlite3").to_str().unwrap()])
+        .args(["--cli", "q", "run", "--auth", "live", "img", "--", "true"])
+        .run();
+    run.assert_code(125)
+        .assert_stderr_contains("not a CLI's own data directory");
 }

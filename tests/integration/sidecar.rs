@@ -1025,6 +1025,25 @@ fn issue_30_the_stdio_server_stops_reading_while_its_answers_are_not_read() {
             stuck
         },
     );
+    // Held back early: what the pipes hold and a few hundred requests in
+    // the server, not every request read and held as a stuck task (on
+    // today's runtime the loop reading stdin outran the tasks answering).
+    let held_at = written.load(Ordering::Relaxed);
+    assert!(
+        held_at < REQUESTS / 2,
+        "the server read {held_at} of {REQUESTS} requests while its answers were not read"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        peak_kb < 100 << 10,
+        "the server grew to {} MB while its answers were not read",
+        peak_kb >> 10
+    );
     // Reading again lets everything through: no request is lost.
     let mut answered = 0;
     let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
