@@ -21,6 +21,30 @@ pub fn open(path: &Path, write: bool) -> io::Result<File> {
     Ok(file)
 }
 
+/// [`open`] for reading, refusing a symbolic link as the last component
+/// too (`O_NOFOLLOW`: a secret's file is read only where the user put it).
+/// A link is an error whose raw OS error is `ELOOP` ([`is_symlink`]).
+pub fn open_no_follow(path: &Path) -> io::Result<File> {
+    let file = open_nonblocking_flags(path, false, true)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, NOT_REGULAR));
+    }
+    Ok(file)
+}
+
+/// Whether `err` is [`open_no_follow`]'s refusal of a symbolic link.
+pub fn is_symlink(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = err;
+        false
+    }
+}
+
 /// Whether `err` is [`open`]'s refusal of a file that is not a regular one.
 pub fn is_not_regular(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::InvalidInput && err.to_string() == NOT_REGULAR
@@ -28,14 +52,21 @@ pub fn is_not_regular(err: &io::Error) -> bool {
 
 const NOT_REGULAR: &str = "not a regular file";
 
-#[cfg(unix)]
 fn open_nonblocking(path: &Path, write: bool) -> io::Result<File> {
+    open_nonblocking_flags(path, write, false)
+}
+
+#[cfg(unix)]
+fn open_nonblocking_flags(path: &Path, write: bool, no_follow: bool) -> io::Result<File> {
     use rustix::fs::{Mode, OFlags};
-    let access = if write {
+    let mut access = if write {
         OFlags::WRONLY
     } else {
         OFlags::RDONLY
     };
+    if no_follow {
+        access |= OFlags::NOFOLLOW;
+    }
     // A FIFO without a reader makes a write-only non-blocking open fail
     // with ENXIO: it is not a regular file either.
     let fd = rustix::fs::open(
@@ -51,7 +82,13 @@ fn open_nonblocking(path: &Path, write: bool) -> io::Result<File> {
 }
 
 #[cfg(not(unix))]
-fn open_nonblocking(path: &Path, write: bool) -> io::Result<File> {
+fn open_nonblocking_flags(path: &Path, write: bool, no_follow: bool) -> io::Result<File> {
+    if no_follow && std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a symbolic link, which qbox does not follow",
+        ));
+    }
     std::fs::OpenOptions::new()
         .read(!write)
         .write(write)

@@ -121,41 +121,47 @@ impl ApiKey {
     }
 }
 
-/// The text of a file that may hold a secret, under the rules for one.
-#[cfg(unix)]
+/// The key file's text, if it is a regular file (not a link, FIFO or
+/// device: opened with `O_NOFOLLOW` and `O_NONBLOCK`, checked on the
+/// descriptor) of this user or root that no one else can read or write.
 fn read_private_file(path: &Path) -> Result<String, String> {
-    use rustix::fs::{FileType, Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    )
-    .map_err(|e| match e {
-        rustix::io::Errno::NOENT => "does not exist".to_owned(),
-        rustix::io::Errno::LOOP => "is a symbolic link, which qbox does not follow".to_owned(),
-        rustix::io::Errno::ACCESS => "cannot be read (permission denied)".to_owned(),
-        other => format!("cannot be opened: {other}"),
+    let file = crate::regular_file::open_no_follow(path).map_err(|e| {
+        if crate::regular_file::is_symlink(&e) {
+            "is a symbolic link, which qbox does not follow".to_owned()
+        } else if crate::regular_file::is_not_regular(&e) {
+            "is not a regular file".to_owned()
+        } else {
+            match e.kind() {
+                std::io::ErrorKind::NotFound => "does not exist".to_owned(),
+                std::io::ErrorKind::PermissionDenied => {
+                    "cannot be read (permission denied)".to_owned()
+                }
+                _ => format!("cannot be opened: {e}"),
+            }
+        }
     })?;
-    let stat = rustix::fs::fstat(&fd).map_err(|e| format!("cannot be read: {e}"))?;
-    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-        return Err("is not a regular file".into());
-    }
-    let euid = rustix::process::geteuid().as_raw();
-    if stat.st_uid != euid && stat.st_uid != 0 {
-        return Err(format!(
-            "belongs to another user (uid {}), who could replace the key",
-            stat.st_uid
-        ));
-    }
-    if stat.st_mode & 0o077 != 0 {
-        return Err(format!(
-            "can be read or written by others (mode {:04o}); make it 0600",
-            stat.st_mode & 0o7777
-        ));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = file
+            .metadata()
+            .map_err(|e| format!("cannot be read: {e}"))?;
+        let euid = rustix::process::geteuid().as_raw();
+        if metadata.uid() != euid && metadata.uid() != 0 {
+            return Err(format!(
+                "belongs to another user (uid {}), who could replace the key",
+                metadata.uid()
+            ));
+        }
+        if metadata.mode() & 0o077 != 0 {
+            return Err(format!(
+                "can be read or written by others (mode {:04o}); make it 0600",
+                metadata.mode() & 0o7777
+            ));
+        }
     }
     let mut text = String::new();
-    std::fs::File::from(fd)
-        .take(MAX_KEY_BYTES + 1)
+    file.take(MAX_KEY_BYTES + 1)
         .read_to_string(&mut text)
         .map_err(|e| format!("cannot be read: {e}"))?;
     if text.len() as u64 > MAX_KEY_BYTES {
@@ -163,19 +169,6 @@ fn read_private_file(path: &Path) -> Result<String, String> {
             "is larger than a key ({MAX_KEY_BYTES} bytes at most)"
         ));
     }
-    Ok(text)
-}
-
-#[cfg(not(unix))]
-fn read_private_file(path: &Path) -> Result<String, String> {
-    let metadata = std::fs::symlink_metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
-    if !metadata.is_file() {
-        return Err("is not a regular file".into());
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_KEY_BYTES + 1).read_to_string(&mut text))
-        .map_err(|e| format!("cannot be read: {e}"))?;
     Ok(text)
 }
 
