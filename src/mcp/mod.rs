@@ -6,6 +6,7 @@
 pub mod client;
 pub mod http;
 pub mod limits;
+pub mod registry;
 pub mod listener;
 pub mod login_watch;
 pub mod server;
