@@ -189,9 +189,8 @@ pub fn server_entry(args: &McpConfigArgs) -> (String, Vec<String>, Map<String, V
 /// Where the host files are: this user's home and configuration
 /// directories, and the working directory as the project.
 fn places() -> anyhow::Result<Places> {
-    let home = dirs::home_dir().ok_or_else(|| {
-        CommandError::new(exit::ERROR, "no home directory").hint("set HOME")
-    })?;
+    let home = dirs::home_dir()
+        .ok_or_else(|| CommandError::new(exit::ERROR, "no home directory").hint("set HOME"))?;
     Ok(Places {
         config: dirs::config_dir().unwrap_or_else(|| home.join(".config")),
         home,

@@ -6,9 +6,9 @@
 pub mod client;
 pub mod http;
 pub mod limits;
-pub mod registry;
 pub mod listener;
 pub mod login_watch;
+pub mod registry;
 pub mod server;
 pub mod sessions;
 pub mod stdio;

@@ -21,7 +21,8 @@ pub const DEFAULT_REGISTRY_NAME: &str = "io.github.qbox/qbox-sidecar";
 const TITLE: &str = "qbox sidecar (Amazon Q)";
 
 /// At most 100 characters, as the registry asks.
-const DESCRIPTION: &str = "Amazon Q Developer for MCP hosts: ask Q or run the Kiro CLI agent with your CLI login";
+const DESCRIPTION: &str =
+    "Amazon Q Developer for MCP hosts: ask Q or run the Kiro CLI agent with your CLI login";
 
 fn tools() -> Vec<Value> {
     [chat_tool(), agent_tool()]
@@ -103,6 +104,9 @@ mod tests {
         assert_eq!(server["version"], env!("CARGO_PKG_VERSION"));
         let meta = &server["_meta"]["io.modelcontextprotocol.registry/publisher-provided"];
         assert_eq!(meta["tools"], card["tools"]);
-        assert_eq!(meta["protocolVersions"].as_array().unwrap().len(), PROTOCOL_VERSIONS.len());
+        assert_eq!(
+            meta["protocolVersions"].as_array().unwrap().len(),
+            PROTOCOL_VERSIONS.len()
+        );
     }
 }

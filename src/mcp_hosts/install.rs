@@ -77,7 +77,9 @@ pub fn install(path: &Path, entry: &Entry, force: bool) -> Result<Installed, Com
                 "{shown} can be read by other users, and {}'s entry would hold the token in clear",
                 entry.host.title()
             ),
-            format!("make it yours alone first (chmod 600 {shown}), or use a host that references the token from its environment"),
+            format!(
+                "make it yours alone first (chmod 600 {shown}), or use a host that references the token from its environment"
+            ),
         ));
     }
     let old = existing.as_ref().map_or("", |e| e.text.as_str());
@@ -118,10 +120,9 @@ pub fn install(path: &Path, entry: &Entry, force: bool) -> Result<Installed, Com
             "the host may be writing it: close the host or wait, then run the command again",
         ));
     }
-    let mode = existing.as_ref().map_or(
-        if entry.holds_secret { 0o600 } else { 0o644 },
-        |e| e.mode,
-    );
+    let mode = existing
+        .as_ref()
+        .map_or(if entry.holds_secret { 0o600 } else { 0o644 }, |e| e.mode);
     write_atomically(path, new.as_bytes(), mode).map_err(|err| io_error("writing", err))?;
     Ok(Installed {
         action,
@@ -139,7 +140,10 @@ fn read_existing(path: &Path) -> Result<Option<Existing>, CommandError> {
         Ok(meta) => meta,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => {
-            return Err(CommandError::new(exit::ERROR, format!("reading {shown}: {err}")));
+            return Err(CommandError::new(
+                exit::ERROR,
+                format!("reading {shown}: {err}"),
+            ));
         }
     };
     if meta.file_type().is_symlink() {
@@ -240,9 +244,7 @@ fn merge_json(
         return Err(not_object("the top level"));
     };
     let key = entry.host.servers_key();
-    let Value::Object(servers) = root
-        .entry(key)
-        .or_insert_with(|| Value::Object(Map::new()))
+    let Value::Object(servers) = root.entry(key).or_insert_with(|| Value::Object(Map::new()))
     else {
         return Err(not_object(key));
     };
@@ -316,11 +318,9 @@ pub fn toml_to_json(item: &toml_edit::Item) -> Value {
             toml_edit::Value::Boolean(b) => Value::from(*b.value()),
             toml_edit::Value::Datetime(d) => Value::from(d.value().to_string()),
             toml_edit::Value::Array(a) => a.iter().map(value).collect(),
-            toml_edit::Value::InlineTable(t) => Value::Object(
-                t.iter()
-                    .map(|(k, v)| (k.to_owned(), value(v)))
-                    .collect(),
-            ),
+            toml_edit::Value::InlineTable(t) => {
+                Value::Object(t.iter().map(|(k, v)| (k.to_owned(), value(v))).collect())
+            }
         }
     }
     match item {
@@ -371,7 +371,10 @@ fn merge_toml(
         .map(|item| toml_to_json(item) == entry.server);
     let action = decide(path, &entry.name, found, force)?;
     if action != Action::Unchanged {
-        servers.insert(&entry.name, toml_edit::Item::Table(toml_table(&entry.server)));
+        servers.insert(
+            &entry.name,
+            toml_edit::Item::Table(toml_table(&entry.server)),
+        );
     }
     Ok((doc.to_string(), action))
 }
@@ -534,13 +537,19 @@ fn merge_yaml(
                 let quoted = Value::from(entry.name.as_str()).to_string();
                 let starts = |line: &str| {
                     indent_of(line) == indent
-                        && [entry.name.as_str(), quoted.as_str()]
-                            .iter()
-                            .any(|n| line.trim_start().strip_prefix(n).is_some_and(|r| r.starts_with(':')))
+                        && [entry.name.as_str(), quoted.as_str()].iter().any(|n| {
+                            line.trim_start()
+                                .strip_prefix(n)
+                                .is_some_and(|r| r.starts_with(':'))
+                        })
                 };
                 let Some(start) = lines[header + 1..].iter().position(|l| starts(l)) else {
                     return Err(refuse(
-                        format!("qbox could not find the lines of {} in {}", entry.name, path.display()),
+                        format!(
+                            "qbox could not find the lines of {} in {}",
+                            entry.name,
+                            path.display()
+                        ),
                         PRINT_HINT,
                     ));
                 };
@@ -613,7 +622,10 @@ mod tests {
         assert_eq!(install(&path, &e, false).unwrap().action, Action::Unchanged);
         let other = entry(Host::Cursor, "qbox", &stdio("/elsewhere")).unwrap();
         assert!(install(&path, &other, false).is_err());
-        assert_eq!(install(&path, &other, true).unwrap().action, Action::Replaced);
+        assert_eq!(
+            install(&path, &other, true).unwrap().action,
+            Action::Replaced
+        );
     }
 
     #[test]
@@ -639,7 +651,10 @@ mod tests {
         let new = std::fs::read_to_string(&path).unwrap();
         assert!(new.starts_with(text), "{new}");
         let doc: toml_edit::DocumentMut = new.parse().unwrap();
-        assert_eq!(doc["mcp_servers"]["qbox"]["command"].as_str(), Some("/bin/sidecar"));
+        assert_eq!(
+            doc["mcp_servers"]["qbox"]["command"].as_str(),
+            Some("/bin/sidecar")
+        );
         assert_eq!(install(&path, &e, false).unwrap().action, Action::Unchanged);
     }
 
@@ -656,14 +671,26 @@ mod tests {
             assert!(new.contains(line), "{line} lost:\n{new}");
         }
         let doc = &YamlLoader::load_from_str(&new).unwrap()[0];
-        assert_eq!(doc["extensions"]["qbox"]["cmd"].as_str(), Some("/bin/sidecar"));
-        assert_eq!(doc["extensions"]["developer"]["type"].as_str(), Some("builtin"));
+        assert_eq!(
+            doc["extensions"]["qbox"]["cmd"].as_str(),
+            Some("/bin/sidecar")
+        );
+        assert_eq!(
+            doc["extensions"]["developer"]["type"].as_str(),
+            Some("builtin")
+        );
         assert_eq!(install(&path, &e, false).unwrap().action, Action::Unchanged);
         let other = entry(Host::Goose, "qbox", &stdio("/elsewhere")).unwrap();
-        assert_eq!(install(&path, &other, true).unwrap().action, Action::Replaced);
+        assert_eq!(
+            install(&path, &other, true).unwrap().action,
+            Action::Replaced
+        );
         let newer = std::fs::read_to_string(&path).unwrap();
         let doc = &YamlLoader::load_from_str(&newer).unwrap()[0];
-        assert_eq!(doc["extensions"]["qbox"]["cmd"].as_str(), Some("/elsewhere"));
+        assert_eq!(
+            doc["extensions"]["qbox"]["cmd"].as_str(),
+            Some("/elsewhere")
+        );
         assert_eq!(doc["GOOSE_MODE"].as_str(), Some("auto"));
         assert!(newer.contains("# built in"));
     }

@@ -197,14 +197,20 @@ impl Host {
             }
             (Self::Goose, Scope::User) => {
                 if cfg!(windows) {
-                    places.config.join("Block").join("goose").join("config").join("config.yaml")
+                    places
+                        .config
+                        .join("Block")
+                        .join("goose")
+                        .join("config")
+                        .join("config.yaml")
                 } else {
                     xdg_config(places).join("goose").join("config.yaml")
                 }
             }
-            (Self::ClaudeDesktop, Scope::User) => {
-                places.config.join("Claude").join("claude_desktop_config.json")
-            }
+            (Self::ClaudeDesktop, Scope::User) => places
+                .config
+                .join("Claude")
+                .join("claude_desktop_config.json"),
             (Self::Vscode, Scope::Project) => in_project(&[".vscode", "mcp.json"]),
             (Self::Vscode, Scope::User) => places.config.join("Code").join("User").join("mcp.json"),
             (Self::Q, Scope::Project) => in_project(&[".amazonq", "mcp.json"]),
@@ -418,11 +424,17 @@ pub fn document(entry: &Entry) -> String {
             let mut doc = toml_edit::DocumentMut::new();
             let mut servers = toml_edit::Table::new();
             servers.set_implicit(true);
-            servers.insert(&entry.name, toml_edit::Item::Table(install::toml_table(&entry.server)));
+            servers.insert(
+                &entry.name,
+                toml_edit::Item::Table(install::toml_table(&entry.server)),
+            );
             doc.insert(key, toml_edit::Item::Table(servers));
             doc.to_string()
         }
-        Format::Yaml => format!("{key}:\n{}", install::yaml_block(&entry.name, &entry.server, 2)),
+        Format::Yaml => format!(
+            "{key}:\n{}",
+            install::yaml_block(&entry.name, &entry.server, 2)
+        ),
     }
 }
 
@@ -459,13 +471,22 @@ mod tests {
 
     #[test]
     fn claude_style_hosts_take_command_args_env_under_mcp_servers() {
-        for host in [Host::ClaudeDesktop, Host::ClaudeCode, Host::Cursor, Host::Gemini, Host::Kiro] {
+        for host in [
+            Host::ClaudeDesktop,
+            Host::ClaudeCode,
+            Host::Cursor,
+            Host::Gemini,
+            Host::Kiro,
+        ] {
             let entry = entry(host, "qbox", &stdio()).unwrap();
             let doc: Value = serde_json::from_str(&document(&entry)).unwrap();
             let server = &doc["mcpServers"]["qbox"];
             assert_eq!(server["command"], "/opt/qbox/qbox-sidecar", "{host:?}");
             assert_eq!(server["args"], json!(["serve"]));
-            assert_eq!(server["env"]["ENABLE_ADDITIONAL_TOOLS"], "q-developer-agent");
+            assert_eq!(
+                server["env"]["ENABLE_ADDITIONAL_TOOLS"],
+                "q-developer-agent"
+            );
         }
         let kiro = entry(Host::Kiro, "qbox", &stdio()).unwrap();
         assert_eq!(kiro.server["disabled"], false);
@@ -474,7 +495,9 @@ mod tests {
 
     #[test]
     fn http_entries_reference_the_token_in_each_hosts_syntax() {
-        let header = |host| entry(host, "qbox", &http(None)).unwrap().server["headers"]["Authorization"].clone();
+        let header = |host| {
+            entry(host, "qbox", &http(None)).unwrap().server["headers"]["Authorization"].clone()
+        };
         assert_eq!(header(Host::ClaudeCode), "Bearer ${QBOX_MCP_TOKEN}");
         assert_eq!(header(Host::Gemini), "Bearer ${QBOX_MCP_TOKEN}");
         assert_eq!(header(Host::Kiro), "Bearer ${QBOX_MCP_TOKEN}");
@@ -484,7 +507,10 @@ mod tests {
         assert_eq!(code.server["type"], "http");
         let gemini = entry(Host::Gemini, "qbox", &http(None)).unwrap();
         assert_eq!(gemini.server["httpUrl"], "http://127.0.0.1:8080/mcp");
-        assert!(gemini.server.get("url").is_none(), "url is SSE to the Gemini CLI");
+        assert!(
+            gemini.server.get("url").is_none(),
+            "url is SSE to the Gemini CLI"
+        );
         let vscode = entry(Host::Vscode, "qbox", &http(None)).unwrap();
         let doc: Value = serde_json::from_str(&document(&vscode)).unwrap();
         assert_eq!(doc["inputs"][0]["password"], true);
@@ -512,7 +538,10 @@ mod tests {
         let server = &doc["mcp_servers"]["qbox"];
         assert_eq!(server["command"].as_str(), Some("/opt/qbox/qbox-sidecar"));
         assert_eq!(server["args"][0].as_str(), Some("serve"));
-        assert_eq!(server["env"]["ENABLE_ADDITIONAL_TOOLS"].as_str(), Some("q-developer-agent"));
+        assert_eq!(
+            server["env"]["ENABLE_ADDITIONAL_TOOLS"].as_str(),
+            Some("q-developer-agent")
+        );
         let http = entry(Host::Codex, "qbox", &http(None)).unwrap();
         let doc: toml_edit::DocumentMut = document(&http).parse().unwrap();
         let server = &doc["mcp_servers"]["qbox"];
@@ -530,7 +559,10 @@ mod tests {
         assert_eq!(server["type"].as_str(), Some("stdio"));
         assert_eq!(server["cmd"].as_str(), Some("/opt/qbox/qbox-sidecar"));
         assert_eq!(server["args"][0].as_str(), Some("serve"));
-        assert_eq!(server["envs"]["ENABLE_ADDITIONAL_TOOLS"].as_str(), Some("q-developer-agent"));
+        assert_eq!(
+            server["envs"]["ENABLE_ADDITIONAL_TOOLS"].as_str(),
+            Some("q-developer-agent")
+        );
         assert_eq!(server["enabled"], Yaml::Boolean(true));
         let http = entry(Host::Goose, "qbox", &http(None)).unwrap();
         let docs = YamlLoader::load_from_str(&document(&http)).unwrap();
@@ -553,16 +585,43 @@ mod tests {
     fn each_host_file_is_where_its_documentation_says() {
         let p = places();
         let path = |host: Host, scope| host.path(scope, &p).unwrap();
-        assert_eq!(path(Host::ClaudeCode, Scope::Project), Path::new("/src/app/.mcp.json"));
-        assert_eq!(path(Host::ClaudeCode, Scope::User), Path::new("/home/me/.claude.json"));
-        assert_eq!(path(Host::Cursor, Scope::User), Path::new("/home/me/.cursor/mcp.json"));
-        assert_eq!(path(Host::Codex, Scope::User), Path::new("/home/me/.codex/config.toml"));
-        assert_eq!(path(Host::Gemini, Scope::Project), Path::new("/src/app/.gemini/settings.json"));
-        assert_eq!(path(Host::Kiro, Scope::User), Path::new("/home/me/.kiro/settings/mcp.json"));
-        assert_eq!(path(Host::Vscode, Scope::Project), Path::new("/src/app/.vscode/mcp.json"));
+        assert_eq!(
+            path(Host::ClaudeCode, Scope::Project),
+            Path::new("/src/app/.mcp.json")
+        );
+        assert_eq!(
+            path(Host::ClaudeCode, Scope::User),
+            Path::new("/home/me/.claude.json")
+        );
+        assert_eq!(
+            path(Host::Cursor, Scope::User),
+            Path::new("/home/me/.cursor/mcp.json")
+        );
+        assert_eq!(
+            path(Host::Codex, Scope::User),
+            Path::new("/home/me/.codex/config.toml")
+        );
+        assert_eq!(
+            path(Host::Gemini, Scope::Project),
+            Path::new("/src/app/.gemini/settings.json")
+        );
+        assert_eq!(
+            path(Host::Kiro, Scope::User),
+            Path::new("/home/me/.kiro/settings/mcp.json")
+        );
+        assert_eq!(
+            path(Host::Vscode, Scope::Project),
+            Path::new("/src/app/.vscode/mcp.json")
+        );
         if cfg!(target_os = "linux") {
-            assert_eq!(path(Host::Goose, Scope::User), Path::new("/home/me/.config/goose/config.yaml"));
-            assert_eq!(path(Host::Zed, Scope::User), Path::new("/home/me/.config/zed/settings.json"));
+            assert_eq!(
+                path(Host::Goose, Scope::User),
+                Path::new("/home/me/.config/goose/config.yaml")
+            );
+            assert_eq!(
+                path(Host::Zed, Scope::User),
+                Path::new("/home/me/.config/zed/settings.json")
+            );
         }
         assert!(Host::Goose.path(Scope::Project, &p).is_err());
         assert!(Host::ClaudeDesktop.path(Scope::Project, &p).is_err());
