@@ -500,10 +500,8 @@ fn merge_yaml(
         return Ok((old.to_owned(), action));
     }
     let mut lines: Vec<String> = old.split_inclusive('\n').map(str::to_owned).collect();
-    if lines.last().is_some_and(|l| !l.ends_with('\n')) {
-        if let Some(last) = lines.last_mut() {
-            last.push('\n');
-        }
+    if let Some(last) = lines.last_mut().filter(|l| !l.ends_with('\n')) {
+        last.push('\n');
     }
     let header = lines.iter().position(|line| {
         line.strip_prefix(key)
