@@ -18,6 +18,8 @@ mod exit;
 pub mod http;
 /// The MCP server of the sidecar (the only user of rmcp).
 mod mcp;
+/// MCP hosts' configuration files: each host's entry, file and format, and merging into it.
+mod mcp_hosts;
 /// The Amazon Q streaming API: models and client.
 pub mod qapi;
 /// Unpredictable bytes: tokens, delimiters, ids.

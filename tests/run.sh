@@ -37,8 +37,8 @@ if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-
     rustup target add x86_64-unknown-linux-musl || echo "warning: no musl target; the sidecar image will hold a static glibc build"
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mcp' 2>/dev/null; then
-    echo "== installing the official MCP Python SDK into .venv (tests/python/requirements.txt)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mcp, fastmcp' 2>/dev/null || [ ! -x .venv/bin/fastmcp ]; then
+    echo "== installing the official MCP Python SDK and FastMCP into .venv (tests/python/requirements.txt)"
     [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi

@@ -8,6 +8,7 @@ pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod login_watch;
+pub mod registry;
 pub mod server;
 pub mod sessions;
 pub mod stdio;

@@ -27,6 +27,7 @@ mod invariants;
 mod kiro;
 mod login_lifecycle;
 mod mcp_client;
+mod mcp_hosts;
 mod mcp_versions;
 mod net_hardening;
 mod ps_stop;

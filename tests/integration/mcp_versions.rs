@@ -618,3 +618,183 @@ async fn the_official_python_sdk_interoperates_in_each_mode() {
         }
     }
 }
+
+/// The revision each host `qbox mcp-config` writes for speaks today, and
+/// over which transports it reaches the sidecar, from the hosts' sources
+/// and reports (December 2026; docs/mcp.md, "Protocol versions"). Each pair
+/// is spoken below, so a host that still sends an older revision keeps
+/// working when the pinned list changes.
+const HOST_REVISIONS: &[(&str, &str, &[Transport])] = &[
+    (
+        "claude-code",
+        "2025-11-25",
+        &[Transport::Stdio, Transport::Http],
+    ),
+    ("claude-desktop", "2025-11-25", &[Transport::Stdio]),
+    (
+        "claude-desktop (older builds)",
+        "2025-06-18",
+        &[Transport::Stdio],
+    ),
+    ("cursor", "2025-11-25", &[Transport::Stdio, Transport::Http]),
+    ("codex", "2025-06-18", &[Transport::Stdio, Transport::Http]),
+    ("gemini", "2025-11-25", &[Transport::Stdio, Transport::Http]),
+    ("zed", "2025-11-25", &[Transport::Stdio, Transport::Http]),
+    (
+        "zed (before April 2026)",
+        "2025-03-26",
+        &[Transport::Stdio, Transport::Http],
+    ),
+    ("goose", NEWEST, &[Transport::Stdio, Transport::Http]),
+    ("vscode", "2025-11-25", &[Transport::Stdio, Transport::Http]),
+    ("kiro", "2025-06-18", &[Transport::Stdio, Transport::Http]),
+    ("q", "2024-11-05", &[Transport::Stdio]),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Stdio,
+    Http,
+}
+
+/// One JSON-RPC message over streamable HTTP: its answer (from a JSON body
+/// or the event stream's `data:` lines) and the session the server named.
+async fn http_rpc(
+    client: &reqwest::Client,
+    url: &str,
+    version: &str,
+    session: Option<&str>,
+    message: Value,
+) -> (Option<Value>, Option<String>) {
+    let mut request = client
+        .post(url)
+        .bearer_auth(HTTP_TOKEN)
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .json(&message);
+    // 2024-11-05 and 2025-03-26 clients send no version header.
+    if !["2024-11-05", "2025-03-26"].contains(&version) && message["method"] != "initialize" {
+        request = request.header("MCP-Protocol-Version", version);
+    }
+    if let Some(session) = session {
+        request = request.header("Mcp-Session-Id", session);
+    }
+    // 2026-07-28 names the method (and a call's tool) in headers too.
+    if version == NEWEST {
+        request = request.header("Mcp-Method", message["method"].as_str().unwrap());
+        if let Some(name) = message["params"]["name"].as_str() {
+            request = request.header("Mcp-Name", name);
+        }
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.text().await.unwrap();
+    assert!(
+        status.is_success(),
+        "{version} {}: {status} {body}",
+        message["method"]
+    );
+    let answer = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .chain(std::iter::once(body.as_str()))
+        .filter_map(|text| serde_json::from_str::<Value>(text.trim()).ok())
+        .find(|v| v.get("id") == message.get("id") && message.get("id").is_some());
+    (answer, session)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_hosts_revision_is_spoken_over_its_transports() {
+    let home = TestHome::new();
+    let http = Http::start(home.path());
+    let client = qbox::http::client(Some(Duration::from_secs(60))).unwrap();
+    for (host, version, transports) in HOST_REVISIONS {
+        assert!(
+            COVERED.contains(version),
+            "{host}: {version} is not advertised"
+        );
+        let prompt = format!("print:{host}");
+        let call = json!({"name": "q-developer-agent", "arguments": {"prompt": prompt}});
+        for transport in *transports {
+            let context = format!("{host} at {version} over {transport:?}");
+            let (list, result) = match transport {
+                Transport::Stdio => {
+                    let path = home.path().to_owned();
+                    let (version, call) = (version.to_string(), call.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let mut server = Raw::start(&path);
+                        let (list, called) = if version == NEWEST {
+                            let mut call = call;
+                            call["_meta"] = envelope(NEWEST);
+                            (
+                                server.request(2, "tools/list", json!({"_meta": envelope(NEWEST)})),
+                                server.request(3, "tools/call", call),
+                            )
+                        } else {
+                            let answer = server.initialize(&version);
+                            assert_eq!(answer["result"]["protocolVersion"], version.as_str());
+                            (
+                                server.request(2, "tools/list", json!({})),
+                                server.request(3, "tools/call", call),
+                            )
+                        };
+                        (list, called)
+                    })
+                    .await
+                    .unwrap()
+                }
+                Transport::Http => {
+                    let url = http.url.as_str();
+                    if *version == NEWEST {
+                        let mut call = call.clone();
+                        call["_meta"] = envelope(NEWEST);
+                        let rpc = |id: u64, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+                        let (list, _) = http_rpc(
+                            &client,
+                            url,
+                            NEWEST,
+                            None,
+                            rpc(2, "tools/list", json!({"_meta": envelope(NEWEST)})),
+                        )
+                        .await;
+                        let (called, _) =
+                            http_rpc(&client, url, NEWEST, None, rpc(3, "tools/call", call)).await;
+                        (list.unwrap(), called.unwrap())
+                    } else {
+                        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                            "params": {"protocolVersion": version, "capabilities": {},
+                                       "clientInfo": {"name": host, "version": "1"}}});
+                        let (answer, session) = http_rpc(&client, url, version, None, init).await;
+                        let answer = answer.unwrap();
+                        assert_eq!(answer["result"]["protocolVersion"], *version, "{context}");
+                        let session = session.expect("a handshake opens a session");
+                        http_rpc(
+                            &client,
+                            url,
+                            version,
+                            Some(&session),
+                            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                        )
+                        .await;
+                        let (list, _) = http_rpc(&client, url, version, Some(&session),
+                            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}})).await;
+                        let (called, _) = http_rpc(&client, url, version, Some(&session),
+                            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": call})).await;
+                        (list.unwrap(), called.unwrap())
+                    }
+                }
+            };
+            assert_tool_list(&list, if *version == NEWEST { NEWEST } else { &context });
+            assert_eq!(result["result"]["isError"], false, "{context}: {result}");
+            assert_eq!(
+                result["result"]["content"][0]["text"],
+                format!("{host}\n"),
+                "{context}"
+            );
+        }
+    }
+}
