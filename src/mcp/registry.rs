@@ -1,7 +1,7 @@
 //! Publishable metadata: the MCP registry's `server.json` and a server card,
 //! both built from the tools' own definitions (`tools::chat_tool`,
 //! `tools::agent_tool`) and the pinned protocol revisions, so what they say
-//! cannot drift from what the server answers. `server.json` and
+//! cannot drift from what the server answers. `docs/server.json` and
 //! `docs/server-card.json` in the repository are these functions' output,
 //! checked by a test.
 

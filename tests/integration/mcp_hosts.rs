@@ -260,7 +260,7 @@ fn the_published_metadata_is_what_the_tools_say() {
     let home = TestHome::new();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     for (flag, file) in [
-        ("--server-json", "server.json"),
+        ("--server-json", "docs/server.json"),
         ("--server-card", "docs/server-card.json"),
     ] {
         let run = home.qbox().args(["mcp-config", flag]).run();
