@@ -449,3 +449,21 @@ fn stdout_is_written_only_through_the_writer_that_survives_a_closed_pipe() {
         .collect();
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
+
+/// Both executables hold secrets, so both keep the platform's address
+/// randomisation of their own code: an ELF of type `ET_DYN` (a
+/// position-independent executable), never `ET_EXEC` at a fixed address.
+#[test]
+fn the_executables_are_position_independent() {
+    const ET_DYN: u16 = 3;
+    for exe in [
+        env!("CARGO_BIN_EXE_qbox"),
+        env!("CARGO_BIN_EXE_qbox-sidecar"),
+    ] {
+        let mut header = [0u8; 18];
+        std::io::Read::read_exact(&mut std::fs::File::open(exe).unwrap(), &mut header).unwrap();
+        assert_eq!(&header[..4], b"\x7fELF", "{exe}");
+        let kind = u16::from_le_bytes([header[16], header[17]]);
+        assert_eq!(kind, ET_DYN, "{exe} is not position-independent");
+    }
+}
