@@ -108,20 +108,21 @@ pub async fn run(args: DemoArgs, quiet: bool, palette: Palette) -> anyhow::Resul
                 "building the qbox-sidecar image",
                 "FROM scratch, nothing pulled",
             );
-            let (built, packed) =
-                super::image::build(args.binary.clone(), &args.image, true, quiet, palette)
-                    .await
-                    .map_err(|err| {
-                        let (_, hint) = crate::app::report::classify(&err);
-                        let hint = hint.map_or_else(String::new, |h| format!("{h}; or "));
-                        CommandError::new(
-                            exit::ERROR,
-                            format!("building the sidecar image: {err:#}"),
-                        )
-                        .hint(format!(
-                            "{hint}run `qbox demo --no-docker` to skip the container"
-                        ))
-                    })?;
+            let (built, packed) = super::image::build(
+                args.binary.clone(),
+                &args.image,
+                super::image::Source::RunningQboxOrCargo,
+                quiet,
+                palette,
+            )
+            .await
+            .map_err(|err| {
+                let (_, hint) = crate::app::report::classify(&err);
+                let hint = hint.map_or_else(String::new, |h| format!("{h}; or "));
+                CommandError::new(exit::ERROR, format!("building the sidecar image: {err:#}")).hint(
+                    format!("{hint}run `qbox demo --no-docker` to skip the container"),
+                )
+            })?;
             steps.note(&format!(
                 "{} {} ({:.1} MB)",
                 palette.good("built"),
@@ -135,7 +136,7 @@ pub async fn run(args: DemoArgs, quiet: bool, palette: Palette) -> anyhow::Resul
                 };
                 steps.note(&format!(
                     "it holds this qbox as qbox-sidecar{beside}; \
-                     `qbox image build` makes the smaller static one"
+                     `qbox image build --static` makes the smaller static one"
                 ));
             }
             let standin = start_standin(*gateway, &token, true).await?;
