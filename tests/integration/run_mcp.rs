@@ -151,8 +151,10 @@ fn empty_image() -> Option<&'static str> {
 /// The bad inputs of issue 24 that work: an image with no `/bin/sh` and no
 /// C library, a read-only root with every capability dropped and
 /// no-new-privileges (`--hardened`), and a user that is not root. The
-/// mounted qbox starts there through its own loader and answers; the agent
-/// tool names the image and the CLI it lacks.
+/// mounted qbox starts there through its own loader and answers both tools:
+/// the agent tool names the image and the CLI it lacks, and `q-chat` that
+/// there is no login (`--auth none`: the 0600 snapshot is the host user's,
+/// which the container's user 65532 is not).
 #[test]
 fn issue_24_the_mounted_qbox_serves_in_an_empty_hardened_image_as_a_non_root_user() {
     let Some(image) = empty_image() else { return };
@@ -161,17 +163,11 @@ fn issue_24_the_mounted_qbox_serves_in_an_empty_hardened_image_as_a_non_root_use
     };
     let _turn = crate::util::engine_turn();
     let home = TestHome::new();
-    let token = "aoa-access-empty";
-    let mut login = valid_login("empty");
-    login.access_token = token.into();
-    home.login(Flavor::AmazonQ, &login);
-    let (runtime, q) = crate::sidecar_image::standin_for_containers(token, &["from ", "nowhere"]);
     let qbox = fresh_install(home.path());
     let output = Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/run_mcp.py"))
         .arg(&qbox)
-        .args(["run", "--hardened", "-u", "65532:65532", "-e"])
-        .arg(format!("QBOX_Q_ENDPOINT={}", q.url()))
+        .args(["run", "--auth", "none", "--hardened", "-u", "65532:65532"])
         .args(["--mcp", image])
         .env_clear()
         .env("PATH", qbox.parent().unwrap())
@@ -197,12 +193,14 @@ fn issue_24_the_mounted_qbox_serves_in_an_empty_hardened_image_as_a_non_root_use
         )),
         "{text}"
     );
+    assert_eq!(report["chat"]["is_error"], true, "{report}");
+    let chat = report["chat"]["text"].as_str().unwrap();
+    assert!(chat.contains("auth store found"), "{chat}");
     assert_eq!(
         crate::sidecar_image::managed_containers(&format!("ancestor={image}")),
         0,
         "a container was left behind"
     );
-    drop(runtime);
 }
 
 #[test]
@@ -248,4 +246,46 @@ fn mcp_config_docker_uses_qbox_run_mcp_with_the_workspace() {
         ]);
         assert_eq!(server["args"], expected, "{client}");
     }
+}
+
+/// `qbox image build` from a fresh install with no cargo on the PATH packs
+/// the running qbox (issue 24) and says so; the image's sidecar starts.
+#[test]
+fn issue_24_image_build_without_cargo_packs_the_running_qbox_and_says_so() {
+    // The busybox image's checks (engine, busybox) decide the skip.
+    if dev_image().is_none() {
+        return;
+    }
+    let _turn = crate::util::engine_turn();
+    let home = TestHome::new();
+    let qbox = fresh_install(home.path());
+    let image = crate::agent_image::RemoveImage(crate::agent_image::unique_tag("packed"));
+    let output = Command::new(&qbox)
+        .args(["image", "build", "--tag", &image.0, "--json"])
+        .env_clear()
+        .env("PATH", qbox.parent().unwrap())
+        .env("HOME", home.path())
+        .env("NO_COLOR", "1")
+        .envs(std::env::var_os("DOCKER_HOST").map(|h| ("DOCKER_HOST", h)))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("cargo"), "{stderr}");
+    let built: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(built["tag"], image.0.as_str(), "{built}");
+    assert_eq!(built["kind"], "packed", "{built}");
+    assert!(built["libraries"].as_u64().unwrap() >= 2, "{built}");
+    assert_eq!(built["binary"], qbox.display().to_string(), "{built}");
+    // The packed qbox starts under the sidecar's name in the scratch image.
+    let version = Command::new("docker")
+        .args(["run", "--rm", &image.0, "--version"])
+        .output()
+        .unwrap();
+    assert!(
+        version.status.success(),
+        "{}",
+        String::from_utf8_lossy(&version.stderr)
+    );
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("qbox-sidecar "));
 }
