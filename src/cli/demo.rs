@@ -37,7 +37,7 @@ removed at the end; the image stays (it is what `qbox run` and the compose stack
 The image: a static qbox-sidecar when one is given (--binary) or beside qbox; else this qbox
 itself, which is the sidecar when started as qbox-sidecar, with its loader and C library (glibc
 2.34 or later; nothing to compile); else a static one built with cargo. `qbox image build`
-always makes the static image, which is smaller.")]
+makes the same image, and `qbox image build --static` the static one, which is smaller.")]
 pub struct DemoArgs {
     /// Run the sidecar as a local process even when a Docker engine answers.
     #[arg(long)]

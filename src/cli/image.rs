@@ -35,7 +35,8 @@ qbox's source tree (static glibc with the Rust resolver when the musl target is 
 minutes once, a smaller image (\"kind\": \"static\"). Nothing is pulled.
 
 The agent image (--agent): the base image (default qbox-sidecar:latest, built first when missing;
-any other must already be on this machine, for the engine's CPU) plus qbox-sidecar and the CLI
+any other must already be on this machine, for the engine's CPU) plus a static qbox-sidecar
+(--binary, beside qbox, else built with cargo as --static does) and the CLI
 binary at /usr/local/bin/q (or /usr/local/bin/kiro-cli when the file is named kiro-cli), mode 0755;
 q-developer-agent enabled, HOME=/tmp, user 65532, a healthcheck, `serve` by default. The CLI must be
 an executable ELF file for the engine's CPU (static, on the default base). Run it read-only with a
