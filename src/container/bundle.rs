@@ -145,7 +145,12 @@ pub fn mountable_current_exe(engine_arch: Option<&str>) -> Result<Mountable, Bun
         path: PathBuf::from("qbox"),
         source,
     })?;
-    let exe = resolve(&path)?;
+    mountable(&path, engine_arch)
+}
+
+/// The executable at `path` as files to mount (see [`mountable_current_exe`]).
+fn mountable(path: &Path, engine_arch: Option<&str>) -> Result<Mountable, BundleError> {
+    let exe = resolve(path)?;
     let info = static_binary::inspect_elf(&read_head(&exe)?).ok_or(BundleError::NotElf)?;
     if let Some(engine) = engine_arch
         && engine != info.arch
@@ -490,6 +495,36 @@ mod tests {
         };
         assert_eq!(fixed.entrypoint(), ["/run/qbox/bin/qbox-sidecar"]);
         assert_eq!(fixed.mounts().len(), 1);
+    }
+
+    #[test]
+    fn a_loader_missing_on_this_machine_is_named() {
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let Some(loader) = static_binary::inspect_elf(&me).unwrap().interpreter else {
+            return;
+        };
+        if check_glibc(&loader, glibc_version(&loader)).is_err() {
+            return;
+        }
+        // The same executable naming a loader of the same length that is
+        // not there (the last character changed).
+        let mut missing = loader.clone().into_bytes();
+        *missing.last_mut().unwrap() = if missing.ends_with(b"9") { b'8' } else { b'9' };
+        let at = me
+            .windows(loader.len())
+            .position(|w| w == loader.as_bytes())
+            .unwrap();
+        let mut patched = me.clone();
+        patched[at..at + loader.len()].copy_from_slice(&missing);
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("qbox");
+        std::fs::write(&exe, patched).unwrap();
+        match mountable(&exe, None) {
+            Err(BundleError::LoaderMissing { loader }) => {
+                assert_eq!(loader.as_bytes(), missing);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
