@@ -514,7 +514,7 @@ mod tests {
             .windows(loader.len())
             .position(|w| w == loader.as_bytes())
             .unwrap();
-        let mut patched = me.clone();
+        let mut patched = me;
         patched[at..at + loader.len()].copy_from_slice(&missing);
         let dir = tempfile::tempdir().unwrap();
         let exe = dir.path().join("qbox");
