@@ -53,7 +53,7 @@ echo "== the sidecar image, built once before the tests"
 # here keeps that load away from the timing-sensitive tests, which then find
 # it up to date.
 cargo build --locked --quiet --bins
-target/debug/qbox image build --tag qbox-sidecar:latest
+target/debug/qbox image build --static --tag qbox-sidecar:latest
 
 echo "== tests"
 log=$(mktemp)

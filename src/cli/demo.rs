@@ -37,7 +37,7 @@ removed at the end; the image stays (it is what `qbox run` and the compose stack
 The image: a static qbox-sidecar when one is given (--binary) or beside qbox; else this qbox
 itself, which is the sidecar when started as qbox-sidecar, with its loader and C library (glibc
 2.34 or later; nothing to compile); else a static one built with cargo. `qbox image build`
-always makes the static image, which is smaller.")]
+makes the same image, and `qbox image build --static` the static one, which is smaller.")]
 pub struct DemoArgs {
     /// Run the sidecar as a local process even when a Docker engine answers.
     #[arg(long)]
@@ -108,20 +108,21 @@ pub async fn run(args: DemoArgs, quiet: bool, palette: Palette) -> anyhow::Resul
                 "building the qbox-sidecar image",
                 "FROM scratch, nothing pulled",
             );
-            let (built, packed) =
-                super::image::build(args.binary.clone(), &args.image, true, quiet, palette)
-                    .await
-                    .map_err(|err| {
-                        let (_, hint) = crate::app::report::classify(&err);
-                        let hint = hint.map_or_else(String::new, |h| format!("{h}; or "));
-                        CommandError::new(
-                            exit::ERROR,
-                            format!("building the sidecar image: {err:#}"),
-                        )
-                        .hint(format!(
-                            "{hint}run `qbox demo --no-docker` to skip the container"
-                        ))
-                    })?;
+            let (built, packed) = super::image::build(
+                args.binary.clone(),
+                &args.image,
+                super::image::Source::RunningQboxOrCargo,
+                quiet,
+                palette,
+            )
+            .await
+            .map_err(|err| {
+                let (_, hint) = crate::app::report::classify(&err);
+                let hint = hint.map_or_else(String::new, |h| format!("{h}; or "));
+                CommandError::new(exit::ERROR, format!("building the sidecar image: {err:#}")).hint(
+                    format!("{hint}run `qbox demo --no-docker` to skip the container"),
+                )
+            })?;
             steps.note(&format!(
                 "{} {} ({:.1} MB)",
                 palette.good("built"),
@@ -135,7 +136,7 @@ pub async fn run(args: DemoArgs, quiet: bool, palette: Palette) -> anyhow::Resul
                 };
                 steps.note(&format!(
                     "it holds this qbox as qbox-sidecar{beside}; \
-                     `qbox image build` makes the smaller static one"
+                     `qbox image build --static` makes the smaller static one"
                 ));
             }
             let standin = start_standin(*gateway, &token, true).await?;

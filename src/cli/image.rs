@@ -1,7 +1,9 @@
 //! `qbox image build`: the `FROM scratch` sidecar image, built through the
-//! Engine API from a static `qbox-sidecar` that is given, found beside qbox,
-//! or built with cargo from qbox's source tree; with `--agent`, the agent
-//! image (that sidecar and a CLI binary on a local base image).
+//! Engine API from a static `qbox-sidecar` that is given or found beside
+//! qbox, else from the running qbox with its loader and libraries (nothing
+//! compiled), or with `--static` from a static sidecar built with cargo from
+//! qbox's source tree; with `--agent`, the agent image (a static sidecar and
+//! a CLI binary on a local base image).
 
 use std::path::PathBuf;
 
@@ -16,22 +18,25 @@ use crate::exit::{self, CommandError, Diagnose};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
-    /// Build the qbox-sidecar image (FROM scratch, static binary, non-root, healthcheck),
-    /// or with --agent an image that also holds the Amazon Q / Kiro CLI for q-developer-agent.
+    /// Build the qbox-sidecar image (FROM scratch, non-root, healthcheck), or with --agent
+    /// an image that also holds the Amazon Q / Kiro CLI for q-developer-agent.
     #[command(after_help = "\
 Examples:
-  qbox image build                                  # builds the static binary with cargo if needed
+  qbox image build                                  # in seconds: this qbox, nothing compiled
+  qbox image build --static                         # the smaller static image, built with cargo
   qbox image build --tag registry.example/qbox-sidecar:1.0
   qbox image build --binary ./qbox-sidecar --json   # a static (musl) binary you already have
   qbox image build --agent --cli ./q                # qbox-agent:latest on qbox-sidecar:latest
-  qbox image build --agent --cli ./kiro-cli --base my-dev-image --tag my-agent:1
 
-Without --binary, qbox uses a static qbox-sidecar beside itself, else runs
-`cargo build --profile static --target <arch>-unknown-linux-musl` in its source tree (static glibc
-with the Rust resolver when the musl target is not installed). Nothing is pulled.
+Without --binary, qbox uses a static qbox-sidecar beside itself, else packs itself under the
+sidecar's name with its loader and C library (\"kind\": \"packed\"; nothing is compiled).
+--static instead runs `cargo build --profile static --target <arch>-unknown-linux-musl` in
+qbox's source tree (static glibc with the Rust resolver when the musl target is not installed):
+minutes once, a smaller image (\"kind\": \"static\"). Nothing is pulled.
 
 The agent image (--agent): the base image (default qbox-sidecar:latest, built first when missing;
-any other must already be on this machine, for the engine's CPU) plus qbox-sidecar and the CLI
+any other must already be on this machine, for the engine's CPU) plus a static qbox-sidecar
+(--binary, beside qbox, else built with cargo as --static does) and the CLI
 binary at /usr/local/bin/q (or /usr/local/bin/kiro-cli when the file is named kiro-cli), mode 0755;
 q-developer-agent enabled, HOME=/tmp, user 65532, a healthcheck, `serve` by default. The CLI must be
 an executable ELF file for the engine's CPU (static, on the default base). Run it read-only with a
@@ -56,8 +61,12 @@ pub struct BuildArgs {
     /// A statically linked qbox-sidecar to put in the image.
     #[arg(long, env = "QBOX_SIDECAR_BINARY", value_name = "PATH")]
     binary: Option<PathBuf>,
-    /// Print the result as JSON on stdout ({"tag","id","size","binary"}; with --agent also
-    /// "cli", "cliPath" and "base").
+    /// Put a static qbox-sidecar in the image, built with cargo from qbox's source tree when
+    /// none is given or beside qbox (smaller image; the first build takes minutes).
+    #[arg(long = "static")]
+    static_build: bool,
+    /// Print the result as JSON on stdout ({"tag","id","size","binary","kind"}, kind "static"
+    /// or "packed"; with --agent also "cli", "cliPath" and "base").
     #[arg(long)]
     json: bool,
 }
@@ -71,7 +80,7 @@ pub async fn run(
     let ImageCommand::Build(args) = command;
     let cli_binary = agent_cli(args.agent, cli)?;
     let mut extra = serde_json::Map::new();
-    let (built, binary) = match &cli_binary {
+    let (built, binary, kind) = match &cli_binary {
         Some(cli) => {
             let tag = args.tag.as_deref().unwrap_or(DEFAULT_AGENT_TAG);
             let base = args.base.as_deref();
@@ -79,24 +88,33 @@ pub async fn run(
             extra.insert("cli".into(), agent.cli_path.into());
             extra.insert("cliPath".into(), cli.display().to_string().into());
             extra.insert("base".into(), agent.base.into());
-            (agent.built, agent.binary)
+            (agent.built, agent.binary, Packed::STATIC)
         }
         _ => {
             let tag = args.tag.as_deref().unwrap_or(DEFAULT_TAG);
-            let (built, packed) = build(args.binary, tag, false, quiet, palette).await?;
-            (built, packed.path().to_owned())
+            let source = if args.static_build {
+                Source::Static
+            } else {
+                Source::RunningQbox
+            };
+            let (built, packed) = build(args.binary, tag, source, quiet, palette).await?;
+            if let Packed::RunningQbox { libraries, .. } = &packed {
+                extra.insert("libraries".into(), (*libraries).into());
+            }
+            (built, packed.path().to_owned(), packed.kind())
         }
     };
     if args.json {
         let mut value = serde_json::to_value(&built)?;
         value["binary"] = binary.display().to_string().into();
+        value["kind"] = kind.into();
         for (key, extra) in extra {
             value[key] = extra;
         }
         crate::app::output::println(format_args!("{}", serde_json::to_string_pretty(&value)?))?;
     } else if !quiet {
         eprintln!(
-            "{} {} {} {}",
+            "{} {} {} {} ({kind})",
             palette.good("built"),
             palette.bold(&built.tag),
             short_id(&built.id),
@@ -145,6 +163,17 @@ pub(crate) enum Packed {
 }
 
 impl Packed {
+    const STATIC: &str = "static";
+    const PACKED: &str = "packed";
+
+    /// What `--json` calls it: `static`, or `packed` (the running qbox).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Static(_) => Self::STATIC,
+            Self::RunningQbox { .. } => Self::PACKED,
+        }
+    }
+
     /// The binary the image holds, as a file on this machine.
     pub(crate) fn path(&self) -> &std::path::Path {
         match self {
@@ -153,22 +182,38 @@ impl Packed {
     }
 }
 
+/// Where the sidecar image's binary comes from when no static one is given
+/// or beside qbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The running qbox with its loader and libraries; nothing is compiled
+    /// (`qbox image build`: seconds instead of minutes, docs/performance.md).
+    RunningQbox,
+    /// The running qbox, else a static sidecar built with cargo (`qbox demo`,
+    /// which is started from the source tree).
+    RunningQboxOrCargo,
+    /// A static sidecar built with cargo (`qbox image build --static`).
+    Static,
+}
+
 /// Builds the sidecar image with progress on stderr, from a static sidecar
-/// that is given or beside qbox; else, when `running_qbox` allows it (the
-/// demo: nothing to compile), from the running qbox itself with its loader
-/// and libraries; else from a static sidecar built with cargo.
+/// that is given or beside qbox; else as `source` says.
 pub(crate) async fn build(
     binary: Option<PathBuf>,
     tag: &str,
-    running_qbox: bool,
+    source: Source,
     quiet: bool,
     palette: Palette,
 ) -> anyhow::Result<(BuiltImage, Packed)> {
     // The engine first: there is no point in compiling for an absent engine.
     let (docker, arch) = engine_and_arch().await?;
     let given = binary.or_else(static_binary::beside_current_exe);
-    let bundled = match given {
-        None if running_qbox => bundle::current_exe(arch.as_deref())
+    let bundled = match (given.is_some(), source) {
+        (false, Source::RunningQbox) => Some(bundle::current_exe(arch.as_deref()).map_err(|why| {
+            CommandError::new(exit::ERROR, format!("cannot pack this qbox into the image: {why}"))
+                .hint("pass --static to build a static qbox-sidecar with cargo, or --binary PATH to one")
+        })?),
+        (false, Source::RunningQboxOrCargo) => bundle::current_exe(arch.as_deref())
             .inspect_err(|why| progress(quiet, palette, &format!("not packing this qbox: {why}")))
             .ok(),
         _ => None,

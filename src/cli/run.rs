@@ -109,14 +109,15 @@ pub struct RunArgs {
     /// for a container that refreshes on its own (by default it gets the access token only).
     #[arg(long)]
     refreshable: bool,
-    /// Serve MCP over stdio from this container: the static qbox-sidecar is mounted
-    /// read-only at /run/qbox/bin/qbox-sidecar and runs `serve` (arguments after `--` are
-    /// added); the image's own `q` or `kiro-cli` serves q-developer-agent, which is enabled.
-    /// Implies -i.
+    /// Serve MCP over stdio from this container: the sidecar is mounted read-only at
+    /// /run/qbox/bin/qbox-sidecar and runs `serve` (arguments after `--` are added); the
+    /// image's own `q` or `kiro-cli` serves q-developer-agent, which is enabled. Nothing is
+    /// compiled: without a static sidecar this qbox itself is mounted, with its loader and
+    /// libraries under /run/qbox/lib, so it runs in any Linux image of its CPU. Implies -i.
     #[arg(long, conflicts_with_all = ["tty", "entrypoint"])]
     mcp: bool,
-    /// With --mcp: the static qbox-sidecar to mount (default: beside qbox, else built with
-    /// cargo from qbox's source tree, as `qbox image build` does).
+    /// With --mcp: a static qbox-sidecar to mount instead (default: the one beside qbox,
+    /// else this qbox with its loader and libraries).
     #[arg(long, env = "QBOX_SIDECAR_BINARY", value_name = "PATH")]
     sidecar_binary: Option<PathBuf>,
     #[command(flatten)]
@@ -202,11 +203,8 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         name: args.name.clone(),
         network: args.network.clone(),
         init: args.init,
-        entrypoint: if args.mcp {
-            Some(MCP_SIDECAR.to_owned())
-        } else {
-            args.entrypoint.clone()
-        },
+        // With --mcp the entrypoint is the sidecar, set once it is found.
+        entrypoint: args.entrypoint.clone().map(|e| vec![e]),
         keep: args.keep,
         detach: args.detach,
         stop_timeout: args.stop_timeout,
@@ -373,13 +371,14 @@ async fn run_attached(
     // nothing, and a signal meanwhile still ends this run as it should.
     let sweeper = tokio::spawn(sweep_engine());
     if args.mcp {
-        let binary = mcp_sidecar(args.sidecar_binary.clone(), args.image(), palette).await?;
-        spec.options
-            .mounts
-            .push(crate::container::options::read_only_bind(
-                &binary,
-                MCP_SIDECAR,
-            ));
+        let sidecar = mcp_sidecar(args.sidecar_binary.clone(), args.image()).await?;
+        sidecar.check_readable(args.image(), spec.user.as_deref())?;
+        for (host, target) in &sidecar.mounts {
+            spec.options
+                .mounts
+                .push(crate::container::options::read_only_bind(host, target));
+        }
+        spec.entrypoint = Some(sidecar.entrypoint);
     }
     let mut keeper = None;
     let (stop_keeper, keeper_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -500,37 +499,93 @@ async fn run_attached(
     Ok(exited.code)
 }
 
-/// Where `--mcp` mounts the static sidecar inside the container.
-const MCP_SIDECAR: &str = "/run/qbox/bin/qbox-sidecar";
-
 /// The variable that enables the sidecar's agent tool.
 const AGENT_TOOLS_ENV: &str = "ENABLE_ADDITIONAL_TOOLS";
 
 /// The variable that tells the sidecar which image it runs in.
 const AGENT_IMAGE_ENV: &str = crate::agent::config::IMAGE_ENV;
 
-/// The static sidecar for `--mcp`, checked against the engine's CPU, and
-/// `image` checked against the sidecar's: both before anything is created.
-async fn mcp_sidecar(
-    binary: Option<PathBuf>,
-    image: &str,
-    palette: Palette,
-) -> anyhow::Result<PathBuf> {
+/// What `--mcp` mounts (host file, target; each read-only) and how the
+/// container starts it.
+#[derive(Debug)]
+struct McpSidecar {
+    mounts: Vec<(PathBuf, String)>,
+    entrypoint: Vec<String>,
+}
+
+impl McpSidecar {
+    /// A container user other than this one (`-u`) reads the mounted files
+    /// as "others": a file they cannot read would fail inside the container
+    /// with the loader's message, so it is said here, before anything is made.
+    fn check_readable(&self, image: &str, user: Option<&str>) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let me = nix::unistd::getuid().to_string();
+        let uid = user.map(|u| u.split(':').next().unwrap_or(u));
+        if uid.is_none_or(|uid| uid == me || uid == "0" || uid == "root") {
+            return Ok(());
+        }
+        for (host, _) in &self.mounts {
+            let mode = std::fs::metadata(host).map_or(0, |m| m.permissions().mode());
+            if mode & 0o004 == 0 {
+                return Err(CommandError::new(
+                    exit::ENGINE,
+                    format!(
+                        "the sidecar file {} is not readable by the user {} that image `{image}` runs as",
+                        host.display(),
+                        user.unwrap_or_default()
+                    ),
+                )
+                .hint(format!("chmod a+r {}, or drop -u", host.display()))
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sidecar for `--mcp`, without compiling anything: a static
+/// `qbox-sidecar` given or beside qbox, else this qbox with its loader and
+/// libraries. The image is checked against the engine's CPU and the
+/// sidecar's before anything is created.
+async fn mcp_sidecar(binary: Option<PathBuf>, image: &str) -> anyhow::Result<McpSidecar> {
+    use crate::container::bundle::{self, MOUNTED_SIDECAR};
     let docker = crate::container::image::connect().await?;
     let arch = crate::container::image::engine_arch(&docker).await?;
     let platform = agent_image::image_platform(&docker, image).await?;
     if let Some(arch) = &arch {
-        // Said before cargo may spend minutes building the sidecar.
         agent_image::check_mcp_image(image, platform.clone(), arch).map_err(reclassify)?;
     }
-    // Progress goes to stderr, which an MCP host shows as the server's log.
-    let sidecar = super::image::static_sidecar(binary, arch.as_deref(), false, palette)
-        .await
-        .map_err(reclassify)?;
-    if let Some(sidecar_arch) = agent_image::sidecar_arch(&sidecar.bytes) {
-        agent_image::check_mcp_image(image, platform, &sidecar_arch).map_err(reclassify)?;
+    if let Some(path) = binary.or_else(crate::container::static_binary::beside_current_exe) {
+        let sidecar =
+            crate::container::static_binary::load(&path, arch.as_deref()).map_err(reclassify)?;
+        if let Some(sidecar_arch) = agent_image::sidecar_arch(&sidecar.bytes) {
+            agent_image::check_mcp_image(image, platform, &sidecar_arch).map_err(reclassify)?;
+        }
+        return Ok(McpSidecar {
+            mounts: vec![(sidecar.path, MOUNTED_SIDECAR.to_owned())],
+            entrypoint: vec![MOUNTED_SIDECAR.to_owned()],
+        });
     }
-    Ok(sidecar.path)
+    let running = bundle::mountable_current_exe(arch.as_deref()).map_err(|why| {
+        CommandError::new(
+            exit::ENGINE,
+            format!("cannot run this qbox as the sidecar in image `{image}`: {why}"),
+        )
+        .hint(format!(
+            "pass a static qbox-sidecar with --sidecar-binary PATH (or put it beside qbox), built with: cargo build --profile static --target {} --bin qbox-sidecar",
+            crate::container::static_binary::musl_target()
+        ))
+    })?;
+    agent_image::check_mcp_image(image, platform, &running.arch).map_err(reclassify)?;
+    tracing::debug!(
+        exe = %running.exe.display(),
+        libraries = running.library_count(),
+        "mounting this qbox as the sidecar"
+    );
+    Ok(McpSidecar {
+        mounts: running.mounts(),
+        entrypoint: running.entrypoint(),
+    })
 }
 
 /// `qbox run`'s runtime directory: `$XDG_RUNTIME_DIR/qbox`, else

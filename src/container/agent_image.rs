@@ -75,7 +75,7 @@ pub enum AgentImageError {
         sidecar: String,
     },
     #[error(
-        "image `{image}` is built for {platform}, but the static qbox-sidecar that --mcp mounts is for linux/{sidecar}"
+        "image `{image}` is built for {platform}, but the qbox-sidecar that --mcp mounts is for linux/{sidecar}"
     )]
     ImageWrongPlatform {
         image: String,

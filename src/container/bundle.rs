@@ -11,6 +11,15 @@
 //! 2.34 and later: from that version the `files` and `dns` name services are
 //! part of libc itself, so names resolve inside the image without modules
 //! loaded at run time. A statically linked qbox needs nothing beside it.
+//!
+//! `qbox run --mcp` takes the same files without building anything: they
+//! are bind-mounted read-only under `/run/qbox/`, a directory of qbox's own,
+//! and the sidecar is started through the mounted loader (`--library-path`,
+//! `--inhibit-cache`, `--argv0`), so it runs in any Linux image of the same
+//! CPU whatever C library the image has (glibc of any age, musl, none),
+//! while the image's own loader and libraries, which its CLI needs, stay
+//! as they are. Nothing is set in the environment: the CLI the sidecar
+//! starts loads the image's libraries, never these.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -53,9 +62,168 @@ pub enum BundleError {
     OldGlibc(u32, u32),
     #[error("cannot tell this machine's glibc version")]
     UnknownGlibc,
+    #[error("the loader {loader} that this qbox names is not on this machine")]
+    LoaderMissing { loader: String },
     #[error("the loader {loader} could not list qbox's libraries: {detail}")]
     List { loader: String, detail: String },
 }
+
+/// Where `qbox run --mcp` mounts the sidecar's executable.
+pub const MOUNTED_SIDECAR: &str = "/run/qbox/bin/qbox-sidecar";
+
+/// Where `qbox run --mcp` mounts the loader and the libraries, each under
+/// the name the executable (or a library) asks for.
+pub const MOUNTED_LIBRARIES: &str = "/run/qbox/lib";
+
+/// A host file and the name it is mounted under in [`MOUNTED_LIBRARIES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedFile {
+    pub name: String,
+    /// The file itself (symbolic links resolved: the engine mounts files).
+    pub host: PathBuf,
+}
+
+/// The running qbox as files to mount into a container: no bytes are read
+/// beyond the ELF headers, and nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mountable {
+    /// The executable (symbolic links resolved).
+    pub exe: PathBuf,
+    /// The CPU it is built for, in Docker's spelling.
+    pub arch: String,
+    /// The loader and the libraries; `None` for a static qbox.
+    pub linked: Option<(LinkedFile, Vec<LinkedFile>)>,
+}
+
+impl Mountable {
+    /// Host file and target inside the container, each mounted read-only.
+    pub fn mounts(&self) -> Vec<(PathBuf, String)> {
+        let mut mounts = vec![(self.exe.clone(), MOUNTED_SIDECAR.to_owned())];
+        if let Some((loader, libraries)) = &self.linked {
+            for file in std::iter::once(loader).chain(libraries) {
+                mounts.push((
+                    file.host.clone(),
+                    format!("{MOUNTED_LIBRARIES}/{}", file.name),
+                ));
+            }
+        }
+        mounts
+    }
+
+    /// The container's entrypoint: the mounted loader running the mounted
+    /// executable under the sidecar's name (the multi-call binary is told by
+    /// its `argv[0]`), with only the mounted libraries and never the image's
+    /// cache; a static qbox is started directly.
+    pub fn entrypoint(&self) -> Vec<String> {
+        let Some((loader, _)) = &self.linked else {
+            return vec![MOUNTED_SIDECAR.to_owned()];
+        };
+        [
+            &format!("{MOUNTED_LIBRARIES}/{}", loader.name),
+            "--library-path",
+            MOUNTED_LIBRARIES,
+            "--inhibit-cache",
+            "--argv0",
+            MOUNTED_SIDECAR,
+            MOUNTED_SIDECAR,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// How many files beside the executable are mounted.
+    pub fn library_count(&self) -> usize {
+        self.linked.as_ref().map_or(0, |(_, libs)| libs.len() + 1)
+    }
+}
+
+/// The running qbox, for an engine whose CPU is `engine_arch` (Docker's
+/// spelling; `None` skips that check), as files to mount: the same checks as
+/// [`current_exe`], and each file must be on this machine.
+pub fn mountable_current_exe(engine_arch: Option<&str>) -> Result<Mountable, BundleError> {
+    let path = std::env::current_exe().map_err(|source| BundleError::Read {
+        path: PathBuf::from("qbox"),
+        source,
+    })?;
+    mountable(&path, engine_arch)
+}
+
+/// The executable at `path` as files to mount (see [`mountable_current_exe`]).
+fn mountable(path: &Path, engine_arch: Option<&str>) -> Result<Mountable, BundleError> {
+    let exe = resolve(path)?;
+    let info = static_binary::inspect_elf(&read_head(&exe)?).ok_or(BundleError::NotElf)?;
+    if let Some(engine) = engine_arch
+        && engine != info.arch
+    {
+        return Err(BundleError::WrongArch {
+            binary: info.arch,
+            engine: engine.to_owned(),
+        });
+    }
+    let Some(loader) = info.interpreter else {
+        return Ok(Mountable {
+            exe,
+            arch: info.arch,
+            linked: None,
+        });
+    };
+    check_glibc(&loader, glibc_version(&loader))?;
+    let loader_host = resolve(Path::new(&loader)).map_err(|_| BundleError::LoaderMissing {
+        loader: loader.clone(),
+    })?;
+    let mut libraries = Vec::new();
+    for (name, host) in linked_names(&loader, &exe)? {
+        // The loader is listed too, under its own path: mounted once, apart.
+        if host == Path::new(&loader) {
+            continue;
+        }
+        libraries.push(LinkedFile {
+            name,
+            host: resolve(&host)?,
+        });
+    }
+    let loader_name = file_name(&loader).to_owned();
+    Ok(Mountable {
+        exe,
+        arch: info.arch,
+        linked: Some((
+            LinkedFile {
+                name: loader_name,
+                host: loader_host,
+            },
+            libraries,
+        )),
+    })
+}
+
+/// The last part of a path (all of it when there is no slash).
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The file behind `path`, symbolic links resolved.
+fn resolve(path: &Path) -> Result<PathBuf, BundleError> {
+    std::fs::canonicalize(path).map_err(|source| BundleError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The start of an executable: enough for the ELF header and the program
+/// headers, which come first, without reading the whole file.
+fn read_head(path: &Path) -> Result<Vec<u8>, BundleError> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(HEAD_BYTES as u64).read_to_end(&mut head))
+        .map_err(|source| BundleError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(head)
+}
+
+const HEAD_BYTES: usize = 64 * 1024;
 
 /// The running qbox, for an engine whose CPU is `engine_arch` (Docker's
 /// spelling; `None` skips that check), with everything it needs to start.
@@ -84,12 +252,36 @@ pub fn current_exe(engine_arch: Option<&str>) -> Result<Bundle, BundleError> {
             libraries: Vec::new(),
         });
     };
-    check_glibc(&loader, static_binary::glibc_version())?;
+    check_glibc(&loader, glibc_version(&loader))?;
     let libraries = linked_libraries(&loader, &binary.path)?
         .into_iter()
         .map(|(path, host)| read_library(&loader, path, &host))
         .collect::<Result<_, _>>()?;
     Ok(Bundle { binary, libraries })
+}
+
+/// The version of the glibc whose `loader` this is, from the loader itself
+/// (`ld.so --version`: "... release version 2.36."), which needs no
+/// `getconf` on the PATH; else from `getconf`.
+fn glibc_version(loader: &str) -> Option<(u32, u32)> {
+    Command::new(loader)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|out| parse_loader_version(&String::from_utf8_lossy(&out.stdout)))
+        .or_else(static_binary::glibc_version)
+}
+
+/// `2.36` out of the first line of `ld.so --version`.
+fn parse_loader_version(text: &str) -> Option<(u32, u32)> {
+    let first = text.lines().next()?;
+    let (_, version) = first.split_once("version ")?;
+    let mut parts = version.trim_end_matches('.').split('.');
+    let major = parts.next()?.trim().parse().ok()?;
+    let minor = parts.next()?.trim().parse().ok()?;
+    Some((major, minor))
 }
 
 /// The loader must be glibc's, recent enough to resolve names by itself.
@@ -109,6 +301,15 @@ fn check_glibc(loader: &str, version: Option<(u32, u32)>) -> Result<(), BundleEr
 /// image and the file on this machine (the same path; the loader itself is
 /// read through its symbolic links but kept at the path the executable names).
 fn linked_libraries(loader: &str, exe: &Path) -> Result<Vec<(String, PathBuf)>, BundleError> {
+    Ok(linked_names(loader, exe)?
+        .into_iter()
+        .map(|(_, host)| (host.display().to_string(), host))
+        .collect())
+}
+
+/// Asks `loader` which files `exe` loads: pairs of the name it is asked for
+/// (the loader: its file name) and its path on this machine.
+fn linked_names(loader: &str, exe: &Path) -> Result<Vec<(String, PathBuf)>, BundleError> {
     let failed = |detail: String| BundleError::List {
         loader: loader.to_owned(),
         detail,
@@ -130,20 +331,22 @@ fn linked_libraries(loader: &str, exe: &Path) -> Result<Vec<(String, PathBuf)>, 
 
 /// Reads the lines of `ld.so --list`: `name => /path (0x…)` for a library,
 /// `/path (0x…)` for the loader, `name (0x…)` for the kernel's vDSO (no
-/// file); a library `not found` is an error.
+/// file); a library `not found` is an error. Pairs of the name asked for
+/// (the loader's file name) and the path.
 fn parse_list(text: &str) -> Result<Vec<(String, PathBuf)>, String> {
     let mut files = Vec::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let target = match line.split_once(" => ") {
+        let (name, target) = match line.split_once(" => ") {
             Some((name, rest)) if rest.starts_with("not found") => {
                 return Err(format!("{name} not found"));
             }
-            Some((_, rest)) => rest,
-            None => line,
+            Some((name, rest)) => (Some(name.trim()), rest),
+            None => (None, line),
         };
         let path = target.split(" (0x").next().unwrap_or(target).trim();
         if path.starts_with('/') {
-            files.push((path.to_owned(), PathBuf::from(path)));
+            let name = name.unwrap_or_else(|| file_name(path));
+            files.push((name.to_owned(), PathBuf::from(path)));
         }
     }
     if files.is_empty() {
@@ -172,7 +375,8 @@ mod tests {
             \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f6018ecb000)\n\
             \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f6018c09000)\n\
             \t/lib64/ld-linux-x86-64.so.2 (0x00007f6018efe000)\n";
-        let paths: Vec<String> = parse_list(text).unwrap().into_iter().map(|f| f.0).collect();
+        let listed = parse_list(text).unwrap();
+        let paths: Vec<_> = listed.iter().map(|f| f.1.to_str().unwrap()).collect();
         assert_eq!(
             paths,
             [
@@ -181,9 +385,25 @@ mod tests {
                 "/lib64/ld-linux-x86-64.so.2"
             ]
         );
+        // The names asked for, under which `qbox run --mcp` mounts them.
+        let names: Vec<_> = listed.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(
+            names,
+            ["libgcc_s.so.1", "libc.so.6", "ld-linux-x86-64.so.2"]
+        );
         let missing = "\tlibfoo.so.1 => not found\n\tlibc.so.6 => /lib/libc.so.6 (0x1)\n";
         assert_eq!(parse_list(missing).unwrap_err(), "libfoo.so.1 not found");
         assert!(parse_list("\tstatically linked\n").is_err());
+    }
+
+    #[test]
+    fn the_glibc_version_is_read_from_the_loader() {
+        let debian = "ld.so (Debian GLIBC 2.36-9+deb12u14) stable release version 2.36.\nCopyright (C) 2022\n";
+        assert_eq!(parse_loader_version(debian), Some((2, 36)));
+        let plain = "ld.so (GNU libc) stable release version 2.39.\n";
+        assert_eq!(parse_loader_version(plain), Some((2, 39)));
+        assert_eq!(parse_loader_version("musl libc (x86_64)\n"), None);
+        assert_eq!(parse_loader_version(""), None);
     }
 
     #[test]
@@ -228,5 +448,99 @@ mod tests {
             .unwrap();
         assert_eq!(libc.mode, 0o644);
         assert!(libc.bytes.starts_with(b"\x7fELF"));
+    }
+
+    #[test]
+    fn the_mounted_qbox_starts_through_its_own_loader_under_the_sidecars_name() {
+        let file = |name: &str, host: &str| LinkedFile {
+            name: name.to_owned(),
+            host: PathBuf::from(host),
+        };
+        let dynamic = Mountable {
+            exe: PathBuf::from("/opt/q/qbox"),
+            arch: "amd64".into(),
+            linked: Some((
+                file(
+                    "ld-linux-x86-64.so.2",
+                    "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+                ),
+                vec![file("libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6")],
+            )),
+        };
+        assert_eq!(
+            dynamic.entrypoint(),
+            [
+                "/run/qbox/lib/ld-linux-x86-64.so.2",
+                "--library-path",
+                "/run/qbox/lib",
+                "--inhibit-cache",
+                "--argv0",
+                "/run/qbox/bin/qbox-sidecar",
+                "/run/qbox/bin/qbox-sidecar"
+            ]
+        );
+        let targets: Vec<_> = dynamic.mounts().into_iter().map(|m| m.1).collect();
+        assert_eq!(
+            targets,
+            [
+                "/run/qbox/bin/qbox-sidecar",
+                "/run/qbox/lib/ld-linux-x86-64.so.2",
+                "/run/qbox/lib/libc.so.6"
+            ]
+        );
+        assert_eq!(dynamic.library_count(), 2);
+        let fixed = Mountable {
+            linked: None,
+            ..dynamic
+        };
+        assert_eq!(fixed.entrypoint(), ["/run/qbox/bin/qbox-sidecar"]);
+        assert_eq!(fixed.mounts().len(), 1);
+    }
+
+    #[test]
+    fn a_loader_missing_on_this_machine_is_named() {
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let Some(loader) = static_binary::inspect_elf(&me).unwrap().interpreter else {
+            return;
+        };
+        if check_glibc(&loader, glibc_version(&loader)).is_err() {
+            return;
+        }
+        // The same executable naming a loader of the same length that is
+        // not there (the last character changed).
+        let mut missing = loader.clone().into_bytes();
+        *missing.last_mut().unwrap() = if missing.ends_with(b"9") { b'8' } else { b'9' };
+        let at = me
+            .windows(loader.len())
+            .position(|w| w == loader.as_bytes())
+            .unwrap();
+        let mut patched = me;
+        patched[at..at + loader.len()].copy_from_slice(&missing);
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("qbox");
+        std::fs::write(&exe, patched).unwrap();
+        match mountable(&exe, None) {
+            Err(BundleError::LoaderMissing { loader }) => {
+                assert_eq!(loader.as_bytes(), missing);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn this_test_binary_is_mountable_with_files_that_exist() {
+        let mountable = match mountable_current_exe(None) {
+            Ok(mountable) => mountable,
+            Err(BundleError::OldGlibc(..) | BundleError::NotGlibc(_)) => return,
+            Err(other) => panic!("{other}"),
+        };
+        for (host, target) in mountable.mounts() {
+            assert!(host.is_absolute() && host.is_file(), "{}", host.display());
+            assert!(target.starts_with("/run/qbox/"), "{target}");
+        }
+        assert!(matches!(
+            mountable_current_exe(Some("machine-0")),
+            Err(BundleError::WrongArch { .. })
+        ));
     }
 }

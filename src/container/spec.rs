@@ -203,7 +203,8 @@ pub struct RunSpec {
     pub name: Option<String>,
     pub network: Option<String>,
     pub init: bool,
-    pub entrypoint: Option<String>,
+    /// The entrypoint and its first arguments (`--entrypoint` gives one).
+    pub entrypoint: Option<Vec<String>>,
     /// Keep the container after it exits; otherwise the engine removes it
     /// when it exits (`AutoRemove`), even if qbox itself was killed.
     pub keep: bool,
@@ -349,7 +350,7 @@ impl RunSpec {
         let mut body = ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: (!self.cmd.is_empty()).then(|| self.cmd.clone()),
-            entrypoint: self.entrypoint.as_ref().map(|e| vec![e.clone()]),
+            entrypoint: self.entrypoint.clone(),
             env: Some(env),
             working_dir: self.workdir.clone(),
             user: self.user.clone(),

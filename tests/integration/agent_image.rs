@@ -637,7 +637,7 @@ fn run_mcp_refuses_an_image_for_another_cpu_before_creating_a_container() {
     let run = qbox(&home, &tmp).args(["run", "--mcp", &image.0]).run();
     run.assert_code(125).assert_one_line_error();
     run.assert_stderr_contains(&format!(
-        "image `{}` is built for linux/{}, but the static qbox-sidecar that --mcp mounts is for linux/",
+        "image `{}` is built for linux/{}, but the qbox-sidecar that --mcp mounts is for linux/",
         image.0,
         foreign_arch()
     ));

@@ -1,6 +1,6 @@
 //! The sidecar image, the compose stack and `qbox demo`, against the real
-//! Docker Engine. The image is built once, by `qbox image build` itself
-//! (from QBOX_SIDECAR_BINARY when set, else with cargo for musl).
+//! Docker Engine. The image is built once, by `qbox image build --static`
+//! itself (from QBOX_SIDECAR_BINARY when set, else with cargo for musl).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,7 +27,7 @@ fn docker_answers() -> bool {
 /// The static binary the image was built from.
 static BINARY: OnceLock<String> = OnceLock::new();
 
-/// `qbox image build` runs cargo when no binary is given: it needs the
+/// `qbox image build --static` runs cargo when no binary is given: it needs the
 /// toolchain's own variables, which the test harness's clean environment
 /// drops.
 fn with_toolchain_env(mut qbox: crate::util::Qbox) -> crate::util::Qbox {
@@ -48,11 +48,12 @@ pub(crate) fn sidecar_image() -> Option<&'static str> {
         let home = TestHome::new();
         let run = with_toolchain_env(home.qbox())
             .env_remove("DOCKER_HOST")
-            .args(["image", "build", "--tag", TAG, "--json"])
+            .args(["image", "build", "--static", "--tag", TAG, "--json"])
             .run();
         run.assert_code(0);
         let built: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
         assert_eq!(built["tag"], TAG);
+        assert_eq!(built["kind"], "static", "{built}");
         assert!(
             built["id"].as_str().unwrap().starts_with("sha256:"),
             "{built}"

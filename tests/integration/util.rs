@@ -637,7 +637,7 @@ pub fn import_busybox_image(
 }
 
 /// The toolchain's own variables, which the harness's clean environment
-/// drops: `qbox image build` and `qbox run --mcp` run cargo to build the
+/// drops: `qbox image build --static` (and `--agent`) run cargo to build the
 /// static sidecar when none is given.
 pub fn toolchain_vars() -> Vec<(&'static str, OsString)> {
     let home = std::env::var_os("HOME")
