@@ -200,6 +200,10 @@ mod tests {
                     path: path(),
                     source: rusqlite::Error::InvalidQuery,
                 },
+                StoreError::UntrustedJournal {
+                    path: path(),
+                    reason: "it belongs to uid 1001".into(),
+                },
                 StoreError::Sqlite {
                     path: path(),
                     source: rusqlite::Error::InvalidQuery,
@@ -224,6 +228,7 @@ mod tests {
                 | StoreError::BadJson { .. }
                 | StoreError::UnsafeDirectory { .. }
                 | StoreError::HotJournal { .. }
+                | StoreError::UntrustedJournal { .. }
                 | StoreError::Sqlite { .. }
                 | StoreError::Io { .. } => ERROR,
             }

@@ -593,8 +593,13 @@ async fn mcp_sidecar(binary: Option<PathBuf>, image: &str) -> anyhow::Result<Mcp
 /// read here at the command line's edge (as `TMPDIR` is by the standard
 /// library) and passed down.
 pub(crate) fn runtime_dir_path() -> PathBuf {
-    let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty());
-    runtime_dir::locate(xdg.map(PathBuf::from).as_deref())
+    // A runtime directory that is not the user's own 0700 one (`/tmp`, as
+    // containers and CI often set it) is passed over for the state directory.
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .filter(|dir| snapshot::usable_runtime_dir(dir));
+    runtime_dir::locate(xdg.as_deref())
 }
 
 /// How long a foreground run waits at its end for its sweep to finish.

@@ -113,7 +113,9 @@ pub fn live_mount(store: &Path, cli_dirs: &[PathBuf]) -> Result<(PathBuf, String
         .iter()
         .filter_map(|cli_dir| std::fs::canonicalize(cli_dir).ok())
         .any(|cli_dir| cli_dir == dir);
-    if !own {
+    // And named as one once links are resolved: a CLI directory that is a
+    // link to the home directory would otherwise mount the whole home.
+    if !own || crate::store::Flavor::from_path(&real).is_none() {
         return Err(SpecError::LiveNotCliDir(dir.to_owned()));
     }
     let db = Path::new(AUTH_MOUNT).join(name);
@@ -157,11 +159,29 @@ pub fn is_reserved_target(target: &str) -> bool {
     inside(AUTH_MOUNT, &target) || inside(&target, AUTH_MOUNT)
 }
 
+/// Capabilities that let code in a container reach past its mounts to the
+/// host's files or kernel: `CAP_SYS_ADMIN` remounts the login read-write;
+/// `CAP_DAC_READ_SEARCH` opens any host file by handle (`open_by_handle_at`
+/// through any bind mount, as `/etc/hosts` is); `CAP_SYS_MODULE` loads
+/// kernel code; `CAP_SYS_RAWIO`, `CAP_BPF` and `CAP_PERFMON` read kernel
+/// memory. `ALL` holds them all.
+const REACHES_THE_HOST: &[&str] = &[
+    "ALL",
+    "CAP_SYS_ADMIN",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_BPF",
+    "CAP_PERFMON",
+];
+
 /// Refuses, for a container that gets a login, what would let code in it
-/// undo the read-only mount: `CAP_SYS_ADMIN` (alone or in `ALL`) can
-/// remount it read-write, and AppArmor's and seccomp's default profiles
-/// are what block `mount` where they are in force. Without a login
-/// (`--auth none`) there is nothing to protect.
+/// undo the read-only mount or read the host's store around it: the
+/// capabilities of [`REACHES_THE_HOST`], AppArmor's and seccomp's default
+/// profiles turned off (they are what block `mount` where they are in
+/// force), and `systempaths=unconfined` (the kernel's files under `/proc`
+/// and `/sys` unmasked). Without a login (`--auth none`) there is nothing
+/// to protect.
 pub fn guard_login(options: &HostOptions, auth: AuthMode) -> Result<(), SpecError> {
     if auth == AuthMode::None {
         return Ok(());
@@ -169,18 +189,19 @@ pub fn guard_login(options: &HostOptions, auth: AuthMode) -> Result<(), SpecErro
     if let Some(cap) = options
         .cap_add
         .iter()
-        .find(|cap| matches!(cap.as_str(), "ALL" | "CAP_SYS_ADMIN"))
+        .find(|cap| REACHES_THE_HOST.contains(&cap.as_str()))
     {
         return Err(SpecError::UndoesReadOnlyLogin {
             option: "--cap-add",
             value: cap.clone(),
         });
     }
-    if let Some(opt) = options
-        .security_opt
-        .iter()
-        .find(|opt| matches!(opt.as_str(), "apparmor=unconfined" | "seccomp=unconfined"))
-    {
+    if let Some(opt) = options.security_opt.iter().find(|opt| {
+        matches!(
+            opt.as_str(),
+            "apparmor=unconfined" | "seccomp=unconfined" | "systempaths=unconfined"
+        )
+    }) {
         return Err(SpecError::UndoesReadOnlyLogin {
             option: "--security-opt",
             value: opt.clone(),
@@ -587,6 +608,14 @@ mod tests {
         std::fs::create_dir_all(&backup).unwrap();
         std::fs::write(backup.join("data.sqlite3"), "").unwrap();
         let err = live_mount(&backup.join("data.sqlite3"), &cli_dirs).unwrap_err();
+        assert!(matches!(err, SpecError::LiveNotCliDir(_)), "{err}");
+        // A CLI directory that is a link to a directory holding anything
+        // (the home directory) is refused, though it is where the CLI looks.
+        let data = root.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink(root.path(), data.join("kiro-cli")).unwrap();
+        let linked = [data.join("kiro-cli")];
+        let err = live_mount(&data.join("kiro-cli/my-login.sqlite3"), &linked).unwrap_err();
         assert!(matches!(err, SpecError::LiveNotCliDir(_)), "{err}");
         // A missing store is said to be one.
         assert!(matches!(

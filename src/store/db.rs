@@ -307,12 +307,95 @@ fn read_rolling_back<T>(
     read: impl Fn(&Path) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     match read(path) {
-        Err(StoreError::HotJournal { .. }) => {
+        Err(err @ StoreError::HotJournal { .. }) => {
+            match journal_trust(path) {
+                JournalTrust::Trusted => {}
+                // Nothing is touched: a rollback that could restore pages but
+                // not delete the journal would rewrite the store and then fail.
+                JournalTrust::CannotWrite => return Err(err),
+                JournalTrust::Untrusted(reason) => {
+                    return Err(StoreError::UntrustedJournal {
+                        path: path.to_owned(),
+                        reason,
+                    });
+                }
+            }
             roll_back_hot_journal(path)?;
             read(path)
         }
         other => other,
     }
+}
+
+/// Whether the hot journal beside a store may be rolled back by qbox.
+#[derive(Debug, PartialEq, Eq)]
+enum JournalTrust {
+    Trusted,
+    /// The store or its directory is not writable here.
+    CannotWrite,
+    /// Rolling it back would write someone else's pages into the store.
+    Untrusted(String),
+}
+
+/// A rollback copies the journal's pages into the store, so the journal
+/// must be the store owner's own: a regular file (not a link) of the
+/// store's owner with no second name, in a directory not everyone can write
+/// (else another user of a shared directory could plant one, and the
+/// rollback would write their rows into the victim's store).
+fn journal_trust(path: &Path) -> JournalTrust {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-journal");
+    let journal = PathBuf::from(name);
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(store), Ok(dir_meta)) = (std::fs::metadata(path), std::fs::metadata(dir)) else {
+            return JournalTrust::CannotWrite;
+        };
+        // No journal file (a WAL store, or it went): SQLite decides.
+        if let Ok(found) = std::fs::symlink_metadata(&journal) {
+            if !found.file_type().is_file() {
+                return JournalTrust::Untrusted(format!(
+                    "{} is not a regular file",
+                    journal.display()
+                ));
+            }
+            if found.uid() != store.uid() {
+                return JournalTrust::Untrusted(format!(
+                    "{} belongs to uid {}, not to the store's owner (uid {})",
+                    journal.display(),
+                    found.uid(),
+                    store.uid()
+                ));
+            }
+            if found.nlink() != 1 {
+                return JournalTrust::Untrusted(format!(
+                    "{} has other names (hard links)",
+                    journal.display()
+                ));
+            }
+        }
+        // Group-writable is left to the owner check above (a user's own
+        // group, under a umask of 002); anyone may write a world-writable
+        // directory, `/tmp` among them, sticky or not.
+        if dir_meta.mode() & 0o002 != 0 {
+            return JournalTrust::Untrusted(format!(
+                "{} can be written by anyone, who could have put the journal there",
+                dir.display()
+            ));
+        }
+        let writable = |p: &Path| rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok();
+        if !writable(path) || !writable(dir) {
+            return JournalTrust::CannotWrite;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (journal, dir);
+    JournalTrust::Trusted
 }
 
 /// Rolls back the hot journal of the store at `path`, as the CLI itself

@@ -77,6 +77,11 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
+    /// A hot journal that qbox will not roll back into the store: it may
+    /// not be the store owner's (see `db::journal_trust`).
+    #[error("{} has a hot journal qbox does not trust: {reason}", .path.display())]
+    UntrustedJournal { path: PathBuf, reason: String },
+
     #[error("sqlite error on {}", .path.display())]
     Sqlite {
         path: PathBuf,
@@ -153,6 +158,12 @@ impl Diagnose for StoreError {
                 "SQLite must roll back {}-journal before anyone can read the store, which needs \
                  write access to the store and its directory (is it a read-only mount or file?): \
                  run the CLI once as the store's owner, or run qbox where the store is writable",
+                path.display()
+            ),
+            Self::UntrustedJournal { path, .. } => format!(
+                "rolling it back would copy its pages into the store; if the journal is truly \
+                 the store owner's, move the store to a directory only its owner can write and \
+                 open it with the CLI; otherwise delete {}-journal",
                 path.display()
             ),
             Self::Sqlite { .. } | Self::Io { .. } => return None,

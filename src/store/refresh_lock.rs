@@ -13,7 +13,8 @@
 //! alike. It holds no secret.
 //!
 //! The lock lives in a private per-user directory (`$XDG_RUNTIME_DIR/
-//! qbox-refresh`, else `qbox/refresh` in the user's own state directory,
+//! qbox-refresh` when that runtime directory is the user's own and 0700,
+//! else `qbox/refresh` in the user's own state directory,
 //! [`super::snapshot::user_state_dir`]; never a guessable name in the shared
 //! temporary directory, which another user could create first to disable the
 //! lock), never next to the user's store, which qbox does not write to. It is
@@ -40,7 +41,7 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(40);
 /// The directory holding the lock files (`None` without a runtime
 /// directory and without a home).
 fn lock_dir() -> Option<PathBuf> {
-    match dirs::runtime_dir() {
+    match super::snapshot::private_runtime_dir() {
         Some(dir) => Some(dir.join("qbox-refresh")),
         None => super::snapshot::user_state_dir().map(|dir| dir.join("refresh")),
     }

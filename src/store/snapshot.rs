@@ -208,6 +208,44 @@ pub fn user_state_dir() -> Option<PathBuf> {
         .map(|dir| dir.join("qbox"))
 }
 
+/// The session's runtime directory (`XDG_RUNTIME_DIR`), if it is what the
+/// XDG rules say it is: the user's own, mode 0700 ([`usable_runtime_dir`]).
+/// Containers and CI often set it to `/tmp`, where another local user could
+/// create qbox's names first; such a directory is passed over (the caller
+/// then uses [`user_state_dir`]).
+pub fn private_runtime_dir() -> Option<PathBuf> {
+    dirs::runtime_dir().filter(|dir| usable_runtime_dir(dir))
+}
+
+/// Whether `dir` may serve as the runtime directory: the user's own 0700
+/// directory, or none yet (what qbox creates in it is made 0700 and
+/// checked). A directory of anyone else, or one others may enter, is not.
+pub fn usable_runtime_dir(dir: &Path) -> bool {
+    match std::fs::metadata(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
+        Err(_) => false,
+        Ok(_) => is_private_dir(dir),
+    }
+}
+
+/// Whether `dir` is a directory of this user that no one else may enter.
+pub fn is_private_dir(dir: &Path) -> bool {
+    let Ok(metadata) = std::fs::metadata(dir) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        metadata.is_dir()
+            && metadata.uid() == rustix::process::geteuid().as_raw()
+            && metadata.mode() & 0o077 == 0
+    }
+    #[cfg(not(unix))]
+    {
+        metadata.is_dir()
+    }
+}
+
 /// A new temporary directory of mode 0700 for a snapshot that lives as long
 /// as the returned handle (`qbox run`, the agent's private copy). The
 /// default would be 0777 less the umask: readable by everyone.

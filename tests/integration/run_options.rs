@@ -269,6 +269,19 @@ fn issue_30_what_would_make_the_login_writable_is_refused_before_the_engine_is_a
     let refused: &[(&[&str], &str)] = &[
         (&["--cap-add", "SYS_ADMIN"], "--cap-add CAP_SYS_ADMIN"),
         (&["--cap-add", "all"], "--cap-add ALL"),
+        // open_by_handle_at through any bind mount reads the host's files.
+        (
+            &["--cap-add", "dac_read_search"],
+            "--cap-add CAP_DAC_READ_SEARCH",
+        ),
+        (&["--cap-add", "SYS_MODULE"], "--cap-add CAP_SYS_MODULE"),
+        (&["--cap-add", "CAP_SYS_RAWIO"], "--cap-add CAP_SYS_RAWIO"),
+        (&["--cap-add", "bpf"], "--cap-add CAP_BPF"),
+        (&["--cap-add", "perfmon"], "--cap-add CAP_PERFMON"),
+        (
+            &["--security-opt", "systempaths=unconfined"],
+            "--security-opt systempaths=unconfined",
+        ),
         (
             &["--security-opt", "apparmor=unconfined"],
             "--security-opt apparmor=unconfined",

@@ -106,6 +106,50 @@ async fn issue_30_names_planted_in_tmp_neither_disable_the_refresh_lock_nor_stop
         );
         assert_eq!(std::fs::read_dir(entry.path()).unwrap().count(), 0);
     }
+
+    // XDG_RUNTIME_DIR set to the shared directory (as containers and CI
+    // often set it to /tmp), with qbox's names planted in it: it is passed
+    // over for the state directory, so neither is disabled.
+    for name in ["qbox-refresh", "qbox"] {
+        planted_by_another_user(&tmp.join(name));
+    }
+    std::fs::remove_file(home.store_path(Flavor::AmazonQ)).unwrap();
+    home.login(Flavor::AmazonQ, &expired_login("old"));
+    let oidc = standin().await;
+    let run = home
+        .qbox()
+        .env("TMPDIR", &tmp)
+        .env("XDG_RUNTIME_DIR", &tmp)
+        .env("QBOX_OIDC_ENDPOINT", oidc.url())
+        .args(["export-token", "--field", "access"])
+        .run_async()
+        .await;
+    run.assert_code(0);
+    assert!(
+        !run.stderr.contains("refresh lock"),
+        "the lock was not used: {}",
+        run.stderr
+    );
+    let run = home
+        .qbox()
+        .env("TMPDIR", &tmp)
+        .env("XDG_RUNTIME_DIR", &tmp)
+        .args(["run", "qbox-test-no-such-image"])
+        .run_async()
+        .await;
+    run.assert_code(125);
+    assert!(
+        !run.stderr.contains("runtime directory"),
+        "qbox run was stopped by a runtime directory others can write: {}",
+        run.stderr
+    );
+    for name in ["qbox-refresh", "qbox"] {
+        assert_eq!(
+            std::fs::read_dir(tmp.join(name)).unwrap().count(),
+            0,
+            "qbox wrote into {name} in the shared directory"
+        );
+    }
 }
 
 /// A pid that runs nothing now: a child that has exited and been reaped.
@@ -301,6 +345,81 @@ fn issue_30_a_hot_journal_qbox_may_not_roll_back_is_an_error_with_a_hint() {
         crate::util::file_bytes(&path),
         left,
         "the store was changed"
+    );
+}
+
+/// A writable store in a directory that is not: a rollback could restore
+/// the store's pages but not delete the journal, so it is not begun, and
+/// the files stay as they are.
+#[test]
+fn issue_30_a_store_whose_directory_is_not_writable_is_left_as_it_is() {
+    let home = TestHome::new();
+    let path = home.login(Flavor::AmazonQ, &crate::util::valid_login("journal"));
+    die_mid_transaction(&path);
+    let left = crate::util::file_bytes(&path);
+    let store_dir = path.parent().unwrap().to_owned();
+    let mut command = home
+        .qbox()
+        .args(["export-token", "--field", "access"])
+        .command();
+    if running_as_root() {
+        // Root writes any directory: run as another user who owns the
+        // store and its journal but not their directory.
+        let mut dir = store_dir.clone();
+        while dir.starts_with(home.path()) {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            dir.pop();
+        }
+        for file in [path.clone(), journal_of(&path)] {
+            std::os::unix::fs::chown(&file, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        std::os::unix::process::CommandExt::uid(&mut command, NOBODY);
+        std::os::unix::process::CommandExt::gid(&mut command, NOBODY);
+    } else {
+        std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let output = command.output().unwrap();
+    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("left mid-write"), "{stderr}");
+    assert!(!stderr.contains("disk I/O error"), "{stderr}");
+    assert!(journal_of(&path).exists());
+    assert_eq!(
+        crate::util::file_bytes(&path),
+        left,
+        "the store was rewritten"
+    );
+}
+
+/// A journal another user put beside a store in a directory anyone can
+/// write is never rolled back into it: that would write their rows.
+#[test]
+fn issue_30_a_planted_journal_is_not_rolled_back_into_the_store() {
+    let home = TestHome::new();
+    let path = home.login(Flavor::AmazonQ, &crate::util::valid_login("journal"));
+    die_mid_transaction(&path);
+    let left = crate::util::file_bytes(&path);
+    let store_dir = path.parent().unwrap().to_owned();
+    // A shared directory, as /tmp is.
+    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    if running_as_root() {
+        std::os::unix::fs::chown(journal_of(&path), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let run = home
+        .qbox()
+        .args(["export-token", "--field", "access"])
+        .run();
+    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    run.assert_code(1)
+        .assert_stderr_contains("hot journal qbox does not trust")
+        .assert_stderr_contains("hint:");
+    assert!(run.stdout.is_empty());
+    assert!(journal_of(&path).exists());
+    assert_eq!(
+        crate::util::file_bytes(&path),
+        left,
+        "the planted journal was rolled back into the store"
     );
 }
 
