@@ -342,7 +342,7 @@ fn issue_28_qbox_run_gives_the_cli_a_writable_copy_where_it_looks_with_its_setti
                 "--",
                 "sh",
                 "-c",
-                "test -f \"$QBOX_DB\" && echo snapshot-there; : > /run/qbox/auth/x 2>/dev/null || echo read-only",
+                "test -f \"$QBOX_DB\" && echo snapshot-there; touch /run/qbox/auth/x 2>/dev/null || echo read-only",
             ],
         )
         .run();
