@@ -143,7 +143,7 @@ impl AgentAuth {
             // As the snapshot holds it: an access-only snapshot stays one.
             copy.update(flavor, &rows, None)?;
             state.flavor = Some(flavor);
-            state.rows = Some(rows.auth.clone());
+            state.rows = Some(rows.auth);
         }
         if settings_changed {
             store::settings::place(flavor, settings.as_deref(), &copy.data_home, &copy.home)?;
@@ -175,7 +175,9 @@ impl CopyState {
             .parent()
             .map(|dir| dir.join(flavor.snapshot_settings_name()));
         let settings = match beside {
-            Some(path) if std::fs::symlink_metadata(&path).is_ok() => CliSettings::load_quiet(&path),
+            Some(path) if std::fs::symlink_metadata(&path).is_ok() => {
+                CliSettings::load_quiet(&path)
+            }
             _ => CliSettings::of_quiet(flavor),
         };
         let warning = settings.warning();

@@ -554,9 +554,7 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
                 } else {
                     carried
                         .iter()
-                        .map(|(key, value)| {
-                            crate::http::sanitize_remote(&format!("{key}={value}"))
-                        })
+                        .map(|(key, value)| crate::http::sanitize_remote(&format!("{key}={value}")))
                         .collect::<Vec<_>>()
                         .join(", ")
                 }

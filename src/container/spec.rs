@@ -358,8 +358,14 @@ impl RunSpec {
         if let Some(dir) = &self.copy_dir {
             // The container's own copy, written by its CLI: never the host
             // store, and rewritten by the host when the login changes.
-            binds.push(format!("{}:{COPY_DATA_MOUNT}:rw", dir.join("data").display()));
-            binds.push(format!("{}:{COPY_HOME_MOUNT}:rw", dir.join("home").display()));
+            binds.push(format!(
+                "{}:{COPY_DATA_MOUNT}:rw",
+                dir.join("data").display()
+            ));
+            binds.push(format!(
+                "{}:{COPY_HOME_MOUNT}:rw",
+                dir.join("home").display()
+            ));
             let mut set_unless_given = |name: &str, value: &str| {
                 if !env.iter().any(|e| e.starts_with(&format!("{name}="))) {
                     env.push(format!("{name}={value}"));

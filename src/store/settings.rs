@@ -154,9 +154,10 @@ impl CliSettings {
                 return settings.ignore("it is not a JSON object".into());
             }
             Err(e) => {
-                return settings.ignore(
-                    format!("it is not JSON ({})", super::error::describe_json_error(&e)),
-                );
+                return settings.ignore(format!(
+                    "it is not JSON ({})",
+                    super::error::describe_json_error(&e)
+                ));
             }
         };
         settings.carried = Some(carried(&object));

@@ -311,8 +311,7 @@ impl SnapshotKeeper {
         settings: &Option<Vec<u8>>,
         on_event: &mut dyn FnMut(WatchEvent<'_>),
     ) {
-        let mut written =
-            write_settings(&self.dir, flavor, settings.as_deref(), self.options.mode);
+        let mut written = write_settings(&self.dir, flavor, settings.as_deref(), self.options.mode);
         if let (Ok(()), Some(copy)) = (&written, &self.copy) {
             written =
                 super::settings::place(flavor, settings.as_deref(), &copy.data_home, &copy.home);

@@ -59,7 +59,10 @@ fn read_json(path: &Path) -> Value {
 
 #[test]
 fn issue_28_a_snapshot_carries_the_allow_listed_settings_where_each_cli_reads_them() {
-    for (flavor, name) in [(Flavor::AmazonQ, "settings.json"), (Flavor::Kiro, "cli.json")] {
+    for (flavor, name) in [
+        (Flavor::AmazonQ, "settings.json"),
+        (Flavor::Kiro, "cli.json"),
+    ] {
         let home = TestHome::new();
         home.login(flavor, &valid_login("set"));
         write_settings(&home, flavor, &users_settings().to_string());
@@ -78,13 +81,19 @@ fn issue_28_a_snapshot_carries_the_allow_listed_settings_where_each_cli_reads_th
             0o600
         );
         // Only the CLI's own name: no stale file of the other CLI.
-        let other = if name == "cli.json" { "settings.json" } else { "cli.json" };
+        let other = if name == "cli.json" {
+            "settings.json"
+        } else {
+            "cli.json"
+        };
         assert!(!dir.join(other).exists());
         // doctor says which settings a copy carries.
         let doctor = home.qbox().args(["doctor"]).run();
         assert!(
             doctor.stdout.contains("settings copied")
-                && doctor.stdout.contains("chat.defaultModel=\"claude-sonnet-4\"")
+                && doctor
+                    .stdout
+                    .contains("chat.defaultModel=\"claude-sonnet-4\"")
                 && !doctor.stdout.contains("mcpServers"),
             "{}",
             doctor.stdout
@@ -92,10 +101,16 @@ fn issue_28_a_snapshot_carries_the_allow_listed_settings_where_each_cli_reads_th
     }
 }
 
+/// Makes a bad settings file at the path it is given.
+type MakeFile = Box<dyn Fn(&Path)>;
+
 #[test]
 fn issue_28_a_bad_settings_file_is_ignored_with_one_warning_and_the_login_still_works() {
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
-        ("not json", Box::new(|p: &Path| std::fs::write(p, "{not json").unwrap())),
+    let cases: Vec<(&str, MakeFile)> = vec![
+        (
+            "not json",
+            Box::new(|p: &Path| std::fs::write(p, "{not json").unwrap()),
+        ),
         (
             "huge",
             Box::new(|p: &Path| {
@@ -112,7 +127,10 @@ fn issue_28_a_bad_settings_file_is_ignored_with_one_warning_and_the_login_still_
                 std::os::unix::fs::symlink(&fifo, p).unwrap();
             }),
         ),
-        ("a directory", Box::new(|p: &Path| std::fs::create_dir(p).unwrap())),
+        (
+            "a directory",
+            Box::new(|p: &Path| std::fs::create_dir(p).unwrap()),
+        ),
     ];
     for (what, make) in cases {
         let home = TestHome::new();
@@ -120,20 +138,23 @@ fn issue_28_a_bad_settings_file_is_ignored_with_one_warning_and_the_login_still_
         let path = settings_path(&home, Flavor::AmazonQ);
         make(&path);
         let dir = home.path().join("snap");
-        let run = home
-            .qbox()
-            .args(["snapshot", dir.to_str().unwrap()])
-            .run();
+        let run = home.qbox().args(["snapshot", dir.to_str().unwrap()]).run();
         run.assert_code(0);
         assert!(dir.join("data.sqlite3").is_file(), "{what}");
-        assert!(!dir.join("settings.json").exists(), "{what}: a bad file was copied");
+        assert!(
+            !dir.join("settings.json").exists(),
+            "{what}: a bad file was copied"
+        );
         let warnings = run.stderr.matches("ignoring the CLI's settings").count();
         assert_eq!(warnings, 1, "{what}: {}", run.stderr);
     }
 }
 
 fn make_fifo(path: &Path) {
-    let status = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -146,7 +167,13 @@ fn issue_28_snapshot_watch_follows_the_users_settings_and_warns_once_about_a_bad
     let log = home.path().join("watch.log");
     let mut watch = home
         .qbox()
-        .args(["snapshot", dir.to_str().unwrap(), "--watch", "--interval", "100ms"])
+        .args([
+            "snapshot",
+            dir.to_str().unwrap(),
+            "--watch",
+            "--interval",
+            "100ms",
+        ])
         .command();
     watch.stderr(std::fs::File::create(&log).unwrap());
     let mut child = watch.spawn().unwrap();
@@ -166,7 +193,9 @@ fn issue_28_snapshot_watch_follows_the_users_settings_and_warns_once_about_a_bad
     });
     // A bad file: its copy goes, one warning however many passes see it.
     std::fs::write(&settings, "{oops").unwrap();
-    wait_until(Duration::from_secs(20), "the copy to go", || !carried.exists());
+    wait_until(Duration::from_secs(20), "the copy to go", || {
+        !carried.exists()
+    });
     std::thread::sleep(Duration::from_millis(800));
     std::fs::write(&settings, r#"{"chat.defaultModel":"m3"}"#).unwrap();
     wait_until(Duration::from_secs(20), "the repaired settings", || {
@@ -230,8 +259,10 @@ fn issue_28_the_agents_private_copy_carries_the_settings_where_each_cli_reads_th
             );
         }
         // A service failure the CLI reports only on stderr is an error.
-        let (text, is_error, _) =
-            mcp.call("q-developer-agent", json!({"prompt": "service-fail:throttled"}));
+        let (text, is_error, _) = mcp.call(
+            "q-developer-agent",
+            json!({"prompt": "service-fail:throttled"}),
+        );
         assert!(is_error, "{flavor:?}: {text}");
     }
 }
