@@ -437,7 +437,7 @@ async fn run_attached(
                             ..WatchOptions::default()
                         },
                     )
-                    .with_written(taken.rows, taken.settings)
+                    .with_written(taken)
                     .with_private_copy(copy),
                 );
                 snapshot_dir = Some(dir);

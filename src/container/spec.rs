@@ -520,6 +520,30 @@ mod tests {
     }
 
     #[test]
+    fn issue_28_the_writable_copy_is_where_the_cli_looks_unless_the_user_says_otherwise() {
+        let mut copy = spec();
+        copy.copy_dir = Some(PathBuf::from("/rt/run-1-2"));
+        copy.copy_sets_home = true;
+        let body = copy.create_body();
+        let binds = body.host_config.unwrap().binds.unwrap();
+        assert!(binds.contains(&"/tmp/qbox-auth-x:/run/qbox/auth:ro".to_owned()));
+        assert!(binds.contains(&"/rt/run-1-2/data:/run/qbox/data:rw".to_owned()));
+        assert!(binds.contains(&"/rt/run-1-2/home:/run/qbox/home:rw".to_owned()));
+        let env = body.env.unwrap();
+        assert!(env.contains(&"XDG_DATA_HOME=/run/qbox/data".to_owned()));
+        assert!(env.contains(&"HOME=/run/qbox/home".to_owned()));
+        // `-e` wins, and `-u` leaves HOME to the image.
+        copy.env = vec!["XDG_DATA_HOME=/mine".into()];
+        copy.copy_sets_home = false;
+        let env = copy.create_body().env.unwrap();
+        assert!(env.contains(&"XDG_DATA_HOME=/mine".to_owned()));
+        assert!(
+            !env.iter()
+                .any(|e| e.starts_with("HOME=") || e == "XDG_DATA_HOME=/run/qbox/data")
+        );
+    }
+
+    #[test]
     fn issue_30_every_spelling_of_the_login_mount_and_its_parents_is_reserved() {
         for reserved in [
             "/run/qbox/auth",

@@ -355,6 +355,28 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_carries_only_the_allow_listed_keys_of_the_types_the_cli_takes() {
+        let settings = settings_in(
+            r#"{"api.codewhisperer.service":{"endpoint":"https://q.test","region":"eu-central-1","x":1},
+                "api.kiroauth.service":"https://auth.test","chat.defaultModel":"m",
+                "telemetry.enabled":"no","codeWhisperer.shareCodeWhispererContentWithAWS":false,
+                "mcpServers":{"a":{"env":{"TOKEN":"t"}}},"chat.enableKnowledge":true}"#,
+        );
+        assert_eq!(
+            serde_json::Value::Object(settings.carried.unwrap()),
+            serde_json::json!({
+                "api.codewhisperer.service": {"endpoint": "https://q.test", "region": "eu-central-1"},
+                "api.kiroauth.service": "https://auth.test",
+                "chat.defaultModel": "m",
+                "codeWhisperer.shareCodeWhispererContentWithAWS": false
+            })
+        );
+        assert_eq!(settings_in("{oops").carried, None);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(CliSettings::load(&dir.path().join("missing")).carried, None);
+    }
+
+    #[test]
     fn bad_files_are_ignored_with_a_reason() {
         assert!(
             settings_in("{not json")

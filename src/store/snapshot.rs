@@ -234,6 +234,8 @@ pub struct Taken {
     pub rows: SnapshotRows,
     /// The CLI's settings written beside it (see [`write_settings`]).
     pub settings: Option<Vec<u8>>,
+    /// The warning a bad settings file was given (once), if any.
+    pub settings_warning: Option<String>,
 }
 
 /// Takes a snapshot of the store `login` was read from: its schema,
@@ -247,12 +249,14 @@ pub fn take(
 ) -> Result<Taken, StoreError> {
     let rows = db::read_snapshot_rows(&login.path)?;
     let path = write_snapshot(&rows, dir, mode, scope)?;
-    let settings = super::settings::CliSettings::of(login.flavor).carried_bytes();
+    let settings = super::settings::CliSettings::of(login.flavor);
+    let (settings_warning, settings) = (settings.warning(), settings.carried_bytes());
     write_settings(dir, login.flavor, settings.as_deref(), mode)?;
     Ok(Taken {
         path,
         rows,
         settings,
+        settings_warning,
     })
 }
 

@@ -148,12 +148,14 @@ impl SnapshotKeeper {
         }
     }
 
-    /// Tells the keeper that `rows` and `settings` are already in the
-    /// snapshot, so its first pass rewrites nothing unless the host's
-    /// login or the user's settings changed.
-    pub fn with_written(mut self, rows: SnapshotRows, settings: Option<Vec<u8>>) -> Self {
-        self.last_rows = Some(rows);
-        self.last_settings = Some(settings);
+    /// Tells the keeper what [`super::snapshot::take`] already wrote, so
+    /// its first pass rewrites nothing unless the host's login or the
+    /// user's settings changed, and does not warn again about a bad
+    /// settings file.
+    pub fn with_written(mut self, taken: super::snapshot::Taken) -> Self {
+        self.last_rows = Some(taken.rows);
+        self.last_settings = Some(taken.settings);
+        self.last_settings_problem = taken.settings_warning;
         self
     }
 

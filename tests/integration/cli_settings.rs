@@ -385,4 +385,28 @@ fn issue_28_qbox_run_gives_the_cli_a_writable_copy_where_it_looks_with_its_setti
         );
         assert_eq!(file_bytes(&store), before, "the host store was written");
     }
+    // A bad settings file: the CLI still finds its login, one warning.
+    let home = TestHome::new();
+    home.login(Flavor::AmazonQ, &valid_login("runbad"));
+    write_settings(&home, Flavor::AmazonQ, "{not json");
+    let run = crate::container::qbox_run(
+        &home,
+        &[
+            image,
+            "--",
+            "q",
+            "chat",
+            "--no-interactive",
+            "login:still-works",
+        ],
+    )
+    .run();
+    run.assert_code(0);
+    assert!(run.stdout.contains("still-works"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("ignoring the CLI's settings").count(),
+        1,
+        "{}",
+        run.stderr
+    );
 }
