@@ -23,8 +23,13 @@ struct Server {
 
 impl Server {
     fn start(program: &str, args: &[&str]) -> Self {
+        Self::start_with(program, args, &[])
+    }
+
+    fn start_with(program: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .env("ENABLE_ADDITIONAL_TOOLS", "q-developer-agent")
             .env("QBOX_AGENT_CLI", "/bin/echo")
             .stdin(Stdio::piped())
@@ -84,11 +89,20 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The peak resident memory so far.
+    fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
             .unwrap_or(0)
     }
@@ -168,6 +182,32 @@ fn main() {
         }
     }
     let concurrent = started.elapsed();
+    let qbox_peak_rss = qbox.peak_rss_kib();
+
+    // With a store: the agent's private copy of a snapshot (`QBOX_DB`),
+    // brought up to date before every call.
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = store_dir.path().join("data.sqlite3");
+    qbox::store::schema::StoreBuilder::create(&snapshot, qbox::store::Flavor::Kiro)
+        .expect("store")
+        .login(&qbox::store::schema::FixtureLogin::builder_id(
+            "bench-access",
+            "bench-refresh",
+        ))
+        .expect("login");
+    let tmp = store_dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let mut with_store = Server::start_with(
+        &sidecar,
+        &["serve"],
+        &[
+            ("QBOX_DB", snapshot.to_str().expect("utf-8")),
+            ("TMPDIR", tmp.to_str().expect("utf-8")),
+            ("HOME", store_dir.path().to_str().expect("utf-8")),
+        ],
+    );
+    let store_call = measure_calls(&mut with_store);
+    drop(with_store);
 
     println!("spawn /bin/echo directly: median {:.3} ms", ms(spawn));
     println!(
@@ -177,8 +217,14 @@ fn main() {
         qbox_idle_rss as f64 / 1024.0
     );
     println!(
-        "100 concurrent calls:      {errors} errors, all answered in {:.1} ms",
-        ms(concurrent)
+        "100 concurrent calls:      {errors} errors, all answered in {:.1} ms, peak RSS {:.1} MB",
+        ms(concurrent),
+        qbox_peak_rss as f64 / 1024.0
+    );
+    println!(
+        "qbox-sidecar with a store: median {:.3} ms ({:+.3} ms over spawn)",
+        ms(store_call),
+        ms(store_call) - ms(spawn)
     );
 
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
@@ -198,8 +244,9 @@ fn main() {
             peer_idle_rss as f64 / 1024.0
         );
         println!(
-            "round-trip ratio qbox / python: {:.2}x",
-            ms(qbox_call) / ms(peer_call)
+            "round-trip ratio qbox / python: {:.2}x (with a store {:.2}x)",
+            ms(qbox_call) / ms(peer_call),
+            ms(store_call) / ms(peer_call)
         );
     } else {
         println!(

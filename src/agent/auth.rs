@@ -4,11 +4,29 @@
 //! data directory at it, and copies the snapshot's login rows into it before
 //! every call so the host's refreshes reach the CLI. An access-only snapshot
 //! whose token expired is reported as such before the CLI starts.
+//!
+//! The copy carries the CLI's settings where that CLI reads them: the
+//! Amazon Q CLI's `settings.json` beside its store, the Kiro CLI's
+//! `~/.kiro/settings/cli.json` under a home of the copy's own (the child's
+//! `HOME`). They come from beside the snapshot (`qbox snapshot` and
+//! `qbox run` write them there), else from the CLI's own file on this
+//! machine, reduced to the keys of [`store::settings::CARRIED_KEYS`].
+//!
+//! A call rewrites nothing that did not change: the login rows are written
+//! when the snapshot's differ from what the copy was last given (or the
+//! copy is gone), the settings when the source's differ. This also keeps a
+//! refreshable copy's rotated refresh token, which the CLI wrote, from
+//! being replaced by the spent one the snapshot still holds.
+//!
+//! The directory is named after the sidecar ([`super::leftovers`]), so
+//! that one a SIGKILLed sidecar left is removed by the next.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::store::settings::CliSettings;
+use crate::store::watch::CopyDirs;
 use crate::store::{self, Flavor, StoreError, db};
 
 /// What a call's CLI needs of the login: variables, and which CLI's login
@@ -30,9 +48,20 @@ pub enum AgentAuth {
         snapshot: PathBuf,
         dir: tempfile::TempDir,
         /// Held while the copy is brought up to date: concurrent calls
-        /// would otherwise write the same file at once.
-        updating: Mutex<()>,
+        /// would otherwise write the same file at once. What the copy was
+        /// last given.
+        updating: Mutex<CopyState>,
     },
+}
+
+/// What the private copy was last given.
+#[derive(Debug, Default)]
+pub struct CopyState {
+    flavor: Option<Flavor>,
+    rows: Option<db::AuthRows>,
+    /// Outer `None`: not placed yet.
+    settings: Option<Option<Vec<u8>>>,
+    settings_warning: Option<String>,
 }
 
 impl AgentAuth {
@@ -52,11 +81,11 @@ impl AgentAuth {
     }
 
     pub fn private_copy(snapshot: PathBuf) -> Result<Self, StoreError> {
-        let dir = store::snapshot::private_temp_dir("qbox-agent-")?;
+        let dir = super::leftovers::private_dir()?;
         let auth = Self::PrivateCopy {
             snapshot,
             dir,
-            updating: Mutex::new(()),
+            updating: Mutex::new(CopyState::default()),
         };
         // Made at start-up, when an expired token is no reason to refuse
         // to serve: the keeper may bring a fresh one before the first call.
@@ -88,7 +117,7 @@ impl AgentAuth {
                 updating,
             } => (snapshot, dir, updating),
         };
-        let _one_at_a_time = updating.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = updating.lock().unwrap_or_else(|p| p.into_inner());
         let rows = db::read_snapshot_rows(snapshot)?;
         let detected = store::Login::detect_flavor(&rows.auth);
         let flavor = store::Login::flavor_of(&rows.auth, snapshot);
@@ -100,14 +129,64 @@ impl AgentAuth {
                 return Err(error);
             }
         }
-        let store_dir = dir.path().join(flavor.dir_name());
-        store::snapshot::update_private_copy(&rows, &store_dir)?;
+        let copy = CopyDirs::under(dir.path());
+        let store_file = copy
+            .data_home
+            .join(flavor.dir_name())
+            .join(store::snapshot::SNAPSHOT_FILE_NAME);
+        let unchanged = state.flavor == Some(flavor)
+            && state.rows.as_ref() == Some(&rows.auth)
+            && std::fs::symlink_metadata(&store_file).is_ok();
+        let settings = state.settings_for(snapshot, flavor);
+        let settings_changed = !unchanged || state.settings.as_ref() != Some(&settings);
+        if !unchanged {
+            // As the snapshot holds it: an access-only snapshot stays one.
+            copy.update(flavor, &rows, None)?;
+            state.flavor = Some(flavor);
+            state.rows = Some(rows.auth);
+        }
+        if settings_changed {
+            store::settings::place(flavor, settings.as_deref(), &copy.data_home, &copy.home)?;
+            state.settings = Some(settings);
+        }
         let mut env = HashMap::new();
         // The CLI finds its store under the XDG data directory on Linux.
-        env.insert("XDG_DATA_HOME".to_owned(), dir.path().display().to_string());
+        env.insert(
+            "XDG_DATA_HOME".to_owned(),
+            copy.data_home.display().to_string(),
+        );
+        // The Kiro CLI reads its settings under HOME only.
+        if flavor == Flavor::Kiro {
+            env.insert("HOME".to_owned(), copy.home.display().to_string());
+        }
         Ok(Prepared {
             env,
             flavor: detected,
         })
+    }
+}
+
+impl CopyState {
+    /// What the copy carries of the CLI's settings: the file beside the
+    /// snapshot when there is one, else the CLI's own on this machine; a
+    /// bad file is warned about once (until its problem changes).
+    fn settings_for(&mut self, snapshot: &Path, flavor: Flavor) -> Option<Vec<u8>> {
+        let beside = snapshot
+            .parent()
+            .map(|dir| dir.join(flavor.snapshot_settings_name()));
+        let settings = match beside {
+            Some(path) if std::fs::symlink_metadata(&path).is_ok() => {
+                CliSettings::load_quiet(&path)
+            }
+            _ => CliSettings::of_quiet(flavor),
+        };
+        let warning = settings.warning();
+        if warning != self.settings_warning {
+            if let Some(warning) = &warning {
+                tracing::warn!("{warning}");
+            }
+            self.settings_warning = warning;
+        }
+        settings.carried_bytes()
     }
 }

@@ -16,6 +16,7 @@ pub mod cgroup;
 pub mod child_env;
 pub mod cli_choice;
 pub mod config;
+pub mod leftovers;
 pub mod output;
 #[cfg(target_os = "linux")]
 pub mod proc_table;

@@ -109,6 +109,9 @@ impl AgentRunner {
     pub fn new(config: AgentConfig, auth: AgentAuth) -> Self {
         if config.enabled {
             tracker::prepare_process();
+            // What sidecars killed with SIGKILL left: their copies of the
+            // login go before this one serves.
+            super::leftovers::sweep();
         }
         let child_env = ChildEnv::from_process(&config.pass_env);
         let chooser = CliChooser::new(config.cli.clone(), config.search_path.clone());
@@ -123,7 +126,7 @@ impl AgentRunner {
             }
         };
         let private_home = if config.enabled && !writable_dir(child_env.get("HOME")) {
-            match crate::store::snapshot::private_temp_dir("qbox-agent-home-") {
+            match super::leftovers::private_dir() {
                 Ok(home) => {
                     tracing::info!(
                         home = %home.path().display(),

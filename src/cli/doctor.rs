@@ -68,6 +68,10 @@ struct Report {
     docker: EngineStatus,
     /// `qbox run`'s per-user runtime directory and what runs left in it.
     runtime_dir: RuntimeDirReport,
+    /// Private copies of the login that sidecars killed with SIGKILL left
+    /// in the temporary directory (the next sidecar with the agent
+    /// enabled removes them).
+    agent_leftovers: Vec<PathBuf>,
 }
 
 /// The snapshot directories in `qbox run`'s runtime directory.
@@ -368,6 +372,11 @@ pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyho
         chat_endpoint,
         docker: docker.await,
         runtime_dir: RuntimeDirReport::new(super::run::runtime_dir_path()),
+        agent_leftovers: crate::agent::leftovers::entries()
+            .into_iter()
+            .filter(|entry| entry.owner == Owner::Gone)
+            .map(|entry| entry.path)
+            .collect(),
     };
     let mut code = exit::NO_LOGIN;
     match resolved {
@@ -535,6 +544,23 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
             (None, false) => format!("{}: {}", path.display(), named.join(", ")),
         };
         line("cli settings", text);
+        // Which settings a copy of the login carries (snapshots, the
+        // agent's copy, `qbox run`'s writable copy).
+        let carried = settings.carried.as_ref().map_or_else(
+            || "none".to_owned(),
+            |carried| {
+                if carried.is_empty() {
+                    "none of the keys qbox copies".to_owned()
+                } else {
+                    carried
+                        .iter()
+                        .map(|(key, value)| crate::http::sanitize_remote(&format!("{key}={value}")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            },
+        );
+        line("settings copied", carried);
     }
     if let Some(refresh) = &report.refresh {
         let text = match (&refresh.blocker, refresh.next_at) {
@@ -622,6 +648,19 @@ fn render_text(report: &Report, now: OffsetDateTime, p: Palette) -> String {
     }
     for orphan in &runtime.orphaned {
         line("", orphan.display().to_string());
+    }
+    if !report.agent_leftovers.is_empty() {
+        let count = report.agent_leftovers.len();
+        line(
+            "agent copies",
+            p.bad(&format!(
+                "{count} private cop{} of the login left by killed sidecars (the next sidecar removes them)",
+                if count == 1 { "y" } else { "ies" }
+            )),
+        );
+        for leftover in &report.agent_leftovers {
+            line("", leftover.display().to_string());
+        }
     }
     let verdict = if report.ok && report.api_key.as_ref().is_some_and(|k| k.used) {
         p.good("ok: no store login, the Kiro API key serves")

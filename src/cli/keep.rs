@@ -461,7 +461,13 @@ async fn foreground(id: &str, query: StoreQuery, patience: Duration) -> anyhow::
         scope,
         ..WatchOptions::default()
     };
-    let keeper = SnapshotKeeper::new(query, dir.auth_dir(), options);
+    let mut keeper = SnapshotKeeper::new(query, dir.auth_dir(), options);
+    // The container's writable copy, where `qbox run -d` made one (a
+    // container started by an older qbox has none).
+    let copy = crate::store::watch::CopyDirs::under(dir.path());
+    if copy.data_home.is_dir() {
+        keeper = keeper.with_private_copy(copy);
+    }
     let mut on_event = |event: WatchEvent<'_>| match event {
         WatchEvent::Written { expires_at, .. } => log_line(&format!(
             "snapshot written; the token expires at {}",

@@ -72,6 +72,7 @@ fn token_expiry(container: &Managed) -> Option<time::OffsetDateTime> {
         runtime_dir::RuntimeDir::existing(super::run::runtime_dir_path())
             .ok()??
             .run_dir(run)
+            .join(runtime_dir::RUN_AUTH_DIR)
     };
     let snapshot = dir.join(crate::store::snapshot::SNAPSHOT_FILE_NAME);
     let login = crate::store::read_login(&snapshot, None).ok()?;

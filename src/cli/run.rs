@@ -17,7 +17,7 @@ use crate::container::spec::{
     live_mount, parse_env, parse_memory, parse_user, parse_volume,
 };
 use crate::exit::{self, CommandError, Diagnose};
-use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
+use crate::store::watch::{CopyDirs, SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, StoreQuery, snapshot};
 
 use super::keep::KeeperSettings;
@@ -210,6 +210,9 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         stop_timeout: args.stop_timeout,
         auth_dir: None,
         auth_db: None,
+        copy_dir: None,
+        // Your uid has no home in most images: the copy's is writable.
+        copy_sets_home: args.user.is_none(),
         auth_key: None,
         console_size: args.tty.then(crate::container::tty::window_size).flatten(),
         memory: args
@@ -317,8 +320,11 @@ async fn run_detached(
                 )
             })?;
             // Its keeper rewrites it with the same scope (from the record).
-            snapshot::take(&login, &dir.auth_dir(), snapshot::DEFAULT_MODE, scope)
+            let taken = snapshot::take(&login, &dir.auth_dir(), snapshot::DEFAULT_MODE, scope)
                 .map_err(reclassify)?;
+            // The container's writable copy, which the keeper keeps fresh.
+            write_copy(&CopyDirs::under(dir.path()), &login, &taken, scope)?;
+            spec.copy_dir = Some(dir.path().to_owned());
             spec.auth_dir = Some(dir.auth_dir());
             spec.auth_db = Some(AUTH_DB.to_owned());
             spec.options
@@ -408,23 +414,30 @@ async fn run_attached(
                     .as_ref()
                     .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?
                     .create_run_dir()?;
-                let taken = snapshot::take(&login, dir.path(), snapshot::DEFAULT_MODE, scope)
+                // The read-only snapshot in `auth/`, the container's
+                // writable copy in `data/` and `home/`.
+                let auth_dir = dir.path().join(runtime_dir::RUN_AUTH_DIR);
+                let taken = snapshot::take(&login, &auth_dir, snapshot::DEFAULT_MODE, scope)
                     .map_err(reclassify)?;
-                spec.auth_dir = Some(dir.path().to_owned());
+                let copy = CopyDirs::under(dir.path());
+                write_copy(&copy, &login, &taken, scope)?;
+                spec.auth_dir = Some(auth_dir.clone());
                 spec.auth_db = Some(AUTH_DB.to_owned());
+                spec.copy_dir = Some(dir.path().to_owned());
                 keeper = Some(
                     SnapshotKeeper::new(
                         StoreQuery {
                             db: Some(login.path.clone()),
                             cli: Some(login.flavor),
                         },
-                        dir.path().to_owned(),
+                        auth_dir,
                         WatchOptions {
                             scope,
                             ..WatchOptions::default()
                         },
                     )
-                    .with_written(taken.rows),
+                    .with_written(taken)
+                    .with_private_copy(copy),
                 );
                 snapshot_dir = Some(dir);
             }
@@ -652,6 +665,20 @@ fn sweep_runtime_dir(needed: bool, palette: Palette) -> anyhow::Result<Option<Ru
         );
     }
     Ok(runtime)
+}
+
+/// Writes the container's writable copy of the login: the snapshot's rows
+/// in the run's scope (an access-only run's copy is access-only too) and
+/// the settings beside them, where the CLI looks for both.
+fn write_copy(
+    copy: &CopyDirs,
+    login: &store::Login,
+    taken: &snapshot::Taken,
+    scope: snapshot::SnapshotScope,
+) -> anyhow::Result<()> {
+    let rows = scope.rows(&taken.rows).map_err(reclassify)?;
+    copy.update(login.flavor, &rows, Some(taken.settings.as_deref()))
+        .map_err(reclassify)
 }
 
 /// `--auth live`: the CLI's own data directory holding the login's store,

@@ -41,6 +41,9 @@ pub const XDG_DIR_NAME: &str = "qbox";
 /// The runtime directory's name in qbox's state directory, without
 /// `XDG_RUNTIME_DIR`.
 pub const STATE_DIR_NAME: &str = "runtime";
+/// Where a run's directory holds the snapshot mounted at `/run/qbox/auth`
+/// (beside it, `data/` and `home/`: the container's writable copy).
+pub const RUN_AUTH_DIR: &str = "auth";
 /// The prefix of each run's directory.
 const RUN_PREFIX: &str = "run-";
 

@@ -15,6 +15,13 @@ use crate::exit::{self, Diagnose};
 pub const AUTH_MOUNT: &str = "/run/qbox/auth";
 /// `QBOX_DB` inside containers.
 pub const AUTH_DB: &str = "/run/qbox/auth/data.sqlite3";
+/// Where a CLI run in the container finds its writable copy of the login:
+/// the container's `XDG_DATA_HOME` (`amazon-q/` or `kiro-cli/` under it).
+pub const COPY_DATA_MOUNT: &str = "/run/qbox/data";
+/// The container's `HOME` with the writable copy: the Kiro CLI reads its
+/// settings from `~/.kiro/settings/cli.json`, and both CLIs write history
+/// and settings under `HOME`.
+pub const COPY_HOME_MOUNT: &str = "/run/qbox/home";
 /// The file name of a Kiro API key in a run's private directory.
 pub const KEY_FILE_NAME: &str = "kiro-api-key";
 /// `QBOX_API_KEY_FILE` inside containers given a key.
@@ -238,6 +245,14 @@ pub struct RunSpec {
     pub auth_dir: Option<PathBuf>,
     /// The database file inside the container, if any.
     pub auth_db: Option<String>,
+    /// A host directory holding the run's writable copy of the login
+    /// (`data/`, `home/`), mounted read-write at [`COPY_DATA_MOUNT`] and
+    /// [`COPY_HOME_MOUNT`], where the CLI looks for its store.
+    pub copy_dir: Option<PathBuf>,
+    /// Whether the copy's home becomes the container's `HOME`: not when
+    /// the user chose the container's user (`-u`), whose home the image
+    /// knows, or set `HOME` itself.
+    pub copy_sets_home: bool,
     /// The Kiro API key file inside the container (`QBOX_API_KEY_FILE`),
     /// if any: the key itself is never in the container's environment.
     pub auth_key: Option<String>,
@@ -368,6 +383,27 @@ impl RunSpec {
                 }
             }
         }
+        if let Some(dir) = &self.copy_dir {
+            // The container's own copy, written by its CLI: never the host
+            // store, and rewritten by the host when the login changes.
+            binds.push(format!(
+                "{}:{COPY_DATA_MOUNT}:rw",
+                dir.join("data").display()
+            ));
+            binds.push(format!(
+                "{}:{COPY_HOME_MOUNT}:rw",
+                dir.join("home").display()
+            ));
+            let mut set_unless_given = |name: &str, value: &str| {
+                if !env.iter().any(|e| e.starts_with(&format!("{name}="))) {
+                    env.push(format!("{name}={value}"));
+                }
+            };
+            set_unless_given("XDG_DATA_HOME", COPY_DATA_MOUNT);
+            if self.copy_sets_home {
+                set_unless_given("HOME", COPY_HOME_MOUNT);
+            }
+        }
         let mut body = ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: (!self.cmd.is_empty()).then(|| self.cmd.clone()),
@@ -432,6 +468,8 @@ mod tests {
             detach: false,
             stop_timeout: 10,
             auth_dir: Some(PathBuf::from("/tmp/qbox-auth-x")),
+            copy_dir: None,
+            copy_sets_home: false,
             auth_db: Some(AUTH_DB.into()),
             auth_key: None,
             console_size: Some((33, 101)),
@@ -507,6 +545,30 @@ mod tests {
         );
         assert_eq!(body.labels.unwrap()["qbox.managed"], "true");
         assert_eq!(body.host_config.unwrap().init, Some(true));
+    }
+
+    #[test]
+    fn issue_28_the_writable_copy_is_where_the_cli_looks_unless_the_user_says_otherwise() {
+        let mut copy = spec();
+        copy.copy_dir = Some(PathBuf::from("/rt/run-1-2"));
+        copy.copy_sets_home = true;
+        let body = copy.create_body();
+        let binds = body.host_config.unwrap().binds.unwrap();
+        assert!(binds.contains(&"/tmp/qbox-auth-x:/run/qbox/auth:ro".to_owned()));
+        assert!(binds.contains(&"/rt/run-1-2/data:/run/qbox/data:rw".to_owned()));
+        assert!(binds.contains(&"/rt/run-1-2/home:/run/qbox/home:rw".to_owned()));
+        let env = body.env.unwrap();
+        assert!(env.contains(&"XDG_DATA_HOME=/run/qbox/data".to_owned()));
+        assert!(env.contains(&"HOME=/run/qbox/home".to_owned()));
+        // `-e` wins, and `-u` leaves HOME to the image.
+        copy.env = vec!["XDG_DATA_HOME=/mine".into()];
+        copy.copy_sets_home = false;
+        let env = copy.create_body().env.unwrap();
+        assert!(env.contains(&"XDG_DATA_HOME=/mine".to_owned()));
+        assert!(
+            !env.iter()
+                .any(|e| e.starts_with("HOME=") || e == "XDG_DATA_HOME=/run/qbox/data")
+        );
     }
 
     #[test]

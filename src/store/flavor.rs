@@ -172,6 +172,18 @@ impl Flavor {
         }
     }
 
+    /// The name of the settings a snapshot carries, beside its
+    /// `data.sqlite3`: the Amazon Q CLI's own (`settings.json` beside its
+    /// store, so a snapshot directory used as `$XDG_DATA_HOME/amazon-q` is
+    /// read as it is), the Kiro CLI's file name (`cli.json`) for a Kiro CLI
+    /// login, whose consumer puts it under `~/.kiro/settings/`.
+    pub fn snapshot_settings_name(self) -> &'static str {
+        match self {
+            Self::Kiro => "cli.json",
+            Self::AmazonQ => "settings.json",
+        }
+    }
+
     /// Guesses the flavor from a store path (`.../kiro-cli/data.sqlite3`).
     pub fn from_path(path: &Path) -> Option<Flavor> {
         let parent = path.parent()?.file_name()?.to_str()?;

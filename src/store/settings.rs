@@ -5,6 +5,14 @@
 //! `~/.kiro/settings/cli.json`, the Amazon Q CLI from `settings.json` beside
 //! its store ([`Flavor::settings_path`]).
 //!
+//! The same file travels with the login: a snapshot and the agent's
+//! private copy carry [`CliSettings::carried`], the keys of
+//! [`CARRIED_KEYS`] the CLI reads that hold no secret (endpoint and region,
+//! auth service, default model, telemetry, content sharing), each of the
+//! type the CLI takes, and nothing else the file holds (an MCP server's
+//! command line or a knowledge base path is the user's business, not the
+//! container's). [`place`] writes them where the CLI reads them.
+//!
 //! A user whose CLI talks to another endpoint expects qbox to talk to it
 //! too; qbox's own variables (`QBOX_Q_ENDPOINT`, `QBOX_KIRO_AUTH_ENDPOINT`)
 //! still win. Only these keys are read. A file that is missing is no
@@ -28,6 +36,18 @@ pub const DEFAULT_MODEL_KEY: &str = "chat.defaultModel";
 /// Whether the user lets the service keep their content (`false` sends
 /// `x-amzn-codewhisperer-optout: true`).
 pub const SHARE_CONTENT_KEY: &str = "codeWhisperer.shareCodeWhispererContentWithAWS";
+/// Whether the CLI sends telemetry.
+pub const TELEMETRY_KEY: &str = "telemetry.enabled";
+/// The keys a login's copy carries (the CLI's names, in
+/// `crates/chat-cli/src/database/settings.rs` of the Kiro CLI 2.2.1 and the
+/// Amazon Q CLI 1.19): none of them holds a secret.
+pub const CARRIED_KEYS: [&str; 5] = [
+    ENDPOINT_KEY,
+    KIRO_AUTH_KEY,
+    DEFAULT_MODEL_KEY,
+    TELEMETRY_KEY,
+    SHARE_CONTENT_KEY,
+];
 /// A larger settings file is not read.
 pub const MAX_SETTINGS_BYTES: u64 = 1024 * 1024;
 
@@ -55,9 +75,14 @@ pub struct CliSettings {
     /// `codeWhisperer.shareCodeWhispererContentWithAWS`, when a boolean.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub share_content: Option<bool>,
-    /// Why the file was ignored, when it was.
+    /// Why the file (or part of it) was ignored, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignored: Option<String>,
+    /// What a copy of the login carries: the allow-listed keys of a file
+    /// that could be read, each with the type the CLI takes; `None` when
+    /// there is no file or it was ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carried: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl CliSettings {
@@ -71,8 +96,49 @@ impl CliSettings {
         Self::load(&flavor.settings_path(&home, &data))
     }
 
-    /// The settings in the file at `path`.
+    /// The settings in the file at `path`; a problem is logged as a
+    /// warning.
     pub fn load(path: &Path) -> Self {
+        let settings = Self::load_quiet(path);
+        if let Some(warning) = settings.warning() {
+            tracing::warn!("{warning}");
+        }
+        settings
+    }
+
+    /// The settings of `flavor` on this machine, without a warning (for a
+    /// keeper that reads the file every pass and warns once per problem).
+    pub fn of_quiet(flavor: Flavor) -> Self {
+        let (Some(home), Some(data)) = (dirs::home_dir(), dirs::data_local_dir()) else {
+            return Self::default();
+        };
+        Self::load_quiet(&flavor.settings_path(&home, &data))
+    }
+
+    /// The warning a problem with the file deserves, if any.
+    pub fn warning(&self) -> Option<String> {
+        let problem = self.ignored.as_deref()?;
+        let path = self
+            .path
+            .as_deref()
+            .map_or_else(String::new, |p| format!(" {}", p.display()));
+        Some(if self.carried.is_some() {
+            format!("ignoring part of the CLI's settings{path}: {problem}")
+        } else {
+            format!("ignoring the CLI's settings{path}: {problem}")
+        })
+    }
+
+    /// The bytes of the settings file a copy of the login carries
+    /// (`None`: no file to place).
+    pub fn carried_bytes(&self) -> Option<Vec<u8>> {
+        self.carried
+            .as_ref()
+            .and_then(|map| serde_json::to_vec_pretty(map).ok())
+    }
+
+    /// [`Self::load`] without the warning.
+    pub fn load_quiet(path: &Path) -> Self {
         let mut settings = Self {
             path: Some(path.to_owned()),
             ..Self::default()
@@ -80,20 +146,21 @@ impl CliSettings {
         let text = match read_settings_file(path) {
             Ok(Some(text)) => text,
             Ok(None) => return settings,
-            Err(problem) => return settings.ignore(path, problem),
+            Err(problem) => return settings.ignore(problem),
         };
         let object = match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(serde_json::Value::Object(object)) => object,
             Ok(_) => {
-                return settings.ignore(path, "it is not a JSON object".into());
+                return settings.ignore("it is not a JSON object".into());
             }
             Err(e) => {
-                return settings.ignore(
-                    path,
-                    format!("it is not JSON ({})", super::error::describe_json_error(&e)),
-                );
+                return settings.ignore(format!(
+                    "it is not JSON ({})",
+                    super::error::describe_json_error(&e)
+                ));
             }
         };
+        settings.carried = Some(carried(&object));
         // The Kiro CLI takes the override only as an object with both
         // strings; anything else means its default endpoint.
         settings.endpoint = object.get(ENDPOINT_KEY).and_then(|value| {
@@ -137,10 +204,6 @@ impl CliSettings {
                 "{} is not an https url (plain http only to this machine), and qbox sends tokens only over https",
                 refused.join(" and ")
             );
-            tracing::warn!(
-                "ignoring part of the CLI's settings {}: {problem}",
-                path.display()
-            );
             settings.ignored = Some(problem);
         }
         settings.default_model = text(DEFAULT_MODEL_KEY);
@@ -151,10 +214,70 @@ impl CliSettings {
         settings
     }
 
-    fn ignore(mut self, path: &Path, problem: String) -> Self {
-        tracing::warn!("ignoring the CLI's settings {}: {problem}", path.display());
+    fn ignore(mut self, problem: String) -> Self {
         self.ignored = Some(problem);
         self
+    }
+}
+
+/// The allow-listed keys of `object`, each only with the type the CLI
+/// takes (the endpoint as an object of two strings, and nothing else it
+/// may hold); the rest of the file stays behind.
+fn carried(
+    object: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    let mut kept = serde_json::Map::new();
+    for key in CARRIED_KEYS {
+        let Some(value) = object.get(key) else {
+            continue;
+        };
+        let value = match (key, value) {
+            (ENDPOINT_KEY, Value::Object(endpoint)) => {
+                let (Some(Value::String(url)), Some(Value::String(region))) =
+                    (endpoint.get("endpoint"), endpoint.get("region"))
+                else {
+                    continue;
+                };
+                serde_json::json!({ "endpoint": url, "region": region })
+            }
+            (KIRO_AUTH_KEY | DEFAULT_MODEL_KEY, Value::String(text)) => Value::String(text.clone()),
+            (TELEMETRY_KEY | SHARE_CONTENT_KEY, Value::Bool(flag)) => Value::Bool(*flag),
+            _ => continue,
+        };
+        kept.insert(key.to_owned(), value);
+    }
+    kept
+}
+
+/// Where a copy of the login puts the settings for `flavor`'s CLI, given
+/// the copy's data directory (the CLI's `XDG_DATA_HOME`) and home: the
+/// Amazon Q CLI reads `settings.json` beside its store, the Kiro CLI
+/// `~/.kiro/settings/cli.json`.
+pub fn placed_path(flavor: Flavor, data_home: &Path, home: &Path) -> PathBuf {
+    flavor.settings_path(home, data_home)
+}
+
+/// Writes (0600, atomically, directories created 0700) or, with `None`,
+/// removes the settings a copy of the login carries for `flavor`.
+pub fn place(
+    flavor: Flavor,
+    bytes: Option<&[u8]>,
+    data_home: &Path,
+    home: &Path,
+) -> Result<(), super::StoreError> {
+    let path = placed_path(flavor, data_home, home);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Ok(());
+    };
+    match bytes {
+        Some(bytes) => super::snapshot::write_private_file(dir, name, bytes).map(drop),
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(super::StoreError::io("removing", &path, e))
+            }
+            _ => Ok(()),
+        },
     }
 }
 
@@ -229,6 +352,28 @@ mod tests {
         assert_eq!(half.endpoint, None);
         let string = settings_in(r#"{"api.codewhisperer.service":"http://x"}"#);
         assert_eq!(string.endpoint, None);
+    }
+
+    #[test]
+    fn a_copy_carries_only_the_allow_listed_keys_of_the_types_the_cli_takes() {
+        let settings = settings_in(
+            r#"{"api.codewhisperer.service":{"endpoint":"https://q.test","region":"eu-central-1","x":1},
+                "api.kiroauth.service":"https://auth.test","chat.defaultModel":"m",
+                "telemetry.enabled":"no","codeWhisperer.shareCodeWhispererContentWithAWS":false,
+                "mcpServers":{"a":{"env":{"TOKEN":"t"}}},"chat.enableKnowledge":true}"#,
+        );
+        assert_eq!(
+            serde_json::Value::Object(settings.carried.unwrap()),
+            serde_json::json!({
+                "api.codewhisperer.service": {"endpoint": "https://q.test", "region": "eu-central-1"},
+                "api.kiroauth.service": "https://auth.test",
+                "chat.defaultModel": "m",
+                "codeWhisperer.shareCodeWhispererContentWithAWS": false
+            })
+        );
+        assert_eq!(settings_in("{oops").carried, None);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(CliSettings::load(&dir.path().join("missing")).carried, None);
     }
 
     #[test]

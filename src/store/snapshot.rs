@@ -270,6 +270,10 @@ pub struct Taken {
     /// What the source held (for a keeper that rewrites the snapshot only
     /// when the source changes).
     pub rows: SnapshotRows,
+    /// The CLI's settings written beside it (see [`write_settings`]).
+    pub settings: Option<Vec<u8>>,
+    /// The warning a bad settings file was given (once), if any.
+    pub settings_warning: Option<String>,
 }
 
 /// Takes a snapshot of the store `login` was read from: its schema,
@@ -283,7 +287,40 @@ pub fn take(
 ) -> Result<Taken, StoreError> {
     let rows = db::read_snapshot_rows(&login.path)?;
     let path = write_snapshot(&rows, dir, mode, scope)?;
-    Ok(Taken { path, rows })
+    let settings = super::settings::CliSettings::of(login.flavor);
+    let (settings_warning, settings) = (settings.warning(), settings.carried_bytes());
+    write_settings(dir, login.flavor, settings.as_deref(), mode)?;
+    Ok(Taken {
+        path,
+        rows,
+        settings,
+        settings_warning,
+    })
+}
+
+/// Writes the CLI's carried settings beside a snapshot as
+/// [`super::Flavor::snapshot_settings_name`] (atomically, with the
+/// snapshot's mode), or removes them with `None`; a settings file of
+/// another CLI's name is removed, so a directory never holds stale ones.
+pub fn write_settings(
+    dir: &Path,
+    flavor: super::Flavor,
+    bytes: Option<&[u8]>,
+    mode: u32,
+) -> Result<(), StoreError> {
+    for other in super::Flavor::ALL {
+        let name = other.snapshot_settings_name();
+        match bytes {
+            Some(bytes) if other == flavor => platform::replace_file(dir, name, bytes, mode)?,
+            _ => match std::fs::remove_file(dir.join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::io("removing", dir.join(name), e));
+                }
+                _ => {}
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Writes what `scope` keeps of the source's `rows` as `dir/data.sqlite3`,

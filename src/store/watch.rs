@@ -8,6 +8,13 @@
 //! (with the same checks as the first write); a failed write (a full disk)
 //! leaves the previous snapshot in place, is reported, and is retried on the
 //! next pass. Only a directory that became unsafe stops it.
+//!
+//! The CLI's settings travel with the login: every pass reads the user's
+//! settings file and, when what a copy carries of it changed, rewrites it
+//! beside the snapshot (a bad file is warned about once and its copy
+//! removed). A keeper may also keep a writable copy of the login for a CLI
+//! run in a container ([`SnapshotKeeper::with_private_copy`]): the same
+//! rows, the same scope, its settings where that CLI reads them.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -17,7 +24,8 @@ use time::OffsetDateTime;
 
 use super::db::{SnapshotRows, read_snapshot_rows};
 use super::keeper::{KeeperEvent, LoginKeeper, Need, RefreshPolicy};
-use super::snapshot::{SnapshotScope, write_snapshot};
+use super::settings::CliSettings;
+use super::snapshot::{SnapshotScope, write_settings, write_snapshot};
 use super::{AuthError, StoreError, StoreQuery};
 
 /// How a [`SnapshotKeeper`] behaves.
@@ -80,8 +88,48 @@ pub struct SnapshotKeeper {
     options: WatchOptions,
     login: LoginKeeper,
     last_rows: Option<SnapshotRows>,
+    /// The settings last written beside the snapshot (outer `None`: none
+    /// written yet).
+    last_settings: Option<Option<Vec<u8>>>,
+    last_settings_problem: Option<String>,
     last_problem: Option<String>,
     last_write_error: Option<String>,
+    copy: Option<CopyDirs>,
+}
+
+/// A writable copy of the login for a CLI: its `XDG_DATA_HOME` and `HOME`.
+#[derive(Debug, Clone)]
+pub struct CopyDirs {
+    pub data_home: PathBuf,
+    pub home: PathBuf,
+}
+
+impl CopyDirs {
+    /// The copy under `dir`: `dir/data` and `dir/home`.
+    pub fn under(dir: &Path) -> Self {
+        Self {
+            data_home: dir.join("data"),
+            home: dir.join("home"),
+        }
+    }
+
+    /// Writes `rows` (already reduced to the copy's scope) and `settings`
+    /// into the copy for `flavor`'s CLI: the store written whole the
+    /// first time, its login rows replaced in place afterwards (the CLI
+    /// may hold it open and has written its own rows).
+    pub fn update(
+        &self,
+        flavor: super::Flavor,
+        rows: &SnapshotRows,
+        settings: Option<Option<&[u8]>>,
+    ) -> Result<(), StoreError> {
+        super::snapshot::prepare_private_dir(&self.home)?;
+        super::snapshot::update_private_copy(rows, &self.data_home.join(flavor.dir_name()))?;
+        if let Some(settings) = settings {
+            super::settings::place(flavor, settings, &self.data_home, &self.home)?;
+        }
+        Ok(())
+    }
 }
 
 impl SnapshotKeeper {
@@ -92,15 +140,29 @@ impl SnapshotKeeper {
             login: LoginKeeper::new(options.policy.clone()),
             options,
             last_rows: None,
+            last_settings: None,
+            last_settings_problem: None,
             last_problem: None,
             last_write_error: None,
+            copy: None,
         }
     }
 
-    /// Tells the keeper that `rows` are already in the snapshot, so its first
-    /// pass rewrites nothing unless the host's login changed.
-    pub fn with_written(mut self, rows: SnapshotRows) -> Self {
-        self.last_rows = Some(rows);
+    /// Tells the keeper what [`super::snapshot::take`] already wrote, so
+    /// its first pass rewrites nothing unless the host's login or the
+    /// user's settings changed, and does not warn again about a bad
+    /// settings file.
+    pub fn with_written(mut self, taken: super::snapshot::Taken) -> Self {
+        self.last_rows = Some(taken.rows);
+        self.last_settings = Some(taken.settings);
+        self.last_settings_problem = taken.settings_warning;
+        self
+    }
+
+    /// Also keeps the writable copy in `copy` up to date (written on the
+    /// first pass, then whenever the snapshot is).
+    pub fn with_private_copy(mut self, copy: CopyDirs) -> Self {
+        self.copy = Some(copy);
         self
     }
 
@@ -169,8 +231,21 @@ impl SnapshotKeeper {
             }
         };
         self.last_problem = None;
+        let settings = self.settings(login.flavor);
         let missing = self.last_rows.is_some() && !self.snapshot_exists();
-        if self.last_rows.as_ref() == Some(&rows) && !missing {
+        let copy_missing = self.copy.as_ref().is_some_and(|copy| {
+            std::fs::symlink_metadata(
+                copy.data_home
+                    .join(login.flavor.dir_name())
+                    .join(super::snapshot::SNAPSHOT_FILE_NAME),
+            )
+            .is_err()
+        });
+        let settings_changed = self.last_settings.as_ref() != Some(&settings);
+        if self.last_rows.as_ref() == Some(&rows) && !missing && !copy_missing {
+            if settings_changed {
+                self.write_settings(login.flavor, &settings, on_event);
+            }
             return Ok(());
         }
         let path = match write_snapshot(&rows, &self.dir, self.options.mode, self.options.scope) {
@@ -187,6 +262,23 @@ impl SnapshotKeeper {
             }
         };
         self.last_write_error = None;
+        if let Some(copy) = &self.copy {
+            let copied = self
+                .options
+                .scope
+                .rows(&rows)
+                .and_then(|scoped| copy.update(login.flavor, &scoped, None));
+            if let Err(error) = copied {
+                tracing::warn!(
+                    "the writable copy of the login could not be updated: {}",
+                    crate::exit::chain(&error)
+                );
+                on_event(WatchEvent::WriteFailed { error: &error });
+            }
+        }
+        if settings_changed || missing || copy_missing {
+            self.write_settings(login.flavor, &settings, on_event);
+        }
         if missing {
             tracing::info!(path = %path.display(), "the snapshot was missing; wrote it again");
             on_event(WatchEvent::Recreated { path: &path });
@@ -197,6 +289,49 @@ impl SnapshotKeeper {
         });
         self.last_rows = Some(rows);
         Ok(())
+    }
+
+    /// What a copy carries of the user's settings for `flavor`'s CLI; a bad
+    /// file is warned about once (until its problem changes).
+    fn settings(&mut self, flavor: super::Flavor) -> Option<Vec<u8>> {
+        let settings = CliSettings::of_quiet(flavor);
+        let warning = settings.warning();
+        if warning != self.last_settings_problem {
+            if let Some(warning) = &warning {
+                tracing::warn!("{warning}");
+            }
+            self.last_settings_problem = warning;
+        }
+        settings.carried_bytes()
+    }
+
+    /// Writes the settings beside the snapshot (and into the writable
+    /// copy); a failure is reported and tried again on the next pass.
+    fn write_settings(
+        &mut self,
+        flavor: super::Flavor,
+        settings: &Option<Vec<u8>>,
+        on_event: &mut dyn FnMut(WatchEvent<'_>),
+    ) {
+        let mut written = write_settings(&self.dir, flavor, settings.as_deref(), self.options.mode);
+        if let (Ok(()), Some(copy)) = (&written, &self.copy) {
+            written =
+                super::settings::place(flavor, settings.as_deref(), &copy.data_home, &copy.home);
+        }
+        match written {
+            Ok(()) => {
+                tracing::info!(dir = %self.dir.display(), "the CLI's settings were written beside the snapshot");
+                self.last_settings = Some(settings.clone());
+            }
+            Err(error) => {
+                tracing::warn!(
+                    "the CLI's settings could not be written: {}",
+                    crate::exit::chain(&error)
+                );
+                on_event(WatchEvent::WriteFailed { error: &error });
+                self.last_settings = None;
+            }
+        }
     }
 
     /// True when the snapshot file is where this keeper wrote it.

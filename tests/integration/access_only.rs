@@ -343,12 +343,14 @@ fn qbox_run_mounts_an_access_only_snapshot_unless_refreshable() {
     let store = home.login(Flavor::AmazonQ, &valid_login("aor"));
     let before = file_bytes(&store);
     // Inside: grep for the secrets, copy the snapshot out through a mount,
-    // and let the fake CLI find it where the real one looks.
+    // and let the fake CLI find its writable copy where the real one looks
+    // (qbox run points XDG_DATA_HOME at it); the copy holds what the
+    // snapshot holds.
     let script = "grep -q aor-refresh-aor \"$QBOX_DB\" && echo has-refresh-token; \
                   grep -q fixture-client-secret \"$QBOX_DB\" && echo has-client-secret; \
+                  grep -q aor-refresh-aor \"$XDG_DATA_HOME/amazon-q/data.sqlite3\" && echo copy-has-refresh-token; \
                   cat \"$QBOX_DB\" > /out/data.sqlite3; \
-                  mkdir -p /tmp/xdg && ln -s /run/qbox/auth /tmp/xdg/amazon-q; \
-                  XDG_DATA_HOME=/tmp/xdg q chat --no-interactive -- login:cli-logged-in";
+                  q chat --no-interactive -- login:cli-logged-in";
     for refreshable in [false, true] {
         let out = home.path().join(format!("out-{refreshable}"));
         std::fs::create_dir_all(&out).unwrap();
@@ -375,6 +377,13 @@ fn qbox_run_mounts_an_access_only_snapshot_unless_refreshable() {
         );
         assert_eq!(
             run.stdout.contains("has-client-secret"),
+            refreshable,
+            "{}",
+            run.stdout
+        );
+        // The container's writable copy keeps the run's least privilege.
+        assert_eq!(
+            run.stdout.contains("copy-has-refresh-token"),
             refreshable,
             "{}",
             run.stdout

@@ -11,6 +11,7 @@ mod agent_hardening;
 mod agent_image;
 mod chat;
 mod chat_compat;
+mod cli_settings;
 mod closed_pipe;
 mod config;
 mod container;

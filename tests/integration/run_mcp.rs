@@ -18,7 +18,7 @@ use crate::util::{TestHome, valid_login};
 const IMAGE: &str = "qbox-test-dev-image:latest";
 
 /// A stand-in for a user's dev image: busybox, every applet, and the fake
-/// CLI at /usr/local/bin/q.
+/// CLI at /usr/local/bin/q and /usr/local/bin/kiro-cli.
 pub(crate) fn dev_image() -> Option<&'static str> {
     static READY: OnceLock<bool> = OnceLock::new();
     let ready = *READY.get_or_init(|| {
@@ -26,7 +26,8 @@ pub(crate) fn dev_image() -> Option<&'static str> {
             std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
             std::fs::create_dir_all(root.join("work")).unwrap();
             let fake_q = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-q");
-            std::fs::copy(fake_q, root.join("usr/local/bin/q")).unwrap();
+            std::fs::copy(&fake_q, root.join("usr/local/bin/q")).unwrap();
+            std::fs::copy(&fake_q, root.join("usr/local/bin/kiro-cli")).unwrap();
         })
     });
     ready.then_some(IMAGE)

@@ -1125,7 +1125,7 @@ fn the_agents_cli_always_gets_a_writable_home() {
     };
     let private = cli_home("/nonexistent/home");
     assert!(
-        private.starts_with(tmp.to_str().unwrap()) && private.contains("qbox-agent-home-"),
+        private.starts_with(tmp.to_str().unwrap()) && private.contains("qbox-agent-"),
         "{private}"
     );
     let own = home.path().display().to_string();
