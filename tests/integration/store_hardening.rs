@@ -302,8 +302,20 @@ fn issue_30_a_hot_journal_is_rolled_back_and_the_login_read() {
     );
 }
 
-#[test]
-fn issue_30_a_hot_journal_qbox_may_not_roll_back_is_an_error_with_a_hint() {
+/// Whether the store file itself is writable where its directory is not.
+#[derive(Clone, Copy, PartialEq)]
+enum StoreFile {
+    ReadOnly,
+    Writable,
+}
+
+/// Leaves a hot journal, then runs `export-token` where the store's
+/// directory is not writable (as another user when the test runs as root,
+/// since root writes anything), the store file `store` as said. Returns
+/// the exit code and stderr, after checking that nothing was changed: a
+/// rollback that could restore the store's pages but not delete the
+/// journal must not be begun.
+fn export_beside_an_unwritable_directory(store: StoreFile) -> (Option<i32>, String) {
     let home = TestHome::new();
     let path = home.login(Flavor::AmazonQ, &crate::util::valid_login("journal"));
     die_mid_transaction(&path);
@@ -314,82 +326,63 @@ fn issue_30_a_hot_journal_qbox_may_not_roll_back_is_an_error_with_a_hint() {
         .args(["export-token", "--field", "access"])
         .command();
     if running_as_root() {
-        // Root writes anything: read the store as another user who may
-        // read it and its directory, not write them.
         let mut dir = store_dir.clone();
         while dir.starts_with(home.path()) {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
             dir.pop();
         }
         for file in [path.clone(), journal_of(&path)] {
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            match store {
+                StoreFile::ReadOnly => {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+                        .unwrap();
+                }
+                StoreFile::Writable => {
+                    std::os::unix::fs::chown(&file, Some(NOBODY), Some(NOBODY)).unwrap();
+                }
+            }
         }
         std::os::unix::process::CommandExt::uid(&mut command, NOBODY);
         std::os::unix::process::CommandExt::gid(&mut command, NOBODY);
     } else {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        if store == StoreFile::ReadOnly {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        }
         std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     }
     let output = command.output().unwrap();
     std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.stdout.is_empty());
+    assert!(journal_of(&path).exists());
+    assert_eq!(
+        crate::util::file_bytes(&path),
+        left,
+        "the store was changed: {stderr}"
+    );
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn issue_30_a_hot_journal_qbox_may_not_roll_back_is_an_error_with_a_hint() {
+    let (code, stderr) = export_beside_an_unwritable_directory(StoreFile::ReadOnly);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("left mid-write"), "{stderr}");
     assert!(
         stderr.contains("hint:") && stderr.contains("-journal") && stderr.contains("read-only"),
         "{stderr}"
     );
-    assert!(journal_of(&path).exists());
-    assert_eq!(
-        crate::util::file_bytes(&path),
-        left,
-        "the store was changed"
-    );
 }
 
-/// A writable store in a directory that is not: a rollback could restore
-/// the store's pages but not delete the journal, so it is not begun, and
-/// the files stay as they are.
+/// A writable store in a directory that is not: SQLite could restore the
+/// store's pages and then fail to delete the journal (a disk I/O error),
+/// so the rollback is not begun and the files stay as they are.
 #[test]
 fn issue_30_a_store_whose_directory_is_not_writable_is_left_as_it_is() {
-    let home = TestHome::new();
-    let path = home.login(Flavor::AmazonQ, &crate::util::valid_login("journal"));
-    die_mid_transaction(&path);
-    let left = crate::util::file_bytes(&path);
-    let store_dir = path.parent().unwrap().to_owned();
-    let mut command = home
-        .qbox()
-        .args(["export-token", "--field", "access"])
-        .command();
-    if running_as_root() {
-        // Root writes any directory: run as another user who owns the
-        // store and its journal but not their directory.
-        let mut dir = store_dir.clone();
-        while dir.starts_with(home.path()) {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            dir.pop();
-        }
-        for file in [path.clone(), journal_of(&path)] {
-            std::os::unix::fs::chown(&file, Some(NOBODY), Some(NOBODY)).unwrap();
-        }
-        std::os::unix::process::CommandExt::uid(&mut command, NOBODY);
-        std::os::unix::process::CommandExt::gid(&mut command, NOBODY);
-    } else {
-        std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-    }
-    let output = command.output().unwrap();
-    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = export_beside_an_unwritable_directory(StoreFile::Writable);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("left mid-write"), "{stderr}");
     assert!(!stderr.contains("disk I/O error"), "{stderr}");
-    assert!(journal_of(&path).exists());
-    assert_eq!(
-        crate::util::file_bytes(&path),
-        left,
-        "the store was rewritten"
-    );
 }
 
 /// A journal another user put beside a store in a directory anyone can
