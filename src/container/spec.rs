@@ -186,7 +186,8 @@ const REACHES_THE_HOST: &[&str] = &[
 /// undo the read-only mount or read the host's store around it: the
 /// capabilities of [`REACHES_THE_HOST`], AppArmor's and seccomp's default
 /// profiles turned off (they are what block `mount` where they are in
-/// force), and `systempaths=unconfined` (the kernel's files under `/proc`
+/// force; a profile of one's own that allows what it does not name is the
+/// same), and `systempaths=unconfined` (the kernel's files under `/proc`
 /// and `/sys` unmasked). Without a login (`--auth none`) there is nothing
 /// to protect.
 pub fn guard_login(options: &HostOptions, auth: AuthMode) -> Result<(), SpecError> {
@@ -214,7 +215,28 @@ pub fn guard_login(options: &HostOptions, auth: AuthMode) -> Result<(), SpecErro
             value: opt.clone(),
         });
     }
+    if let Some(action) = options
+        .security_opt
+        .iter()
+        .filter_map(|opt| opt.strip_prefix("seccomp="))
+        .find_map(allowing_seccomp_profile)
+    {
+        return Err(SpecError::UndoesReadOnlyLogin {
+            option: "--security-opt",
+            value: format!("seccomp=PROFILE (defaultAction {action})"),
+        });
+    }
     Ok(())
+}
+
+/// The default action of a seccomp profile (its JSON text, as the option
+/// carries it) that lets every system call it does not name through: such
+/// a profile is `seccomp=unconfined` by another name.
+fn allowing_seccomp_profile(profile: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(profile).ok()?;
+    let action = value.get("defaultAction")?.as_str()?;
+    matches!(action, "SCMP_ACT_ALLOW" | "SCMP_ACT_LOG" | "SCMP_ACT_TRACE")
+        .then(|| action.to_owned())
 }
 
 /// A checked request to run a container.

@@ -245,6 +245,16 @@ fn retry_while_locked(attempt: i32) -> bool {
 /// Opens an existing store for writing (never creates one) with the lock
 /// timeout in force.
 fn open_read_write(path: &Path) -> Result<Connection, StoreError> {
+    // A read-write open rolls back any hot journal it finds, silently: one
+    // that is not the store owner's own must not get that far.
+    let journal_found = std::fs::canonicalize(path)
+        .is_ok_and(|real| std::fs::symlink_metadata(journal_path(&real)).is_ok());
+    if journal_found && let JournalTrust::Untrusted(reason) = journal_trust(path) {
+        return Err(StoreError::UntrustedJournal {
+            path: path.to_owned(),
+            reason,
+        });
+    }
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -327,6 +337,13 @@ fn read_rolling_back<T>(
     }
 }
 
+/// `STORE-journal`, where SQLite keeps a rollback journal.
+fn journal_path(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push("-journal");
+    PathBuf::from(name)
+}
+
 /// Whether the hot journal beside a store may be rolled back by qbox.
 #[derive(Debug, PartialEq, Eq)]
 enum JournalTrust {
@@ -343,9 +360,14 @@ enum JournalTrust {
 /// (else another user of a shared directory could plant one, and the
 /// rollback would write their rows into the victim's store).
 fn journal_trust(path: &Path) -> JournalTrust {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-journal");
-    let journal = PathBuf::from(name);
+    // Judged where SQLite looks: beside the store once links are resolved
+    // (a store reached through a link into a shared directory has its
+    // journal there, not beside the link).
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return JournalTrust::CannotWrite;
+    };
+    let path = real.as_path();
+    let journal = journal_path(path);
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

@@ -319,6 +319,33 @@ fn issue_30_what_would_make_the_login_writable_is_refused_before_the_engine_is_a
             assert!(!run.stderr.contains("nonexistent"), "{}", run.stderr);
         }
     }
+    // A seccomp profile of one's own that allows what it does not name is
+    // `seccomp=unconfined` by another name; a strict one is the user's
+    // choice and passes on to the engine.
+    let allowing = home.path().join("allow.json");
+    std::fs::write(&allowing, r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();
+    let strict = home.path().join("strict.json");
+    std::fs::write(
+        &strict,
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#,
+    )
+    .unwrap();
+    for (profile, refused) in [(&allowing, true), (&strict, false)] {
+        let run = home
+            .qbox()
+            .env("DOCKER_HOST", "unix:///nonexistent/qbox-options.sock")
+            .args(["run", "--security-opt"])
+            .args([format!("seccomp={}", profile.display())])
+            .args(["img", "--", "true"])
+            .run();
+        run.assert_code(125);
+        assert_eq!(
+            run.stderr.contains("defaultAction SCMP_ACT_ALLOW"),
+            refused,
+            "{}",
+            run.stderr
+        );
+    }
     // Without a login there is nothing to make writable: the capability
     // and the profiles pass, and the run goes on to the engine.
     for flags in [

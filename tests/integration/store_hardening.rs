@@ -403,11 +403,27 @@ fn issue_30_a_planted_journal_is_not_rolled_back_into_the_store() {
         .qbox()
         .args(["export-token", "--field", "access"])
         .run();
+    // Reached through a link from a private directory: the journal SQLite
+    // would roll back is the one beside the real file.
+    let link = home.path().join("link.sqlite3");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let through_link = home
+        .qbox()
+        .args([
+            "--db",
+            link.to_str().unwrap(),
+            "export-token",
+            "--field",
+            "access",
+        ])
+        .run();
     std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    run.assert_code(1)
-        .assert_stderr_contains("hot journal qbox does not trust")
-        .assert_stderr_contains("hint:");
-    assert!(run.stdout.is_empty());
+    for run in [&run, &through_link] {
+        run.assert_code(1)
+            .assert_stderr_contains("hot journal qbox does not trust")
+            .assert_stderr_contains("hint:");
+        assert!(run.stdout.is_empty());
+    }
     assert!(journal_of(&path).exists());
     assert_eq!(
         crate::util::file_bytes(&path),
