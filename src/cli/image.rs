@@ -2,8 +2,8 @@
 //! Engine API from a static `qbox-sidecar` that is given or found beside
 //! qbox, else from the running qbox with its loader and libraries (nothing
 //! compiled), or with `--static` from a static sidecar built with cargo from
-//! qbox's source tree; with `--agent`, the agent image (a static sidecar and
-//! a CLI binary on a local base image).
+//! qbox's source tree; with `--agent`, the agent image (the sidecar, chosen
+//! the same way, and a CLI binary on a local base image).
 
 use std::path::PathBuf;
 
@@ -35,8 +35,10 @@ qbox's source tree (static glibc with the Rust resolver when the musl target is 
 minutes once, a smaller image (\"kind\": \"static\"). Nothing is pulled.
 
 The agent image (--agent): the base image (default qbox-sidecar:latest, built first when missing;
-any other must already be on this machine, for the engine's CPU) plus a static qbox-sidecar
-(--binary, beside qbox, else built with cargo as --static does) and the CLI
+any other must already be on this machine, for the engine's CPU) plus the sidecar: a static
+qbox-sidecar (--binary, beside qbox, or built with cargo only with --static) at /usr/local/bin,
+else this qbox with its loader and libraries under /opt/qbox, started through that loader and
+never over the base's own C library (\"kind\": \"packed\"; nothing compiled); and the CLI
 binary at /usr/local/bin/q (or /usr/local/bin/kiro-cli when the file is named kiro-cli), mode 0755;
 q-developer-agent enabled, HOME=/tmp, user 65532, a healthcheck, `serve` by default. The CLI must be
 an executable ELF file for the engine's CPU (static, on the default base). Run it read-only with a
@@ -66,7 +68,8 @@ pub struct BuildArgs {
     #[arg(long = "static")]
     static_build: bool,
     /// Print the result as JSON on stdout ({"tag","id","size","binary","kind"}, kind "static"
-    /// or "packed"; with --agent also "cli", "cliPath" and "base").
+    /// or "packed", with "libraries" when packed; with --agent also "cli", "cliPath" and
+    /// "base").
     #[arg(long)]
     json: bool,
 }
