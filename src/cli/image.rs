@@ -2,8 +2,8 @@
 //! Engine API from a static `qbox-sidecar` that is given or found beside
 //! qbox, else from the running qbox with its loader and libraries (nothing
 //! compiled), or with `--static` from a static sidecar built with cargo from
-//! qbox's source tree; with `--agent`, the agent image (a static sidecar and
-//! a CLI binary on a local base image).
+//! qbox's source tree; with `--agent`, the agent image (the sidecar, chosen
+//! the same way, and a CLI binary on a local base image).
 
 use std::path::PathBuf;
 
@@ -35,8 +35,10 @@ qbox's source tree (static glibc with the Rust resolver when the musl target is 
 minutes once, a smaller image (\"kind\": \"static\"). Nothing is pulled.
 
 The agent image (--agent): the base image (default qbox-sidecar:latest, built first when missing;
-any other must already be on this machine, for the engine's CPU) plus a static qbox-sidecar
-(--binary, beside qbox, else built with cargo as --static does) and the CLI
+any other must already be on this machine, for the engine's CPU) plus the sidecar: a static
+qbox-sidecar (--binary, beside qbox, or built with cargo only with --static) at /usr/local/bin,
+else this qbox with its loader and libraries under /opt/qbox, started through that loader and
+never over the base's own C library (\"kind\": \"packed\"; nothing compiled); and the CLI
 binary at /usr/local/bin/q (or /usr/local/bin/kiro-cli when the file is named kiro-cli), mode 0755;
 q-developer-agent enabled, HOME=/tmp, user 65532, a healthcheck, `serve` by default. The CLI must be
 an executable ELF file for the engine's CPU (static, on the default base). Run it read-only with a
@@ -66,7 +68,8 @@ pub struct BuildArgs {
     #[arg(long = "static")]
     static_build: bool,
     /// Print the result as JSON on stdout ({"tag","id","size","binary","kind"}, kind "static"
-    /// or "packed"; with --agent also "cli", "cliPath" and "base").
+    /// or "packed", with "libraries" when packed; with --agent also "cli", "cliPath" and
+    /// "base").
     #[arg(long)]
     json: bool,
 }
@@ -84,11 +87,19 @@ pub async fn run(
         Some(cli) => {
             let tag = args.tag.as_deref().unwrap_or(DEFAULT_AGENT_TAG);
             let base = args.base.as_deref();
-            let agent = build_agent(cli, base, args.binary, tag, quiet, palette).await?;
+            let sidecar = AgentSource {
+                binary: args.binary,
+                static_build: args.static_build,
+            };
+            let agent = build_agent(cli, base, sidecar, tag, quiet, palette).await?;
             extra.insert("cli".into(), agent.cli_path.into());
             extra.insert("cliPath".into(), cli.display().to_string().into());
             extra.insert("base".into(), agent.base.into());
-            (agent.built, agent.binary, Packed::STATIC)
+            if let Packed::RunningQbox { libraries, .. } = &agent.packed {
+                extra.insert("libraries".into(), (*libraries).into());
+            }
+            let kind = agent.packed.kind();
+            (agent.built, agent.packed.path().to_owned(), kind)
         }
         _ => {
             let tag = args.tag.as_deref().unwrap_or(DEFAULT_TAG);
@@ -275,27 +286,38 @@ fn build_progress(quiet: bool, palette: Palette) -> impl FnMut(BuildProgress<'_>
 /// The agent image that was built.
 struct AgentBuild {
     built: BuiltImage,
-    /// The static sidecar it holds.
-    binary: PathBuf,
+    /// The sidecar it holds.
+    packed: Packed,
     /// Where the CLI is in the image.
     cli_path: String,
     base: String,
 }
 
+/// Where the agent image's sidecar comes from.
+struct AgentSource {
+    /// `--binary`: a static sidecar.
+    binary: Option<PathBuf>,
+    /// `--static`: a static sidecar, built with cargo when none is at hand.
+    static_build: bool,
+}
+
 /// Checks every input before anything is created (the CLI, the engine, the
-/// base image, the static sidecar, their CPUs), builds the default base
-/// when it is missing, then the agent image.
+/// base image, the sidecar, their CPUs), builds the default base when it is
+/// missing, then the agent image. The sidecar is a static one given or
+/// beside qbox (or built with `--static`), else the running qbox packed
+/// with its loader and libraries: nothing is compiled unless asked.
 async fn build_agent(
     cli: &std::path::Path,
     base: Option<&str>,
-    binary: Option<PathBuf>,
+    source: AgentSource,
     tag: &str,
     quiet: bool,
     palette: Palette,
 ) -> anyhow::Result<AgentBuild> {
     let cli = agent_image::load_cli(cli)?;
     if base.is_none() {
-        // The default base is the scratch sidecar image: no C library.
+        // The default base is the scratch sidecar image: no C library for
+        // the CLI (a packed qbox brings one, but only for itself).
         agent_image::check_cli_runs_without_libc(&cli, DEFAULT_TAG)?;
     }
     let docker = image::connect().await.map_err(|e| image_error(&e))?;
@@ -319,11 +341,44 @@ async fn build_agent(
         }
         None => None,
     };
-    let sidecar = static_sidecar(binary, engine_arch.as_deref(), quiet, palette).await?;
-    let arch =
-        agent_image::sidecar_arch(&sidecar.bytes).ok_or_else(|| StaticBinaryError::NotElf {
-            path: sidecar.path.clone(),
+    let given = source.binary.or_else(static_binary::beside_current_exe);
+    let (sidecar, packed, arch) = if given.is_some() || source.static_build {
+        let binary = static_sidecar(given, engine_arch.as_deref(), quiet, palette).await?;
+        let arch =
+            agent_image::sidecar_arch(&binary.bytes).ok_or_else(|| StaticBinaryError::NotElf {
+                path: binary.path.clone(),
+            })?;
+        (
+            agent_image::AgentSidecar::Static(binary.bytes),
+            Packed::Static(binary.path),
+            arch,
+        )
+    } else {
+        let running = bundle::mountable_current_exe(engine_arch.as_deref()).map_err(|why| {
+            CommandError::new(
+                exit::ERROR,
+                format!("cannot pack this qbox into the agent image: {why}"),
+            )
+            .hint(
+                "pass --static to build a static qbox-sidecar with cargo, or --binary PATH to one",
+            )
         })?;
+        progress(
+            quiet,
+            palette,
+            &format!(
+                "packing this qbox as the sidecar with {} files of its loader and libraries under {}",
+                running.library_count(),
+                agent_image::PACKED_PREFIX
+            ),
+        );
+        let packed = Packed::RunningQbox {
+            path: running.exe.clone(),
+            libraries: running.library_count(),
+        };
+        let arch = running.arch.clone();
+        (agent_image::AgentSidecar::Packed(running), packed, arch)
+    };
     agent_image::check_cli_arch(&cli, &arch)?;
     let base = match given_base {
         Some((base, platform)) => {
@@ -340,15 +395,12 @@ async fn build_agent(
                     palette,
                     &format!("building the base image {DEFAULT_TAG} first"),
                 );
-                image::build_sidecar(
-                    &docker,
-                    &sidecar.bytes,
-                    &[],
-                    DEFAULT_TAG,
-                    build_progress(quiet, palette),
-                )
-                .await
-                .map_err(|e| image_error(&e))?;
+                // The same sidecar, as `qbox image build` would put it in.
+                let (binary, source) = match &packed {
+                    Packed::Static(path) => (Some(path.clone()), Source::Static),
+                    Packed::RunningQbox { .. } => (None, Source::RunningQbox),
+                };
+                build(binary, DEFAULT_TAG, source, quiet, palette).await?;
             } else {
                 agent_image::check_base(DEFAULT_TAG, platform, &arch)?;
             }
@@ -358,12 +410,16 @@ async fn build_agent(
     progress(
         quiet,
         palette,
-        &format!("building {tag} on {base} with {}", cli.image_path()),
+        &format!(
+            "building {tag} on {base} with {} and a {} sidecar",
+            cli.image_path(),
+            packed.kind()
+        ),
     );
     let built = agent_image::build_agent(
         &docker,
         &base,
-        &sidecar.bytes,
+        &sidecar,
         &cli,
         tag,
         build_progress(quiet, palette),
@@ -372,7 +428,7 @@ async fn build_agent(
     .map_err(|e| image_error(&e))?;
     Ok(AgentBuild {
         built,
-        binary: sidecar.path,
+        packed,
         cli_path: cli.image_path(),
         base,
     })

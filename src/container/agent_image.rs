@@ -1,15 +1,19 @@
 //! The agent image (`qbox image build --agent`): a local base image plus the
-//! static `qbox-sidecar` and an Amazon Q / Kiro CLI binary, with the
+//! sidecar and an Amazon Q / Kiro CLI binary, with the
 //! `q-developer-agent` tool enabled, and the checks that keep a bad input
 //! from creating anything: the CLI must be an executable ELF for the
 //! sidecar's CPU, and a base image (or, for `qbox run --mcp`, the user's
 //! image) must be on this machine and built for that CPU.
 //!
-//! The two binaries and a world-writable `/tmp` go in as one layer, a tar
-//! archive in the build context that the builder's `ADD` unpacks with the
-//! modes it holds: no shell is needed in the base (the default base is the
-//! `FROM scratch` sidecar image), and the CLI is 0755 whatever its mode on
-//! the host.
+//! The sidecar, the CLI and a world-writable `/tmp` go in as one layer, a
+//! tar archive in the build context that the builder's `ADD` unpacks with
+//! the modes it holds: no shell is needed in the base (the default base is
+//! the `FROM scratch` sidecar image), and the CLI is 0755 whatever its mode
+//! on the host. The sidecar is a static `qbox-sidecar` at
+//! `/usr/local/bin/qbox-sidecar`, or the running qbox with its loader and
+//! libraries under [`PACKED_PREFIX`] (see `bundle`), started through that
+//! loader: never at the base's library paths, whose C library the base's
+//! own CLI may need.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -17,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 
+use super::bundle::Mountable;
 use super::image::{self, BuildProgress, BuiltImage};
 use super::run::{RunError, engine_error};
 use crate::container::static_binary::{SIDECAR, inspect_elf};
@@ -34,6 +39,60 @@ const LAYER: &str = "agent-layer.tar";
 
 /// Where the CLI goes in the image (its name is `q` or `kiro-cli`).
 pub const CLI_DIR: &str = "/usr/local/bin";
+
+/// Where a packed qbox goes in the image: `bin/qbox-sidecar` and `lib/`.
+pub const PACKED_PREFIX: &str = "/opt/qbox";
+
+/// The opening of the exec forms in [`AGENT_DOCKERFILE`] that start a
+/// static sidecar (the entrypoint and the healthcheck).
+const STATIC_EXEC: &str = "[\"/usr/local/bin/qbox-sidecar\"";
+
+/// The sidecar the agent image holds.
+#[derive(Debug)]
+pub enum AgentSidecar {
+    /// A static `qbox-sidecar`, at `/usr/local/bin/qbox-sidecar`.
+    Static(Vec<u8>),
+    /// The running qbox with its loader and libraries under
+    /// [`PACKED_PREFIX`]; nothing compiled.
+    Packed(Mountable),
+}
+
+impl AgentSidecar {
+    /// How the image starts the sidecar (the healthcheck adds `health`).
+    pub fn entrypoint(&self) -> Vec<String> {
+        match self {
+            Self::Static(_) => vec![format!("{CLI_DIR}/{SIDECAR}")],
+            Self::Packed(packed) => packed.entrypoint_under(PACKED_PREFIX),
+        }
+    }
+
+    /// The Dockerfile that starts this sidecar: [`AGENT_DOCKERFILE`] as it
+    /// is for a static one, else with its exec forms starting the packed
+    /// loader (the builder expands no variables there).
+    pub fn dockerfile(&self) -> String {
+        let array = serde_json::Value::from(self.entrypoint()).to_string();
+        let open = array.strip_suffix(']').unwrap_or(&array);
+        AGENT_DOCKERFILE.replace(STATIC_EXEC, open)
+    }
+
+    /// The layer's files of the sidecar: path in the archive, mode, bytes.
+    fn files(&self) -> std::io::Result<Vec<(String, u32, Vec<u8>)>> {
+        let bin = CLI_DIR.trim_start_matches('/');
+        match self {
+            Self::Static(bytes) => Ok(vec![(format!("{bin}/{SIDECAR}"), 0o755, bytes.clone())]),
+            Self::Packed(packed) => packed
+                .files_under(PACKED_PREFIX)
+                .into_iter()
+                .map(|(host, target, mode)| {
+                    let bytes = std::fs::read(&host).map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("reading {}: {e}", host.display()))
+                    })?;
+                    Ok((target.trim_start_matches('/').to_owned(), mode, bytes))
+                })
+                .collect(),
+        }
+    }
+}
 
 /// A bad input to `image build --agent` or `run --mcp`, found before
 /// anything is created.
@@ -344,10 +403,11 @@ pub fn check_mcp_image(image: &str, platform: Option<Platform>, arch: &str) -> a
     .into())
 }
 
-/// The build context: the Dockerfile and the layer archive holding
-/// `/usr/local/bin/qbox-sidecar`, the CLI (both 0755, owned by root) and
-/// `/tmp` (1777, the writable `HOME` when no tmpfs is mounted there).
-pub fn context(sidecar: &[u8], cli: &CliBinary) -> std::io::Result<Vec<u8>> {
+/// The build context: the Dockerfile and the layer archive holding the
+/// sidecar (see [`AgentSidecar`]), the CLI (0755, owned by root, like the
+/// sidecar's files) and `/tmp` (1777, the writable `HOME` when no tmpfs is
+/// mounted there).
+pub fn context(sidecar: &AgentSidecar, cli: &CliBinary) -> std::io::Result<Vec<u8>> {
     fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(kind);
@@ -359,31 +419,38 @@ pub fn context(sidecar: &[u8], cli: &CliBinary) -> std::io::Result<Vec<u8>> {
         header.set_cksum();
         header
     }
-    let mut layer = tar::Builder::new(Vec::with_capacity(sidecar.len() + cli.bytes.len() + 8192));
+    let sidecar_files = sidecar.files()?;
+    let size: usize = sidecar_files.iter().map(|f| f.2.len()).sum();
+    let mut layer = tar::Builder::new(Vec::with_capacity(size + cli.bytes.len() + 8192));
     layer.append_data(
         &mut header(tar::EntryType::Directory, 0o1777, 0),
         "tmp/",
         std::io::empty(),
     )?;
     let bin = CLI_DIR.trim_start_matches('/');
-    let binaries = [(SIDECAR, sidecar), (cli.name, cli.bytes.as_slice())]
-        .into_iter()
+    let cli_files = std::iter::once((cli.name, cli.bytes.as_slice()))
         .chain(
             cli.companions
                 .iter()
                 .map(|(name, bytes)| (*name, bytes.as_slice())),
-        );
-    for (name, data) in binaries {
+        )
+        .map(|(name, data)| (format!("{bin}/{name}"), 0o755, data));
+    let files = sidecar_files
+        .iter()
+        .map(|(path, mode, data)| (path.clone(), *mode, data.as_slice()))
+        .chain(cli_files);
+    for (path, mode, data) in files {
         layer.append_data(
-            &mut header(tar::EntryType::Regular, 0o755, data.len() as u64),
-            format!("{bin}/{name}"),
+            &mut header(tar::EntryType::Regular, mode, data.len() as u64),
+            path,
             data,
         )?;
     }
     let layer = layer.into_inner()?;
+    let dockerfile = sidecar.dockerfile();
     let mut context = tar::Builder::new(Vec::with_capacity(layer.len() + 8192));
     for (name, data) in [
-        ("Dockerfile", AGENT_DOCKERFILE.as_bytes()),
+        ("Dockerfile", dockerfile.as_bytes()),
         (LAYER, layer.as_slice()),
     ] {
         context.append_data(
@@ -400,7 +467,7 @@ pub fn context(sidecar: &[u8], cli: &CliBinary) -> std::io::Result<Vec<u8>> {
 pub async fn build_agent(
     docker: &Docker,
     base: &str,
-    sidecar: &[u8],
+    sidecar: &AgentSidecar,
     cli: &CliBinary,
     tag: &str,
     on_progress: impl FnMut(BuildProgress<'_>),
@@ -448,7 +515,11 @@ mod tests {
 
     #[test]
     fn the_layer_holds_both_binaries_executable_and_a_sticky_tmp() {
-        let context = context(b"\x7fELF sidecar", &cli("kiro-cli")).unwrap();
+        let context = context(
+            &AgentSidecar::Static(b"\x7fELF sidecar".to_vec()),
+            &cli("kiro-cli"),
+        )
+        .unwrap();
         let mut archive = tar::Archive::new(context.as_slice());
         let mut layer = Vec::new();
         let mut names = Vec::new();
@@ -471,9 +542,76 @@ mod tests {
         );
     }
 
+    /// A packed qbox whose three files are in `dir`.
+    fn packed(dir: &Path) -> AgentSidecar {
+        use crate::container::bundle::LinkedFile;
+        let file = |name: &str, bytes: &[u8]| {
+            let host = dir.join(name);
+            std::fs::write(&host, bytes).unwrap();
+            LinkedFile {
+                name: name.to_owned(),
+                host,
+            }
+        };
+        let exe = file("qbox", b"\x7fELF qbox").host;
+        AgentSidecar::Packed(Mountable {
+            exe,
+            arch: "amd64".into(),
+            linked: Some((
+                file("ld-linux-x86-64.so.2", b"\x7fELF ld"),
+                vec![file("libc.so.6", b"\x7fELF libc")],
+            )),
+        })
+    }
+
+    fn layer_of(context: &[u8]) -> (String, Vec<u8>) {
+        let mut archive = tar::Archive::new(context);
+        let (mut dockerfile, mut layer) = (String::new(), Vec::new());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            match entry.path().unwrap().to_str() {
+                Some("Dockerfile") => {
+                    std::io::Read::read_to_string(&mut entry, &mut dockerfile).unwrap();
+                }
+                Some(LAYER) => {
+                    std::io::Read::read_to_end(&mut entry, &mut layer).unwrap();
+                }
+                other => panic!("{other:?} in the context"),
+            }
+        }
+        (dockerfile, layer)
+    }
+
     #[test]
-    fn the_dockerfile_enables_the_agent_as_a_non_root_user_with_home_in_tmp() {
-        let lines: Vec<&str> = AGENT_DOCKERFILE
+    fn a_packed_qbox_goes_under_its_own_prefix_and_starts_through_its_loader() {
+        let dir = tempfile::tempdir().unwrap();
+        let sidecar = packed(dir.path());
+        let (dockerfile, layer) = layer_of(&context(&sidecar, &cli("kiro-cli")).unwrap());
+        assert_eq!(
+            entries(&layer),
+            vec![
+                ("tmp/".into(), 0o1777, 0, 0),
+                ("opt/qbox/bin/qbox-sidecar".into(), 0o755, 9, 0),
+                ("opt/qbox/lib/ld-linux-x86-64.so.2".into(), 0o755, 7, 0),
+                ("opt/qbox/lib/libc.so.6".into(), 0o644, 9, 0),
+                ("usr/local/bin/kiro-cli".into(), 0o755, 8, 0),
+            ]
+        );
+        // Nothing at the base's own library paths, no static sidecar.
+        assert_eq!(dockerfile, sidecar.dockerfile());
+        let start = "[\"/opt/qbox/lib/ld-linux-x86-64.so.2\",\"--library-path\",\"/opt/qbox/lib\",\"--inhibit-cache\",\"--argv0\",\"/opt/qbox/bin/qbox-sidecar\",\"/opt/qbox/bin/qbox-sidecar\"";
+        assert_dockerfile(&dockerfile, start);
+        assert!(!dockerfile.contains("[\"/usr/local/bin/qbox-sidecar\""));
+        // A file that went away is named.
+        std::fs::remove_file(dir.path().join("libc.so.6")).unwrap();
+        let error = context(&sidecar, &cli("q")).unwrap_err();
+        assert!(error.to_string().contains("libc.so.6"), "{error}");
+    }
+
+    /// What every agent image's Dockerfile holds, with `start` the opening
+    /// of the exec form that starts the sidecar.
+    fn assert_dockerfile(dockerfile: &str, start: &str) {
+        let lines: Vec<&str> = dockerfile
             .lines()
             .map(str::trim)
             .filter(|l| !l.starts_with('#'))
@@ -493,11 +631,22 @@ mod tests {
                 .any(|l| l.contains("QBOX_AGENT_CLI=/usr/local/bin/${CLI}"))
         );
         assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("CMD [\"/usr/local/bin/qbox-sidecar\", \"health\"]"))
+            lines.contains(&format!("CMD {start}, \"health\"]").as_str()),
+            "{dockerfile}"
         );
-        assert!(lines.contains(&"ENTRYPOINT [\"/usr/local/bin/qbox-sidecar\"]"));
+        assert!(
+            lines.contains(&format!("ENTRYPOINT {start}]").as_str()),
+            "{dockerfile}"
+        );
+        assert!(lines.contains(&"CMD [\"serve\"]"));
+    }
+
+    #[test]
+    fn the_dockerfile_enables_the_agent_as_a_non_root_user_with_home_in_tmp() {
+        let sidecar = AgentSidecar::Static(Vec::new());
+        assert_eq!(sidecar.dockerfile(), AGENT_DOCKERFILE);
+        assert_eq!(sidecar.entrypoint(), ["/usr/local/bin/qbox-sidecar"]);
+        assert_dockerfile(AGENT_DOCKERFILE, "[\"/usr/local/bin/qbox-sidecar\"");
     }
 
     #[test]
@@ -569,7 +718,11 @@ mod tests {
         let with_chat = load_cli(&elf).unwrap();
         assert_eq!(with_chat.companions.len(), 1);
         assert_eq!(with_chat.companions[0].0, "kiro-cli-chat");
-        let context = context(b"\x7fELF sidecar", &with_chat).unwrap();
+        let context = context(
+            &AgentSidecar::Static(b"\x7fELF sidecar".to_vec()),
+            &with_chat,
+        )
+        .unwrap();
         let mut archive = tar::Archive::new(context.as_slice());
         let mut layer = Vec::new();
         for entry in archive.entries().unwrap() {

@@ -19,7 +19,9 @@
 //! CPU whatever C library the image has (glibc of any age, musl, none),
 //! while the image's own loader and libraries, which its CLI needs, stay
 //! as they are. Nothing is set in the environment: the CLI the sidecar
-//! starts loads the image's libraries, never these.
+//! starts loads the image's libraries, never these. The agent image
+//! (`qbox image build --agent`) holds the same files in its layer under
+//! `/opt/qbox/`, started the same way, for the same reason.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -68,14 +70,20 @@ pub enum BundleError {
     List { loader: String, detail: String },
 }
 
+/// The directory of qbox's own where `qbox run --mcp` mounts its files.
+const MOUNT_PREFIX: &str = "/run/qbox";
+
+/// The sidecar's executable under `prefix`: the multi-call name.
+fn sidecar_under(prefix: &str) -> String {
+    format!("{prefix}/bin/{}", static_binary::SIDECAR)
+}
+
 /// Where `qbox run --mcp` mounts the sidecar's executable.
 pub const MOUNTED_SIDECAR: &str = "/run/qbox/bin/qbox-sidecar";
 
-/// Where `qbox run --mcp` mounts the loader and the libraries, each under
-/// the name the executable (or a library) asks for.
-pub const MOUNTED_LIBRARIES: &str = "/run/qbox/lib";
-
-/// A host file and the name it is mounted under in [`MOUNTED_LIBRARIES`].
+/// A host file and the name it is mounted under in `/run/qbox/lib` (or the
+/// agent image's `/opt/qbox/lib`): the name the executable (or a library)
+/// asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkedFile {
     pub name: String,
@@ -98,16 +106,10 @@ pub struct Mountable {
 impl Mountable {
     /// Host file and target inside the container, each mounted read-only.
     pub fn mounts(&self) -> Vec<(PathBuf, String)> {
-        let mut mounts = vec![(self.exe.clone(), MOUNTED_SIDECAR.to_owned())];
-        if let Some((loader, libraries)) = &self.linked {
-            for file in std::iter::once(loader).chain(libraries) {
-                mounts.push((
-                    file.host.clone(),
-                    format!("{MOUNTED_LIBRARIES}/{}", file.name),
-                ));
-            }
-        }
-        mounts
+        self.files_under(MOUNT_PREFIX)
+            .into_iter()
+            .map(|(host, target, _)| (host, target))
+            .collect()
     }
 
     /// The container's entrypoint: the mounted loader running the mounted
@@ -115,20 +117,47 @@ impl Mountable {
     /// its `argv[0]`), with only the mounted libraries and never the image's
     /// cache; a static qbox is started directly.
     pub fn entrypoint(&self) -> Vec<String> {
+        self.entrypoint_under(MOUNT_PREFIX)
+    }
+
+    /// The files under `prefix`, a directory of qbox's own in the container
+    /// (mounted by `qbox run --mcp`, or a layer of the agent image): host
+    /// file, target and the mode it needs (the executable and the loader are
+    /// executed, the libraries only mapped). The executable is
+    /// `{prefix}/bin/qbox-sidecar`, the others `{prefix}/lib/` under the
+    /// name asked for, never at the image's own library paths.
+    pub fn files_under(&self, prefix: &str) -> Vec<(PathBuf, String, u32)> {
+        let mut files = vec![(self.exe.clone(), sidecar_under(prefix), 0o755)];
+        if let Some((loader, libraries)) = &self.linked {
+            let lib = |file: &LinkedFile, mode| {
+                (
+                    file.host.clone(),
+                    format!("{prefix}/lib/{}", file.name),
+                    mode,
+                )
+            };
+            files.push(lib(loader, 0o755));
+            files.extend(libraries.iter().map(|file| lib(file, 0o644)));
+        }
+        files
+    }
+
+    /// The entrypoint for the files of [`Mountable::files_under`]`(prefix)`.
+    pub fn entrypoint_under(&self, prefix: &str) -> Vec<String> {
+        let sidecar = sidecar_under(prefix);
         let Some((loader, _)) = &self.linked else {
-            return vec![MOUNTED_SIDECAR.to_owned()];
+            return vec![sidecar];
         };
-        [
-            &format!("{MOUNTED_LIBRARIES}/{}", loader.name),
-            "--library-path",
-            MOUNTED_LIBRARIES,
-            "--inhibit-cache",
-            "--argv0",
-            MOUNTED_SIDECAR,
-            MOUNTED_SIDECAR,
+        let lib = format!("{prefix}/lib");
+        vec![
+            format!("{lib}/{}", loader.name),
+            "--library-path".to_owned(),
+            lib,
+            "--inhibit-cache".to_owned(),
+            "--argv0".to_owned(),
+            sidecar.clone(),
+            sidecar,
         ]
-        .map(str::to_owned)
-        .to_vec()
     }
 
     /// How many files beside the executable are mounted.
@@ -489,12 +518,35 @@ mod tests {
             ]
         );
         assert_eq!(dynamic.library_count(), 2);
+        // The agent image's layer: the same files and start under its prefix.
+        let files = dynamic.files_under("/opt/qbox");
+        let in_layer: Vec<_> = files.iter().map(|f| (f.1.as_str(), f.2)).collect();
+        assert_eq!(
+            in_layer,
+            [
+                ("/opt/qbox/bin/qbox-sidecar", 0o755),
+                ("/opt/qbox/lib/ld-linux-x86-64.so.2", 0o755),
+                ("/opt/qbox/lib/libc.so.6", 0o644)
+            ]
+        );
+        assert_eq!(
+            files[2].0,
+            PathBuf::from("/usr/lib/x86_64-linux-gnu/libc.so.6")
+        );
+        let start = dynamic.entrypoint_under("/opt/qbox");
+        assert_eq!(start[0], "/opt/qbox/lib/ld-linux-x86-64.so.2");
+        assert_eq!(start[2], "/opt/qbox/lib");
+        assert_eq!(start[5..], ["/opt/qbox/bin/qbox-sidecar"; 2]);
         let fixed = Mountable {
             linked: None,
             ..dynamic
         };
         assert_eq!(fixed.entrypoint(), ["/run/qbox/bin/qbox-sidecar"]);
         assert_eq!(fixed.mounts().len(), 1);
+        assert_eq!(
+            fixed.entrypoint_under("/opt/qbox"),
+            ["/opt/qbox/bin/qbox-sidecar"]
+        );
     }
 
     #[test]

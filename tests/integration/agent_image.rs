@@ -338,6 +338,12 @@ fn uid_gid() -> String {
     format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid())
 }
 
+/// Issue 24: a fresh install (the debug `qbox` copied alone into a
+/// directory of its own, the PATH holding only that directory: no cargo)
+/// builds the agent image without compiling anything: the running qbox goes
+/// in under /opt/qbox with its loader and libraries and is started through
+/// that loader, as non-root, read-only and hardened, in a busybox base that
+/// has no C library of its own.
 #[test]
 fn an_agent_image_serves_both_tools_through_qbox_run_and_docker_run() {
     let _turn = crate::util::engine_turn();
@@ -358,7 +364,15 @@ fn an_agent_image_serves_both_tools_through_qbox_run_and_docker_run() {
     let tag = unique_tag("agent");
     let tmp = home.path().join("tmp");
     let images_before = all_images();
-    let built = qbox(&home, &tmp)
+    let install = crate::run_mcp::fresh_install(home.path());
+    let install_dir = install.parent().unwrap().to_owned();
+    assert!(!install_dir.join("cargo").exists());
+    std::fs::create_dir_all(&tmp).unwrap();
+    let built = crate::util::Qbox::at(&install, home.path())
+        .env("PATH", &install_dir)
+        .env_remove("DOCKER_HOST")
+        .envs(docker_host())
+        .env("TMPDIR", &tmp)
         .args(["image", "build", "--agent", "--cli"])
         .args([cli.as_os_str()])
         .args(["--base", &base.0, "--tag", &tag, "--json"])
@@ -369,7 +383,19 @@ fn an_agent_image_serves_both_tools_through_qbox_run_and_docker_run() {
     assert_eq!(report["tag"], tag.as_str());
     assert_eq!(report["cli"], "/usr/local/bin/q");
     assert_eq!(report["base"], base.0.as_str());
+    // This qbox went in, with its loader and libraries; nothing compiled.
+    assert_eq!(report["kind"], "packed", "{report}");
+    assert_eq!(
+        report["binary"],
+        std::fs::canonicalize(&install)
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    assert!(report["libraries"].as_u64().unwrap() >= 2, "{report}");
     assert!(built.stderr.contains("Step 1/"), "{}", built.stderr);
+    assert!(built.stderr.contains("under /opt/qbox"), "{}", built.stderr);
+    assert!(!built.stderr.contains("cargo"), "{}", built.stderr);
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     // What the refusal tests look for finds what a build makes.
     assert!(leftovers(&base.0, &images_before).contains(&image_id(&tag).unwrap()));
@@ -385,16 +411,32 @@ fn an_agent_image_serves_both_tools_through_qbox_run_and_docker_run() {
     ] {
         assert!(env.contains(wanted), "{wanted} in {env}");
     }
-    assert_eq!(
-        inspect(&tag, "{{json .Config.Healthcheck.Test}}"),
-        r#"["CMD","/usr/local/bin/qbox-sidecar","health"]"#
+    // Started through the packed loader, under the sidecar's name, with
+    // only the packed libraries: the base's are never replaced.
+    let entrypoint: Vec<String> =
+        serde_json::from_str(&inspect(&tag, "{{json .Config.Entrypoint}}")).unwrap();
+    assert!(
+        entrypoint[0].starts_with("/opt/qbox/lib/ld-linux"),
+        "{entrypoint:?}"
     );
     assert_eq!(
-        inspect(&tag, "{{json .Config.Entrypoint}}"),
-        r#"["/usr/local/bin/qbox-sidecar"]"#
+        entrypoint[1..],
+        [
+            "--library-path",
+            "/opt/qbox/lib",
+            "--inhibit-cache",
+            "--argv0",
+            "/opt/qbox/bin/qbox-sidecar",
+            "/opt/qbox/bin/qbox-sidecar"
+        ]
     );
+    let healthcheck: Vec<String> =
+        serde_json::from_str(&inspect(&tag, "{{json .Config.Healthcheck.Test}}")).unwrap();
+    assert_eq!(healthcheck[0], "CMD");
+    assert_eq!(healthcheck[1..=entrypoint.len()], entrypoint[..]);
+    assert_eq!(healthcheck[entrypoint.len() + 1..], ["health"]);
     assert_eq!(inspect(&tag, "{{json .Config.Cmd}}"), r#"["serve"]"#);
-    // The base's layer plus one: the two binaries and /tmp.
+    // The base's layer plus one: the sidecar's files, the CLI and /tmp.
     assert_eq!(
         inspect(&tag, "{{len .RootFS.Layers}}"),
         (inspect(&base.0, "{{len .RootFS.Layers}}")

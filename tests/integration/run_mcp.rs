@@ -35,7 +35,7 @@ pub(crate) fn dev_image() -> Option<&'static str> {
 
 /// A fresh install: the debug `qbox` copied alone into a directory of its
 /// own (no static `qbox-sidecar` beside it, no source tree next to it).
-fn fresh_install(home: &Path) -> std::path::PathBuf {
+pub(crate) fn fresh_install(home: &Path) -> std::path::PathBuf {
     let bin = home.join("install/bin");
     std::fs::create_dir_all(&bin).unwrap();
     let qbox = bin.join("qbox");

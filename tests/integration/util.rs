@@ -126,6 +126,14 @@ impl Qbox {
         Self { command }
     }
 
+    /// The `qbox` at `program` (a copy of the built one) with `home`
+    /// ([`clean_command`]), the engine unset as in [`Qbox::new`].
+    pub fn at(program: &Path, home: &Path) -> Self {
+        let mut command = clean_command(program, home);
+        command.env("DOCKER_HOST", "unix:///nonexistent/qbox-test.sock");
+        Self { command }
+    }
+
     /// `qbox-sidecar` with `home` ([`clean_command`]); `home` need not
     /// exist. [`TestHome::sidecar`] adds a runtime directory.
     pub fn sidecar(home: &Path) -> Self {
