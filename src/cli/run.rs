@@ -538,8 +538,14 @@ async fn mcp_sidecar(
 /// read here at the command line's edge (as `TMPDIR` is by the standard
 /// library) and passed down.
 pub(crate) fn runtime_dir_path() -> PathBuf {
-    let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty());
-    runtime_dir::locate(xdg.map(PathBuf::from).as_deref())
+    runtime_dir::locate(xdg_runtime_dir().as_deref())
+}
+
+/// `XDG_RUNTIME_DIR`, unless unset or empty.
+pub(crate) fn xdg_runtime_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
 }
 
 /// How long a foreground run waits at its end for its sweep to finish.
