@@ -60,7 +60,8 @@ impl Repr for String {
 
 impl Repr for Option<String> {
     fn repr(&self, py: Python<'_>) -> String {
-        self.as_ref().map_or_else(|| "None".to_owned(), |text| text.repr(py))
+        self.as_ref()
+            .map_or_else(|| "None".to_owned(), |text| text.repr(py))
     }
 }
 

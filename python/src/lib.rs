@@ -291,7 +291,7 @@ enum StreamState {
         model: Option<String>,
     },
     /// Answering; the turn holds the connection.
-    Running(ChatTurn),
+    Running(Box<ChatTurn>),
     /// A read is in progress (the turn is with it).
     Reading { conversation_id: Option<String> },
     /// Events were handed out and then the answer failed: the error comes
@@ -411,11 +411,11 @@ async fn read_batch(state: Arc<Mutex<StreamState>>) -> Result<Batch, Failure> {
             prompt,
             conversation_id,
             model,
-        } => {
+        } => Box::new(
             client
                 .chat(&prompt, model, conversation_id.as_deref())
-                .await?
-        }
+                .await?,
+        ),
         StreamState::Running(turn) => turn,
         _ => return Ok(Batch::ended()),
     };

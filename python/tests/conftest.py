@@ -20,8 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "standin-access-0"
 
 
+#: The stand-in binary (read before any test clears the environment).
+STANDIN_BINARY = Path(os.environ.get("QBOX_STANDIN_BINARY") or REPO / "target" / "debug" / "examples" / "standin")
+
+
 def standin_binary() -> Path:
-    path = Path(os.environ.get("QBOX_STANDIN_BINARY") or REPO / "target" / "debug" / "examples" / "standin")
+    path = STANDIN_BINARY
     if not path.is_file():
         pytest.fail(f"no stand-in binary at {path}: run `cargo build --example standin` first")
     return path

@@ -309,6 +309,7 @@ pub async fn run(args: ExportArgs, query: StoreQuery, palette: Palette) -> anyho
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
 
     fn sample() -> Exported {
         Exported {
@@ -317,6 +318,7 @@ mod tests {
             expires_at: "2026-11-22T10:00:00Z".into(),
             region: "us-east-1".into(),
             profile_arn: None,
+            path: "/store".into(),
         }
     }
 
