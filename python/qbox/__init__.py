@@ -112,7 +112,7 @@ class EventStream:
 
     __slots__ = ("_native", "_ready", "_ended")
 
-    def __init__(self, native: Any) -> None:
+    def __init__(self, native: _qbox.NativeStream) -> None:
         self._native = native
         self._ready: Deque[Event] = deque()
         self._ended = False
@@ -177,7 +177,9 @@ class Client:
         access_token: Optional[str] = None,
         profile_arn: Optional[str] = None,
     ) -> None:
-        self._native = _qbox.NativeClient(_path(db), endpoint, access_token, profile_arn)
+        self._native: _qbox.NativeClient = _qbox.NativeClient(
+            _path(db), endpoint, access_token, profile_arn
+        )
 
     def generate_assistant_response(
         self,
