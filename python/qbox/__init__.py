@@ -18,8 +18,7 @@ logins are found, and refreshed, exactly as the ``qbox`` command does.
 from __future__ import annotations
 
 import os
-from collections import deque
-from typing import Any, Deque, Dict, Optional, Union
+from typing import Any, AsyncGenerator, AsyncIterator, Dict, Optional, Union
 
 from . import _qbox
 from ._errors import (
@@ -106,29 +105,33 @@ class EventStream:
     """The events of one answer, as an async iterator. The request is sent
     when the stream is first read; events come as their frames complete.
 
-    Leaving the loop early (``break``, an exception, a cancelled task) or
-    calling :meth:`aclose` closes the connection; the turn is then not kept
-    in the conversation. A turn is kept once the stream has ended."""
+    A cancelled task closes the connection at once; so does :meth:`aclose`
+    (or leaving ``async with stream:``); a stream left unfinished otherwise
+    closes it when it is dropped. An unfinished turn is not kept in the
+    conversation; a turn is kept once the stream has ended."""
 
-    __slots__ = ("_native", "_ready", "_ended")
+    __slots__ = ("_native", "_events")
 
     def __init__(self, native: _qbox.NativeStream) -> None:
         self._native = native
-        self._ready: Deque[Event] = deque()
-        self._ended = False
+        self._events = self._read(native)
 
-    def __aiter__(self) -> "EventStream":
-        return self
+    @staticmethod
+    async def _read(native: _qbox.NativeStream) -> AsyncGenerator[Event, None]:
+        # An async generator: its C-level __anext__ hands out the events of
+        # a batch without a coroutine per event.
+        while True:
+            events, ended = await native.next_batch()
+            for event in events:
+                yield event
+            if ended:
+                return
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events
 
     async def __anext__(self) -> Event:
-        ready = self._ready
-        while not ready:
-            if self._ended:
-                raise StopAsyncIteration
-            events, ended = await self._native.next_batch()
-            ready.extend(events)
-            self._ended = ended
-        return ready.popleft()
+        return await self._events.__anext__()
 
     @property
     def conversation_id(self) -> Optional[str]:
@@ -138,25 +141,14 @@ class EventStream:
 
     async def aclose(self) -> None:
         """Closes the connection now; the turn is not kept."""
-        self._ready.clear()
-        self._ended = True
         self._native.close()
+        await self._events.aclose()
 
     async def __aenter__(self) -> "EventStream":
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-    def __del__(self) -> None:
-        # A stream dropped unfinished closes its connection now rather than
-        # when the native object goes (at interpreter exit, not at all).
-        native = getattr(self, "_native", None)
-        if native is not None:
-            try:
-                native.close()
-            except Exception:
-                pass
 
 
 class Client:

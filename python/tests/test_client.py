@@ -257,6 +257,19 @@ def test_leaving_the_loop_early_closes_the_connection(home, standin):
     run(go())
 
 
+def test_a_stream_dropped_unfinished_closes_the_connection(home, standin):
+    login_store(home)
+    standin.push_answer(["one", "two"], stall_after_first=True)
+
+    async def go():
+        async for event in client_for(standin).generate_assistant_response("hello"):
+            if isinstance(event, qbox.AssistantResponseEvent):
+                break
+        await wait_for(lambda: standin.hangups() == 1, "the connection closed")
+
+    run(go())
+
+
 def test_an_expired_token_is_refreshed_as_qbox_refreshes_it(home, standin, monkeypatch):
     store = login_store(home, access_token="expired-token", expired=True)
     monkeypatch.setenv("QBOX_OIDC_ENDPOINT", standin.oidc)
