@@ -41,7 +41,7 @@ import qbox
 
 TOKEN = "bench-token"
 TARGET = "AmazonCodeWhispererStreamingService.GenerateAssistantResponse"
-ROUNDS = int(os.environ.get("ROUNDS", "7"))
+ROUNDS = int(os.environ.get("ROUNDS", "15"))
 EVENTS = int(os.environ.get("EVENTS", "20000"))
 #: Bytes per write of the stand-in: network-sized chunks.
 CHUNK = 16 * 1024
