@@ -10,10 +10,13 @@ mod app;
 pub mod cli;
 /// Docker Engine access (the only user of bollard).
 pub mod container;
+/// `qbox doctor`'s findings as data (the command line and the Python package render them).
+pub mod doctor;
 /// AWS event-stream framing: incremental zero-copy decoder and encoder.
 pub mod eventstream;
-/// Exit codes and the `Diagnose` trait every error type implements.
-mod exit;
+/// Exit codes and the `Diagnose` trait every error type implements (public:
+/// the Python package sorts errors by their exit code and shows their hints).
+pub mod exit;
 /// The HTTPS client (rustls, embedded roots).
 pub mod http;
 /// The MCP server of the sidecar (the only user of rmcp).

@@ -11,13 +11,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::app::term::Palette;
 use crate::exit::{self, CommandError};
-use crate::secret::Secret;
-use crate::store::{self, Login, StoreError, StoreQuery};
+use crate::store::StoreQuery;
+pub use crate::store::export::Exported;
 use crate::timefmt::rfc3339;
 
 #[derive(Debug, clap::Args)]
@@ -59,33 +58,7 @@ pub enum Field {
     Refresh,
 }
 
-/// What gets exported.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Exported {
-    pub access_token: Secret,
-    pub refresh_token: Option<Secret>,
-    pub expires_at: String,
-    pub region: String,
-    pub profile_arn: Option<String>,
-}
-
 impl Exported {
-    fn from_login(login: &Login) -> Result<Self, StoreError> {
-        let entry = login.require_token()?;
-        let token = &entry.token;
-        Ok(Self {
-            access_token: token.access_token.clone(),
-            refresh_token: token.refresh_token.clone(),
-            expires_at: rfc3339(token.expires_at),
-            region: login
-                .api_region()
-                .unwrap_or(token.region_or_default())
-                .to_owned(),
-            profile_arn: login.profile.as_ref().map(|p| p.arn.clone()),
-        })
-    }
-
     /// (name, value, secret) for the line formats, in a stable order.
     fn variables(&self) -> Vec<(&'static str, &str, bool)> {
         let mut vars = vec![("QBOX_ACCESS_TOKEN", self.access_token.expose(), true)];
@@ -274,24 +247,26 @@ pub async fn run(args: ExportArgs, query: StoreQuery, palette: Palette) -> anyho
         (None, Format::Github) => Some(github_env_path()?),
         _ => None,
     };
-    let now = OffsetDateTime::now_utc();
-    let mut login = query.resolve(now)?;
-    let expires_at = login.require_token()?.token.expires_at;
-    if !args.no_refresh {
-        login = store::ensure_fresh(login).await?;
-    } else if login.require_token()?.token.is_expired_at(now) {
-        return Err(CommandError::new(
-            exit::NO_LOGIN,
-            format!(
-                "the token in {} expired at {}",
-                login.path.display(),
-                rfc3339(expires_at)
-            ),
-        )
-        .hint("drop --no-refresh to let qbox refresh it, or log in again")
-        .into());
-    }
-    let exported = Exported::from_login(&login)?;
+    let exported = if args.no_refresh {
+        let now = OffsetDateTime::now_utc();
+        let login = query.resolve(now)?;
+        let expires_at = login.require_token()?.token.expires_at;
+        if login.require_token()?.token.is_expired_at(now) {
+            return Err(CommandError::new(
+                exit::NO_LOGIN,
+                format!(
+                    "the token in {} expired at {}",
+                    login.path.display(),
+                    rfc3339(expires_at)
+                ),
+            )
+            .hint("drop --no-refresh to let qbox refresh it, or log in again")
+            .into());
+        }
+        Exported::from_login(&login)?
+    } else {
+        crate::store::export::fresh_export(query).await?
+    };
     let text = match args.field {
         Some(Field::Access) => format!("{}\n", exported.access_token.expose()),
         Some(Field::Refresh) => match &exported.refresh_token {
@@ -299,7 +274,10 @@ pub async fn run(args: ExportArgs, query: StoreQuery, palette: Palette) -> anyho
             None => {
                 return Err(CommandError::new(
                     exit::ERROR,
-                    format!("the login in {} has no refresh token", login.path.display()),
+                    format!(
+                        "the login in {} has no refresh token",
+                        exported.path.display()
+                    ),
                 )
                 .hint("device-code and pkce logins have one; log in again to get one")
                 .into());
@@ -331,6 +309,7 @@ pub async fn run(args: ExportArgs, query: StoreQuery, palette: Palette) -> anyho
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
 
     fn sample() -> Exported {
         Exported {
@@ -339,6 +318,7 @@ mod tests {
             expires_at: "2026-11-22T10:00:00Z".into(),
             region: "us-east-1".into(),
             profile_arn: None,
+            path: "/store".into(),
         }
     }
 

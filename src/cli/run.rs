@@ -606,13 +606,17 @@ async fn mcp_sidecar(binary: Option<PathBuf>, image: &str) -> anyhow::Result<Mcp
 /// read here at the command line's edge (as `TMPDIR` is by the standard
 /// library) and passed down.
 pub(crate) fn runtime_dir_path() -> PathBuf {
-    // A runtime directory that is not the user's own 0700 one (`/tmp`, as
-    // containers and CI often set it) is passed over for the state directory.
-    let xdg = std::env::var_os("XDG_RUNTIME_DIR")
+    runtime_dir::locate(xdg_runtime_dir().as_deref())
+}
+
+/// `XDG_RUNTIME_DIR`, unless unset or empty, or not usable as one: a
+/// directory that is not the user's own 0700 one (`/tmp`, as containers
+/// and CI often set it) is passed over for the state directory.
+pub(crate) fn xdg_runtime_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_RUNTIME_DIR")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
-        .filter(|dir| snapshot::usable_runtime_dir(dir));
-    runtime_dir::locate(xdg.as_deref())
+        .filter(|dir| snapshot::usable_runtime_dir(dir))
 }
 
 /// How long a foreground run waits at its end for its sweep to finish.

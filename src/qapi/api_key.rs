@@ -62,6 +62,16 @@ impl ApiKey {
         Self::from_vars(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
     }
 
+    /// The variable [`Self::from_env`] takes the key from: `KIRO_API_KEY`
+    /// when it is set (even empty), else `QBOX_API_KEY_FILE`.
+    pub fn env_variable() -> &'static str {
+        if std::env::var_os(API_KEY_ENV).is_some() {
+            API_KEY_ENV
+        } else {
+            API_KEY_FILE_ENV
+        }
+    }
+
     /// [`Self::from_env`] with the environment read through `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<ApiKey>, ApiKeyError> {
         if let Some(value) = var(API_KEY_ENV) {

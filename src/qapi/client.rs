@@ -335,6 +335,15 @@ impl QClient {
         Ok(Self::new(credentials, options)?.with_conversations(conversations))
     }
 
+    /// Sends requests to `endpoint` instead of the endpoint the rule picks
+    /// (what `QBOX_Q_ENDPOINT` does; `None` keeps the current choice).
+    pub fn with_endpoint(mut self, endpoint: Option<String>) -> Self {
+        if endpoint.is_some() {
+            self.options.endpoint = endpoint;
+        }
+        self
+    }
+
     /// Keeps conversations in `store` instead.
     pub fn with_conversations(mut self, store: ConversationStore) -> Self {
         self.conversations = store;

@@ -47,7 +47,7 @@ pub use client::{
 };
 pub use conversation::{Conversation, ConversationError};
 pub use conversation_store::{ConversationStore, ConversationSummary, STATE_DIR_ENV};
-pub use endpoint::{ChatEndpoint, EndpointReason, Q_ENDPOINT_ENV};
+pub use endpoint::{ChatEndpoint, EndpointReason, Q_ENDPOINT_ENV, check_profile_arn};
 pub use error::{ApiError, ErrorKind, MONTHLY_LIMIT_MARKER, normalize_code};
 pub use model::{ChatEvent, GenerateAssistantResponseRequest};
 

@@ -20,8 +20,16 @@ pub(crate) async fn serve_on(
     ip: std::net::IpAddr,
     app: axum::Router,
 ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    use axum::serve::ListenerExt;
     let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
     let addr = listener.local_addr()?;
+    // As the real services answer: each write leaves at once. Without it,
+    // an event written after the response head on a reused connection
+    // waits for the client's delayed ACK (about 40 ms), which would hide
+    // every client's time to the first event.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -156,6 +156,8 @@ struct Inner {
     conversations: HashMap<String, Vec<(String, String)>>,
     /// Requests allowed before every answer is `MONTHLY_REQUEST_COUNT`.
     monthly_limit: Option<usize>,
+    /// Answers whose client hung up before they were sent whole.
+    hangups: usize,
 }
 
 /// A running stand-in Q service. Dropping it stops the server.
@@ -182,6 +184,7 @@ impl StandinQ {
             first_text_sent: Vec::new(),
             conversations: HashMap::new(),
             monthly_limit: None,
+            hangups: 0,
         }));
         let app = axum::Router::new()
             .route("/", post(generate))
@@ -235,6 +238,12 @@ impl StandinQ {
             .get(id)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// How many answers the client hung up on before they were sent whole
+    /// (a cancelled request closes its connection).
+    pub fn hangups(&self) -> usize {
+        self.lock().hangups
     }
 
     /// When the first text event of each answer so far was sent.
@@ -524,8 +533,12 @@ fn stream_answer(answer: &Answer, conversation_id: &str, inner: Arc<Mutex<Inner>
     let stall = answer.stall_after_first;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
     tokio::spawn(async move {
+        let hung_up = |inner: &Arc<Mutex<Inner>>| {
+            inner.lock().unwrap_or_else(|p| p.into_inner()).hangups += 1;
+        };
         for chunk in first.chunks(split) {
             if tx.send(Ok(chunk.to_vec())).await.is_err() {
+                hung_up(&inner);
                 return;
             }
         }
@@ -540,10 +553,12 @@ fn stream_answer(answer: &Answer, conversation_id: &str, inner: Arc<Mutex<Inner>
         if stall {
             // Nothing more until the client gives up and hangs up.
             tx.closed().await;
+            hung_up(&inner);
             return;
         }
         for chunk in rest.chunks(split) {
             if tx.send(Ok(chunk.to_vec())).await.is_err() {
+                hung_up(&inner);
                 return;
             }
         }

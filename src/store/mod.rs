@@ -8,6 +8,7 @@
 pub mod db;
 pub(crate) mod discovery;
 pub(crate) mod error;
+pub mod export;
 pub mod flavor;
 pub(crate) mod keeper;
 pub mod login;
