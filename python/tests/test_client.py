@@ -149,6 +149,24 @@ def test_no_login_is_a_no_login_error_with_the_hint(home, standin):
     assert standin.requests() == []
 
 
+def test_a_kiro_api_key_serves_when_no_store_login_does(home, standin, monkeypatch):
+    # As the Kiro CLI: a stored login wins; without one, KIRO_API_KEY is
+    # sent as the bearer token with `TokenType: API_KEY`.
+    key = "ksk_pythonpackagetestkey0123456789"
+    standin.command(cmd="set_token", token=key, token_type="API_KEY")
+    monkeypatch.setenv("KIRO_API_KEY", key)
+    response = run(client_for(standin).chat("hi"))
+    assert response.text == "You said: hi"
+    sent = standin.requests()[0]
+    assert sent["authorization"] == f"Bearer {key}"
+    assert sent["token_type"] == "API_KEY"
+    # A key that is not one is refused before anything is sent.
+    monkeypatch.setenv("KIRO_API_KEY", "not-a-key")
+    with pytest.raises(qbox.Error):
+        run(client_for(standin).chat("again"))
+    assert len(standin.requests()) == 1
+
+
 def test_a_403_is_a_service_error_with_code_and_status(home, standin):
     login_store(home)
     standin.push_http_error(403, "AccessDeniedException", "not subscribed to Amazon Q")

@@ -16,7 +16,7 @@
 //! - `{"cmd": "requests"}`: the requests received (`authorization`, `body`)
 //! - `{"cmd": "conversation", "id": ID}`: the (prompt, answer) pairs it
 //!   answered in conversation ID
-//! - `{"cmd": "set_token", "token": TOKEN}`
+//! - `{"cmd": "set_token", "token": TOKEN[, "token_type": TYPE]}`
 //! - `{"cmd": "oidc_requests"}`: how many token requests the OIDC stand-in got
 //! - `{"cmd": "hangups"}`: how many answers the client hung up on
 //!
@@ -121,11 +121,16 @@ fn run(command: &Value, q: &StandinQ, oidc: &StandinOidc) -> Result<Value, Strin
         "requests" => Ok(json!({"requests": q.requests().iter().map(|r| json!({
             "authorization": r.authorization,
             "user_agent": r.user_agent,
+            "token_type": r.token_type,
             "body": r.body,
         })).collect::<Vec<_>>()})),
         "conversation" => Ok(json!({"pairs": q.conversation(text("id"))})),
         "set_token" => {
             q.set_token(text("token"));
+            // The `TokenType` header the token must come with (`API_KEY`
+            // for a Kiro API key); none when not given.
+            let token_type = command.get("token_type").and_then(Value::as_str);
+            q.set_token_type(token_type);
             Ok(json!({"ok": true}))
         }
         "oidc_requests" => Ok(json!({"count": oidc.requests().len()})),
