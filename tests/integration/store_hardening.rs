@@ -55,21 +55,7 @@ async fn issue_30_names_planted_in_tmp_neither_disable_the_refresh_lock_nor_stop
 
     // A refresh (no XDG_RUNTIME_DIR) takes its lock in the user's own
     // state directory.
-    let oidc = standin().await;
-    home.login(Flavor::AmazonQ, &expired_login("old"));
-    let run = home
-        .qbox()
-        .env("TMPDIR", &tmp)
-        .env("QBOX_OIDC_ENDPOINT", oidc.url())
-        .args(["export-token", "--field", "access"])
-        .run_async()
-        .await;
-    run.assert_code(0);
-    assert!(
-        !run.stderr.contains("refresh lock"),
-        "the lock was not used: {}",
-        run.stderr
-    );
+    refresh_beside(&home, &tmp, None).await;
     let locks = state.join("refresh");
     assert_eq!(mode(&locks), 0o700);
     let lock_files: Vec<_> = std::fs::read_dir(&locks)
@@ -82,18 +68,7 @@ async fn issue_30_names_planted_in_tmp_neither_disable_the_refresh_lock_nor_stop
     );
 
     // `qbox run` gets past its runtime directory (and then finds no engine).
-    let run = home
-        .qbox()
-        .env("TMPDIR", &tmp)
-        .args(["run", "qbox-test-no-such-image"])
-        .run_async()
-        .await;
-    run.assert_code(125);
-    assert!(
-        !run.stderr.contains("runtime directory"),
-        "qbox run was stopped by the planted directory: {}",
-        run.stderr
-    );
+    run_beside(&home, &tmp, None).await;
     assert_eq!(mode(&state.join("runtime")), 0o700);
     // Nothing of qbox's went into the shared directory.
     for entry in std::fs::read_dir(&tmp).unwrap() {
@@ -113,13 +88,32 @@ async fn issue_30_names_planted_in_tmp_neither_disable_the_refresh_lock_nor_stop
     for name in ["qbox-refresh", "qbox"] {
         planted_by_another_user(&tmp.join(name));
     }
-    std::fs::remove_file(home.store_path(Flavor::AmazonQ)).unwrap();
+    refresh_beside(&home, &tmp, Some(&tmp)).await;
+    run_beside(&home, &tmp, Some(&tmp)).await;
+    for name in ["qbox-refresh", "qbox"] {
+        assert_eq!(
+            std::fs::read_dir(tmp.join(name)).unwrap().count(),
+            0,
+            "qbox wrote into {name} in the shared directory"
+        );
+    }
+}
+
+/// A refresh of a fresh expired login with `TMPDIR` (and, if given,
+/// `XDG_RUNTIME_DIR`) at `tmp`, against a stand-in of its own: it succeeds
+/// and its lock is used.
+async fn refresh_beside(home: &TestHome, tmp: &Path, runtime: Option<&Path>) {
+    let store = home.store_path(Flavor::AmazonQ);
+    if store.exists() {
+        std::fs::remove_file(&store).unwrap();
+    }
     home.login(Flavor::AmazonQ, &expired_login("old"));
     let oidc = standin().await;
-    let run = home
-        .qbox()
-        .env("TMPDIR", &tmp)
-        .env("XDG_RUNTIME_DIR", &tmp)
+    let mut qbox = home.qbox().env("TMPDIR", tmp);
+    if let Some(runtime) = runtime {
+        qbox = qbox.env("XDG_RUNTIME_DIR", runtime);
+    }
+    let run = qbox
         .env("QBOX_OIDC_ENDPOINT", oidc.url())
         .args(["export-token", "--field", "access"])
         .run_async()
@@ -130,26 +124,25 @@ async fn issue_30_names_planted_in_tmp_neither_disable_the_refresh_lock_nor_stop
         "the lock was not used: {}",
         run.stderr
     );
-    let run = home
-        .qbox()
-        .env("TMPDIR", &tmp)
-        .env("XDG_RUNTIME_DIR", &tmp)
+}
+
+/// `qbox run` with `TMPDIR` (and, if given, `XDG_RUNTIME_DIR`) at `tmp`
+/// gets past its runtime directory, and then finds no engine.
+async fn run_beside(home: &TestHome, tmp: &Path, runtime: Option<&Path>) {
+    let mut qbox = home.qbox().env("TMPDIR", tmp);
+    if let Some(runtime) = runtime {
+        qbox = qbox.env("XDG_RUNTIME_DIR", runtime);
+    }
+    let run = qbox
         .args(["run", "qbox-test-no-such-image"])
         .run_async()
         .await;
     run.assert_code(125);
     assert!(
         !run.stderr.contains("runtime directory"),
-        "qbox run was stopped by a runtime directory others can write: {}",
+        "qbox run was stopped by a directory others can write: {}",
         run.stderr
     );
-    for name in ["qbox-refresh", "qbox"] {
-        assert_eq!(
-            std::fs::read_dir(tmp.join(name)).unwrap().count(),
-            0,
-            "qbox wrote into {name} in the shared directory"
-        );
-    }
 }
 
 /// A pid that runs nothing now: a child that has exited and been reaped.
