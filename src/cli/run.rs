@@ -1,5 +1,12 @@
 //! `qbox run IMAGE [-- CMD...]`: a container that is already logged in to
 //! Amazon Q, with the login mounted read-only and kept fresh while it runs.
+//!
+//! The login is prepared here: a snapshot in the run's directory under the
+//! runtime directory with a `SnapshotKeeper` running beside the container, or
+//! the live directory (only a CLI's own data directory, `spec::live_mount`).
+//! `spec` refuses what would let a container remount the login writable
+//! (`guard_login`) and mount targets at, in or above `/run/qbox/auth` after
+//! lexical normalisation (`is_reserved_target`).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

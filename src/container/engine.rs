@@ -1,4 +1,11 @@
 //! Connecting to the Docker Engine and asking whether it answers.
+//!
+//! The engine is found as the docker CLI finds it: `DOCKER_HOST`, else the
+//! current Docker context's endpoint, else the default socket; the API version
+//! is negotiated down for older engines. `probe` answers `qbox doctor`. This
+//! module also finds the host's address on the default bridge (where a
+//! container reaches a service the demo starts) and whether a container still
+//! exists.
 
 use std::time::Duration;
 

@@ -4,6 +4,12 @@
 //! messages. A frame that lies wholly inside the current chunk is decoded in
 //! place (zero-copy); only a frame split across chunks is assembled in an
 //! internal buffer, which never holds more than that one frame.
+//!
+//! The prelude's CRC is checked as soon as its 12 bytes are there. A frame
+//! split across chunks goes into a buffer sized once from its prelude and is
+//! hashed block by block as it arrives, so it is never read twice. After an
+//! error the decoder is poisoned and decodes nothing more. `ChunkDecoder`
+//! (`chunked`) makes the same checks on owned `Bytes` chunks.
 
 use super::crc::{Crc32, crc32_of_8};
 use super::{

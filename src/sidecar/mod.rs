@@ -1,4 +1,10 @@
 //! The `qbox-sidecar` command line: the in-container side of qbox.
+//!
+//! Subcommands: `serve [--http]` (or `QBOX_SIDECAR_HTTP`); `health`, which asks
+//! `/health` where `serve` listens and wants a usable login (over stdio it
+//! checks the login itself); `call`, one tool call, streamed; and `chat`, which
+//! never refreshes a read-only snapshot (its host does). Its global options
+//! (`--db`, `--cli`, `-v`, `-q`) and help are its own.
 
 use std::ffi::OsString;
 use std::io::Write;

@@ -1,6 +1,19 @@
 //! Stand-ins for AWS services on 127.0.0.1, speaking the real protocols:
 //! used by the test suite, the benchmarks and `qbox demo`, where the real
 //! services cannot be reached.
+//!
+//! `oidc` serves `POST /token`: it checks client credentials and the refresh
+//! token, rotates refresh tokens, records requests and fails on request. `kiro`
+//! is the Kiro auth service's `POST /refreshToken` (and an external `IdP`'s
+//! form-encoded token endpoint) with rotation, a refused unknown refresh token
+//! and recorded requests. `q` serves `GenerateAssistantResponse` with real
+//! framing, checks the target header and bearer token, answers from a script
+//! (writes split at any size, pauses, exception frames, HTTP errors, a wrong
+//! content type, a cut connection) and counts answers the client hung up on.
+//! They bind 127.0.0.1, or for containers the bridge's host address.
+//! `tests/standin/serve.rs` (the `standin` example) runs the Q and OIDC
+//! stand-ins as a process driven by JSON lines on stdin, and writes stores in
+//! the CLI's schema, for suites in other languages (the Python package's).
 
 pub mod kiro;
 pub mod oidc;
