@@ -617,7 +617,7 @@ pub(crate) fn runtime_dir_path() -> PathBuf {
 }
 
 /// `XDG_RUNTIME_DIR`, unless unset or empty, or not usable as one: a
-/// directory that is not the user's own 0700 one (`/tmp`, as containers
+/// directory that is not the user's own, or that others can write (`/tmp`, as containers
 /// and CI often set it) is passed over for the state directory.
 pub(crate) fn xdg_runtime_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_RUNTIME_DIR")

@@ -158,7 +158,7 @@ pub fn generate() -> anyhow::Result<Secret> {
 
 /// The directory for generated tokens: `$XDG_RUNTIME_DIR/qbox` (private to
 /// the user and emptied at logout) when that directory is the user's own
-/// and 0700, else the user's state directory.
+/// and no one else can write it, else the user's state directory.
 pub fn generated_token_dir() -> Option<PathBuf> {
     crate::store::snapshot::private_runtime_dir()
         .or_else(dirs::state_dir)

@@ -13,7 +13,7 @@
 //! alike. It holds no secret.
 //!
 //! The lock lives in a private per-user directory (`$XDG_RUNTIME_DIR/
-//! qbox-refresh` when that runtime directory is the user's own and 0700,
+//! qbox-refresh` when that runtime directory is the user's own and no one else can write it,
 //! else `qbox/refresh` in the user's own state directory,
 //! [`super::snapshot::user_state_dir`]; never a guessable name in the shared
 //! temporary directory, which another user could create first to disable the

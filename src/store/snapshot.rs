@@ -208,8 +208,8 @@ pub fn user_state_dir() -> Option<PathBuf> {
         .map(|dir| dir.join("qbox"))
 }
 
-/// The session's runtime directory (`XDG_RUNTIME_DIR`), if it is what the
-/// XDG rules say it is: the user's own, mode 0700 ([`usable_runtime_dir`]).
+/// The session's runtime directory (`XDG_RUNTIME_DIR`), if it is the
+/// user's own and no one else can write it ([`usable_runtime_dir`]).
 /// Containers and CI often set it to `/tmp`, where another local user could
 /// create qbox's names first; such a directory is passed over (the caller
 /// then uses [`user_state_dir`]).
@@ -217,28 +217,23 @@ pub fn private_runtime_dir() -> Option<PathBuf> {
     dirs::runtime_dir().filter(|dir| usable_runtime_dir(dir))
 }
 
-/// Whether `dir` may serve as the runtime directory: the user's own 0700
-/// directory, or none yet (what qbox creates in it is made 0700 and
-/// checked). A directory of anyone else, or one others may enter, is not.
+/// Whether `dir` may serve as the runtime directory: a directory of this
+/// user that no one else can write, or none yet. What qbox creates in it
+/// is made 0700 and checked, so others reading the directory itself see
+/// only names; others writing it could create those names first. A
+/// directory of anyone else, or one others may write, is not used.
 pub fn usable_runtime_dir(dir: &Path) -> bool {
-    match std::fs::metadata(dir) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
-        Err(_) => false,
-        Ok(_) => is_private_dir(dir),
-    }
-}
-
-/// Whether `dir` is a directory of this user that no one else may enter.
-pub fn is_private_dir(dir: &Path) -> bool {
-    let Ok(metadata) = std::fs::metadata(dir) else {
-        return false;
+    let metadata = match std::fs::metadata(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return true,
+        Err(_) => return false,
+        Ok(metadata) => metadata,
     };
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
         metadata.is_dir()
             && metadata.uid() == rustix::process::geteuid().as_raw()
-            && metadata.mode() & 0o077 == 0
+            && metadata.mode() & 0o022 == 0
     }
     #[cfg(not(unix))]
     {
