@@ -27,7 +27,7 @@ pub fn init(verbose: u8, quiet: bool, palette: Palette) {
         .filter(|spec| !spec.trim().is_empty())
         .map(|spec| {
             spec.parse::<Targets>().unwrap_or_else(|err| {
-                eprintln!("qbox: warning: ignoring RUST_LOG={spec:?}: {err}");
+                super::report::warn(palette, &format!("ignoring RUST_LOG={spec:?}: {err}"), None);
                 default_filter("warn")
             })
         });

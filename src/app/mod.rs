@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod chat;
+pub mod events;
 pub mod logging;
 pub mod output;
 pub mod report;
@@ -31,8 +32,12 @@ pub fn protect_process() {
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
     {
         // Logging is not set up yet; this cannot wait for it.
-        eprintln!(
-            "warning: cannot keep other processes of this user out of qbox's memory (PR_SET_DUMPABLE: {err})"
+        report::warn(
+            term::Palette::stderr(),
+            &format!(
+                "cannot keep other processes of this user out of qbox's memory (PR_SET_DUMPABLE: {err})"
+            ),
+            None,
         );
     }
 }

@@ -6,6 +6,9 @@
 //! reaches the terminal, whatever a server or a file put in the message.
 //! A closed stdout (`qbox ... | head -1`) anywhere in the chain is not a
 //! failure: the process exits 0 and prints nothing.
+//!
+//! Warnings have one voice too: [`warn`] prints `warning: <what>` and an
+//! optional `hint:` line, cleaned the same way, for both binaries.
 
 use std::error::Error;
 
@@ -82,6 +85,20 @@ pub fn report(err: &anyhow::Error, palette: Palette) -> u8 {
         eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
     }
     code
+}
+
+/// The prefix of every warning, on a terminal or in a keeper's log.
+pub const WARNING: &str = "warning:";
+
+/// Prints a warning to stderr: `warning: <message>` and, when given,
+/// `hint: <hint>` on the next line, both through [`printable_line`]. The one
+/// prefix for both binaries; the palette colours it (never under
+/// `NO_COLOR`, `TERM=dumb` or off a terminal).
+pub fn warn(palette: Palette, message: &str, hint: Option<&str>) {
+    eprintln!("{} {}", palette.warning(WARNING), printable_line(message));
+    if let Some(hint) = hint {
+        eprintln!("{} {}", palette.bold("hint:"), printable_line(hint));
+    }
 }
 
 /// `text` as one line fit for a terminal: every known secret redacted and

@@ -238,9 +238,10 @@ fn shell_quote(value: &str) -> String {
 }
 
 pub async fn run(args: ExportArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
-    eprintln!(
-        "{} this token grants access to your AWS account: never share it, log it or commit it",
-        palette.warning("warning:")
+    crate::app::report::warn(
+        palette,
+        "this token grants access to your AWS account: never share it, log it or commit it",
+        None,
     );
     // Checked before anything else: no refresh for an export with nowhere to go.
     let github_env = match (args.field, args.format) {

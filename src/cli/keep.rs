@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
+use crate::app::events::{self, Weight};
 use crate::app::report::printable_line;
 use crate::app::term::Palette;
 use crate::container::detached::{
@@ -23,7 +24,7 @@ use crate::container::detached::{
 use crate::container::image;
 use crate::container::manage::{self, Managed};
 use crate::container::runtime_dir::RuntimeDir;
-use crate::exit::{self, CommandError, Diagnose};
+use crate::exit::{self, CommandError};
 use crate::store::snapshot::SnapshotScope;
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{Flavor, StoreQuery};
@@ -414,6 +415,12 @@ fn log_line(text: &str) {
     );
 }
 
+/// A warning in the keeper's log, with the prefix warnings have on a
+/// terminal.
+fn log_warning(text: &str) {
+    log_line(&format!("{} {text}", crate::app::report::WARNING));
+}
+
 /// The keeper itself: records itself, keeps the snapshot fresh until the
 /// container is gone, then removes the snapshot directory. SIGTERM or
 /// SIGINT end it without removing anything (the container still runs, and
@@ -468,34 +475,17 @@ async fn foreground(id: &str, query: StoreQuery, patience: Duration) -> anyhow::
     if copy.data_home.is_dir() {
         keeper = keeper.with_private_copy(copy);
     }
-    let mut on_event = |event: WatchEvent<'_>| match event {
-        WatchEvent::Written { expires_at, .. } => log_line(&format!(
-            "snapshot written; the token expires at {}",
-            expires_at.map_or_else(|| "-".to_owned(), rfc3339_seconds)
-        )),
-        WatchEvent::Refreshed { expires_at } => log_line(&format!(
-            "login refreshed; the new token expires at {}",
-            rfc3339_seconds(expires_at)
-        )),
-        WatchEvent::Recreated { path } => {
-            log_line(&format!(
-                "the snapshot was missing; wrote {} again",
-                path.display()
-            ));
-        }
-        WatchEvent::RefreshFailed { error, retry_in } => log_line(&format!(
-            "warning: login refresh failed (next try in {}s): {}",
-            retry_in.as_secs(),
-            exit::chain(error)
-        )),
-        WatchEvent::Unrefreshable { error } => {
-            log_line(&format!("warning: {}", exit::chain(error)));
-            if let Some(hint) = error.hint() {
-                log_line(&format!("hint: {hint}"));
+    // The log keeps every event, the warnings marked as on a terminal.
+    let mut on_event = |event: WatchEvent<'_>| {
+        let said = events::describe(&event, time::OffsetDateTime::now_utc());
+        match said.weight {
+            Weight::Progress => log_line(&said.text),
+            Weight::Warning => {
+                log_warning(&said.text);
+                if let Some(hint) = said.hint {
+                    log_line(&format!("hint: {hint}"));
+                }
             }
-        }
-        WatchEvent::SourceProblem { error } | WatchEvent::WriteFailed { error } => {
-            log_line(&format!("warning: {}", exit::chain(error)));
         }
     };
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
@@ -538,10 +528,7 @@ async fn foreground(id: &str, query: StoreQuery, patience: Duration) -> anyhow::
             "removed {}; the keeper ends",
             dir.path().display()
         )),
-        Err(err) => log_line(&format!(
-            "warning: could not remove {}: {err}",
-            dir.path().display()
-        )),
+        Err(err) => log_warning(&format!("could not remove {}: {err}", dir.path().display())),
     }
     Ok(exit::OK)
 }
@@ -562,14 +549,11 @@ fn engine_lost(dir: &DetachedDir, id: &str, silent: Duration) -> u8 {
     match std::fs::remove_file(&snapshot) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => log_line(&format!(
-            "warning: could not remove {}: {err}",
-            snapshot.display()
-        )),
+        Err(err) => log_warning(&format!("could not remove {}: {err}", snapshot.display())),
     }
     if let Err(err) = dir.record_end(id, &why) {
-        log_line(&format!(
-            "warning: could not record why the keeper ends in {}: {err}",
+        log_warning(&format!(
+            "could not record why the keeper ends in {}: {err}",
             dir.path().display()
         ));
     }

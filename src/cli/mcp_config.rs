@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
+use crate::app::term::Palette;
 use crate::exit::{self, CommandError};
 use crate::mcp_hosts::install::{self, Action};
 use crate::mcp_hosts::{self, Host, Launch, Places, Scope, TokenStyle};
@@ -218,10 +219,14 @@ fn checked_url(url: &str) -> Result<String, CommandError> {
 
 /// The token for a host that must hold it: --token-file, QBOX_MCP_TOKEN,
 /// else what a sidecar on this machine generated for `url`.
-fn literal_token(args: &McpConfigArgs, url: &str) -> anyhow::Result<crate::secret::Secret> {
+fn literal_token(
+    args: &McpConfigArgs,
+    url: &str,
+    palette: Palette,
+) -> anyhow::Result<crate::secret::Secret> {
     if let Some(given) = crate::mcp::token::given_token(args.token_file.as_deref())? {
         for warning in &given.warnings {
-            tracing::warn!("{warning}");
+            crate::app::report::warn(palette, warning, None);
         }
         return Ok(given.secret);
     }
@@ -239,7 +244,7 @@ fn literal_token(args: &McpConfigArgs, url: &str) -> anyhow::Result<crate::secre
     .into())
 }
 
-pub fn run(args: &McpConfigArgs) -> anyhow::Result<u8> {
+pub fn run(args: &McpConfigArgs, palette: Palette) -> anyhow::Result<u8> {
     if args.server_json || args.server_card {
         let value = if args.server_json {
             crate::mcp::registry::server_json(&args.registry_name)
@@ -254,7 +259,7 @@ pub fn run(args: &McpConfigArgs) -> anyhow::Result<u8> {
         Some(url) => {
             let url = checked_url(url)?;
             let literal = if args.install && host.token_style() == Some(TokenStyle::Literal) {
-                Some(literal_token(args, &url)?)
+                Some(literal_token(args, &url, palette)?)
             } else {
                 None
             };

@@ -217,7 +217,7 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
             chat::ChatSide::Host,
         )),
         Command::Debug(command) => debug::run(command),
-        Command::McpConfig(args) => mcp_config::run(&args),
+        Command::McpConfig(args) => mcp_config::run(&args, palette),
         Command::Image(command) => block_on(image::run(
             command,
             cli.global.cli.clone(),
@@ -226,7 +226,7 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
         )),
         Command::Run(args) => block_on(run::run(*args, query()?, palette)),
         Command::Ps(args) => block_on(ps::ps(args, palette)),
-        Command::Stop(args) => block_on(ps::stop(args)),
+        Command::Stop(args) => block_on(ps::stop(args, palette)),
         Command::Keep(args) => block_on(keep::run(args, query()?, palette)),
         Command::Completions { shell } => {
             // Generated into memory: clap_complete panics on a failed write.

@@ -2,7 +2,7 @@
 //! the `qbox run` that keeps each one's login fresh still runs, and
 //! stopping them as `docker stop` does.
 
-use crate::app::report::printable_line;
+use crate::app::report::{printable_line, warn};
 use crate::app::term::Palette;
 use crate::container::image;
 use std::time::Duration;
@@ -164,7 +164,7 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-pub async fn stop(args: StopArgs) -> anyhow::Result<u8> {
+pub async fn stop(args: StopArgs, palette: Palette) -> anyhow::Result<u8> {
     let docker = image::connect().await?;
     let containers = manage::list(&docker).await?;
     keep::sweep(&containers);
@@ -186,14 +186,19 @@ pub async fn stop(args: StopArgs) -> anyhow::Result<u8> {
         if let Some(dir) = keep::detached_dir(target) {
             match detached::settle_after_stop(&dir, KEEPER_PATIENCE).await {
                 Ok(true) => {}
-                Ok(false) => eprintln!(
-                    "qbox: warning: the keeper of {} still runs {}s after the container stopped",
-                    target.name,
-                    KEEPER_PATIENCE.as_secs()
+                Ok(false) => warn(
+                    palette,
+                    &format!(
+                        "the keeper of {} still runs {}s after the container stopped",
+                        target.name,
+                        KEEPER_PATIENCE.as_secs()
+                    ),
+                    None,
                 ),
-                Err(err) => eprintln!(
-                    "qbox: warning: could not remove {}: {err}",
-                    dir.path().display()
+                Err(err) => warn(
+                    palette,
+                    &format!("could not remove {}: {err}", dir.path().display()),
+                    None,
                 ),
             }
         }

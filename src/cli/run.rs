@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use crate::app::report::printable_line;
+use crate::app::events::{self, Weight};
+use crate::app::report::warn;
 use crate::app::term::Palette;
 use crate::container::agent_image;
 use crate::container::detached::{DETACHED_LABEL, DetachedDir};
@@ -458,44 +459,25 @@ async fn run_attached(
     };
     let keep_fresh = async {
         let Some(keeper) = keeper else { return };
-        // Errors can quote a server: printed as single, redacted lines.
-        let mut on_event = |event: WatchEvent<'_>| match event {
-            WatchEvent::RefreshFailed { error, .. } => {
-                eprintln!(
-                    "{} login refresh failed: {}",
-                    palette.warning("qbox: warning:"),
-                    printable_line(&exit::chain(error))
-                );
+        // Only what needs the person's attention: the container's own
+        // output is on the same terminal.
+        let mut on_event = |event: WatchEvent<'_>| {
+            let said = events::describe(&event, OffsetDateTime::now_utc());
+            if said.weight == Weight::Warning {
+                warn(palette, &said.text, said.hint.as_deref());
             }
-            WatchEvent::Unrefreshable { error } => {
-                eprintln!(
-                    "{} {}",
-                    palette.warning("qbox: warning:"),
-                    printable_line(&exit::chain(error))
-                );
-                if let Some(hint) = error.hint() {
-                    eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
-                }
-            }
-            WatchEvent::SourceProblem { error } | WatchEvent::WriteFailed { error } => {
-                eprintln!(
-                    "{} {}",
-                    palette.warning("qbox: warning:"),
-                    printable_line(&exit::chain(error))
-                );
-            }
-            WatchEvent::Refreshed { .. }
-            | WatchEvent::Written { .. }
-            | WatchEvent::Recreated { .. } => {}
         };
         let stopped = async {
             let _ = keeper_stopped.await;
         };
         if let Err(err) = keeper.run(stopped, &mut on_event).await {
-            eprintln!(
-                "{} the login snapshot could not be updated: {}",
-                palette.warning("qbox: warning:"),
-                printable_line(&exit::chain(&err))
+            warn(
+                palette,
+                &format!(
+                    "the login snapshot could not be updated: {}",
+                    exit::chain(&err)
+                ),
+                None,
             );
         }
     };
@@ -510,11 +492,11 @@ async fn run_attached(
             .memory
             .as_deref()
             .map_or_else(String::new, |limit| format!(" (--memory {limit})"));
-        eprintln!(
-            "{} the container ran out of memory{limit} and was killed (exit 137)",
-            palette.warning("qbox:")
+        warn(
+            palette,
+            &format!("the container ran out of memory{limit} and was killed (exit 137)"),
+            Some("give it more with -m/--memory"),
         );
-        eprintln!("{} give it more with -m/--memory", palette.bold("hint:"));
     }
     Ok(exited.code)
 }
@@ -655,24 +637,17 @@ fn sweep_runtime_dir(needed: bool, palette: Palette) -> anyhow::Result<Option<Ru
         Ok(runtime) => runtime,
         Err(err) if needed => return Err(err.into()),
         Err(err) => {
-            eprintln!(
-                "{} {}",
-                palette.warning("qbox: warning:"),
-                printable_line(&err.to_string())
-            );
-            if let Some(hint) = err.hint() {
-                eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
-            }
+            warn(palette, &err.to_string(), err.hint().as_deref());
             return Ok(None);
         }
     };
     if let Some(runtime) = &runtime
         && let Err(err) = runtime.sweep()
     {
-        eprintln!(
-            "{} leftover snapshot directories were not removed: {}",
-            palette.warning("qbox: warning:"),
-            printable_line(&err.to_string())
+        warn(
+            palette,
+            &format!("leftover snapshot directories were not removed: {err}"),
+            None,
         );
     }
     Ok(runtime)

@@ -9,15 +9,15 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::app::args::parse_positive_duration;
-use crate::app::report::printable_line;
+use crate::app::events::{self, Weight};
+use crate::app::report::{printable_line, warn};
 use crate::app::term::Palette;
-use crate::exit::{self, CommandError, Diagnose};
+use crate::exit::{self, CommandError};
 use crate::store::snapshot::{
     self, DirVerdict, SHARING_MODE_BITS, SnapshotScope, check_dir, parse_mode,
 };
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, RefreshPolicy, StoreQuery};
-use crate::timefmt::{relative, rfc3339_seconds};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -100,10 +100,13 @@ fn check_destination(args: &SnapshotArgs, palette: Palette) -> anyhow::Result<()
         .into());
     }
     if let DirVerdict::Wide { mode } = check_dir(&args.dir)? {
-        eprintln!(
-            "{} {} has mode {mode:04o}: other users can see what is in it; 0700 is safer",
-            palette.warning("warning:"),
-            args.dir.display()
+        warn(
+            palette,
+            &format!(
+                "{} has mode {mode:04o}: other users can see what is in it; 0700 is safer",
+                args.dir.display()
+            ),
+            None,
         );
     }
     Ok(())
@@ -152,82 +155,19 @@ async fn watch(
     }
     let mut printed_path = false;
     let mut on_event = |event: WatchEvent<'_>| {
-        let now = OffsetDateTime::now_utc();
-        match event {
-            WatchEvent::Written { path, expires_at } => {
-                if !printed_path {
-                    // The path is data: print it once, for scripts.
-                    // A reader that left does not stop the keeper.
-                    let _ = crate::app::output::println(format_args!("{}", path.display()));
-                    printed_path = true;
-                }
-                if !quiet {
-                    let token = match expires_at {
-                        Some(at) => format!(
-                            "token valid until {} ({})",
-                            rfc3339_seconds(at),
-                            relative(at, now)
-                        ),
-                        None => "no login on the host".to_owned(),
-                    };
-                    eprintln!("{} snapshot updated: {token}", palette.good("✓"));
-                }
-            }
-            WatchEvent::Recreated { path } => {
-                eprintln!(
-                    "{} {} was missing (its directory deleted?); wrote it again",
-                    palette.warning("warning:"),
-                    path.display()
-                );
-            }
-            WatchEvent::WriteFailed { error } => {
-                eprintln!(
-                    "{} {}; the previous snapshot stays, retrying on the next pass",
-                    palette.warning("warning:"),
-                    printable_line(&exit::chain(error))
-                );
-            }
-            WatchEvent::Unrefreshable { error } => {
-                eprintln!(
-                    "{} {}",
-                    palette.warning("warning:"),
-                    printable_line(&exit::chain(error))
-                );
-                if let Some(hint) = error.hint() {
-                    eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
-                }
-            }
-            WatchEvent::Refreshed { expires_at } => {
-                if !quiet {
-                    eprintln!(
-                        "{} host token refreshed, valid until {}",
-                        palette.good("✓"),
-                        rfc3339_seconds(expires_at)
-                    );
-                }
-            }
-            // Errors can quote a server: printed as single, redacted lines.
-            WatchEvent::RefreshFailed { error, retry_in } => {
-                eprintln!(
-                    "{} {}; retrying in {}s",
-                    palette.warning("warning:"),
-                    printable_line(&exit::chain(error)),
-                    retry_in.as_secs()
-                );
-                if let Some(hint) = error.hint() {
-                    eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
-                }
-            }
-            WatchEvent::SourceProblem { error } => {
-                eprintln!(
-                    "{} {}; the snapshot is left as it was",
-                    palette.warning("warning:"),
-                    printable_line(&exit::chain(error))
-                );
-                if let Some(hint) = error.hint() {
-                    eprintln!("{} {}", palette.bold("hint:"), printable_line(&hint));
-                }
-            }
+        if let WatchEvent::Written { path, .. } = event
+            && !printed_path
+        {
+            // The path is data: print it once, for scripts.
+            // A reader that left does not stop the keeper.
+            let _ = crate::app::output::println(format_args!("{}", path.display()));
+            printed_path = true;
+        }
+        let said = events::describe(&event, OffsetDateTime::now_utc());
+        match said.weight {
+            Weight::Progress if quiet => {}
+            Weight::Progress => eprintln!("{} {}", palette.good("✓"), printable_line(&said.text)),
+            Weight::Warning => warn(palette, &said.text, said.hint.as_deref()),
         }
     };
     keeper

@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::app::report::warn;
 use crate::app::term::Palette;
 use crate::app::{block_on, chat};
 use crate::exit::{self, CommandError};
@@ -200,10 +201,6 @@ fn dispatch(cli: SidecarCli, palette: Palette) -> anyhow::Result<u8> {
     }
 }
 
-fn warn(palette: Palette, message: &str) {
-    eprintln!("{} {message}", palette.warning("qbox-sidecar: warning:"));
-}
-
 /// The token given with `--token-file` or `QBOX_MCP_TOKEN`, its warnings
 /// printed.
 fn given_token(
@@ -214,7 +211,7 @@ fn given_token(
         return Ok(None);
     };
     for warning in &given.warnings {
-        warn(palette, warning);
+        warn(palette, warning, None);
     }
     Ok(Some(given.secret))
 }
@@ -253,13 +250,14 @@ async fn serve(args: ServeArgs, query: StoreQuery, palette: Palette) -> anyhow::
                 limits.session_idle_timeout.as_secs(),
                 agent.timeout.as_secs()
             ),
+            None,
         );
     }
     let given = given_token(args.token_file.as_deref(), palette)?;
     match &given {
         Some(secret) => {
             if let Some(warning) = token::check_strength(secret, addr)? {
-                warn(palette, &warning);
+                warn(palette, &warning, None);
             }
         }
         None if args.allow_unauthenticated => warn(
@@ -267,6 +265,7 @@ async fn serve(args: ServeArgs, query: StoreQuery, palette: Palette) -> anyhow::
             &format!(
                 "SERVING {addr} WITHOUT AUTHENTICATION: anyone who can reach this address, other users of this machine included, can use the Amazon Q login"
             ),
+            None,
         ),
         // A generated token helps only clients on this machine; others
         // need one they were given.

@@ -10,6 +10,8 @@
 //! - Every struct field that holds a token or a secret is a `Secret`.
 //! - Every error type that implements `Diagnose` is known to
 //!   `app::report` (else its exit code and hint would be lost).
+//! - Warnings go through `app::report::warn`: no `eprintln!` elsewhere
+//!   prints one by hand (one prefix, the text cleaned).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -444,6 +446,59 @@ fn stdout_is_written_only_through_the_writer_that_survives_a_closed_pipe() {
         .map(|(file, _)| {
             format!(
                 "{file} prints with print!/println!, which panics when the reader has left: use app::output::print / println and `?`"
+            )
+        })
+        .collect();
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+/// The stderr prints in `code` that print a warning by hand: an `eprint!`
+/// or `eprintln!` whose arguments mention "warning".
+fn hand_written_warnings(code: &str) -> usize {
+    ["eprint!(", "eprintln!("]
+        .iter()
+        .map(|macro_call| {
+            code.match_indices(macro_call)
+                .filter(|(at, _)| {
+                    // The arguments: up to the parenthesis that closes the call.
+                    let rest = &code[at + macro_call.len()..];
+                    let mut depth = 1;
+                    let end = rest
+                        .char_indices()
+                        .find(|(_, c)| {
+                            match c {
+                                '(' => depth += 1,
+                                ')' => depth -= 1,
+                                _ => {}
+                            }
+                            depth == 0
+                        })
+                        .map_or(rest.len(), |(end, _)| end);
+                    rest[..end].to_lowercase().contains("warning")
+                })
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn warnings_have_one_voice() {
+    assert_eq!(
+        hand_written_warnings(
+            "eprintln!(\n    \"{} x\",\n    palette.warning(\"warning:\")\n);\neprintln!(\"fine\");"
+        ),
+        1
+    );
+    assert_eq!(
+        hand_written_warnings("eprintln!(\"{}\", f(x)), other => warn(\"warning\")"),
+        0
+    );
+    let broken: Vec<String> = sources()
+        .into_iter()
+        .filter(|(file, code)| file != "src/app/report.rs" && hand_written_warnings(code) > 0)
+        .map(|(file, _)| {
+            format!(
+                "{file} prints a warning by hand: use app::report::warn (one prefix, cleaned text)"
             )
         })
         .collect();

@@ -266,7 +266,7 @@ fn watch_picks_up_a_new_login_and_stops_on_sigterm_and_sigint() {
         watcher.signal(signal);
         let (code, stderr) = watcher.wait(Duration::from_secs(10));
         assert_eq!(code, Some(0), "clean exit on SIG{signal}: {stderr}");
-        assert!(stderr.contains("snapshot updated"), "{stderr}");
+        assert!(stderr.contains("snapshot written"), "{stderr}");
         assert!(
             !stderr.contains("aoa-access"),
             "no tokens in progress output"
