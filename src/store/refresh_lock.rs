@@ -215,13 +215,43 @@ impl Drop for RefreshLock {
     }
 }
 
+/// How long a waiting process sleeps between attempts at the lock.
+#[cfg(unix)]
+const RETRY: Duration = Duration::from_millis(50);
+
+/// One non-blocking attempt at the lock file.
+#[cfg(unix)]
+enum Taken {
+    Yes,
+    /// Another process holds it, and there is time left to wait.
+    Busy,
+}
+
+/// Tries the lock once: taken, or busy while `may_wait`; `None` (logged)
+/// when it failed, or was still busy when waiting is over. The one step
+/// that the async and the blocking waits share.
+#[cfg(unix)]
+fn try_take(file: &std::fs::File, path: &Path, may_wait: bool) -> Option<Taken> {
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Some(Taken::Yes),
+        Err(rustix::io::Errno::WOULDBLOCK) if may_wait => Some(Taken::Busy),
+        Err(errno) => {
+            tracing::warn!(
+                path = %path.display(),
+                "cannot take the refresh lock: {}",
+                std::io::Error::from(errno)
+            );
+            None
+        }
+    }
+}
+
 #[cfg(unix)]
 impl RefreshLock {
     /// Takes the lock of the store at `store`, waiting up to `wait` for
     /// another process to release it. `None` (logged) when the lock
     /// directory is unusable or the wait ran out.
     pub async fn acquire(store: &Path, wait: Duration) -> Option<Self> {
-        use rustix::fs::FlockOperation;
         let Some(path) = lock_path(store) else {
             tracing::warn!(
                 "cannot use the refresh lock: no runtime directory (XDG_RUNTIME_DIR) and no home directory"
@@ -241,19 +271,9 @@ impl RefreshLock {
         };
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Some(Self::held(file, path)),
-                Err(rustix::io::Errno::WOULDBLOCK) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(errno) => {
-                    tracing::warn!(
-                        path = %path.display(),
-                        "cannot take the refresh lock: {}",
-                        std::io::Error::from(errno)
-                    );
-                    return None;
-                }
+            match try_take(&file, &path, tokio::time::Instant::now() < deadline)? {
+                Taken::Yes => return Some(Self::held(file, path)),
+                Taken::Busy => tokio::time::sleep(RETRY).await,
             }
         }
     }
@@ -269,7 +289,6 @@ impl RefreshLock {
     /// also when this process holds the lock already: its holder is on the
     /// way to this very store, and waiting for it here would never end.
     pub fn acquire_blocking(store: &Path, wait: Duration) -> Option<Self> {
-        use rustix::fs::FlockOperation;
         let path = lock_path(store)?;
         if held_here(&path) {
             return None;
@@ -283,19 +302,9 @@ impl RefreshLock {
         };
         let deadline = std::time::Instant::now() + wait;
         loop {
-            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Some(Self::held(file, path)),
-                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(errno) => {
-                    tracing::warn!(
-                        path = %path.display(),
-                        "cannot take the refresh lock: {}",
-                        std::io::Error::from(errno)
-                    );
-                    return None;
-                }
+            match try_take(&file, &path, std::time::Instant::now() < deadline)? {
+                Taken::Yes => return Some(Self::held(file, path)),
+                Taken::Busy => std::thread::sleep(RETRY),
             }
         }
     }
