@@ -247,9 +247,12 @@ fn retry_while_locked(attempt: i32) -> bool {
 fn open_read_write(path: &Path) -> Result<Connection, StoreError> {
     // A read-write open rolls back any hot journal it finds, silently: one
     // that is not the store owner's own must not get that far.
-    let journal_found = std::fs::canonicalize(path)
-        .is_ok_and(|real| std::fs::symlink_metadata(journal_path(&real)).is_ok());
-    if journal_found && let JournalTrust::Untrusted(reason) = journal_trust(path) {
+    let beside_a_journal = std::fs::canonicalize(path)
+        .ok()
+        .filter(|real| std::fs::symlink_metadata(journal_path(real)).is_ok());
+    if let Some(real) = beside_a_journal
+        && let JournalTrust::Untrusted(reason) = journal_trust_resolved(&real)
+    {
         return Err(StoreError::UntrustedJournal {
             path: path.to_owned(),
             reason,
@@ -363,10 +366,14 @@ fn journal_trust(path: &Path) -> JournalTrust {
     // Judged where SQLite looks: beside the store once links are resolved
     // (a store reached through a link into a shared directory has its
     // journal there, not beside the link).
-    let Ok(real) = std::fs::canonicalize(path) else {
-        return JournalTrust::CannotWrite;
-    };
-    let path = real.as_path();
+    match std::fs::canonicalize(path) {
+        Ok(real) => journal_trust_resolved(&real),
+        Err(_) => JournalTrust::CannotWrite,
+    }
+}
+
+/// [`journal_trust`] of a store path whose links are resolved.
+fn journal_trust_resolved(path: &Path) -> JournalTrust {
     let journal = journal_path(path);
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
