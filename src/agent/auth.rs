@@ -146,7 +146,12 @@ impl AgentAuth {
             state.rows = Some(rows.auth);
         }
         if settings_changed {
-            store::settings::place(flavor, settings.as_deref(), &copy.data_home, &copy.home)?;
+            store::snapshot::place_settings(
+                flavor,
+                settings.as_deref(),
+                &copy.data_home,
+                &copy.home,
+            )?;
             state.settings = Some(settings);
         }
         let mut env = HashMap::new();

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::output::strip_ansi;
+use super::output::{Captured, strip_ansi};
 
 /// Bytes read from the CLI at a time.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -90,15 +90,6 @@ pub struct Capture {
     /// Bytes progress notifications may still carry.
     progress_budget: usize,
     progress_exhausted: bool,
-}
-
-/// What the call keeps of stdout in the end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Captured {
-    /// The first bytes, up to the response limit plus [`STYLING_ROOM`].
-    pub kept: Vec<u8>,
-    /// Every byte the CLI printed, kept or not.
-    pub total: u64,
 }
 
 impl Capture {

@@ -26,7 +26,7 @@ const PREFIX: &str = "qbox-agent-";
 pub fn private_dir() -> Result<tempfile::TempDir, StoreError> {
     let pid = std::process::id();
     let start = runtime_dir::process_start(pid).unwrap_or(0);
-    crate::store::snapshot::private_temp_dir(&format!("{PREFIX}{pid}-{start}-"))
+    crate::store::private_file::private_temp_dir(&format!("{PREFIX}{pid}-{start}-"))
 }
 
 /// A private directory of the agent found in the temporary directory.

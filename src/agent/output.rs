@@ -2,7 +2,16 @@
 //! CLI styles even when piped), invalid UTF-8 repaired, and long output cut
 //! at a line boundary with a notice giving both sizes.
 
-use super::capture::Captured;
+/// What the call keeps of the CLI's stdout in the end (collected by
+/// `capture`, shaped here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// The first bytes, up to the response limit plus
+    /// [`STYLING_ROOM`](super::capture::STYLING_ROOM).
+    pub kept: Vec<u8>,
+    /// Every byte the CLI printed, kept or not.
+    pub total: u64,
+}
 
 /// Removes ANSI escape sequences: CSI (`ESC [ ... final`), OSC
 /// (`ESC ] ... BEL` or `ESC \`), and two-byte escapes.

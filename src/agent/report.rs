@@ -4,10 +4,9 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use super::capture::Captured;
 use super::cli_choice::ChosenCli;
 use super::config::{CLI_ENV, MAX_RESPONSE_ENV, TIMEOUT_ENV};
-use super::output::{shape_output, strip_ansi, truncation_notice};
+use super::output::{Captured, shape_output, strip_ansi, truncation_notice};
 use crate::store::Flavor;
 
 /// The tool result of one call.

@@ -19,10 +19,11 @@ use tokio::task::JoinHandle;
 
 use super::args::AgentArgs;
 use super::auth::{AgentAuth, Prepared};
-use super::capture::{self, Capture, Captured};
+use super::capture::{self, Capture};
 use super::child_env::ChildEnv;
 use super::cli_choice::{ChosenCli, CliChooser};
 use super::config::AgentConfig;
+use super::output::Captured;
 use super::report::{self, CallRecord, Ending, Outcome, RunEnd};
 use super::tracker::{self, CallTracker, SCAN_INTERVAL};
 

@@ -163,7 +163,7 @@ fn open_log(id: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
 /// 0700, `<state dir>/qbox` included: the sidecar may put a generated
 /// bearer token there.
 fn open_log_in(dir: &Path, id: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
-    crate::store::snapshot::prepare_private_dir(dir)?;
+    crate::store::private_file::prepare_private_dir(dir)?;
     prune_logs(dir, id, SystemTime::now());
     let path = dir.join(format!("{id}.log"));
     let mut options = std::fs::OpenOptions::new();

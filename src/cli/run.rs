@@ -605,7 +605,7 @@ pub(crate) fn xdg_runtime_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_RUNTIME_DIR")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
-        .filter(|dir| snapshot::usable_runtime_dir(dir))
+        .filter(|dir| store::user_dirs::usable_runtime_dir(dir))
 }
 
 /// How long a foreground run waits at its end for its sweep to finish.

@@ -13,9 +13,8 @@ use crate::app::events::{self, Weight};
 use crate::app::report::{printable_line, warn};
 use crate::app::term::Palette;
 use crate::exit::{self, CommandError};
-use crate::store::snapshot::{
-    self, DirVerdict, SHARING_MODE_BITS, SnapshotScope, check_dir, parse_mode,
-};
+use crate::store::private_file::{DirVerdict, check_dir};
+use crate::store::snapshot::{self, SHARING_MODE_BITS, SnapshotScope, parse_mode};
 use crate::store::watch::{SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, RefreshPolicy, StoreQuery};
 

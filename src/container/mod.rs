@@ -28,3 +28,48 @@ pub(crate) mod spec;
 pub(crate) mod static_binary;
 pub(crate) mod transport;
 pub(crate) mod tty;
+
+// What both `spec` (qbox's own mounts) and `options` (the rest of
+// `docker run`'s flags) guard: here, so neither file imports the other.
+
+/// Where the login snapshot appears inside containers.
+pub const AUTH_MOUNT: &str = "/run/qbox/auth";
+/// The label on every container qbox creates.
+pub const MANAGED_LABEL: &str = "qbox.managed";
+
+/// `path` with `//`, `/./`, `/../` and a trailing `/` resolved lexically,
+/// as the engine cleans a mount target (Go's `filepath.Clean`); `..` at
+/// the root stays at the root. `None` for a relative path.
+pub fn normalise_target(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// Whether a mount at `target` would cover, replace or sit inside the
+/// login mount: `/run/qbox/auth`, anything under it, or a directory above
+/// it (`/run/qbox`, `/run`, `/`), however it is spelled.
+pub fn is_reserved_target(target: &str) -> bool {
+    let Some(target) = normalise_target(target) else {
+        return false;
+    };
+    let inside = |outer: &str, inner: &str| {
+        outer == "/"
+            || inner == outer
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    inside(AUTH_MOUNT, &target) || inside(&target, AUTH_MOUNT)
+}

@@ -20,7 +20,7 @@ use bollard::models::{
 
 use crate::exit::{self, Diagnose};
 
-use super::spec::{AUTH_MOUNT, MANAGED_LABEL, is_reserved_target};
+use super::{AUTH_MOUNT, MANAGED_LABEL, is_reserved_target};
 
 /// A bad option value: what was given, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,7 +4,7 @@
 //! Every `qbox run --auth snapshot` keeps its login snapshot in a directory
 //! `run-<pid>-<start>` under one directory per user: `$XDG_RUNTIME_DIR/qbox`,
 //! or `qbox/runtime` in the user's own state directory
-//! ([`snapshot::user_state_dir`]) when the session has no runtime directory. `<pid>` and `<start>` name the owning process (its
+//! ([`user_dirs::user_state_dir`]) when the session has no runtime directory. `<pid>` and `<start>` name the owning process (its
 //! start time in clock ticks since boot, read from `/proc`), so a pid that
 //! the kernel has since given to another process is not taken for the owner.
 //! A run that ends removes its own directory; one killed with SIGKILL
@@ -14,8 +14,8 @@
 //! The directory lives in the container module rather than the store's: it
 //! is the life cycle of a run (which process owns what, and when it ended),
 //! while the store module only decides whether a directory is safe to write
-//! a snapshot into, which this module asks it ([`snapshot::check_dir`],
-//! [`snapshot::prepare_private_dir`]).
+//! a snapshot into, which this module asks it ([`private_file::check_dir`],
+//! [`private_file::prepare_private_dir`]).
 //!
 //! Other local users are adversaries. The directory is never a predictable
 //! name under the shared temporary directory, which another user could
@@ -34,7 +34,8 @@ use std::path::{Path, PathBuf};
 
 use crate::exit::{self, Diagnose};
 use crate::store::StoreError;
-use crate::store::snapshot::{self, DirVerdict};
+use crate::store::private_file::{self, DirVerdict};
+use crate::store::user_dirs;
 
 /// The runtime directory's name under `$XDG_RUNTIME_DIR`.
 pub const XDG_DIR_NAME: &str = "qbox";
@@ -107,13 +108,13 @@ impl From<StoreError> for RuntimeDirError {
 /// Where the runtime directory is: `$XDG_RUNTIME_DIR/qbox` when the session
 /// has a runtime directory (an absolute path, as the XDG specification
 /// demands of it), else `qbox/runtime` in the user's state directory
-/// ([`snapshot::user_state_dir`]), created 0700 and checked like any other.
+/// ([`user_dirs::user_state_dir`]), created 0700 and checked like any other.
 /// Only a user without a home directory gets `qbox-<uid>` under the
 /// temporary directory, still refused unless it is theirs alone.
 pub fn locate(xdg_runtime_dir: Option<&Path>) -> PathBuf {
     match xdg_runtime_dir.filter(|dir| dir.is_absolute()) {
         Some(dir) => dir.join(XDG_DIR_NAME),
-        None => snapshot::user_state_dir().map_or_else(
+        None => user_dirs::user_state_dir().map_or_else(
             || std::env::temp_dir().join(format!("qbox-{}", euid())),
             |dir| dir.join(STATE_DIR_NAME),
         ),
@@ -158,21 +159,21 @@ impl RuntimeDir {
     /// Creates the directory (mode 0700) if missing, and refuses one that is
     /// not private to the user.
     pub fn open(path: PathBuf) -> Result<Self, RuntimeDirError> {
-        snapshot::prepare_private_dir(&path)?;
+        private_file::prepare_private_dir(&path)?;
         Self::checked(path)
     }
 
     /// The directory if it exists and is private; `None` when it does not
     /// exist (nothing is created: for reports).
     pub fn existing(path: PathBuf) -> Result<Option<Self>, RuntimeDirError> {
-        if snapshot::check_dir(&path)? == DirVerdict::Missing {
+        if private_file::check_dir(&path)? == DirVerdict::Missing {
             return Ok(None);
         }
         Self::checked(path).map(Some)
     }
 
     fn checked(path: PathBuf) -> Result<Self, RuntimeDirError> {
-        match snapshot::check_dir(&path)? {
+        match private_file::check_dir(&path)? {
             DirVerdict::Private => Ok(Self { path }),
             DirVerdict::Wide { mode } => Err(RuntimeDirError::Unsafe {
                 reason: format!("others can list or enter it (mode {mode:04o})"),
@@ -489,7 +490,7 @@ mod tests {
         let fallback = locate(None);
         assert_eq!(
             Some(fallback.clone()),
-            snapshot::user_state_dir().map(|dir| dir.join("runtime"))
+            user_dirs::user_state_dir().map(|dir| dir.join("runtime"))
         );
         assert_eq!(locate(Some(Path::new("relative"))), fallback);
     }

@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use bollard::models::{ContainerCreateBody, HostConfig};
 
 use super::options::HostOptions;
+pub use super::{AUTH_MOUNT, MANAGED_LABEL, is_reserved_target};
 use crate::exit::{self, Diagnose};
 
-/// Where the login snapshot appears inside containers.
-pub const AUTH_MOUNT: &str = "/run/qbox/auth";
 /// `QBOX_DB` inside containers.
 pub const AUTH_DB: &str = "/run/qbox/auth/data.sqlite3";
 /// Where a CLI run in the container finds its writable copy of the login:
@@ -26,8 +25,6 @@ pub const COPY_HOME_MOUNT: &str = "/run/qbox/home";
 pub const KEY_FILE_NAME: &str = "kiro-api-key";
 /// `QBOX_API_KEY_FILE` inside containers given a key.
 pub const AUTH_KEY: &str = "/run/qbox/auth/kiro-api-key";
-/// The label on every container qbox creates.
-pub const MANAGED_LABEL: &str = "qbox.managed";
 
 /// The label naming the `qbox run` (`PID-START`) that keeps a container's
 /// login fresh: `qbox ps` shows whether it still runs.
@@ -131,44 +128,7 @@ pub fn live_mount(store: &Path, cli_dirs: &[PathBuf]) -> Result<(PathBuf, String
 
 /// `path` with `//`, `/./`, `/../` and a trailing `/` resolved lexically,
 /// as the engine cleans a mount target (Go's `filepath.Clean`); `..` at
-/// the root stays at the root. `None` for a relative path.
-pub fn normalise_target(path: &str) -> Option<String> {
-    if !path.starts_with('/') {
-        return None;
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            part => parts.push(part),
-        }
-    }
-    Some(format!("/{}", parts.join("/")))
-}
-
-/// Whether a mount at `target` would cover, replace or sit inside the
-/// login mount: `/run/qbox/auth`, anything under it, or a directory above
-/// it (`/run/qbox`, `/run`, `/`), however it is spelled.
-pub fn is_reserved_target(target: &str) -> bool {
-    let Some(target) = normalise_target(target) else {
-        return false;
-    };
-    let inside = |outer: &str, inner: &str| {
-        outer == "/"
-            || inner == outer
-            || inner
-                .strip_prefix(outer)
-                .is_some_and(|rest| rest.starts_with('/'))
-    };
-    inside(AUTH_MOUNT, &target) || inside(&target, AUTH_MOUNT)
-}
-
-/// Capabilities that let code in a container reach past its mounts to the
-/// host's files or kernel: `CAP_SYS_ADMIN` remounts the login read-write;
-/// `CAP_DAC_READ_SEARCH` opens any host file by handle (`open_by_handle_at`
+/// the root stays at the root. `None` for a relat handle (`open_by_handle_at`
 /// through any bind mount, as `/etc/hosts` is); `CAP_SYS_MODULE` loads
 /// kernel code; `CAP_SYS_RAWIO`, `CAP_BPF` and `CAP_PERFMON` read kernel
 /// memory. `ALL` holds them all.

@@ -19,10 +19,11 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use super::Sidecar;
 use super::limits::HttpLimits;
 use super::listener::ConnectionState;
 use super::login_watch::{LOGIN_CHECK_INTERVAL, LoginWatch};
-use super::server::{Sidecar, SidecarHandler};
+use super::server::SidecarHandler;
 use super::sessions::{BoundedSessionManager, limit_sessions};
 use crate::secret::Secret;
 use crate::store::StoreQuery;

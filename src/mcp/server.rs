@@ -2,7 +2,6 @@
 //! says which protocol revisions the server speaks.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rmcp::model::{
@@ -12,9 +11,9 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
+use super::Sidecar;
 use super::tools::{self, CHAT_TOOL};
-use crate::agent::{AgentRunner, TOOL_NAME};
-use crate::qapi::QClient;
+use crate::agent::TOOL_NAME;
 
 /// The protocol revisions the server speaks, oldest first. Each one is
 /// exercised by a test (`tests/integration/mcp_versions.rs` and the Python
@@ -43,16 +42,6 @@ pub const NEWEST_HANDSHAKE_REVISION: ProtocolVersion = ProtocolVersion::V_2025_1
 /// restarted with other settings is seen by a client within this time, or
 /// at once when it reconnects or a call fails.
 pub const TOOL_LIST_TTL_MS: u64 = 60 * 60 * 1000;
-
-/// Shared state of every session.
-#[derive(Debug)]
-pub struct Sidecar {
-    pub agent: AgentRunner,
-    /// The chat client, or why there is none (said in each `q-chat` result).
-    pub chat: Result<QClient, String>,
-    /// Where agent calls run (the CLI keeps one conversation per directory).
-    pub cwd: PathBuf,
-}
 
 /// One MCP session's handler (cheap to clone; the state is shared).
 #[derive(Debug, Clone)]

@@ -160,7 +160,7 @@ pub fn generate() -> anyhow::Result<Secret> {
 /// the user and emptied at logout) when that directory is the user's own
 /// and no one else can write it, else the user's state directory.
 pub fn generated_token_dir() -> Option<PathBuf> {
-    crate::store::snapshot::private_runtime_dir()
+    crate::store::user_dirs::private_runtime_dir()
         .or_else(dirs::state_dir)
         .or_else(dirs::data_local_dir)
         .map(|dir| dir.join("qbox"))
@@ -215,7 +215,7 @@ pub fn store_generated(token: &Secret, addr: SocketAddr) -> Result<TokenFile, Co
     };
     let mut contents = token.expose().to_owned();
     contents.push('\n');
-    match crate::store::snapshot::write_private_file(
+    match crate::store::private_file::write_private_file(
         &dir,
         &generated_token_name(addr),
         contents.as_bytes(),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::server::Sidecar;
+use super::Sidecar;
 use crate::agent::{AgentArgs, Progress, TOOL_NAME};
 use crate::exit::Diagnose;
 use crate::qapi::{ChatEvent, QClient};

@@ -14,6 +14,7 @@ use super::conversation_store::ConversationStore;
 use super::endpoint::{self, ChatEndpoint};
 use super::error::{ApiError, ErrorKind, normalize_code};
 use super::model::{ChatEvent, ChatMessage, EnvState, GenerateAssistantResponseRequest};
+use super::{ACCESS_TOKEN_ENV, PROFILE_ARN_ENV, REGION_ENV, TIMEOUT_ENV, TOKEN_EXPIRES_AT_ENV};
 use crate::eventstream::{ChunkDecoder, FrameError, Headers};
 use crate::exit::Diagnose;
 use crate::http::{ERROR_BODY_LIMIT, read_body_limited};
@@ -24,16 +25,6 @@ use crate::store::{
     self, Flavor, LoginKeeper, LoginKind, Need, RefreshPolicy, StoreError, StoreQuery,
 };
 
-/// Environment variable with a bare access token, used when no store exists.
-pub const ACCESS_TOKEN_ENV: &str = "QBOX_ACCESS_TOKEN";
-/// The bare token's Identity Center profile (as `export-token` writes it).
-pub const PROFILE_ARN_ENV: &str = "QBOX_PROFILE_ARN";
-/// The bare token's region (as `export-token` writes it).
-pub const REGION_ENV: &str = "QBOX_REGION";
-/// The bare token's expiry, RFC 3339 (as `export-token` writes it).
-pub const TOKEN_EXPIRES_AT_ENV: &str = "QBOX_TOKEN_EXPIRES_AT";
-/// Seconds of silence from the service before a request gives up.
-pub const TIMEOUT_ENV: &str = "QBOX_Q_TIMEOUT";
 /// The CLI's read timeout (5 minutes), also its stalled-stream grace period.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The operation's `X-Amz-Target`.

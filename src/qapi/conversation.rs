@@ -229,6 +229,9 @@ pub fn parse_conversation_id(text: &str) -> Result<String, ConversationError> {
     }
 }
 
+/// How errors name the memory store (`ConversationStore`'s, in the sidecar).
+pub(crate) const MEMORY_PLACE: &str = "this sidecar's memory";
+
 /// Why a conversation could not be continued, listed, saved or forgotten.
 #[derive(Debug, thiserror::Error)]
 pub enum ConversationError {
@@ -280,7 +283,7 @@ impl Diagnose for ConversationError {
             Self::InvalidId { .. } => {
                 "use an id printed after an earlier answer (`conversation: ID`), or leave it out to start a new conversation".into()
             }
-            Self::Unknown { place, .. } if place == super::conversation_store::MEMORY_PLACE => {
+            Self::Unknown { place, .. } if place == MEMORY_PLACE => {
                 "this sidecar keeps conversations in memory only: they end when it restarts; set QBOX_STATE_DIR to a writable directory to keep them".into()
             }
             Self::Unknown { .. } => {

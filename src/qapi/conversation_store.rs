@@ -15,12 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::conversation::{Conversation, ConversationError, parse_conversation_id};
+use super::conversation::{Conversation, ConversationError, MEMORY_PLACE, parse_conversation_id};
 
 /// Environment variable naming a writable directory for conversations.
 pub const STATE_DIR_ENV: &str = "QBOX_STATE_DIR";
-/// How errors name the memory store.
-pub(crate) const MEMORY_PLACE: &str = "this sidecar's memory";
 /// The most conversations kept in memory; the least recently used go first.
 pub const MAX_MEMORY_CONVERSATIONS: usize = 1000;
 /// The most bytes of a conversation file qbox reads (a guard against a
@@ -169,7 +167,7 @@ impl ConversationStore {
                         ),
                     }
                 })?;
-                crate::store::snapshot::write_private_file(dir, &name, &bytes)
+                crate::store::private_file::write_private_file(dir, &name, &bytes)
                     .map(drop)
                     .map_err(|source| ConversationError::Write {
                         id: id.clone(),
@@ -186,7 +184,7 @@ impl ConversationStore {
             return Ok(());
         };
         // The same directory rules the save itself will apply.
-        crate::store::snapshot::prepare_private_dir(dir)
+        crate::store::private_file::prepare_private_dir(dir)
             .map_err(|source| ConversationError::Directory { source })?;
         tempfile::tempfile_in(dir)
             .map(drop)

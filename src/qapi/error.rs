@@ -225,8 +225,8 @@ impl Diagnose for ApiError {
             Self::NotEventStream { .. } => "a proxy or captive portal may be answering instead of amazon q".into(),
             Self::AnswerTooLarge { .. } => format!("ask for a shorter answer, or raise {} (bytes)", super::MAX_ANSWER_ENV),
             Self::BadSetting { name, .. } => match *name {
-                super::client::PROFILE_ARN_ENV => "use the value `qbox export-token --format env` prints, or unset it (Builder ID logins have no profile)".into(),
-                super::client::TIMEOUT_ENV => "give a whole number of seconds greater than zero, or unset it for 300".into(),
+                super::PROFILE_ARN_ENV => "use the value `qbox export-token --format env` prints, or unset it (Builder ID logins have no profile)".into(),
+                super::TIMEOUT_ENV => "give a whole number of seconds greater than zero, or unset it for 300".into(),
                 super::MAX_ANSWER_ENV => format!("give a whole number of bytes from 1 to {}, or unset it for {}", super::MAX_ANSWER_CEILING, super::DEFAULT_MAX_ANSWER_BYTES),
                 _ => format!("fix or unset {name}"),
             },

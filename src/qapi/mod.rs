@@ -40,9 +40,8 @@ pub mod model;
 pub use api_key::{API_KEY_ENV, API_KEY_FILE_ENV, ApiKey};
 pub use chat_turn::ChatTurn;
 pub use client::{
-    ACCESS_TOKEN_ENV, BareLogin, ClientOptions, Credentials, DEFAULT_IDLE_TIMEOUT,
-    EVENT_STREAM_CONTENT_TYPE, PROFILE_ARN_ENV, QClient, REGION_ENV, ResponseStream, TARGET,
-    TIMEOUT_ENV, TOKEN_EXPIRES_AT_ENV, TOKEN_TYPE_API_KEY, TOKEN_TYPE_EXTERNAL_IDP,
+    BareLogin, ClientOptions, Credentials, DEFAULT_IDLE_TIMEOUT, EVENT_STREAM_CONTENT_TYPE,
+    QClient, ResponseStream, TARGET, TOKEN_TYPE_API_KEY, TOKEN_TYPE_EXTERNAL_IDP,
     TOKEN_TYPE_HEADER, store_exists, user_agent,
 };
 pub use conversation::{Conversation, ConversationError};
@@ -50,6 +49,20 @@ pub use conversation_store::{ConversationStore, ConversationSummary, STATE_DIR_E
 pub use endpoint::{ChatEndpoint, EndpointReason, Q_ENDPOINT_ENV, check_profile_arn};
 pub use error::{ApiError, ErrorKind, MONTHLY_LIMIT_MARKER, normalize_code};
 pub use model::{ChatEvent, GenerateAssistantResponseRequest};
+
+/// The native client's documented variables (read in `client.rs` and
+/// here; `error.rs` names them in its hints).
+///
+/// Environment variable with a bare access token, used when no store exists.
+pub const ACCESS_TOKEN_ENV: &str = "QBOX_ACCESS_TOKEN";
+/// The bare token's Identity Center profile (as `export-token` writes it).
+pub const PROFILE_ARN_ENV: &str = "QBOX_PROFILE_ARN";
+/// The bare token's region (as `export-token` writes it).
+pub const REGION_ENV: &str = "QBOX_REGION";
+/// The bare token's expiry, RFC 3339 (as `export-token` writes it).
+pub const TOKEN_EXPIRES_AT_ENV: &str = "QBOX_TOKEN_EXPIRES_AT";
+/// Seconds of silence from the service before a request gives up.
+pub const TIMEOUT_ENV: &str = "QBOX_Q_TIMEOUT";
 
 /// The variable capping an answer's bytes (`qbox chat`, `qbox-sidecar
 /// chat`, `q-chat`).

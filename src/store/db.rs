@@ -27,6 +27,8 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// cannot be refreshed there and that a host keeper rewrites it. The CLIs
 /// ignore `state` keys they do not know.
 pub const SNAPSHOT_SCOPE_KEY: &str = "qbox.snapshot.scope";
+/// The value of [`SNAPSHOT_SCOPE_KEY`] in an access-only snapshot.
+pub const ACCESS_ONLY_MARK: &str = "\"access-only\"";
 
 /// `state` keys that belong to a login (and travel with it into snapshots
 /// and the agent's private copy).
@@ -94,8 +96,7 @@ impl AuthRows {
     /// True for the rows of an access-only snapshot (see
     /// [`SNAPSHOT_SCOPE_KEY`]).
     pub fn is_access_only(&self) -> bool {
-        self.state_text(SNAPSHOT_SCOPE_KEY).as_deref()
-            == Some(super::snapshot::SnapshotScope::ACCESS_ONLY_MARK)
+        self.state_text(SNAPSHOT_SCOPE_KEY).as_deref() == Some(ACCESS_ONLY_MARK)
     }
 
     /// A `state` value as text; the CLI stores JSON there as TEXT or BLOB.
@@ -629,9 +630,4 @@ pub(super) fn replace_auth_rows(copy: &PrivateCopy, rows: &AuthRows) -> Result<(
         .map_err(map)?;
     }
     tx.commit().map_err(map)
-}
-
-/// The path of a store for messages, made absolute when possible.
-pub fn display_path(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }

@@ -12,12 +12,14 @@ pub mod export;
 pub mod flavor;
 pub(crate) mod keeper;
 pub mod login;
+pub mod private_file;
 pub(crate) mod refresh;
 mod refresh_lock;
 pub mod schema;
 pub mod settings;
 pub mod snapshot;
 pub(crate) mod token;
+pub mod user_dirs;
 pub(crate) mod watch;
 
 use std::path::{Path, PathBuf};
@@ -165,6 +167,13 @@ pub fn writable_store(query: &StoreQuery) -> bool {
     crate::regular_file::open(&path, true).is_ok()
 }
 
+/// The path of a store for messages, made absolute when possible (the
+/// refresh lock hashes the same form, so that every spelling of one store
+/// shares its lock).
+pub fn display_path(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
 /// Reads the login in the store at `path`. The flavor is `flavor` if given,
 /// else the one whose keys the store holds, else the one its directory names.
 pub fn read_login(path: &Path, flavor: Option<Flavor>) -> Result<Login, StoreError> {
@@ -176,7 +185,7 @@ pub fn read_login(path: &Path, flavor: Option<Flavor>) -> Result<Login, StoreErr
         "auth rows read"
     );
     let flavor = flavor.unwrap_or_else(|| Login::flavor_of(&rows, path));
-    let mut login = Login::from_rows(db::display_path(path), flavor, &rows)?;
+    let mut login = Login::from_rows(display_path(path), flavor, &rows)?;
     // One file holding both CLIs' logins (a store the Kiro CLI took over
     // from the Amazon Q CLI): say which one is used and why.
     for other in Flavor::ALL.into_iter().filter(|f| *f != flavor) {

@@ -15,7 +15,7 @@
 //! The lock lives in a private per-user directory (`$XDG_RUNTIME_DIR/
 //! qbox-refresh` when that runtime directory is the user's own and no one else can write it,
 //! else `qbox/refresh` in the user's own state directory,
-//! [`super::snapshot::user_state_dir`]; never a guessable name in the shared
+//! [`super::user_dirs::user_state_dir`]; never a guessable name in the shared
 //! temporary directory, which another user could create first to disable the
 //! lock), never next to the user's store, which qbox does not write to. It is
 //! advisory: when it cannot be had, the compare-and-swap write-back still
@@ -41,9 +41,9 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(40);
 /// The directory holding the lock files (`None` without a runtime
 /// directory and without a home).
 fn lock_dir() -> Option<PathBuf> {
-    match super::snapshot::private_runtime_dir() {
+    match super::user_dirs::private_runtime_dir() {
         Some(dir) => Some(dir.join("qbox-refresh")),
-        None => super::snapshot::user_state_dir().map(|dir| dir.join("refresh")),
+        None => super::user_dirs::user_state_dir().map(|dir| dir.join("refresh")),
     }
 }
 
@@ -51,10 +51,7 @@ fn lock_dir() -> Option<PathBuf> {
 /// name that is the same in every qbox process and version).
 fn lock_path(store: &Path) -> Option<PathBuf> {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in super::db::display_path(store)
-        .as_os_str()
-        .as_encoded_bytes()
-    {
+    for byte in super::display_path(store).as_os_str().as_encoded_bytes() {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -100,7 +97,7 @@ pub fn record_pending_grant(store: &Path, grant: &PendingGrant) -> Result<(), St
         "row": grant.row.expose(),
     })
     .to_string();
-    super::snapshot::write_private_file(dir, &name, text.as_bytes())
+    super::private_file::write_private_file(dir, &name, text.as_bytes())
         .map(drop)
         .map_err(|e| e.to_string())
 }
@@ -357,7 +354,7 @@ impl RefreshLock {
 fn open_lock_file(path: &Path) -> Result<std::fs::File, String> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
-    super::snapshot::prepare_private_dir(dir).map_err(|e| e.to_string())?;
+    super::private_file::prepare_private_dir(dir).map_err(|e| e.to_string())?;
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -258,29 +258,6 @@ pub fn placed_path(flavor: Flavor, data_home: &Path, home: &Path) -> PathBuf {
     flavor.settings_path(home, data_home)
 }
 
-/// Writes (0600, atomically, directories created 0700) or, with `None`,
-/// removes the settings a copy of the login carries for `flavor`.
-pub fn place(
-    flavor: Flavor,
-    bytes: Option<&[u8]>,
-    data_home: &Path,
-    home: &Path,
-) -> Result<(), super::StoreError> {
-    let path = placed_path(flavor, data_home, home);
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
-        return Ok(());
-    };
-    match bytes {
-        Some(bytes) => super::snapshot::write_private_file(dir, name, bytes).map(drop),
-        None => match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(super::StoreError::io("removing", &path, e))
-            }
-            _ => Ok(()),
-        },
-    }
-}
-
 /// The file's text; `None` when it does not exist. Opened without
 /// blocking on a FIFO and judged on the descriptor ([`crate::regular_file`]);
 /// a symlink is followed (a dotfiles manager links settings).

@@ -123,10 +123,10 @@ impl CopyDirs {
         rows: &SnapshotRows,
         settings: Option<Option<&[u8]>>,
     ) -> Result<(), StoreError> {
-        super::snapshot::prepare_private_dir(&self.home)?;
+        super::private_file::prepare_private_dir(&self.home)?;
         super::snapshot::update_private_copy(rows, &self.data_home.join(flavor.dir_name()))?;
         if let Some(settings) = settings {
-            super::settings::place(flavor, settings, &self.data_home, &self.home)?;
+            super::snapshot::place_settings(flavor, settings, &self.data_home, &self.home)?;
         }
         Ok(())
     }
@@ -315,8 +315,12 @@ impl SnapshotKeeper {
     ) {
         let mut written = write_settings(&self.dir, flavor, settings.as_deref(), self.options.mode);
         if let (Ok(()), Some(copy)) = (&written, &self.copy) {
-            written =
-                super::settings::place(flavor, settings.as_deref(), &copy.data_home, &copy.home);
+            written = super::snapshot::place_settings(
+                flavor,
+                settings.as_deref(),
+                &copy.data_home,
+                &copy.home,
+            );
         }
         match written {
             Ok(()) => {
