@@ -33,6 +33,7 @@ fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnose> {
         exit::CommandError,
         crate::container::run::RunError,
         crate::container::runtime_dir::RuntimeDirError,
+        crate::container::keeper::KeeperError,
         crate::container::spec::SpecError,
         crate::container::options::OptionError,
         crate::container::static_binary::StaticBinaryError,
@@ -144,6 +145,7 @@ mod tests {
 
         use super::super::*;
         use crate::container::agent_image::AgentImageError;
+        use crate::container::keeper::KeeperError;
         use crate::container::run::RunError;
         use crate::container::runtime_dir::RuntimeDirError;
         use crate::container::spec::SpecError;
@@ -611,6 +613,61 @@ mod tests {
             }
         }
 
+        fn keeper_errors() -> Vec<KeeperError> {
+            let log = || PathBuf::from("/home/u/.local/state/qbox/keepers/c.log");
+            let mut errors = vec![
+                KeeperError::NoLogDir,
+                KeeperError::OpenLog {
+                    path: log(),
+                    source: io("open log text"),
+                },
+                KeeperError::CurrentExe(io("current exe text")),
+                KeeperError::Start(io("start text")),
+                KeeperError::ExitedAtStart {
+                    container: "c".into(),
+                    status: "exit status: 1".into(),
+                    log: log(),
+                },
+                KeeperError::NotStarted {
+                    container: "c".into(),
+                    seconds: 20,
+                    log: log(),
+                },
+                KeeperError::NoContainer("c".into()),
+                KeeperError::NoSnapshot("c".into()),
+                KeeperError::Lock {
+                    path: path(),
+                    source: io("lock text"),
+                },
+                KeeperError::Held(path()),
+                KeeperError::Record {
+                    path: path(),
+                    source: io("record text"),
+                },
+            ];
+            errors.extend(store_errors().into_iter().map(KeeperError::LogDir));
+            errors.extend(run_errors().into_iter().map(KeeperError::Engine));
+            errors
+        }
+
+        fn expected_keeper(e: &KeeperError) -> u8 {
+            match e {
+                KeeperError::LogDir(e) => expected_store(e),
+                KeeperError::Engine(e) => expected_run(e),
+                KeeperError::NoLogDir
+                | KeeperError::OpenLog { .. }
+                | KeeperError::CurrentExe(_)
+                | KeeperError::Start(_)
+                | KeeperError::ExitedAtStart { .. }
+                | KeeperError::NotStarted { .. }
+                | KeeperError::NoContainer(_)
+                | KeeperError::NoSnapshot(_)
+                | KeeperError::Lock { .. }
+                | KeeperError::Held(_)
+                | KeeperError::Record { .. } => ERROR,
+            }
+        }
+
         fn agent_image_errors() -> Vec<AgentImageError> {
             vec![
                 AgentImageError::CliUnreadable {
@@ -722,6 +779,7 @@ mod tests {
             add!(spec_errors(), expected_spec);
             add!(static_binary_errors(), expected_static_binary);
             add!(agent_image_errors(), expected_agent_image);
+            add!(keeper_errors(), expected_keeper);
             add!(call_errors(), expected_call);
             let option = crate::container::options::OptionError {
                 option: "--publish",

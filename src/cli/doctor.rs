@@ -2,6 +2,8 @@
 //! usable, where chat requests would go, and whether a Docker engine answers
 //! (the findings come from `crate::doctor`; this renders them).
 
+use std::path::Path;
+
 use time::OffsetDateTime;
 
 use crate::app::term::Palette;
@@ -23,10 +25,16 @@ pub struct DoctorArgs {
     json: bool,
 }
 
-pub async fn run(args: DoctorArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
+/// `xdg_runtime_dir` is the session's runtime directory, if usable (it
+/// locates `qbox run`'s).
+pub async fn run(
+    args: DoctorArgs,
+    query: StoreQuery,
+    xdg_runtime_dir: Option<&Path>,
+    palette: Palette,
+) -> anyhow::Result<u8> {
     let now = OffsetDateTime::now_utc();
-    let xdg_runtime_dir = super::run::xdg_runtime_dir();
-    let report = crate::doctor::report(&query, xdg_runtime_dir.as_deref()).await;
+    let report = crate::doctor::report(&query, xdg_runtime_dir).await;
     let code = report.exit_code;
     if args.json {
         crate::app::output::println(format_args!("{}", serde_json::to_string_pretty(&report)?))?;

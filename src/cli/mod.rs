@@ -21,6 +21,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::app::term::Palette;
 use crate::app::{block_on, chat, parse_args};
+use crate::container::runtime_dir;
 use crate::exit::{self, CommandError};
 use crate::store::{Flavor, StoreQuery};
 
@@ -199,12 +200,21 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
     // Only the commands that read a login ask for the query, so a binary
     // path in --cli is an error there and nowhere else.
     let query = || cli.global.store_query();
+    // The session's runtime directory when it is usable, and so `qbox
+    // run`'s: decided here once, for the commands that look there.
+    let xdg_runtime_dir = crate::store::user_dirs::private_runtime_dir;
+    let runtime_dir = || runtime_dir::locate(xdg_runtime_dir().as_deref());
     match cli.command {
         Command::Demo(args) => block_on(demo::run(args, cli.global.quiet, palette)),
         Command::Sidecar { args } => Ok(crate::sidecar::run(
             std::iter::once(OsString::from("qbox-sidecar")).chain(args),
         )),
-        Command::Doctor(args) => block_on(doctor::run(args, query()?, palette)),
+        Command::Doctor(args) => block_on(doctor::run(
+            args,
+            query()?,
+            xdg_runtime_dir().as_deref(),
+            palette,
+        )),
         Command::ExportToken(args) => block_on(export::run(args, query()?, palette)),
         Command::Snapshot(args) => {
             block_on(snapshot::run(args, query()?, cli.global.quiet, palette))
@@ -224,10 +234,19 @@ fn dispatch(cli: Cli, palette: Palette) -> anyhow::Result<u8> {
             cli.global.quiet,
             palette,
         )),
-        Command::Run(args) => block_on(run::run(*args, query()?, palette)),
-        Command::Ps(args) => block_on(ps::ps(args, palette)),
-        Command::Stop(args) => block_on(ps::stop(args, palette)),
-        Command::Keep(args) => block_on(keep::run(args, query()?, palette)),
+        Command::Run(args) => match args.keeper_to_attach() {
+            // `run --attach-keeper NAME|ID` is `keep NAME|ID`.
+            Some(container) => block_on(keep::run(
+                keep::KeepArgs::attach(container),
+                query()?,
+                &runtime_dir(),
+                palette,
+            )),
+            None => block_on(run::run(*args, query()?, &runtime_dir(), palette)),
+        },
+        Command::Ps(args) => block_on(ps::ps(args, &runtime_dir(), palette)),
+        Command::Stop(args) => block_on(ps::stop(args, &runtime_dir(), palette)),
+        Command::Keep(args) => block_on(keep::run(args, query()?, &runtime_dir(), palette)),
         Command::Completions { shell } => {
             // Generated into memory: clap_complete panics on a failed write.
             let mut script = Vec::new();

@@ -2,13 +2,14 @@
 //! the `qbox run` that keeps each one's login fresh still runs, and
 //! stopping them as `docker stop` does.
 
-use crate::app::report::{printable_line, warn};
-use crate::app::term::Palette;
-use crate::container::image;
+use std::path::Path;
 use std::time::Duration;
 
-use super::keep;
+use crate::app::report::{printable_line, warn};
+use crate::app::term::Palette;
 use crate::container::detached::{self, KeeperState};
+use crate::container::image;
+use crate::container::keeper;
 use crate::container::manage::{self, Managed};
 use crate::container::runtime_dir::{self, Owner};
 use crate::exit::{self, CommandError};
@@ -64,12 +65,12 @@ pub struct StopArgs {
 /// When the login mounted in the container expires: read from the
 /// snapshot its `qbox run` (or, detached, its keeper) keeps in the runtime
 /// directory.
-fn token_expiry(container: &Managed) -> Option<time::OffsetDateTime> {
+fn token_expiry(runtime: &Path, container: &Managed) -> Option<time::OffsetDateTime> {
     let dir = if container.detached.is_some() {
-        keep::detached_dir(container)?.auth_dir()
+        keeper::detached_dir(runtime, container)?.auth_dir()
     } else {
         let run = container.run.as_ref()?;
-        runtime_dir::RuntimeDir::existing(super::run::runtime_dir_path())
+        runtime_dir::RuntimeDir::existing(runtime.to_owned())
             .ok()??
             .run_dir(run)
             .join(runtime_dir::RUN_AUTH_DIR)
@@ -81,9 +82,9 @@ fn token_expiry(container: &Managed) -> Option<time::OffsetDateTime> {
 
 /// What keeps a container's login fresh, and whether it runs: `running`,
 /// `dead` or `none`, with the pid.
-fn keeper(container: &Managed) -> (&'static str, Option<u32>) {
+fn keeper_state(runtime: &Path, container: &Managed) -> (&'static str, Option<u32>) {
     if container.detached.is_some() {
-        return match keep::detached_dir(container).map(|dir| dir.keeper_state()) {
+        return match keeper::detached_dir(runtime, container).map(|dir| dir.keeper_state()) {
             Some(KeeperState::Running { pid }) => ("running", Some(pid)),
             _ => ("dead", None),
         };
@@ -100,13 +101,14 @@ fn keeper(container: &Managed) -> (&'static str, Option<u32>) {
 
 /// Why a detached container's keeper ended by itself, if it said (it
 /// lost its engine).
-fn keeper_ended(container: &Managed) -> Option<String> {
-    keep::detached_dir(container)
+fn keeper_ended(runtime: &Path, container: &Managed) -> Option<String> {
+    keeper::detached_dir(runtime, container)
         .filter(|dir| dir.keeper_state() == KeeperState::Dead)?
         .end_reason()
 }
 
-pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
+/// `runtime` is `qbox run`'s runtime directory, where the snapshots are.
+pub async fn ps(args: PsArgs, runtime: &Path, palette: Palette) -> anyhow::Result<u8> {
     let docker = image::connect().await?;
     let containers: Vec<Managed> = manage::list(&docker)
         .await?
@@ -117,21 +119,21 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
         let rows: Vec<serde_json::Value> = containers
             .iter()
             .map(|c| {
-                let (state, pid) = keeper(c);
+                let (state, pid) = keeper_state(runtime, c);
                 let mut row = serde_json::to_value(c).unwrap_or_default();
                 let log = c
                     .detached
                     .is_some()
-                    .then(|| keep::log_path(&c.id))
+                    .then(|| keeper::log_path(&c.id))
                     .flatten();
                 row["keeper"] = serde_json::json!({
                     "state": state,
                     "pid": pid,
                     "detached": c.detached.is_some() || c.run.is_none(),
                     "log": log,
-                    "ended": keeper_ended(c),
+                    "ended": keeper_ended(runtime, c),
                 });
-                row["token_expires_at"] = token_expiry(c).map(rfc3339_seconds).into();
+                row["token_expires_at"] = token_expiry(runtime, c).map(rfc3339_seconds).into();
                 row
             })
             .collect();
@@ -143,15 +145,15 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
         "CONTAINER ID", "NAME", "IMAGE", "STATUS", "LOGIN EXPIRES"
     ))?;
     for c in &containers {
-        let keeper = match keeper(c) {
+        let keeper = match keeper_state(runtime, c) {
             ("running", Some(pid)) => format!("running (pid {pid})"),
-            ("dead", _) => match keeper_ended(c) {
+            ("dead", _) => match keeper_ended(runtime, c) {
                 Some(why) => palette.warning(&format!("dead: {}", printable_line(&why))),
                 None => palette.warning("dead"),
             },
             (state, _) => state.to_owned(),
         };
-        let expires = token_expiry(c).map_or_else(|| "-".to_owned(), rfc3339_seconds);
+        let expires = token_expiry(runtime, c).map_or_else(|| "-".to_owned(), rfc3339_seconds);
         // Engine text, printed only as single clean lines.
         crate::app::output::println(format_args!(
             "{:<14} {:<24} {:<28} {:<22} {expires:<22} {keeper}",
@@ -164,10 +166,11 @@ pub async fn ps(args: PsArgs, palette: Palette) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-pub async fn stop(args: StopArgs, palette: Palette) -> anyhow::Result<u8> {
+/// `runtime` is `qbox run`'s runtime directory, where the snapshots are.
+pub async fn stop(args: StopArgs, runtime: &Path, palette: Palette) -> anyhow::Result<u8> {
     let docker = image::connect().await?;
     let containers = manage::list(&docker).await?;
-    keep::sweep(&containers);
+    keeper::sweep(runtime, &containers);
     // Every name is checked before anything is stopped.
     let mut targets = Vec::new();
     for wanted in &args.containers {
@@ -183,7 +186,7 @@ pub async fn stop(args: StopArgs, palette: Palette) -> anyhow::Result<u8> {
     }
     for target in targets {
         manage::stop(&docker, &target.id, args.time).await?;
-        if let Some(dir) = keep::detached_dir(target) {
+        if let Some(dir) = keeper::detached_dir(runtime, target) {
             match detached::settle_after_stop(&dir, KEEPER_PATIENCE).await {
                 Ok(true) => {}
                 Ok(false) => warn(

@@ -18,6 +18,7 @@ use crate::app::report::warn;
 use crate::app::term::Palette;
 use crate::container::agent_image;
 use crate::container::detached::{DETACHED_LABEL, DetachedDir};
+use crate::container::keeper::{self, KeeperSettings};
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::spec::{
@@ -27,8 +28,6 @@ use crate::container::spec::{
 use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{CopyDirs, SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, StoreQuery, snapshot};
-
-use super::keep::KeeperSettings;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -144,6 +143,11 @@ impl RunArgs {
     fn image(&self) -> &str {
         self.image.as_deref().unwrap_or_default()
     }
+
+    /// The container of `--attach-keeper`, which is `qbox keep`'s to handle.
+    pub fn keeper_to_attach(&self) -> Option<String> {
+        self.attach_keeper.clone()
+    }
 }
 
 fn usage(err: impl std::fmt::Display) -> anyhow::Error {
@@ -233,16 +237,14 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
     })
 }
 
-/// Runs the command; every failure of qbox itself exits 125.
-pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::Result<u8> {
-    if let Some(container) = args.attach_keeper {
-        let keep = super::keep::KeepArgs {
-            container,
-            foreground: false,
-            engine_timeout: super::keep::DEFAULT_ENGINE_PATIENCE,
-        };
-        return super::keep::run(keep, query, palette).await;
-    }
+/// Runs the command; every failure of qbox itself exits 125. `runtime` is
+/// the runtime directory, where each run keeps its snapshot.
+pub async fn run(
+    args: RunArgs,
+    query: StoreQuery,
+    runtime: &Path,
+    palette: Palette,
+) -> anyhow::Result<u8> {
     if args.refreshable && args.auth != AuthMode::Snapshot {
         return Err(usage("--refreshable needs --auth snapshot (the default)"));
     }
@@ -258,9 +260,9 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
         snapshot::SnapshotScope::AccessOnly
     };
     if args.detach {
-        return run_detached(&args, spec, query, scope, palette).await;
+        return run_detached(&args, spec, query, scope, runtime, palette).await;
     }
-    run_attached(&args, spec, query, scope, palette).await
+    run_attached(&args, spec, query, scope, runtime, palette).await
 }
 
 /// Removes a detached container's snapshot directory when `qbox run -d`
@@ -284,13 +286,16 @@ async fn run_detached(
     mut spec: RunSpec,
     query: StoreQuery,
     scope: snapshot::SnapshotScope,
+    runtime_path: &Path,
     palette: Palette,
 ) -> anyhow::Result<u8> {
     // As the foreground run: from here on SIGINT, SIGTERM and SIGHUP end
     // this run only after what it made (snapshot, container) is removed.
     let mut signals = crate::container::run::Signals::install(false)?;
-    let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
-    signals.or_stop(sweep_engine()).await?;
+    let runtime = sweep_runtime_dir(runtime_path, args.auth == AuthMode::Snapshot, palette)?;
+    signals
+        .or_stop(sweep_engine(runtime_path.to_owned()))
+        .await?;
     let mut guard = RemoveUnlessKept(None);
     let mut keeper = None;
     match args.auth {
@@ -344,9 +349,7 @@ async fn run_detached(
     }
     let id = crate::container::run::start_detached(&spec, &mut signals).await?;
     if let Some((dir, settings)) = keeper {
-        let spawned = signals
-            .or_stop(super::keep::spawn(&id, &settings, &dir))
-            .await;
+        let spawned = signals.or_stop(keeper::spawn(&id, &settings, &dir)).await;
         let failed = match spawned {
             Ok(Ok(_)) => None,
             Ok(Err(err)) => Some(reclassify(err)),
@@ -372,6 +375,7 @@ async fn run_attached(
     mut spec: RunSpec,
     query: StoreQuery,
     scope: snapshot::SnapshotScope,
+    runtime_path: &Path,
     palette: Palette,
 ) -> anyhow::Result<u8> {
     // Which `qbox run` keeps this container's login fresh (`qbox ps`).
@@ -380,10 +384,10 @@ async fn run_attached(
         .insert(RUN_LABEL.to_owned(), runtime_dir::this_run());
     // Before anything else: the snapshots and containers that killed runs
     // left behind go.
-    let runtime = sweep_runtime_dir(args.auth == AuthMode::Snapshot, palette)?;
+    let runtime = sweep_runtime_dir(runtime_path, args.auth == AuthMode::Snapshot, palette)?;
     // Beside the run, not before it: an engine slow to answer delays
     // nothing, and a signal meanwhile still ends this run as it should.
-    let sweeper = tokio::spawn(sweep_engine());
+    let sweeper = tokio::spawn(sweep_engine(runtime_path.to_owned()));
     if args.mcp {
         let sidecar = mcp_sidecar(args.sidecar_binary.clone(), args.image()).await?;
         sidecar.check_readable(args.image(), spec.user.as_deref())?;
@@ -590,44 +594,30 @@ async fn mcp_sidecar(binary: Option<PathBuf>, image: &str) -> anyhow::Result<Mcp
     })
 }
 
-/// `qbox run`'s runtime directory: `$XDG_RUNTIME_DIR/qbox`, else
-/// `qbox/runtime` in the user's state directory. `XDG_RUNTIME_DIR` is the login session's,
-/// read here at the command line's edge (as `TMPDIR` is by the standard
-/// library) and passed down.
-pub(crate) fn runtime_dir_path() -> PathBuf {
-    runtime_dir::locate(xdg_runtime_dir().as_deref())
-}
-
-/// `XDG_RUNTIME_DIR`, unless unset or empty, or not usable as one: a
-/// directory that is not the user's own, or that others can write (`/tmp`, as containers
-/// and CI often set it) is passed over for the state directory.
-pub(crate) fn xdg_runtime_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .filter(|dir| store::user_dirs::usable_runtime_dir(dir))
-}
-
 /// How long a foreground run waits at its end for its sweep to finish.
 const SWEEP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Removes the containers killed runs left created but never started, then
 /// the snapshot directories of detached containers that are gone. Best
 /// effort: an engine that cannot be asked is reported by the run itself.
-async fn sweep_engine() {
+async fn sweep_engine(runtime: PathBuf) {
     if let Ok(docker) = crate::container::image::connect().await
         && let Ok(containers) = crate::container::manage::list(&docker).await
     {
         let left = crate::container::manage::remove_abandoned(&docker, containers).await;
-        super::keep::sweep(&left);
+        keeper::sweep(&runtime, &left);
     }
 }
 
 /// Opens the runtime directory (creating it when this run needs it for its
 /// snapshot) and removes the directories of runs whose process is gone.
 /// A run that does not need it only warns when it cannot be used.
-fn sweep_runtime_dir(needed: bool, palette: Palette) -> anyhow::Result<Option<RuntimeDir>> {
-    let path = runtime_dir_path();
+fn sweep_runtime_dir(
+    path: &Path,
+    needed: bool,
+    palette: Palette,
+) -> anyhow::Result<Option<RuntimeDir>> {
+    let path = path.to_owned();
     let opened = if needed {
         RuntimeDir::open(path).map(Some)
     } else {

@@ -20,6 +20,7 @@ pub(crate) mod bundle;
 pub(crate) mod detached;
 pub mod engine;
 pub(crate) mod image;
+pub(crate) mod keeper;
 pub(crate) mod manage;
 pub(crate) mod options;
 pub(crate) mod run;
