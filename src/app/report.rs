@@ -37,6 +37,7 @@ fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnose> {
         crate::container::spec::SpecError,
         crate::container::options::OptionError,
         crate::container::static_binary::StaticBinaryError,
+        crate::container::sidecar_image::SidecarImageError,
         crate::container::agent_image::AgentImageError,
         crate::qapi::ApiError,
         crate::qapi::ConversationError,
@@ -148,6 +149,7 @@ mod tests {
         use crate::container::keeper::KeeperError;
         use crate::container::run::RunError;
         use crate::container::runtime_dir::RuntimeDirError;
+        use crate::container::sidecar_image::SidecarImageError;
         use crate::container::spec::SpecError;
         use crate::container::static_binary::StaticBinaryError;
         use crate::eventstream::FrameError;
@@ -668,6 +670,29 @@ mod tests {
             }
         }
 
+        fn sidecar_image_errors() -> Vec<SidecarImageError> {
+            let mut errors = vec![SidecarImageError::CannotPack(
+                crate::container::bundle::BundleError::NotElf,
+            )];
+            errors.extend(run_errors().into_iter().map(SidecarImageError::Engine));
+            errors.extend(
+                static_binary_errors()
+                    .into_iter()
+                    .map(SidecarImageError::Static),
+            );
+            errors
+        }
+
+        fn expected_sidecar_image(e: &SidecarImageError) -> u8 {
+            match e {
+                SidecarImageError::Static(e) => expected_static_binary(e),
+                // An engine failure while building exits 1, as `docker build` does.
+                SidecarImageError::CannotPack(_)
+                | SidecarImageError::Engine(_)
+                | SidecarImageError::BuildTask(_) => ERROR,
+            }
+        }
+
         fn agent_image_errors() -> Vec<AgentImageError> {
             vec![
                 AgentImageError::CliUnreadable {
@@ -780,6 +805,7 @@ mod tests {
             add!(static_binary_errors(), expected_static_binary);
             add!(agent_image_errors(), expected_agent_image);
             add!(keeper_errors(), expected_keeper);
+            add!(sidecar_image_errors(), expected_sidecar_image);
             add!(call_errors(), expected_call);
             let option = crate::container::options::OptionError {
                 option: "--publish",

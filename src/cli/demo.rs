@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::image::Packed;
+use super::build_progress::sidecar_progress;
 use crate::app::term::Palette;
 use crate::container::engine;
 use crate::container::image::DEFAULT_TAG;
+use crate::container::sidecar_image::{self, Packed, Source};
 use crate::exit::{self, CommandError};
 use crate::mcp::client::{Endpoint, call_tool};
 use crate::standin::q::{Answer, Reply, StandinQ};
@@ -108,15 +109,16 @@ pub async fn run(args: DemoArgs, quiet: bool, palette: Palette) -> anyhow::Resul
                 "building the qbox-sidecar image",
                 "FROM scratch, nothing pulled",
             );
-            let (built, packed) = super::image::build(
+            let (built, packed) = sidecar_image::build(
                 args.binary.clone(),
                 &args.image,
-                super::image::Source::RunningQboxOrCargo,
+                Source::RunningQboxOrCargo,
                 quiet,
-                palette,
+                &mut sidecar_progress(quiet, palette),
             )
             .await
             .map_err(|err| {
+                let err = anyhow::Error::from(err);
                 let (_, hint) = crate::app::report::classify(&err);
                 let hint = hint.map_or_else(String::new, |h| format!("{h}; or "));
                 CommandError::new(exit::ERROR, format!("building the sidecar image: {err:#}")).hint(

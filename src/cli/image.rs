@@ -8,11 +8,13 @@
 use std::path::PathBuf;
 
 use super::CliChoice;
+use super::build_progress::{build_progress, megabytes, progress, sidecar_progress};
 use crate::app::term::Palette;
 use crate::container::agent_image::{self, DEFAULT_AGENT_TAG};
 use crate::container::bundle;
-use crate::container::image::{self, BuildProgress, BuiltImage, DEFAULT_TAG};
+use crate::container::image::{self, BuiltImage, DEFAULT_TAG};
 use crate::container::run::RunError;
+use crate::container::sidecar_image::{self, Packed, Source};
 use crate::container::static_binary::{self, StaticBinaryError};
 use crate::exit::{self, CommandError, Diagnose};
 
@@ -108,7 +110,14 @@ pub async fn run(
             } else {
                 Source::RunningQbox
             };
-            let (built, packed) = build(args.binary, tag, source, quiet, palette).await?;
+            let (built, packed) = sidecar_image::build(
+                args.binary,
+                tag,
+                source,
+                quiet,
+                &mut sidecar_progress(quiet, palette),
+            )
+            .await?;
             if let Packed::RunningQbox { libraries, .. } = &packed {
                 extra.insert("libraries".into(), (*libraries).into());
             }
@@ -160,126 +169,6 @@ fn agent_cli(agent: bool, cli: Option<CliChoice>) -> Result<Option<PathBuf>, Com
             ),
         )
         .hint("add --agent to build the agent image with it")),
-    }
-}
-
-/// What the sidecar image holds.
-#[derive(Debug)]
-pub(crate) enum Packed {
-    /// A static `qbox-sidecar` (given, or found beside qbox, or built).
-    Static(PathBuf),
-    /// The running qbox under the sidecar's name, with this many files of
-    /// its loader and libraries.
-    RunningQbox { path: PathBuf, libraries: usize },
-}
-
-impl Packed {
-    const STATIC: &str = "static";
-    const PACKED: &str = "packed";
-
-    /// What `--json` calls it: `static`, or `packed` (the running qbox).
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            Self::Static(_) => Self::STATIC,
-            Self::RunningQbox { .. } => Self::PACKED,
-        }
-    }
-
-    /// The binary the image holds, as a file on this machine.
-    pub(crate) fn path(&self) -> &std::path::Path {
-        match self {
-            Self::Static(path) | Self::RunningQbox { path, .. } => path,
-        }
-    }
-}
-
-/// Where the sidecar image's binary comes from when no static one is given
-/// or beside qbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// The running qbox with its loader and libraries; nothing is compiled
-    /// (`qbox image build`: seconds instead of minutes, docs/performance.md).
-    RunningQbox,
-    /// The running qbox, else a static sidecar built with cargo (`qbox demo`,
-    /// which is started from the source tree).
-    RunningQboxOrCargo,
-    /// A static sidecar built with cargo (`qbox image build --static`).
-    Static,
-}
-
-/// Builds the sidecar image with progress on stderr, from a static sidecar
-/// that is given or beside qbox; else as `source` says.
-pub(crate) async fn build(
-    binary: Option<PathBuf>,
-    tag: &str,
-    source: Source,
-    quiet: bool,
-    palette: Palette,
-) -> anyhow::Result<(BuiltImage, Packed)> {
-    // The engine first: there is no point in compiling for an absent engine.
-    let (docker, arch) = engine_and_arch().await?;
-    let given = binary.or_else(static_binary::beside_current_exe);
-    let bundled = match (given.is_some(), source) {
-        (false, Source::RunningQbox) => Some(bundle::current_exe(arch.as_deref()).map_err(|why| {
-            CommandError::new(exit::ERROR, format!("cannot pack this qbox into the image: {why}"))
-                .hint("pass --static to build a static qbox-sidecar with cargo, or --binary PATH to one")
-        })?),
-        (false, Source::RunningQboxOrCargo) => bundle::current_exe(arch.as_deref())
-            .inspect_err(|why| progress(quiet, palette, &format!("not packing this qbox: {why}")))
-            .ok(),
-        _ => None,
-    };
-    let (binary, libraries, packed) = match bundled {
-        Some(bundle) => {
-            let packed = Packed::RunningQbox {
-                path: bundle.binary.path,
-                libraries: bundle.libraries.len(),
-            };
-            (bundle.binary.bytes, bundle.libraries, packed)
-        }
-        None => {
-            let binary = static_sidecar(given, arch.as_deref(), quiet, palette).await?;
-            (binary.bytes, Vec::new(), Packed::Static(binary.path))
-        }
-    };
-    let built = image::build_sidecar(
-        &docker,
-        &binary,
-        &libraries,
-        tag,
-        build_progress(quiet, palette),
-    )
-    .await
-    .map_err(|e| image_error(&e))?;
-    Ok((built, packed))
-}
-
-/// The engine and its CPU, with `qbox image`'s errors.
-async fn engine_and_arch() -> anyhow::Result<(image::Engine, Option<String>)> {
-    let docker = image::connect().await.map_err(|e| image_error(&e))?;
-    let arch = image::engine_arch(&docker)
-        .await
-        .map_err(|e| image_error(&e))?;
-    Ok((docker, arch))
-}
-
-/// The builder's progress on stderr.
-fn build_progress(quiet: bool, palette: Palette) -> impl FnMut(BuildProgress<'_>) {
-    move |event| match event {
-        BuildProgress::Sending(bytes) => {
-            progress(
-                quiet,
-                palette,
-                &format!("sending the build context ({})", megabytes(bytes as u64)),
-            );
-        }
-        BuildProgress::Line(line) => {
-            if !quiet {
-                // Continuation lines of the Dockerfile arrive as runs of spaces.
-                let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
-                eprintln!("  {}", palette.dim(&line));
-            }
-        }
     }
 }
 
@@ -343,7 +232,13 @@ async fn build_agent(
     };
     let given = source.binary.or_else(static_binary::beside_current_exe);
     let (sidecar, packed, arch) = if given.is_some() || source.static_build {
-        let binary = static_sidecar(given, engine_arch.as_deref(), quiet, palette).await?;
+        let binary = sidecar_image::static_sidecar(
+            given,
+            engine_arch.as_deref(),
+            quiet,
+            &mut sidecar_progress(quiet, palette),
+        )
+        .await?;
         let arch =
             agent_image::sidecar_arch(&binary.bytes).ok_or_else(|| StaticBinaryError::NotElf {
                 path: binary.path.clone(),
@@ -400,7 +295,14 @@ async fn build_agent(
                     Packed::Static(path) => (Some(path.clone()), Source::Static),
                     Packed::RunningQbox { .. } => (None, Source::RunningQbox),
                 };
-                build(binary, DEFAULT_TAG, source, quiet, palette).await?;
+                sidecar_image::build(
+                    binary,
+                    DEFAULT_TAG,
+                    source,
+                    quiet,
+                    &mut sidecar_progress(quiet, palette),
+                )
+                .await?;
             } else {
                 agent_image::check_base(DEFAULT_TAG, platform, &arch)?;
             }
@@ -434,46 +336,6 @@ async fn build_agent(
     })
 }
 
-fn progress(quiet: bool, palette: Palette, text: &str) {
-    if !quiet {
-        eprintln!("{} {text}", palette.dim("qbox:"));
-    }
-}
-
-/// The static `qbox-sidecar` for an engine whose CPU is `arch`: `binary`
-/// when given, else the one beside qbox, else built with cargo from qbox's
-/// source tree (progress on stderr). Checked before it is used.
-pub(crate) async fn static_sidecar(
-    binary: Option<PathBuf>,
-    arch: Option<&str>,
-    quiet: bool,
-    palette: Palette,
-) -> anyhow::Result<static_binary::StaticBinary> {
-    let path = match binary.or_else(static_binary::beside_current_exe) {
-        Some(path) => path,
-        None => {
-            let source =
-                static_binary::source_tree().ok_or(StaticBinaryError::NothingToBuildFrom)?;
-            progress(
-                quiet,
-                palette,
-                "building a static qbox-sidecar with cargo (the first time takes a few minutes)",
-            );
-            let (path, build) = tokio::task::spawn_blocking(move || {
-                static_binary::build_with_cargo(&source, quiet)
-            })
-            .await??;
-            progress(
-                quiet,
-                palette,
-                &format!("built {} for {}", path.display(), build.target),
-            );
-            path
-        }
-    };
-    Ok(static_binary::load(&path, arch)?)
-}
-
 /// An engine failure while building exits 1 (as `docker build` does), with
 /// the same hints `qbox run` gives.
 fn image_error(err: &RunError) -> anyhow::Error {
@@ -485,10 +347,6 @@ fn image_error(err: &RunError) -> anyhow::Error {
 fn short_id(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     hex.get(..12).unwrap_or(hex)
-}
-
-fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! subcommand. Handlers turn plain clap values into checked inputs, call the
 //! library, and write data to stdout and everything human to stderr.
 
+mod build_progress;
 mod debug;
 mod demo;
 mod doctor;

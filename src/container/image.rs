@@ -84,9 +84,6 @@ pub fn context(binary: &[u8], libraries: &[ImageFile]) -> std::io::Result<Vec<u8
     archive.into_inner()
 }
 
-/// A connection to the engine, for callers outside this module.
-pub type Engine = Docker;
-
 /// The engine's CPU in Docker's spelling (`amd64`, `arm64`).
 pub async fn engine_arch(docker: &Docker) -> Result<Option<String>, RunError> {
     let version = docker.version().await.map_err(engine_error)?;

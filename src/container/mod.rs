@@ -25,6 +25,7 @@ pub(crate) mod manage;
 pub(crate) mod options;
 pub(crate) mod run;
 pub(crate) mod runtime_dir;
+pub(crate) mod sidecar_image;
 pub(crate) mod spec;
 pub(crate) mod static_binary;
 pub(crate) mod transport;
