@@ -3,6 +3,8 @@
 //! change that does not know it. Each failure names the file and the rule.
 //!
 //! - The modules' import graph (`crate::name` paths) has no cycle.
+//! - Inside each module, its files' import graph has no cycle either, and
+//!   no `qbox` command handler imports another.
 //! - `rusqlite` is used only in `store`, `bollard` only in `container`,
 //!   `rmcp` only in `mcp`.
 //! - Process environment is read only where the command lines and the
@@ -251,6 +253,250 @@ fn the_cycle_check_finds_a_cycle() {
     ];
     let cycle = find_cycle(&module_graph(&files)).expect("a -> b -> c -> a");
     assert_eq!(cycle, ["a", "b", "c", "a"]);
+}
+
+/// The module a file is (`src/container/spec.rs` → `container::spec`,
+/// `src/cli/mod.rs` → `cli`).
+fn module_of(file: &str) -> Vec<String> {
+    let rest = file.strip_prefix("src/").unwrap_or(file);
+    let rest = rest.strip_suffix(".rs").unwrap_or(rest);
+    let mut path: Vec<String> = rest.split('/').map(str::to_owned).collect();
+    if path.last().is_some_and(|last| last == "mod") {
+        path.pop();
+    }
+    path
+}
+
+/// Every path `code` names from `crate::`, `super::` or `self::`, with
+/// groups expanded (`use super::{a::{self, B}, c}` names `super::a`,
+/// `super::a::B` and `super::c`). Inside an inline module (`mod platform
+/// { ... }`), `super` is the file itself and is read as `self`.
+fn named_paths(code: &str) -> Vec<Vec<String>> {
+    fn is_ident(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_'
+    }
+    /// Reads one use-tree after `prefix`; returns how many bytes it took.
+    fn tree(text: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+        let mut prefix = prefix;
+        let mut at = 0;
+        loop {
+            at += text[at..].len() - text[at..].trim_start().len();
+            let rest = &text[at..];
+            if let Some(group) = rest.strip_prefix('{') {
+                at += 1;
+                let mut inner = 0;
+                loop {
+                    inner += group[inner..].len() - group[inner..].trim_start().len();
+                    if inner >= group.len() || group[inner..].starts_with('}') {
+                        return at + inner + 1;
+                    }
+                    let took = tree(&group[inner..], prefix.clone(), out);
+                    inner += took;
+                    inner += group[inner..].len() - group[inner..].trim_start().len();
+                    if group[inner..].starts_with(',') || took == 0 {
+                        // A comma, or something no path is made of.
+                        inner += group[inner..].chars().next().map_or(0, char::len_utf8);
+                    }
+                }
+            }
+            let name: String = rest.chars().take_while(|c| is_ident(*c)).collect();
+            if name.is_empty() {
+                out.push(prefix);
+                return at;
+            }
+            at += name.len();
+            if name != "self" || prefix.is_empty() {
+                prefix.push(name);
+            }
+            match text[at..].strip_prefix("::") {
+                Some(_) => at += 2,
+                None => {
+                    out.push(prefix);
+                    return at;
+                }
+            }
+        }
+    }
+    // Inline modules: their `super` is this file.
+    let mut code = code.to_owned();
+    let mut from = 0;
+    while let Some(found) = code[from..].find("mod ") {
+        let start = from + found;
+        from = start + 4;
+        let head: String = code[from..]
+            .chars()
+            .take_while(|c| *c != ';' && *c != '{')
+            .collect();
+        if !code[from + head.len()..].starts_with('{')
+            || !head.trim().chars().all(is_ident)
+            || code[..start].chars().next_back().is_some_and(is_ident)
+        {
+            continue;
+        }
+        let body = from + head.len();
+        let mut depth = 0;
+        let end = code[body..]
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map_or(code.len(), |(i, _)| body + i);
+        let inside = code[body..end].replace("super::", "self::");
+        code.replace_range(body..end, &inside);
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < code.len() {
+        let rest = &code[at..];
+        let starts = ["crate::", "super::", "self::"]
+            .iter()
+            .any(|root| rest.starts_with(root))
+            && !code[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| is_ident(c) || c == ':');
+        if starts {
+            at += tree(rest, Vec::new(), &mut out).max(1);
+        } else {
+            at += rest.chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    out
+}
+
+/// The import graph between the files of each top-level module
+/// (`container::options` → `container::spec`). A module's `mod.rs` is left
+/// out: it declares the files and re-exports what others use, so a path
+/// through it names the module, not a file; a constant that two files of a
+/// module share goes there.
+fn file_graph(files: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> {
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|(file, _)| module_of(file)).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (file, code) in files {
+        let from = module_of(file);
+        if top_module(file).is_none() || from.len() < 2 {
+            continue;
+        }
+        let edges = graph.entry(from.join("::")).or_default();
+        for path in named_paths(code) {
+            let mut absolute = match path[0].as_str() {
+                "crate" => Vec::new(),
+                _ => from.clone(),
+            };
+            for segment in &path[usize::from(path[0] != "super")..] {
+                if segment == "super" {
+                    absolute.pop();
+                } else {
+                    absolute.push(segment.clone());
+                }
+            }
+            if absolute.first() != from.first() {
+                continue;
+            }
+            let target = (2..=absolute.len())
+                .rev()
+                .map(|len| absolute[..len].to_vec())
+                .find(|prefix| modules.contains(prefix));
+            if let Some(target) = target
+                && target != from
+            {
+                edges.insert(target.join("::"));
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn no_two_files_of_a_module_import_each_other() {
+    let graph = file_graph(&sources());
+    // The graph is read from the source: a sanity check that it was.
+    assert!(
+        graph["store::keeper"].contains("store::watch")
+            || graph["store::watch"].contains("store::keeper"),
+        "{graph:?}"
+    );
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!(
+            "files of one module import each other: {} (move what they share into a file both import, or into the module's mod.rs)",
+            cycle.join(" -> ")
+        );
+    }
+}
+
+#[test]
+fn the_file_graph_follows_every_spelling_of_a_path() {
+    // The checker itself must be able to fail.
+    let files = vec![
+        ("src/r/mod.rs".to_owned(), "mod a; mod b; mod c;".to_owned()),
+        (
+            "src/r/a.rs".to_owned(),
+            "use super::{b::{self, X}, Y};".to_owned(),
+        ),
+        (
+            "src/r/b.rs".to_owned(),
+            "fn f() { crate::r::c::g() }\nmod platform { use super::a::Z; }".to_owned(),
+        ),
+        ("src/r/c.rs".to_owned(), "use self::super::a;".to_owned()),
+    ];
+    let graph = file_graph(&files);
+    assert_eq!(graph["r::a"], BTreeSet::from(["r::b".to_owned()]));
+    // `super` in b's inline module is b itself.
+    assert_eq!(graph["r::b"], BTreeSet::from(["r::c".to_owned()]));
+    let cycle = find_cycle(&graph).expect("a -> b -> c -> a");
+    assert_eq!(cycle, ["r::a", "r::b", "r::c", "r::a"]);
+}
+
+/// The `qbox` command handlers: the files of `src/cli/` that
+/// `cli::dispatch` calls.
+fn handlers(files: &[(String, String)]) -> BTreeSet<String> {
+    let cli = &files
+        .iter()
+        .find(|(file, _)| file == "src/cli/mod.rs")
+        .expect("src/cli/mod.rs")
+        .1;
+    let dispatch = &cli[cli.find("fn dispatch(").expect("cli::dispatch")..];
+    let dispatch = &dispatch[..dispatch.find("\n}").unwrap_or(dispatch.len())];
+    files
+        .iter()
+        .filter_map(|(file, _)| {
+            let name = file.strip_prefix("src/cli/")?.strip_suffix(".rs")?;
+            (name != "mod"
+                && dispatch.match_indices(&format!("{name}::")).any(|(at, _)| {
+                    !dispatch[..at]
+                        .ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                }))
+            .then(|| format!("cli::{name}"))
+        })
+        .collect()
+}
+
+#[test]
+fn no_command_handler_imports_another() {
+    let files = sources();
+    let handlers = handlers(&files);
+    assert!(
+        handlers.contains("cli::run") && handlers.contains("cli::doctor"),
+        "{handlers:?}"
+    );
+    let graph = file_graph(&files);
+    let mut broken = Vec::new();
+    for handler in &handlers {
+        for used in graph.get(handler).into_iter().flatten() {
+            if handlers.contains(used) {
+                broken.push(format!(
+                    "src/{}.rs uses {used}: handlers parse, call the library and print; what two of them need belongs below them",
+                    handler.replace("::", "/")
+                ));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 
 #[test]
