@@ -13,9 +13,9 @@
 //! the user with that name shape are touched, never through a symbolic
 //! link, and never one whose owner runs or might run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::container::runtime_dir::{self, Owner};
+use crate::container::runtime_dir::{self, RunEntry};
 use crate::store::StoreError;
 
 /// The prefix of every private directory of the agent.
@@ -29,13 +29,9 @@ pub fn private_dir() -> Result<tempfile::TempDir, StoreError> {
     crate::store::private_file::private_temp_dir(&format!("{PREFIX}{pid}-{start}-"))
 }
 
-/// A private directory of the agent found in the temporary directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Leftover {
-    pub path: PathBuf,
-    pub pid: u32,
-    pub owner: Owner,
-}
+/// A private directory of the agent found in the temporary directory: a
+/// directory named after its owner, as a run's is.
+pub type Leftover = RunEntry;
 
 /// `qbox-agent-<pid>-<start>-<rest>` → (pid, start).
 fn parse_name(name: &str) -> Option<(u32, u64)> {
@@ -52,27 +48,7 @@ fn parse_name(name: &str) -> Option<(u32, u64)> {
 /// The agent's private directories in `dir` (the temporary directory),
 /// with whether their sidecar runs.
 pub fn entries_in(dir: &Path) -> Vec<Leftover> {
-    let Ok(listing) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for entry in listing.flatten() {
-        let Some((pid, start)) = entry.file_name().to_str().and_then(parse_name) else {
-            continue;
-        };
-        // `DirEntry::metadata` does not follow a symbolic link.
-        let Ok(metadata) = entry.metadata() else {
-            continue;
-        };
-        if !metadata.file_type().is_dir() || !runtime_dir::owned_by_user(&metadata) {
-            continue;
-        }
-        found.push(Leftover {
-            path: entry.path(),
-            pid,
-            owner: runtime_dir::process_owner(pid, start),
-        });
-    }
+    let mut found = runtime_dir::owned_dirs(dir, parse_name).unwrap_or_default();
     found.sort_by(|a, b| a.path.cmp(&b.path));
     found
 }
@@ -84,30 +60,19 @@ pub fn entries() -> Vec<Leftover> {
 
 /// Removes the directories in the temporary directory whose sidecar is
 /// gone, and returns them; one that cannot be removed is logged and left.
+/// The same sweep as `qbox run`'s ([`runtime_dir::remove_abandoned`]).
 pub fn sweep() -> Vec<Leftover> {
-    let mut removed = Vec::new();
-    for entry in entries() {
-        if entry.owner != Owner::Gone {
-            continue;
-        }
-        // Does not follow symbolic links: a link is unlinked, not entered.
-        match std::fs::remove_dir_all(&entry.path) {
-            Ok(()) => {
-                tracing::info!(path = %entry.path.display(), pid = entry.pid, "removed the private copy of the login a killed sidecar left");
-                removed.push(entry);
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                tracing::warn!(path = %entry.path.display(), "could not remove a killed sidecar's private directory: {err}");
-            }
-        }
-    }
-    removed
+    runtime_dir::remove_abandoned(
+        entries(),
+        "removed the private copy of the login a killed sidecar left",
+        "could not remove a killed sidecar's private directory",
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::runtime_dir::Owner;
 
     #[test]
     fn only_names_the_agent_gives_are_its_own() {

@@ -218,27 +218,8 @@ impl RuntimeDir {
     /// owner is alive. Entries that qbox did not make (another name, not a
     /// directory, a symbolic link, another owner) are not listed.
     pub fn entries(&self) -> Result<Vec<RunEntry>, RuntimeDirError> {
-        let listing = std::fs::read_dir(&self.path)
+        let mut entries = owned_dirs(&self.path, parse_run_name)
             .map_err(|e| RuntimeDirError::io("listing", &self.path, e))?;
-        let mut entries = Vec::new();
-        for entry in listing {
-            let entry = entry.map_err(|e| RuntimeDirError::io("listing", &self.path, e))?;
-            let Some((pid, start)) = entry.file_name().to_str().and_then(parse_run_name) else {
-                continue;
-            };
-            // `DirEntry::metadata` does not follow a symbolic link.
-            let Ok(metadata) = entry.metadata() else {
-                continue;
-            };
-            if !metadata.file_type().is_dir() || !owned_by_user(&metadata) {
-                continue;
-            }
-            entries.push(RunEntry {
-                path: entry.path(),
-                pid,
-                owner: owner_state(pid, start),
-            });
-        }
         entries.sort_by_key(|entry| entry.pid);
         Ok(entries)
     }
@@ -246,25 +227,72 @@ impl RuntimeDir {
     /// Removes the directories whose owner is gone and returns them. A
     /// directory that cannot be removed is logged and left for the next run.
     pub fn sweep(&self) -> Result<Vec<RunEntry>, RuntimeDirError> {
-        let mut removed = Vec::new();
-        for entry in self.entries()? {
-            if entry.owner != Owner::Gone {
-                continue;
+        Ok(remove_abandoned(
+            self.entries()?,
+            "removed the snapshot directory of a run that was killed",
+            "could not remove an orphaned snapshot directory",
+        ))
+    }
+}
+
+/// The directories in `dir` named after the process that owns them (`parse`
+/// reads a name as that process's `(pid, start)`, or refuses it), with
+/// whether it runs: only real directories of this user, never what a
+/// symbolic link points to. The runs' directories here, the agent's
+/// private directories in the temporary directory (`agent::leftovers`).
+pub(crate) fn owned_dirs(
+    dir: &Path,
+    parse: impl Fn(&str) -> Option<(u32, u64)>,
+) -> std::io::Result<Vec<RunEntry>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some((pid, start)) = entry.file_name().to_str().and_then(&parse) else {
+            continue;
+        };
+        // `DirEntry::metadata` does not follow a symbolic link.
+        let Ok(metadata) = entry.metadata() else {
+            continue;
+        };
+        if !metadata.file_type().is_dir() || !owned_by_user(&metadata) {
+            continue;
+        }
+        entries.push(RunEntry {
+            path: entry.path(),
+            pid,
+            owner: owner_state(pid, start),
+        });
+    }
+    Ok(entries)
+}
+
+/// The one sweep of directories whose owner was killed: removes those of
+/// `entries` whose owner is gone, and returns them. One that cannot be
+/// removed is logged (`failed`) and left for the next sweep; each removal
+/// is logged (`removed`).
+pub(crate) fn remove_abandoned(
+    entries: Vec<RunEntry>,
+    removed: &str,
+    failed: &str,
+) -> Vec<RunEntry> {
+    let mut gone = Vec::new();
+    for entry in entries {
+        if entry.owner != Owner::Gone {
+            continue;
+        }
+        // Does not follow symbolic links: a link is unlinked, not entered.
+        match std::fs::remove_dir_all(&entry.path) {
+            Ok(()) => {
+                tracing::info!(path = %entry.path.display(), pid = entry.pid, "{removed}");
+                gone.push(entry);
             }
-            // Does not follow symbolic links: a link is unlinked, not entered.
-            match std::fs::remove_dir_all(&entry.path) {
-                Ok(()) => {
-                    tracing::info!(path = %entry.path.display(), pid = entry.pid, "removed the snapshot directory of a run that was killed");
-                    removed.push(entry);
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => {
-                    tracing::warn!(path = %entry.path.display(), "could not remove an orphaned snapshot directory: {err}");
-                }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(path = %entry.path.display(), "{failed}: {err}");
             }
         }
-        Ok(removed)
     }
+    gone
 }
 
 #[cfg(unix)]
