@@ -38,6 +38,7 @@ fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnose> {
         crate::container::options::OptionError,
         crate::container::static_binary::StaticBinaryError,
         crate::container::sidecar_image::SidecarImageError,
+        crate::container::sidecar_image::McpSidecarError,
         crate::container::agent_image::AgentImageError,
         crate::qapi::ApiError,
         crate::qapi::ConversationError,
@@ -149,7 +150,7 @@ mod tests {
         use crate::container::keeper::KeeperError;
         use crate::container::run::RunError;
         use crate::container::runtime_dir::RuntimeDirError;
-        use crate::container::sidecar_image::SidecarImageError;
+        use crate::container::sidecar_image::{McpSidecarError, SidecarImageError};
         use crate::container::spec::SpecError;
         use crate::container::static_binary::StaticBinaryError;
         use crate::eventstream::FrameError;
@@ -806,6 +807,19 @@ mod tests {
             add!(agent_image_errors(), expected_agent_image);
             add!(keeper_errors(), expected_keeper);
             add!(sidecar_image_errors(), expected_sidecar_image);
+            for e in [
+                McpSidecarError::CannotRun {
+                    image: "img".into(),
+                    why: crate::container::bundle::BundleError::NotElf,
+                },
+                McpSidecarError::Unreadable {
+                    path: path(),
+                    user: "1000".into(),
+                    image: "img".into(),
+                },
+            ] {
+                table.push((e.into(), exit::ENGINE));
+            }
             add!(call_errors(), expected_call);
             let option = crate::container::options::OptionError {
                 option: "--publish",

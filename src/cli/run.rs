@@ -16,11 +16,11 @@ use time::OffsetDateTime;
 use crate::app::events::{self, Weight};
 use crate::app::report::warn;
 use crate::app::term::Palette;
-use crate::container::agent_image;
 use crate::container::detached::{DETACHED_LABEL, DetachedDir};
 use crate::container::keeper::{self, KeeperSettings};
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
+use crate::container::sidecar_image;
 use crate::container::spec::{
     AUTH_DB, AUTH_KEY, AuthMode, CREATOR_LABEL, KEY_FILE_NAME, RUN_LABEL, RunSpec, guard_login,
     live_mount, parse_env, parse_memory, parse_user, parse_volume,
@@ -389,7 +389,9 @@ async fn run_attached(
     // nothing, and a signal meanwhile still ends this run as it should.
     let sweeper = tokio::spawn(sweep_engine(runtime_path.to_owned()));
     if args.mcp {
-        let sidecar = mcp_sidecar(args.sidecar_binary.clone(), args.image()).await?;
+        let sidecar = sidecar_image::for_mcp(args.sidecar_binary.clone(), args.image())
+            .await
+            .map_err(reclassify)?;
         sidecar.check_readable(args.image(), spec.user.as_deref())?;
         for (host, target) in &sidecar.mounts {
             spec.options
@@ -510,89 +512,6 @@ const AGENT_TOOLS_ENV: &str = "ENABLE_ADDITIONAL_TOOLS";
 
 /// The variable that tells the sidecar which image it runs in.
 const AGENT_IMAGE_ENV: &str = crate::agent::config::IMAGE_ENV;
-
-/// What `--mcp` mounts (host file, target; each read-only) and how the
-/// container starts it.
-#[derive(Debug)]
-struct McpSidecar {
-    mounts: Vec<(PathBuf, String)>,
-    entrypoint: Vec<String>,
-}
-
-impl McpSidecar {
-    /// A container user other than this one (`-u`) reads the mounted files
-    /// as "others": a file they cannot read would fail inside the container
-    /// with the loader's message, so it is said here, before anything is made.
-    fn check_readable(&self, image: &str, user: Option<&str>) -> anyhow::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let me = nix::unistd::getuid().to_string();
-        let uid = user.map(|u| u.split(':').next().unwrap_or(u));
-        if uid.is_none_or(|uid| uid == me || uid == "0" || uid == "root") {
-            return Ok(());
-        }
-        for (host, _) in &self.mounts {
-            let mode = std::fs::metadata(host).map_or(0, |m| m.permissions().mode());
-            if mode & 0o004 == 0 {
-                return Err(CommandError::new(
-                    exit::ENGINE,
-                    format!(
-                        "the sidecar file {} is not readable by the user {} that image `{image}` runs as",
-                        host.display(),
-                        user.unwrap_or_default()
-                    ),
-                )
-                .hint(format!("chmod a+r {}, or drop -u", host.display()))
-                .into());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The sidecar for `--mcp`, without compiling anything: a static
-/// `qbox-sidecar` given or beside qbox, else this qbox with its loader and
-/// libraries. The image is checked against the engine's CPU and the
-/// sidecar's before anything is created.
-async fn mcp_sidecar(binary: Option<PathBuf>, image: &str) -> anyhow::Result<McpSidecar> {
-    use crate::container::bundle::{self, MOUNTED_SIDECAR};
-    let docker = crate::container::image::connect().await?;
-    let arch = crate::container::image::engine_arch(&docker).await?;
-    let platform = agent_image::image_platform(&docker, image).await?;
-    if let Some(arch) = &arch {
-        agent_image::check_mcp_image(image, platform.clone(), arch).map_err(reclassify)?;
-    }
-    if let Some(path) = binary.or_else(crate::container::static_binary::beside_current_exe) {
-        let sidecar =
-            crate::container::static_binary::load(&path, arch.as_deref()).map_err(reclassify)?;
-        if let Some(sidecar_arch) = agent_image::sidecar_arch(&sidecar.bytes) {
-            agent_image::check_mcp_image(image, platform, &sidecar_arch).map_err(reclassify)?;
-        }
-        return Ok(McpSidecar {
-            mounts: vec![(sidecar.path, MOUNTED_SIDECAR.to_owned())],
-            entrypoint: vec![MOUNTED_SIDECAR.to_owned()],
-        });
-    }
-    let running = bundle::mountable_current_exe(arch.as_deref()).map_err(|why| {
-        CommandError::new(
-            exit::ENGINE,
-            format!("cannot run this qbox as the sidecar in image `{image}`: {why}"),
-        )
-        .hint(format!(
-            "pass a static qbox-sidecar with --sidecar-binary PATH (or put it beside qbox), built with: cargo build --profile static --target {} --bin qbox-sidecar",
-            crate::container::static_binary::musl_target()
-        ))
-    })?;
-    agent_image::check_mcp_image(image, platform, &running.arch).map_err(reclassify)?;
-    tracing::debug!(
-        exe = %running.exe.display(),
-        libraries = running.library_count(),
-        "mounting this qbox as the sidecar"
-    );
-    Ok(McpSidecar {
-        mounts: running.mounts(),
-        entrypoint: running.entrypoint(),
-    })
-}
 
 /// How long a foreground run waits at its end for its sweep to finish.
 const SWEEP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -3,11 +3,13 @@
 //! with its loader and libraries (nothing compiled), or a static one built
 //! with cargo from qbox's source tree, as the caller's [`Source`] says.
 //! `qbox image build` and `qbox demo` build the image through here, and the
-//! agent image takes its static sidecar from [`static_sidecar`].
+//! agent image takes its static sidecar from [`static_sidecar`]. `qbox run
+//! --mcp` builds no image: [`for_mcp`] chooses what it mounts.
 
 use std::path::{Path, PathBuf};
 
-use super::bundle::{self, BundleError};
+use super::agent_image;
+use super::bundle::{self, BundleError, MOUNTED_SIDECAR};
 use super::image::{self, BuildProgress, BuiltImage};
 use super::run::RunError;
 use super::static_binary::{self, StaticBinary, StaticBinaryError};
@@ -188,4 +190,109 @@ pub async fn static_sidecar(
         }
     };
     Ok(static_binary::load(&path, arch)?)
+}
+
+/// Why `qbox run --mcp` cannot mount its sidecar (exit 125, as every setup
+/// failure of `qbox run`).
+#[derive(Debug, thiserror::Error)]
+pub enum McpSidecarError {
+    #[error("cannot run this qbox as the sidecar in image `{image}`: {why}")]
+    CannotRun { image: String, why: BundleError },
+    #[error(
+        "the sidecar file {} is not readable by the user {user} that image `{image}` runs as",
+        .path.display()
+    )]
+    Unreadable {
+        path: PathBuf,
+        user: String,
+        image: String,
+    },
+}
+
+impl Diagnose for McpSidecarError {
+    fn exit_code(&self) -> u8 {
+        exit::ENGINE
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::CannotRun { .. } => format!(
+                "pass a static qbox-sidecar with --sidecar-binary PATH (or put it beside qbox), built with: cargo build --profile static --target {} --bin qbox-sidecar",
+                static_binary::musl_target()
+            ),
+            Self::Unreadable { path, .. } => format!("chmod a+r {}, or drop -u", path.display()),
+        })
+    }
+}
+
+/// What `qbox run --mcp` mounts (host file, target; each read-only) and
+/// how the container starts it.
+#[derive(Debug)]
+pub struct McpSidecar {
+    pub mounts: Vec<(PathBuf, String)>,
+    pub entrypoint: Vec<String>,
+}
+
+impl McpSidecar {
+    /// A container user other than this one (`-u`) reads the mounted files
+    /// as "others": a file they cannot read would fail inside the container
+    /// with the loader's message, so it is said here, before anything is made.
+    pub fn check_readable(&self, image: &str, user: Option<&str>) -> Result<(), McpSidecarError> {
+        use std::os::unix::fs::PermissionsExt;
+        let me = rustix::process::getuid().as_raw().to_string();
+        let uid = user.map(|u| u.split(':').next().unwrap_or(u));
+        if uid.is_none_or(|uid| uid == me || uid == "0" || uid == "root") {
+            return Ok(());
+        }
+        for (host, _) in &self.mounts {
+            let mode = std::fs::metadata(host).map_or(0, |m| m.permissions().mode());
+            if mode & 0o004 == 0 {
+                return Err(McpSidecarError::Unreadable {
+                    path: host.clone(),
+                    user: user.unwrap_or_default().to_owned(),
+                    image: image.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sidecar for `qbox run --mcp` in `image`, without compiling
+/// anything: a static `qbox-sidecar` given (`binary`) or beside qbox, else
+/// this qbox with its loader and libraries. The image is checked against
+/// the engine's CPU and the sidecar's before anything is created.
+pub async fn for_mcp(binary: Option<PathBuf>, image: &str) -> anyhow::Result<McpSidecar> {
+    let docker = image::connect().await?;
+    let arch = image::engine_arch(&docker).await?;
+    let platform = agent_image::image_platform(&docker, image).await?;
+    if let Some(arch) = &arch {
+        agent_image::check_mcp_image(image, platform.clone(), arch)?;
+    }
+    if let Some(path) = binary.or_else(static_binary::beside_current_exe) {
+        let sidecar = static_binary::load(&path, arch.as_deref())?;
+        if let Some(sidecar_arch) = agent_image::sidecar_arch(&sidecar.bytes) {
+            agent_image::check_mcp_image(image, platform, &sidecar_arch)?;
+        }
+        return Ok(McpSidecar {
+            mounts: vec![(sidecar.path, MOUNTED_SIDECAR.to_owned())],
+            entrypoint: vec![MOUNTED_SIDECAR.to_owned()],
+        });
+    }
+    let running = bundle::mountable_current_exe(arch.as_deref()).map_err(|why| {
+        McpSidecarError::CannotRun {
+            image: image.to_owned(),
+            why,
+        }
+    })?;
+    agent_image::check_mcp_image(image, platform, &running.arch)?;
+    tracing::debug!(
+        exe = %running.exe.display(),
+        libraries = running.library_count(),
+        "mounting this qbox as the sidecar"
+    );
+    Ok(McpSidecar {
+        mounts: running.mounts(),
+        entrypoint: running.entrypoint(),
+    })
 }
