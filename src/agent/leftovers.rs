@@ -60,7 +60,7 @@ pub fn entries() -> Vec<Leftover> {
 
 /// Removes the directories in the temporary directory whose sidecar is
 /// gone, and returns them; one that cannot be removed is logged and left.
-/// The same sweep as `qbox run`'s ([`runtime_dir::remove_abandoned`]).
+/// The same sweep as `qbox run`'s (`runtime_dir::remove_abandoned`).
 pub fn sweep() -> Vec<Leftover> {
     runtime_dir::remove_abandoned(
         entries(),
