@@ -495,9 +495,9 @@ fn export_token(py: Python<'_>, db: Option<PathBuf>, field: Option<String>) -> P
 fn doctor(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let report = detached(py, || {
         let query = store_query(None)?;
-        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
-            .filter(|dir| !dir.is_empty())
-            .map(PathBuf::from);
+        // The runtime directory as `qbox doctor` decides it: a session
+        // directory others may write is passed over there, so here too.
+        let runtime_dir = qbox::store::user_dirs::private_runtime_dir();
         let report = pyo3_async_runtimes::tokio::get_runtime()
             .block_on(qbox::doctor::report(&query, runtime_dir.as_deref()));
         Ok(report.to_json())
