@@ -150,7 +150,7 @@ fn usage(err: impl std::fmt::Display) -> anyhow::Error {
     CommandError::new(exit::ENGINE, err.to_string()).into()
 }
 
-fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
+pub(super) fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
     // Detached, nobody types into the terminal: docker allows -dt anywhere.
     if args.tty && !args.detach && !std::io::stdin().is_terminal() {
         return Err(CommandError::new(

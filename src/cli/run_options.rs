@@ -130,3 +130,156 @@ impl DockerOptions {
         Ok(entries)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::run::{RunArgs, spec};
+
+    #[derive(Debug, clap::Parser)]
+    struct Run {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// `value` with every object's keys sorted: the engine's maps are
+    /// hash maps, whose order says nothing.
+    fn sorted(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(key, value)| (key, sorted(value)))
+                        .collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sorted).collect())
+            }
+            other => other,
+        }
+    }
+
+    /// What `qbox run ARGS` asks the engine for, and how it attaches: the
+    /// create call's name and platform, the create body, and the settings
+    /// the run itself follows.
+    fn create_call(args: &[&str]) -> serde_json::Value {
+        let parsed = Run::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
+            .unwrap_or_else(|err| panic!("{args:?}: {err}"));
+        let spec = spec(&parsed.run).unwrap_or_else(|err| panic!("{args:?}: {err:#}"));
+        let mut body = serde_json::to_value(spec.create_body()).unwrap();
+        // Your uid:gid, the default user, differs from machine to machine.
+        let me = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
+        if body["User"] == me.as_str() {
+            body["User"] = "UID:GID".into();
+        }
+        sorted(serde_json::json!({
+            "name": spec.name,
+            "platform": spec.options.platform,
+            "interactive": spec.interactive,
+            "tty": spec.tty,
+            "keep": spec.keep,
+            "detach": spec.detach,
+            "stop_timeout": spec.stop_timeout,
+            "copy_sets_home": spec.copy_sets_home,
+            "body": body,
+        }))
+    }
+
+    #[test]
+    fn every_docker_flag_reaches_the_create_call_as_it_always_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let env_file = dir.path().join("vars.env");
+        std::fs::write(&env_file, "# a comment\nFROM_FILE=1\nOVERRIDDEN=file\n").unwrap();
+        let profile = dir.path().join("seccomp.json");
+        std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_ERRNO"}"#).unwrap();
+        let env_file = env_file.display().to_string();
+        let seccomp = format!("seccomp={}", profile.display());
+        let every_flag: Vec<&str> = vec![
+            "-e",
+            "A=1",
+            "-e",
+            "OVERRIDDEN=flag",
+            "-e",
+            "QBOX_SURELY_UNSET_VARIABLE",
+            "--env-file",
+            &env_file,
+            "-v",
+            "/tmp:/data:ro",
+            "-v",
+            "named:/vol",
+            "-w",
+            "/work",
+            "-u",
+            "1000:1000",
+            "-i",
+            "--name",
+            "box",
+            "--network",
+            "none",
+            "--init",
+            "--entrypoint",
+            "/bin/sh",
+            "-m",
+            "64m",
+            "--keep",
+            "--stop-timeout",
+            "3",
+            "-p",
+            "127.0.0.1:9000:8080",
+            "-p",
+            "53/udp",
+            "-P",
+            "--mount",
+            "type=tmpfs,target=/cache,tmpfs-size=1m",
+            "--mount",
+            "type=bind,source=/tmp,target=/src,readonly",
+            "--read-only",
+            "--tmpfs",
+            "/scratch:size=1m",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "chown",
+            "--security-opt",
+            "label=disable",
+            "--security-opt",
+            &seccomp,
+            "-l",
+            "team=infra",
+            "--add-host",
+            "db:10.0.0.5",
+            "--platform",
+            "linux/amd64",
+            "--cpus",
+            "1.5",
+            "--pids-limit",
+            "100",
+            "--pull",
+            "never",
+            "--hardened",
+            "img",
+            "--",
+            "sh",
+            "-c",
+            "true",
+        ];
+        let calls = serde_json::json!({
+            "every flag": create_call(&every_flag),
+            "defaults": create_call(&["img"]),
+            "detached with a terminal": create_call(&["-d", "-t", "--auth", "none", "img"]),
+            "mcp": create_call(&["--mcp", "-e", "ENABLE_ADDITIONAL_TOOLS=mine", "img", "--", "--http"]),
+        });
+        let expected: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/run-create-calls.json")).unwrap();
+        assert!(
+            calls == expected,
+            "the create calls changed; if on purpose, tests/data/run-create-calls.json is now:\n{}",
+            serde_json::to_string_pretty(&calls).unwrap()
+        );
+    }
+}
