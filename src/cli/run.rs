@@ -4,10 +4,11 @@
 //! The login is prepared here: a snapshot in the run's directory under the
 //! runtime directory with a `SnapshotKeeper` running beside the container, or
 //! the live directory (only a CLI's own data directory, `spec::live_mount`).
-//! `spec` refuses what would let a container remount the login writable
+//! `options` refuses what would let a container remount the login writable
 //! (`guard_login`) and mount targets at, in or above `/run/qbox/auth` after
 //! lexical normalisation (`is_reserved_target`).
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -154,6 +155,7 @@ pub(super) fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         cmd,
         keep: args.keep,
         detach: args.detach,
+        labels: HashMap::new(),
         auth_dir: None,
         auth_db: None,
         copy_dir: None,
@@ -183,8 +185,7 @@ pub async fn run(args: RunArgs, query: StoreQuery, palette: Palette) -> anyhow::
     let mut spec = spec(&args)?;
     // Who created it: a container this process leaves created but never
     // started (killed in between) is removed by a later run's sweep.
-    spec.options
-        .labels
+    spec.labels
         .insert(CREATOR_LABEL.to_owned(), runtime_dir::this_creator());
     let scope = if args.refreshable {
         snapshot::SnapshotScope::Refreshable
@@ -269,10 +270,9 @@ async fn run_detached(
             spec.copy_dir = Some(dir.path().to_owned());
             spec.auth_dir = Some(dir.auth_dir());
             spec.auth_db = Some(AUTH_DB.to_owned());
-            spec.options
-                .labels
+            spec.labels
                 .insert(DETACHED_LABEL.to_owned(), dir.key().to_owned());
-            spec.options.labels.extend(settings.labels());
+            spec.labels.extend(settings.labels());
             keeper = Some((dir, settings));
         }
     }
@@ -309,8 +309,7 @@ async fn run_attached(
     palette: Palette,
 ) -> anyhow::Result<u8> {
     // Which `qbox run` keeps this container's login fresh (`qbox ps`).
-    spec.options
-        .labels
+    spec.labels
         .insert(RUN_LABEL.to_owned(), runtime_dir::this_run());
     // Before anything else: the snapshots and containers that killed runs
     // left behind go.

@@ -109,6 +109,10 @@ pub struct RunSpec {
     /// `-d`: started without attaching; with `-i` its stdin is kept open
     /// (as `docker run -d -i` does) but nothing is written to it.
     pub detach: bool,
+    /// qbox's own labels (`qbox.*`: who created the container, which run
+    /// or keeper keeps its login fresh), beside [`MANAGED_LABEL`]; `-l`
+    /// cannot set them.
+    pub labels: HashMap<String, String>,
     /// Host directory mounted read-only at [`AUTH_MOUNT`], if any.
     pub auth_dir: Option<PathBuf>,
     /// The database file inside the container, if any.
@@ -144,10 +148,13 @@ impl RunSpec {
             attach_stdin: Some(interactive && !self.detach),
             attach_stdout: Some(!self.detach),
             attach_stderr: Some(!self.detach),
-            labels: Some(HashMap::from([(
-                MANAGED_LABEL.to_owned(),
-                "true".to_owned(),
-            )])),
+            labels: Some(
+                self.labels
+                    .clone()
+                    .into_iter()
+                    .chain([(MANAGED_LABEL.to_owned(), "true".to_owned())])
+                    .collect(),
+            ),
             host_config: Some(HostConfig {
                 // The engine removes the container when it exits, so a qbox
                 // killed with SIGKILL cannot leave it behind.
@@ -209,6 +216,7 @@ impl RunSpec {
 
 #[cfg(test)]
 mod tests {
+    use super::super::RUN_LABEL;
     use super::*;
 
     fn spec() -> RunSpec {
@@ -217,6 +225,7 @@ mod tests {
             cmd: vec!["sh".into(), "-c".into(), "true".into()],
             keep: false,
             detach: false,
+            labels: HashMap::new(),
             auth_dir: Some(PathBuf::from("/tmp/qbox-auth-x")),
             copy_dir: None,
             copy_sets_home: false,
@@ -273,7 +282,9 @@ mod tests {
 
     #[test]
     fn the_auth_mount_is_read_only_and_labelled() {
-        let body = spec().create_body();
+        let mut spec = spec();
+        spec.labels.insert(RUN_LABEL.into(), "1-2".into());
+        let body = spec.create_body();
         let binds = body.host_config.as_ref().unwrap().binds.clone().unwrap();
         assert_eq!(binds, ["/tmp/qbox-auth-x:/run/qbox/auth:ro"]);
         assert!(
@@ -287,7 +298,9 @@ mod tests {
             env.iter().all(|e| !e.contains("aoa")),
             "no token in the environment"
         );
-        assert_eq!(body.labels.unwrap()["qbox.managed"], "true");
+        let labels = body.labels.unwrap();
+        assert_eq!(labels["qbox.managed"], "true");
+        assert_eq!(labels["qbox.run"], "1-2");
         assert_eq!(body.host_config.unwrap().init, Some(true));
     }
 
