@@ -134,6 +134,8 @@ pub(super) fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
         .user
         .get_or_insert_with(|| format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid()));
     let cmd = if args.mcp {
+        // --mcp is docker options of qbox's choosing: -i and -e here, the
+        // sidecar's read-only mounts and --entrypoint once it is found.
         options.interactive = true;
         let env = &mut options.env;
         if !env

@@ -27,6 +27,7 @@ pub const COPY_HOME_MOUNT: &str = "/run/qbox/home";
 pub const KEY_FILE_NAME: &str = "kiro-api-key";
 /// `QBOX_API_KEY_FILE` inside containers given a key.
 pub const AUTH_KEY: &str = "/run/qbox/auth/kiro-api-key";
+
 /// How the login reaches the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuthMode {
