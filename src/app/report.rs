@@ -148,6 +148,7 @@ mod tests {
         use super::super::*;
         use crate::container::agent_image::AgentImageError;
         use crate::container::keeper::KeeperError;
+        use crate::container::options::OptionError;
         use crate::container::run::RunError;
         use crate::container::runtime_dir::RuntimeDirError;
         use crate::container::sidecar_image::{McpSidecarError, SidecarImageError};
@@ -548,16 +549,6 @@ mod tests {
 
         fn spec_errors() -> Vec<SpecError> {
             vec![
-                SpecError::Env("=x".into()),
-                SpecError::Volume("a".into()),
-                SpecError::VolumeSourceMissing(path()),
-                SpecError::User("a:b:c".into()),
-                SpecError::ReservedTarget("/run/qbox/auth".into()),
-                SpecError::Memory("1k".into()),
-                SpecError::UndoesReadOnlyLogin {
-                    option: "--cap-add",
-                    value: "CAP_SYS_ADMIN".into(),
-                },
                 SpecError::LiveNotCliDir(path()),
                 SpecError::LiveUnresolved(path(), "no such file".into()),
             ]
@@ -565,15 +556,40 @@ mod tests {
 
         fn expected_spec(e: &SpecError) -> u8 {
             match e {
-                SpecError::Env(_)
-                | SpecError::Volume(_)
-                | SpecError::VolumeSourceMissing(_)
-                | SpecError::User(_)
-                | SpecError::ReservedTarget(_)
-                | SpecError::Memory(_)
-                | SpecError::UndoesReadOnlyLogin { .. }
-                | SpecError::LiveNotCliDir(_)
-                | SpecError::LiveUnresolved(..) => exit::ENGINE,
+                SpecError::LiveNotCliDir(_) | SpecError::LiveUnresolved(..) => exit::ENGINE,
+            }
+        }
+
+        fn option_errors() -> Vec<OptionError> {
+            vec![
+                OptionError::Invalid {
+                    option: "--publish",
+                    value: "x".into(),
+                    expected: "a port".into(),
+                },
+                OptionError::Env("=x".into()),
+                OptionError::Volume("a".into()),
+                OptionError::VolumeSourceMissing(path()),
+                OptionError::ReservedTarget("/run/qbox/auth".into()),
+                OptionError::User("a:b:c".into()),
+                OptionError::Memory("1k".into()),
+                OptionError::UndoesReadOnlyLogin {
+                    option: "--cap-add",
+                    value: "CAP_SYS_ADMIN".into(),
+                },
+            ]
+        }
+
+        fn expected_option(e: &OptionError) -> u8 {
+            match e {
+                OptionError::Invalid { .. }
+                | OptionError::Env(_)
+                | OptionError::Volume(_)
+                | OptionError::VolumeSourceMissing(_)
+                | OptionError::ReservedTarget(_)
+                | OptionError::User(_)
+                | OptionError::Memory(_)
+                | OptionError::UndoesReadOnlyLogin { .. } => exit::ENGINE,
             }
         }
 
@@ -803,6 +819,7 @@ mod tests {
             add!(run_errors(), expected_run);
             add!(runtime_dir_errors(), expected_runtime_dir);
             add!(spec_errors(), expected_spec);
+            add!(option_errors(), expected_option);
             add!(static_binary_errors(), expected_static_binary);
             add!(agent_image_errors(), expected_agent_image);
             add!(keeper_errors(), expected_keeper);
@@ -821,12 +838,6 @@ mod tests {
                 table.push((e.into(), exit::ENGINE));
             }
             add!(call_errors(), expected_call);
-            let option = crate::container::options::OptionError {
-                option: "--publish",
-                value: "x".into(),
-                expected: "a port".into(),
-            };
-            table.push((option.into(), exit::ENGINE));
             for (code, expected) in [(exit::USAGE, exit::USAGE), (NO_LOGIN, NO_LOGIN)] {
                 table.push((
                     CommandError::new(code, "a command's own error").into(),

@@ -4,10 +4,11 @@
 //! The login is prepared here: a snapshot in the run's directory under the
 //! runtime directory with a `SnapshotKeeper` running beside the container, or
 //! the live directory (only a CLI's own data directory, `spec::live_mount`).
-//! `spec` refuses what would let a container remount the login writable
+//! `options` refuses what would let a container remount the login writable
 //! (`guard_login`) and mount targets at, in or above `/run/qbox/auth` after
 //! lexical normalisation (`is_reserved_target`).
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -21,10 +22,8 @@ use crate::container::keeper::{self, KeeperSettings};
 use crate::container::run::RunError;
 use crate::container::runtime_dir::{self, RuntimeDir};
 use crate::container::sidecar_image;
-use crate::container::spec::{
-    AUTH_DB, AUTH_KEY, AuthMode, CREATOR_LABEL, KEY_FILE_NAME, RUN_LABEL, RunSpec, guard_login,
-    live_mount, parse_env, parse_memory, parse_user, parse_volume,
-};
+use crate::container::spec::{AUTH_DB, AUTH_KEY, AuthMode, KEY_FILE_NAME, RunSpec, live_mount};
+use crate::container::{CREATOR_LABEL, RUN_LABEL};
 use crate::exit::{self, CommandError, Diagnose};
 use crate::store::watch::{CopyDirs, SnapshotKeeper, WatchEvent, WatchOptions};
 use crate::store::{self, StoreQuery, snapshot};
@@ -62,45 +61,11 @@ qbox itself is killed; snapshot directories of killed runs are removed by the ne
 Exit codes: the container's, or 125 (qbox or engine failure), 126 (cannot invoke), 127 (not found),
 128+signal when qbox had to kill the container after a signal.")]
 pub struct RunArgs {
-    /// Set an environment variable (NAME=value, or NAME to pass the host's value).
-    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
-    env: Vec<String>,
-    /// Bind mount SRC:DST[:ro|rw].
-    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
-    volumes: Vec<String>,
-    /// Working directory inside the container.
-    #[arg(short = 'w', long)]
-    workdir: Option<String>,
-    /// User inside the container (default: your uid:gid, so the 0600 snapshot is readable).
-    #[arg(short = 'u', long)]
-    user: Option<String>,
-    /// Keep stdin open and forward it.
-    #[arg(short = 'i', long)]
-    interactive: bool,
-    /// Allocate a terminal (stdin must be one).
-    #[arg(short = 't', long)]
-    tty: bool,
-    /// Container name.
-    #[arg(long)]
-    name: Option<String>,
-    /// Network to connect to.
-    #[arg(long)]
-    network: Option<String>,
-    /// Run an init process as PID 1 (signal handling, zombie reaping).
-    #[arg(long)]
-    init: bool,
-    /// Override the image's entrypoint.
-    #[arg(long)]
-    entrypoint: Option<String>,
-    /// Memory limit (e.g. 512m, 2g); no swap beyond it. Exceeding it kills the container (exit 137).
-    #[arg(short = 'm', long, value_name = "SIZE")]
-    memory: Option<String>,
+    #[command(flatten)]
+    docker: super::run_options::DockerOptions,
     /// Keep the container after it exits (by default the engine removes it when it exits).
     #[arg(long)]
     keep: bool,
-    /// Seconds to wait after passing on SIGINT/SIGTERM/SIGHUP before killing the container.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    stop_timeout: u32,
     /// How the login reaches the container.
     #[arg(long, value_enum, default_value_t = AuthMode::Snapshot)]
     auth: AuthMode,
@@ -127,8 +92,6 @@ pub struct RunArgs {
     /// else this qbox with its loader and libraries).
     #[arg(long, env = "QBOX_SIDECAR_BINARY", value_name = "PATH")]
     sidecar_binary: Option<PathBuf>,
-    #[command(flatten)]
-    docker: super::run_options::DockerOptions,
     /// The image (never pulled: it must be on this machine).
     #[arg(required_unless_present = "attach_keeper")]
     image: Option<String>,
@@ -154,9 +117,9 @@ fn usage(err: impl std::fmt::Display) -> anyhow::Error {
     CommandError::new(exit::ENGINE, err.to_string()).into()
 }
 
-fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
+pub(super) fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
     // Detached, nobody types into the terminal: docker allows -dt anywhere.
-    if args.tty && !args.detach && !std::io::stdin().is_terminal() {
+    if args.docker.tty && !args.detach && !std::io::stdin().is_terminal() {
         return Err(CommandError::new(
             exit::ENGINE,
             "the input device is not a terminal, so -t cannot be used",
@@ -166,29 +129,19 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
     }
     let cwd = std::env::current_dir()?;
     let host_env = |name: &str| std::env::var(name).ok();
-    let options = args.docker.host_options(&cwd)?;
-    guard_login(&options, args.auth)?;
-    // As docker: the files first, so that -e overrides what they set.
-    let mut env = args.docker.env_file_entries(host_env)?;
-    for raw in &args.env {
-        if let Some(entry) = parse_env(raw, host_env).map_err(usage)? {
-            env.push(entry);
-        }
-    }
-    let binds = args
-        .volumes
-        .iter()
-        .map(|raw| parse_volume(raw, &cwd))
-        .collect::<Result<Vec<_>, _>>()?;
-    let user = match &args.user {
-        Some(user) => Some(parse_user(user).map_err(usage)?),
-        None => Some(format!(
-            "{}:{}",
-            nix::unistd::getuid(),
-            nix::unistd::getgid()
-        )),
-    };
+    let mut options = args
+        .docker
+        .host_options(&cwd, host_env, args.auth != AuthMode::None)?;
+    // Your uid has no home in most images: the copy's is writable.
+    let copy_sets_home = options.user.is_none();
+    options
+        .user
+        .get_or_insert_with(|| format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid()));
     let cmd = if args.mcp {
+        // --mcp is docker options of qbox's choosing: -i and -e here, the
+        // sidecar's read-only mounts and --entrypoint once it is found.
+        options.interactive = true;
+        let env = &mut options.env;
         if !env
             .iter()
             .any(|e| e.starts_with(&format!("{AGENT_TOOLS_ENV}=")))
@@ -206,33 +159,18 @@ fn spec(args: &RunArgs) -> anyhow::Result<RunSpec> {
     Ok(RunSpec {
         image: args.image().to_owned(),
         cmd,
-        env,
-        binds,
-        workdir: args.workdir.clone(),
-        user,
-        interactive: args.interactive || args.mcp,
-        tty: args.tty,
-        name: args.name.clone(),
-        network: args.network.clone(),
-        init: args.init,
-        // With --mcp the entrypoint is the sidecar, set once it is found.
-        entrypoint: args.entrypoint.clone().map(|e| vec![e]),
         keep: args.keep,
         detach: args.detach,
-        stop_timeout: args.stop_timeout,
+        labels: HashMap::new(),
         auth_dir: None,
         auth_db: None,
         copy_dir: None,
-        // Your uid has no home in most images: the copy's is writable.
-        copy_sets_home: args.user.is_none(),
+        copy_sets_home,
         auth_key: None,
-        console_size: args.tty.then(crate::container::tty::window_size).flatten(),
-        memory: args
-            .memory
-            .as_deref()
-            .map(parse_memory)
-            .transpose()
-            .map_err(usage)?,
+        console_size: options
+            .tty
+            .then(crate::container::tty::window_size)
+            .flatten(),
         options,
     })
 }
@@ -251,8 +189,7 @@ pub async fn run(
     let mut spec = spec(&args)?;
     // Who created it: a container this process leaves created but never
     // started (killed in between) is removed by a later run's sweep.
-    spec.options
-        .labels
+    spec.labels
         .insert(CREATOR_LABEL.to_owned(), runtime_dir::this_creator());
     let scope = if args.refreshable {
         snapshot::SnapshotScope::Refreshable
@@ -340,10 +277,9 @@ async fn run_detached(
             spec.copy_dir = Some(dir.path().to_owned());
             spec.auth_dir = Some(dir.auth_dir());
             spec.auth_db = Some(AUTH_DB.to_owned());
-            spec.options
-                .labels
+            spec.labels
                 .insert(DETACHED_LABEL.to_owned(), dir.key().to_owned());
-            spec.options.labels.extend(settings.labels());
+            spec.labels.extend(settings.labels());
             keeper = Some((dir, settings));
         }
     }
@@ -379,8 +315,7 @@ async fn run_attached(
     palette: Palette,
 ) -> anyhow::Result<u8> {
     // Which `qbox run` keeps this container's login fresh (`qbox ps`).
-    spec.options
-        .labels
+    spec.labels
         .insert(RUN_LABEL.to_owned(), runtime_dir::this_run());
     // Before anything else: the snapshots and containers that killed runs
     // left behind go.
@@ -392,13 +327,13 @@ async fn run_attached(
         let sidecar = sidecar_image::for_mcp(args.sidecar_binary.clone(), args.image())
             .await
             .map_err(reclassify)?;
-        sidecar.check_readable(args.image(), spec.user.as_deref())?;
+        sidecar.check_readable(args.image(), spec.options.user.as_deref())?;
         for (host, target) in &sidecar.mounts {
             spec.options
                 .mounts
                 .push(crate::container::options::read_only_bind(host, target));
         }
-        spec.entrypoint = Some(sidecar.entrypoint);
+        spec.options.entrypoint = Some(sidecar.entrypoint);
     }
     let mut keeper = None;
     let (stop_keeper, keeper_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -495,6 +430,7 @@ async fn run_attached(
     let exited = result?;
     if exited.oom_killed {
         let limit = args
+            .docker
             .memory
             .as_deref()
             .map_or_else(String::new, |limit| format!(" (--memory {limit})"));

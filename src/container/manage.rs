@@ -14,7 +14,7 @@ use bollard::query_parameters::{
 use super::detached::{DETACHED_LABEL, KEEPER_CLI_LABEL, KEEPER_DB_LABEL, KEEPER_SCOPE_LABEL};
 use super::run::{RunError, engine_error};
 use super::runtime_dir::{self, Owner};
-use super::spec::{CREATOR_LABEL, MANAGED_LABEL, RUN_LABEL};
+use super::{CREATOR_LABEL, MANAGED_LABEL, RUN_LABEL};
 use crate::http::sanitize_remote;
 
 /// A container `qbox run` started, as the engine reports it.

@@ -9,11 +9,13 @@
 //! `/run/qbox/bin/qbox-sidecar` (and `/run/qbox/lib`), as the entrypoint with
 //! `serve`.
 //!
-//! `docker run`'s flags have two homes: qbox's own settings and the core
-//! flags (`-e`, `-v`, `-w`, `-u`, `-i`, `-t`, `--name`, `--network`,
-//! `--init`, `--entrypoint`) go through `spec` (`RunSpec`, `SpecError`); the
-//! rest, and any new flag, through `options` (`HostOptions`, `OptionError`,
-//! exit 125), whose clap side is `cli/run_options.rs`.
+//! `qbox run` builds a container in one pipeline: every `docker run` flag
+//! (docker's spelling and meaning, `-e` and `-v` as much as `--cap-add`) is
+//! parsed by `cli/run_options.rs` (`DockerOptions`) and checked in `options`
+//! into `HostOptions`, a bad value being an `OptionError` (exit 125, as
+//! docker); `spec` (`RunSpec`) adds only qbox's own settings (the login's
+//! mount, `--keep`, `-d`, the command) and writes the create body. Adding a
+//! flag touches those two files and a test.
 
 pub(crate) mod agent_image;
 pub(crate) mod bundle;
@@ -31,47 +33,19 @@ pub(crate) mod static_binary;
 pub(crate) mod transport;
 pub(crate) mod tty;
 
-// What both `spec` (qbox's own mounts) and `options` (the rest of
-// `docker run`'s flags) guard: here, so neither file imports the other.
-
-/// Where the login snapshot appears inside containers.
+/// Where the login appears inside containers: nothing may be mounted at,
+/// in or above it (`options::is_reserved_target`).
 pub const AUTH_MOUNT: &str = "/run/qbox/auth";
-/// The label on every container qbox creates.
+
+/// The label on every container qbox creates; no `-l` may set a `qbox.` one.
 pub const MANAGED_LABEL: &str = "qbox.managed";
 
-/// `path` with `//`, `/./`, `/../` and a trailing `/` resolved lexically,
-/// as the engine cleans a mount target (Go's `filepath.Clean`); `..` at
-/// the root stays at the root. `None` for a relative path.
-pub fn normalise_target(path: &str) -> Option<String> {
-    if !path.starts_with('/') {
-        return None;
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            part => parts.push(part),
-        }
-    }
-    Some(format!("/{}", parts.join("/")))
-}
+/// The label naming the `qbox run` (`PID-START`) that keeps a container's
+/// login fresh: `qbox ps` shows whether it still runs.
+pub const RUN_LABEL: &str = "qbox.run";
 
-/// Whether a mount at `target` would cover, replace or sit inside the
-/// login mount: `/run/qbox/auth`, anything under it, or a directory above
-/// it (`/run/qbox`, `/run`, `/`), however it is spelled.
-pub fn is_reserved_target(target: &str) -> bool {
-    let Some(target) = normalise_target(target) else {
-        return false;
-    };
-    let inside = |outer: &str, inner: &str| {
-        outer == "/"
-            || inner == outer
-            || inner
-                .strip_prefix(outer)
-                .is_some_and(|rest| rest.starts_with('/'))
-    };
-    inside(AUTH_MOUNT, &target) || inside(&target, AUTH_MOUNT)
-}
+/// The label naming the qbox process that created a container
+/// (`PID-START`, as [`RUN_LABEL`]), foreground or detached: a container
+/// left `Created` by a creator that died before starting it is removed by
+/// the next `qbox run` (`manage::remove_abandoned`).
+pub const CREATOR_LABEL: &str = "qbox.creator";

@@ -1,17 +1,20 @@
-//! The `docker run` options beyond the basics that `qbox run` accepts with
-//! docker's spelling and meaning: published ports, `--env-file`, `--mount`,
-//! `--read-only`, `--tmpfs`, capabilities, `--security-opt`, labels,
-//! `--add-host`, `--platform`, `--cpus`, `--pids-limit`, `--pull never`, and
-//! the `--hardened` shorthand.
+//! Every `docker run` option that `qbox run` accepts, with docker's
+//! spelling and meaning: `-e`, `--env-file`, `-v`, `--mount`, `--tmpfs`,
+//! `--read-only`, `-w`, `-u`, `-i`, `-t`, `--name`, `--network`, `--init`,
+//! `--entrypoint`, `-m`, `--stop-timeout`, published ports, capabilities,
+//! `--security-opt`, labels, `--add-host`, `--platform`, `--cpus`,
+//! `--pids-limit`, `--pull never`, and the `--hardened` shorthand.
 //!
 //! Every value is checked here, before anything is created, and a bad one
 //! is an [`OptionError`] naming the option and the value (exit 125, as
-//! docker). Parsing is pure; [`HostOptions::apply`] writes the result into
-//! the engine's create body.
+//! docker); so is what would let a container undo its read-only login
+//! ([`HostOptions::guard_login`]). Parsing is pure; [`HostOptions::apply`]
+//! writes the result into the engine's create body. The clap side is
+//! `cli/run_options.rs`; qbox's own settings are `spec`'s.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bollard::models::{
     ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
@@ -20,15 +23,33 @@ use bollard::models::{
 
 use crate::exit::{self, Diagnose};
 
-use super::{AUTH_MOUNT, MANAGED_LABEL, is_reserved_target};
+use super::{AUTH_MOUNT, MANAGED_LABEL};
 
-/// A bad option value: what was given, and what was expected.
+/// A bad `docker run` option of `qbox run`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {option} `{value}`: {expected}")]
-pub struct OptionError {
-    pub option: &'static str,
-    pub value: String,
-    pub expected: String,
+pub enum OptionError {
+    /// A value that is not what the option takes: what was given, and
+    /// what was expected.
+    #[error("invalid {option} `{value}`: {expected}")]
+    Invalid {
+        option: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error("invalid --env `{0}`: expected NAME=value or NAME")]
+    Env(String),
+    #[error("invalid --volume `{0}`: expected SRC:DST[:ro|rw] with an absolute DST")]
+    Volume(String),
+    #[error("--volume source {} does not exist", .0.display())]
+    VolumeSourceMissing(PathBuf),
+    #[error("--volume target {0} is reserved for the login snapshot")]
+    ReservedTarget(String),
+    #[error("invalid --user `{0}`: expected NAME, UID or UID:GID")]
+    User(String),
+    #[error("invalid --memory `{0}`: expected a size like 512m or 2g, at least 6m")]
+    Memory(String),
+    #[error("{option} {value} would let the container make the read-only login mount writable")]
+    UndoesReadOnlyLogin { option: &'static str, value: String },
 }
 
 /// A bad option is a usage error of `qbox run`: 125, as `docker run`.
@@ -38,12 +59,27 @@ impl Diagnose for OptionError {
     }
 
     fn hint(&self) -> Option<String> {
-        Some("docs/run.md lists every option `qbox run` accepts, with docker's syntax".into())
+        match self {
+            Self::Invalid { .. } => Some(
+                "docs/run.md lists every option `qbox run` accepts, with docker's syntax".into(),
+            ),
+            Self::ReservedTarget(_) => Some(format!(
+                "{AUTH_MOUNT}, what is inside it and the directories above it are qbox's: mount elsewhere"
+            )),
+            Self::UndoesReadOnlyLogin { .. } => {
+                Some("drop it, or run the container without a login (--auth none)".into())
+            }
+            Self::Env(_)
+            | Self::Volume(_)
+            | Self::VolumeSourceMissing(_)
+            | Self::User(_)
+            | Self::Memory(_) => None,
+        }
     }
 }
 
 fn invalid(option: &'static str, value: &str, expected: impl Into<String>) -> OptionError {
-    OptionError {
+    OptionError::Invalid {
         option,
         value: value.to_owned(),
         expected: expected.into(),
@@ -53,6 +89,27 @@ fn invalid(option: &'static str, value: &str, expected: impl Into<String>) -> Op
 /// The checked options, ready to go into a create body.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostOptions {
+    /// `NAME=value`: the `--env-file` entries first, then `-e` (which wins).
+    pub env: Vec<String>,
+    /// `-v` as the engine takes it, `SRC:DST[:MODE]` with SRC absolute.
+    pub binds: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    /// `-i`: stdin kept open (and forwarded, when attached).
+    pub interactive: bool,
+    /// `-t`: a terminal.
+    pub tty: bool,
+    /// `--name`, given to the create call (not the body).
+    pub name: Option<String>,
+    pub network: Option<String>,
+    pub init: bool,
+    /// The entrypoint and its first arguments (`--entrypoint` gives one).
+    pub entrypoint: Option<Vec<String>>,
+    /// Memory limit in bytes (swap included: the container gets no swap).
+    pub memory: Option<i64>,
+    /// Seconds between passing on a stop signal and killing the container;
+    /// also what `docker stop` waits for it.
+    pub stop_timeout: u32,
     /// `"8080/tcp"` → where it is published on the host.
     pub ports: HashMap<String, Vec<PortBinding>>,
     pub publish_all: bool,
@@ -88,9 +145,65 @@ impl HostOptions {
         self.tmpfs.entry("/tmp".into()).or_default();
     }
 
-    /// Writes these options into `body` (whose host config and labels the
-    /// basic options have already filled).
+    /// Refuses, for a container that gets a login (`login_mounted`), what
+    /// would let code in it undo the read-only mount or read the host's
+    /// store around it: the capabilities of [`REACHES_THE_HOST`], AppArmor's
+    /// and seccomp's default profiles turned off (they are what block
+    /// `mount` where they are in force; a profile of one's own that allows
+    /// what it does not name is the same), and `systempaths=unconfined` (the
+    /// kernel's files under `/proc` and `/sys` unmasked). Without a login
+    /// (`--auth none`) there is nothing to protect.
+    pub fn guard_login(&self, login_mounted: bool) -> Result<(), OptionError> {
+        if !login_mounted {
+            return Ok(());
+        }
+        if let Some(cap) = self
+            .cap_add
+            .iter()
+            .find(|cap| REACHES_THE_HOST.contains(&cap.as_str()))
+        {
+            return Err(OptionError::UndoesReadOnlyLogin {
+                option: "--cap-add",
+                value: cap.clone(),
+            });
+        }
+        if let Some(opt) = self.security_opt.iter().find(|opt| {
+            matches!(
+                opt.as_str(),
+                "apparmor=unconfined" | "seccomp=unconfined" | "systempaths=unconfined"
+            )
+        }) {
+            return Err(OptionError::UndoesReadOnlyLogin {
+                option: "--security-opt",
+                value: opt.clone(),
+            });
+        }
+        if let Some(action) = self
+            .security_opt
+            .iter()
+            .filter_map(|opt| opt.strip_prefix("seccomp="))
+            .find_map(allowing_seccomp_profile)
+        {
+            return Err(OptionError::UndoesReadOnlyLogin {
+                option: "--security-opt",
+                value: format!("seccomp=PROFILE (defaultAction {action})"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes these options into `body`, whose labels and host config
+    /// qbox's own settings may already have filled: they are kept (a label
+    /// qbox set wins).
     pub fn apply(&self, body: &mut ContainerCreateBody) {
+        body.entrypoint = self.entrypoint.clone();
+        body.env = Some(self.env.clone());
+        body.working_dir = self.workdir.clone();
+        body.user = self.user.clone();
+        body.tty = Some(self.tty);
+        body.open_stdin = Some(self.interactive);
+        // Also what `docker stop` on this container waits.
+        body.stop_timeout = Some(i64::from(self.stop_timeout));
         if !self.ports.is_empty() {
             let mut exposed: Vec<String> = self.ports.keys().cloned().collect();
             exposed.sort();
@@ -102,6 +215,11 @@ impl HostOptions {
         }
         let host = body.host_config.get_or_insert_with(HostConfig::default);
         let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        host.binds = Some(self.binds.clone());
+        host.network_mode = self.network.clone();
+        host.init = self.init.then_some(true);
+        host.memory = self.memory;
+        host.memory_swap = self.memory;
         if !self.ports.is_empty() {
             host.port_bindings = Some(
                 self.ports
@@ -121,6 +239,166 @@ impl HostOptions {
         host.nano_cpus = self.nano_cpus;
         host.pids_limit = self.pids_limit;
     }
+}
+
+/// Capabilities that let code in a container reach past its mounts to the
+/// host's files or kernel: `CAP_SYS_ADMIN` remounts the login read-write;
+/// `CAP_DAC_READ_SEARCH` opens any host file by handle (`open_by_handle_at`
+/// through any bind mount, as `/etc/hosts` is); `CAP_SYS_MODULE` loads
+/// kernel code; `CAP_SYS_RAWIO`, `CAP_BPF` and `CAP_PERFMON` read kernel
+/// memory. `ALL` holds them all.
+const REACHES_THE_HOST: &[&str] = &[
+    "ALL",
+    "CAP_SYS_ADMIN",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_BPF",
+    "CAP_PERFMON",
+];
+
+/// The default action of a seccomp profile (its JSON text, as the option
+/// carries it) that lets every system call it does not name through: such
+/// a profile is `seccomp=unconfined` by another name.
+fn allowing_seccomp_profile(profile: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(profile).ok()?;
+    let action = value.get("defaultAction")?.as_str()?;
+    matches!(action, "SCMP_ACT_ALLOW" | "SCMP_ACT_LOG" | "SCMP_ACT_TRACE")
+        .then(|| action.to_owned())
+}
+
+/// `path` with `//`, `/./`, `/../` and a trailing `/` resolved lexically,
+/// as the engine cleans a mount target (Go's `filepath.Clean`); `..` at
+/// the root stays at the root. `None` for a relative path.
+pub fn normalise_target(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// Whether a mount at `target` would cover, replace or sit inside the
+/// login mount: `/run/qbox/auth`, anything under it, or a directory above
+/// it (`/run/qbox`, `/run`, `/`), however it is spelled.
+pub fn is_reserved_target(target: &str) -> bool {
+    let Some(target) = normalise_target(target) else {
+        return false;
+    };
+    let inside = |outer: &str, inner: &str| {
+        outer == "/"
+            || inner == outer
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    inside(AUTH_MOUNT, &target) || inside(&target, AUTH_MOUNT)
+}
+
+/// `-e NAME=value` as given, `-e NAME` with the host's value (skipped when unset).
+pub fn parse_env(
+    raw: &str,
+    host: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, OptionError> {
+    let (name, value) = match raw.split_once('=') {
+        Some((name, value)) => (name, Some(value.to_owned())),
+        None => (raw, None),
+    };
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(OptionError::Env(raw.to_owned()));
+    }
+    Ok(value
+        .or_else(|| host(name))
+        .map(|value| format!("{name}={value}")))
+}
+
+/// `-v SRC:DST[:ro|rw]`: a host path (made absolute, must exist) or a named volume.
+pub fn parse_volume(raw: &str, cwd: &Path) -> Result<String, OptionError> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, None),
+        [src, dst, mode @ ("ro" | "rw" | "z" | "Z" | "ro,z" | "ro,Z")] => (*src, *dst, Some(*mode)),
+        _ => return Err(OptionError::Volume(raw.to_owned())),
+    };
+    if src.is_empty() || !dst.starts_with('/') {
+        return Err(OptionError::Volume(raw.to_owned()));
+    }
+    if is_reserved_target(dst) {
+        return Err(OptionError::ReservedTarget(dst.to_owned()));
+    }
+    let is_path = src.starts_with('/') || src.starts_with('.') || src.starts_with('~');
+    let src = if is_path {
+        let path = match src.strip_prefix("~/") {
+            Some(rest) => dirs::home_dir().unwrap_or_default().join(rest),
+            None => cwd.join(src),
+        };
+        if !path.exists() {
+            return Err(OptionError::VolumeSourceMissing(path));
+        }
+        std::path::absolute(&path)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    } else {
+        src.to_owned()
+    };
+    Ok(match mode {
+        Some(mode) => format!("{src}:{dst}:{mode}"),
+        None => format!("{src}:{dst}"),
+    })
+}
+
+/// `-u NAME | UID | UID:GID | NAME:GROUP`.
+pub fn parse_user(raw: &str) -> Result<String, OptionError> {
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    };
+    let ok = match raw.split_once(':') {
+        Some((user, group)) => valid(user) && valid(group),
+        None => valid(raw),
+    };
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(OptionError::User(raw.to_owned()))
+    }
+}
+
+/// The smallest memory limit the engine accepts.
+const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+/// `-m 512m`: bytes with an optional b, k, m or g suffix (powers of 1024, as
+/// `docker run -m`).
+pub fn parse_memory(raw: &str) -> Result<i64, OptionError> {
+    let text = raw.trim().to_ascii_lowercase();
+    let text = text
+        .strip_suffix('b')
+        .filter(|t| !t.is_empty())
+        .unwrap_or(&text);
+    let (digits, unit) = match text.char_indices().last() {
+        Some((at, 'k')) => (&text[..at], 1_i64 << 10),
+        Some((at, 'm')) => (&text[..at], 1 << 20),
+        Some((at, 'g')) => (&text[..at], 1 << 30),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|bytes| *bytes >= MIN_MEMORY)
+        .ok_or_else(|| OptionError::Memory(raw.to_owned()))
 }
 
 /// A port number (1-65535) or a range `LOW-HIGH`.
@@ -588,6 +866,14 @@ pub fn parse_pull(raw: &str) -> Result<(), OptionError> {
 mod tests {
     use super::*;
 
+    /// The option an [`OptionError::Invalid`] names.
+    fn option_of(err: &OptionError) -> &'static str {
+        match err {
+            OptionError::Invalid { option, .. } => option,
+            other => panic!("not an invalid value: {other}"),
+        }
+    }
+
     fn published(raw: &str) -> HashMap<String, Vec<PortBinding>> {
         let mut options = HostOptions::default();
         parse_publish(raw, &mut options).unwrap();
@@ -636,7 +922,7 @@ mod tests {
         ] {
             let mut options = HostOptions::default();
             let err = parse_publish(bad, &mut options).unwrap_err();
-            assert_eq!(err.option, "--publish", "{bad}");
+            assert_eq!(option_of(&err), "--publish", "{bad}");
             assert!(err.to_string().contains(&format!("`{bad}`")), "{err}");
         }
     }
@@ -689,7 +975,7 @@ mod tests {
             "type=tmpfs,target=/t,tmpfs-mode=999",
         ] {
             assert_eq!(
-                parse_mount(bad, &cwd).unwrap_err().option,
+                option_of(&parse_mount(bad, &cwd).unwrap_err()),
                 "--mount",
                 "{bad}"
             );
@@ -747,7 +1033,7 @@ mod tests {
             "no-new-privileges=maybe",
         ] {
             assert_eq!(
-                parse_security_opt(bad).unwrap_err().option,
+                option_of(&parse_security_opt(bad).unwrap_err()),
                 "--security-opt",
                 "{bad}"
             );
@@ -803,5 +1089,127 @@ mod tests {
         let labels = body.labels.unwrap();
         assert_eq!(labels[MANAGED_LABEL], "true");
         assert_eq!(labels["qbox-user"], "yes");
+    }
+
+    #[test]
+    fn memory_sizes_read_as_docker_reads_them() {
+        assert_eq!(parse_memory("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_memory("8192k").unwrap(), 8 << 20);
+        assert_eq!(parse_memory("7340032").unwrap(), 7 << 20);
+        assert_eq!(parse_memory("16mb").unwrap(), 16 << 20);
+        for bad in ["", "m", "5m", "-64m", "12x", "1.5g", "99999999999g"] {
+            assert!(parse_memory(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn issue_30_every_spelling_of_the_login_mount_and_its_parents_is_reserved() {
+        for reserved in [
+            "/run/qbox/auth",
+            "/run/qbox/auth/",
+            "/run/qbox//auth",
+            "/run//qbox/auth",
+            "/run/qbox/./auth",
+            "/run/qbox/x/../auth",
+            "/run/qbox/auth/data.sqlite3",
+            "/run/qbox/auth/sub/dir",
+            "/run/qbox",
+            "/run/qbox/",
+            "/run",
+            "//run",
+            "/",
+            "/..",
+            "/tmp/../run/qbox",
+        ] {
+            assert!(is_reserved_target(reserved), "{reserved}");
+        }
+        for free in [
+            "/run/qbox/authz",
+            "/run/qbox/bin",
+            "/run/qboxes",
+            "/runner",
+            "/tmp",
+            "/run/qbox/auth/../bin",
+            "relative",
+        ] {
+            assert!(!is_reserved_target(free), "{free}");
+        }
+        let cwd = std::env::temp_dir();
+        for target in ["/run/qbox//auth", "/run/qbox", "/run", "/run/qbox/./auth/x"] {
+            assert!(
+                matches!(
+                    parse_volume(&format!("/tmp:{target}"), &cwd),
+                    Err(OptionError::ReservedTarget(_))
+                ),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn issue_30_what_undoes_the_read_only_login_is_refused_unless_there_is_no_login() {
+        let with = |cap: &[&str], sec: &[&str]| HostOptions {
+            cap_add: cap.iter().map(|c| (*c).to_owned()).collect(),
+            security_opt: sec.iter().map(|s| (*s).to_owned()).collect(),
+            ..HostOptions::default()
+        };
+        let refused = [
+            with(&["CAP_SYS_ADMIN"], &[]),
+            with(&["CAP_CHOWN", "ALL"], &[]),
+            with(&[], &["apparmor=unconfined"]),
+            with(&[], &["no-new-privileges=true", "seccomp=unconfined"]),
+        ];
+        for options in &refused {
+            let err = options.guard_login(true).unwrap_err();
+            assert!(matches!(err, OptionError::UndoesReadOnlyLogin { .. }));
+            assert!(err.hint().unwrap().contains("--auth none"), "{err}");
+            assert_eq!(options.guard_login(false), Ok(()));
+        }
+        let allowed = with(
+            &["CAP_NET_ADMIN"],
+            &["apparmor=docker-default", "seccomp=builtin"],
+        );
+        assert_eq!(allowed.guard_login(true), Ok(()));
+    }
+
+    #[test]
+    fn option_syntax() {
+        let host = |name: &str| (name == "HOSTVAR").then(|| "hv".to_owned());
+        assert_eq!(parse_env("K=V=W", host), Ok(Some("K=V=W".into())));
+        assert_eq!(parse_env("HOSTVAR", host), Ok(Some("HOSTVAR=hv".into())));
+        assert_eq!(parse_env("UNSET", host), Ok(None));
+        assert!(parse_env("=x", host).is_err());
+        let cwd = std::env::temp_dir();
+        assert!(
+            parse_volume("/tmp:/data:ro", &cwd)
+                .unwrap()
+                .ends_with(":/data:ro")
+        );
+        assert_eq!(parse_volume("named:/data", &cwd), Ok("named:/data".into()));
+        assert!(matches!(
+            parse_volume("/tmp:relative", &cwd),
+            Err(OptionError::Volume(_))
+        ));
+        assert!(matches!(
+            parse_volume("/tmp", &cwd),
+            Err(OptionError::Volume(_))
+        ));
+        assert!(matches!(
+            parse_volume("/tmp:/x:bogus", &cwd),
+            Err(OptionError::Volume(_))
+        ));
+        assert!(matches!(
+            parse_volume("/no/such/dir:/x", &cwd),
+            Err(OptionError::VolumeSourceMissing(_))
+        ));
+        assert!(matches!(
+            parse_volume("/tmp:/run/qbox/auth", &cwd),
+            Err(OptionError::ReservedTarget(_))
+        ));
+        assert_eq!(parse_user("1000:1000"), Ok("1000:1000".into()));
+        assert_eq!(parse_user("app"), Ok("app".into()));
+        assert!(parse_user("1000:").is_err());
+        assert!(parse_user("a b").is_err());
     }
 }

@@ -271,7 +271,7 @@ async fn mirror_window_size(docker: &Docker, id: &str) {
 pub async fn run(spec: &RunSpec) -> Result<Exited, RunError> {
     // First of all: from here on a signal cannot kill qbox before it has
     // cleaned up; it is passed on to the container instead.
-    let mut signals = Signals::install(spec.tty)?;
+    let mut signals = Signals::install(spec.options.tty)?;
     // The engine's event log is read back from here on (the exit code of a
     // container removed before the wait reached the engine, an OOM kill); a
     // minute earlier than now allows for an engine whose clock is behind.
@@ -321,9 +321,9 @@ async fn create(docker: &Docker, spec: &RunSpec) -> Result<String, RunError> {
         }
         Err(err) => return Err(engine_error(err)),
     }
-    let options = (spec.name.is_some() || spec.options.platform.is_some()).then(|| {
+    let options = (spec.options.name.is_some() || spec.options.platform.is_some()).then(|| {
         let mut options = CreateContainerOptionsBuilder::default();
-        if let Some(name) = &spec.name {
+        if let Some(name) = &spec.options.name {
             options = options.name(name);
         }
         if let Some(platform) = &spec.options.platform {
@@ -341,7 +341,7 @@ async fn create(docker: &Docker, spec: &RunSpec) -> Result<String, RunError> {
         ))),
         Err(err) if server_error(&err).is_some_and(|(status, _)| status == 409) => {
             Err(RunError::NameConflict {
-                name: spec.name.clone().unwrap_or_default(),
+                name: spec.options.name.clone().unwrap_or_default(),
             })
         }
         Err(err) => Err(engine_error(err)),
@@ -545,7 +545,7 @@ async fn attach_start_wait(
     // Attach before start: output written in the first microseconds is kept.
     let attach = AttachContainerOptionsBuilder::default()
         .stream(true)
-        .stdin(spec.interactive)
+        .stdin(spec.options.interactive)
         .stdout(true)
         .stderr(true)
         .build();
@@ -581,7 +581,7 @@ async fn attach_start_wait(
             }
         }
     });
-    let pump_input = spec.interactive.then(|| {
+    let pump_input = spec.options.interactive.then(|| {
         tokio::spawn(async move {
             let mut stdin = tokio::io::stdin();
             let mut buffer = vec![0u8; 16 * 1024];
@@ -602,7 +602,7 @@ async fn attach_start_wait(
     });
     // With -it the container's terminal does the echoing and line editing;
     // the host's steps aside until the run ends (the guard restores it).
-    let raw_mode = if spec.tty && spec.interactive {
+    let raw_mode = if spec.options.tty && spec.options.interactive {
         crate::container::tty::RawMode::enable()
             .map_err(|e| RunError::Failed(format!("the terminal: {e}")))?
     } else {
@@ -615,14 +615,14 @@ async fn attach_start_wait(
         .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
         .await
         .map_err(|err| start_error(&spec.image, err))?;
-    if spec.tty {
+    if spec.options.tty {
         mirror_window_size(docker, id).await;
     }
     let mut wait = match wait.take() {
         Some(wait) => wait,
         None => spawn_wait(docker, id, "not-running"),
     };
-    let stop_timeout = std::time::Duration::from_secs(u64::from(spec.stop_timeout));
+    let stop_timeout = std::time::Duration::from_secs(u64::from(spec.options.stop_timeout));
     let ended =
         forward_signals_until_exit(docker, id, &mut wait, signals, stop_timeout, since).await;
     drop(raw_mode);
