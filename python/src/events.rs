@@ -3,7 +3,7 @@
 //! whole answer of `Client.chat` (`ChatResponse`).
 
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyList, PyString};
 use serde_json::Value;
 
 use qbox::qapi::ChatEvent;
@@ -314,41 +314,13 @@ pub fn to_python<'py>(py: Python<'py>, event: ChatEvent) -> PyResult<Bound<'py, 
     Ok(object)
 }
 
-/// The events one read brought, and whether the answer ended.
-#[derive(Default)]
-pub struct Batch {
-    pub events: Vec<ChatEvent>,
-    pub ended: bool,
-}
-
-impl Batch {
-    pub fn ended() -> Self {
-        Self {
-            events: Vec::new(),
-            ended: true,
-        }
+/// Events as a list of their Python classes.
+pub fn to_python_list(py: Python<'_>, events: Vec<ChatEvent>) -> PyResult<Bound<'_, PyList>> {
+    let list = PyList::empty(py);
+    for event in events {
+        list.append(to_python(py, event)?)?;
     }
-}
-
-impl<'py> IntoPyObject<'py> for Batch {
-    type Target = PyTuple;
-    type Output = Bound<'py, PyTuple>;
-    type Error = PyErr;
-
-    /// `(events, ended)`.
-    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        let list = PyList::empty(py);
-        for event in self.events {
-            list.append(to_python(py, event)?)?;
-        }
-        PyTuple::new(
-            py,
-            [
-                list.into_any(),
-                self.ended.into_pyobject(py)?.to_owned().into_any(),
-            ],
-        )
-    }
+    Ok(list)
 }
 
 /// `Client.chat`'s answer as it is gathered.
