@@ -75,6 +75,8 @@ async def with_qbox(client: qbox.Client) -> tuple:
     count = 0
     async for event in client.generate_assistant_response("bench"):
         if isinstance(event, qbox.AssistantResponseEvent):
+            # The text, as the peer reads it from each event's JSON.
+            _ = event.content
             last = time.perf_counter()
             if first is None:
                 first = last

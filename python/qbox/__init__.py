@@ -138,11 +138,12 @@ class EventStream:
         try:
             while True:
                 events, ended = native.take()
-                for event in events:
-                    yield event
+                if events is not None:
+                    for event in events:
+                        yield event
                 if ended:
                     return
-                if not events:
+                if events is None:
                     await _readable(native)
         finally:
             # A cancelled task, a loop left early, a stream dropped: the

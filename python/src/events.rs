@@ -197,6 +197,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<OtherEvent>()?;
     m.add_class::<ToolUse>()?;
     m.add_class::<ChatResponse>()?;
+    m.add_class::<Batch>()?;
     Ok(())
 }
 
@@ -314,13 +315,42 @@ pub fn to_python<'py>(py: Python<'py>, event: ChatEvent) -> PyResult<Bound<'py, 
     Ok(object)
 }
 
-/// Events as a list of their Python classes.
-pub fn to_python_list(py: Python<'_>, events: Vec<ChatEvent>) -> PyResult<Bound<'_, PyList>> {
-    let list = PyList::empty(py);
-    for event in events {
-        list.append(to_python(py, event)?)?;
+/// Events handed to Python as an iterator that makes each into its
+/// Python class when it is reached, not all at once: each event's object
+/// is made just before it is used and freed just after, so the garbage
+/// collector's youngest generation never holds a batch's worth of them
+/// (a list of a few thousand live events made its collections the largest
+/// cost of a long answer).
+#[pyclass(module = "qbox._qbox")]
+pub struct Batch {
+    events: std::vec::IntoIter<ChatEvent>,
+}
+
+impl Batch {
+    pub fn new(events: Vec<ChatEvent>) -> Self {
+        Self {
+            events: events.into_iter(),
+        }
     }
-    Ok(list)
+}
+
+#[pymethods]
+impl Batch {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.events
+            .next()
+            .map(|event| to_python(py, event))
+            .transpose()
+    }
+
+    /// Events not yet reached.
+    fn __len__(&self) -> usize {
+        self.events.len()
+    }
 }
 
 /// `Client.chat`'s answer as it is gathered.

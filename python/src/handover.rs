@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use futures_util::FutureExt;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -26,7 +25,7 @@ use tokio::task::AbortHandle;
 use qbox::qapi::{ChatEvent, QClient};
 
 use crate::errors::Failure;
-use crate::events::{self, ChatOutcome};
+use crate::events::{Batch, ChatOutcome};
 
 /// Most events read ahead and not yet taken by Python; the task stops
 /// reading the connection (and TCP holds the server back) until Python
@@ -229,36 +228,35 @@ impl Drop for NativeStream {
 
 #[pymethods]
 impl NativeStream {
-    /// `(events, ended)`: every event queued, at once. An empty list with
-    /// `ended` false means "wait on `fileno()`, then take again". The
-    /// answer's error is raised once the events before it are taken.
-    fn take<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, bool)> {
+    /// `(events, ended)`: every event queued, as an iterator (`None` when
+    /// nothing is: then wait on `fileno()` unless `ended`, and take
+    /// again). The answer's error is raised once the events before it are
+    /// taken.
+    fn take(&self) -> PyResult<(Option<Batch>, bool)> {
         self.start();
-        let (events, ended) = {
-            let mut queue = self.shared.lock();
-            let events = std::mem::take(&mut queue.events);
-            if events.len() >= MAX_QUEUED {
-                self.shared.room.notify_one();
+        let mut queue = self.shared.lock();
+        let events = std::mem::take(&mut queue.events);
+        if events.len() >= MAX_QUEUED {
+            self.shared.room.notify_one();
+        }
+        let ended = match &queue.end {
+            End::Open => {
+                queue.waiting = events.is_empty();
+                false
             }
-            let ended = match &queue.end {
-                End::Open => {
-                    queue.waiting = events.is_empty();
-                    false
-                }
-                End::Ended | End::Over => true,
-                End::Failed(_) if !events.is_empty() => false,
-                End::Failed(_) => {
-                    let End::Failed(failure) = std::mem::replace(&mut queue.end, End::Over) else {
-                        unreachable!("matched above");
-                    };
-                    drop(queue);
-                    return Err(failure.into_pyerr());
-                }
-            };
-            (events, ended)
+            End::Ended | End::Over => true,
+            End::Failed(_) if !events.is_empty() => false,
+            End::Failed(_) => {
+                let End::Failed(failure) = std::mem::replace(&mut queue.end, End::Over) else {
+                    unreachable!("matched above");
+                };
+                drop(queue);
+                return Err(failure.into_pyerr());
+            }
         };
-        let list = events::to_python_list(py, events)?;
-        Ok((list, ended))
+        drop(queue);
+        let events = (!events.is_empty()).then(|| Batch::new(events));
+        Ok((events, ended))
     }
 
     /// `Client.chat`'s `ChatResponse` once the answer is complete, else
@@ -439,8 +437,11 @@ impl Wakeup {
         let _ = (&self.writer).write(&[1]);
     }
 
+    /// Empties the socket: one read takes every byte there (one is
+    /// written per wait); a byte that comes later wakes the loop again,
+    /// harmlessly.
     fn drain(&self) {
         let mut buffer = [0u8; 64];
-        while matches!((&self.reader).read(&mut buffer), Ok(n) if n > 0) {}
+        let _ = (&self.reader).read(&mut buffer);
     }
 }
