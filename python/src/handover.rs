@@ -147,7 +147,7 @@ impl Shared {
 /// Where a stream is.
 enum Task {
     /// Created; the request goes out on the first read.
-    NotStarted(Request),
+    NotStarted(Box<Request>),
     Running(AbortHandle),
     Closed,
 }
@@ -182,7 +182,7 @@ impl NativeStream {
                 room: Notify::new(),
                 wakeup,
             }),
-            task: Mutex::new(Task::NotStarted(request)),
+            task: Mutex::new(Task::NotStarted(Box::new(request))),
             mode,
         })
     }
@@ -205,7 +205,7 @@ impl NativeStream {
         let shared = self.shared.clone();
         let mode = self.mode;
         let handle = runtime().spawn(async move {
-            let read = AssertUnwindSafe(read_answer(&shared, request, mode))
+            let read = AssertUnwindSafe(read_answer(&shared, *request, mode))
                 .catch_unwind()
                 .await;
             match read {
