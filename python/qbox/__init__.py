@@ -17,6 +17,7 @@ logins are found, and refreshed, exactly as the ``qbox`` command does.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any, AsyncGenerator, AsyncIterator, Dict, Optional, Union
 
@@ -101,6 +102,19 @@ def _path(db: Optional[PathLike]) -> Optional[str]:
         ) from None
 
 
+async def _readable(native: Any) -> None:
+    """Waits until the native side has queued something: the event loop
+    watches its socket (no thread waits, the GIL is free meanwhile)."""
+    loop = asyncio.get_running_loop()
+    fd = native.fileno()
+    waiter = loop.create_future()
+    loop.add_reader(fd, native.wake, waiter)
+    try:
+        await waiter
+    finally:
+        loop.remove_reader(fd)
+
+
 class EventStream:
     """The events of one answer, as an async iterator. The request is sent
     when the stream is first read; events come as their frames complete.
@@ -119,13 +133,22 @@ class EventStream:
     @staticmethod
     async def _read(native: _qbox.NativeStream) -> AsyncGenerator[Event, None]:
         # An async generator: its C-level __anext__ hands out the events of
-        # a batch without a coroutine per event.
-        while True:
-            events, ended = await native.next_batch()
-            for event in events:
-                yield event
-            if ended:
-                return
+        # a batch without a coroutine per event. The native side reads
+        # ahead; only an empty queue makes it wait.
+        try:
+            while True:
+                events, ended = native.take()
+                if events is not None:
+                    for event in events:
+                        yield event
+                if ended:
+                    return
+                if events is None:
+                    await _readable(native)
+        finally:
+            # A cancelled task, a loop left early, a stream dropped: the
+            # request is cancelled and its connection closed.
+            native.close()
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._events
@@ -199,7 +222,15 @@ class Client:
         """Asks ``prompt`` and returns the whole answer: ``.text``,
         ``.conversation_id`` (pass it back to continue),
         ``.tool_uses`` and ``.code_references``."""
-        return await self._native.chat(prompt, conversation_id, model)
+        native = self._native.chat(prompt, conversation_id, model)
+        try:
+            while True:
+                response = native.result()
+                if response is not None:
+                    return response
+                await _readable(native)
+        finally:
+            native.close()
 
 
 def export_token(db: Optional[PathLike] = None, field: Optional[str] = "access") -> Any:

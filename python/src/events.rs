@@ -3,7 +3,7 @@
 //! whole answer of `Client.chat` (`ChatResponse`).
 
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyList, PyString};
 use serde_json::Value;
 
 use qbox::qapi::ChatEvent;
@@ -197,6 +197,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<OtherEvent>()?;
     m.add_class::<ToolUse>()?;
     m.add_class::<ChatResponse>()?;
+    m.add_class::<Batch>()?;
     Ok(())
 }
 
@@ -314,40 +315,41 @@ pub fn to_python<'py>(py: Python<'py>, event: ChatEvent) -> PyResult<Bound<'py, 
     Ok(object)
 }
 
-/// The events one read brought, and whether the answer ended.
-#[derive(Default)]
+/// Events handed to Python as an iterator that makes each into its
+/// Python class when it is reached, not all at once: each event's object
+/// is made just before it is used and freed just after, so the garbage
+/// collector's youngest generation never holds a batch's worth of them
+/// (a list of a few thousand live events made its collections the largest
+/// cost of a long answer).
+#[pyclass(module = "qbox._qbox")]
 pub struct Batch {
-    pub events: Vec<ChatEvent>,
-    pub ended: bool,
+    events: std::vec::IntoIter<ChatEvent>,
 }
 
 impl Batch {
-    pub fn ended() -> Self {
+    pub fn new(events: Vec<ChatEvent>) -> Self {
         Self {
-            events: Vec::new(),
-            ended: true,
+            events: events.into_iter(),
         }
     }
 }
 
-impl<'py> IntoPyObject<'py> for Batch {
-    type Target = PyTuple;
-    type Output = Bound<'py, PyTuple>;
-    type Error = PyErr;
+#[pymethods]
+impl Batch {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
 
-    /// `(events, ended)`.
-    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        let list = PyList::empty(py);
-        for event in self.events {
-            list.append(to_python(py, event)?)?;
-        }
-        PyTuple::new(
-            py,
-            [
-                list.into_any(),
-                self.ended.into_pyobject(py)?.to_owned().into_any(),
-            ],
-        )
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.events
+            .next()
+            .map(|event| to_python(py, event))
+            .transpose()
+    }
+
+    /// Events not yet reached.
+    fn __len__(&self) -> usize {
+        self.events.len()
     }
 }
 

@@ -3,29 +3,28 @@
 //! and adds nothing of its own to the protocol: Python code sees typed
 //! events and `qbox.Error` subclasses.
 //!
-//! Every request runs on one shared tokio runtime, without the GIL; Python
-//! awaits an asyncio future that the runtime completes. Cancelling that
-//! future drops the Rust future, and with it the HTTP connection. A panic
-//! is caught at this boundary and raised as `qbox.Error`, never as a Rust
-//! panic in Python.
+//! Every request runs on one shared tokio runtime, without the GIL; its
+//! answer reaches Python's event loop as `handover` describes. Closing or
+//! dropping a stream (a cancelled task does) aborts the request, and with
+//! it the HTTP connection. A panic is caught at this boundary and raised
+//! as `qbox.Error`, never as a Rust panic in Python.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
-use futures_util::FutureExt;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use qbox::qapi::{ApiError, ChatTurn, ClientOptions, Credentials, QClient};
+use qbox::qapi::{ApiError, ClientOptions, Credentials, QClient};
 use qbox::store::{Flavor, StoreQuery};
 
 mod errors;
 mod events;
+mod handover;
 mod json;
 
 use errors::{Failure, PyResultExt};
-use events::{Batch, ChatOutcome};
+use handover::{Mode, NativeStream, Request};
 
 /// `QBOX_DB` and `QBOX_CLI`, read where the CLI reads them: at the edge,
 /// here, as `qbox` reads them on its command line.
@@ -45,24 +44,6 @@ fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, Failure> + Se
             .unwrap_or_else(|panic| Err(Failure::panic(panic)))
     })
     .into_py_result()
-}
-
-/// Turns `future` into an awaitable on the shared runtime; its panics
-/// become `qbox.Error`, its errors the matching `qbox.Error` subclass.
-fn awaitable<'py, T>(
-    py: Python<'py>,
-    future: impl Future<Output = Result<T, Failure>> + Send + 'static,
-) -> PyResult<Bound<'py, PyAny>>
-where
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        AssertUnwindSafe(future)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(Failure::panic(panic)))
-            .into_py_result()
-    })
 }
 
 /// The store the user chose: `db`, else `QBOX_DB`; `QBOX_CLI` picks the
@@ -187,41 +168,36 @@ impl NativeClient {
         conversation_id: Option<&Bound<'_, PyAny>>,
         model: Option<String>,
     ) -> PyResult<NativeStream> {
-        let prompt = prompt_text(prompt)?;
-        let conversation_id = self::conversation_id(conversation_id)?;
-        Ok(NativeStream {
-            state: Arc::new(Mutex::new(StreamState::NotStarted {
-                client: self.client.clone(),
-                prompt,
-                conversation_id,
-                model,
-            })),
-        })
+        NativeStream::new(self.request(prompt, conversation_id, model)?, Mode::Events)
     }
 
-    /// The whole answer to `prompt` (an awaitable of `ChatResponse`).
+    /// The whole answer to `prompt`: a stream whose `result()` is the
+    /// `ChatResponse`; nothing is sent until it is first asked.
     #[pyo3(signature = (prompt, conversation_id=None, model=None))]
-    fn chat<'py>(
+    fn chat(
         &self,
-        py: Python<'py>,
-        prompt: &Bound<'py, PyAny>,
-        conversation_id: Option<&Bound<'py, PyAny>>,
+        prompt: &Bound<'_, PyAny>,
+        conversation_id: Option<&Bound<'_, PyAny>>,
         model: Option<String>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let prompt = prompt_text(prompt)?;
-        let conversation_id = self::conversation_id(conversation_id)?;
-        let client = self.client.clone();
-        awaitable(py, async move {
-            let mut turn = client
-                .chat(&prompt, model, conversation_id.as_deref())
-                .await?;
-            let mut outcome = ChatOutcome::default();
-            while let Some(event) = turn.next_event().await? {
-                outcome.add(event);
-            }
-            outcome.conversation_id = turn.conversation_id().to_owned();
-            outcome.text = turn.take_answer();
-            Ok(outcome)
+    ) -> PyResult<NativeStream> {
+        NativeStream::new(self.request(prompt, conversation_id, model)?, Mode::Whole)
+    }
+}
+
+impl NativeClient {
+    /// A request, its prompt and conversation id checked before anything
+    /// is sent.
+    fn request(
+        &self,
+        prompt: &Bound<'_, PyAny>,
+        conversation_id: Option<&Bound<'_, PyAny>>,
+        model: Option<String>,
+    ) -> PyResult<Request> {
+        Ok(Request {
+            client: self.client.clone(),
+            prompt: prompt_text(prompt)?,
+            conversation_id: self::conversation_id(conversation_id)?,
+            model,
         })
     }
 }
@@ -281,180 +257,6 @@ fn build_client(
         .with_conversations(conversations))
 }
 
-/// Where a stream is.
-enum StreamState {
-    /// Created; the request goes out on the first read.
-    NotStarted {
-        client: QClient,
-        prompt: String,
-        conversation_id: Option<String>,
-        model: Option<String>,
-    },
-    /// Answering; the turn holds the connection.
-    Running(Box<ChatTurn>),
-    /// A read is in progress (the turn is with it).
-    Reading { conversation_id: Option<String> },
-    /// Events were handed out and then the answer failed: the error comes
-    /// with the next read.
-    Failed(ApiError, String),
-    /// Ended, failed, closed or cancelled.
-    Finished { conversation_id: Option<String> },
-}
-
-impl StreamState {
-    fn conversation_id(&self) -> Option<String> {
-        match self {
-            Self::NotStarted {
-                conversation_id, ..
-            }
-            | Self::Reading { conversation_id }
-            | Self::Finished { conversation_id } => conversation_id.clone(),
-            Self::Running(turn) => Some(turn.conversation_id().to_owned()),
-            Self::Failed(_, id) => Some(id.clone()),
-        }
-    }
-}
-
-/// The native side of `qbox.EventStream`: hands out events in batches (all
-/// that one wait brought), so a long answer of small events costs one
-/// hand-over per network read, not one per event.
-#[pyclass(module = "qbox._qbox", frozen)]
-struct NativeStream {
-    state: Arc<Mutex<StreamState>>,
-}
-
-/// Puts a stream in `Finished` if the read holding its turn is dropped
-/// before it ends (the Python task was cancelled): the turn, and so the
-/// connection, is gone with it.
-struct ReadGuard {
-    state: Arc<Mutex<StreamState>>,
-    conversation_id: Option<String>,
-    armed: bool,
-}
-
-impl Drop for ReadGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            *lock(&self.state) = StreamState::Finished {
-                conversation_id: self.conversation_id.take(),
-            };
-        }
-    }
-}
-
-fn lock(state: &Mutex<StreamState>) -> std::sync::MutexGuard<'_, StreamState> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[pymethods]
-impl NativeStream {
-    /// An awaitable of `(events, ended)`: the events that are there after
-    /// one wait (at least one unless `ended`).
-    fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.state.clone();
-        awaitable(py, read_batch(state))
-    }
-
-    /// Ends the stream now: the connection is closed, the turn not saved.
-    fn close(&self) {
-        let mut state = lock(&self.state);
-        if !matches!(*state, StreamState::Reading { .. }) {
-            let conversation_id = state.conversation_id();
-            *state = StreamState::Finished { conversation_id };
-        }
-    }
-
-    /// The conversation's id, once known (a new conversation's id is made
-    /// when the request is sent).
-    #[getter]
-    fn conversation_id(&self) -> Option<String> {
-        lock(&self.state).conversation_id()
-    }
-}
-
-/// One read: starts the request if needed, waits for the next event, then
-/// takes every event already decoded without waiting again.
-async fn read_batch(state: Arc<Mutex<StreamState>>) -> Result<Batch, Failure> {
-    let taken = {
-        let mut guard = lock(&state);
-        let conversation_id = guard.conversation_id();
-        match std::mem::replace(&mut *guard, StreamState::Reading { conversation_id }) {
-            StreamState::Reading { conversation_id } => {
-                *guard = StreamState::Reading { conversation_id };
-                return Err(Failure::invalid(
-                    "the stream is already being read by another task".to_owned(),
-                ));
-            }
-            StreamState::Failed(error, id) => {
-                *guard = StreamState::Finished {
-                    conversation_id: Some(id),
-                };
-                return Err(error.into());
-            }
-            StreamState::Finished { conversation_id } => {
-                *guard = StreamState::Finished { conversation_id };
-                return Ok(Batch::ended());
-            }
-            other => other,
-        }
-    };
-    let mut read = ReadGuard {
-        state: state.clone(),
-        conversation_id: taken.conversation_id(),
-        armed: true,
-    };
-    let mut turn = match taken {
-        StreamState::NotStarted {
-            client,
-            prompt,
-            conversation_id,
-            model,
-        } => Box::new(
-            client
-                .chat(&prompt, model, conversation_id.as_deref())
-                .await?,
-        ),
-        StreamState::Running(turn) => turn,
-        _ => return Ok(Batch::ended()),
-    };
-    read.conversation_id = Some(turn.conversation_id().to_owned());
-    let mut batch = Batch::default();
-    let mut next = turn.next_event().await;
-    loop {
-        match next {
-            Ok(Some(event)) => batch.events.push(event),
-            Ok(None) => {
-                batch.ended = true;
-                break;
-            }
-            Err(error) if batch.events.is_empty() => return Err(error.into()),
-            Err(error) => {
-                read.armed = false;
-                *lock(&state) = StreamState::Failed(error, turn.conversation_id().to_owned());
-                return Ok(batch);
-            }
-        }
-        // Events whose frames are already here, without waiting: a poll
-        // that would wait is dropped, which loses nothing (no bytes are
-        // taken from the connection unless they are decoded).
-        match turn.next_event().now_or_never() {
-            Some(result) => next = result,
-            None => break,
-        }
-    }
-    read.armed = false;
-    *lock(&state) = if batch.ended {
-        StreamState::Finished {
-            conversation_id: Some(turn.conversation_id().to_owned()),
-        }
-    } else {
-        StreamState::Running(turn)
-    };
-    Ok(batch)
-}
-
 /// `qbox.export_token`: the login's token (refreshed first when it is due,
 /// as `qbox export-token` does), or all it exports as a dict.
 #[pyfunction]
@@ -470,7 +272,7 @@ fn export_token(py: Python<'_>, db: Option<PathBuf>, field: Option<String>) -> P
     }
     let exported = detached(py, move || {
         let query = store_query(db)?;
-        pyo3_async_runtimes::tokio::get_runtime()
+        handover::runtime()
             .block_on(qbox::store::export::fresh_export(query))
             .map_err(Failure::from)
     })?;
@@ -498,8 +300,8 @@ fn doctor(py: Python<'_>) -> PyResult<Py<PyAny>> {
         // The runtime directory as `qbox doctor` decides it: a session
         // directory others may write is passed over there, so here too.
         let runtime_dir = qbox::store::user_dirs::private_runtime_dir();
-        let report = pyo3_async_runtimes::tokio::get_runtime()
-            .block_on(qbox::doctor::report(&query, runtime_dir.as_deref()));
+        let report =
+            handover::runtime().block_on(qbox::doctor::report(&query, runtime_dir.as_deref()));
         Ok(report.to_json())
     })?;
     json::to_python(py, &report).map(Bound::unbind)
