@@ -15,7 +15,7 @@
 use bytes::Bytes;
 
 use super::crc::Crc32;
-use super::decoder::{Prelude, Start, check_message_crc_value, check_prelude, start};
+use super::frame::{Prelude, Start, check_message_crc_value, check_prelude, start};
 use super::{FrameError, Headers, LastSection, MAX_MESSAGE_LEN, PRELUDE_LEN};
 
 /// A message's payload: one slice, or the pieces of the chunks it arrived

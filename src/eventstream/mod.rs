@@ -12,6 +12,7 @@ mod crc;
 mod decoder;
 mod encoder;
 mod error;
+mod frame;
 mod header;
 
 pub use chunked::{ChunkDecoder, ChunkMessage, Payload};
