@@ -9,7 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
-use crate::eventstream::{Decoder, FrameError, HeaderValue, Message};
+use bytes::BytesMut;
+
+use crate::eventstream::{ChunkDecoder, ChunkMessage, FrameError, HeaderValue};
 use crate::exit::{self, CommandError};
 
 #[derive(Debug, clap::Subcommand)]
@@ -29,6 +31,9 @@ Exit codes: 0 the whole capture decoded, 1 a frame failed a check (messages befo
     },
 }
 
+/// Bytes asked for per read of the capture.
+const READ_SIZE: usize = 64 * 1024;
+
 /// One header value as JSON.
 fn value_json(value: &HeaderValue<'_>) -> Value {
     match *value {
@@ -44,13 +49,14 @@ fn value_json(value: &HeaderValue<'_>) -> Value {
 }
 
 /// A message as the JSON line `debug decode` prints.
-pub fn message_json(message: &Message<'_>) -> Value {
+pub fn message_json(message: &ChunkMessage<'_>) -> Value {
     let headers: Vec<Value> = message
         .headers
         .iter()
         .map(|h| json!({"name": h.name, "type": h.value.header_type().name(), "value": value_json(&h.value)}))
         .collect();
-    json!({"headers": headers, "payload": BASE64.encode(message.payload)})
+    // A payload cut by a read boundary comes in pieces; base64 needs it whole.
+    json!({"headers": headers, "payload": BASE64.encode(message.payload.contiguous())})
 }
 
 pub fn run(command: DebugCommand) -> anyhow::Result<u8> {
@@ -65,8 +71,11 @@ pub fn run(command: DebugCommand) -> anyhow::Result<u8> {
         _ => (Box::new(std::io::stdin().lock()), "stdin".to_owned()),
     };
     let mut stdout = std::io::stdout().lock();
-    let mut decoder = Decoder::new();
-    let mut buffer = vec![0u8; 64 * 1024];
+    let mut decoder = ChunkDecoder::new();
+    // Each read is frozen into a chunk of its own, which the decoder may keep
+    // (a frame cut by the read's end); the buffer's memory is reused once
+    // the decoder has let go of it.
+    let mut buffer = BytesMut::new();
     let mut decoded_bytes = 0usize;
     let mut count = 0usize;
     let fail = |err: FrameError, offset: usize, count: usize| {
@@ -81,14 +90,17 @@ pub fn run(command: DebugCommand) -> anyhow::Result<u8> {
         })
     };
     loop {
+        buffer.resize(READ_SIZE, 0);
         let read = reader
             .read(&mut buffer)
             .with_context(|| format!("reading {name}"))?;
         if read == 0 {
             break;
         }
+        buffer.truncate(read);
+        let chunk = buffer.split().freeze();
         let mut write_error = None;
-        let fed = decoder.feed(&buffer[..read], |message| {
+        let fed = decoder.feed(&chunk, |message| {
             if let Err(err) = writeln!(stdout, "{}", message_json(&message)) {
                 // Stops the decoder; the write error, not the decoder's
                 // "poisoned", is what is reported (a closed pipe exits 0).

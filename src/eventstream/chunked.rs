@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::crc::Crc32;
 use super::frame::{Prelude, Start, check_message_crc_value, check_prelude, start};
-use super::{FrameError, Headers, LastSection, MAX_MESSAGE_LEN, PRELUDE_LEN};
+use super::{FrameError, Headers, LastSection, MAX_MESSAGE_LEN, OVERHEAD, PRELUDE_LEN};
 
 /// A message's payload: one slice, or the pieces of the chunks it arrived
 /// in, in order.
@@ -64,6 +64,14 @@ impl<'a> Payload<'a> {
 pub struct ChunkMessage<'a> {
     pub headers: Headers<'a>,
     pub payload: Payload<'a>,
+}
+
+impl ChunkMessage<'_> {
+    /// Length of the frame on the wire: the framing around the headers
+    /// section and the payload, which hold the frame's bytes exactly.
+    pub fn wire_len(&self) -> usize {
+        OVERHEAD + self.headers.as_bytes().len() + self.payload.len()
+    }
 }
 
 /// Spanning frames up to this size are copied together; larger ones are
