@@ -381,44 +381,43 @@ fn slices(parts: &[Bytes], start: usize, end: usize, out: &mut Vec<Bytes>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eventstream::{Decoder, Header, HeaderValue, encode};
+    use crate::eventstream::{Header, HeaderValue, encode};
 
-    /// Frames small and large, some without headers or payload.
-    fn stream() -> (Vec<u8>, usize) {
+    /// What a test compares: (event type, payload) of every message.
+    type Seen = Vec<(Option<String>, Vec<u8>)>;
+
+    /// Frames small and large (past the copy limit and past 16 KiB chunks),
+    /// some without headers or payload, back to back; and what each one
+    /// holds.
+    fn stream() -> (Vec<u8>, Seen) {
         let mut out = Vec::new();
-        let sizes = [0usize, 150, 20_000, 3, 70_000, 40];
-        for (i, len) in sizes.into_iter().enumerate() {
+        let mut sent = Vec::new();
+        for (i, len) in [0usize, 150, 20_000, 3, 70_000, 40].into_iter().enumerate() {
             let payload: Vec<u8> = (0..len).map(|b| ((b * 7 + i) % 251) as u8).collect();
             let headers = [Header {
                 name: ":event-type",
                 value: HeaderValue::String("chunk"),
             }];
-            let headers: &[Header<'_>] = if i == 3 { &[] } else { &headers };
+            let (headers, kind): (&[Header<'_>], _) = if i == 3 {
+                (&[], None)
+            } else {
+                (&headers, Some("chunk".to_owned()))
+            };
             encode(headers, &payload, &mut out).unwrap();
+            sent.push((kind, payload));
         }
-        (out, sizes.len())
+        (out, sent)
     }
 
-    /// What a test compares: (event type, payload) of every message.
-    type Seen = Vec<(Option<String>, Vec<u8>)>;
-
-    /// What the copying `Decoder` decodes.
-    fn reference(stream: &[u8]) -> Seen {
-        let mut decoder = Decoder::new();
-        let mut seen = Vec::new();
-        decoder
-            .feed(stream, |m| {
-                let kind = m.headers.get_str(":event-type").map(str::to_owned);
-                seen.push((kind, m.payload.to_vec()));
-                Ok::<_, FrameError>(())
-            })
-            .unwrap();
-        seen
-    }
+    /// Where the 70,000-byte frame starts: four frames of 36 bytes of
+    /// framing and headers (the fourth has 16, no headers) and their
+    /// payloads.
+    const LARGE_START: usize = 3 * 36 + 16 + 150 + 20_000 + 3;
 
     fn decode_in(stream: &[u8], size: usize) -> Result<Seen, FrameError> {
         let mut decoder = ChunkDecoder::new();
         let mut seen = Vec::new();
+        let mut wire = 0;
         for chunk in stream.chunks(size) {
             decoder.feed(&Bytes::copy_from_slice(chunk), |m| {
                 let kind = m.headers.get_str(":event-type").map(str::to_owned);
@@ -428,19 +427,19 @@ mod tests {
                 }
                 assert_eq!(payload.len(), m.payload.len());
                 assert_eq!(payload, m.payload.contiguous().as_ref());
+                wire += m.wire_len();
                 seen.push((kind, payload));
                 Ok::<_, FrameError>(())
             })?;
         }
         decoder.finish()?;
+        assert_eq!(wire, stream.len(), "the frames' wire lengths add up");
         Ok(seen)
     }
 
     #[test]
-    fn every_chunking_gives_the_messages_the_copying_decoder_gives() {
-        let (stream, frames) = stream();
-        let expected = reference(&stream);
-        assert_eq!(expected.len(), frames);
+    fn every_chunking_gives_the_messages_that_were_sent() {
+        let (stream, sent) = stream();
         for size in [
             1,
             2,
@@ -449,16 +448,37 @@ mod tests {
             12,
             13,
             100,
+            1000,
             4096,
             16 * 1024,
+            16 * 1024 + 1,
             65_536,
             stream.len(),
         ] {
-            assert_eq!(
-                decode_in(&stream, size).unwrap(),
-                expected,
-                "chunks of {size}"
-            );
+            assert_eq!(decode_in(&stream, size).unwrap(), sent, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn a_corrupted_byte_anywhere_in_a_large_frame_fails_its_checksum() {
+        let (stream, _) = stream();
+        // Bytes only the message CRC covers: in the headers section, in
+        // the payload, and the payload's last byte.
+        for at in [
+            LARGE_START + 20,
+            LARGE_START + 40,
+            LARGE_START + 17_000,
+            LARGE_START + 36 + 70_000 - 1,
+        ] {
+            let mut bad = stream.clone();
+            bad[at] ^= 0x20;
+            for size in [7, 4096, 16 * 1024, bad.len()] {
+                let err = decode_in(&bad, size).unwrap_err();
+                assert!(
+                    matches!(err, FrameError::MessageChecksum { .. }),
+                    "{at}/{size}: {err}"
+                );
+            }
         }
     }
 
@@ -497,7 +517,7 @@ mod tests {
     fn a_corrupted_spanning_frame_is_refused_and_poisons() {
         let (mut stream, _) = stream();
         // A byte inside the 70 kB frame's payload.
-        let at = stream.len() - 30_000;
+        let at = LARGE_START + 40_000;
         stream[at] ^= 1;
         let err = decode_in(&stream, 4096).unwrap_err();
         assert!(matches!(err, FrameError::MessageChecksum { .. }), "{err}");
@@ -523,7 +543,7 @@ mod tests {
         let mut small = Vec::new();
         encode(&headers, b"", &mut small).unwrap();
         encode(&headers, &[7u8; 150], &mut small).unwrap();
-        assert_eq!(reference(&small).len(), 2);
+        assert_eq!(decode_in(&small, 1).unwrap().len(), 2);
         for at in 0..small.len() {
             let mut bad = small.clone();
             bad[at] ^= 0x20;
