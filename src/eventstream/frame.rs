@@ -96,9 +96,9 @@ pub(super) fn check_message_crc_value(expected: u32, computed: u32) -> Result<()
 pub(super) enum Start<'a> {
     /// A whole frame, both CRCs checked.
     Whole(&'a [u8], Prelude),
-    /// The start of a frame; its prelude, checked, if all 12 bytes are
-    /// there.
-    Partial(Option<Prelude>),
+    /// The start of a frame (its prelude checked, if all 12 bytes are
+    /// there).
+    Partial,
 }
 
 /// Fast path: looks for a whole frame at the start of `input`, to decode it
@@ -110,11 +110,11 @@ pub(super) fn start<'a>(
     fresh: &Crc32,
 ) -> Result<Start<'a>, FrameError> {
     let Some(head) = input.first_chunk::<PRELUDE_LEN>() else {
-        return Ok(Start::Partial(None));
+        return Ok(Start::Partial);
     };
     let prelude = check_prelude(head, max_message_len)?;
     let Some(frame) = input.get(..prelude.total) else {
-        return Ok(Start::Partial(Some(prelude)));
+        return Ok(Start::Partial);
     };
     let mut crc = fresh.clone();
     crc.update(&frame[..prelude.total - 4]);
