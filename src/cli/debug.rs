@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use serde_json::{Value, json};
-
-use bytes::BytesMut;
 
 use crate::eventstream::{ChunkDecoder, ChunkMessage, FrameError, HeaderValue};
 use crate::exit::{self, CommandError};
@@ -30,9 +29,6 @@ Exit codes: 0 the whole capture decoded, 1 a frame failed a check (messages befo
         input: Option<PathBuf>,
     },
 }
-
-/// Bytes asked for per read of the capture.
-const READ_SIZE: usize = 64 * 1024;
 
 /// One header value as JSON.
 fn value_json(value: &HeaderValue<'_>) -> Value {
@@ -72,10 +68,7 @@ pub fn run(command: DebugCommand) -> anyhow::Result<u8> {
     };
     let mut stdout = std::io::stdout().lock();
     let mut decoder = ChunkDecoder::new();
-    // Each read is frozen into a chunk of its own, which the decoder may keep
-    // (a frame cut by the read's end); the buffer's memory is reused once
-    // the decoder has let go of it.
-    let mut buffer = BytesMut::new();
+    let mut buffer = vec![0u8; 64 * 1024];
     let mut decoded_bytes = 0usize;
     let mut count = 0usize;
     let fail = |err: FrameError, offset: usize, count: usize| {
@@ -90,15 +83,17 @@ pub fn run(command: DebugCommand) -> anyhow::Result<u8> {
         })
     };
     loop {
-        buffer.resize(READ_SIZE, 0);
         let read = reader
             .read(&mut buffer)
             .with_context(|| format!("reading {name}"))?;
         if read == 0 {
             break;
         }
-        buffer.truncate(read);
-        let chunk = buffer.split().freeze();
+        // The decoder keeps the chunks of a frame that spans reads, so each
+        // read is copied into a chunk of its own size: a pipe that hands
+        // out a few bytes at a time holds on to those bytes, not to a whole
+        // read buffer per piece.
+        let chunk = Bytes::copy_from_slice(&buffer[..read]);
         let mut write_error = None;
         let fed = decoder.feed(&chunk, |message| {
             if let Err(err) = writeln!(stdout, "{}", message_json(&message)) {

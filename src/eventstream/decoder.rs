@@ -16,7 +16,7 @@
 //! It is the only decoder: the Amazon Q client, `qbox debug decode`, the
 //! fuzz targets and the benchmarks all run it, so what is fuzzed and
 //! measured is what the client runs. Borrowed bytes go in as a `Bytes` of
-//! their own (`debug decode` freezes each read into one).
+//! their own (`debug decode` copies each read into one).
 
 use bytes::Bytes;
 
