@@ -1,11 +1,14 @@
 //! Wraps arbitrary bytes as the headers section of frames with correct
 //! CRCs, so the fuzzer spends its time in header parsing instead of on
-//! checksums. The decoder must never panic, and a section it accepts must
-//! re-encode to the same bytes.
+//! checksums. The frame is decoded whole and cut in the middle of its
+//! headers section (a large frame's cut section is gathered from its
+//! chunks). The decoder must never panic, must give the same verdict both
+//! ways, and a section it accepts must re-encode to the same bytes.
 #![no_main]
 
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use qbox::eventstream::{Decoder, FrameError, Header, encode_to_vec};
+use qbox::eventstream::{ChunkDecoder, FrameError, Header, encode_to_vec};
 
 /// CRC-32 (IEEE), bit by bit: independent of the codec under test.
 fn crc32(data: &[u8]) -> u32 {
@@ -17,6 +20,29 @@ fn crc32(data: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// Decodes `frame` in the given chunks; whether it was accepted.
+fn accepted(frame: &[u8], chunks: &[&[u8]]) -> bool {
+    let mut decoder = ChunkDecoder::new();
+    let mut messages = 0;
+    for chunk in chunks {
+        let fed = decoder.feed(&Bytes::copy_from_slice(chunk), |message| {
+            let parsed: Vec<Header<'_>> = message.headers.iter().collect();
+            assert_eq!(parsed.len(), message.headers.len());
+            let payload = message.payload.contiguous();
+            assert_eq!(encode_to_vec(&parsed, &payload).expect("re-encodes"), frame);
+            messages += 1;
+            Ok::<_, FrameError>(())
+        });
+        if fed.is_err() {
+            assert_eq!(messages, 0, "a refused frame hands out nothing");
+            return false;
+        }
+    }
+    decoder.finish().expect("the frame is complete");
+    assert_eq!(messages, 1, "one frame, one message");
+    true
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -37,11 +63,8 @@ fuzz_target!(|data: &[u8]| {
     let crc = crc32(&frame);
     frame.extend_from_slice(&crc.to_be_bytes());
 
-    let mut decoder = Decoder::new();
-    let _ = decoder.feed(&frame, |message| {
-        let parsed: Vec<Header<'_>> = message.headers.iter().collect();
-        assert_eq!(parsed.len(), message.headers.len());
-        assert_eq!(encode_to_vec(&parsed, message.payload).expect("re-encodes"), frame);
-        Ok::<_, FrameError>(())
-    });
+    let whole = accepted(&frame, &[&frame]);
+    let (first, second) = frame.split_at(12 + headers.len() / 2);
+    let cut = accepted(&frame, &[first, second]);
+    assert_eq!(whole, cut, "same verdict whether or not the section is cut");
 });

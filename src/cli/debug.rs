@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::eventstream::{Decoder, FrameError, HeaderValue, Message};
+use crate::eventstream::{ChunkDecoder, ChunkMessage, FrameError, HeaderValue};
 use crate::exit::{self, CommandError};
 
 #[derive(Debug, clap::Subcommand)]
@@ -44,13 +45,14 @@ fn value_json(value: &HeaderValue<'_>) -> Value {
 }
 
 /// A message as the JSON line `debug decode` prints.
-pub fn message_json(message: &Message<'_>) -> Value {
+pub fn message_json(message: &ChunkMessage<'_>) -> Value {
     let headers: Vec<Value> = message
         .headers
         .iter()
         .map(|h| json!({"name": h.name, "type": h.value.header_type().name(), "value": value_json(&h.value)}))
         .collect();
-    json!({"headers": headers, "payload": BASE64.encode(message.payload)})
+    // A payload cut by a read boundary comes in pieces; base64 needs it whole.
+    json!({"headers": headers, "payload": BASE64.encode(message.payload.contiguous())})
 }
 
 pub fn run(command: DebugCommand) -> anyhow::Result<u8> {
@@ -65,7 +67,7 @@ pub fn run(command: DebugCommand) -> anyhow::Result<u8> {
         _ => (Box::new(std::io::stdin().lock()), "stdin".to_owned()),
     };
     let mut stdout = std::io::stdout().lock();
-    let mut decoder = Decoder::new();
+    let mut decoder = ChunkDecoder::new();
     let mut buffer = vec![0u8; 64 * 1024];
     let mut decoded_bytes = 0usize;
     let mut count = 0usize;
@@ -87,8 +89,13 @@ pub fn run(command: DebugCommand) -> anyhow::Result<u8> {
         if read == 0 {
             break;
         }
+        // The decoder keeps the chunks of a frame that spans reads, so each
+        // read is copied into a chunk of its own size: a pipe that hands
+        // out a few bytes at a time holds on to those bytes, not to a whole
+        // read buffer per piece.
+        let chunk = Bytes::copy_from_slice(&buffer[..read]);
         let mut write_error = None;
-        let fed = decoder.feed(&buffer[..read], |message| {
+        let fed = decoder.feed(&chunk, |message| {
             if let Err(err) = writeln!(stdout, "{}", message_json(&message)) {
                 // Stops the decoder; the write error, not the decoder's
                 // "poisoned", is what is reported (a closed pipe exits 0).

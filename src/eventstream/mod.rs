@@ -1,5 +1,6 @@
-//! AWS event-stream framing (`application/vnd.amazon.eventstream`): an
-//! incremental, zero-copy decoder and an encoder.
+//! AWS event-stream framing (`application/vnd.amazon.eventstream`): one
+//! incremental decoder over owned chunks that never copies a large payload
+//! (`ChunkDecoder`), and an encoder.
 //!
 //! Wire format (big-endian): a 12-byte prelude (`total_len` u32, `headers_len`
 //! u32, CRC-32 of those 8 bytes), the headers, the payload, and a CRC-32 of
@@ -7,15 +8,14 @@
 //! 12 bytes are present, so a corrupted length is reported at once instead of
 //! waiting for bytes that will never come.
 
-mod chunked;
 mod crc;
 mod decoder;
 mod encoder;
 mod error;
+mod frame;
 mod header;
 
-pub use chunked::{ChunkDecoder, ChunkMessage, Payload};
-pub use decoder::{Decoder, Message};
+pub use decoder::{ChunkDecoder, ChunkMessage, Payload};
 pub use encoder::{encode, encode_to_vec};
 pub use error::FrameError;
 use header::LastSection;

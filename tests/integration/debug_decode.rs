@@ -47,6 +47,8 @@ fn prints_messages_before_an_error_then_fails() {
     let home = TestHome::new();
     let mut capture = std::fs::read(vector("positive/payload_one_str_header")).unwrap();
     capture.extend(std::fs::read(vector("positive/empty_message")).unwrap());
+    // The broken frame starts where the two good ones end.
+    let broken_at = capture.len();
     capture.extend(std::fs::read(vector("negative/corrupted_payload")).unwrap());
     let path = home.path().join("capture.bin");
     std::fs::write(&path, &capture).unwrap();
@@ -56,7 +58,8 @@ fn prints_messages_before_an_error_then_fails() {
         .run();
     run.assert_code(1)
         .assert_one_line_error()
-        .assert_stderr_contains("checksum");
+        .assert_stderr_contains("checksum")
+        .assert_stderr_contains(&format!("message 3 at byte {broken_at}:"));
     assert_eq!(run.stdout.lines().count(), 2, "{}", run.stdout);
 
     // From stdin, with a trailing partial frame.
@@ -79,10 +82,11 @@ fn prints_messages_before_an_error_then_fails() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 1);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("stream ended inside a frame"), "{stderr}");
     assert!(
-        String::from_utf8(output.stderr)
-            .unwrap()
-            .contains("stream ended inside a frame")
+        stderr.contains(&format!("stdin: message 2 at byte {}:", good.len())),
+        "{stderr}"
     );
 }
 
