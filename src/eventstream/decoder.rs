@@ -84,6 +84,13 @@ impl ChunkMessage<'_> {
 /// kept as the pieces of their chunks.
 const COPY_LIMIT: usize = 2048;
 
+/// A large frame keeps a chunk's bytes as a piece of their chunk only from
+/// this size up; smaller pieces are copied together until they reach it.
+/// A peer sending a large frame a few bytes per chunk would otherwise make
+/// the decoder hold one piece (and the chunk's allocation behind it) per
+/// few bytes: millions for one frame under the size limit.
+const MIN_PIECE: usize = 1024;
+
 /// An incremental decoder that keeps the chunks of a spanning frame instead
 /// of copying them.
 #[derive(Debug)]
@@ -92,6 +99,9 @@ pub struct ChunkDecoder {
     parts: Vec<Bytes>,
     /// The unfinished frame, copied (a small frame).
     copy: Vec<u8>,
+    /// Small pieces of a large frame, copied together until they make a
+    /// piece of at least [`MIN_PIECE`] bytes (or the frame ends).
+    staging: Vec<u8>,
     /// Bytes of the unfinished frame in `parts`.
     have: usize,
     /// The first 12 bytes, gathered while the prelude is not complete.
@@ -128,6 +138,7 @@ impl ChunkDecoder {
         Self {
             parts: Vec::new(),
             copy: Vec::new(),
+            staging: Vec::new(),
             have: 0,
             head: [0; PRELUDE_LEN],
             prelude: None,
@@ -235,12 +246,14 @@ impl ChunkDecoder {
         self.poisoned = true;
         self.parts = Vec::new();
         self.copy = Vec::new();
+        self.staging = Vec::new();
         err
     }
 
     fn reset(&mut self) {
         self.parts.clear();
         self.copy.clear();
+        self.staging.clear();
         self.payload.clear();
         self.have = 0;
         self.prelude = None;
@@ -269,7 +282,7 @@ impl ChunkDecoder {
                     // Every frame's CRC covers its prelude.
                     self.crc = self.fresh.clone();
                     self.crc.update(&self.head);
-                    self.parts.push(Bytes::copy_from_slice(&self.head));
+                    self.staging.extend_from_slice(&self.head);
                 }
                 prelude
             }
@@ -284,13 +297,31 @@ impl ChunkDecoder {
             let crc_at = prelude.total - 4;
             let hashed = n.min(crc_at.saturating_sub(self.have));
             self.crc.update(&piece[..hashed]);
-            if n > 0 {
+            if n >= MIN_PIECE {
+                self.flush_staging();
                 self.parts.push(chunk.slice(*at..*at + n));
+            } else {
+                self.staging.extend_from_slice(piece);
+                if self.staging.len() >= MIN_PIECE {
+                    self.flush_staging();
+                }
             }
         }
         *at += n;
         self.have += n;
-        Ok(self.have == prelude.total)
+        let complete = self.have == prelude.total;
+        if complete {
+            self.flush_staging();
+        }
+        Ok(complete)
+    }
+
+    /// Moves the copied small pieces into `parts` as one piece, in order.
+    fn flush_staging(&mut self) {
+        if !self.staging.is_empty() {
+            self.parts
+                .push(Bytes::from(std::mem::take(&mut self.staging)));
+        }
     }
 
     /// The complete frame in `copy` or `parts`, checked, as a message.
@@ -407,7 +438,7 @@ fn slices(parts: &[Bytes], start: usize, end: usize, out: &mut Vec<Bytes>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eventstream::{Header, HeaderValue, encode};
+    use crate::eventstream::{Header, HeaderValue, encode, encode_to_vec};
 
     /// What a test compares: (event type, payload) of every message.
     type Seen = Vec<(Option<String>, Vec<u8>)>;
@@ -524,8 +555,9 @@ mod tests {
                         if parts.len() > 1 {
                             spanning += 1;
                         }
-                        // Each piece points into the source buffer itself.
-                        for part in parts {
+                        // Each piece but a small one (copied together,
+                        // see MIN_PIECE) points into the source buffer.
+                        for part in parts.iter().filter(|p| p.len() >= MIN_PIECE) {
                             let base = source.as_ptr() as usize;
                             let ptr = part.as_ptr() as usize;
                             assert!(ptr >= base && ptr + part.len() <= base + source.len());
@@ -537,6 +569,36 @@ mod tests {
         }
         decoder.finish().unwrap();
         assert!(spanning >= 2, "the 20 kB and 70 kB frames span chunks");
+    }
+
+    #[test]
+    fn a_large_frame_sent_a_byte_at_a_time_is_held_in_few_pieces() {
+        let payload: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        let event = [Header {
+            name: ":event-type",
+            value: HeaderValue::String("big"),
+        }];
+        let frame = Bytes::from(encode_to_vec(&event, &payload).unwrap());
+        let mut decoder = ChunkDecoder::new();
+        let mut most_pieces = 0;
+        let mut seen = Vec::new();
+        for at in 0..frame.len() {
+            decoder
+                .feed(&frame.slice(at..at + 1), |m| {
+                    seen.push(m.payload.contiguous().into_owned());
+                    Ok::<_, FrameError>(())
+                })
+                .unwrap();
+            most_pieces = most_pieces.max(decoder.parts.len());
+        }
+        decoder.finish().unwrap();
+        assert_eq!(seen, [payload]);
+        // About one piece per KiB, not one per byte.
+        assert!(
+            most_pieces <= frame.len() / 1024 + 1,
+            "{most_pieces} pieces held for a {} byte frame",
+            frame.len()
+        );
     }
 
     #[test]
