@@ -61,9 +61,13 @@ pub struct CallTracker {
     finished: bool,
 }
 
-/// The processes a call stopped and killed when it ended.
+/// The processes a call stopped and killed when it ended, and whether any
+/// of them was still there (alive or a zombie) right after.
 #[derive(Debug, Default)]
-pub struct Killed(Vec<platform::Identity>);
+pub struct Killed {
+    processes: Vec<platform::Identity>,
+    left: bool,
+}
 
 /// Starts `command` and begins tracking what it starts.
 pub fn spawn(
@@ -89,12 +93,18 @@ impl CallTracker {
         let _ = tokio::task::spawn_blocking(move || platform::scan(call)).await;
     }
 
-    /// Stops, then kills, every process of the call.
+    /// Stops, then kills, every process of the call, and reaps those
+    /// already gone (one trip to the blocking pool: a call whose CLI left
+    /// nothing behind needs no other).
     pub async fn freeze_and_kill(&self) -> Killed {
         let call = self.call;
-        tokio::task::spawn_blocking(move || Killed(platform::freeze_and_kill(call, REAP_DEADLINE)))
-            .await
-            .unwrap_or_default()
+        tokio::task::spawn_blocking(move || {
+            let processes = platform::freeze_and_kill(call, REAP_DEADLINE);
+            let left = platform::reap(&processes);
+            Killed { processes, left }
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Ends tracking once the CLI itself has been waited for: waits up to
@@ -103,9 +113,12 @@ impl CallTracker {
     pub async fn finish(mut self, killed: Killed) {
         self.finished = true;
         platform::forget(self.call, self.root_pid);
+        if !killed.left {
+            return;
+        }
         let deadline = tokio::time::Instant::now() + REAP_DEADLINE;
         loop {
-            let own = killed.0.clone();
+            let own = killed.processes.clone();
             let left = tokio::task::spawn_blocking(move || platform::reap(&own))
                 .await
                 .unwrap_or(false);
