@@ -95,12 +95,18 @@ impl CallTracker {
 
     /// Stops, then kills, every process of the call, and reaps those
     /// already gone (one trip to the blocking pool: a call whose CLI left
-    /// nothing behind needs no other).
+    /// nothing behind needs no other, and leaves the reaping of orphans
+    /// that exited by themselves to the reaper).
     pub async fn freeze_and_kill(&self) -> Killed {
         let call = self.call;
         tokio::task::spawn_blocking(move || {
             let processes = platform::freeze_and_kill(call, REAP_DEADLINE);
-            let left = platform::reap(&processes);
+            let left = if processes.is_empty() {
+                platform::remove_leftover_cgroups();
+                false
+            } else {
+                platform::reap(&processes)
+            };
             Killed { processes, left }
         })
         .await
@@ -429,6 +435,12 @@ mod platform {
             );
             registry().leftover_cgroups.push(cgroup);
         }
+        // The usual end of a call, whose CLI started nothing that outlived
+        // it: nothing of the call is alive, which the sidecar's children
+        // tell without walking `/proc` round after round.
+        if nothing_left(call) {
+            return Vec::new();
+        }
         let mut frozen: Vec<Identity> = Vec::new();
         let mut seen: HashSet<Identity> = HashSet::new();
         // Rounds in a row that found nothing new: two are needed, so that a
@@ -517,14 +529,19 @@ mod platform {
     /// earlier that are empty now.
     pub fn reap(own: &[Identity]) -> bool {
         reap_children();
+        remove_leftover_cgroups();
+        own.iter()
+            .any(|p| read_entry(p.pid).is_some_and(|e| e.identity == *p))
+    }
+
+    /// Removes the call cgroups left earlier that are empty now.
+    pub fn remove_leftover_cgroups() {
         let leftovers = std::mem::take(&mut registry().leftover_cgroups);
         let left: Vec<CallCgroup> = leftovers
             .into_iter()
             .filter(|cgroup| !cgroup.kill_and_remove(Duration::ZERO))
             .collect();
         registry().leftover_cgroups.extend(left);
-        own.iter()
-            .any(|p| read_entry(p.pid).is_some_and(|e| e.identity == *p))
     }
 
     /// Starts the reaper, once: a thread that reaps every child of the
@@ -632,6 +649,8 @@ mod platform {
     pub fn reap(_own: &[Identity]) -> bool {
         false
     }
+
+    pub fn remove_leftover_cgroups() {}
 
     pub fn forget(_call: u64, _root_pid: Option<u32>) {}
 }
