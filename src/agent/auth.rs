@@ -52,8 +52,9 @@ pub enum AgentAuth {
         dir: tempfile::TempDir,
         /// Held while the copy is brought up to date: concurrent calls
         /// would otherwise write the same file at once. The snapshot's
-        /// reader and what the copy was last given.
-        updating: Mutex<CopyState>,
+        /// reader and what the copy was last given (boxed: it holds the
+        /// snapshot's last rows and an open connection).
+        updating: Mutex<Box<CopyState>>,
     },
 }
 
@@ -90,14 +91,14 @@ impl AgentAuth {
         let dir = super::leftovers::private_dir()?;
         let auth = Self::PrivateCopy {
             dir,
-            updating: Mutex::new(CopyState {
+            updating: Mutex::new(Box::new(CopyState {
                 snapshot: db::SnapshotReader::new(snapshot),
                 settings_reader: SettingsReader::default(),
                 flavor: None,
                 rows: None,
                 settings: None,
                 settings_warning: None,
-            }),
+            })),
         };
         // Made at start-up, when an expired token is no reason to refuse
         // to serve: the keeper may bring a fresh one before the first call.
@@ -136,7 +137,7 @@ impl AgentAuth {
             Self::PrivateCopy { dir, updating } => (dir, updating),
         };
         let mut guard = updating.lock().unwrap_or_else(|p| p.into_inner());
-        let state = &mut *guard;
+        let state = &mut **guard;
         let snapshot = state.snapshot.path().to_owned();
         let (rows, _) = state.snapshot.rows()?;
         let detected = store::Login::detect_flavor(&rows.auth);
