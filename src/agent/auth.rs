@@ -16,7 +16,11 @@
 //! when the snapshot's differ from what the copy was last given (or the
 //! copy is gone), the settings when the source's differ. This also keeps a
 //! refreshable copy's rotated refresh token, which the CLI wrote, from
-//! being replaced by the spent one the snapshot still holds.
+//! being replaced by the spent one the snapshot still holds. Nor does a
+//! call read what did not change: the snapshot is read whole only when
+//! SQLite says another connection committed to it or the path names
+//! another file ([`db::SnapshotReader`]), the settings file only when its
+//! identity changed ([`store::settings::SettingsReader`]).
 //!
 //! The directory is named after the sidecar ([`super::leftovers`]), so
 //! that one a SIGKILLed sidecar left is removed by the next.
@@ -25,7 +29,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::store::settings::CliSettings;
+use crate::store::settings::{CliSettings, SettingsReader};
 use crate::store::watch::CopyDirs;
 use crate::store::{self, Flavor, StoreError, db};
 
@@ -45,18 +49,21 @@ pub enum AgentAuth {
     Inherit { flavor: Option<Flavor> },
     /// A private copy of the snapshot at `snapshot`.
     PrivateCopy {
-        snapshot: PathBuf,
         dir: tempfile::TempDir,
         /// Held while the copy is brought up to date: concurrent calls
-        /// would otherwise write the same file at once. What the copy was
-        /// last given.
-        updating: Mutex<CopyState>,
+        /// would otherwise write the same file at once. The snapshot's
+        /// reader and what the copy was last given (boxed: it holds the
+        /// snapshot's last rows and an open connection).
+        updating: Mutex<Box<CopyState>>,
     },
 }
 
-/// What the private copy was last given.
-#[derive(Debug, Default)]
+/// The snapshot and settings as last read, and what the private copy was
+/// last given.
+#[derive(Debug)]
 pub struct CopyState {
+    snapshot: db::SnapshotReader,
+    settings_reader: SettingsReader,
     flavor: Option<Flavor>,
     rows: Option<db::AuthRows>,
     /// Outer `None`: not placed yet.
@@ -83,9 +90,15 @@ impl AgentAuth {
     pub fn private_copy(snapshot: PathBuf) -> Result<Self, StoreError> {
         let dir = super::leftovers::private_dir()?;
         let auth = Self::PrivateCopy {
-            snapshot,
             dir,
-            updating: Mutex::new(CopyState::default()),
+            updating: Mutex::new(Box::new(CopyState {
+                snapshot: db::SnapshotReader::new(snapshot),
+                settings_reader: SettingsReader::default(),
+                flavor: None,
+                rows: None,
+                settings: None,
+                settings_warning: None,
+            })),
         };
         // Made at start-up, when an expired token is no reason to refuse
         // to serve: the keeper may bring a fresh one before the first call.
@@ -101,26 +114,34 @@ impl AgentAuth {
         self.sync(true)
     }
 
+    /// What [`Self::prepare`] returns when it needs no store work (the
+    /// CLI's own login: nothing to copy), so that the caller can skip the
+    /// trip to the blocking pool.
+    pub fn without_store_work(&self) -> Option<Prepared> {
+        match self {
+            Self::Inherit { flavor } => Some(Prepared {
+                env: HashMap::new(),
+                flavor: *flavor,
+            }),
+            Self::PrivateCopy { .. } => None,
+        }
+    }
+
     /// [`Self::prepare`]; with `check_expiry`, an access-only snapshot
     /// whose token expired is an error rather than a copy.
     fn sync(&self, check_expiry: bool) -> Result<Prepared, StoreError> {
-        let (snapshot, dir, updating) = match self {
-            Self::Inherit { flavor } => {
-                return Ok(Prepared {
-                    env: HashMap::new(),
-                    flavor: *flavor,
-                });
+        let (dir, updating) = match self {
+            Self::Inherit { .. } => {
+                return Ok(self.without_store_work().unwrap_or_default());
             }
-            Self::PrivateCopy {
-                snapshot,
-                dir,
-                updating,
-            } => (snapshot, dir, updating),
+            Self::PrivateCopy { dir, updating } => (dir, updating),
         };
-        let mut state = updating.lock().unwrap_or_else(|p| p.into_inner());
-        let rows = db::read_snapshot_rows(snapshot)?;
+        let mut guard = updating.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut **guard;
+        let snapshot = state.snapshot.path().to_owned();
+        let (rows, _) = state.snapshot.rows()?;
         let detected = store::Login::detect_flavor(&rows.auth);
-        let flavor = store::Login::flavor_of(&rows.auth, snapshot);
+        let flavor = store::Login::flavor_of(&rows.auth, &snapshot);
         // The CLI would meet an expired token with no refresh token and say
         // "not logged in"; the snapshot's host keeper is what is missing.
         if check_expiry && rows.auth.is_access_only() {
@@ -137,14 +158,14 @@ impl AgentAuth {
         let unchanged = state.flavor == Some(flavor)
             && state.rows.as_ref() == Some(&rows.auth)
             && std::fs::symlink_metadata(&store_file).is_ok();
-        let settings = state.settings_for(snapshot, flavor);
-        let settings_changed = !unchanged || state.settings.as_ref() != Some(&settings);
         if !unchanged {
             // As the snapshot holds it: an access-only snapshot stays one.
-            copy.update(flavor, &rows, None)?;
+            copy.update(flavor, rows, None)?;
             state.flavor = Some(flavor);
-            state.rows = Some(rows.auth);
+            state.rows = Some(rows.auth.clone());
         }
+        let settings = state.settings_for(&snapshot, flavor);
+        let settings_changed = !unchanged || state.settings.as_ref() != Some(&settings);
         if settings_changed {
             store::snapshot::place_settings(
                 flavor,
@@ -179,11 +200,14 @@ impl CopyState {
         let beside = snapshot
             .parent()
             .map(|dir| dir.join(flavor.snapshot_settings_name()));
-        let settings = match beside {
-            Some(path) if std::fs::symlink_metadata(&path).is_ok() => {
-                CliSettings::load_quiet(&path)
-            }
-            _ => CliSettings::of_quiet(flavor),
+        let source = match beside {
+            Some(path) if std::fs::symlink_metadata(&path).is_ok() => Some(path),
+            _ => CliSettings::own_path(flavor),
+        };
+        let no_settings = CliSettings::default();
+        let settings = match source {
+            Some(source) => self.settings_reader.load_quiet(&source),
+            None => &no_settings,
         };
         let warning = settings.warning();
         if warning != self.settings_warning {

@@ -308,6 +308,9 @@ impl AgentRunner {
     /// is SQLite, whose reads can wait seconds for a lock the CLI holds,
     /// and the runtime has one thread that also serves every other request.
     async fn prepare_auth(&self) -> Result<Prepared, String> {
+        if let Some(prepared) = self.auth.without_store_work() {
+            return Ok(prepared);
+        }
         let auth = Arc::clone(&self.auth);
         match tokio::task::spawn_blocking(move || auth.prepare()).await {
             Ok(Ok(env)) => Ok(env),

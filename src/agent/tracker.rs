@@ -61,9 +61,13 @@ pub struct CallTracker {
     finished: bool,
 }
 
-/// The processes a call stopped and killed when it ended.
+/// The processes a call stopped and killed when it ended, and whether any
+/// of them was still there (alive or a zombie) right after.
 #[derive(Debug, Default)]
-pub struct Killed(Vec<platform::Identity>);
+pub struct Killed {
+    processes: Vec<platform::Identity>,
+    left: bool,
+}
 
 /// Starts `command` and begins tracking what it starts.
 pub fn spawn(
@@ -89,12 +93,32 @@ impl CallTracker {
         let _ = tokio::task::spawn_blocking(move || platform::scan(call)).await;
     }
 
-    /// Stops, then kills, every process of the call.
+    /// Stops, then kills, every process of the call, and reaps those
+    /// already gone (one trip to the blocking pool: a call whose CLI left
+    /// nothing behind needs no other, and leaves the reaping of orphans
+    /// that exited by themselves to the reaper).
     pub async fn freeze_and_kill(&self) -> Killed {
         let call = self.call;
-        tokio::task::spawn_blocking(move || Killed(platform::freeze_and_kill(call, REAP_DEADLINE)))
-            .await
-            .unwrap_or_default()
+        // Most calls leave nothing running: that is told at once (an empty
+        // cgroup removed, the sidecar's children listed: no waiting on any
+        // process), without a trip to the blocking pool, which on a busy
+        // machine costs a wake-up of another thread each way.
+        if platform::nothing_left_at_once(call) {
+            platform::remove_leftover_cgroups();
+            return Killed::default();
+        }
+        tokio::task::spawn_blocking(move || {
+            let processes = platform::freeze_and_kill(call, REAP_DEADLINE);
+            let left = if processes.is_empty() {
+                platform::remove_leftover_cgroups();
+                false
+            } else {
+                platform::reap(&processes)
+            };
+            Killed { processes, left }
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Ends tracking once the CLI itself has been waited for: waits up to
@@ -103,9 +127,12 @@ impl CallTracker {
     pub async fn finish(mut self, killed: Killed) {
         self.finished = true;
         platform::forget(self.call, self.root_pid);
+        if !killed.left {
+            return;
+        }
         let deadline = tokio::time::Instant::now() + REAP_DEADLINE;
         loop {
-            let own = killed.0.clone();
+            let own = killed.processes.clone();
             let left = tokio::task::spawn_blocking(move || platform::reap(&own))
                 .await
                 .unwrap_or(false);
@@ -392,6 +419,28 @@ mod platform {
         }
     }
 
+    /// Whether nothing of `call` is left, told without waiting: its cgroup
+    /// (frozen, killed and) removed if it is empty already, then the
+    /// sidecar's children ([`nothing_left`]). `false` leaves everything to
+    /// [`freeze_and_kill`], a cgroup not empty yet included.
+    pub fn nothing_left_at_once(call: u64) -> bool {
+        let cgroup = registry()
+            .calls
+            .get_mut(&call)
+            .and_then(|c| c.cgroup.take());
+        if let Some(cgroup) = cgroup
+            && !cgroup.kill_and_remove(Duration::ZERO)
+        {
+            let mut registry = registry();
+            match registry.calls.get_mut(&call) {
+                Some(processes) => processes.cgroup = Some(cgroup),
+                None => registry.leftover_cgroups.push(cgroup),
+            }
+            return false;
+        }
+        nothing_left(call)
+    }
+
     /// Ends every process of `call`: its cgroup frozen and killed when it
     /// has one, then (in both modes, for a process that left the cgroup)
     /// the walk: every process found is stopped, round after round until a
@@ -415,6 +464,12 @@ mod platform {
                 cgroup.dir().display()
             );
             registry().leftover_cgroups.push(cgroup);
+        }
+        // The usual end of a call, whose CLI started nothing that outlived
+        // it: nothing of the call is alive, which the sidecar's children
+        // tell without walking `/proc` round after round.
+        if nothing_left(call) {
+            return Vec::new();
         }
         let mut frozen: Vec<Identity> = Vec::new();
         let mut seen: HashSet<Identity> = HashSet::new();
@@ -504,14 +559,19 @@ mod platform {
     /// earlier that are empty now.
     pub fn reap(own: &[Identity]) -> bool {
         reap_children();
+        remove_leftover_cgroups();
+        own.iter()
+            .any(|p| read_entry(p.pid).is_some_and(|e| e.identity == *p))
+    }
+
+    /// Removes the call cgroups left earlier that are empty now.
+    pub fn remove_leftover_cgroups() {
         let leftovers = std::mem::take(&mut registry().leftover_cgroups);
         let left: Vec<CallCgroup> = leftovers
             .into_iter()
             .filter(|cgroup| !cgroup.kill_and_remove(Duration::ZERO))
             .collect();
         registry().leftover_cgroups.extend(left);
-        own.iter()
-            .any(|p| read_entry(p.pid).is_some_and(|e| e.identity == *p))
     }
 
     /// Starts the reaper, once: a thread that reaps every child of the
@@ -612,6 +672,10 @@ mod platform {
 
     pub fn scan(_call: u64) {}
 
+    pub fn nothing_left_at_once(_call: u64) -> bool {
+        true
+    }
+
     pub fn freeze_and_kill(_call: u64, _wait: std::time::Duration) -> Vec<Identity> {
         Vec::new()
     }
@@ -619,6 +683,8 @@ mod platform {
     pub fn reap(_own: &[Identity]) -> bool {
         false
     }
+
+    pub fn remove_leftover_cgroups() {}
 
     pub fn forget(_call: u64, _root_pid: Option<u32>) {}
 }

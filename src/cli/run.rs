@@ -346,14 +346,28 @@ async fn run_attached(
             let login = match login_or_key(&query).await? {
                 RunLogin::Store(login) => Some(*login),
                 RunLogin::Key(key) => {
-                    // No store login: the key, as a file only the run can read.
+                    // No store login: the key, as a file only the run can
+                    // read, in `auth/`; beside it the CLI's writable data
+                    // directory and home with its settings, as a store
+                    // login's run has them, minus the store the CLI makes.
                     let dir = runtime
                         .as_ref()
                         .ok_or_else(|| CommandError::new(exit::ENGINE, "no runtime directory"))?
                         .create_run_dir()?;
-                    write_key_file(dir.path(), &key)?;
-                    spec.auth_dir = Some(dir.path().to_owned());
+                    let auth_dir = dir.path().join(runtime_dir::RUN_AUTH_DIR);
+                    store::private_file::prepare_private_dir(&auth_dir).map_err(reclassify)?;
+                    write_key_file(&auth_dir, &key)?;
+                    // Only the Kiro CLI takes a key.
+                    let settings = store::settings::CliSettings::of(store::Flavor::Kiro);
+                    CopyDirs::under(dir.path())
+                        .prepare_without_login(
+                            store::Flavor::Kiro,
+                            settings.carried_bytes().as_deref(),
+                        )
+                        .map_err(reclassify)?;
+                    spec.auth_dir = Some(auth_dir);
                     spec.auth_key = Some(AUTH_KEY.to_owned());
+                    spec.copy_dir = Some(dir.path().to_owned());
                     snapshot_dir = Some(dir);
                     None
                 }

@@ -478,10 +478,19 @@ pub fn read_snapshot_rows(path: &Path) -> Result<SnapshotRows, StoreError> {
 
 fn read_snapshot_rows_once(path: &Path) -> Result<SnapshotRows, StoreError> {
     let conn = open_read_only(path)?;
+    read_snapshot_rows_on(&conn, path).map(|(rows, _)| rows)
+}
+
+/// The snapshot's rows read through `conn`, with the connection's
+/// `data_version` inside the same read transaction.
+fn read_snapshot_rows_on(
+    conn: &Connection,
+    path: &Path,
+) -> Result<(SnapshotRows, i64), StoreError> {
     let tx = conn
         .unchecked_transaction()
         .map_err(|e| map_sqlite_error(path, e))?;
-    let read = || -> rusqlite::Result<SnapshotRows> {
+    let read = || -> rusqlite::Result<(SnapshotRows, i64)> {
         let mut schema = tx.prepare(
             "SELECT sql FROM sqlite_master \
              WHERE type IN ('table', 'index') AND sql IS NOT NULL AND name NOT LIKE 'sqlite_%' \
@@ -495,16 +504,119 @@ fn read_snapshot_rows_once(path: &Path) -> Result<SnapshotRows, StoreError> {
         let migrations = migrations
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(SnapshotRows {
+        let rows = SnapshotRows {
             source: path.to_owned(),
             schema,
             migrations,
             auth: read_auth_rows_in(&tx)?,
-        })
+        };
+        Ok((rows, data_version(&tx)?))
     };
-    let rows = read().map_err(|e| map_sqlite_error(path, e))?;
+    let read = read().map_err(|e| map_sqlite_error(path, e))?;
     tx.commit().map_err(|e| map_sqlite_error(path, e))?;
-    Ok(rows)
+    Ok(read)
+}
+
+/// `PRAGMA data_version`: a number that changes when another connection
+/// (in any process) has committed to the database since this connection
+/// last looked, in rollback-journal and WAL mode alike.
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
+}
+
+/// A snapshot that is read on every use (the agent's private copy is
+/// brought up to date before every call) but read whole only when it may
+/// have changed; otherwise the rows of the last read are given again.
+///
+/// It keeps the read-only connection of its last read open. That pins the
+/// file (its inode cannot be given to another file while it is open), so
+/// a path that names a file with the same device and inode names the same
+/// file; and SQLite's `PRAGMA data_version` on that connection changes
+/// with every commit any other connection makes to it. So a use costs a
+/// `stat` and one short read transaction (a shared lock and the 16 bytes of
+/// the header SQLite compares) instead of an open, the schema parsed and
+/// the rows read. A snapshot replaced by a rename (how qbox writes one) is
+/// another file; a store written in place (the user's own, given with
+/// `--db`) is seen through `data_version`; any change of the file's size
+/// or times is read again as well. What this cannot see is a write in
+/// place that bypasses SQLite and keeps the header's change counter, size
+/// and times: SQLite's own page cache would serve such a file stale too.
+#[derive(Debug)]
+pub struct SnapshotReader {
+    path: PathBuf,
+    last: Option<LastSnapshotRead>,
+}
+
+#[derive(Debug)]
+struct LastSnapshotRead {
+    rows: SnapshotRows,
+    /// `None`: the read is not to be reused (the path named another file
+    /// after it than before).
+    open: Option<OpenSnapshot>,
+}
+
+#[derive(Debug)]
+struct OpenSnapshot {
+    conn: Connection,
+    identity: crate::regular_file::Identity,
+    data_version: i64,
+}
+
+impl SnapshotReader {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, last: None }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The snapshot's rows as they are now, and whether they were read
+    /// anew (`false`: the same as the last call gave, the file unchanged).
+    pub fn rows(&mut self) -> Result<(&SnapshotRows, bool), StoreError> {
+        // A read not reused is dropped, and its connection closed, before
+        // the next: a hot journal is rolled back by a connection of its own.
+        let previous = self.last.take().filter(|last| {
+            last.open
+                .as_ref()
+                .is_some_and(|open| open.unchanged(&self.path))
+        });
+        let (last, fresh) = match previous {
+            Some(last) => (last, false),
+            None => (self.read()?, true),
+        };
+        Ok((&self.last.insert(last).rows, fresh))
+    }
+
+    fn read(&self) -> Result<LastSnapshotRead, StoreError> {
+        let path = self.path.as_path();
+        read_rolling_back(path, |path| {
+            let before = crate::regular_file::Identity::of_path(path);
+            let conn = open_read_only(path)?;
+            let (rows, data_version) = read_snapshot_rows_on(&conn, path)?;
+            let after = crate::regular_file::Identity::of_path(path);
+            // Kept only when the path named one file, unchanged, from
+            // before the open to after the read: that is the file read.
+            let open = match (before, after) {
+                (Some(before), Some(after)) if before == after => Some(OpenSnapshot {
+                    conn,
+                    identity: after,
+                    data_version,
+                }),
+                _ => None,
+            };
+            Ok(LastSnapshotRead { rows, open })
+        })
+    }
+}
+
+impl OpenSnapshot {
+    /// Whether `path` still names this file, unchanged: the same identity
+    /// and no commit since (any failure to tell counts as a change).
+    fn unchanged(&self, path: &Path) -> bool {
+        crate::regular_file::Identity::of_path(path) == Some(self.identity)
+            && data_version(&self.conn).is_ok_and(|version| version == self.data_version)
+    }
 }
 
 /// What happened to a token write-back.
@@ -630,4 +742,85 @@ pub(super) fn replace_auth_rows(copy: &PrivateCopy, rows: &AuthRows) -> Result<(
         .map_err(map)?;
     }
     tx.commit().map_err(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::{FixtureLogin, StoreBuilder};
+
+    fn snapshot_with(path: &Path, access_token: &str) {
+        StoreBuilder::create(path, Flavor::Kiro)
+            .unwrap()
+            .login(&FixtureLogin::builder_id(access_token, "refresh"))
+            .unwrap();
+    }
+
+    fn access_token(rows: &SnapshotRows) -> String {
+        let token = rows.auth.auth_value(Flavor::Kiro.token_key()).unwrap();
+        serde_json::from_str::<serde_json::Value>(token).unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn a_snapshot_is_read_again_only_after_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.sqlite3");
+        snapshot_with(&path, "first");
+        let mut reader = SnapshotReader::new(path.clone());
+        let (rows, fresh) = reader.rows().unwrap();
+        assert_eq!((access_token(rows).as_str(), fresh), ("first", true));
+        let (rows, fresh) = reader.rows().unwrap();
+        assert_eq!((access_token(rows).as_str(), fresh), ("first", false));
+
+        // Written in place by another connection (as the CLI writes its
+        // own store), the token the same length: seen.
+        let writer = Connection::open(&path).unwrap();
+        let token = rows
+            .auth
+            .auth_value(Flavor::Kiro.token_key())
+            .unwrap()
+            .replace("first", "again");
+        writer
+            .execute(
+                "UPDATE auth_kv SET value = ?1 WHERE key = ?2",
+                [token.as_str(), Flavor::Kiro.token_key()],
+            )
+            .unwrap();
+        drop(writer);
+        // Whatever the file's times say (a write within one timestamp
+        // tick keeps them), the kept connection sees the commit.
+        let open = reader.last.as_ref().unwrap().open.as_ref().unwrap();
+        assert_ne!(data_version(&open.conn).unwrap(), open.data_version);
+        let (rows, fresh) = reader.rows().unwrap();
+        assert_eq!((access_token(rows).as_str(), fresh), ("again", true));
+
+        // Replaced by a rename, as qbox writes a snapshot: seen, although
+        // the reader still holds the old file open.
+        let next = dir.path().join("next.sqlite3");
+        snapshot_with(&next, "third");
+        std::fs::rename(&next, &path).unwrap();
+        let (rows, fresh) = reader.rows().unwrap();
+        assert_eq!((access_token(rows).as_str(), fresh), ("third", true));
+        assert!(!reader.rows().unwrap().1);
+    }
+
+    #[test]
+    fn a_snapshot_that_went_is_an_error_and_one_that_came_back_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.sqlite3");
+        snapshot_with(&path, "first");
+        let mut reader = SnapshotReader::new(path.clone());
+        reader.rows().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            reader.rows().unwrap_err(),
+            StoreError::ExplicitPathMissing { .. }
+        ));
+        snapshot_with(&path, "back");
+        let (rows, fresh) = reader.rows().unwrap();
+        assert_eq!((access_token(rows).as_str(), fresh), ("back", true));
+    }
 }

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::flavor::Flavor;
+use crate::regular_file::Identity;
 
 /// The CLI's endpoint setting.
 pub const ENDPOINT_KEY: &str = "api.codewhisperer.service";
@@ -90,10 +91,16 @@ impl CliSettings {
     /// has no home directory). A problem with the file is logged once per
     /// call as a warning and leaves the settings empty.
     pub fn of(flavor: Flavor) -> Self {
+        Self::own_path(flavor).map_or_else(Self::default, |path| Self::load(&path))
+    }
+
+    /// Where `flavor`'s CLI keeps its settings on this machine (none where
+    /// the platform has no home directory).
+    pub fn own_path(flavor: Flavor) -> Option<PathBuf> {
         let (Some(home), Some(data)) = (dirs::home_dir(), dirs::data_local_dir()) else {
-            return Self::default();
+            return None;
         };
-        Self::load(&flavor.settings_path(&home, &data))
+        Some(flavor.settings_path(&home, &data))
     }
 
     /// The settings in the file at `path`; a problem is logged as a
@@ -109,10 +116,7 @@ impl CliSettings {
     /// The settings of `flavor` on this machine, without a warning (for a
     /// keeper that reads the file every pass and warns once per problem).
     pub fn of_quiet(flavor: Flavor) -> Self {
-        let (Some(home), Some(data)) = (dirs::home_dir(), dirs::data_local_dir()) else {
-            return Self::default();
-        };
-        Self::load_quiet(&flavor.settings_path(&home, &data))
+        Self::own_path(flavor).map_or_else(Self::default, |path| Self::load_quiet(&path))
     }
 
     /// The warning a problem with the file deserves, if any.
@@ -139,16 +143,29 @@ impl CliSettings {
 
     /// [`Self::load`] without the warning.
     pub fn load_quiet(path: &Path) -> Self {
-        let mut settings = Self {
+        Self::load_quiet_kept(path).0
+    }
+
+    /// [`Self::load_quiet`], with the file read (still open) and its
+    /// identity when there was one to read.
+    fn load_quiet_kept(path: &Path) -> (Self, Option<(std::fs::File, Identity)>) {
+        let settings = Self {
             path: Some(path.to_owned()),
             ..Self::default()
         };
-        let text = match read_settings_file(path) {
-            Ok(Some(text)) => text,
-            Ok(None) => return settings,
-            Err(problem) => return settings.ignore(problem),
-        };
-        let object = match serde_json::from_str::<serde_json::Value>(&text) {
+        match read_settings_file(path) {
+            Ok(Some((text, file, identity))) => {
+                (settings.parsed(&text), identity.map(|id| (file, id)))
+            }
+            Ok(None) => (settings, None),
+            Err(problem) => (settings.ignore(problem), None),
+        }
+    }
+
+    /// These settings with the file's `text` read into them.
+    fn parsed(self, text: &str) -> Self {
+        let mut settings = self;
+        let object = match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Object(object)) => object,
             Ok(_) => {
                 return settings.ignore("it is not a JSON object".into());
@@ -258,11 +275,14 @@ pub fn placed_path(flavor: Flavor, data_home: &Path, home: &Path) -> PathBuf {
     flavor.settings_path(home, data_home)
 }
 
-/// The file's text; `None` when it does not exist. Opened without
+/// The file's text, with the open file and its identity (as the
+/// descriptor says); `None` when it does not exist. Opened without
 /// blocking on a FIFO and judged on the descriptor ([`crate::regular_file`]);
 /// a symlink is followed (a dotfiles manager links settings).
-fn read_settings_file(path: &Path) -> Result<Option<String>, String> {
-    let file = match crate::regular_file::open(path, false) {
+fn read_settings_file(
+    path: &Path,
+) -> Result<Option<(String, std::fs::File, Option<Identity>)>, String> {
+    let mut file = match crate::regular_file::open(path, false) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) if crate::regular_file::is_not_regular(&e) => {
@@ -270,26 +290,82 @@ fn read_settings_file(path: &Path) -> Result<Option<String>, String> {
         }
         Err(e) => return Err(format!("it cannot be read: {e}")),
     };
-    let size = file
+    let metadata = file
         .metadata()
-        .map_err(|e| format!("it cannot be read: {e}"))?
-        .len();
-    if size > MAX_SETTINGS_BYTES {
+        .map_err(|e| format!("it cannot be read: {e}"))?;
+    if metadata.len() > MAX_SETTINGS_BYTES {
         return Err(format!(
             "it is larger than {} KiB",
             MAX_SETTINGS_BYTES / 1024
         ));
     }
     let mut text = String::new();
-    file.take(MAX_SETTINGS_BYTES)
+    (&mut file)
+        .take(MAX_SETTINGS_BYTES)
         .read_to_string(&mut text)
         .map_err(|e| format!("it cannot be read: {e}"))?;
-    Ok(Some(text))
+    Ok(Some((text, file, Identity::of(&metadata))))
+}
+
+/// A settings file read on every use (the agent's private copy carries it
+/// into every call) but read and parsed again only when it may have
+/// changed: the path still names the file last read, kept open so that
+/// its inode is not another file's, with the same identity
+/// ([`Identity`]: size and times), and that identity settled before the
+/// read began ([`Identity::settled`]: a write in place within one
+/// timestamp tick of the read leaves the times as they were, so a file
+/// changed that recently is read every time until it is not).
+#[derive(Debug, Default)]
+pub struct SettingsReader {
+    last: Option<LastSettingsRead>,
+}
+
+#[derive(Debug)]
+struct LastSettingsRead {
+    settings: CliSettings,
+    /// The file read and what it was: `None` when there was none to keep
+    /// (missing, refused), which is looked at again on every use.
+    kept: Option<(std::fs::File, Identity)>,
+    read_started: std::time::SystemTime,
+}
+
+impl SettingsReader {
+    /// [`CliSettings::load_quiet`] of `path`, reusing the last read when
+    /// it was of the same file, unchanged.
+    pub fn load_quiet(&mut self, path: &Path) -> &CliSettings {
+        self.read(path).0
+    }
+
+    /// [`Self::load_quiet`], and whether the file was read anew.
+    fn read(&mut self, path: &Path) -> (&CliSettings, bool) {
+        let previous = self.last.take().filter(|last| {
+            last.settings.path.as_deref() == Some(path)
+                && last.kept.as_ref().is_some_and(|(_, identity)| {
+                    identity.settled(last.read_started)
+                        && Identity::of_path(path) == Some(*identity)
+                })
+        });
+        let (last, fresh) = match previous {
+            Some(last) => (last, false),
+            None => {
+                let read_started = std::time::SystemTime::now();
+                let (settings, kept) = CliSettings::load_quiet_kept(path);
+                let last = LastSettingsRead {
+                    settings,
+                    kept,
+                    read_started,
+                };
+                (last, true)
+            }
+        };
+        (&self.last.insert(last).settings, fresh)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::regular_file::TIMESTAMP_GRANULARITY;
 
     fn settings_in(text: &str) -> CliSettings {
         let dir = tempfile::tempdir().unwrap();
@@ -375,6 +451,46 @@ mod tests {
                 .unwrap()
                 .contains("not a regular file")
         );
+    }
+
+    #[test]
+    fn a_settings_file_is_read_again_only_when_it_may_have_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cli.json");
+        let model = |settings: &CliSettings| settings.default_model.clone();
+        std::fs::write(&path, r#"{"chat.defaultModel":"a"}"#).unwrap();
+        let mut reader = SettingsReader::default();
+        let (settings, fresh) = reader.read(&path);
+        assert_eq!((model(settings).as_deref(), fresh), (Some("a"), true));
+        // Just written: two writes within one timestamp tick would leave
+        // the same identity, so it is read every time for now.
+        assert!(reader.read(&path).1);
+        // As if read long after it was written: reused while unchanged.
+        let settle = |reader: &mut SettingsReader| {
+            reader.last.as_mut().unwrap().read_started += TIMESTAMP_GRANULARITY * 2;
+        };
+        settle(&mut reader);
+        let (settings, fresh) = reader.read(&path);
+        assert_eq!((model(settings).as_deref(), fresh), (Some("a"), false));
+        // Written in place (another size), and replaced by a rename (the
+        // same size) while the reader holds the old file open: read again.
+        std::fs::write(&path, r#"{"chat.defaultModel":"bb"}"#).unwrap();
+        let (settings, fresh) = reader.read(&path);
+        assert_eq!((model(settings).as_deref(), fresh), (Some("bb"), true));
+        settle(&mut reader);
+        let next = dir.path().join("next.json");
+        std::fs::write(&next, r#"{"chat.defaultModel":"cc"}"#).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        assert_eq!(model(reader.read(&path).0).as_deref(), Some("cc"));
+        // Another path, and a file that went: read.
+        settle(&mut reader);
+        let other = dir.path().join("other.json");
+        std::fs::write(&other, r#"{"chat.defaultModel":"d"}"#).unwrap();
+        assert_eq!(model(reader.read(&other).0).as_deref(), Some("d"));
+        settle(&mut reader);
+        std::fs::remove_file(&other).unwrap();
+        let (settings, fresh) = reader.read(&other);
+        assert_eq!((model(settings), fresh), (None, true));
     }
 
     #[cfg(unix)]

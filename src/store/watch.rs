@@ -132,6 +132,22 @@ impl CopyDirs {
     }
 }
 
+impl CopyDirs {
+    /// Prepares the copy for `flavor`'s CLI when there is no stored login
+    /// (a Kiro API key serves): its data directory and home, empty but for
+    /// `settings`, where the CLI creates its own store and writes what it
+    /// writes, as it would under a home of its own.
+    pub fn prepare_without_login(
+        &self,
+        flavor: super::Flavor,
+        settings: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        super::private_file::prepare_private_dir(&self.data_home)?;
+        super::private_file::prepare_private_dir(&self.home)?;
+        super::snapshot::place_settings(flavor, settings, &self.data_home, &self.home)
+    }
+}
+
 impl SnapshotKeeper {
     pub fn new(query: StoreQuery, dir: PathBuf, options: WatchOptions) -> Self {
         Self {

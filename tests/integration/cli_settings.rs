@@ -410,3 +410,67 @@ fn issue_28_qbox_run_gives_the_cli_a_writable_copy_where_it_looks_with_its_setti
         run.stderr
     );
 }
+
+/// `qbox run` with a Kiro API key and no store login gives the CLI what a
+/// login's run gives it, minus the store: a writable data directory and
+/// home with its settings, so that `kiro-cli chat` works there too. The key
+/// stays a read-only file (`QBOX_API_KEY_FILE`): the command hands it to
+/// the CLI, and neither `docker inspect` nor the image holds it.
+#[test]
+fn qbox_run_with_only_a_kiro_api_key_gives_the_cli_a_writable_home_with_its_settings() {
+    let Some(image) = crate::run_mcp::dev_image() else {
+        return;
+    };
+    let _turn = crate::util::engine_turn();
+    let key = "ksk_standinKeyForTheRunCopy42";
+    let home = TestHome::new();
+    write_settings(&home, Flavor::Kiro, &users_settings().to_string());
+    let name = format!("qbox-test-key-copy-{}", std::process::id());
+    // As docs/run.md shows it: the key read from its file for the CLI.
+    let script = "KIRO_API_KEY=$(cat \"$QBOX_API_KEY_FILE\") kiro-cli chat --no-interactive settings \
+        && KIRO_API_KEY=$(cat \"$QBOX_API_KEY_FILE\") kiro-cli chat --no-interactive login:second-call \
+        && ls /run/qbox/data/kiro-cli && echo \"home=$HOME data=$XDG_DATA_HOME\"; \
+        echo \"auth:$(ls -A /run/qbox/auth)\"; touch /run/qbox/auth/x 2>/dev/null && echo AUTH-WRITABLE; true";
+    let run = crate::container::qbox_run(
+        &home,
+        &["--keep", "--name", &name, image, "--", "sh", "-c", script],
+    )
+    .env("KIRO_API_KEY", key)
+    .run();
+    let inspect = std::process::Command::new("docker")
+        .args(["inspect", &name])
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &name])
+        .output();
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("x-amzn-codewhisperer-optout=true")
+            && run.stdout.contains("chat.defaultModel=\"claude-sonnet-4\"")
+            && !run.stdout.contains("mcpServers"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    // The CLI made its store in the copy and uses the key again after.
+    assert!(run.stdout.contains("second-call"), "{}", run.stdout);
+    assert!(run.stdout.contains("data.sqlite3"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("home=/run/qbox/home data=/run/qbox/data"),
+        "{}",
+        run.stdout
+    );
+    // The read-only mount holds the key file alone.
+    assert!(run.stdout.contains("auth:kiro-api-key\n"), "{}", run.stdout);
+    assert!(!run.stdout.contains("AUTH-WRITABLE"), "{}", run.stdout);
+    assert!(!run.stdout.contains(key) && !run.stderr.contains(key));
+    let inspect = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect.contains("QBOX_API_KEY_FILE=/run/qbox/auth/kiro-api-key")
+            && inspect.contains("XDG_DATA_HOME=/run/qbox/data"),
+        "{inspect}"
+    );
+    assert!(!inspect.contains(key), "docker inspect shows the key");
+}
