@@ -22,8 +22,9 @@ use tokio::net::TcpListener;
 use super::limits::HttpLimits;
 use super::listener::ConnectionState;
 use super::login_watch::{LOGIN_CHECK_INTERVAL, LoginWatch};
-use super::server::{Sidecar, SidecarHandler};
+use super::server::SidecarHandler;
 use super::sessions::{BoundedSessionManager, limit_sessions};
+use super::tools::Sidecar;
 use crate::secret::Secret;
 use crate::store::StoreQuery;
 

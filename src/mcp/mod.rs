@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use rmcp::ServiceExt;
 
-pub use server::{Sidecar, SidecarHandler};
+pub use server::SidecarHandler;
+pub use tools::Sidecar;
 
 use crate::agent::{AgentAuth, AgentConfig, AgentRunner};
 use crate::qapi::QClient;
