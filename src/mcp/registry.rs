@@ -96,7 +96,7 @@ mod tests {
             .iter()
             .map(|t| t["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["q-chat", "q-developer-agent"]);
+        assert_eq!(names, super::super::tools::tool_names());
         assert!(card["tools"][0]["inputSchema"]["properties"]["prompt"].is_object());
         assert!(card["tools"][0]["outputSchema"].is_object());
         let server = server_json(DEFAULT_REGISTRY_NAME);

@@ -64,6 +64,11 @@ impl ToolRow {
     }
 }
 
+/// Every tool's name, in table order.
+pub fn tool_names() -> Vec<&'static str> {
+    TOOLS.iter().map(ToolRow::name).collect()
+}
+
 /// For [`ToolRow::offered`]: a tool every server offers.
 pub fn always_offered(_: &Sidecar) -> Result<(), &'static str> {
     Ok(())
