@@ -19,8 +19,8 @@ pub struct AgentParams {
     pub agent: Option<String>,
     /// Use this model instead of the default (--model).
     pub override_model: Option<String>,
-    /// Trust all tools without asking (--trust-all-tools). Q may then run
-    /// commands and change files.
+    // One line each: a doc comment's line breaks would reach the description.
+    /// Trust all tools without asking (--trust-all-tools). Q may then run commands and change files.
     pub yolo_mode: Option<bool>,
     /// Comma-separated tool names to trust (--trust-tools=a,b).
     pub trust_tools: Option<String>,

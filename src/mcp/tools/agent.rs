@@ -3,6 +3,7 @@
 //! [`AgentParams`]; offered only when `ENABLE_ADDITIONAL_TOOLS` names it.
 
 use std::sync::LazyLock;
+use std::task::{Context, Poll};
 
 use rmcp::RoleServer;
 use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
@@ -88,10 +89,14 @@ fn agent_args(arguments: Option<JsonObject>) -> Result<AgentArgs, String> {
 /// The CLI's output lines, relayed as they come (the runner never waits on
 /// the client).
 impl ProgressSource for mpsc::UnboundedReceiver<Progress> {
-    async fn next_message(&mut self) -> Option<String> {
-        Some(match self.recv().await? {
-            Progress::Line(line) => line,
-            Progress::StillRunning { elapsed } => format!("still running ({}s)", elapsed.as_secs()),
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        self.poll_recv(cx).map(|update| {
+            Some(match update? {
+                Progress::Line(line) => line,
+                Progress::StillRunning { elapsed } => {
+                    format!("still running ({}s)", elapsed.as_secs())
+                }
+            })
         })
     }
 }

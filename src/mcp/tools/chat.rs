@@ -33,8 +33,8 @@ pub const ROW: ToolRow = ToolRow {
 pub struct ChatParams {
     /// The question or task (required, non-empty).
     pub prompt: String,
-    /// Continue this conversation: the conversationId of an earlier result. The earlier turns
-    /// go to Amazon Q as history; an unknown id is an error.
+    // One line each: a doc comment's line breaks would reach the description.
+    /// Continue this conversation: the conversationId of an earlier result. The earlier turns go to Amazon Q as history; an unknown id is an error.
     pub conversation_id: Option<String>,
     /// Model id to use instead of the default.
     pub model: Option<String>,

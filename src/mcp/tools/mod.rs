@@ -109,13 +109,17 @@ mod tests {
             let schema = &tool.input_schema;
             assert_eq!(schema["type"], "object", "{}", row.name());
             assert_eq!(schema["additionalProperties"], false, "{}", row.name());
-            assert!(
-                schema["properties"]
-                    .as_object()
-                    .is_some_and(|p| !p.is_empty()),
-                "{}",
-                row.name()
-            );
+            let properties = schema["properties"].as_object().unwrap();
+            assert!(!properties.is_empty(), "{}", row.name());
+            for (name, property) in properties {
+                let description = property["description"].as_str().unwrap_or_default();
+                // A doc comment wrapped in the source would break the text.
+                assert!(
+                    !description.is_empty() && !description.contains('\n'),
+                    "{}: parameter `{name}`: {description:?}",
+                    row.name()
+                );
+            }
         }
         assert!(find("no-such-tool").is_none());
     }

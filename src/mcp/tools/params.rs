@@ -12,8 +12,8 @@
 use std::sync::Arc;
 
 use rmcp::model::JsonObject;
-use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, Schema};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -37,15 +37,21 @@ pub enum Mistake {
     Invalid(String),
 }
 
-/// The `inputSchema` of parameters `P`: the root without the type's name
-/// and doc (noise to a model), each parameter's `["T", "null"]` as `"T"`,
-/// doc comments wrapped in the source unwrapped, and `type` first in each
-/// object (the order the hand-written schemas had, so that a host comparing
+/// The `inputSchema` of parameters `P`: the root without the type's doc
+/// (noise to a model), each parameter's `["T", "null"]` as `"T"`, and its
+/// description after its type (the order the hand-written schemas had, so that a host comparing
 /// a tool's definition byte for byte sees no change).
 pub fn input_schema<P: JsonSchema>() -> Arc<JsonObject> {
     let mut settings = SchemaSettings::draft2020_12();
     settings.meta_schema = None;
-    let schema = settings.into_generator().into_root_schema_for::<P>();
+    // The type's own schema, not a root one: parameters are flat (no
+    // `$defs`), and the root's machinery is generic code per type.
+    tidy(P::json_schema(&mut settings.into_generator()))
+}
+
+/// The tidying of [`input_schema`], apart from the generic part (the
+/// sidecar's image has a size budget).
+fn tidy(schema: Schema) -> Arc<JsonObject> {
     let Value::Object(mut root) = schema.to_value() else {
         return Arc::new(JsonObject::new());
     };
@@ -56,12 +62,11 @@ pub fn input_schema<P: JsonSchema>() -> Arc<JsonObject> {
         for property in properties.values_mut() {
             if let Value::Object(property) = property {
                 tidy_property(property);
-                *property = type_first(std::mem::take(property));
             }
         }
     }
-    let mut root = type_first(root);
-    // Last, as the hand-written schemas had it.
+    // Last, as the hand-written schemas had it (`insert` keeps a key where
+    // it is, so it is taken out first).
     if let Some(additional) = root.shift_remove("additionalProperties") {
         root.insert("additionalProperties".into(), additional);
     }
@@ -76,28 +81,10 @@ fn tidy_property(property: &mut JsonObject) {
             property.insert("type".into(), only);
         }
     }
-    if let Some(Value::String(description)) = property.get_mut("description") {
-        *description = unwrap_lines(description);
+    // After the type and what goes with it, as the hand-written schemas had it.
+    if let Some(description) = property.shift_remove("description") {
+        property.insert("description".into(), description);
     }
-}
-
-/// A doc comment's lines joined with spaces; a blank line (a new paragraph)
-/// is kept.
-fn unwrap_lines(text: &str) -> String {
-    text.split("\n\n")
-        .map(|paragraph| paragraph.split('\n').collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join("\n\n")
-}
-
-fn type_first(object: JsonObject) -> JsonObject {
-    let mut ordered = JsonObject::new();
-    let mut rest = object;
-    if let Some(kind) = rest.shift_remove("type") {
-        ordered.insert("type".into(), kind);
-    }
-    ordered.extend(rest);
-    ordered
 }
 
 /// Checks `arguments` against `schema` (the tool's `inputSchema`, from
@@ -107,6 +94,13 @@ pub fn parse<P: DeserializeOwned>(
     arguments: Option<JsonObject>,
 ) -> Result<P, Mistake> {
     let mut arguments = arguments.unwrap_or_default();
+    check(schema, &mut arguments)?;
+    serde_json::from_value(Value::Object(arguments)).map_err(|e| Mistake::Invalid(e.to_string()))
+}
+
+/// The checks of [`parse`], apart from the generic part; the `null`s are
+/// taken out of `arguments` once they passed.
+fn check(schema: &JsonObject, arguments: &mut JsonObject) -> Result<(), Mistake> {
     let empty = JsonObject::new();
     let properties = match schema.get("properties") {
         Some(Value::Object(properties)) => properties,
@@ -146,7 +140,7 @@ pub fn parse<P: DeserializeOwned>(
         }
     }
     arguments.retain(|_, value| !value.is_null());
-    serde_json::from_value(Value::Object(arguments)).map_err(|e| Mistake::Invalid(e.to_string()))
+    Ok(())
 }
 
 /// `Some(what the schema asks for)` when `value` is not of JSON Schema type
@@ -185,8 +179,7 @@ mod tests {
     #[derive(Debug, PartialEq, Deserialize, JsonSchema)]
     #[serde(deny_unknown_fields, rename_all = "kebab-case")]
     struct Example {
-        /// What to do: a doc comment
-        /// wrapped in the source.
+        /// What to do.
         what: String,
         /// How many.
         how_many: Option<u32>,
@@ -210,9 +203,9 @@ mod tests {
             json!({
                 "type": "object",
                 "properties": {
-                    "what": {"type": "string", "description": "What to do: a doc comment wrapped in the source."},
+                    "what": {"type": "string", "description": "What to do."},
                     "how-many": {"type": "integer", "format": "uint32", "minimum": 0, "description": "How many."},
-                    "loud": {"type": "boolean", "description": "Whether to.", "default": false}
+                    "loud": {"type": "boolean", "default": false, "description": "Whether to."}
                 },
                 "required": ["what"],
                 "additionalProperties": false

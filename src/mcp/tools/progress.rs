@@ -2,7 +2,7 @@
 //! `notifications/progress` for the request's progress token, numbered in
 //! order, and all of them are sent before the call's result.
 
-use std::future::Future;
+use std::task::{Context, Poll};
 
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::service::RequestContext;
@@ -18,17 +18,18 @@ pub const MAX_PROGRESS_TOKEN_BYTES: usize = 256;
 /// Progress messages waiting for the client before a bounded sender waits.
 const PROGRESS_QUEUE: usize = 64;
 
-/// Where a relay reads a call's progress messages from.
+/// Where a relay reads a call's progress messages from (polled, so that
+/// one relay serves every kind of source).
 pub trait ProgressSource: Send + 'static {
     /// The next message, or `None` once the call's senders are gone.
-    fn next_message(&mut self) -> impl Future<Output = Option<String>> + Send;
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>>;
 }
 
 /// A bounded channel of text: the call waits while the client is behind,
 /// instead of piling messages up in memory.
 impl ProgressSource for mpsc::Receiver<String> {
-    async fn next_message(&mut self) -> Option<String> {
-        self.recv().await
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        self.poll_recv(cx)
     }
 }
 
@@ -61,7 +62,7 @@ pub fn relay<Sender, Source: ProgressSource>(
         return (None, ProgressRelay(None));
     };
     let (sender, source) = open();
-    let task = tokio::spawn(forward(context.peer.clone(), token, source));
+    let task = tokio::spawn(forward(context.peer.clone(), token, Box::new(source)));
     (Some(sender), ProgressRelay(Some(task)))
 }
 
@@ -81,9 +82,13 @@ fn progress_token(context: &RequestContext<RoleServer>) -> Option<ProgressToken>
     Some(token)
 }
 
-async fn forward(peer: Peer<RoleServer>, token: ProgressToken, mut source: impl ProgressSource) {
+async fn forward(
+    peer: Peer<RoleServer>,
+    token: ProgressToken,
+    mut source: Box<dyn ProgressSource>,
+) {
     let mut step = 0.0;
-    while let Some(message) = source.next_message().await {
+    while let Some(message) = std::future::poll_fn(|cx| source.poll_message(cx)).await {
         step += 1.0;
         let _ = peer
             .notify_progress(
