@@ -39,8 +39,8 @@ pub enum Mistake {
 
 /// The `inputSchema` of parameters `P`: the root without the type's doc
 /// (noise to a model), each parameter's `["T", "null"]` as `"T"`, and its
-/// description after its type (the order the hand-written schemas had, so that a host comparing
-/// a tool's definition byte for byte sees no change).
+/// description after its type (the order the hand-written schemas had, so
+/// that a host comparing a tool's definition byte for byte sees no change).
 pub fn input_schema<P: JsonSchema>() -> Arc<JsonObject> {
     let mut settings = SchemaSettings::draft2020_12();
     settings.meta_schema = None;
