@@ -43,3 +43,9 @@ pub mod timefmt;
 /// The first call of both binaries' `main`: no core dumps, no reading by
 /// other processes of the user.
 pub use app::protect_process;
+
+/// The sidecar's MCP tool names from the one table that lists and calls
+/// them, and the agent tool's (offered only when `ENABLE_ADDITIONAL_TOOLS`
+/// names it): the tests compare what servers answer with these.
+pub use agent::TOOL_NAME as AGENT_TOOL_NAME;
+pub use mcp::tools::tool_names as mcp_tool_names;

@@ -1,7 +1,32 @@
-//! The tool's parameters, checked one by one so that every mistake gets its
-//! own message, and the argument vector they become.
+//! The tool's parameters as a caller sends them ([`AgentParams`], whose
+//! doc comments are the descriptions clients see), the checked
+//! [`AgentArgs`] they become, and the argument vector those become.
 
-use serde_json::{Map, Value};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// The parameters of one `q-developer-agent` call, as named on the wire.
+/// Their types and names are checked where the call arrives
+/// (`mcp::tools::params`); [`AgentArgs::try_from`] does the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentParams {
+    /// The task or question for Amazon Q Developer (required, non-empty).
+    pub prompt: String,
+    /// Continue the previous conversation of this working directory (--resume).
+    pub resume: Option<bool>,
+    /// Use this agent configuration (--agent).
+    pub agent: Option<String>,
+    /// Use this model instead of the default (--model).
+    pub override_model: Option<String>,
+    // One line each: a doc comment's line breaks would reach the description.
+    /// Trust all tools without asking (--trust-all-tools). Q may then run commands and change files.
+    pub yolo_mode: Option<bool>,
+    /// Comma-separated tool names to trust (--trust-tools=a,b).
+    pub trust_tools: Option<String>,
+    /// Include the CLI's logs (-v).
+    pub verbose: Option<bool>,
+}
 
 /// Validated parameters of one `q-developer-agent` call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,58 +40,11 @@ pub struct AgentArgs {
     pub verbose: bool,
 }
 
-/// Why the arguments were refused.
+/// Why the parameters were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArgsError {
-    #[error("missing required parameter `prompt` (a non-empty string)")]
-    MissingPrompt,
     #[error("parameter `prompt` is empty; give the task for Amazon Q in words")]
     EmptyPrompt,
-    #[error("parameter `{name}` must be {expected}, got {got}")]
-    WrongType {
-        name: &'static str,
-        expected: &'static str,
-        got: &'static str,
-    },
-    #[error(
-        "unknown parameter `{0}`; known: prompt, resume, agent, override-model, yolo-mode, trust-tools, verbose"
-    )]
-    Unknown(String),
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn string(args: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ArgsError> {
-    match args.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(ArgsError::WrongType {
-            name,
-            expected: "a string",
-            got: type_name(other),
-        }),
-    }
-}
-
-fn flag(args: &Map<String, Value>, name: &'static str) -> Result<bool, ArgsError> {
-    match args.get(name) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(ArgsError::WrongType {
-            name,
-            expected: "a boolean",
-            got: type_name(other),
-        }),
-    }
 }
 
 /// Non-empty trimmed value, or `None`.
@@ -74,44 +52,34 @@ fn nonempty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
-impl AgentArgs {
-    /// Checks the call's `arguments` object.
-    pub fn parse(arguments: Option<&Map<String, Value>>) -> Result<Self, ArgsError> {
-        let empty = Map::new();
-        let args = arguments.unwrap_or(&empty);
-        const KNOWN: [&str; 7] = [
-            "prompt",
-            "resume",
-            "agent",
-            "override-model",
-            "yolo-mode",
-            "trust-tools",
-            "verbose",
-        ];
-        if let Some(unknown) = args.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return Err(ArgsError::Unknown(unknown.clone()));
-        }
-        let prompt = string(args, "prompt")?.ok_or(ArgsError::MissingPrompt)?;
-        if prompt.trim().is_empty() {
+impl TryFrom<AgentParams> for AgentArgs {
+    type Error = ArgsError;
+
+    /// The prompt must have words; a blank optional text is as good as
+    /// absent; `trust-tools` is split at commas.
+    fn try_from(params: AgentParams) -> Result<Self, ArgsError> {
+        if params.prompt.trim().is_empty() {
             return Err(ArgsError::EmptyPrompt);
         }
-        let trust_tools = nonempty(string(args, "trust-tools")?).map(|list| {
+        let trust_tools = nonempty(params.trust_tools).map(|list| {
             list.split(',')
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty())
                 .collect::<Vec<_>>()
         });
         Ok(Self {
-            prompt,
-            resume: flag(args, "resume")?,
-            agent: nonempty(string(args, "agent")?),
-            model: nonempty(string(args, "override-model")?),
-            yolo: flag(args, "yolo-mode")?,
+            prompt: params.prompt,
+            resume: params.resume.unwrap_or(false),
+            agent: nonempty(params.agent),
+            model: nonempty(params.override_model),
+            yolo: params.yolo_mode.unwrap_or(false),
             trust_tools: trust_tools.filter(|t| !t.is_empty()),
-            verbose: flag(args, "verbose")?,
+            verbose: params.verbose.unwrap_or(false),
         })
     }
+}
 
+impl AgentArgs {
     /// The arguments after the binary: `chat --no-interactive [...] -- PROMPT`.
     /// The prompt comes after `--`, so a prompt that starts with `-` is never
     /// taken for a flag.
@@ -151,35 +119,13 @@ impl AgentArgs {
     }
 }
 
-/// The JSON Schema of the parameters, as `tools/list` shows it.
-pub fn input_schema() -> Map<String, Value> {
-    let schema = serde_json::json!({
-        "type": "object",
-        "properties": {
-            "prompt": {"type": "string", "description": "The task or question for Amazon Q Developer (required, non-empty)."},
-            "resume": {"type": "boolean", "description": "Continue the previous conversation of this working directory (--resume)."},
-            "agent": {"type": "string", "description": "Use this agent configuration (--agent)."},
-            "override-model": {"type": "string", "description": "Use this model instead of the default (--model)."},
-            "yolo-mode": {"type": "boolean", "description": "Trust all tools without asking (--trust-all-tools). Q may then run commands and change files."},
-            "trust-tools": {"type": "string", "description": "Comma-separated tool names to trust (--trust-tools=a,b)."},
-            "verbose": {"type": "boolean", "description": "Include the CLI's logs (-v)."}
-        },
-        "required": ["prompt"],
-        "additionalProperties": false
-    });
-    match schema {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse(value: &Value) -> Result<AgentArgs, ArgsError> {
-        AgentArgs::parse(value.as_object())
+    fn parse(value: &serde_json::Value) -> Result<AgentArgs, ArgsError> {
+        AgentArgs::try_from(serde_json::from_value::<AgentParams>(value.clone()).unwrap())
     }
 
     #[test]
@@ -218,28 +164,34 @@ mod tests {
     }
 
     #[test]
-    fn every_mistake_has_its_message() {
-        assert_eq!(parse(&json!({})), Err(ArgsError::MissingPrompt));
+    fn a_blank_prompt_is_refused_and_blank_options_are_absent() {
         assert_eq!(
             parse(&json!({"prompt": "  \n"})),
             Err(ArgsError::EmptyPrompt)
         );
-        assert!(matches!(
-            parse(&json!({"prompt": 3})),
-            Err(ArgsError::WrongType {
-                name: "prompt",
-                got: "a number",
-                ..
-            })
-        ));
-        assert!(matches!(
-            parse(&json!({"prompt": "x", "resume": "yes"})),
-            Err(ArgsError::WrongType { name: "resume", .. })
-        ));
         assert_eq!(
-            parse(&json!({"prompt": "x", "promt": "y"})),
-            Err(ArgsError::Unknown("promt".into()))
+            parse(
+                &json!({"prompt": "x", "agent": " ", "override-model": "", "trust-tools": " , "})
+            ),
+            Ok(AgentArgs {
+                prompt: "x".into(),
+                ..AgentArgs::default()
+            })
         );
+    }
+
+    #[test]
+    fn unknown_and_mistyped_parameters_do_not_deserialize() {
+        for refused in [
+            json!({"prompt": "x", "promt": "y"}),
+            json!({"prompt": "x", "resume": "yes"}),
+            json!({"resume": true}),
+        ] {
+            assert!(
+                serde_json::from_value::<AgentParams>(refused.clone()).is_err(),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -19,12 +19,12 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use super::Sidecar;
 use super::limits::HttpLimits;
 use super::listener::ConnectionState;
 use super::login_watch::{LOGIN_CHECK_INTERVAL, LoginWatch};
 use super::server::SidecarHandler;
 use super::sessions::{BoundedSessionManager, limit_sessions};
+use super::tools::Sidecar;
 use crate::secret::Secret;
 use crate::store::StoreQuery;
 

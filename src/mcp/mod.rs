@@ -15,27 +15,16 @@ pub mod stdio;
 pub mod token;
 pub mod tools;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rmcp::ServiceExt;
 
 pub use server::SidecarHandler;
+pub use tools::Sidecar;
 
 use crate::agent::{AgentAuth, AgentConfig, AgentRunner};
 use crate::qapi::QClient;
 use crate::store::{self, StoreQuery};
-
-/// Shared state of every session (what the server and the tools both
-/// read, so it lives here rather than in either).
-#[derive(Debug)]
-pub struct Sidecar {
-    pub agent: AgentRunner,
-    /// The chat client, or why there is none (said in each `q-chat` result).
-    pub chat: Result<QClient, String>,
-    /// Where agent calls run (the CLI keeps one conversation per directory).
-    pub cwd: PathBuf,
-}
 
 /// Builds the shared state: `query` is the store the command line chose
 /// (`--db` / `QBOX_DB`), used alike by `/health`, `q-chat` and the agent;

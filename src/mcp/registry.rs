@@ -1,6 +1,6 @@
 //! Publishable metadata: the MCP registry's `server.json` and a server card,
-//! both built from the tools' own definitions (`tools::chat_tool`,
-//! `tools::agent_tool`) and the pinned protocol revisions, so what they say
+//! both built from the tools' own definitions (every row of
+//! [`super::tools::TOOLS`]) and the pinned protocol revisions, so what they say
 //! cannot drift from what the server answers. `docs/server.json` and
 //! `docs/server-card.json` in the repository are these functions' output,
 //! checked by a test.
@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use super::server::{NEWEST_HANDSHAKE_REVISION, PROTOCOL_VERSIONS};
-use super::tools::{agent_tool, chat_tool};
+use super::tools::TOOLS;
 
 /// The registry's schema this `server.json` follows.
 pub const SERVER_SCHEMA: &str =
@@ -25,9 +25,9 @@ const DESCRIPTION: &str =
     "Amazon Q Developer for MCP hosts: ask Q or run the Kiro CLI agent with your CLI login";
 
 fn tools() -> Vec<Value> {
-    [chat_tool(), agent_tool()]
+    TOOLS
         .iter()
-        .map(|tool| serde_json::to_value(tool).unwrap_or(Value::Null))
+        .map(|row| serde_json::to_value((row.tool)()).unwrap_or(Value::Null))
         .collect()
 }
 
@@ -96,7 +96,7 @@ mod tests {
             .iter()
             .map(|t| t["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["q-chat", "q-developer-agent"]);
+        assert_eq!(names, super::super::tools::tool_names());
         assert!(card["tools"][0]["inputSchema"]["properties"]["prompt"].is_object());
         assert!(card["tools"][0]["outputSchema"].is_object());
         let server = server_json(DEFAULT_REGISTRY_NAME);

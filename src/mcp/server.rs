@@ -1,5 +1,6 @@
-//! The rmcp server handler: lists the enabled tools and routes calls, and
-//! says which protocol revisions the server speaks.
+//! The rmcp server handler: lists and calls the tools of
+//! [`super::tools::TOOLS`] that this server offers, and says which protocol
+//! revisions the server speaks.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -11,9 +12,7 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
-use super::Sidecar;
-use super::tools::{self, CHAT_TOOL};
-use crate::agent::TOOL_NAME;
+use super::tools::{self, Sidecar, ToolRow, text_result};
 
 /// The protocol revisions the server speaks, oldest first. Each one is
 /// exercised by a test (`tests/integration/mcp_versions.rs` and the Python
@@ -65,10 +64,9 @@ impl ServerHandler for SidecarHandler {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let mut tools = vec![tools::chat_tool()];
-        if self.state.agent.config().enabled {
-            tools.push(tools::agent_tool());
-        }
+        let tools = tools::offered(&self.state)
+            .map(|row| (row.tool)().clone())
+            .collect();
         // The same list for every caller and token: "public" lets a shared
         // gateway cache it (it holds no user data).
         Ok(ListToolsResult::with_all_items(tools)
@@ -85,29 +83,20 @@ impl ServerHandler for SidecarHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let state = &self.state;
-        let arguments = request.arguments.as_ref();
-        let result = match request.name.as_ref() {
-            TOOL_NAME => tools::call_agent(state, arguments, &context).await,
-            CHAT_TOOL => {
-                tools::call_chat(
-                    state.chat.as_ref().map_err(String::as_str),
-                    arguments,
-                    &context,
-                )
-                .await
-            }
-            other => {
-                let offered = if state.agent.config().enabled {
-                    format!("{CHAT_TOOL}, {TOOL_NAME}")
-                } else {
-                    CHAT_TOOL.to_owned()
-                };
-                return Err(ErrorData::invalid_params(
-                    format!("unknown tool `{other}`; this server offers: {offered}"),
-                    None,
-                ));
-            }
+        let Some(row) = tools::find(&request.name) else {
+            let offered: Vec<&str> = tools::offered(&self.state).map(ToolRow::name).collect();
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "unknown tool `{}`; this server offers: {}",
+                    request.name,
+                    offered.join(", ")
+                ),
+                None,
+            ));
+        };
+        let result = match (row.offered)(&self.state) {
+            Ok(()) => (row.call)(&self.state, request.arguments, &context).await,
+            Err(why) => text_result(why, true),
         };
         Ok(result.into())
     }

@@ -319,7 +319,7 @@ pub(crate) fn assert_the_cli_saw(record: &Path, token: &str) {
 pub(crate) fn assert_both_tools_answered(report: &serde_json::Value, stderr: &str, chat: &str) {
     assert_eq!(
         report["tools"],
-        serde_json::json!(["q-chat", "q-developer-agent"]),
+        serde_json::json!(crate::mcp_client::offered_tools(true)),
         "{report}"
     );
     assert_eq!(report["agent"]["is_error"], false, "{report} {stderr}");

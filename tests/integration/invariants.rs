@@ -14,6 +14,9 @@
 //!   `app::report` (else its exit code and hint would be lost).
 //! - Warnings go through `app::report::warn`: no `eprintln!` elsewhere
 //!   prints one by hand (one prefix, the text cleaned).
+//! - Every MCP tool (a file in `src/mcp/tools/`) is a row of the one tool
+//!   table, which is what a server with every tool enabled lists, and each
+//!   tool is documented in `docs/mcp.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -83,6 +86,10 @@ const CONFINED: &[(&str, &str)] = &[
     ("bollard", "container"),
     ("rmcp", "mcp"),
 ];
+
+/// Files in `src/mcp/tools/` that are not tools: the table and what every
+/// tool uses.
+const TOOL_HELPERS: &[&str] = &["mod.rs", "params.rs", "progress.rs"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -766,5 +773,67 @@ fn the_executables_are_position_independent() {
         assert_eq!(&header[..4], b"\x7fELF", "{exe}");
         let kind = u16::from_le_bytes([header[16], header[17]]);
         assert_eq!(kind, ET_DYN, "{exe} is not position-independent");
+    }
+}
+
+#[test]
+fn every_mcp_tool_is_in_the_table() {
+    let dir = src().join("mcp/tools");
+    let table_file = std::fs::read_to_string(dir.join("mod.rs")).unwrap();
+    let start = table_file
+        .find("pub static TOOLS")
+        .expect("src/mcp/tools/mod.rs defines the table `pub static TOOLS`");
+    let table = &table_file[start..start + table_file[start..].find("];").unwrap()];
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".rs") && !TOOL_HELPERS.contains(&name.as_str()) {
+            files.push(name);
+        }
+    }
+    files.sort();
+    assert!(!files.is_empty(), "no tool files in {}", dir.display());
+    let mut broken = Vec::new();
+    for file in &files {
+        let module = file.trim_end_matches(".rs");
+        let code = std::fs::read_to_string(dir.join(file)).unwrap();
+        if !code.contains("pub const ROW: ToolRow") {
+            broken.push(format!(
+                "src/mcp/tools/{file} is a tool without its `pub const ROW: ToolRow` \
+                 (or a helper missing from TOOL_HELPERS)"
+            ));
+        }
+        if !table.contains(&format!("{module}::ROW")) {
+            broken.push(format!(
+                "src/mcp/tools/{file} is not in the table: add `{module}::ROW` to TOOLS in src/mcp/tools/mod.rs"
+            ));
+        }
+    }
+    let rows = table.matches("::ROW").count();
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+    assert_eq!(
+        rows,
+        files.len(),
+        "TOOLS has a row without a file of its own in src/mcp/tools/: {table}"
+    );
+
+    // The table is what a server with every tool enabled lists.
+    let names = qbox::mcp_tool_names();
+    assert_eq!(names.len(), rows, "{names:?}");
+    let home = crate::util::TestHome::new();
+    let mut server = crate::mcp_client::StdioMcp::start(
+        home.path(),
+        &[("ENABLE_ADDITIONAL_TOOLS", names.join(","))],
+    );
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(server.tool_names(), sorted);
+
+    let documented = std::fs::read_to_string(src().join("../docs/mcp.md")).unwrap();
+    for name in names {
+        assert!(
+            documented.contains(&format!("`{name}`")),
+            "docs/mcp.md does not document the tool `{name}`"
+        );
     }
 }

@@ -183,6 +183,16 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// The names of the tools a sidecar offers, sorted (as the tests' clients
+/// report them), read from the server's tool table: every tool, or all but
+/// the agent tool, which only `ENABLE_ADDITIONAL_TOOLS` turns on.
+pub fn offered_tools(agent_enabled: bool) -> Vec<&'static str> {
+    let mut names = qbox::mcp_tool_names();
+    names.retain(|name| agent_enabled || *name != qbox::AGENT_TOOL_NAME);
+    names.sort_unstable();
+    names
+}
+
 /// The fake CLI shipped with the tests.
 pub fn fake_q() -> String {
     format!("{}/tests/fixtures/fake-q", env!("CARGO_MANIFEST_DIR"))

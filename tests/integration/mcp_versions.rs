@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::mcp_client::fake_q;
+use crate::mcp_client::{fake_q, offered_tools};
 use crate::util::TestHome;
 
 /// The revisions the tests below exercise, oldest first. The sidecar must
@@ -559,11 +559,7 @@ async fn the_official_python_sdk_interoperates_in_each_mode() {
                 report["protocol_version"], negotiated,
                 "{context}: {report}"
             );
-            assert_eq!(
-                report["tools"],
-                json!(["q-chat", "q-developer-agent"]),
-                "{context}"
-            );
+            assert_eq!(report["tools"], json!(offered_tools(true)), "{context}");
             assert_eq!(
                 report["call"]["text"], "line 1\nline 2\nline 3\n",
                 "{context}"

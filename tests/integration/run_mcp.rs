@@ -183,7 +183,7 @@ fn issue_24_the_mounted_qbox_serves_in_an_empty_hardened_image_as_a_non_root_use
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         report["tools"],
-        serde_json::json!(["q-chat", "q-developer-agent"]),
+        serde_json::json!(crate::mcp_client::offered_tools(true)),
         "{report} {stderr}"
     );
     assert_eq!(report["agent"]["is_error"], true, "{report}");

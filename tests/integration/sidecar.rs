@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use qbox::store::Flavor;
 use serde_json::{Value, json};
 
-use crate::mcp_client::{StdioMcp, fake_q, process_alive};
+use crate::mcp_client::{StdioMcp, fake_q, offered_tools, process_alive};
 use crate::util::{TestHome, clean_command, refusing_port, spawn_serving, valid_login, wait_until};
 
 fn agent_env(record: &Path) -> Vec<(&'static str, String)> {
@@ -32,7 +32,7 @@ pub(crate) fn recorded_pid(record: &Path, file: &str) -> u32 {
 fn the_agent_tool_is_offered_only_when_enabled() {
     let home = TestHome::new();
     let mut plain = StdioMcp::start(home.path(), &[]);
-    assert_eq!(plain.tool_names(), ["q-chat"]);
+    assert_eq!(plain.tool_names(), offered_tools(false));
     let (text, is_error, _) = plain.call("q-developer-agent", json!({"prompt": "hi"}));
     assert!(is_error);
     assert!(
@@ -42,7 +42,9 @@ fn the_agent_tool_is_offered_only_when_enabled() {
 
     let record = home.path().join("record");
     let mut enabled = StdioMcp::start(home.path(), &agent_env(&record));
-    assert_eq!(enabled.tool_names(), ["q-chat", "q-developer-agent"]);
+    assert_eq!(enabled.tool_names(), offered_tools(true));
+    assert!(offered_tools(true).contains(&"q-developer-agent"));
+    assert!(!offered_tools(false).contains(&"q-developer-agent"));
     let schema = enabled.request("tools/list", json!({}))["result"]["tools"]
         .as_array()
         .unwrap()
@@ -656,7 +658,7 @@ async fn the_official_python_sdk_interoperates() {
     let check = |report: &str| {
         let report: Value =
             serde_json::from_str(report.trim()).unwrap_or_else(|e| panic!("{e}: {report}"));
-        assert_eq!(report["tools"], json!(["q-chat", "q-developer-agent"]));
+        assert_eq!(report["tools"], json!(offered_tools(true)));
         assert_eq!(report["call"]["is_error"], false);
         assert_eq!(report["call"]["text"], "line 1\nline 2\nline 3\n");
         assert_eq!(report["progress"], json!(["line 1", "line 2", "line 3"]));
