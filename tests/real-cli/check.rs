@@ -17,7 +17,25 @@
 //!    `TokenType` header and the body's `profileArn`;
 //! 4. the sidecar's `q-developer-agent` drives it end to end over MCP;
 //! 5. it says "not logged in" in its own words for an expired access-only
-//!    snapshot, and the agent turns that into its message.
+//!    snapshot, and the agent turns that into its message;
+//! 6. the user's settings travel with the login: a snapshot carries the
+//!    allow-listed keys only, and the CLI reading them (from the snapshot,
+//!    or driven by the agent) sends `x-amzn-codewhisperer-optout: true` for
+//!    a user who does not share content and the user's `chat.defaultModel`
+//!    as `modelId` (the stand-in lists it in `ListAvailableModels`, which
+//!    the CLI consults), through the endpoint override;
+//! 7. each service failure the stand-in produces (access denied,
+//!    throttling, an exception mid-stream, no connection): the CLI's exit
+//!    code, stdout and stderr in `--no-interactive` mode, the fake CLI's
+//!    `service-fail:KIND` printing the same lines, and the agent's
+//!    `isError` answer quoting the CLI's error;
+//! 8. `qbox chat`'s request beside the CLI's on the same login and
+//!    settings: `modelId`, `envState`, the opt-out header,
+//!    `amz-sdk-request`, `amz-sdk-invocation-id`;
+//! 9. in containers (`container.rs`): docs/run.md's `qbox run IMAGE --
+//!    kiro-cli chat --no-interactive "hello"` as written, `qbox run --mcp
+//!    --hardened IMAGE` started by a user that is not root, and the agent
+//!    image (`qbox image build --agent`).
 //!
 //! Usage: `cargo run --example real-cli -- CLI_BINARY [--flavor kiro|q]`.
 //! Prints one line per check (`ok` / `FAILED` with what was seen) and exits
@@ -619,6 +637,14 @@ fn last_chat(q: &StandinQ) -> Option<qbox::standin::q::RecordedQRequest> {
         .rfind(|r| r.target.as_deref() == Some(qbox::qapi::TARGET))
 }
 
+/// The last chat request among those after the first `before`.
+fn chat_since(q: &StandinQ, before: usize) -> Option<qbox::standin::q::RecordedQRequest> {
+    q.requests()
+        .into_iter()
+        .skip(before)
+        .rfind(|r| r.target.as_deref() == Some(qbox::qapi::TARGET))
+}
+
 /// The `modelId` of a chat request's current message.
 fn model_id(request: &qbox::standin::q::RecordedQRequest) -> Option<String> {
     request.body["conversationState"]["currentMessage"]["userInputMessage"]["modelId"]
@@ -721,7 +747,7 @@ async fn check_settings(tools: &Tools, flavor: Flavor, report: &mut Report) {
     let _ = std::fs::copy(&carried_path, bare.settings_path());
     let before = q.requests().len();
     let (code, stdout, stderr) = cli_chat(tools, &bare, "hello from the snapshot");
-    let from_snapshot = last_chat(&q).filter(|_| q.requests().len() > before);
+    let from_snapshot = chat_since(&q, before);
     report.check(
         "settings: the CLI reading the snapshot's settings reaches the endpoint override",
         from_snapshot.is_some() && stdout.contains("hello from the snapshot"),
@@ -741,7 +767,7 @@ async fn check_settings(tools: &Tools, flavor: Flavor, report: &mut Report) {
         "q-developer-agent",
         &json!({"prompt": "hello through the agent with settings"}),
     );
-    let through_agent = last_chat(&q).filter(|_| q.requests().len() > before);
+    let through_agent = chat_since(&q, before);
     report.check(
         "settings: the agent's CLI reaches the endpoint override from the snapshot",
         !is_error && text.contains("hello through the agent with settings"),
@@ -950,12 +976,14 @@ async fn check_request_parity(tools: &Tools, flavor: Flavor, report: &mut Report
     ] {
         let home = Home::with_settings(flavor, &settings);
         home.login(Kind::BuilderId, access, time::Duration::hours(1));
+        let before = q.requests().len();
         let _ = cli_chat(tools, &home, "same conversation");
-        let theirs = last_chat(&q);
+        let theirs = chat_since(&q, before);
+        let before = q.requests().len();
         let mut ours = home.command(&tools.qbox);
         ours.args(["chat", "--", "same conversation"]);
         let (our_code, _, our_stderr) = output(ours);
-        let ours = last_chat(&q).filter(|r| r.user_agent.as_deref().is_some_and(|u| u.starts_with("qbox/")));
+        let ours = chat_since(&q, before);
         let (Some(theirs), Some(ours)) = (theirs, ours) else {
             report.check(
                 &format!("parity ({label}): both requests reached the stand-in"),

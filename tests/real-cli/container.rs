@@ -16,8 +16,8 @@ use qbox::store::Flavor;
 use serde_json::json;
 
 use super::{
-    Home, Kind, Report, SERVICE_DEFAULT_MODEL, Tools, USER_MODEL, follows_users_settings,
-    last_chat, mcp_call, output, sent, users_settings,
+    Home, Kind, Report, SERVICE_DEFAULT_MODEL, Tools, USER_MODEL, chat_since,
+    follows_users_settings, mcp_call, output, sent, users_settings,
 };
 
 /// The user the `--mcp` run is started as (and so the container's user).
@@ -127,10 +127,18 @@ pub async fn check(tools: &Tools, flavor: Flavor, report: &mut Report) {
     home.login(Kind::BuilderId, access, time::Duration::hours(1));
     let cli = flavor.binary();
     let mut run = home.command(&tools.qbox);
-    run.args(["run", &image, "--", cli, "chat", "--no-interactive", "hello"]);
+    run.args([
+        "run",
+        &image,
+        "--",
+        cli,
+        "chat",
+        "--no-interactive",
+        "hello",
+    ]);
     let before = q.requests().len();
     let (code, stdout, stderr) = output(run);
-    let request = last_chat(&q).filter(|_| q.requests().len() > before);
+    let request = chat_since(&q, before);
     report.check(
         &format!("container: `qbox run IMAGE -- {cli} chat --no-interactive \"hello\"` answers"),
         code == 0 && stdout.contains("You said: ") && stdout.contains("hello"),
@@ -164,7 +172,7 @@ pub async fn check(tools: &Tools, flavor: Flavor, report: &mut Report) {
         "q-developer-agent",
         &json!({"prompt": "hello from a hardened container"}),
     );
-    let request = last_chat(&q).filter(|_| q.requests().len() > before);
+    let request = chat_since(&q, before);
     report.check(
         "container: `qbox run --mcp --hardened IMAGE` as a non-root user: the agent's CLI answers",
         !is_error && text.contains("hello from a hardened container"),
@@ -175,7 +183,56 @@ pub async fn check(tools: &Tools, flavor: Flavor, report: &mut Report) {
         follows_users_settings(request.as_ref()),
         sent(request.as_ref()),
     );
-    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+
+    // docs/run.md's agent image: `qbox image build --agent --cli PATH`
+    // on this image, then `qbox run -i --hardened -v "$PWD:/work" -w /work
+    // qbox-agent -- serve`.
+    let agent_tag = format!("qbox-real-cli-agent-{cli}:check");
+    let home = Home::with_settings(flavor, &users_settings(&q.url()));
+    home.login(Kind::BuilderId, access, time::Duration::hours(1));
+    let named = home.path().join("cli-bin").join(cli);
+    std::fs::create_dir_all(named.parent().unwrap()).unwrap();
+    std::fs::copy(&tools.cli, &named).unwrap();
+    let mut build = home.command(&tools.qbox);
+    build
+        .args(["image", "build", "--agent", "--cli"])
+        .arg(&named)
+        .args(["--base", &image, "--tag", &agent_tag]);
+    let (code, _, stderr) = output(build);
+    report.check(
+        "container: `qbox image build --agent --cli PATH` packs the real CLI",
+        code == 0,
+        format!("exit {code}: {stderr}"),
+    );
+    let work = home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut command = home.command(&tools.qbox);
+    command
+        .args(["run", "-i", "--hardened", "-v"])
+        .arg(format!("{}:/work", work.display()))
+        .args(["-w", "/work", &agent_tag, "--", "serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let before = q.requests().len();
+    let (text, is_error) = mcp_call(
+        command,
+        "q-developer-agent",
+        &json!({"prompt": "hello from the agent image"}),
+    );
+    let request = chat_since(&q, before);
+    report.check(
+        "container: the agent image's CLI answers through `qbox run -i --hardened ... -- serve`",
+        code == 0 && !is_error && text.contains("hello from the agent image"),
+        &text,
+    );
+    report.check(
+        "container: the agent image's CLI sends optout true and the user's modelId",
+        follows_users_settings(request.as_ref()),
+        sent(request.as_ref()),
+    );
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &agent_tag, &image])
+        .output();
 }
 
 /// Gives `dir` and everything under it to `uid` (its group too).
