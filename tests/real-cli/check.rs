@@ -37,7 +37,9 @@
 //!    --hardened IMAGE` started by a user that is not root, and the agent
 //!    image (`qbox image build --agent`).
 //!
-//! Usage: `cargo run --example real-cli -- CLI_BINARY [--flavor kiro|q]`.
+//! Usage: `cargo run --example real-cli -- CLI_BINARY [--flavor kiro|q]
+//! [--only PART,...]` (parts: logins, api-key, agent, settings, failures,
+//! parity, container).
 //! Prints one line per check (`ok` / `FAILED` with what was seen) and exits
 //! 1 if any failed.
 
@@ -298,7 +300,7 @@ fn use_snapshot(tools: &Tools, home: &Home, scope: &str) -> Result<(), String> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cli) = args.first().map(PathBuf::from) else {
-        eprintln!("usage: real-cli CLI_BINARY [--flavor kiro|q]");
+        eprintln!("usage: real-cli CLI_BINARY [--flavor kiro|q] [--only PART,...]");
         std::process::exit(2);
     };
     let flavor = match args.iter().position(|a| a == "--flavor") {
@@ -325,22 +327,44 @@ fn main() {
     })
     .1;
     println!("# {} ({})", version.trim(), flavor.display_name());
+    // `--only PART[,PART]` runs some parts: logins, api-key, agent,
+    // settings, failures, parity, container.
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args[i + 1].split(',').map(str::to_owned).collect());
+    let runs = |part: &str| {
+        only.as_ref()
+            .is_none_or(|parts| parts.iter().any(|p| p == part))
+    };
     let kinds: &[Kind] = if flavor == Flavor::Kiro {
         &Kind::KIRO
     } else {
         &[Kind::BuilderId, Kind::IdentityCenter]
     };
-    for &kind in kinds {
-        runtime.block_on(check_kind(&tools, flavor, kind, &mut report));
+    if runs("logins") {
+        for &kind in kinds {
+            runtime.block_on(check_kind(&tools, flavor, kind, &mut report));
+        }
     }
-    if flavor == Flavor::Kiro {
+    if flavor == Flavor::Kiro && runs("api-key") {
         runtime.block_on(check_api_key(&tools, &mut report));
     }
-    runtime.block_on(check_agent(&tools, flavor, &mut report));
-    runtime.block_on(check_settings(&tools, flavor, &mut report));
-    runtime.block_on(check_failures(&tools, flavor, &mut report));
-    runtime.block_on(check_request_parity(&tools, flavor, &mut report));
-    runtime.block_on(container::check(&tools, flavor, &mut report));
+    if runs("agent") {
+        runtime.block_on(check_agent(&tools, flavor, &mut report));
+    }
+    if runs("settings") {
+        runtime.block_on(check_settings(&tools, flavor, &mut report));
+    }
+    if runs("failures") {
+        runtime.block_on(check_failures(&tools, flavor, &mut report));
+    }
+    if runs("parity") {
+        runtime.block_on(check_request_parity(&tools, flavor, &mut report));
+    }
+    if runs("container") {
+        runtime.block_on(container::check(&tools, flavor, &mut report));
+    }
     println!("{} checks failed", report.failed);
     std::process::exit(i32::from(report.failed > 0));
 }
