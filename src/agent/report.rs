@@ -124,6 +124,21 @@ pub fn outcome(record: CallRecord<'_>) -> Outcome {
         {
             Outcome::error(with_warnings(silent_failure(&stderr, cli), &warnings))
         }
+        // An answer the service broke off: the CLI printed part of it,
+        // then its "having trouble responding" error, and exited 0.
+        RunEnd::Exited(Some(status))
+            if status.success() && stderr.to_ascii_lowercase().contains(TROUBLE_RESPONDING) =>
+        {
+            Outcome::error(with_warnings(
+                format!(
+                    "{} chat was cut off by an error after part of its answer; it printed this on stderr:\n{}\npartial output:\n{}",
+                    cli.name(),
+                    crate::secret::redact(&stderr),
+                    text.trim_end()
+                ),
+                &warnings,
+            ))
+        }
         RunEnd::Exited(Some(status)) if status.success() => Outcome {
             text: with_warnings(text, &warnings),
             is_error: false,
@@ -189,6 +204,10 @@ const AUTH_PATTERNS: [&str; 6] = [
     "token has expired",
     "authentication failed",
 ];
+
+/// What both CLIs print (after "Kiro" or "Amazon Q") when the service
+/// fails a turn, also after part of the answer was printed.
+const TROUBLE_RESPONDING: &str = "is having trouble responding right now";
 
 /// What the Kiro CLI says when the service refuses its API key.
 const API_KEY_REFUSED: &str = "api key may be invalid";
@@ -638,6 +657,22 @@ mod tests {
         assert_eq!(
             throttled.text,
             "kiro-cli chat exited 0 without an answer; it printed only this on stderr:\nRequest quota exceeded. Please wait a moment and try again."
+        );
+        // Exit 0 after part of an answer, then the CLI's error (the
+        // Kiro CLI 2.2.1's words for an exception in the stream).
+        let cut = kiro(
+            exited(0),
+            b"> a partial\n",
+            b"\x1b[1mKiro is having trouble responding right now:\n   0: Failed to receive the next message: InternalServerError: Encountered an unexpected error\n",
+        );
+        assert!(cut.is_error, "{}", cut.text);
+        assert!(
+            cut.text
+                .starts_with("kiro-cli chat was cut off by an error after part of its answer")
+                && cut.text.contains("InternalServerError")
+                && cut.text.ends_with("partial output:\n> a partial"),
+            "{}",
+            cut.text
         );
         let timeout = kiro(
             Ending::Ran(RunEnd::TimedOut {

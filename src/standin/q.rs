@@ -3,7 +3,8 @@
 //! script (split at awkward chunk boundaries, pauses, stalls, exception
 //! frames with the code in a header or the payload, events with missing
 //! fields, HTTP errors, the monthly limit, redirects, wrong content types,
-//! connections cut mid-frame).
+//! connections cut mid-frame). When told, it also answers the CLIs'
+//! `ListAvailableModels`, which decides the model they ask for.
 //!
 //! Like a service that keeps no conversations itself, it checks what a
 //! client sends as history: it remembers what it answered in each
@@ -26,6 +27,10 @@ use crate::eventstream::{Header, HeaderValue, encode};
 use crate::qapi::conversation::MAX_HISTORY_PAIRS;
 use crate::qapi::model::ChatMessage;
 use crate::qapi::{EVENT_STREAM_CONTENT_TYPE, GenerateAssistantResponseRequest, TARGET};
+
+/// The target of `ListAvailableModels` (the CLIs' model list, on the same
+/// endpoint as the chat).
+pub const LIST_MODELS_TARGET: &str = "AmazonCodeWhispererService.ListAvailableModels";
 
 /// One scripted answer.
 // Replies are few and short-lived (queued by a test or the demo): boxing
@@ -158,6 +163,10 @@ struct Inner {
     monthly_limit: Option<usize>,
     /// Answers whose client hung up before they were sent whole.
     hangups: usize,
+    /// What `ListAvailableModels` answers (model ids, then the default),
+    /// when set; otherwise it is an unknown operation, as every target but
+    /// the chat's is.
+    models: Option<(Vec<String>, String)>,
 }
 
 /// A running stand-in Q service. Dropping it stops the server.
@@ -185,6 +194,7 @@ impl StandinQ {
             conversations: HashMap::new(),
             monthly_limit: None,
             hangups: 0,
+            models: None,
         }));
         let app = axum::Router::new()
             .route("/", post(generate))
@@ -219,6 +229,16 @@ impl StandinQ {
     /// refused as an invalid token.
     pub fn set_token_type(&self, token_type: Option<&str>) {
         self.lock().token_type = token_type.map(str::to_owned);
+    }
+
+    /// Makes `ListAvailableModels` (the CLIs ask it before a chat, and
+    /// send `chat.defaultModel` only when it is listed) answer `models`,
+    /// with `default` as the service's default.
+    pub fn set_models(&self, models: &[&str], default: &str) {
+        self.lock().models = Some((
+            models.iter().map(|m| (*m).to_owned()).collect(),
+            default.to_owned(),
+        ));
     }
 
     pub fn requests(&self) -> Vec<RecordedQRequest> {
@@ -280,7 +300,7 @@ async fn generate(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let (token, token_type, over_monthly_limit) = {
+    let (token, token_type, over_monthly_limit, models) = {
         let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.requests.push(RecordedQRequest {
             target: header(&headers, "x-amz-target"),
@@ -295,8 +315,28 @@ async fn generate(
         let over = inner
             .monthly_limit
             .is_some_and(|limit| inner.requests.len() > limit);
-        (inner.token.clone(), inner.token_type.clone(), over)
+        (
+            inner.token.clone(),
+            inner.token_type.clone(),
+            over,
+            inner.models.clone(),
+        )
     };
+    if let Some((models, default)) = models
+        && header(&headers, "x-amz-target").as_deref() == Some(LIST_MODELS_TARGET)
+    {
+        let model = |id: &String| json!({"modelId": id, "modelName": id});
+        return (
+            StatusCode::OK,
+            [("content-type", "application/x-amz-json-1.0")],
+            json!({
+                "models": models.iter().map(model).collect::<Vec<_>>(),
+                "defaultModel": model(&default),
+            })
+            .to_string(),
+        )
+            .into_response();
+    }
     if header(&headers, "x-amz-target").as_deref() != Some(TARGET) {
         return error_response(
             StatusCode::BAD_REQUEST,
