@@ -49,3 +49,8 @@ pub use app::protect_process;
 /// names it): the tests compare what servers answer with these.
 pub use agent::TOOL_NAME as AGENT_TOOL_NAME;
 pub use mcp::tools::tool_names as mcp_tool_names;
+
+/// The agent's cleaning of a CLI's terminal output (escape sequences
+/// removed): the real-CLI check compares the CLI's lines with the fake
+/// CLI's after the same cleaning.
+pub use agent::output::strip_ansi;

@@ -864,41 +864,11 @@ impl Failure {
 
 /// Text without ANSI sequences, one trimmed non-empty line each.
 fn clean_lines(text: &str) -> Vec<String> {
-    strip_ansi(text)
+    qbox::strip_ansi(text)
         .split(['\n', '\r'])
         .map(|l| l.trim().to_owned())
         .filter(|l| !l.is_empty())
         .collect()
-}
-
-/// `text` without terminal escape sequences (CSI, OSC and two-byte ones).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('[') => {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            Some(']') => {
-                while let Some(c) = chars.next() {
-                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
-                        break;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 /// `lines` with each run of digits as `N` (ports differ from run to run).
